@@ -1,0 +1,165 @@
+// Kernel benchmark: matmul throughput at decoder shapes (M = 1..512 rows, K = N = 512..4096)
+// per precision, as GFLOP/s and as a fraction of the machine's own measured peak
+// (DESIGN.md §6). Peaks are measured first, in the same run, with large square products;
+// memory bandwidth with a triad, for the batch-1 (weight-streaming) bound.
+//
+//   build/bench/kernels_bench [--threads=N] [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "kernels/runtime.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+Tensor Filled(const Shape& shape, float value) {
+  Tensor t = Tensor::Allocate(DType::kF32, shape);
+  std::fill_n(t.data<float>(), t.numel(), value);
+  return t;
+}
+
+// Deterministic pseudo-random weights: values do not change speed, but all-equal inputs
+// could in principle hit special cases.
+Tensor Weights(int64_t n, int64_t k) {
+  Tensor t = Tensor::Allocate(DType::kF32, Shape{n, k});
+  uint32_t state = 12345;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    state = state * 1664525u + 1013904223u;
+    t.data<float>()[i] =
+        static_cast<float>(static_cast<int32_t>(state >> 8) % 2001 - 1000) / 32000.0f;
+  }
+  return t;
+}
+
+double SecondsFor(const PackedLinear& linear, const Tensor& x, Tensor& y, double min_seconds) {
+  for (int i = 0; i < 3; ++i) (void)linear.Forward(x, Activation::kNone, y);
+  int iterations = 0;
+  const auto start = std::chrono::steady_clock::now();
+  double elapsed = 0;
+  do {
+    (void)linear.Forward(x, Activation::kNone, y);
+    ++iterations;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  } while (elapsed < min_seconds);
+  return elapsed / iterations;
+}
+
+// Best GFLOP/s over a few large square products: the compute roof for this precision.
+std::map<Precision, double>& PeakGflops() {
+  static std::map<Precision, double> peaks;
+  return peaks;
+}
+double& TriadGBps() {
+  static double bandwidth = 0;
+  return bandwidth;
+}
+
+void MeasurePeaks() {
+  for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
+    double best = 0;
+    for (int64_t size : {1024, 2048}) {
+      absl::StatusOr<PackedLinear> linear = PackedLinear::Create(Weights(size, size), Tensor(), p);
+      if (!linear.ok()) continue;
+      const Tensor x = Filled(Shape{size, size}, 0.5f);
+      Tensor y;
+      const double seconds = SecondsFor(*linear, x, y, 0.5);
+      best = std::max(best, 2.0 * size * size * size / seconds / 1e9);
+    }
+    PeakGflops()[p] = best;
+  }
+  // STREAM-style triad a = b + s * c over arrays far larger than the caches.
+  const size_t n = 32u << 20;  // 128 MiB per array
+  std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
+  double best_seconds = 1e9;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+#pragma omp parallel for
+    for (size_t i = 0; i < n; ++i) a[i] = b[i] + 0.5f * c[i];
+    best_seconds =
+        std::min(best_seconds,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  benchmark::DoNotOptimize(a.data());
+  TriadGBps() = 3.0 * n * sizeof(float) / best_seconds / 1e9;
+}
+
+void BM_Matmul(benchmark::State& state, Precision precision) {
+  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  absl::StatusOr<PackedLinear> linear = PackedLinear::Create(Weights(n, k), Tensor(), precision);
+  if (!linear.ok()) {
+    state.SkipWithError(std::string(linear.status().message()).c_str());
+    return;
+  }
+  const Tensor x = Filled(Shape{m, k}, 0.5f);
+  Tensor y;
+  for (auto _ : state) {
+    absl::Status s = linear->Forward(x, Activation::kNone, y);
+    if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
+    benchmark::DoNotOptimize(y.raw_data());
+  }
+  const double flops = 2.0 * m * k * n;
+  state.counters["GFLOPs"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_frac"] = benchmark::Counter(flops * 1e-9 / PeakGflops()[precision],
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_MB"] = static_cast<double>(linear->memory_bytes()) / 1e6;
+  state.SetLabel(*linear->ImplementationName(m));
+}
+
+void RegisterMatmuls() {
+  for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
+    auto* b = benchmark::RegisterBenchmark((std::string("matmul/") + PrecisionName(p)).c_str(),
+                                           [p](benchmark::State& s) { BM_Matmul(s, p); });
+    for (int64_t m : {1, 8, 32, 128, 256, 512}) {
+      for (int64_t kn : {512, 1024, 2048, 4096}) b->Args({m, kn, kn});
+    }
+    // The Transformer-Base FFN shapes: 512 -> 2048 and 2048 -> 512.
+    for (int64_t m : {1, 32, 256}) {
+      b->Args({m, 512, 2048});
+      b->Args({m, 2048, 512});
+    }
+    b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+  }
+}
+
+}  // namespace
+}  // namespace taskmoe::kernels
+
+int main(int argc, char** argv) {
+  int threads = 0;
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--threads=", 10) == 0) {
+      threads = std::atoi(argv[i] + 10);
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  if (threads > 0 && !taskmoe::kernels::SetNumThreads(threads).ok()) {
+    std::fprintf(stderr, "bad --threads\n");
+    return 2;
+  }
+  int rest_argc = static_cast<int>(rest.size());
+  benchmark::Initialize(&rest_argc, rest.data());
+  if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 2;
+
+  using namespace taskmoe::kernels;
+  std::printf("threads=%d isa=%s\n", NumThreads(), CpuIsaName());
+  MeasurePeaks();
+  std::printf("measured peak GFLOP/s: f32 %.0f, bf16 %.0f, int8 %.0f; triad %.1f GB/s\n",
+              PeakGflops()[Precision::kF32], PeakGflops()[Precision::kBF16],
+              PeakGflops()[Precision::kInt8], TriadGBps());
+  std::fflush(stdout);
+  RegisterMatmuls();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,12 @@
+# Compiler options shared by every first-party target: strict warnings, warnings as errors,
+# and the instruction set of the machine we build for (oneDNN dispatches its own kernels at
+# run time; our own loops rely on the compiler's auto-vectorisation).
+set(TASKMOE_MARCH "x86-64-v3" CACHE STRING
+    "-march for first-party code (x86-64-v3 = AVX2/FMA; 'native' for the build machine)")
+
+function(taskmoe_set_target_options target)
+  target_compile_options(${target} PRIVATE
+    -Wall -Wextra -Wpedantic -Werror -Wshadow -Wnon-virtual-dtor -Wno-unused-parameter
+    -march=${TASKMOE_MARCH})
+  target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
+endfunction()

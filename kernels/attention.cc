@@ -1,0 +1,159 @@
+// Attention: one (batch row, head) pair per parallel task; per query the scores live in a
+// per-thread buffer and only the visible keys are touched, so masks cost nothing.
+#include "kernels/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/runtime.h"
+#include "kernels/softmax.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+absl::Status CheckAttentionInput(const Tensor& t, const char* what) {
+  constexpr const char* kOp = "MultiHeadAttention";
+  if (absl::Status s = CheckDType(t, DType::kF32, kOp, what); !s.ok()) return s;
+  return CheckRank(t, 3, kOp, what);
+}
+
+}  // namespace
+
+absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tensor& values,
+                                absl::Span<const int32_t> key_lengths,
+                                const AttentionOptions& options, Tensor& out) {
+  constexpr const char* kOp = "MultiHeadAttention";
+  for (auto [t, what] : {std::pair{&q, "q"}, {&keys, "keys"}, {&values, "values"}}) {
+    if (absl::Status s = CheckAttentionInput(*t, what); !s.ok()) return s;
+  }
+  const int64_t batch = q.dim(0), tq = q.dim(1), d = q.dim(2), tk = keys.dim(1);
+  if (absl::Status s = CheckShape(keys, Shape{batch, tk, d}, kOp, "keys"); !s.ok()) return s;
+  if (absl::Status s = CheckShape(values, keys.shape(), kOp, "values"); !s.ok()) return s;
+  const int heads = options.num_heads;
+  if (heads < 1 || d % heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": model width ", d, " is not a multiple of ", heads, " heads"));
+  }
+  if (!key_lengths.empty() && static_cast<int64_t>(key_lengths.size()) != batch) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": ", key_lengths.size(), " key lengths for a batch of ", batch));
+  }
+  for (size_t b = 0; b < key_lengths.size(); ++b) {
+    if (key_lengths[b] < 0 || key_lengths[b] > tk) {
+      return absl::InvalidArgumentError(absl::StrCat(kOp, ": key length ", key_lengths[b],
+                                                     " of row ", b, " outside [0, ", tk, "]"));
+    }
+  }
+  if (options.causal && options.causal_offset < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": negative causal offset"));
+  }
+  out.Resize(DType::kF32, Shape{batch, tq, d});
+  if (out.numel() == 0) return absl::OkStatus();
+
+  ApplyThreadSetting();
+  const int64_t head_dim = d / heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const float* qd = q.data<float>();
+  const float* kd = keys.data<float>();
+  const float* vd = values.data<float>();
+  float* od = out.data<float>();
+#pragma omp parallel for collapse(2) if (batch * heads * tq * tk > 4096)
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int h = 0; h < heads; ++h) {
+      thread_local std::vector<float> scores;
+      const int64_t visible_keys = key_lengths.empty() ? tk : key_lengths[b];
+      if (static_cast<int64_t>(scores.size()) < tk) scores.resize(tk);
+      for (int64_t t = 0; t < tq; ++t) {
+        const float* query = qd + (b * tq + t) * d + h * head_dim;
+        float* result = od + (b * tq + t) * d + h * head_dim;
+        const int64_t seen =
+            options.causal ? std::min(visible_keys, t + options.causal_offset + 1) : visible_keys;
+        std::memset(result, 0, sizeof(float) * head_dim);
+        if (seen <= 0) continue;
+        for (int64_t j = 0; j < seen; ++j) {
+          const float* key = kd + (b * tk + j) * d + h * head_dim;
+          float dot = 0.0f;
+          for (int64_t i = 0; i < head_dim; ++i) dot += query[i] * key[i];
+          scores[j] = dot * scale;
+        }
+        SoftmaxRow(scores.data(), seen);
+        for (int64_t j = 0; j < seen; ++j) {
+          const float* value = vd + (b * tk + j) * d + h * head_dim;
+          const float p = scores[j];
+          for (int64_t i = 0; i < head_dim; ++i) result[i] += p * value[i];
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::Reset(int64_t batch, int64_t capacity, int64_t d_model) {
+  if (batch < 0 || capacity < 0 || d_model < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCache::Reset: bad size [", batch, ", ", capacity, ", ", d_model, "]"));
+  }
+  keys_.Resize(DType::kF32, Shape{batch, capacity, d_model});
+  values_.Resize(DType::kF32, Shape{batch, capacity, d_model});
+  batch_ = batch;
+  capacity_ = capacity;
+  d_model_ = d_model;
+  length_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::Append(const Tensor& keys, const Tensor& values) {
+  constexpr const char* kOp = "KvCache::Append";
+  if (absl::Status s = CheckDType(keys, DType::kF32, kOp, "keys"); !s.ok()) return s;
+  if (absl::Status s = CheckDType(values, DType::kF32, kOp, "values"); !s.ok()) return s;
+  if (keys.rank() != 3 || keys.dim(0) != batch_ || keys.dim(2) != d_model_) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": keys have shape ",
+                                                   keys.shape().ToString(), ", expected [", batch_,
+                                                   ", T, ", d_model_, "]"));
+  }
+  if (absl::Status s = CheckShape(values, keys.shape(), kOp, "values"); !s.ok()) return s;
+  const int64_t steps = keys.dim(1);
+  if (length_ + steps > capacity_) {
+    return absl::OutOfRangeError(absl::StrCat(kOp, ": ", length_, " + ", steps,
+                                              " positions exceed the capacity of ", capacity_));
+  }
+  const size_t bytes = sizeof(float) * steps * d_model_;
+  for (int64_t b = 0; b < batch_; ++b) {
+    const int64_t dst = (b * capacity_ + length_) * d_model_;
+    const int64_t src = b * steps * d_model_;
+    std::memcpy(keys_.data<float>() + dst, keys.data<float>() + src, bytes);
+    std::memcpy(values_.data<float>() + dst, values.data<float>() + src, bytes);
+  }
+  length_ += steps;
+  return absl::OkStatus();
+}
+
+void KvCache::SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Tensor& to) const {
+  const int64_t new_batch = static_cast<int64_t>(rows.size());
+  to.Resize(DType::kF32, Shape{new_batch, capacity_, d_model_});
+  const size_t bytes = sizeof(float) * length_ * d_model_;
+  for (int64_t r = 0; r < new_batch; ++r) {
+    std::memcpy(to.data<float>() + r * capacity_ * d_model_,
+                from.data<float>() + static_cast<int64_t>(rows[r]) * capacity_ * d_model_, bytes);
+  }
+}
+
+absl::Status KvCache::SelectRows(absl::Span<const int32_t> rows) {
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows[r] < 0 || rows[r] >= batch_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KvCache::SelectRows: row ", rows[r], " outside [0, ", batch_, ")"));
+    }
+  }
+  SelectInto(rows, keys_, spare_keys_);
+  SelectInto(rows, values_, spare_values_);
+  std::swap(keys_, spare_keys_);
+  std::swap(values_, spare_values_);
+  batch_ = static_cast<int64_t>(rows.size());
+  return absl::OkStatus();
+}
+
+}  // namespace taskmoe::kernels

@@ -1,0 +1,66 @@
+// Multi-head scaled dot-product attention over projected queries, keys and values, with
+// padding and causal masks, and the per-layer key/value cache of incremental decoding.
+//
+// Layout: every tensor is f32 [batch, time, num_heads * head_dim], heads side by side in the
+// last dimension: exactly what the q/k/v projections produce, so nothing is transposed.
+#ifndef TASKMOE_KERNELS_ATTENTION_H_
+#define TASKMOE_KERNELS_ATTENTION_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "kernels/tensor.h"
+
+namespace taskmoe::kernels {
+
+struct AttentionOptions {
+  int num_heads = 1;
+  // Query t (0-based) of every batch row may only see keys j <= t + causal_offset. With
+  // incremental decoding causal_offset is the number of keys cached before this step.
+  bool causal = false;
+  int64_t causal_offset = 0;
+};
+
+// out = softmax(q k^T / sqrt(head_dim) + mask) v, per batch row and head.
+// q: [B, Tq, D]; keys, values: [B, Tk, D] (Tk may be a cache's capacity); key_lengths: B
+// entries, row b sees keys [0, key_lengths[b]) (padding and unfilled cache are masked), or
+// empty for all Tk keys. A query that sees no key gets zeros. out is resized to [B, Tq, D].
+absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tensor& values,
+                                absl::Span<const int32_t> key_lengths,
+                                const AttentionOptions& options, Tensor& out);
+
+// Keys and values of one attention layer for a batch of sequences decoded in step: a
+// capacity reserved once, a length that grows by Append, and row selection for beam search
+// (reorder hypotheses) and for dropping finished sentences. Storage is reused across
+// Reset calls and selections, so steady decoding does not allocate.
+class KvCache {
+ public:
+  // Empties the cache and makes room for [batch, capacity, d_model].
+  absl::Status Reset(int64_t batch, int64_t capacity, int64_t d_model);
+
+  // Appends [batch, T, d_model] keys and values at positions [length, length + T).
+  absl::Status Append(const Tensor& keys, const Tensor& values);
+
+  // Keeps batch rows `rows` (in that order; a row may repeat, as when two beam hypotheses
+  // descend from one). The new batch size is rows.size().
+  absl::Status SelectRows(absl::Span<const int32_t> rows);
+
+  // [batch, capacity, d_model]; positions >= length() are unspecified.
+  const Tensor& keys() const { return keys_; }
+  const Tensor& values() const { return values_; }
+  int64_t batch() const { return batch_; }
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+
+ private:
+  void SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Tensor& to) const;
+
+  Tensor keys_, values_;
+  Tensor spare_keys_, spare_values_;  // double buffers for SelectRows
+  int64_t batch_ = 0, capacity_ = 0, d_model_ = 0, length_ = 0;
+};
+
+}  // namespace taskmoe::kernels
+
+#endif  // TASKMOE_KERNELS_ATTENTION_H_

@@ -1,0 +1,323 @@
+// PackedLinear: weight packing at load, per-thread primitive cache, and the int8 epilogue.
+#include "kernels/matmul.h"
+
+#include <cmath>
+#include <list>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/quantize.h"
+#include "kernels/runtime.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+using DataType = memory::data_type;
+
+// Batch size the packed weight layout is chosen for. oneDNN's brgemm kernels use one blocked
+// weight layout whatever M is, so any M works; each per-M primitive is then created against
+// that fixed layout, never "any", so a layout change can never silently repack per call.
+constexpr int64_t kPackingReferenceRows = 64;
+
+// Per-thread cap on cached primitives (one per distinct batch size and weight shape). A
+// primitive costs about 20-50 KB and 0.2 ms to create.
+constexpr size_t kMaxCachedPrimitivesPerThread = 1024;
+
+DataType SourceType(Precision precision) {
+  switch (precision) {
+    case Precision::kF32:
+      return DataType::f32;
+    case Precision::kBF16:
+      return DataType::bf16;
+    case Precision::kInt8:
+      return DataType::s8;
+  }
+  return DataType::undef;
+}
+
+absl::StatusOr<dnnl::matmul::primitive_desc> MakeMatmulDesc(int64_t m, int64_t k, int64_t n,
+                                                            Precision precision,
+                                                            Activation activation, bool bias,
+                                                            const memory::desc& weights_md) {
+  const memory::desc src({m, k}, SourceType(precision), Tag::ab);
+  const memory::desc dst({m, n}, DataType::f32, Tag::ab);
+  dnnl::primitive_attr attr;
+  if (precision == Precision::kInt8) {
+    // Per-output-channel weight scales; the per-row activation scale, the bias and the
+    // activation follow in our own epilogue because oneDNN 2.6 cannot scale by rows.
+    attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
+  } else if (activation != Activation::kNone) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.0f,
+                       activation == Activation::kRelu ? dnnl::algorithm::eltwise_relu
+                                                       : dnnl::algorithm::eltwise_gelu_erf,
+                       0.0f, 0.0f);
+    attr.set_post_ops(ops);
+  }
+  try {
+    if (bias && precision != Precision::kInt8) {
+      const memory::desc bias_md({1, n}, DataType::f32, Tag::ab);
+      return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights_md, bias_md, dst), attr,
+                                          Engine());
+    }
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights_md, dst), attr, Engine());
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat("oneDNN matmul ", m, "x", k, "x", n, " ",
+                                            PrecisionName(precision), ": ", e.what()));
+  }
+}
+
+struct PrimitiveKey {
+  int64_t m, k, n;
+  Precision precision;
+  Activation activation;
+  bool bias;
+
+  friend bool operator==(const PrimitiveKey&, const PrimitiveKey&) = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const PrimitiveKey& key) {
+    return H::combine(std::move(h), key.m, key.k, key.n, key.precision, key.activation, key.bias);
+  }
+};
+
+// A primitive with its memory objects and argument map, so that a call only swaps data
+// handles: nothing is allocated on the hot path.
+struct CachedMatmul {
+  dnnl::matmul primitive;
+  memory src, weights, bias, dst, scales;
+  std::unordered_map<int, memory> args;
+};
+
+// Least-recently-used cache of primitives, one per thread: no locks, and oneDNN's own
+// global cache still shares the generated kernels between threads.
+class ThreadMatmulCache {
+ public:
+  absl::StatusOr<CachedMatmul*> Get(const PrimitiveKey& key, const memory::desc& weights_md) {
+    if (auto it = index_.find(key); it != index_.end()) {
+      entries_.splice(entries_.begin(), entries_, it->second);
+      return &it->second->second;
+    }
+    absl::StatusOr<dnnl::matmul::primitive_desc> pd =
+        MakeMatmulDesc(key.m, key.k, key.n, key.precision, key.activation, key.bias, weights_md);
+    if (!pd.ok()) return pd.status();
+    CachedMatmul entry;
+    try {
+      entry.primitive = dnnl::matmul(*pd);
+      entry.src = memory(pd->src_desc(), Engine(), DNNL_MEMORY_NONE);
+      entry.weights = memory(pd->weights_desc(), Engine(), DNNL_MEMORY_NONE);
+      entry.dst = memory(pd->dst_desc(), Engine(), DNNL_MEMORY_NONE);
+      entry.args = {
+          {DNNL_ARG_SRC, entry.src}, {DNNL_ARG_WEIGHTS, entry.weights}, {DNNL_ARG_DST, entry.dst}};
+      if (key.bias && key.precision != Precision::kInt8) {
+        entry.bias = memory(pd->bias_desc(), Engine(), DNNL_MEMORY_NONE);
+        entry.args[DNNL_ARG_BIAS] = entry.bias;
+      }
+      if (key.precision == Precision::kInt8) {
+        entry.scales = memory({{key.n}, DataType::f32, Tag::a}, Engine(), DNNL_MEMORY_NONE);
+        entry.args[DNNL_ARG_ATTR_OUTPUT_SCALES] = entry.scales;
+      }
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat("oneDNN matmul primitive: ", e.what()));
+    }
+    entries_.emplace_front(key, std::move(entry));
+    index_[key] = entries_.begin();
+    if (entries_.size() > kMaxCachedPrimitivesPerThread) {
+      index_.erase(entries_.back().first);
+      entries_.pop_back();
+    }
+    return &entries_.front().second;
+  }
+
+ private:
+  using Entry = std::pair<PrimitiveKey, CachedMatmul>;
+  std::list<Entry> entries_;
+  absl::flat_hash_map<PrimitiveKey, std::list<Entry>::iterator> index_;
+};
+
+ThreadMatmulCache& MatmulCache() {
+  thread_local ThreadMatmulCache cache;
+  return cache;
+}
+
+// Per-thread buffers for the low-precision copy of the input (and its row scales), grown to
+// the largest batch seen and then reused.
+struct InputScratch {
+  Tensor converted;
+  Tensor row_scales;
+};
+
+InputScratch& Scratch() {
+  thread_local InputScratch scratch;
+  return scratch;
+}
+
+// y[m, n] = act(y[m, n] * row_scale[m] + bias[n]): the part of the int8 path that oneDNN
+// 2.6 cannot fuse.
+void Int8Epilogue(const float* row_scales, const float* bias, Activation activation, int64_t rows,
+                  int64_t cols, float* y) {
+#pragma omp parallel for if (rows * cols > (1 << 15))
+  for (int64_t r = 0; r < rows; ++r) {
+    float* out = y + r * cols;
+    const float s = row_scales[r];
+    if (bias != nullptr) {
+      for (int64_t c = 0; c < cols; ++c) out[c] = out[c] * s + bias[c];
+    } else {
+      for (int64_t c = 0; c < cols; ++c) out[c] *= s;
+    }
+    ApplyActivationInPlace(activation, out, cols);
+  }
+}
+
+}  // namespace
+
+const char* PrecisionName(Precision precision) {
+  switch (precision) {
+    case Precision::kF32:
+      return "f32";
+    case Precision::kBF16:
+      return "bf16";
+    case Precision::kInt8:
+      return "int8";
+  }
+  return "?";
+}
+
+absl::StatusOr<Precision> ParsePrecision(std::string_view name) {
+  if (name == "f32") return Precision::kF32;
+  if (name == "bf16") return Precision::kBF16;
+  if (name == "int8") return Precision::kInt8;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown precision '", std::string(name), "' (expected f32, bf16 or int8)"));
+}
+
+absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Tensor& bias,
+                                                  Precision precision) {
+  constexpr const char* kOp = "PackedLinear";
+  if (!weight.valid() || weight.rank() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kOp, ": weight must be [out_features, in_features], got ", weight.shape().ToString()));
+  }
+  if (weight.dtype() != DType::kF32 && weight.dtype() != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": weight dtype ", DTypeName(weight.dtype()), " (need f32 or bf16)"));
+  }
+  const int64_t n = weight.dim(0), k = weight.dim(1);
+  if (n == 0 || k == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": weight has an empty dimension: ", weight.shape().ToString()));
+  }
+  PackedLinear linear;
+  linear.precision_ = precision;
+  linear.in_features_ = k;
+  linear.out_features_ = n;
+  if (bias.valid()) {
+    if (absl::Status s = CheckShape(bias, Shape{n}, kOp, "bias"); !s.ok()) return s;
+    absl::StatusOr<Tensor> bias32 = bias.ConvertTo(DType::kF32);
+    if (!bias32.ok()) return bias32.status();
+    linear.bias_ = *std::move(bias32);
+  }
+  absl::StatusOr<Tensor> weight32 = weight.ConvertTo(DType::kF32);
+  if (!weight32.ok()) return weight32.status();
+
+  if (precision == Precision::kInt8) {
+    // W is [N, K] row-major, i.e. the K x N matrix in the "ba" layout: oneDNN's int8 gemm
+    // reads it as it is, so quantising per output channel (per row of W) is the packing.
+    linear.packed_weight_ = Tensor::Allocate(DType::kS8, Shape{n, k});
+    linear.weight_scales_ = Tensor::Allocate(DType::kF32, Shape{n});
+    QuantizeRowsSymmetric(weight32->data<float>(), n, k, linear.packed_weight_.data<int8_t>(),
+                          linear.weight_scales_.data<float>());
+    linear.packed_md_ = memory::desc({k, n}, DataType::s8, Tag::ba);
+    return linear;
+  }
+
+  const DataType weight_type = SourceType(precision);
+  absl::StatusOr<dnnl::matmul::primitive_desc> reference =
+      MakeMatmulDesc(kPackingReferenceRows, k, n, precision, Activation::kNone, false,
+                     memory::desc({k, n}, weight_type, Tag::any));
+  if (!reference.ok()) return reference.status();
+  linear.packed_md_ = reference->weights_desc();
+  linear.packed_weight_ =
+      Tensor::Allocate(DType::kS8, Shape{static_cast<int64_t>(linear.packed_md_.get_size())});
+  try {
+    memory user(memory::desc({k, n}, DataType::f32, Tag::ba), Engine(), weight32->raw_data());
+    memory packed(linear.packed_md_, Engine(), linear.packed_weight_.raw_data());
+    dnnl::reorder(user, packed).execute(ThreadStream(), user, packed);
+    ThreadStream().wait();
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat(kOp, ": packing weights: ", e.what()));
+  }
+  return linear;
+}
+
+absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tensor& y) const {
+  constexpr const char* kOp = "PackedLinear::Forward";
+  if (absl::Status s = CheckDType(x, DType::kF32, kOp, "input"); !s.ok()) return s;
+  if (!x.valid() || x.rank() < 1 || x.dim(x.rank() - 1) != in_features_) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": input has shape ", x.shape().ToString(),
+                                                   ", expected [..., ", in_features_, "]"));
+  }
+  const int64_t m = x.numel() / in_features_;
+  std::vector<int64_t> out_dims(x.shape().dims().begin(), x.shape().dims().end());
+  out_dims.back() = out_features_;
+  y.Resize(DType::kF32, *Shape::Make(out_dims));
+  if (m == 0) return absl::OkStatus();
+  ApplyThreadSetting();
+
+  const void* src = x.raw_data();
+  InputScratch& scratch = Scratch();
+  if (precision_ == Precision::kBF16) {
+    scratch.converted.Resize(DType::kBF16, Shape{m, in_features_});
+    ConvertToBFloat16(x.data<float>(), m * in_features_, scratch.converted.data<BFloat16>());
+    src = scratch.converted.raw_data();
+  } else if (precision_ == Precision::kInt8) {
+    scratch.converted.Resize(DType::kS8, Shape{m, in_features_});
+    scratch.row_scales.Resize(DType::kF32, Shape{m});
+    QuantizeRowsSymmetric(x.data<float>(), m, in_features_, scratch.converted.data<int8_t>(),
+                          scratch.row_scales.data<float>());
+    src = scratch.converted.raw_data();
+  }
+
+  const PrimitiveKey key{m, in_features_, out_features_, precision_, activation, has_bias()};
+  absl::StatusOr<CachedMatmul*> cached = MatmulCache().Get(key, packed_md_);
+  if (!cached.ok()) return cached.status();
+  CachedMatmul& mm = **cached;
+  // oneDNN takes non-const handles even for inputs it only reads.
+  mm.src.set_data_handle(const_cast<void*>(src));
+  mm.weights.set_data_handle(const_cast<void*>(packed_weight_.raw_data()));
+  mm.dst.set_data_handle(y.raw_data());
+  if (key.bias && precision_ != Precision::kInt8) {
+    mm.bias.set_data_handle(const_cast<void*>(bias_.raw_data()));
+  }
+  if (precision_ == Precision::kInt8) {
+    mm.scales.set_data_handle(const_cast<void*>(weight_scales_.raw_data()));
+  }
+  try {
+    mm.primitive.execute(ThreadStream(), mm.args);
+    ThreadStream().wait();
+  } catch (const dnnl::error& e) {
+    return absl::InternalError(absl::StrCat(kOp, ": ", e.what()));
+  }
+  if (precision_ == Precision::kInt8) {
+    Int8Epilogue(scratch.row_scales.data<float>(), has_bias() ? bias_.data<float>() : nullptr,
+                 activation, m, out_features_, y.data<float>());
+  }
+  return absl::OkStatus();
+}
+
+size_t PackedLinear::memory_bytes() const {
+  return packed_md_.get_size() + (bias_.valid() ? bias_.bytes() : 0) +
+         (weight_scales_.valid() ? weight_scales_.bytes() : 0);
+}
+
+absl::StatusOr<std::string> PackedLinear::ImplementationName(int64_t rows) const {
+  absl::StatusOr<dnnl::matmul::primitive_desc> pd = MakeMatmulDesc(
+      rows, in_features_, out_features_, precision_, Activation::kNone, has_bias(), packed_md_);
+  if (!pd.ok()) return pd.status();
+  return std::string(pd->impl_info_str());
+}
+
+}  // namespace taskmoe::kernels

@@ -1,0 +1,22 @@
+// Conversions into the low-precision formats the matmul consumes: f32 -> bf16 rounding and
+// symmetric int8 quantisation (per row for activations, per output channel for weights).
+#ifndef TASKMOE_KERNELS_QUANTIZE_H_
+#define TASKMOE_KERNELS_QUANTIZE_H_
+
+#include <cstdint>
+
+#include "kernels/dtype.h"
+
+namespace taskmoe::kernels {
+
+// dst[i] = bf16(src[i]), round-to-nearest-even.
+void ConvertToBFloat16(const float* src, int64_t count, BFloat16* dst);
+
+// Quantises each row of a [rows, cols] matrix to s8 with its own scale:
+// scale[r] = max|x[r, :]| / 127 (1 for an all-zero row), q[r, c] = round(x[r, c] / scale[r]).
+// The row's values are recovered as q * scale with error at most scale / 2.
+void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales);
+
+}  // namespace taskmoe::kernels
+
+#endif  // TASKMOE_KERNELS_QUANTIZE_H_

@@ -1,0 +1,70 @@
+// oneDNN engine, streams and the thread-count setting.
+#include "kernels/runtime.h"
+
+#include <omp.h>
+
+#include <atomic>
+
+#include "absl/strings/str_cat.h"
+
+namespace taskmoe::kernels {
+
+namespace {
+
+std::atomic<int>& ThreadSetting() {
+  static std::atomic<int> threads{omp_get_max_threads()};
+  return threads;
+}
+
+}  // namespace
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+dnnl::stream& ThreadStream() {
+  thread_local dnnl::stream stream(Engine());
+  return stream;
+}
+
+absl::Status SetNumThreads(int threads) {
+  if (threads < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("thread count must be >= 1, got ", threads));
+  }
+  ThreadSetting().store(threads, std::memory_order_relaxed);
+  ApplyThreadSetting();
+  return absl::OkStatus();
+}
+
+int NumThreads() { return ThreadSetting().load(std::memory_order_relaxed); }
+
+void ApplyThreadSetting() {
+  thread_local int applied = -1;
+  const int wanted = NumThreads();
+  if (applied != wanted) {
+    omp_set_num_threads(wanted);
+    applied = wanted;
+  }
+}
+
+const char* CpuIsaName() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx2_vnni:
+      return "avx2_vnni";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    default:
+      return "other";
+  }
+}
+
+}  // namespace taskmoe::kernels

@@ -1,0 +1,33 @@
+// Process-wide compute settings: the oneDNN CPU engine, per-thread streams, and the one
+// thread-count setting that bounds oneDNN and our own OpenMP loops alike (they share the
+// OpenMP runtime, so one bound means no oversubscription between them).
+#ifndef TASKMOE_KERNELS_RUNTIME_H_
+#define TASKMOE_KERNELS_RUNTIME_H_
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "absl/status/status.h"
+
+namespace taskmoe::kernels {
+
+// The CPU engine every primitive runs on.
+dnnl::engine& Engine();
+// A stream for the calling thread (oneDNN streams are not shared between threads).
+dnnl::stream& ThreadStream();
+
+// Sets the number of threads every kernel uses from now on, on whatever thread calls it.
+// `threads` must be >= 1. The default is OpenMP's (OMP_NUM_THREADS, else the core count).
+absl::Status SetNumThreads(int threads);
+int NumThreads();
+
+// Applies the thread-count setting to the calling thread's OpenMP state if it changed since
+// this thread last ran a kernel. Every kernel entry point calls it (OpenMP keeps the thread
+// count per thread, and server threads are not created by OpenMP).
+void ApplyThreadSetting();
+
+// CPU features oneDNN detected, as its ISA name (e.g. "avx512_core_amx", "avx512_core_bf16").
+const char* CpuIsaName();
+
+}  // namespace taskmoe::kernels
+
+#endif  // TASKMOE_KERNELS_RUNTIME_H_

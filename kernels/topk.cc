@@ -1,0 +1,56 @@
+// Top-k by insertion into a sorted window of k: O(N * k) worst case, but for the small k of
+// gating and beam search almost every element fails the first comparison, and it needs no
+// scratch memory.
+#include "kernels/topk.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/runtime.h"
+
+namespace taskmoe::kernels {
+
+absl::Status TopK(const Tensor& x, int64_t k, Tensor& values, Tensor& indices) {
+  constexpr const char* kOp = "TopK";
+  if (absl::Status s = CheckDType(x, DType::kF32, kOp, "x"); !s.ok()) return s;
+  if (x.rank() < 1) return absl::InvalidArgumentError(absl::StrCat(kOp, ": x is a scalar"));
+  const int64_t n = x.dim(x.rank() - 1);
+  if (k < 1 || k > n) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": k = ", k, " outside [1, ", n,
+                                                   "] for x of shape ", x.shape().ToString()));
+  }
+  std::vector<int64_t> dims(x.shape().dims().begin(), x.shape().dims().end());
+  dims.back() = k;
+  const Shape out_shape = *Shape::Make(dims);
+  values.Resize(DType::kF32, out_shape);
+  indices.Resize(DType::kS32, out_shape);
+
+  ApplyThreadSetting();
+  const int64_t rows = x.numel() / n;
+  const float* in = x.data<float>();
+  float* top_values = values.data<float>();
+  int32_t* top_indices = indices.data<int32_t>();
+#pragma omp parallel for if (rows * n > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = in + r * n;
+    float* v = top_values + r * k;
+    int32_t* idx = top_indices + r * k;
+    int64_t filled = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float value = row[i];
+      // Strictly greater: an equal later element never displaces an earlier one.
+      if (filled == k && !(value > v[k - 1])) continue;
+      int64_t pos = filled < k ? filled++ : k - 1;
+      while (pos > 0 && value > v[pos - 1]) {
+        v[pos] = v[pos - 1];
+        idx[pos] = idx[pos - 1];
+        --pos;
+      }
+      v[pos] = value;
+      idx[pos] = static_cast<int32_t>(i);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace taskmoe::kernels

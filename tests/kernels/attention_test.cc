@@ -1,0 +1,156 @@
+// Multi-head attention against a naive masked reference, and the KV cache: incremental
+// decoding through the cache must equal causal attention over the whole sequence.
+#include "kernels/attention.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/kernels/reference.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+using testing::NaiveAttention;
+using testing::RandomTensor;
+using testing::ToVector;
+using testing::WorstToleranceRatio;
+
+struct AttentionCase {
+  int64_t batch, tq, tk, d;
+  int heads;
+  std::vector<int32_t> key_lengths;
+  bool causal;
+  int64_t offset;
+};
+
+class AttentionTest : public ::testing::TestWithParam<AttentionCase> {};
+
+TEST_P(AttentionTest, MatchesNaiveReference) {
+  const AttentionCase& c = GetParam();
+  const Tensor q = RandomTensor(Shape{c.batch, c.tq, c.d}, 1);
+  const Tensor k = RandomTensor(Shape{c.batch, c.tk, c.d}, 2);
+  const Tensor v = RandomTensor(Shape{c.batch, c.tk, c.d}, 3);
+  Tensor out;
+  ASSERT_TRUE(
+      MultiHeadAttention(q, k, v, c.key_lengths,
+                         {.num_heads = c.heads, .causal = c.causal, .causal_offset = c.offset}, out)
+          .ok());
+  const auto expected = NaiveAttention(ToVector(q), ToVector(k), ToVector(v), c.batch, c.tq, c.tk,
+                                       c.d, c.heads, c.key_lengths, c.causal, c.offset);
+  EXPECT_LE(WorstToleranceRatio(ToVector(out), expected, 1e-5, 1e-4), 1.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Masks, AttentionTest,
+    ::testing::Values(AttentionCase{1, 1, 1, 8, 1, {}, false, 0},       // smallest
+                      AttentionCase{2, 5, 7, 24, 3, {7, 4}, false, 0},  // padding
+                      AttentionCase{3, 6, 6, 32, 4, {}, true, 0},       // causal
+                      AttentionCase{2, 1, 9, 16, 2, {9, 3}, true, 8},   // decode step
+                      AttentionCase{2, 3, 5, 16, 8, {0, 5}, false, 0},  // row with no keys
+                      AttentionCase{4, 17, 33, 64, 8, {33, 1, 20, 32}, false, 0}));
+
+TEST(Attention, EmptyBatch) {
+  Tensor out;
+  const Tensor empty = Tensor::Allocate(DType::kF32, Shape{0, 3, 8});
+  ASSERT_TRUE(MultiHeadAttention(empty, empty, empty, {}, {.num_heads = 2}, out).ok());
+  EXPECT_EQ(out.shape(), (Shape{0, 3, 8}));
+}
+
+TEST(Attention, RefusesBadArguments) {
+  const Tensor q = RandomTensor(Shape{2, 3, 8}, 1);
+  const Tensor k = RandomTensor(Shape{2, 4, 8}, 2);
+  Tensor out;
+  EXPECT_FALSE(MultiHeadAttention(q, k, k, {}, {.num_heads = 3}, out).ok());  // 8 % 3
+  EXPECT_FALSE(
+      MultiHeadAttention(q, k, RandomTensor(Shape{2, 5, 8}, 3), {}, {.num_heads = 2}, out).ok());
+  EXPECT_FALSE(MultiHeadAttention(q, RandomTensor(Shape{3, 4, 8}, 2),
+                                  RandomTensor(Shape{3, 4, 8}, 2), {}, {.num_heads = 2}, out)
+                   .ok());
+  EXPECT_FALSE(MultiHeadAttention(q, k, k, std::vector<int32_t>{4}, {.num_heads = 2}, out).ok());
+  EXPECT_FALSE(MultiHeadAttention(q, k, k, std::vector<int32_t>{4, 5}, {.num_heads = 2}, out).ok());
+  EXPECT_FALSE(
+      MultiHeadAttention(RandomTensor(Shape{6, 8}, 1), k, k, {}, {.num_heads = 2}, out).ok());
+  EXPECT_FALSE(
+      MultiHeadAttention(q, k, k, {}, {.num_heads = 2, .causal = true, .causal_offset = -1}, out)
+          .ok());
+}
+
+TEST(KvCache, IncrementalDecodingEqualsFullCausalAttention) {
+  const int64_t batch = 3, steps = 6, d = 32;
+  const int heads = 4;
+  const Tensor q = RandomTensor(Shape{batch, steps, d}, 1);
+  const Tensor k = RandomTensor(Shape{batch, steps, d}, 2);
+  const Tensor v = RandomTensor(Shape{batch, steps, d}, 3);
+  Tensor full;
+  ASSERT_TRUE(MultiHeadAttention(q, k, v, {}, {.num_heads = heads, .causal = true}, full).ok());
+
+  KvCache cache;
+  ASSERT_TRUE(cache.Reset(batch, 10, d).ok());
+  Tensor step_out;
+  for (int64_t t = 0; t < steps; ++t) {
+    // Row t of each sequence: a [batch, 1, d] slice gathered by hand.
+    auto slice = [&](const Tensor& src) {
+      Tensor s = Tensor::Allocate(DType::kF32, Shape{batch, 1, d});
+      for (int64_t b = 0; b < batch; ++b) {
+        std::copy_n(src.data<float>() + (b * steps + t) * d, d, s.data<float>() + b * d);
+      }
+      return s;
+    };
+    ASSERT_TRUE(cache.Append(slice(k), slice(v)).ok());
+    const std::vector<int32_t> lengths(batch, static_cast<int32_t>(cache.length()));
+    ASSERT_TRUE(MultiHeadAttention(slice(q), cache.keys(), cache.values(), lengths,
+                                   {.num_heads = heads}, step_out)
+                    .ok());
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < d; ++i) {
+        EXPECT_NEAR(step_out.data<float>()[b * d + i], full.data<float>()[(b * steps + t) * d + i],
+                    1e-5);
+      }
+    }
+  }
+  EXPECT_EQ(cache.length(), steps);
+}
+
+TEST(KvCache, SelectRowsReordersAndDropsRows) {
+  const int64_t d = 4;
+  KvCache cache;
+  ASSERT_TRUE(cache.Reset(3, 5, d).ok());
+  const Tensor k = RandomTensor(Shape{3, 2, d}, 1);
+  const Tensor v = RandomTensor(Shape{3, 2, d}, 2);
+  ASSERT_TRUE(cache.Append(k, v).ok());
+  // Beam search: hypothesis 0 and 1 both descend from row 2; row 1 finished.
+  ASSERT_TRUE(cache.SelectRows(std::vector<int32_t>{2, 2, 0}).ok());
+  EXPECT_EQ(cache.batch(), 3);
+  for (auto [new_row, old_row] : {std::pair{0, 2}, {1, 2}, {2, 0}}) {
+    for (int64_t t = 0; t < 2; ++t) {
+      for (int64_t i = 0; i < d; ++i) {
+        EXPECT_EQ(cache.keys().data<float>()[(new_row * 5 + t) * d + i],
+                  k.data<float>()[(old_row * 2 + t) * d + i]);
+        EXPECT_EQ(cache.values().data<float>()[(new_row * 5 + t) * d + i],
+                  v.data<float>()[(old_row * 2 + t) * d + i]);
+      }
+    }
+  }
+  ASSERT_TRUE(cache.SelectRows(std::vector<int32_t>{1}).ok());
+  EXPECT_EQ(cache.batch(), 1);
+  EXPECT_EQ(cache.keys().data<float>()[0], k.data<float>()[2 * 2 * d]);
+  EXPECT_FALSE(cache.SelectRows(std::vector<int32_t>{1}).ok());
+  EXPECT_EQ(cache.length(), 2);
+}
+
+TEST(KvCache, RefusesOverflowAndBadShapes) {
+  KvCache cache;
+  EXPECT_FALSE(cache.Reset(1, 2, 0).ok());
+  ASSERT_TRUE(cache.Reset(2, 2, 4).ok());
+  const Tensor three_steps = RandomTensor(Shape{2, 3, 4}, 1);
+  absl::Status overflow = cache.Append(three_steps, three_steps);
+  EXPECT_EQ(overflow.code(), absl::StatusCode::kOutOfRange);
+  const Tensor wrong_batch = RandomTensor(Shape{1, 1, 4}, 1);
+  EXPECT_FALSE(cache.Append(wrong_batch, wrong_batch).ok());
+  const Tensor one = RandomTensor(Shape{2, 1, 4}, 1);
+  EXPECT_FALSE(cache.Append(one, RandomTensor(Shape{2, 1, 5}, 1)).ok());
+  EXPECT_TRUE(cache.Append(one, one).ok());
+  EXPECT_FALSE(cache.SelectRows(std::vector<int32_t>{-1}).ok());
+}
+
+}  // namespace
+}  // namespace taskmoe::kernels

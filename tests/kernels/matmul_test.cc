@@ -1,0 +1,221 @@
+// PackedLinear against a naive double-precision matmul, per precision, over odd shapes,
+// with bias and fused activations; and its refusals of bad arguments.
+#include "kernels/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
+#include <tuple>
+
+#include "kernels/quantize.h"
+#include "kernels/runtime.h"
+#include "tests/kernels/reference.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+using testing::NaiveLinear;
+using testing::RandomTensor;
+using testing::ToVector;
+using testing::WorstToleranceRatio;
+
+struct Problem {
+  int64_t m, k, n;
+};
+
+// Weights scaled by 1/sqrt(K) keep outputs of unit size whatever K is, so one absolute
+// tolerance fits every shape.
+Tensor MakeWeight(int64_t n, int64_t k, uint32_t seed) {
+  return RandomTensor(Shape{n, k}, seed, 1.0f / std::sqrt(static_cast<float>(k)));
+}
+
+std::vector<float> RoundToBFloat16(const std::vector<float>& values) {
+  std::vector<float> rounded(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    rounded[i] = BFloat16ToFloat(FloatToBFloat16(values[i]));
+  }
+  return rounded;
+}
+
+// x and w as the int8 path sees them: quantised per row of x and per output channel of w,
+// then dequantised. The int8 kernel multiplies exactly these values.
+std::vector<float> QuantizeDequantizeRows(const std::vector<float>& values, int64_t rows,
+                                          int64_t cols) {
+  std::vector<int8_t> q(values.size());
+  std::vector<float> scales(rows);
+  QuantizeRowsSymmetric(values.data(), rows, cols, q.data(), scales.data());
+  std::vector<float> out(values.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = q[r * cols + c] * scales[r];
+  }
+  return out;
+}
+
+class MatmulTest
+    : public ::testing::TestWithParam<std::tuple<Precision, Problem, Activation, bool>> {};
+
+TEST_P(MatmulTest, MatchesNaiveReference) {
+  const auto [precision, problem, activation, with_bias] = GetParam();
+  const auto [m, k, n] = problem;
+  const Tensor x = RandomTensor(Shape{m, k}, 1);
+  const Tensor w = MakeWeight(n, k, 2);
+  const Tensor b = with_bias ? RandomTensor(Shape{n}, 3, 0.5f) : Tensor();
+  absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, b, precision);
+  ASSERT_TRUE(linear.ok()) << linear.status();
+  Tensor y;
+  ASSERT_TRUE(linear->Forward(x, activation, y).ok());
+  ASSERT_EQ(y.shape(), (Shape{m, n}));
+
+  std::vector<float> xs = ToVector(x), ws = ToVector(w);
+  const std::vector<float> bs = with_bias ? ToVector(b) : std::vector<float>();
+  // Tolerances: the same arithmetic as the kernel (inputs rounded as it rounds them) must
+  // agree to f32 accumulation error; the low-precision paths must also stay near the exact
+  // f32 answer, within their documented precision cost.
+  double atol = 1e-4, rtol = 1e-4, exact_atol = 1e-4;
+  if (precision == Precision::kBF16) {
+    xs = RoundToBFloat16(xs);
+    ws = RoundToBFloat16(ws);
+    atol = rtol = 1e-3;
+    exact_atol = 5e-2;
+  } else if (precision == Precision::kInt8) {
+    xs = QuantizeDequantizeRows(xs, m, k);
+    ws = QuantizeDequantizeRows(ws, n, k);
+    atol = rtol = 1e-3;
+    exact_atol = 1e-1;
+  }
+  const std::vector<double> same_arithmetic = NaiveLinear(xs, ws, bs, m, k, n, activation);
+  EXPECT_LE(WorstToleranceRatio(ToVector(y), same_arithmetic, atol, rtol), 1.0);
+  const std::vector<double> exact = NaiveLinear(ToVector(x), ToVector(w), bs, m, k, n, activation);
+  EXPECT_LE(WorstToleranceRatio(ToVector(y), exact, exact_atol, 0.0), 1.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, MatmulTest,
+    ::testing::Combine(::testing::Values(Precision::kF32, Precision::kBF16, Precision::kInt8),
+                       ::testing::Values(Problem{1, 64, 48}, Problem{3, 33, 17},
+                                         Problem{17, 100, 250}, Problem{64, 512, 512},
+                                         Problem{257, 96, 130}),
+                       ::testing::Values(Activation::kNone, Activation::kRelu, Activation::kGelu),
+                       ::testing::Bool()));
+
+TEST(Matmul, AcceptsHigherRankInputAndKeepsLeadingDims) {
+  const Tensor x = RandomTensor(Shape{2, 5, 16}, 4);
+  absl::StatusOr<PackedLinear> linear =
+      PackedLinear::Create(MakeWeight(8, 16, 5), Tensor(), Precision::kF32);
+  ASSERT_TRUE(linear.ok());
+  Tensor y;
+  ASSERT_TRUE(linear->Forward(x, Activation::kNone, y).ok());
+  EXPECT_EQ(y.shape(), (Shape{2, 5, 8}));
+}
+
+TEST(Matmul, EmptyBatchGivesEmptyOutput) {
+  for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
+    absl::StatusOr<PackedLinear> linear = PackedLinear::Create(MakeWeight(8, 16, 5), Tensor(), p);
+    ASSERT_TRUE(linear.ok());
+    Tensor y;
+    ASSERT_TRUE(
+        linear->Forward(Tensor::Allocate(DType::kF32, Shape{0, 16}), Activation::kRelu, y).ok());
+    EXPECT_EQ(y.shape(), (Shape{0, 8}));
+  }
+}
+
+TEST(Matmul, AcceptsBFloat16Weights) {
+  const Tensor w = MakeWeight(24, 40, 6);
+  absl::StatusOr<Tensor> w16 = w.ConvertTo(DType::kBF16);
+  ASSERT_TRUE(w16.ok());
+  absl::StatusOr<PackedLinear> from16 = PackedLinear::Create(*w16, Tensor(), Precision::kF32);
+  ASSERT_TRUE(from16.ok());
+  const Tensor x = RandomTensor(Shape{4, 40}, 7);
+  Tensor y;
+  ASSERT_TRUE(from16->Forward(x, Activation::kNone, y).ok());
+  const std::vector<double> expected =
+      NaiveLinear(ToVector(x), RoundToBFloat16(ToVector(w)), {}, 4, 40, 24, Activation::kNone);
+  EXPECT_LE(WorstToleranceRatio(ToVector(y), expected, 1e-4, 1e-4), 1.0);
+}
+
+TEST(Matmul, RefusesBadArguments) {
+  const Tensor w = MakeWeight(8, 16, 5);
+  EXPECT_FALSE(
+      PackedLinear::Create(Tensor::Allocate(DType::kF32, Shape{2, 3, 4}), Tensor(), Precision::kF32)
+          .ok());
+  EXPECT_FALSE(
+      PackedLinear::Create(Tensor::Allocate(DType::kS8, Shape{8, 16}), Tensor(), Precision::kF32)
+          .ok());
+  EXPECT_FALSE(
+      PackedLinear::Create(Tensor::Allocate(DType::kF32, Shape{0, 16}), Tensor(), Precision::kF32)
+          .ok());
+  EXPECT_FALSE(PackedLinear::Create(w, RandomTensor(Shape{7}, 1), Precision::kF32).ok());
+
+  absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, Tensor(), Precision::kBF16);
+  ASSERT_TRUE(linear.ok());
+  Tensor y;
+  absl::Status wrong_width = linear->Forward(RandomTensor(Shape{3, 15}, 1), Activation::kNone, y);
+  EXPECT_EQ(wrong_width.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong_width.message().find("[3, 15]"), std::string::npos) << wrong_width;
+  EXPECT_FALSE(
+      linear->Forward(Tensor::Allocate(DType::kS32, Shape{3, 16}), Activation::kNone, y).ok());
+  EXPECT_FALSE(linear->Forward(Tensor(), Activation::kNone, y).ok());
+}
+
+TEST(Matmul, ParsesNames) {
+  EXPECT_EQ(*ParsePrecision("int8"), Precision::kInt8);
+  EXPECT_EQ(*ParsePrecision("bf16"), Precision::kBF16);
+  EXPECT_FALSE(ParsePrecision("fp64").ok());
+  EXPECT_EQ(*ParseActivation("gelu"), Activation::kGelu);
+  EXPECT_FALSE(ParseActivation("swish").ok());
+}
+
+// The same weights used from several threads at once (as server workers do) give the same
+// results as from one thread: caches are per thread and the packed weights are read-only.
+TEST(Matmul, ConcurrentCallersAgree) {
+  for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
+    absl::StatusOr<PackedLinear> linear =
+        PackedLinear::Create(MakeWeight(64, 128, 8), RandomTensor(Shape{64}, 9), p);
+    ASSERT_TRUE(linear.ok());
+    std::vector<Tensor> inputs, expected(4), actual(4);
+    for (int i = 0; i < 4; ++i) {
+      inputs.push_back(RandomTensor(Shape{i * 7 + 1, 128}, 10 + i));
+      ASSERT_TRUE(linear->Forward(inputs[i], Activation::kRelu, expected[i]).ok());
+    }
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&, i] {
+        for (int repeat = 0; repeat < 20; ++repeat) {
+          ASSERT_TRUE(linear->Forward(inputs[i], Activation::kRelu, actual[i]).ok());
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(ToVector(actual[i]), ToVector(expected[i]));
+  }
+}
+
+// The packed layout must let oneDNN pick an optimised kernel at every batch size; its
+// reference ("ref") implementation would be correct but orders of magnitude slower.
+TEST(Matmul, UsesOptimisedImplementations) {
+  for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
+    absl::StatusOr<PackedLinear> linear =
+        PackedLinear::Create(MakeWeight(512, 512, 1), Tensor(), p);
+    ASSERT_TRUE(linear.ok());
+    for (int64_t m : {1, 7, 32, 256}) {
+      absl::StatusOr<std::string> impl = linear->ImplementationName(m);
+      ASSERT_TRUE(impl.ok());
+      EXPECT_EQ(impl->find("ref"), std::string::npos)
+          << PrecisionName(p) << " M=" << m << " " << *impl;
+    }
+  }
+}
+
+TEST(Matmul, ReportsMemory) {
+  absl::StatusOr<PackedLinear> f32 =
+      PackedLinear::Create(MakeWeight(64, 128, 1), RandomTensor(Shape{64}, 2), Precision::kF32);
+  absl::StatusOr<PackedLinear> int8 =
+      PackedLinear::Create(MakeWeight(64, 128, 1), RandomTensor(Shape{64}, 2), Precision::kInt8);
+  ASSERT_TRUE(f32.ok() && int8.ok());
+  EXPECT_GE(f32->memory_bytes(), 64u * 128 * 4);
+  EXPECT_EQ(int8->memory_bytes(), 64u * 128 + 64 * 4 + 64 * 4);
+}
+
+}  // namespace
+}  // namespace taskmoe::kernels

@@ -1,0 +1,189 @@
+// Layer norm, softmax, activations, residual add, embedding, top-k and quantisation against
+// naive references, including odd sizes and bad arguments.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "kernels/activation.h"
+#include "kernels/embedding.h"
+#include "kernels/norm.h"
+#include "kernels/quantize.h"
+#include "kernels/softmax.h"
+#include "kernels/topk.h"
+#include "tests/kernels/reference.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+using testing::RandomTensor;
+using testing::RandomVector;
+using testing::ToVector;
+using testing::WorstToleranceRatio;
+
+TEST(LayerNorm, MatchesReference) {
+  for (int64_t d : {1, 7, 64, 513}) {
+    const int64_t rows = 5;
+    // An offset of 100 makes the one-pass variance formula lose digits; two passes must not.
+    Tensor x = RandomTensor(Shape{rows, d}, 1);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] += 100.0f;
+    const Tensor gamma = RandomTensor(Shape{d}, 2), beta = RandomTensor(Shape{d}, 3);
+    Tensor y;
+    ASSERT_TRUE(LayerNorm(x, gamma, beta, 1e-5f, y).ok());
+    const auto expected =
+        testing::NaiveLayerNorm(ToVector(x), ToVector(gamma), ToVector(beta), rows, d, 1e-5);
+    EXPECT_LE(WorstToleranceRatio(ToVector(y), expected, 2e-4, 2e-4), 1.0) << "d=" << d;
+    // In place gives the same answer.
+    ASSERT_TRUE(LayerNorm(x, gamma, beta, 1e-5f, x).ok());
+    EXPECT_EQ(ToVector(x), ToVector(y));
+  }
+}
+
+TEST(LayerNorm, RefusesBadArguments) {
+  const Tensor x = RandomTensor(Shape{2, 8}, 1);
+  Tensor y;
+  EXPECT_FALSE(LayerNorm(x, RandomTensor(Shape{7}, 1), RandomTensor(Shape{8}, 1), 1e-5f, y).ok());
+  EXPECT_FALSE(LayerNorm(x, RandomTensor(Shape{8}, 1), RandomTensor(Shape{9}, 1), 1e-5f, y).ok());
+  EXPECT_FALSE(LayerNorm(x, RandomTensor(Shape{8}, 1), RandomTensor(Shape{8}, 1), 0.0f, y).ok());
+  EXPECT_FALSE(LayerNorm(Tensor::Allocate(DType::kBF16, Shape{2, 8}), RandomTensor(Shape{8}, 1),
+                         RandomTensor(Shape{8}, 1), 1e-5f, y)
+                   .ok());
+}
+
+TEST(Softmax, MatchesReferenceAndIsStable) {
+  for (int64_t n : {1, 3, 17, 1000}) {
+    Tensor x = RandomTensor(Shape{4, n}, 5, 10.0f);
+    x.data<float>()[0] = 1000.0f;  // would overflow exp() without the max subtraction
+    const std::vector<float> in = ToVector(x);
+    Tensor logp = x.Clone();
+    ASSERT_TRUE(SoftmaxInPlace(x).ok());
+    ASSERT_TRUE(LogSoftmaxInPlace(logp).ok());
+    std::vector<double> expected(in.size()), expected_log(in.size());
+    for (int64_t r = 0; r < 4; ++r) {
+      double mx = -INFINITY, sum = 0;
+      for (int64_t i = 0; i < n; ++i) mx = std::max<double>(mx, in[r * n + i]);
+      for (int64_t i = 0; i < n; ++i) sum += std::exp(in[r * n + i] - mx);
+      for (int64_t i = 0; i < n; ++i) {
+        expected[r * n + i] = std::exp(in[r * n + i] - mx) / sum;
+        expected_log[r * n + i] = in[r * n + i] - mx - std::log(sum);
+      }
+    }
+    EXPECT_LE(WorstToleranceRatio(ToVector(x), expected, 1e-6, 1e-5), 1.0);
+    EXPECT_LE(WorstToleranceRatio(ToVector(logp), expected_log, 1e-4, 1e-5), 1.0);
+  }
+  Tensor empty = Tensor::Allocate(DType::kF32, Shape{2, 0});
+  EXPECT_FALSE(SoftmaxInPlace(empty).ok());
+}
+
+TEST(Activation, ReluGeluAndResidual) {
+  Tensor x = Tensor::FromVector<float>(Shape{5}, {-2.0f, -0.5f, 0.0f, 0.5f, 3.0f});
+  Tensor r = x.Clone();
+  ASSERT_TRUE(ApplyActivation(Activation::kRelu, r).ok());
+  EXPECT_EQ(ToVector(r), (std::vector<float>{0, 0, 0, 0.5f, 3.0f}));
+  Tensor g = x.Clone();
+  ASSERT_TRUE(ApplyActivation(Activation::kGelu, g).ok());
+  // torch.nn.functional.gelu(torch.tensor([-2., -.5, 0., .5, 3.])) in float64.
+  const std::vector<double> torch_gelu = {-0.04550026389635842, -0.15426876936299344, 0.0,
+                                          0.34573123063700656, 2.99595030590511};
+  EXPECT_LE(WorstToleranceRatio(ToVector(g), torch_gelu, 1e-6, 1e-6), 1.0);
+
+  Tensor y = Tensor::FromVector<float>(Shape{5}, {1, 1, 1, 1, 1});
+  ASSERT_TRUE(AddInPlace(x, y).ok());
+  EXPECT_EQ(ToVector(y), (std::vector<float>{-1.0f, 0.5f, 1.0f, 1.5f, 4.0f}));
+  EXPECT_FALSE(AddInPlace(Tensor::Allocate(DType::kF32, Shape{4}), y).ok());
+}
+
+TEST(Embedding, GathersScalesAndAddsPositions) {
+  const Tensor table = RandomTensor(Shape{10, 6}, 1);
+  absl::StatusOr<Tensor> positions = SinusoidalPositions(8, 6);
+  ASSERT_TRUE(positions.ok());
+  // PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...): spot checks.
+  EXPECT_FLOAT_EQ(positions->data<float>()[0 * 6 + 1], 1.0f);
+  EXPECT_NEAR(positions->data<float>()[3 * 6 + 0], std::sin(3.0), 1e-6);
+  EXPECT_NEAR(positions->data<float>()[3 * 6 + 2], std::sin(3.0 / std::pow(10000.0, 2.0 / 6)),
+              1e-6);
+  EXPECT_NEAR(positions->data<float>()[5 * 6 + 5], std::cos(5.0 / std::pow(10000.0, 4.0 / 6)),
+              1e-6);
+
+  const std::vector<int32_t> ids = {3, 0, 9};
+  const std::vector<int32_t> pos = {0, 1, 7};
+  Tensor out;
+  ASSERT_TRUE(EmbeddingLookup(table, ids, 2.0f, *positions, pos, out).ok());
+  ASSERT_EQ(out.shape(), (Shape{3, 6}));
+  for (int r = 0; r < 3; ++r) {
+    for (int i = 0; i < 6; ++i) {
+      EXPECT_FLOAT_EQ(out.data<float>()[r * 6 + i], table.data<float>()[ids[r] * 6 + i] * 2.0f +
+                                                        positions->data<float>()[pos[r] * 6 + i]);
+    }
+  }
+  ASSERT_TRUE(EmbeddingLookup(table, ids, 1.0f, Tensor(), {}, out).ok());
+  EXPECT_EQ(out.data<float>()[0], table.data<float>()[18]);
+
+  absl::Status bad_id =
+      EmbeddingLookup(table, std::vector<int32_t>{1, 10}, 1.0f, Tensor(), {}, out);
+  EXPECT_EQ(bad_id.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_id.message().find("token id 10 at row 1"), std::string::npos) << bad_id;
+  EXPECT_FALSE(EmbeddingLookup(table, std::vector<int32_t>{-1}, 1.0f, Tensor(), {}, out).ok());
+  EXPECT_FALSE(
+      EmbeddingLookup(table, ids, 1.0f, *positions, std::vector<int32_t>{0, 1, 8}, out).ok());
+  EXPECT_FALSE(EmbeddingLookup(table, ids, 1.0f, *positions, std::vector<int32_t>{0}, out).ok());
+  EXPECT_FALSE(SinusoidalPositions(8, 5).ok());
+  ASSERT_TRUE(EmbeddingLookup(table, {}, 1.0f, Tensor(), {}, out).ok());
+  EXPECT_EQ(out.shape(), (Shape{0, 6}));
+}
+
+TEST(TopK, SortedWithLowerIndexFirstOnTies) {
+  const Tensor x = Tensor::FromVector<float>(
+      Shape{2, 6}, {1.0f, 5.0f, 3.0f, 5.0f, -1.0f, 3.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f});
+  Tensor values, indices;
+  ASSERT_TRUE(TopK(x, 3, values, indices).ok());
+  ASSERT_EQ(indices.shape(), (Shape{2, 3}));
+  EXPECT_EQ(std::vector<int32_t>(indices.data<int32_t>(), indices.data<int32_t>() + 6),
+            (std::vector<int32_t>{1, 3, 2, 0, 1, 2}));
+  EXPECT_EQ(ToVector(values), (std::vector<float>{5, 5, 3, 0, 0, 0}));
+  EXPECT_FALSE(TopK(x, 0, values, indices).ok());
+  EXPECT_FALSE(TopK(x, 7, values, indices).ok());
+}
+
+TEST(TopK, MatchesSortOnLargeRows) {
+  const int64_t n = 32003, k = 10;
+  const Tensor x = RandomTensor(Shape{3, n}, 11);
+  Tensor values, indices;
+  ASSERT_TRUE(TopK(x, k, values, indices).ok());
+  for (int64_t r = 0; r < 3; ++r) {
+    std::vector<int32_t> order(n);
+    std::iota(order.begin(), order.end(), 0);
+    const float* row = x.data<float>() + r * n;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
+    for (int64_t i = 0; i < k; ++i) EXPECT_EQ(indices.data<int32_t>()[r * k + i], order[i]);
+  }
+}
+
+TEST(Quantize, RowsSymmetricWithinHalfAStep) {
+  const int64_t rows = 4, cols = 37;
+  std::vector<float> x = RandomVector(rows * cols, 3);
+  for (int64_t c = 0; c < cols; ++c) x[2 * cols + c] = 0.0f;  // an all-zero row
+  std::vector<int8_t> q(rows * cols);
+  std::vector<float> scales(rows);
+  QuantizeRowsSymmetric(x.data(), rows, cols, q.data(), scales.data());
+  EXPECT_EQ(scales[2], 1.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    float max_abs = 0;
+    for (int64_t c = 0; c < cols; ++c) max_abs = std::max(max_abs, std::fabs(x[r * cols + c]));
+    if (r != 2) {
+      EXPECT_FLOAT_EQ(scales[r], max_abs / 127.0f);
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+      EXPECT_LE(std::fabs(q[r * cols + c] * scales[r] - x[r * cols + c]), scales[r] * 0.5f + 1e-7f);
+      EXPECT_GE(q[r * cols + c], -127);
+    }
+  }
+  std::vector<BFloat16> bf(3);
+  const float src[3] = {1.0f, -0.1f, 65504.0f};
+  ConvertToBFloat16(src, 3, bf.data());
+  EXPECT_EQ(BFloat16ToFloat(bf[0]), 1.0f);
+  EXPECT_NEAR(BFloat16ToFloat(bf[1]), -0.1f, 1e-3);
+}
+
+}  // namespace
+}  // namespace taskmoe::kernels

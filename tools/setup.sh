@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package taskmoe-serve needs. Idempotent: when everything is
+# present it only checks (a fraction of a second) and returns.
+# Usage: tools/setup.sh [serve|test]
+#   serve (default)  build the C++ code and run the server
+#   test             also what the test suite needs: sanitizer runtimes, Python with PyTorch
+#                    (the reference trainer's tests and fixtures), gettext for the corpus
+set -euo pipefail
+
+build_packages=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  clang-format
+  libdnnl-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libsentencepiece-dev sentencepiece
+  libabsl-dev
+  prometheus-cpp-dev
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  nlohmann-json3-dev
+)
+test_packages=(python3 python3-numpy python3-sentencepiece python3-torch gettext)
+
+profile="${1:-serve}"
+case "$profile" in
+  serve) wanted=("${build_packages[@]}") ;;
+  test) wanted=("${build_packages[@]}" "${test_packages[@]}") ;;
+  *)
+    echo "setup: unknown profile '$profile' (expected serve or test)" >&2
+    exit 2
+    ;;
+esac
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#wanted[@]} packages present"
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "setup: done"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command of the README (and of CI): installs what the tests need, checks
+# formatting, builds Release and ASan+UBSan, and runs every test under both builds, then the
+# Python tests of the reference trainer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+
+tools/setup.sh test
+tools/check-format.sh
+
+tools/build.sh Release
+tools/build.sh Asan -DTASKMOE_BUILD_BENCHMARKS=OFF
+
+# OMP_NUM_THREADS=2: the kernels' parallel paths run even where the tests' machine has 1 core.
+export OMP_NUM_THREADS=2
+echo "== ctest (Release)"
+ctest --test-dir build/release --output-on-failure -j 2
+echo "== ctest (ASan+UBSan)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build/asan --output-on-failure -j 2
+
+if [[ -d models/training/tests ]]; then
+  echo "== Python tests (models/training)"
+  /usr/bin/python3 -m unittest discover -s models/training/tests -t .
+fi
+echo "tests: all passed in $((SECONDS - start)) s"

@@ -7,6 +7,7 @@ set(TASKMOE_MARCH "x86-64-v3" CACHE STRING
 function(taskmoe_set_target_options target)
   target_compile_options(${target} PRIVATE
     -Wall -Wextra -Wpedantic -Werror -Wshadow -Wnon-virtual-dtor -Wno-unused-parameter
+    -Wno-missing-field-initializers  # designated initializers rely on member defaults
     -march=${TASKMOE_MARCH})
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
 endfunction()

@@ -255,6 +255,9 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
 
 absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tensor& y) const {
   constexpr const char* kOp = "PackedLinear::Forward";
+  if (in_features_ == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(kOp, ": the linear layer is empty"));
+  }
   if (absl::Status s = CheckDType(x, DType::kF32, kOp, "input"); !s.ok()) return s;
   if (!x.valid() || x.rank() < 1 || x.dim(x.rank() - 1) != in_features_) {
     return absl::InvalidArgumentError(absl::StrCat(kOp, ": input has shape ", x.shape().ToString(),

@@ -32,6 +32,9 @@ class PackedLinear {
   static absl::StatusOr<PackedLinear> Create(const Tensor& weight, const Tensor& bias,
                                              Precision precision);
 
+  // An empty linear (0 x 0) that refuses every input; a placeholder until assigned.
+  PackedLinear() = default;
+
   // x: f32 [..., in_features] (any rank >= 1, contiguous). y becomes f32 [..., out_features]
   // (resized in place, reusing its storage when large enough). x and y must not overlap.
   absl::Status Forward(const Tensor& x, Activation activation, Tensor& y) const;
@@ -46,8 +49,6 @@ class PackedLinear {
   absl::StatusOr<std::string> ImplementationName(int64_t rows) const;
 
  private:
-  PackedLinear() = default;
-
   Precision precision_ = Precision::kF32;
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;

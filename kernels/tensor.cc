@@ -100,6 +100,15 @@ absl::StatusOr<Tensor> Tensor::Reshape(const Shape& shape) const {
   return Tensor(dtype_, shape, storage_, data_, 0);
 }
 
+absl::Status Tensor::ReshapeInPlace(const Shape& shape) {
+  if (shape.numel() != numel()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot reshape ", shape_.ToString(), " to ",
+                                                   shape.ToString(), ": element counts differ"));
+  }
+  shape_ = shape;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Tensor> Tensor::Rows(int64_t begin, int64_t count) const {
   if (rank() == 0) return absl::InvalidArgumentError("Rows of a rank-0 tensor");
   if (begin < 0 || count < 0 || begin + count > dim(0)) {

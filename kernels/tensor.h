@@ -92,6 +92,9 @@ class Tensor {
 
   // A view with another shape over the same elements.
   absl::StatusOr<Tensor> Reshape(const Shape& shape) const;
+  // Gives this tensor another shape with the same element count, keeping its storage and
+  // capacity (unlike assigning a Reshape view, which would make the next Resize allocate).
+  absl::Status ReshapeInPlace(const Shape& shape);
   // A view of rows [begin, begin + count) along axis 0.
   absl::StatusOr<Tensor> Rows(int64_t begin, int64_t count) const;
   // A deep copy into new owned storage.

@@ -77,6 +77,15 @@ TEST(Tensor, ResizeReusesStorageWhenItFits) {
   EXPECT_NE(t.raw_data(), nullptr);
   EXPECT_EQ(t.numel(), 1024);
 
+  // Reshaping in place keeps the capacity: growing back within it does not allocate.
+  Tensor w;
+  w.Resize(DType::kF32, Shape{8, 8});
+  const void* storage = w.raw_data();
+  ASSERT_TRUE(w.ReshapeInPlace(Shape{64}).ok());
+  EXPECT_FALSE(w.ReshapeInPlace(Shape{63}).ok());
+  w.Resize(DType::kF32, Shape{2, 32});
+  EXPECT_EQ(w.raw_data(), storage);
+
   // A live view pins the storage: resizing the owner must not scribble over it.
   Tensor owner;
   owner.Resize(DType::kF32, Shape{8});

@@ -1,0 +1,51 @@
+// Decoding a batch of source sentences with a TransformerModel: greedy search and beam
+// search, with an EOS stop, a length limit and a length penalty. Finished sentences leave the
+// batch (their cache rows are dropped) so the remaining ones decode at the batch size they
+// really have; cancelled sentences (deadline, client gone) leave at the next step.
+#ifndef TASKMOE_MODELS_DECODING_H_
+#define TASKMOE_MODELS_DECODING_H_
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "models/transformer.h"
+
+namespace taskmoe::models {
+
+struct DecodeOptions {
+  // 1: greedy. More: beam search keeping that many hypotheses per sentence.
+  int beam_size = 1;
+  // Most decoding steps per sentence, EOS included (further capped by max_positions).
+  int max_output_tokens = 256;
+  // Beam search ranks finished hypotheses by sum(log p) / length^length_penalty, where
+  // length counts generated tokens including EOS. 0 ranks by the plain sum.
+  float length_penalty = 0.0f;
+  // Asked before every step for each sentence still decoding (by its index in the batch):
+  // true makes it leave with a Cancelled status.
+  std::function<bool(int sentence)> is_cancelled;
+  // Benchmarks only: never stop at EOS, decode exactly max_output_tokens steps (greedy).
+  bool ignore_eos = false;
+  // Greedy only: told each token as soon as it is chosen (EOS included).
+  std::function<void(int sentence, int32_t token)> on_token;
+};
+
+struct Hypothesis {
+  std::vector<int32_t> tokens;  // generated pieces, without BOS and EOS
+  float score = 0.0f;           // sum of log-probabilities (length-penalised for beam search)
+  bool reached_eos = false;     // false: stopped by the length limit (or cancelled)
+  absl::Status status;          // Cancelled when is_cancelled said so
+};
+
+// Decodes sources (each [tag] + pieces + [eos]) for the task whose route is given. Returns one
+// hypothesis per source, in order.
+absl::StatusOr<std::vector<Hypothesis>> Decode(const TransformerModel& model,
+                                               const TaskRoute& route,
+                                               const std::vector<std::vector<int32_t>>& sources,
+                                               const DecodeOptions& options);
+
+}  // namespace taskmoe::models
+
+#endif  // TASKMOE_MODELS_DECODING_H_

@@ -1,0 +1,45 @@
+// Extraction of a task's subnetwork from a TaskMoE model (DESIGN.md §1, docs/model-format.md
+// "Extraction"): in every task-routed MoE layer, the task's top-k experts are folded into one
+// dense FFN of width top_k * d_ff with the gates multiplied into fc2, and the other experts
+// and the router table are dropped. Token-routed stacks are kept whole. Everything else is
+// copied unchanged, so the result is a plain model directory our engine loads like any other.
+#ifndef TASKMOE_MODELS_EXTRACT_H_
+#define TASKMOE_MODELS_EXTRACT_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/config.h"
+#include "models/safetensors.h"
+
+namespace taskmoe::models {
+
+struct OwnedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
+struct Subnetwork {
+  ModelConfig config;
+  std::vector<OwnedTensor> tensors;
+  int64_t parameters = 0;
+};
+
+// Extracts `task_id`'s subnetwork. `parent_digest` is recorded as provenance.
+absl::StatusOr<Subnetwork> ExtractSubnetwork(const ModelConfig& config,
+                                             const SafetensorsFile& weights,
+                                             std::string_view task_id,
+                                             const std::string& parent_digest);
+
+// Writes a model directory: config.json, model.safetensors (in `dtype`) and a copy of
+// `spm_path` as spm.model. Creates `dir` if needed; files are replaced atomically.
+absl::Status WriteModelDirectory(const std::string& dir, const Subnetwork& subnetwork,
+                                 StoredDType dtype, const std::string& spm_path);
+
+}  // namespace taskmoe::models
+
+#endif  // TASKMOE_MODELS_EXTRACT_H_

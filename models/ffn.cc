@@ -1,0 +1,113 @@
+// Dense, task-routed and token-routed feed-forward blocks.
+#include "models/ffn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace taskmoe::models {
+
+using kernels::DType;
+using kernels::Shape;
+using kernels::Tensor;
+
+ExpertChoice ChooseExperts(const float* logits, int num_experts, int top_k) {
+  std::vector<float> probs(logits, logits + num_experts);
+  const float max_logit = *std::max_element(probs.begin(), probs.end());
+  for (float& p : probs) p = std::exp(p - max_logit);
+  // The softmax denominator cancels in the renormalisation, so it is never computed.
+  std::vector<int> order(num_experts);
+  for (int e = 0; e < num_experts; ++e) order[e] = e;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[a] > probs[b]; });
+  ExpertChoice choice;
+  float chosen_sum = 0.0f;
+  for (int i = 0; i < top_k; ++i) chosen_sum += probs[order[i]];
+  for (int i = 0; i < top_k; ++i) {
+    choice.experts.push_back(order[i]);
+    choice.gates.push_back(probs[order[i]] / chosen_sum);
+  }
+  return choice;
+}
+
+absl::Status DenseFfnForward(const DenseFfnWeights& ffn, kernels::Activation activation,
+                             const Tensor& x, FfnWorkspace& ws, Tensor& y) {
+  if (absl::Status s = ffn.fc1->Forward(x, activation, ws.hidden); !s.ok()) return s;
+  return ffn.fc2->Forward(ws.hidden, kernels::Activation::kNone, y);
+}
+
+absl::Status TaskMoeForward(const MoeFfnWeights& moe, const ExpertChoice& choice,
+                            kernels::Activation activation, const Tensor& x, FfnWorkspace& ws,
+                            Tensor& y) {
+  y.Resize(DType::kF32, x.shape());
+  std::memset(y.raw_data(), 0, y.bytes());
+  for (size_t i = 0; i < choice.experts.size(); ++i) {
+    const int e = choice.experts[i];
+    if (e < 0 || e >= static_cast<int>(moe.experts.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("task MoE: expert ", e, " out of range"));
+    }
+    if (absl::Status s = DenseFfnForward(moe.experts[e], activation, x, ws, ws.expert_out);
+        !s.ok()) {
+      return s;
+    }
+    const float g = choice.gates[i];
+    const float* src = ws.expert_out.data<float>();
+    float* dst = y.data<float>();
+    for (int64_t j = 0; j < y.numel(); ++j) dst[j] += g * src[j];
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TokenMoeForward(const MoeFfnWeights& moe, kernels::Activation activation,
+                             const Tensor& x, FfnWorkspace& ws, Tensor& y) {
+  const int num_experts = static_cast<int>(moe.experts.size());
+  const int64_t d = x.dim(x.rank() - 1);
+  const int64_t rows = x.numel() / d;
+  if (absl::Status s = moe.router->Forward(x, kernels::Activation::kNone, ws.router_logits);
+      !s.ok()) {
+    return s;
+  }
+  ws.rows_per_expert.resize(num_experts);
+  ws.gates_per_expert.resize(num_experts);
+  for (int e = 0; e < num_experts; ++e) {
+    ws.rows_per_expert[e].clear();
+    ws.gates_per_expert[e].clear();
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const ExpertChoice choice =
+        ChooseExperts(ws.router_logits.data<float>() + r * num_experts, num_experts, moe.top_k);
+    for (int i = 0; i < moe.top_k; ++i) {
+      ws.rows_per_expert[choice.experts[i]].push_back(static_cast<int32_t>(r));
+      ws.gates_per_expert[choice.experts[i]].push_back(choice.gates[i]);
+    }
+  }
+
+  y.Resize(DType::kF32, x.shape());
+  std::memset(y.raw_data(), 0, y.bytes());
+  const float* in = x.data<float>();
+  for (int e = 0; e < num_experts; ++e) {
+    const std::vector<int32_t>& expert_rows = ws.rows_per_expert[e];
+    const int64_t count = static_cast<int64_t>(expert_rows.size());
+    if (count == 0) continue;
+    ws.gathered.Resize(DType::kF32, Shape{count, d});
+    for (int64_t i = 0; i < count; ++i) {
+      std::memcpy(ws.gathered.data<float>() + i * d, in + expert_rows[i] * d, d * sizeof(float));
+    }
+    if (absl::Status s =
+            DenseFfnForward(moe.experts[e], activation, ws.gathered, ws, ws.expert_out);
+        !s.ok()) {
+      return s;
+    }
+    const float* out = ws.expert_out.data<float>();
+    float* dst = y.data<float>();
+    for (int64_t i = 0; i < count; ++i) {
+      const float g = ws.gates_per_expert[e][i];
+      float* row = dst + expert_rows[i] * d;
+      for (int64_t j = 0; j < d; ++j) row[j] += g * out[i * d + j];
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace taskmoe::models

@@ -1,0 +1,43 @@
+// Tokenizer: the model's SentencePiece vocabulary, checked against config.json, turning
+// source text into [<2xx>] + pieces + [eos] and generated ids back into text.
+#ifndef TASKMOE_MODELS_TOKENIZER_H_
+#define TASKMOE_MODELS_TOKENIZER_H_
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/config.h"
+#include "models/sentencepiece_bridge.h"
+
+namespace taskmoe::models {
+
+class Tokenizer {
+ public:
+  // Loads an spm.model and checks it against the config: vocabulary size, the ids of
+  // pad/unk/bos/eos, and every task's target tag piece and id.
+  static absl::StatusOr<std::shared_ptr<const Tokenizer>> Load(const std::string& spm_path,
+                                                               const ModelConfig& config);
+  ~Tokenizer();
+
+  // [task's target tag] + pieces(text) + [eos].
+  absl::StatusOr<std::vector<int32_t>> EncodeSource(std::string_view text,
+                                                    const TaskInfo& task) const;
+  // Pieces of `text` alone (no tag, no eos).
+  absl::StatusOr<std::vector<int32_t>> EncodePieces(std::string_view text) const;
+  // Text of generated ids (special ids are skipped).
+  absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids) const;
+  std::string IdToPiece(int32_t id) const;
+  int vocab_size() const;
+
+ private:
+  Tokenizer();
+  std::unique_ptr<SentencePieceBridge> processor_;
+  int32_t eos_ = 3;
+};
+
+}  // namespace taskmoe::models
+
+#endif  // TASKMOE_MODELS_TOKENIZER_H_

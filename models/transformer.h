@@ -1,0 +1,138 @@
+// The encoder-decoder Transformer of docs/model-format.md on our kernels: weights loaded
+// from a model directory and packed for one precision, the encoder over a batch of source
+// sentences, and the incremental decoder (one step for a batch of hypotheses, with self- and
+// cross-attention key/value caches).
+//
+// A model is immutable once loaded and may be used from many threads at once; all mutable
+// state lives in EncoderOutput / DecoderState objects owned by the caller.
+#ifndef TASKMOE_MODELS_TRANSFORMER_H_
+#define TASKMOE_MODELS_TRANSFORMER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "kernels/tensor.h"
+#include "models/config.h"
+#include "models/ffn.h"
+#include "models/weight_store.h"
+
+namespace taskmoe::models {
+
+struct LayerNormWeights {
+  kernels::Tensor gamma, beta;
+};
+
+struct AttentionWeights {
+  LinearPtr q, k, v, out;
+};
+
+using FfnWeights = std::variant<DenseFfnWeights, MoeFfnWeights>;
+
+struct LayerWeights {
+  LayerNormWeights self_attn_norm;
+  AttentionWeights self_attn;
+  LayerNormWeights cross_attn_norm;  // decoder only
+  AttentionWeights cross_attn;       // decoder only
+  LayerNormWeights ffn_norm;
+  FfnWeights ffn;
+};
+
+struct LoadOptions {
+  kernels::Precision precision = kernels::Precision::kF32;
+  // Shares packed weights that are byte-identical across models loaded with the same store
+  // (the attention and dense layers of a TaskMoE's subnetworks). Null: no sharing.
+  std::shared_ptr<WeightStore> weight_store;
+};
+
+// Encoder states of a batch of sentences: [batch, max_len, d_model], padded on the right.
+struct EncoderOutput {
+  kernels::Tensor states;
+  std::vector<int32_t> lengths;
+};
+
+// Mutable state of an incremental decode over `batch` rows (sentences x beam hypotheses).
+struct DecoderState {
+  std::vector<kernels::KvCache> self_cache;   // per decoder layer
+  std::vector<kernels::KvCache> cross_cache;  // per decoder layer: keys/values of the source
+  std::vector<int32_t> source_lengths;        // per row
+  int64_t batch = 0;
+  int64_t steps = 0;  // target tokens consumed so far
+
+  // Workspace reused by every step.
+  kernels::Tensor x, normed, q, k, v, attn, proj, ffn_out, logits;
+  FfnWorkspace ffn_ws;
+  std::vector<int32_t> position_ids, self_lengths;
+
+  // Keeps rows `rows` (reordered, repeated or dropped) in every cache.
+  absl::Status SelectRows(absl::Span<const int32_t> rows);
+};
+
+// Per-task routing decisions of the task-routed MoE layers, precomputed at load.
+struct TaskRoute {
+  std::vector<ExpertChoice> encoder;  // per encoder layer (empty choice for non-task layers)
+  std::vector<ExpertChoice> decoder;
+};
+
+class TransformerModel {
+ public:
+  // Loads `<dir>/config.json` and `<dir>/model.safetensors`, checks every tensor against the
+  // config (missing, unexpected, wrong shape: each an error naming the tensor) and packs the
+  // weights for options.precision.
+  static absl::StatusOr<std::shared_ptr<const TransformerModel>> Load(const std::string& dir,
+                                                                      const LoadOptions& options);
+  // The same from a config and a weight source already in memory.
+  static absl::StatusOr<std::shared_ptr<const TransformerModel>> Create(
+      ModelConfig config, const class SafetensorsFile& weights, const LoadOptions& options);
+
+  const ModelConfig& config() const { return config_; }
+  kernels::Precision precision() const { return precision_; }
+  // Parameters and bytes of packed weights (shared ones included).
+  int64_t parameter_count() const { return parameter_count_; }
+  size_t memory_bytes() const { return memory_bytes_; }
+
+  // Routing of a task this model serves (index into config().tasks).
+  absl::StatusOr<const TaskRoute*> RouteForTask(int task_position) const;
+
+  // Encodes a batch of token-id sequences (each already [tag] + pieces + [eos]).
+  absl::Status Encode(const std::vector<std::vector<int32_t>>& sources, const TaskRoute& route,
+                      EncoderOutput& out) const;
+
+  // Prepares `state` to decode `encoder.lengths.size()` rows of at most `max_steps` tokens:
+  // computes the cross-attention keys/values once.
+  absl::Status StartDecoding(const EncoderOutput& encoder, int64_t max_steps,
+                             const TaskRoute& route, DecoderState& state) const;
+
+  // Feeds one token per row and writes the next-token log-probabilities, f32 [batch, vocab].
+  absl::Status DecodeStep(absl::Span<const int32_t> tokens, const TaskRoute& route,
+                          DecoderState& state, kernels::Tensor& log_probs) const;
+
+ private:
+  TransformerModel() = default;
+  absl::Status RunFfn(const FfnWeights& ffn, const ExpertChoice& choice, const kernels::Tensor& x,
+                      FfnWorkspace& ws, kernels::Tensor& y) const;
+
+  ModelConfig config_;
+  kernels::Precision precision_ = kernels::Precision::kF32;
+  kernels::Tensor encoder_embedding_, decoder_embedding_;  // f32 [vocab, d_model]
+  LinearPtr output_projection_;
+  kernels::Tensor positions_;  // f32 [max_positions, d_model]
+  std::vector<LayerWeights> encoder_layers_, decoder_layers_;
+  LayerNormWeights encoder_final_norm_, decoder_final_norm_;
+  std::vector<TaskRoute> task_routes_;  // per config().tasks entry
+  float embedding_scale_ = 1.0f;
+  // Holds the WeightStore entries this model uses, so the store can tell used from unused.
+  std::vector<std::shared_ptr<const void>> keep_alive_;
+  int64_t parameter_count_ = 0;
+  size_t memory_bytes_ = 0;
+};
+
+}  // namespace taskmoe::models
+
+#endif  // TASKMOE_MODELS_TRANSFORMER_H_

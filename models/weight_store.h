@@ -1,0 +1,53 @@
+// WeightStore: keeps packed weights that are byte-identical across models once in memory.
+// The subnetworks extracted from one TaskMoE share their embeddings, attention and dense
+// layers; loading N tasks through one store costs those once plus each task's own experts.
+// Identity is by content (two independent 64-bit hashes of the stored bytes, shape and
+// precision), so it needs no naming convention and survives re-extraction.
+#ifndef TASKMOE_MODELS_WEIGHT_STORE_H_
+#define TASKMOE_MODELS_WEIGHT_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "kernels/matmul.h"
+#include "kernels/tensor.h"
+
+namespace taskmoe::models {
+
+class WeightStore {
+ public:
+  using LinearFactory = std::function<absl::StatusOr<kernels::PackedLinear>()>;
+  using TensorFactory = std::function<absl::StatusOr<kernels::Tensor>()>;
+
+  // The linear stored under this content, or make() packed and remembered. `content` is the
+  // raw stored bytes of the weight and bias (and anything else that defines the result).
+  absl::StatusOr<std::shared_ptr<const kernels::PackedLinear>> GetLinear(
+      std::string_view weight_bytes, std::string_view bias_bytes, kernels::Precision precision,
+      const LinearFactory& make);
+  absl::StatusOr<std::shared_ptr<const kernels::Tensor>> GetTensor(std::string_view bytes,
+                                                                   const TensorFactory& make);
+
+  // Drops entries no model uses any more (call after unloading a model).
+  void Prune();
+  // Bytes held by entries that more than one model uses, and by all entries.
+  size_t shared_bytes() const;
+  size_t total_bytes() const;
+
+ private:
+  using Key = std::pair<uint64_t, uint64_t>;
+  static Key ContentKey(std::string_view a, std::string_view b, int tag);
+
+  mutable std::mutex mu_;
+  std::map<Key, std::shared_ptr<const kernels::PackedLinear>> linears_;
+  std::map<Key, std::shared_ptr<const kernels::Tensor>> tensors_;
+};
+
+}  // namespace taskmoe::models
+
+#endif  // TASKMOE_MODELS_WEIGHT_STORE_H_

@@ -1,0 +1,334 @@
+// The engine on random-weight models: extracted subnetworks against the full model routed by
+// task, batching and padding invariance, beam search, token-routed MoE against a naive
+// per-token computation, cancellation, and the loader's refusals.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/runtime.h"
+#include "models/decoding.h"
+#include "models/extract.h"
+#include "models/ffn.h"
+#include "models/random_model.h"
+#include "models/transformer.h"
+
+namespace taskmoe::models {
+namespace {
+
+using kernels::Shape;
+using kernels::Tensor;
+
+ModelShape TinyShape() {
+  return {.d_model = 32,
+          .num_heads = 4,
+          .encoder_layers = 2,
+          .decoder_layers = 2,
+          .d_ff = 48,
+          .vocab_size = 50,
+          .num_experts = 4,
+          .top_k = 2,
+          .max_positions = 64,
+          .num_languages = 3};
+}
+
+std::shared_ptr<const SafetensorsFile> Serialize(const std::vector<OwnedTensor>& tensors) {
+  std::vector<TensorToWrite> to_write;
+  for (const OwnedTensor& t : tensors) to_write.push_back({t.name, t.shape, t.values.data()});
+  absl::StatusOr<std::string> bytes = SerializeSafetensors(to_write, StoredDType::kF32);
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  absl::StatusOr<std::shared_ptr<const SafetensorsFile>> file = SafetensorsFile::FromBytes(*bytes);
+  EXPECT_TRUE(file.ok()) << file.status();
+  return *file;
+}
+
+std::shared_ptr<const TransformerModel> MustCreate(const ModelConfig& config,
+                                                   const SafetensorsFile& weights) {
+  absl::StatusOr<std::shared_ptr<const TransformerModel>> model =
+      TransformerModel::Create(config, weights, {});
+  EXPECT_TRUE(model.ok()) << model.status();
+  return *model;
+}
+
+std::vector<std::vector<int32_t>> Sources(int count, int tag_id, uint32_t seed) {
+  std::vector<std::vector<int32_t>> sources;
+  uint32_t state = seed;
+  for (int i = 0; i < count; ++i) {
+    std::vector<int32_t> s{tag_id};
+    const int len = 2 + i * 3 % 9;
+    for (int t = 0; t < len; ++t) {
+      state = state * 1103515245u + 12345u;
+      s.push_back(8 + static_cast<int32_t>((state >> 16) % 40));
+    }
+    s.push_back(3);
+    sources.push_back(s);
+  }
+  return sources;
+}
+
+// Log-probabilities of every step of teacher-forced decoding of `targets` (per sentence),
+// concatenated: the model's full output distribution along a fixed path.
+std::vector<float> TeacherForcedLogProbs(const TransformerModel& model, const TaskRoute& route,
+                                         const std::vector<std::vector<int32_t>>& sources,
+                                         const std::vector<int32_t>& path) {
+  EncoderOutput encoder;
+  EXPECT_TRUE(model.Encode(sources, route, encoder).ok());
+  DecoderState state;
+  EXPECT_TRUE(model.StartDecoding(encoder, 16, route, state).ok());
+  std::vector<float> all;
+  Tensor log_probs;
+  std::vector<int32_t> tokens(sources.size(), model.config().special_tokens.bos);
+  for (int32_t next : path) {
+    EXPECT_TRUE(model.DecodeStep(tokens, route, state, log_probs).ok());
+    all.insert(all.end(), log_probs.data<float>(), log_probs.data<float>() + log_probs.numel());
+    tokens.assign(sources.size(), next);
+  }
+  return all;
+}
+
+class ExtractionTest : public ::testing::TestWithParam<ModelKind> {};
+
+TEST_P(ExtractionTest, SubnetworkMatchesFullModelRoutedByTask) {
+  const ModelConfig config = MakeRandomModelConfig(TinyShape(), GetParam());
+  const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 7));
+  const std::shared_ptr<const TransformerModel> full = MustCreate(config, *weights);
+  for (size_t t = 0; t < config.tasks.size(); ++t) {
+    const TaskInfo& task = config.tasks[t];
+    absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(config, *weights, task.id, "sha256:test");
+    ASSERT_TRUE(sub.ok()) << sub.status();
+    EXPECT_LT(sub->parameters, full->parameter_count());
+    ASSERT_TRUE(sub->config.extracted.has_value());
+    EXPECT_EQ(sub->config.extracted->task, task.id);
+    const std::shared_ptr<const SafetensorsFile> sub_weights = Serialize(sub->tensors);
+    const std::shared_ptr<const TransformerModel> small = MustCreate(sub->config, *sub_weights);
+
+    const auto sources = Sources(5, task.target_tag_id, 100 + t);
+    const std::vector<int32_t> path = {9, 17, 23, 11, 30};
+    const std::vector<float> expected =
+        TeacherForcedLogProbs(*full, **full->RouteForTask(t), sources, path);
+    const std::vector<float> actual =
+        TeacherForcedLogProbs(*small, **small->RouteForTask(0), sources, path);
+    ASSERT_EQ(actual.size(), expected.size());
+    float worst = 0;
+    for (size_t i = 0; i < actual.size(); ++i)
+      worst = std::max(worst, std::fabs(actual[i] - expected[i]));
+    // Folding changes only the summation order of the expert outputs: f32 rounding.
+    EXPECT_LT(worst, 1e-4f) << task.id;
+
+    DecodeOptions greedy;
+    greedy.max_output_tokens = 12;
+    absl::StatusOr<std::vector<Hypothesis>> a =
+        Decode(*full, **full->RouteForTask(t), sources, greedy);
+    absl::StatusOr<std::vector<Hypothesis>> b =
+        Decode(*small, **small->RouteForTask(0), sources, greedy);
+    ASSERT_TRUE(a.ok() && b.ok());
+    for (size_t i = 0; i < sources.size(); ++i)
+      EXPECT_EQ((*a)[i].tokens, (*b)[i].tokens) << task.id;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, ExtractionTest,
+                         ::testing::Values(ModelKind::kTaskMoe, ModelKind::kHybrid));
+
+TEST(Extraction, TokenRoutedStacksKeepAllExperts) {
+  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kHybrid);
+  const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 7));
+  absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(config, *weights, "en-de", "sha256:x");
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(sub->config.moe.has_value());
+  EXPECT_EQ(sub->config.moe->encoder.routing, Routing::kToken);
+  EXPECT_EQ(sub->config.moe->decoder.routing, Routing::kNone);
+  EXPECT_EQ(sub->config.decoder_ffn_dims[1], 2 * 48);
+  EXPECT_FALSE(ExtractSubnetwork(config, *weights, "xx-yy", "sha256:x").ok());
+  EXPECT_FALSE(ExtractSubnetwork(sub->config, *Serialize(sub->tensors), "en-de", "s").ok());
+}
+
+TEST(Engine, BatchingAndPaddingDoNotChangeResults) {
+  for (ModelKind kind : {ModelKind::kDense, ModelKind::kTokenMoe}) {
+    const ModelConfig config = MakeRandomModelConfig(TinyShape(), kind);
+    const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 3));
+    const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
+    const TaskRoute& route = **model->RouteForTask(0);
+    const auto sources = Sources(6, 5, 42);
+    DecodeOptions options;
+    options.max_output_tokens = 10;
+    absl::StatusOr<std::vector<Hypothesis>> batched = Decode(*model, route, sources, options);
+    ASSERT_TRUE(batched.ok()) << batched.status();
+    for (size_t i = 0; i < sources.size(); ++i) {
+      absl::StatusOr<std::vector<Hypothesis>> alone = Decode(*model, route, {sources[i]}, options);
+      ASSERT_TRUE(alone.ok());
+      EXPECT_EQ((*batched)[i].tokens, (*alone)[0].tokens);
+      EXPECT_NEAR((*batched)[i].score, (*alone)[0].score, 1e-4);
+    }
+  }
+}
+
+TEST(Engine, BeamSearchFindsAtLeastTheGreedyScoreAndIsBatchInvariant) {
+  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kDense);
+  const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 5));
+  const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
+  const TaskRoute& route = **model->RouteForTask(0);
+  const auto sources = Sources(4, 5, 9);
+  DecodeOptions greedy, beam;
+  greedy.max_output_tokens = beam.max_output_tokens = 8;
+  beam.beam_size = 4;
+  absl::StatusOr<std::vector<Hypothesis>> g = Decode(*model, route, sources, greedy);
+  absl::StatusOr<std::vector<Hypothesis>> b = Decode(*model, route, sources, beam);
+  ASSERT_TRUE(g.ok() && b.ok()) << b.status();
+  for (size_t i = 0; i < sources.size(); ++i) {
+    // Greedy's hypothesis is one beam search also considers, among others.
+    if ((*g)[i].reached_eos) {
+      EXPECT_GE((*b)[i].score, (*g)[i].score - 1e-4f);
+    }
+    absl::StatusOr<std::vector<Hypothesis>> alone = Decode(*model, route, {sources[i]}, beam);
+    ASSERT_TRUE(alone.ok());
+    EXPECT_EQ((*b)[i].tokens, (*alone)[0].tokens);
+  }
+  beam.beam_size = 0;
+  EXPECT_EQ(Decode(*model, route, sources, beam).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Engine, CancelledSentencesLeaveTheBatch) {
+  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kDense);
+  const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 5));
+  const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
+  const auto sources = Sources(3, 5, 1);
+  for (int beam : {1, 3}) {
+    DecodeOptions options;
+    options.beam_size = beam;
+    options.max_output_tokens = 8;
+    options.ignore_eos = beam == 1;
+    options.is_cancelled = [](int sentence) { return sentence == 1; };
+    absl::StatusOr<std::vector<Hypothesis>> out =
+        Decode(*model, **model->RouteForTask(0), sources, options);
+    ASSERT_TRUE(out.ok());
+    EXPECT_EQ((*out)[1].status.code(), absl::StatusCode::kCancelled);
+    EXPECT_TRUE((*out)[0].status.ok());
+    EXPECT_TRUE((*out)[2].status.ok());
+  }
+}
+
+TEST(Ffn, TokenMoeMatchesPerTokenComputation) {
+  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kTokenMoe);
+  const std::vector<OwnedTensor> tensors = MakeRandomTensors(config, 11);
+  const std::shared_ptr<const SafetensorsFile> weights = Serialize(tensors);
+  const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
+  // Rebuild layer encoder.1's MoE from the raw tensors and compare with a per-token loop.
+  auto find = [&](const std::string& name) -> const OwnedTensor& {
+    for (const OwnedTensor& t : tensors) {
+      if (t.name == name) return t;
+    }
+    ADD_FAILURE() << name;
+    return tensors[0];
+  };
+  const std::string p = "encoder.layers.1.ffn";
+  const int64_t e = 4, ff = 48, d = 32, rows = 7;
+  MoeFfnWeights moe;
+  moe.routing = Routing::kToken;
+  moe.top_k = 2;
+  auto slice = [&](const OwnedTensor& t, int64_t index, Shape shape) {
+    const int64_t n = shape.numel();
+    return Tensor::FromVector(shape, std::vector<float>(t.values.begin() + index * n,
+                                                        t.values.begin() + (index + 1) * n));
+  };
+  for (int64_t i = 0; i < e; ++i) {
+    auto fc1 = kernels::PackedLinear::Create(slice(find(p + ".experts.fc1.weight"), i, {ff, d}),
+                                             slice(find(p + ".experts.fc1.bias"), i, {ff}),
+                                             kernels::Precision::kF32);
+    auto fc2 = kernels::PackedLinear::Create(slice(find(p + ".experts.fc2.weight"), i, {d, ff}),
+                                             slice(find(p + ".experts.fc2.bias"), i, {d}),
+                                             kernels::Precision::kF32);
+    ASSERT_TRUE(fc1.ok() && fc2.ok());
+    moe.experts.push_back({std::make_shared<const kernels::PackedLinear>(*std::move(fc1)),
+                           std::make_shared<const kernels::PackedLinear>(*std::move(fc2))});
+  }
+  const OwnedTensor& router = find(p + ".router.weight");
+  auto packed_router = kernels::PackedLinear::Create(Tensor::FromVector(Shape{e, d}, router.values),
+                                                     Tensor(), kernels::Precision::kF32);
+  ASSERT_TRUE(packed_router.ok());
+  moe.router = std::make_shared<const kernels::PackedLinear>(*std::move(packed_router));
+
+  std::vector<float> xs(rows * d);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = std::sin(0.37f * i);
+  const Tensor x = Tensor::FromVector(Shape{rows, d}, xs);
+  FfnWorkspace ws;
+  Tensor y;
+  ASSERT_TRUE(TokenMoeForward(moe, kernels::Activation::kRelu, x, ws, y).ok());
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<float> logits(e);
+    for (int64_t k = 0; k < e; ++k) {
+      for (int64_t j = 0; j < d; ++j) logits[k] += router.values[k * d + j] * xs[r * d + j];
+    }
+    const ExpertChoice choice = ChooseExperts(logits.data(), e, 2);
+    const Tensor row = Tensor::FromVector(
+        Shape{1, d}, std::vector<float>(xs.begin() + r * d, xs.begin() + (r + 1) * d));
+    std::vector<float> expected(d, 0.0f);
+    for (size_t c = 0; c < choice.experts.size(); ++c) {
+      Tensor out;
+      FfnWorkspace one;
+      ASSERT_TRUE(
+          DenseFfnForward(moe.experts[choice.experts[c]], kernels::Activation::kRelu, row, one, out)
+              .ok());
+      for (int64_t j = 0; j < d; ++j) expected[j] += choice.gates[c] * out.data<float>()[j];
+    }
+    for (int64_t j = 0; j < d; ++j) EXPECT_NEAR(y.data<float>()[r * d + j], expected[j], 1e-5);
+  }
+}
+
+TEST(Gating, SoftmaxTopKRenormalise) {
+  const float logits[4] = {0.0f, 2.0f, 1.0f, 2.0f};
+  const ExpertChoice c = ChooseExperts(logits, 4, 2);
+  EXPECT_EQ(c.experts, (std::vector<int>{1, 3}));  // tie: lower index first
+  EXPECT_FLOAT_EQ(c.gates[0], 0.5f);
+  const ExpertChoice three = ChooseExperts(logits, 4, 3);
+  const float e1 = std::exp(1.0f - 2.0f);
+  EXPECT_FLOAT_EQ(three.gates[2], e1 / (2.0f + e1));
+}
+
+TEST(Loader, RefusesTensorsThatDisagreeWithTheConfig) {
+  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kTaskMoe);
+  std::vector<OwnedTensor> tensors = MakeRandomTensors(config, 1);
+  // Missing tensor.
+  {
+    std::vector<OwnedTensor> missing(tensors.begin() + 1, tensors.end());
+    absl::StatusOr<std::shared_ptr<const TransformerModel>> m =
+        TransformerModel::Create(config, *Serialize(missing), {});
+    ASSERT_FALSE(m.ok());
+    EXPECT_NE(m.status().message().find(tensors[0].name), std::string::npos) << m.status();
+  }
+  // Unexpected tensor.
+  {
+    std::vector<OwnedTensor> extra = tensors;
+    extra.push_back({"decoder.layers.9.ffn.fc1.weight", {2, 2}, {1, 2, 3, 4}});
+    absl::StatusOr<std::shared_ptr<const TransformerModel>> m =
+        TransformerModel::Create(config, *Serialize(extra), {});
+    ASSERT_FALSE(m.ok());
+    EXPECT_NE(m.status().message().find("decoder.layers.9.ffn.fc1.weight"), std::string::npos);
+  }
+  // Wrong shape.
+  for (OwnedTensor& t : tensors) {
+    if (t.name == "decoder.layers.0.ffn.fc1.weight") {
+      t.shape = {t.shape[1], t.shape[0]};
+    }
+  }
+  absl::StatusOr<std::shared_ptr<const TransformerModel>> m =
+      TransformerModel::Create(config, *Serialize(tensors), {});
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("decoder.layers.0.ffn.fc1.weight"), std::string::npos);
+}
+
+TEST(Loader, RefusesBadDecodeInputs) {
+  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kDense);
+  const std::shared_ptr<const TransformerModel> model =
+      MustCreate(config, *Serialize(MakeRandomTensors(config, 1)));
+  const TaskRoute& route = **model->RouteForTask(0);
+  DecodeOptions options;
+  EXPECT_FALSE(Decode(*model, route, {{}}, options).ok());                           // empty source
+  EXPECT_FALSE(Decode(*model, route, {{5, 50, 3}}, options).ok());                   // id >= vocab
+  EXPECT_FALSE(Decode(*model, route, {std::vector<int32_t>(65, 9)}, options).ok());  // too long
+  EXPECT_FALSE(model->RouteForTask(99).ok());
+  EXPECT_TRUE(Decode(*model, route, {}, options).ok());
+}
+
+}  // namespace
+}  // namespace taskmoe::models

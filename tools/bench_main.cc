@@ -1,0 +1,210 @@
+// taskmoe-bench: decoding throughput of the engine on random-weight models (DESIGN.md §6:
+// weights do not change speed), side by side in one run: dense, TaskMoE extracted
+// subnetwork, TaskMoE full model routed by task, TokenMoE full model. Prints generated
+// tokens/s per batch size with a forced output length, the ratios, and each model's memory.
+//
+//   taskmoe-bench [--shape wmt|small] [--batches 1,8,32,128,512] [--threads 2]
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "kernels/runtime.h"
+#include "models/decoding.h"
+#include "models/random_model.h"
+
+ABSL_FLAG(std::string, shape, "wmt",
+          "wmt: the paper's Transformer Base (d 512, ff 2048, 8 heads, 6+6 layers, vocab 64k, "
+          "32 experts top-2 every other layer); small: a quick check shape");
+ABSL_FLAG(std::string, models, "dense,taskmoe-extracted,taskmoe-full,tokenmoe",
+          "comma-separated models to run");
+ABSL_FLAG(std::string, batches, "1,8,32,128,512", "comma-separated batch sizes (sentences)");
+ABSL_FLAG(int, source_tokens, 24, "source length of every sentence");
+ABSL_FLAG(int, output_tokens, 24, "forced output length (EOS ignored)");
+ABSL_FLAG(std::string, precision, "f32", "f32, bf16 or int8");
+ABSL_FLAG(int, threads, 0, "compute threads (0: OMP_NUM_THREADS or all cores)");
+ABSL_FLAG(double, min_seconds, 2.0, "repeat each measurement until this much time has passed");
+
+namespace {
+
+using namespace taskmoe;
+
+// Resident set size now and its peak since the last ResetPeakRss(), from /proc.
+int64_t ReadStatusKb(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind(field + ":", 0) == 0) {
+      int64_t kb = 0;
+      std::sscanf(line.c_str() + field.size() + 1, "%ld", &kb);
+      return kb;
+    }
+  }
+  return -1;
+}
+void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+struct ModelUnderTest {
+  std::string name;
+  std::shared_ptr<const models::TransformerModel> model;
+  double load_peak_mb = 0;
+};
+
+absl::StatusOr<std::shared_ptr<const models::TransformerModel>> Build(
+    const std::string& name, const models::ModelShape& shape, kernels::Precision precision) {
+  using models::ModelKind;
+  const ModelKind kind = name == "dense"      ? ModelKind::kDense
+                         : name == "tokenmoe" ? ModelKind::kTokenMoe
+                                              : ModelKind::kTaskMoe;
+  models::ModelConfig config = models::MakeRandomModelConfig(shape, kind);
+  absl::StatusOr<std::shared_ptr<const models::SafetensorsFile>> weights =
+      models::MakeRandomWeights(config, 1);
+  if (!weights.ok()) return weights.status();
+  if (name != "taskmoe-extracted") {
+    return models::TransformerModel::Create(config, **weights, {.precision = precision});
+  }
+  absl::StatusOr<models::Subnetwork> sub =
+      models::ExtractSubnetwork(config, **weights, config.tasks[0].id, "");
+  if (!sub.ok()) return sub.status();
+  weights->reset();
+  std::vector<models::TensorToWrite> tensors;
+  for (const models::OwnedTensor& t : sub->tensors)
+    tensors.push_back({t.name, t.shape, t.values.data()});
+  absl::StatusOr<std::string> bytes =
+      models::SerializeSafetensors(tensors, models::StoredDType::kF32);
+  if (!bytes.ok()) return bytes.status();
+  absl::StatusOr<std::shared_ptr<const models::SafetensorsFile>> sub_weights =
+      models::SafetensorsFile::FromBytes(*std::move(bytes));
+  if (!sub_weights.ok()) return sub_weights.status();
+  return models::TransformerModel::Create(sub->config, **sub_weights, {.precision = precision});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Decoding throughput of dense, TaskMoE and TokenMoE models.");
+  absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_threads) > 0 &&
+      !kernels::SetNumThreads(absl::GetFlag(FLAGS_threads)).ok()) {
+    std::cerr << "taskmoe-bench: bad --threads\n";
+    return 2;
+  }
+  absl::StatusOr<kernels::Precision> precision =
+      kernels::ParsePrecision(absl::GetFlag(FLAGS_precision));
+  if (!precision.ok()) {
+    std::cerr << "taskmoe-bench: " << precision.status().message() << "\n";
+    return 2;
+  }
+  models::ModelShape shape;
+  if (absl::GetFlag(FLAGS_shape) == "small") {
+    shape = {.d_model = 256,
+             .num_heads = 4,
+             .encoder_layers = 3,
+             .decoder_layers = 3,
+             .d_ff = 1024,
+             .vocab_size = 8000,
+             .num_experts = 8,
+             .top_k = 2};
+  } else if (absl::GetFlag(FLAGS_shape) != "wmt") {
+    std::cerr << "taskmoe-bench: --shape must be wmt or small\n";
+    return 2;
+  }
+  std::vector<int> batches;
+  for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',', absl::SkipEmpty())) {
+    int value = 0;
+    if (!absl::SimpleAtoi(b, &value) || value < 1) {
+      std::cerr << "taskmoe-bench: bad batch size '" << b << "'\n";
+      return 2;
+    }
+    batches.push_back(value);
+  }
+  const int source_tokens = absl::GetFlag(FLAGS_source_tokens);
+  const int output_tokens = absl::GetFlag(FLAGS_output_tokens);
+  std::printf("taskmoe-bench: shape=%s precision=%s threads=%d isa=%s source=%d output=%d tokens\n",
+              absl::GetFlag(FLAGS_shape).c_str(), kernels::PrecisionName(*precision),
+              kernels::NumThreads(), kernels::CpuIsaName(), source_tokens, output_tokens);
+
+  std::map<std::string, std::map<int, double>> tokens_per_second;
+  std::vector<std::string> names =
+      absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty());
+  for (const std::string& name : names) {
+    const int64_t rss_before = ReadStatusKb("VmRSS");
+    ResetPeakRss();
+    absl::StatusOr<std::shared_ptr<const models::TransformerModel>> model =
+        Build(name, shape, *precision);
+    if (!model.ok()) {
+      std::cerr << "taskmoe-bench: " << name << ": " << model.status().message() << "\n";
+      return 1;
+    }
+    const int64_t rss_loaded = ReadStatusKb("VmRSS");
+    const int64_t peak_load = ReadStatusKb("VmHWM");
+    const models::TaskRoute& route = **(*model)->RouteForTask(0);
+    ResetPeakRss();
+    std::printf(
+        "\n%-18s params %7.1fM  weights %7.1f MB  RSS after load +%.0f MB (load peak %.0f MB)\n",
+        name.c_str(), (*model)->parameter_count() / 1e6, (*model)->memory_bytes() / 1e6,
+        (rss_loaded - rss_before) / 1024.0, peak_load / 1024.0);
+    for (int batch : batches) {
+      std::vector<std::vector<int32_t>> sources(batch);
+      for (int b = 0; b < batch; ++b) {
+        sources[b].push_back(4 + 1);
+        for (int t = 1; t < source_tokens - 1; ++t)
+          sources[b].push_back(10 + (b * 131 + t * 17) % 5000);
+        sources[b].push_back(3);
+      }
+      models::DecodeOptions options;
+      options.max_output_tokens = output_tokens;
+      options.ignore_eos = true;
+      int runs = 0;
+      const auto start = std::chrono::steady_clock::now();
+      double seconds = 0;
+      do {
+        absl::StatusOr<std::vector<models::Hypothesis>> out =
+            models::Decode(**model, route, sources, options);
+        if (!out.ok()) {
+          std::cerr << "taskmoe-bench: " << name << ": " << out.status().message() << "\n";
+          return 1;
+        }
+        ++runs;
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      } while (seconds < absl::GetFlag(FLAGS_min_seconds));
+      const double tps = static_cast<double>(batch) * output_tokens * runs / seconds;
+      tokens_per_second[name][batch] = tps;
+      std::printf("  batch %4d  %10.1f tokens/s  %8.2f ms/step  peak RSS %.0f MB\n", batch, tps,
+                  1e3 * seconds / runs / output_tokens, ReadStatusKb("VmHWM") / 1024.0);
+      std::fflush(stdout);
+    }
+  }
+
+  std::printf("\n%-8s", "batch");
+  for (const std::string& name : names) std::printf(" %18s", name.c_str());
+  std::printf("\n");
+  for (int batch : batches) {
+    std::printf("%-8d", batch);
+    for (const std::string& name : names) std::printf(" %18.1f", tokens_per_second[name][batch]);
+    std::printf("\n");
+  }
+  if (tokens_per_second.count("taskmoe-extracted") && tokens_per_second.count("tokenmoe")) {
+    std::printf("\nTaskMoE-extracted / TokenMoE:");
+    double peak_task = 0, peak_token = 0;
+    for (int batch : batches) {
+      std::printf(
+          " %d:%.2fx", batch,
+          tokens_per_second["taskmoe-extracted"][batch] / tokens_per_second["tokenmoe"][batch]);
+      peak_task = std::max(peak_task, tokens_per_second["taskmoe-extracted"][batch]);
+      peak_token = std::max(peak_token, tokens_per_second["tokenmoe"][batch]);
+    }
+    std::printf("\npeak tokens/s: TaskMoE-extracted %.1f, TokenMoE %.1f, ratio %.2fx\n", peak_task,
+                peak_token, peak_task / peak_token);
+  }
+  return 0;
+}

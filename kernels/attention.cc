@@ -76,6 +76,7 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
         for (int64_t j = 0; j < seen; ++j) {
           const float* key = kd + (b * tk + j) * d + h * head_dim;
           float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
           for (int64_t i = 0; i < head_dim; ++i) dot += query[i] * key[i];
           scores[j] = dot * scale;
         }

@@ -36,9 +36,11 @@ absl::Status LayerNorm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     const float* row = in + r * d;
     float* dst = out + r * d;
     float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
     for (int64_t i = 0; i < d; ++i) sum += row[i];
     const float mean = sum / static_cast<float>(d);
     float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
     for (int64_t i = 0; i < d; ++i) {
       const float c = row[i] - mean;
       squares += c * c;

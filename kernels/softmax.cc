@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/fast_math.h"
 #include "kernels/runtime.h"
 
 namespace taskmoe::kernels {
@@ -12,6 +13,8 @@ namespace {
 
 float RowMax(const float* values, int64_t count) {
   float m = values[0];
+  // The simd pragmas let the compiler reorder these reductions (it may not by default).
+#pragma omp simd reduction(max : m)
   for (int64_t i = 1; i < count; ++i) m = std::max(m, values[i]);
   return m;
 }
@@ -37,8 +40,9 @@ absl::Status ForEachRow(Tensor& x, const char* op) {
 void SoftmaxRow(float* values, int64_t count) {
   const float m = RowMax(values, count);
   float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
   for (int64_t i = 0; i < count; ++i) {
-    values[i] = std::exp(values[i] - m);
+    values[i] = FastExp(values[i] - m);
     sum += values[i];
   }
   const float inverse = 1.0f / sum;
@@ -48,7 +52,8 @@ void SoftmaxRow(float* values, int64_t count) {
 void LogSoftmaxRow(float* values, int64_t count) {
   const float m = RowMax(values, count);
   float sum = 0.0f;
-  for (int64_t i = 0; i < count; ++i) sum += std::exp(values[i] - m);
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < count; ++i) sum += FastExp(values[i] - m);
   const float shift = m + std::log(sum);
   for (int64_t i = 0; i < count; ++i) values[i] -= shift;
 }

@@ -7,6 +7,7 @@
 
 #include "kernels/activation.h"
 #include "kernels/embedding.h"
+#include "kernels/fast_math.h"
 #include "kernels/norm.h"
 #include "kernels/quantize.h"
 #include "kernels/softmax.h"
@@ -183,6 +184,24 @@ TEST(Quantize, RowsSymmetricWithinHalfAStep) {
   ConvertToBFloat16(src, 3, bf.data());
   EXPECT_EQ(BFloat16ToFloat(bf[0]), 1.0f);
   EXPECT_NEAR(BFloat16ToFloat(bf[1]), -0.1f, 1e-3);
+}
+
+}  // namespace
+}  // namespace taskmoe::kernels
+
+namespace taskmoe::kernels {
+namespace {
+
+TEST(FastExp, MatchesStdExpToSinglePrecision) {
+  double worst = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+    const double exact = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::fabs(FastExp(x) - exact) / exact);
+  }
+  EXPECT_LT(worst, 2e-7);
+  EXPECT_EQ(FastExp(0.0f), 1.0f);
+  EXPECT_LT(FastExp(-1000.0f), 1e-37f);
+  EXPECT_GE(FastExp(-1000.0f), 0.0f);
 }
 
 }  // namespace

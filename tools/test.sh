@@ -22,6 +22,6 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 
 if [[ -d models/training/tests ]]; then
   echo "== Python tests (models/training)"
-  /usr/bin/python3 -m unittest discover -s models/training/tests -t .
+  /usr/bin/python3 -m unittest discover -s models/training/tests
 fi
 echo "tests: all passed in $((SECONDS - start)) s"

@@ -1,0 +1,224 @@
+"""Corpus building on small in-memory inputs: .mo reading, help alignment, cleaning, split.
+
+Needs neither network nor the Debian packages.
+"""
+
+import os
+import struct
+import sys
+import tempfile
+import unittest
+
+TRAINING_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if TRAINING_DIR not in sys.path:
+    sys.path.insert(0, TRAINING_DIR)
+
+import build_corpus as bc  # noqa: E402
+
+
+def write_mo(path, messages):
+    """Writes a little-endian GNU .mo file of {key: value} (key may hold ctxt\\x04 / plurals)."""
+    items = sorted((k.encode(), v.encode()) for k, v in messages.items())
+    count = len(items)
+    strings_start = 28 + 16 * count
+    blob, originals, translations = b"", [], []
+    for table, index in ((originals, 0), (translations, 1)):
+        for item in items:
+            table.append((len(item[index]), strings_start + len(blob)))
+            blob += item[index] + b"\0"
+    header = struct.pack("<7I", 0x950412DE, 0, count, 28, 28 + 8 * count, 0, 0)
+    tables = b"".join(struct.pack("<2I", *entry) for entry in originals + translations)
+    with open(path, "wb") as f:
+        f.write(header + tables + blob)
+
+
+class ReadMo(unittest.TestCase):
+    def test_entries_context_plural_and_header(self):
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "x.mo")
+            write_mo(path, {"": "Content-Type: text/plain; charset=UTF-8\n",
+                            "Menu|FileLabel\x04~File": "~Datei",
+                            "%1 file\x00%1 files": "%1 Datei\x00%1 Dateien",
+                            "Untranslated": ""})
+            entries = sorted(bc.read_mo(path))
+            self.assertEqual(entries, [("", "%1 file", "%1 Datei"), ("", "Untranslated", ""),
+                                       ("Menu|FileLabel", "~File", "~Datei")])
+            self.assertEqual(sorted(bc.ui_pairs(directory)), [("%1 file", "%1 Datei"), ("~File", "~Datei")])
+
+    def test_rejects_other_files(self):
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "bad.mo")
+            with open(path, "wb") as f:
+                f.write(b"\0" * 32)
+            with self.assertRaises(ValueError):
+                list(bc.read_mo(path))
+
+
+HELP_EN = """<html><body><div id="DisplayArea">
+<h1 id="hd_id1" dir="auto">Inserting <span class="emph">Tables</span></h1>
+<p id="par_id2" class="paragraph">Press <span class="switchinline"><span hidden="true" id="MACx_1" class="MAC">Command</span><span hidden="true" id="defaultx_1"><span class="keycode">Ctrl</span></span></span>+T. Then type.</p>
+<p id="par_id3">Only English.</p>
+<p id="par_id4">Same id.</p><p id="par_id4">Same id again.</p>
+<p>No id, ignored.</p>
+</div></body></html>"""
+
+HELP_DE = """<html><body><div id="DisplayArea">
+<h1 id="hd_id1" dir="auto">Tabellen <span class="emph">einfügen</span></h1>
+<p id="par_id2" class="paragraph">Drücken Sie <span class="switchinline"><span hidden="true" id="MACx_1" class="MAC">Befehl</span><span hidden="true" id="defaultx_1"><span class="keycode">Strg</span></span></span>+T. Dann tippen.</p>
+<p id="par_id4">Gleiche ID.</p><p id="par_id4">Gleiche ID nochmal.</p>
+</div></body></html>"""
+
+
+class HelpAlignment(unittest.TestCase):
+    def parse(self, text):
+        parser = bc._HelpParagraphs()
+        parser.feed(text)
+        parser.close()
+        return parser.paragraphs
+
+    def test_paragraphs_keep_default_switch_and_number_repeated_ids(self):
+        paragraphs = self.parse(HELP_EN)
+        self.assertEqual(paragraphs["hd_id1#1"], "Inserting Tables")
+        self.assertEqual(paragraphs["par_id2#1"], "Press Ctrl+T. Then type.")   # not "CommandCtrl"
+        self.assertEqual(paragraphs["par_id4#2"], "Same id again.")
+        self.assertEqual(len(paragraphs), 5)
+
+    def test_pairs_by_page_and_id_then_sentences(self):
+        english = {"text/a.html": self.parse(HELP_EN)}
+        german = {"text/a.html": self.parse(HELP_DE)}
+        pairs = bc.help_pairs(english, german)
+        self.assertEqual(pairs, [("Inserting Tables", "Tabellen einfügen"),
+                                 ("Press Ctrl+T.", "Drücken Sie Strg+T."), ("Then type.", "Dann tippen."),
+                                 ("Same id.", "Gleiche ID."), ("Same id again.", "Gleiche ID nochmal.")])
+
+    def test_sentence_split(self):
+        self.assertEqual(bc.split_sentences("One. Two!  Three? four. 3.5 is «Five». (Six)"),
+                         ["One.", "Two!", "Three? four. 3.5 is «Five».", "(Six)"])
+        self.assertEqual(bc.split_sentences("Это первое. Это второе."), ["Это первое.", "Это второе."])
+
+    def test_unequal_sentence_counts_keep_the_paragraph(self):
+        self.assertEqual(bc.align_sentences("A b. C d.", "E f g h."), [("A b. C d.", "E f g h.")])
+        self.assertEqual(bc.align_sentences("A b. C d.", "E f. G h."), [("A b.", "E f."), ("C d.", "G h.")])
+
+
+class Cleaning(unittest.TestCase):
+    def test_markup(self):
+        self.assertEqual(bc.clean_text('<ahelp hid=".">Opens</ahelp> the <b>dialog</b>.', ui=False), "Opens the dialog.")
+        self.assertEqual(bc.clean_text("Use &lt;none&gt; &amp; more<br/>", ui=False), "Use <none> & more")
+        self.assertEqual(bc.clean_text("<font size=2>Small</font>", ui=False), "Small")
+        self.assertEqual(bc.clean_text("line<br>break<BR/>here", ui=False), "line break here")
+
+    def test_accelerators_only_in_ui_strings(self):
+        self.assertEqual(bc.clean_text("E~xtension", ui=True), "Extension")
+        self.assertEqual(bc.clean_text("Fiel_d", ui=True), "Field")
+        self.assertEqual(bc.clean_text("Save &As", ui=True), "Save As")
+        self.assertEqual(bc.clean_text("Find & Replace", ui=True), "Find & Replace")
+        self.assertEqual(bc.clean_text("major&minor", ui=True), "major&minor")
+        self.assertEqual(bc.clean_text("LCM_EXCEL_2003", ui=True), "LCM_EXCEL_2003")   # an identifier
+        self.assertEqual(bc.clean_text("Complex_number", ui=False), "Complex_number")  # help text
+
+    def test_product_variables_placeholders_and_normalization(self):
+        self.assertEqual(bc.clean_text("%PRODUCTNAME %PRODUCTVERSION and $[officename]", ui=True),
+                         "LibreOffice 7.4 and LibreOffice")
+        self.assertEqual(bc.placeholders("Row %1 of $(ARG1): %s, %FILENAME and $name"),
+                         ["$(ARG1)", "$name", "%1", "%FILENAME", "%s"])
+        self.assertEqual(bc.placeholders("100% done"), [])
+        # NFKC (as SentencePiece's normalizer) and whitespace collapsing.
+        self.assertEqual(bc.clean_text("Open\u2026 \u00a0now \n\t ok", ui=False), "Open... now ok")
+
+    def test_clean_pair_reasons(self):
+        cases = [
+            (("Open file", "Datei öffnen"), "kept"),
+            (("<b></b>", "x"), "empty"),
+            (("1.", "1,"), "no_letters"),
+            (("Version", "Version"), "untranslated"),
+            (("word " * 50, "Wort " * 50), "too_long"),
+            (("Insert a table right here now", "Einfügen"), "length_ratio"),
+            (("Copy %1 to %2", "Kopiere %1"), "placeholders"),
+            (("Up", "Nach oben"), "kept"),                 # short labels are exempt from the ratio
+            (("Copy %1 to %2", "%2 aus %1 kopieren"), "kept"),   # same placeholders, any order
+        ]
+        for (en, xx), reason in cases:
+            with self.subTest(en=en):
+                pair, got = bc.clean_pair(en, xx, ui=True)
+                self.assertEqual(got, reason)
+                self.assertEqual(pair is not None, reason == "kept")
+
+    def test_length_ratio(self):
+        self.assertTrue(bc.length_ratio_ok("a" * 30, "b" * 90, 3.0))
+        self.assertFalse(bc.length_ratio_ok("a" * 30, "b" * 91, 3.0))
+        self.assertTrue(bc.length_ratio_ok("a", "b" * 11, 3.0))
+
+    def test_dedupe_is_one_to_one(self):
+        pairs = [("Open", "Öffnen"), ("Open", "Öffnen"), ("Open", "Aufmachen"),
+                 ("Show", "Anzeigen"), ("Display", "Anzeigen"), ("Display", "Anzeigen"), ("Close", "Schließen")]
+        result = bc.dedupe(pairs)
+        self.assertEqual(result, [("Close", "Schließen"), ("Display", "Anzeigen"), ("Open", "Öffnen")])
+
+    def test_parse_languages(self):
+        self.assertEqual(bc.parse_languages("de, pt=pt-br"), {"de": "de", "pt": "pt-br"})
+        for bad in ("en", "pt-br", "DE"):
+            with self.assertRaises(SystemExit):
+                bc.parse_languages(bad)
+
+
+def synthetic_pairs(lang, count, skip_every=0):
+    """English sentences 'word i of the corpus' with a fake translation; some missing."""
+    return [(f"sentence number {i} of the corpus", f"{lang} satz {i}") for i in range(count)
+            if not (skip_every and i % skip_every == 0)] + [("Ok", f"{lang}-ok")]
+
+
+class Split(unittest.TestCase):
+    def setUp(self):
+        self.pairs = {"de": synthetic_pairs("de", 300), "fr": synthetic_pairs("fr", 300, skip_every=7)}
+        # A near-duplicate of sentence 5 in German only: must follow sentence 5's split.
+        self.pairs["de"].append(("Sentence number 5 of the corpus...", "de satz 5 ..."))
+        self.splits = bc.assign_splits(self.pairs, dev_size=20, test_size=30, seed=3)
+
+    def test_sizes_and_eval_sentences_shared_by_languages(self):
+        for lang in ("de", "fr"):
+            self.assertEqual(len(self.splits[lang]["dev"]), 20)
+            self.assertEqual(len(self.splits[lang]["test"]), 30)
+        for split in ("dev", "test"):
+            self.assertEqual([en for en, _ in self.splits["de"][split]], [en for en, _ in self.splits["fr"][split]])
+        # "Ok" has fewer than 3 words: never an evaluation sentence.
+        self.assertIn(("Ok", "de-ok"), self.splits["de"]["train"])
+
+    def test_no_overlap_between_splits(self):
+        for lang, by_split in self.splits.items():
+            keys = {split: {bc.group_key(en) for en, _ in pairs} for split, pairs in by_split.items()}
+            targets = {split: {xx for _, xx in pairs} for split, pairs in by_split.items()}
+            for a, b in (("train", "dev"), ("train", "test"), ("dev", "test")):
+                self.assertFalse(keys[a] & keys[b], f"{lang}: {a}/{b} share English sentences")
+                self.assertFalse(targets[a] & targets[b], f"{lang}: {a}/{b} share {lang} sentences")
+        # Every kept pair is in exactly one split; only near-duplicates of eval sentences are left out.
+        all_kept = [p for pairs in self.splits["fr"].values() for p in pairs]
+        self.assertEqual(sorted(all_kept), sorted(self.pairs["fr"]))
+
+    def test_deterministic_for_a_seed(self):
+        again = bc.assign_splits(self.pairs, dev_size=20, test_size=30, seed=3)
+        self.assertEqual(again, self.splits)
+        other = bc.assign_splits(self.pairs, dev_size=20, test_size=30, seed=4)
+        self.assertNotEqual(other["de"]["test"], self.splits["de"]["test"])
+
+    def test_written_layout(self):
+        with tempfile.TemporaryDirectory() as out:
+            counts = bc.write_corpus(out, self.splits)
+            self.assertEqual(sorted(counts), ["de-en", "en-de", "en-fr", "fr-en"])
+            self.assertEqual(counts["en-fr"], {"train": len(self.splits["fr"]["train"]), "dev": 20, "test": 30})
+
+            def read(name):
+                with open(os.path.join(out, name), encoding="utf-8") as f:
+                    return f.read().splitlines()
+            self.assertEqual(read("test.en-de.en"), [en for en, _ in self.splits["de"]["test"]])
+            self.assertEqual(read("test.en-de.de"), [xx for _, xx in self.splits["de"]["test"]])
+            # Both directions hold the same pairs.
+            self.assertEqual(read("train.de-en.de"), read("train.en-de.de"))
+            self.assertEqual(read("train.de-en.en"), read("train.en-de.en"))
+            open(os.path.join(out, "train.en-xx.en"), "w").close()
+            bc.remove_stale_files(out, list(counts))
+            self.assertFalse(os.path.exists(os.path.join(out, "train.en-xx.en")))
+
+
+if __name__ == "__main__":
+    unittest.main()

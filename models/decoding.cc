@@ -19,6 +19,20 @@ int64_t StepLimit(const TransformerModel& model, const DecodeOptions& options) {
   return std::min<int64_t>(options.max_output_tokens, model.config().max_positions);
 }
 
+// Steps each sentence may take: the batch limit, lowered by the per-sentence ratio rule.
+std::vector<int64_t> SentenceStepLimits(const EncoderOutput& encoder, const DecodeOptions& options,
+                                        int64_t max_steps) {
+  std::vector<int64_t> limits(encoder.lengths.size(), max_steps);
+  if (options.max_output_ratio <= 0.0f) return limits;
+  for (size_t b = 0; b < limits.size(); ++b) {
+    const auto relative =
+        static_cast<int64_t>(options.max_output_ratio * static_cast<float>(encoder.lengths[b]) +
+                             static_cast<float>(options.max_output_offset));
+    limits[b] = std::clamp<int64_t>(relative, 1, max_steps);
+  }
+  return limits;
+}
+
 // Keeps rows `keep` (ascending) of the decoder state and of the parallel per-row vectors;
 // a no-op when every row stays.
 absl::Status KeepRows(const std::vector<int32_t>& keep, DecoderState& state,
@@ -41,6 +55,7 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
   const int64_t batch = static_cast<int64_t>(encoder.lengths.size());
   const int32_t eos = model.config().special_tokens.eos;
   const int64_t max_steps = StepLimit(model, options);
+  const std::vector<int64_t> step_limits = SentenceStepLimits(encoder, options, max_steps);
   std::vector<Hypothesis> results(batch);
   DecoderState state;
   if (absl::Status s = model.StartDecoding(encoder, max_steps, route, state); !s.ok()) return s;
@@ -51,6 +66,7 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
   std::vector<int32_t> keep;
   Tensor log_probs;
   for (int64_t step = 0; step < max_steps && !sentence_of_row.empty(); ++step) {
+    if (options.on_step) options.on_step(step);
     keep.clear();
     if (options.is_cancelled) {
       for (size_t r = 0; r < sentence_of_row.size(); ++r) {
@@ -76,7 +92,7 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
         h.reached_eos = true;
       } else {
         h.tokens.push_back(best);
-        keep.push_back(static_cast<int32_t>(r));
+        if (step + 1 < step_limits[sentence_of_row[r]]) keep.push_back(static_cast<int32_t>(r));
       }
       tokens[r] = best;
     }
@@ -104,6 +120,7 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
     return alpha == 0.0f ? sum : sum / std::pow(static_cast<float>(length), alpha);
   };
 
+  const std::vector<int64_t> step_limits = SentenceStepLimits(encoder, options, max_steps);
   DecoderState state;
   if (absl::Status s = model.StartDecoding(encoder, max_steps, route, state); !s.ok()) return s;
   // Every sentence starts with `beam` copies of its row; only the first is live, so the
@@ -123,6 +140,7 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
   Tensor log_probs, top_values, top_indices;
 
   for (int64_t step = 0; step < max_steps && !active.empty(); ++step) {
+    if (options.on_step) options.on_step(step);
     if (absl::Status s = model.DecodeStep(tokens, route, state, log_probs); !s.ok()) return s;
     const int64_t vocab = log_probs.dim(1);
     // The best 2 * beam continuations of each row are enough: at most `beam` of the chosen
@@ -166,7 +184,7 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
           live.push_back(c);
         }
       }
-      const bool last_step = step + 1 == max_steps;
+      const bool last_step = step + 1 >= step_limits[sentence];
       const bool done =
           cancelled || last_step || static_cast<int>(finished[sentence].size()) >= beam;
       if (done) {
@@ -230,6 +248,9 @@ absl::StatusOr<std::vector<Hypothesis>> Decode(const TransformerModel& model,
   if (options.max_output_tokens < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("max output tokens must be >= 1, got ", options.max_output_tokens));
+  }
+  if (!(options.max_output_ratio >= 0.0f) || options.max_output_offset < 0) {
+    return absl::InvalidArgumentError("max output ratio and offset must be >= 0");
   }
   if (!(options.length_penalty >= 0.0f)) {
     return absl::InvalidArgumentError("length penalty must be >= 0");

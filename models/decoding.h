@@ -30,6 +30,16 @@ struct DecodeOptions {
   bool ignore_eos = false;
   // Greedy only: told each token as soon as it is chosen (EOS included).
   std::function<void(int sentence, int32_t token)> on_token;
+  // Per-sentence length limit on top of max_output_tokens: a sentence of S source tokens
+  // (target tag and EOS included) gets at most floor(max_output_ratio * S +
+  // max_output_offset) steps, EOS included; 0 turns it off. The trainer decodes with 1.5 and
+  // 10, so degenerate repetitions stop where the trainer's do.
+  float max_output_ratio = 0.0f;
+  int max_output_offset = 0;
+  // Called once before every decoding step with the step's index (0-based). The server uses
+  // it to pace decoding in its tests, so that deadlines and cancellation meet a decode that is
+  // still running however fast the machine is.
+  std::function<void(int64_t step)> on_step;
 };
 
 struct Hypothesis {

@@ -1,24 +1,25 @@
-// SentencePiece wrapper.
+// Tokenizer over our SentencePiece model reader.
 #include "models/tokenizer.h"
 
 #include "absl/strings/str_cat.h"
 
 namespace taskmoe::models {
 
-Tokenizer::Tokenizer() : processor_(std::make_unique<SentencePieceBridge>()) {}
+Tokenizer::Tokenizer() = default;
 Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Load(const std::string& spm_path,
                                                                  const ModelConfig& config) {
   std::shared_ptr<Tokenizer> tokenizer(new Tokenizer());
-  std::string error;
-  if (!tokenizer->processor_->Load(spm_path, &error)) {
+  absl::StatusOr<std::unique_ptr<SentencePieceModel>> model = SentencePieceModel::Load(spm_path);
+  if (!model.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot load SentencePiece model ", spm_path, ": ", error));
+        absl::StrCat("cannot load SentencePiece model: ", std::string(model.status().message())));
   }
-  const SentencePieceBridge& sp = *tokenizer->processor_;
-  if (sp.PieceSize() != config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(spm_path, " has ", sp.PieceSize(),
+  tokenizer->processor_ = *std::move(model);
+  const SentencePieceModel& sp = *tokenizer->processor_;
+  if (sp.size() != config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(spm_path, " has ", sp.size(),
                                                    " pieces but config.json says vocab_size ",
                                                    config.vocab_size));
   }
@@ -34,7 +35,7 @@ absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Load(const std::stri
   }
   for (const TaskInfo& task : config.tasks) {
     const int id = sp.PieceToId(task.target_tag);
-    if (id != task.target_tag_id || sp.IsUnknown(id)) {
+    if (id != task.target_tag_id) {
       return absl::InvalidArgumentError(absl::StrCat(spm_path, ": target tag ", task.target_tag,
                                                      " of task ", task.id, " has id ", id,
                                                      " but config.json says ", task.target_tag_id));
@@ -45,12 +46,7 @@ absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Load(const std::stri
 }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodePieces(std::string_view text) const {
-  std::vector<int> ids;
-  std::string error;
-  if (!processor_->Encode(text, &ids, &error)) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer: ", error));
-  }
-  return std::vector<int32_t>(ids.begin(), ids.end());
+  return processor_->Encode(text);
 }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodeSource(std::string_view text,
@@ -66,27 +62,20 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodeSource(std::string_view te
 }
 
 absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids) const {
-  std::vector<int> pieces;
-  pieces.reserve(ids.size());
   for (int32_t id : ids) {
-    if (id < 0 || id >= processor_->PieceSize()) {
+    if (id < 0 || id >= processor_->size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("tokenizer: id ", id, " outside the vocabulary"));
     }
-    if (!processor_->IsControl(id)) pieces.push_back(id);
   }
-  std::string text, error;
-  if (!processor_->Decode(pieces, &text, &error)) {
-    return absl::InternalError(absl::StrCat("tokenizer: ", error));
-  }
-  return text;
+  return processor_->Decode(ids);
 }
 
 std::string Tokenizer::IdToPiece(int32_t id) const {
-  if (id < 0 || id >= processor_->PieceSize()) return "";
+  if (id < 0 || id >= processor_->size()) return "";
   return processor_->IdToPiece(id);
 }
 
-int Tokenizer::vocab_size() const { return processor_->PieceSize(); }
+int Tokenizer::vocab_size() const { return processor_->size(); }
 
 }  // namespace taskmoe::models

@@ -1,5 +1,6 @@
-// Tokenizer: the model's SentencePiece vocabulary, checked against config.json, turning
-// source text into [<2xx>] + pieces + [eos] and generated ids back into text.
+// Tokenizer: the model's SentencePiece vocabulary (our own reader, sentencepiece_model.h), checked
+// against config.json, turning source text into [<2xx>] + pieces + [eos] and generated ids back
+// into text.
 #ifndef TASKMOE_MODELS_TOKENIZER_H_
 #define TASKMOE_MODELS_TOKENIZER_H_
 
@@ -10,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/config.h"
-#include "models/sentencepiece_bridge.h"
+#include "models/sentencepiece_model.h"
 
 namespace taskmoe::models {
 
@@ -34,7 +35,7 @@ class Tokenizer {
 
  private:
   Tokenizer();
-  std::unique_ptr<SentencePieceBridge> processor_;
+  std::unique_ptr<SentencePieceModel> processor_;
   int32_t eos_ = 3;
 };
 

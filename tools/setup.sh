@@ -12,13 +12,15 @@ build_packages=(
   clang-format
   libdnnl-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libsentencepiece-dev sentencepiece
   libabsl-dev
   prometheus-cpp-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   nlohmann-json3-dev
 )
-test_packages=(python3 python3-numpy python3-sentencepiece python3-torch gettext)
+# prometheus: promtool checks a live metrics scrape; python3-grpcio/-grpc-tools: the Python
+# client example.
+test_packages=(python3 python3-numpy python3-sentencepiece python3-torch gettext
+  prometheus python3-grpcio python3-grpc-tools)
 
 profile="${1:-serve}"
 case "$profile" in

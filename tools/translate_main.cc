@@ -15,6 +15,10 @@ ABSL_FLAG(std::string, model, "", "model directory (config.json, model.safetenso
 ABSL_FLAG(std::string, task, "", "task id, e.g. en-de");
 ABSL_FLAG(int, beam_size, 1, "1 for greedy search, more for beam search");
 ABSL_FLAG(int, max_output_tokens, 256, "most decoding steps per sentence, EOS included");
+ABSL_FLAG(double, max_output_ratio, 1.5,
+          "also stop a sentence of S source tokens after ratio * S + offset steps (as the "
+          "trainer does); 0 turns this off");
+ABSL_FLAG(int, max_output_offset, 10, "see --max_output_ratio");
 ABSL_FLAG(double, length_penalty, 0.0, "beam search length penalty alpha");
 ABSL_FLAG(int, batch_size, 32, "sentences decoded together");
 ABSL_FLAG(std::string, precision, "f32", "f32, bf16 or int8");
@@ -58,6 +62,8 @@ int main(int argc, char** argv) {
   models::TranslateOptions options;
   options.decode.beam_size = absl::GetFlag(FLAGS_beam_size);
   options.decode.max_output_tokens = absl::GetFlag(FLAGS_max_output_tokens);
+  options.decode.max_output_ratio = static_cast<float>(absl::GetFlag(FLAGS_max_output_ratio));
+  options.decode.max_output_offset = absl::GetFlag(FLAGS_max_output_offset);
   options.decode.length_penalty = static_cast<float>(absl::GetFlag(FLAGS_length_penalty));
   options.max_batch_size = absl::GetFlag(FLAGS_batch_size);
   absl::StatusOr<std::vector<models::Translation>> results =

@@ -43,6 +43,16 @@ def output_limit(src: torch.Tensor, config: model_lib.ModelConfig, max_len: Opti
     return max(1, min(limit, config.max_positions - 1))
 
 
+def output_limits(src: torch.Tensor, config: model_lib.ModelConfig, max_len: Optional[int],
+                  max_len_a: float, max_len_b: int) -> torch.Tensor:
+    """Per-sentence step limits (eos included): floor(a * source length + b), the C++ engine's
+    DecodeOptions.max_output_ratio / max_output_offset rule, capped like output_limit."""
+    src_len = src.ne(config.pad_id).sum(dim=1).double()
+    limits = torch.floor(max_len_a * src_len + max_len_b).long()
+    cap = config.max_positions - 1 if max_len is None else min(max_len, config.max_positions - 1)
+    return limits.clamp(min=1, max=max(1, cap))
+
+
 def next_token_log_probs(model: model_lib.Transformer, hidden: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of the next piece with pad and bos excluded; hidden [N, d]."""
     logits = model.project(hidden).float()
@@ -51,10 +61,11 @@ def next_token_log_probs(model: model_lib.Transformer, hidden: torch.Tensor) -> 
     return F.log_softmax(logits, dim=-1)
 
 
-def _strip(sequence: Sequence[int], eos: int) -> List[int]:
+def _strip(sequence: Sequence[int], eos: int, pad: Optional[int] = None) -> List[int]:
+    """The tokens before the first eos (or pad: rows stopped by their length limit)."""
     out = []
     for token in sequence:
-        if token == eos:
+        if token == eos or token == pad:
             break
         out.append(int(token))
     return out
@@ -66,13 +77,13 @@ def greedy_decode(model: model_lib.Transformer, src: torch.Tensor, task_ids: tor
                   use_cache: bool = True) -> List[List[int]]:
     """Returns the output pieces of each sentence (no bos/eos)."""
     config = model.config
-    limit = output_limit(src, config, max_len, max_len_a, max_len_b)
+    limits = output_limits(src, config, max_len, max_len_a, max_len_b)
     memory, src_pad_mask, _ = model.encode(src, task_ids)
     batch = src.shape[0]
     tokens = torch.full((batch, 1), config.bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
     cache = model.new_cache() if use_cache else None
-    for step in range(limit):
+    for step in range(int(limits.max())):
         if use_cache:
             hidden, _ = model.decode(tokens[:, -1:], memory, src_pad_mask, task_ids, cache, start_pos=step)
         else:
@@ -80,10 +91,10 @@ def greedy_decode(model: model_lib.Transformer, src: torch.Tensor, task_ids: tor
         next_token = next_token_log_probs(model, hidden[:, -1]).argmax(dim=-1)
         next_token = torch.where(finished, torch.full_like(next_token, config.pad_id), next_token)
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
-        finished |= next_token.eq(config.eos_id)
+        finished |= next_token.eq(config.eos_id) | limits.le(step + 1)
         if bool(finished.all()):
             break
-    return [_strip(row[1:], config.eos_id) for row in tokens.tolist()]
+    return [_strip(row[1:], config.eos_id, config.pad_id) for row in tokens.tolist()]
 
 
 @torch.no_grad()

@@ -208,6 +208,28 @@ TEST(Engine, CancelledSentencesLeaveTheBatch) {
   }
 }
 
+TEST(Engine, OnStepIsCalledBeforeEveryStep) {
+  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kDense);
+  const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 5));
+  const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
+  const auto sources = Sources(2, 5, 1);
+  for (int beam : {1, 2}) {
+    DecodeOptions options;
+    options.beam_size = beam;
+    options.max_output_tokens = 6;
+    options.ignore_eos = beam == 1;
+    std::vector<int64_t> steps;
+    options.on_step = [&](int64_t step) { steps.push_back(step); };
+    ASSERT_TRUE(Decode(*model, **model->RouteForTask(0), sources, options).ok());
+    // Greedy with ignore_eos runs every step; beam search may finish early.
+    if (beam == 1) {
+      EXPECT_EQ(steps.size(), 6u);
+    }
+    EXPECT_FALSE(steps.empty());
+    for (size_t i = 0; i < steps.size(); ++i) EXPECT_EQ(steps[i], static_cast<int64_t>(i));
+  }
+}
+
 TEST(Ffn, TokenMoeMatchesPerTokenComputation) {
   const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kTokenMoe);
   const std::vector<OwnedTensor> tensors = MakeRandomTensors(config, 11);

@@ -86,6 +86,21 @@ class Decoding(unittest.TestCase):
                 self.assertEqual(translate.greedy_decode(model, alone, tasks[row:row + 1], max_len=10)[0],
                                  greedy[row])
 
+    def test_greedy_length_limit_is_per_sentence(self):
+        # Without a cap, each sentence stops after floor(1.5 * source length + 10) steps, as the
+        # C++ engine's max_output_ratio rule does, whatever else is in the batch.
+        for config in self.configs:
+            model = trained_like_model(config)
+            src, _, tasks = fixtures.random_batch(config, batch=4, src_len=12)
+            src[0, 3:] = config.pad_id  # a short sentence next to long ones
+            greedy = translate.greedy_decode(model, src, tasks, max_len_a=0.5, max_len_b=1)
+            for row in range(4):
+                length = int(src[row].ne(config.pad_id).sum())
+                self.assertLessEqual(len(greedy[row]), int(0.5 * length + 1))
+                alone = src[row:row + 1, :length]
+                self.assertEqual(translate.greedy_decode(model, alone, tasks[row:row + 1], max_len_a=0.5,
+                                                         max_len_b=1)[0], greedy[row])
+
 
 if __name__ == "__main__":
     unittest.main()

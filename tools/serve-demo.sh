@@ -1,20 +1,52 @@
 #!/usr/bin/env bash
-# The serve command of the README: installs what is needed, builds Release, and starts the
-# gRPC server on the bundled demo model. Extra arguments go to the server.
+# The serve command of the README: installs what is needed, builds Release, extracts the
+# per-task subnetworks of the bundled demo TaskMoE model into a model repository (again only
+# when the checkpoint changes), and runs the gRPC server on it in the foreground (Ctrl-C stops
+# it). Extra arguments go to the server, e.g. --precision=int8 or --port=9000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh serve
 tools/build.sh Release -DTASKMOE_BUILD_TESTS=OFF
 
-server=build/release/server/taskmoe-server
-demo=models/demo
-if [[ -x "$server" && -d "$demo/repository" ]]; then
-  exec "$server" --model_repository="$demo/repository" "$@"
+bin=build/release
+server=$bin/server/taskmoe-server
+checkpoint=models/demo/taskmoe
+repository=build/demo-repository
+port=8500
+metrics_port=9464
+
+if [[ ! -f "$checkpoint/config.json" ]]; then
+  echo "serve-demo: $checkpoint/config.json is missing: the demo model is not in this checkout" >&2
+  exit 1
 fi
 
-# Until the server and the demo model land (issues #5 and #4), run what exists: the kernel
-# library's matmul benchmark at decoder shapes.
-echo "serve-demo: the gRPC server and the demo model are not built yet in this version;"
-echo "serve-demo: running the kernel benchmark instead (matmul GFLOP/s per precision)."
-exec build/release/bench/kernels_bench --benchmark_filter='K:1024/N:1024' \
-  --benchmark_min_time=0.1 "$@"
+# The repository remembers the digest of the checkpoint it came from; extraction (a few
+# seconds) runs only when that differs. It writes beside the old repository and swaps, so an
+# interrupted run never leaves a half-written one behind.
+digest=$(cat "$checkpoint/config.json" "$checkpoint/model.safetensors" "$checkpoint/spm.model" |
+  sha256sum | cut -d' ' -f1)
+stamp="$repository/.checkpoint-sha256"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$digest" ]]; then
+  echo "serve-demo: extracting the per-task subnetworks of $checkpoint into $repository"
+  rm -rf "$repository.new"
+  "$bin/tools/taskmoe-extract" --checkpoint="$checkpoint" --out="$repository.new"
+  echo "$digest" >"$repository.new/.checkpoint-sha256"
+  rm -rf "$repository"
+  mv "$repository.new" "$repository"
+else
+  echo "serve-demo: $repository is up to date with $checkpoint"
+fi
+
+client=$bin/server/taskmoe-client
+cat <<EOF
+serve-demo: starting taskmoe-server on port $port (metrics: http://localhost:$metrics_port/metrics).
+serve-demo: once it says "ready", call it from another shell:
+  $client --list_tasks
+  $client --task=en-de "Open the file."
+  echo "Save the document as PDF." | $client --task=en-fr
+  $client --task=en-de --stream "Insert a new table."
+  $client --health
+(--target=host:port for another server; docs/api.md describes the API.)
+EOF
+exec "$server" --model_repository="$repository" --port="$port" --metrics_port="$metrics_port" \
+  "$@"

@@ -9,8 +9,8 @@ start=$SECONDS
 tools/setup.sh test
 tools/check-format.sh
 
-tools/build.sh Release
-tools/build.sh Asan -DTASKMOE_BUILD_BENCHMARKS=OFF
+tools/build.sh Release -DTASKMOE_BUILD_TESTS=ON
+tools/build.sh Asan -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF
 
 # OMP_NUM_THREADS=2: the kernels' parallel paths run even where the tests' machine has 1 core.
 export OMP_NUM_THREADS=2

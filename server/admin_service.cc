@@ -1,0 +1,43 @@
+// ReloadTask: load the new version beside the old one, swap, and let the old one go when its
+// last request finishes. A version that fails to load is refused and the old one stays.
+#include "server/admin_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/grpc_status.h"
+#include "server/log.h"
+
+namespace taskmoe::server {
+
+AdminServiceImpl::AdminServiceImpl(TaskRegistry& registry, Metrics& metrics,
+                                   std::function<void(const LoadedTask&)> on_loaded)
+    : registry_(registry), metrics_(metrics), on_loaded_(std::move(on_loaded)) {}
+
+grpc::Status AdminServiceImpl::ReloadTask(grpc::ServerContext* context,
+                                          const v1::ReloadTaskRequest* request,
+                                          v1::ReloadTaskResponse* response) {
+  const absl::Time start = absl::Now();
+  if (request->task().empty()) {
+    return ToGrpcStatus(absl::InvalidArgumentError("task: empty; name the task to reload"));
+  }
+  absl::StatusOr<TaskRegistry::Reloaded> reloaded = registry_.Reload(request->task());
+  if (!reloaded.ok()) {
+    if (reloaded.status().code() == absl::StatusCode::kFailedPrecondition) {
+      metrics_.CountLoadFailure(request->task());
+    }
+    Log(LogLevel::kWarning,
+        absl::StrCat("reload of ", request->task(), " refused: ", reloaded.status().message()));
+    return ToGrpcStatus(reloaded.status());
+  }
+  on_loaded_(*reloaded->current);
+  response->set_task(request->task());
+  if (reloaded->previous) response->set_previous_version(reloaded->previous->version);
+  response->set_version(reloaded->current->version);
+  Log(LogLevel::kInfo,
+      absl::StrCat("reloaded task ", request->task(), ": version ",
+                   reloaded->previous ? reloaded->previous->version : "(none)", " -> ",
+                   reloaded->current->version, " in ", absl::FormatDuration(absl::Now() - start)));
+  return grpc::Status::OK;
+}
+
+}  // namespace taskmoe::server

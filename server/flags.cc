@@ -1,0 +1,104 @@
+// Flag definitions of taskmoe-server. Defaults come from ServerOptions so that tests that
+// build options in code and the binary agree.
+#include "server/flags.h"
+
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "server/log.h"
+
+namespace {
+const taskmoe::server::ServerOptions kDefaults;
+}  // namespace
+
+ABSL_FLAG(std::string, model_repository, "",
+          "Model repository: one subdirectory per task (named by its task id, e.g. en-de), "
+          "each an extracted subnetwork (config.json, model.safetensors, spm.model). Required.");
+ABSL_FLAG(std::string, host, kDefaults.host, "Address the gRPC server listens on");
+ABSL_FLAG(int, port, kDefaults.port, "gRPC port (0: any free port; see --port_file)");
+ABSL_FLAG(std::string, metrics_host, kDefaults.metrics_host,
+          "Address of the Prometheus metrics endpoint");
+ABSL_FLAG(int, metrics_port, kDefaults.metrics_port,
+          "Port of the Prometheus metrics endpoint, served at /metrics (0: any free port, -1: "
+          "off)");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, write 'grpc_port=N' and 'metrics_port=M' lines here once the ports are bound");
+ABSL_FLAG(std::string, precision, "f32", "Weight precision: f32, bf16 or int8");
+ABSL_FLAG(int, threads, kDefaults.threads,
+          "Compute threads per batch (0: OMP_NUM_THREADS, else all cores)");
+ABSL_FLAG(int, workers, kDefaults.batching.workers,
+          "Batches decoded at the same time (threads shared by all tasks). With N workers, "
+          "use --threads about cores / N");
+ABSL_FLAG(int, max_batch_sentences, kDefaults.batching.max_batch_sentences,
+          "Most sentences in one batch");
+ABSL_FLAG(int, max_batch_tokens, kDefaults.batching.max_batch_tokens,
+          "Most source tokens in one batch (a longer single sentence still runs alone)");
+ABSL_FLAG(int, max_queue_delay_ms, absl::ToInt64Milliseconds(kDefaults.batching.max_queue_delay),
+          "Longest time the oldest queued sentence waits for its batch to fill");
+ABSL_FLAG(int, max_queue_sentences, kDefaults.batching.max_queue_sentences,
+          "Sentences a task's queue holds; more is refused with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_texts_per_request, kDefaults.limits.max_texts_per_request,
+          "Most texts in one Translate request");
+ABSL_FLAG(int, max_text_chars, kDefaults.limits.max_text_chars,
+          "Most Unicode characters in one text");
+ABSL_FLAG(int, max_output_tokens, kDefaults.limits.max_output_tokens,
+          "Default and upper bound of a request's max_output_tokens");
+ABSL_FLAG(double, max_output_ratio, kDefaults.limits.max_output_ratio,
+          "Per-sentence output limit: at most ratio * source tokens + --max_output_offset "
+          "tokens (source tag and EOS counted); 0 turns it off");
+ABSL_FLAG(int, max_output_offset, kDefaults.limits.max_output_offset, "See --max_output_ratio");
+ABSL_FLAG(int, max_beam_size, kDefaults.limits.max_beam_size, "Largest beam size accepted");
+ABSL_FLAG(int, max_concurrent_rpcs, kDefaults.max_concurrent_rpcs,
+          "Threads serving RPCs; calls beyond them are refused with RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, enable_admin, kDefaults.enable_admin,
+          "Serve taskmoe.v1.AdminService (ReloadTask) on the gRPC port");
+ABSL_FLAG(int, grace_period_s, static_cast<int>(absl::ToInt64Seconds(kDefaults.grace_period)),
+          "On SIGTERM/SIGINT: how long in-flight requests may take to finish before they are "
+          "cancelled");
+ABSL_FLAG(std::string, log_level, "info",
+          "debug (adds one line per request), info (one per event), warning or error");
+ABSL_FLAG(bool, debug_ignore_eos, false,
+          "Tests and benchmarks only: never stop at EOS; every sentence decodes "
+          "max_output_tokens tokens");
+ABSL_FLAG(int, debug_step_delay_ms, 0,
+          "Tests only: sleep this long before every decoding step (a slow model on demand)");
+
+namespace taskmoe::server {
+
+absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
+  absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) return level.status();
+  SetLogLevel(*level);
+  ServerOptions o;
+  o.model_repository = absl::GetFlag(FLAGS_model_repository);
+  o.host = absl::GetFlag(FLAGS_host);
+  o.port = absl::GetFlag(FLAGS_port);
+  o.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  o.port_file = absl::GetFlag(FLAGS_port_file);
+  absl::StatusOr<kernels::Precision> precision =
+      kernels::ParsePrecision(absl::GetFlag(FLAGS_precision));
+  if (!precision.ok()) return precision.status();
+  o.precision = *precision;
+  o.threads = absl::GetFlag(FLAGS_threads);
+  o.max_concurrent_rpcs = absl::GetFlag(FLAGS_max_concurrent_rpcs);
+  o.enable_admin = absl::GetFlag(FLAGS_enable_admin);
+  o.grace_period = absl::Seconds(absl::GetFlag(FLAGS_grace_period_s));
+  o.batching.workers = absl::GetFlag(FLAGS_workers);
+  o.batching.max_batch_sentences = absl::GetFlag(FLAGS_max_batch_sentences);
+  o.batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  o.batching.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));
+  o.batching.max_queue_sentences = absl::GetFlag(FLAGS_max_queue_sentences);
+  o.batching.ignore_eos = absl::GetFlag(FLAGS_debug_ignore_eos);
+  o.batching.step_delay = absl::Milliseconds(absl::GetFlag(FLAGS_debug_step_delay_ms));
+  o.limits.max_texts_per_request = absl::GetFlag(FLAGS_max_texts_per_request);
+  o.limits.max_text_chars = absl::GetFlag(FLAGS_max_text_chars);
+  o.limits.max_output_tokens = absl::GetFlag(FLAGS_max_output_tokens);
+  o.limits.max_beam_size = absl::GetFlag(FLAGS_max_beam_size);
+  o.limits.max_output_ratio = static_cast<float>(absl::GetFlag(FLAGS_max_output_ratio));
+  o.limits.max_output_offset = absl::GetFlag(FLAGS_max_output_offset);
+  if (absl::Status s = ValidateServerOptions(o); !s.ok()) return s;
+  return o;
+}
+
+}  // namespace taskmoe::server

@@ -1,0 +1,97 @@
+// taskmoe-server: serves the tasks of a model repository over gRPC (DESIGN.md §4), with
+// Prometheus metrics (§5). SIGTERM or SIGINT drains and exits 0.
+//
+//   taskmoe-server --model_repository REPO [--port 8500] [--metrics_port 9464]
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/runtime.h"
+#include "server/flags.h"
+#include "server/log.h"
+#include "server/server.h"
+
+namespace {
+
+using taskmoe::server::Log;
+using taskmoe::server::LogLevel;
+
+// Written to a temporary name and renamed, so a reader never sees half a file.
+bool WritePortFile(const std::string& path, int grpc_port, int metrics_port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << "grpc_port=" << grpc_port << "\nmetrics_port=" << metrics_port << "\n";
+    if (!out.good()) return false;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  return !ec;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::FlagsUsageConfig config;
+  // --help lists the server's flags, which live in server/flags.cc (absl's default only
+  // matches files named after the binary).
+  config.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/flags.cc");
+  };
+  config.contains_helpshort_flags = config.contains_help_flags;
+  absl::SetFlagsUsageConfig(config);
+  absl::SetProgramUsageMessage(
+      "Serves the per-task subnetworks of a TaskMoE model repository over gRPC.\n"
+      "  taskmoe-server --model_repository REPO [--port 8500] [--metrics_port 9464]\n"
+      "API, limits, batching and metrics: docs/api.md. SIGTERM/SIGINT drains and exits 0.");
+  absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<taskmoe::server::ServerOptions> options =
+      taskmoe::server::ServerOptionsFromFlags();
+  if (!options.ok()) {
+    std::fprintf(stderr, "taskmoe-server: %s (see --help)\n",
+                 std::string(options.status().message()).c_str());
+    return 2;
+  }
+  // Blocked before any thread exists, so every thread inherits the mask and the signals wait
+  // for sigwait below instead of killing the process mid-request.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  if (options->threads > 0) {
+    if (absl::Status s = taskmoe::kernels::SetNumThreads(options->threads); !s.ok()) {
+      std::fprintf(stderr, "taskmoe-server: --threads: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
+  }
+  absl::StatusOr<std::unique_ptr<taskmoe::server::TaskmoeServer>> server =
+      taskmoe::server::TaskmoeServer::Start(*options);
+  if (!server.ok()) {
+    Log(LogLevel::kError, server.status().message());
+    return 1;
+  }
+  if (!options->port_file.empty() &&
+      !WritePortFile(options->port_file, (*server)->grpc_port(), (*server)->metrics_port())) {
+    Log(LogLevel::kError, absl::StrCat("cannot write --port_file ", options->port_file));
+    return 1;
+  }
+  if (absl::Status s = (*server)->LoadModels(); !s.ok()) {
+    Log(LogLevel::kError, absl::StrCat("cannot load the model repository: ", s.message()));
+    return 1;
+  }
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  Log(LogLevel::kInfo, absl::StrCat("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"));
+  (*server)->Shutdown();
+  return 0;
+}

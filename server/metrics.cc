@@ -1,0 +1,128 @@
+// Metric families and per-task handles.
+#include "server/metrics.h"
+
+#include <vector>
+
+namespace taskmoe::server {
+namespace {
+
+using prometheus::Histogram;
+
+// Latencies from 1 ms to about 30 s.
+Histogram::BucketBoundaries SecondsBuckets() {
+  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+}
+
+Histogram::BucketBoundaries PowersOfTwo(double largest) {
+  Histogram::BucketBoundaries b;
+  for (double v = 1; v <= largest; v *= 2) b.push_back(v);
+  return b;
+}
+
+}  // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter()
+                    .Name("taskmoe_requests_total")
+                    .Help("RPCs finished, by task, method and gRPC status code")
+                    .Register(*registry_)),
+      request_duration_(prometheus::BuildHistogram()
+                            .Name("taskmoe_request_duration_seconds")
+                            .Help("Time from receiving an RPC to its reply")
+                            .Register(*registry_)),
+      queue_duration_(prometheus::BuildHistogram()
+                          .Name("taskmoe_queue_duration_seconds")
+                          .Help("Time a sentence waited in its task's queue before decoding")
+                          .Register(*registry_)),
+      time_to_first_token_(prometheus::BuildHistogram()
+                               .Name("taskmoe_time_to_first_token_seconds")
+                               .Help("Time from receiving a greedy request to its first token")
+                               .Register(*registry_)),
+      batch_size_(prometheus::BuildHistogram()
+                      .Name("taskmoe_batch_size")
+                      .Help("Sentences per decoded batch")
+                      .Register(*registry_)),
+      batch_tokens_(prometheus::BuildHistogram()
+                        .Name("taskmoe_batch_tokens")
+                        .Help("Source tokens per decoded batch")
+                        .Register(*registry_)),
+      input_tokens_(prometheus::BuildCounter()
+                        .Name("taskmoe_input_tokens_total")
+                        .Help("Source tokens decoded (target tag and EOS included)")
+                        .Register(*registry_)),
+      generated_tokens_(prometheus::BuildCounter()
+                            .Name("taskmoe_generated_tokens_total")
+                            .Help("Target tokens generated (EOS excluded)")
+                            .Register(*registry_)),
+      queue_depth_(prometheus::BuildGauge()
+                       .Name("taskmoe_queue_depth")
+                       .Help("Sentences waiting in the task's queue")
+                       .Register(*registry_)),
+      inflight_(prometheus::BuildGauge()
+                    .Name("taskmoe_inflight_requests")
+                    .Help("Translation RPCs being served")
+                    .Register(*registry_)),
+      model_info_(prometheus::BuildGauge()
+                      .Name("taskmoe_model_info")
+                      .Help("1 for the model version each task serves")
+                      .Register(*registry_)),
+      model_memory_(prometheus::BuildGauge()
+                        .Name("taskmoe_model_memory_bytes")
+                        .Help("Bytes of weights the task's model uses (shared ones included)")
+                        .Register(*registry_)),
+      load_failures_(prometheus::BuildCounter()
+                         .Name("taskmoe_model_load_failures_total")
+                         .Help("Model loads (at start or reload) that were refused")
+                         .Register(*registry_)),
+      weight_store_bytes_(prometheus::BuildGauge()
+                              .Name("taskmoe_weight_store_bytes")
+                              .Help("Bytes of weights in memory, all tasks together (kind=total) "
+                                    "and the part used by more than one task (kind=shared)")
+                              .Register(*registry_)) {}
+
+TaskMetrics& Metrics::ForTask(const std::string& task) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_ptr<TaskMetrics>& m = tasks_[task];
+  if (m == nullptr) {
+    m = std::make_unique<TaskMetrics>();
+    const prometheus::Labels labels{{"task", task}};
+    m->request_duration = &request_duration_.Add(labels, SecondsBuckets());
+    m->queue_duration = &queue_duration_.Add(labels, SecondsBuckets());
+    m->time_to_first_token = &time_to_first_token_.Add(labels, SecondsBuckets());
+    m->batch_size = &batch_size_.Add(labels, PowersOfTwo(256));
+    m->batch_tokens = &batch_tokens_.Add(labels, PowersOfTwo(65536));
+    m->input_tokens = &input_tokens_.Add(labels);
+    m->generated_tokens = &generated_tokens_.Add(labels);
+    m->queue_depth = &queue_depth_.Add(labels);
+    m->inflight = &inflight_.Add(labels);
+    m->memory_bytes = &model_memory_.Add(labels);
+  }
+  return *m;
+}
+
+void Metrics::CountRequest(const std::string& task, const std::string& method,
+                           const std::string& code) {
+  requests_.Add({{"task", task}, {"method", method}, {"code", code}}).Increment();
+}
+
+void Metrics::SetModelInfo(const std::string& task, const std::string& version,
+                           const std::string& precision) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = model_info_by_task_.find(task);
+  if (it != model_info_by_task_.end()) model_info_.Remove(it->second);
+  model_info_by_task_[task] =
+      &model_info_.Add({{"task", task}, {"version", version}, {"precision", precision}});
+  model_info_by_task_[task]->Set(1);
+}
+
+void Metrics::CountLoadFailure(const std::string& task) {
+  load_failures_.Add({{"task", task}}).Increment();
+}
+
+void Metrics::SetWeightStoreBytes(double total, double shared) {
+  weight_store_bytes_.Add({{"kind", "total"}}).Set(total);
+  weight_store_bytes_.Add({{"kind", "shared"}}).Set(shared);
+}
+
+}  // namespace taskmoe::server

@@ -1,0 +1,75 @@
+// The server's Prometheus metrics (DESIGN.md §5; the list is in docs/api.md "Metrics"): one
+// registry, families created once, and per-task handles created on first use. Exposition over
+// HTTP is MetricsEndpoint's job; this file only records.
+#ifndef TASKMOE_SERVER_METRICS_H_
+#define TASKMOE_SERVER_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace taskmoe::server {
+
+// Metrics of one task; pointers stay valid as long as the Metrics object.
+struct TaskMetrics {
+  prometheus::Histogram* request_duration = nullptr;  // seconds, whole RPC
+  prometheus::Histogram* queue_duration = nullptr;    // seconds, per sentence
+  prometheus::Histogram* time_to_first_token = nullptr;
+  prometheus::Histogram* batch_size = nullptr;    // sentences
+  prometheus::Histogram* batch_tokens = nullptr;  // source tokens
+  prometheus::Counter* input_tokens = nullptr;
+  prometheus::Counter* generated_tokens = nullptr;
+  prometheus::Gauge* queue_depth = nullptr;  // queued sentences
+  prometheus::Gauge* inflight = nullptr;     // RPCs being served
+  prometheus::Gauge* memory_bytes = nullptr;
+};
+
+class Metrics {
+ public:
+  Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  TaskMetrics& ForTask(const std::string& task);
+  // `task` is "" for requests naming no loaded task (so bad names add no label values).
+  void CountRequest(const std::string& task, const std::string& method, const std::string& code);
+  // taskmoe_model_info{task,version,precision} = 1, replacing the task's previous version.
+  void SetModelInfo(const std::string& task, const std::string& version,
+                    const std::string& precision);
+  void CountLoadFailure(const std::string& task);
+  void SetWeightStoreBytes(double total, double shared);
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& request_duration_;
+  prometheus::Family<prometheus::Histogram>& queue_duration_;
+  prometheus::Family<prometheus::Histogram>& time_to_first_token_;
+  prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Histogram>& batch_tokens_;
+  prometheus::Family<prometheus::Counter>& input_tokens_;
+  prometheus::Family<prometheus::Counter>& generated_tokens_;
+  prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& inflight_;
+  prometheus::Family<prometheus::Gauge>& model_info_;
+  prometheus::Family<prometheus::Gauge>& model_memory_;
+  prometheus::Family<prometheus::Counter>& load_failures_;
+  prometheus::Family<prometheus::Gauge>& weight_store_bytes_;
+
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<TaskMetrics>> tasks_;
+  std::map<std::string, prometheus::Gauge*> model_info_by_task_;
+};
+
+}  // namespace taskmoe::server
+
+#endif  // TASKMOE_SERVER_METRICS_H_

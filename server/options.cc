@@ -1,0 +1,60 @@
+// Validation of ServerOptions.
+#include "server/options.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace taskmoe::server {
+namespace {
+
+absl::Status AtLeast(const char* flag, int64_t value, int64_t minimum) {
+  if (value >= minimum) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, " must be >= ", minimum, ", got ", value));
+}
+
+}  // namespace
+
+absl::Status ValidateServerOptions(const ServerOptions& o) {
+  if (o.model_repository.empty()) {
+    return absl::InvalidArgumentError("--model_repository is required");
+  }
+  if (o.port < 0 || o.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--port must be in [0, 65535], got ", o.port));
+  }
+  if (o.metrics_port < -1 || o.metrics_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--metrics_port must be -1 (off) or in [0, 65535], got ", o.metrics_port));
+  }
+  const BatchingOptions& b = o.batching;
+  const RequestLimits& l = o.limits;
+  for (absl::Status s :
+       {AtLeast("threads", o.threads, 0), AtLeast("max_concurrent_rpcs", o.max_concurrent_rpcs, 4),
+        AtLeast("max_batch_sentences", b.max_batch_sentences, 1),
+        AtLeast("max_batch_tokens", b.max_batch_tokens, 1),
+        AtLeast("max_queue_sentences", b.max_queue_sentences, 1), AtLeast("workers", b.workers, 1),
+        AtLeast("max_texts_per_request", l.max_texts_per_request, 1),
+        AtLeast("max_text_chars", l.max_text_chars, 1),
+        AtLeast("max_output_tokens", l.max_output_tokens, 1),
+        AtLeast("max_beam_size", l.max_beam_size, 1),
+        AtLeast("max_output_offset", l.max_output_offset, 0)}) {
+    if (!s.ok()) return s;
+  }
+  if (!(l.max_output_ratio >= 0.0f && l.max_output_ratio <= 100.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_output_ratio must be in [0, 100] (0: off), got ", l.max_output_ratio));
+  }
+  if (l.max_texts_per_request > b.max_queue_sentences) {
+    // Otherwise a request within limits could never be queued.
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_texts_per_request (", l.max_texts_per_request,
+                     ") must not exceed --max_queue_sentences (", b.max_queue_sentences, ")"));
+  }
+  if (b.max_queue_delay < absl::ZeroDuration() || b.step_delay < absl::ZeroDuration() ||
+      o.grace_period < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--max_queue_delay_ms, --grace_period_s and --debug_step_delay_ms must be >= 0");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace taskmoe::server

@@ -1,0 +1,65 @@
+// ServerOptions: every setting of taskmoe-server in one value, filled from the command line
+// (flags.h) or by tests, and checked once before anything starts.
+#ifndef TASKMOE_SERVER_OPTIONS_H_
+#define TASKMOE_SERVER_OPTIONS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "kernels/matmul.h"
+
+namespace taskmoe::server {
+
+// How a task's queue is cut into batches (the dynamic batcher; docs/api.md "Batching").
+struct BatchingOptions {
+  int max_batch_sentences = 32;  // sentences decoded together
+  int max_batch_tokens = 4096;   // source tokens (tags and EOS included) in one batch
+  // How long the oldest queued sentence may wait for more to join before its batch runs
+  // anyway. A full batch runs at once.
+  absl::Duration max_queue_delay = absl::Milliseconds(5);
+  int max_queue_sentences = 256;  // per task; beyond it a request is RESOURCE_EXHAUSTED
+  int workers = 1;                // threads decoding batches, shared by all tasks
+  // Tests and benchmarks only: never stop at EOS (decode max_output_tokens tokens), and sleep
+  // this long before each decoding step. Both make decode time independent of the weights.
+  bool ignore_eos = false;
+  absl::Duration step_delay = absl::ZeroDuration();
+};
+
+// Per-request limits (docs/api.md "Limits").
+struct RequestLimits {
+  int max_texts_per_request = 64;
+  int max_text_chars = 2000;    // Unicode code points per text
+  int max_output_tokens = 256;  // cap and default of DecodeOptions.max_output_tokens
+  // Per-sentence output limit floor(ratio * source tokens + offset), as taskmoe-translate and
+  // the trainer decode; 0 turns it off. It stops degenerate repetitions early and keeps a
+  // sentence's translation independent of the batch it lands in.
+  float max_output_ratio = 1.5f;
+  int max_output_offset = 10;
+  int max_beam_size = 8;
+  int max_request_id_bytes = 128;
+};
+
+struct ServerOptions {
+  std::string model_repository;
+  std::string host = "0.0.0.0";
+  int port = 8500;          // 0: any free port (see port_file)
+  int metrics_port = 9464;  // 0: any free port; -1: no metrics endpoint
+  std::string metrics_host = "0.0.0.0";
+  // When set, "grpc_port=N\nmetrics_port=M\n" is written here once the ports are bound.
+  std::string port_file;
+  kernels::Precision precision = kernels::Precision::kF32;
+  int threads = 0;  // compute threads per batch; 0: OMP_NUM_THREADS or all cores
+  int max_concurrent_rpcs = 512;
+  bool enable_admin = false;
+  absl::Duration grace_period = absl::Seconds(30);
+  BatchingOptions batching;
+  RequestLimits limits;
+};
+
+// Checks ranges and combinations; the message names the flag.
+absl::Status ValidateServerOptions(const ServerOptions& options);
+
+}  // namespace taskmoe::server
+
+#endif  // TASKMOE_SERVER_OPTIONS_H_

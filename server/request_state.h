@@ -1,0 +1,92 @@
+// RequestState: one translation request as the RPC handler and the batch workers share it.
+// The handler creates it with the tokenised sources, queues it, and waits; workers decode its
+// sentences (possibly in several batches) and report tokens and results here. Only the
+// handler touches the gRPC call itself, so cancellation reaches workers through Cancel().
+#ifndef TASKMOE_SERVER_REQUEST_STATE_H_
+#define TASKMOE_SERVER_REQUEST_STATE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "models/decoding.h"
+#include "server/task_registry.h"
+
+namespace taskmoe::server {
+
+// The decode options of a request after defaults and limits; sentences share a batch only
+// when these are equal (models::Decode takes one set per batch).
+struct DecodeSettings {
+  int beam_size = 1;
+  int max_output_tokens = 256;
+  float length_penalty = 0.0f;
+  float max_output_ratio = 0.0f;  // server-wide (RequestLimits), carried here for the batch
+  int max_output_offset = 0;
+
+  friend bool operator==(const DecodeSettings&, const DecodeSettings&) = default;
+};
+
+class RequestState {
+ public:
+  RequestState(std::shared_ptr<const LoadedTask> task, DecodeSettings settings,
+               std::vector<std::vector<int32_t>> sources, absl::Time deadline);
+  RequestState(const RequestState&) = delete;
+  RequestState& operator=(const RequestState&) = delete;
+
+  const LoadedTask& task() const { return *task_; }
+  const std::shared_ptr<const LoadedTask>& shared_task() const { return task_; }
+  const DecodeSettings& settings() const { return settings_; }
+  int size() const { return static_cast<int>(sources_.size()); }
+  const std::vector<int32_t>& source(int sentence) const { return sources_[sentence]; }
+  absl::Time received() const { return received_; }
+  absl::Time deadline() const { return deadline_; }
+
+  // --- Worker side.
+  // True once the request was cancelled or its deadline passed: its sentences leave their
+  // batch at the next decoding step.
+  bool ShouldStop() const;
+  // Why ShouldStop(): DEADLINE_EXCEEDED or CANCELLED (OK while it is false).
+  absl::Status StopStatus() const;
+  // A token of `sentence` was decoded (greedy decoding only; EOS included).
+  void AddToken(int sentence, int32_t token);
+  // The sentence is done: `result.status` OK, or why it stopped.
+  void Finish(int sentence, models::Hypothesis result);
+
+  // --- Handler side.
+  void Cancel();
+  // Waits until every sentence is done, new tokens arrived, or `timeout` passed. Returns true
+  // once every sentence is done.
+  bool Wait(absl::Duration timeout);
+  bool done() const;
+  // Tokens of sentence 0 decoded since the last call (TranslateStream has one sentence).
+  std::vector<int32_t> TakeTokens();
+  // Valid once done().
+  const std::vector<models::Hypothesis>& results() const { return results_; }
+  // When the first token of any sentence was decoded, if one was.
+  std::optional<absl::Time> first_token_time() const;
+
+ private:
+  const std::shared_ptr<const LoadedTask> task_;
+  const DecodeSettings settings_;
+  const std::vector<std::vector<int32_t>> sources_;
+  const absl::Time received_;
+  const absl::Time deadline_;
+  std::atomic<bool> cancelled_{false};
+
+  mutable std::mutex mu_;
+  std::condition_variable changed_;
+  std::vector<models::Hypothesis> results_;  // written under mu_, read by the handler when done
+  int remaining_;
+  std::vector<int32_t> new_tokens_;
+  std::optional<absl::Time> first_token_;
+};
+
+}  // namespace taskmoe::server
+
+#endif  // TASKMOE_SERVER_REQUEST_STATE_H_

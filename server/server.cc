@@ -1,0 +1,133 @@
+// Assembly and lifecycle of the server.
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/log.h"
+
+namespace taskmoe::server {
+
+TaskmoeServer::TaskmoeServer(const ServerOptions& options)
+    : options_(options),
+      process_metrics_(std::make_shared<ProcessMetrics>()),
+      registry_(options.model_repository, options.precision),
+      scheduler_(options.batching, metrics_),
+      translation_(registry_, scheduler_, metrics_, options.limits) {}
+
+absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const ServerOptions& options) {
+  if (absl::Status s = ValidateServerOptions(options); !s.ok()) return s;
+  std::unique_ptr<TaskmoeServer> self(new TaskmoeServer(options));
+
+  if (options.metrics_port >= 0) {
+    const std::string address = absl::StrCat(options.metrics_host, ":", options.metrics_port);
+    try {
+      self->exposer_ = std::make_unique<prometheus::Exposer>(address);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
+    }
+    self->exposer_->RegisterCollectable(self->metrics_.registry());
+    self->exposer_->RegisterCollectable(self->process_metrics_);
+    const std::vector<int> ports = self->exposer_->GetListeningPorts();
+    self->metrics_port_ = ports.empty() ? options.metrics_port : ports.front();
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(options.host, ":", options.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &self->grpc_port_);
+  // Each call in flight holds a thread while it waits for its batch; bounding the threads
+  // bounds memory, and calls beyond the bound get RESOURCE_EXHAUSTED from gRPC.
+  grpc::ResourceQuota quota("taskmoe-server");
+  quota.SetMaxThreads(options.max_concurrent_rpcs);
+  builder.SetResourceQuota(quota);
+  builder.RegisterService(&self->translation_);
+  if (options.enable_admin) {
+    self->admin_ = std::make_unique<AdminServiceImpl>(
+        self->registry_, self->metrics_,
+        [raw = self.get()](const LoadedTask& task) { raw->OnTaskLoaded(task); });
+    builder.RegisterService(self->admin_.get());
+  }
+  self->server_ = builder.BuildAndStart();
+  if (self->server_ == nullptr || self->grpc_port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", address, " (in use, or not an address of this host)"));
+  }
+  // gRPC's health service starts with the overall status SERVING; not until models load.
+  self->server_->GetHealthCheckService()->SetServingStatus(false);
+  self->server_->GetHealthCheckService()->SetServingStatus("taskmoe.v1.TranslationService", false);
+  Log(LogLevel::kInfo,
+      absl::StrCat("listening on ", options.host, ":", self->grpc_port_,
+                   self->metrics_port_ >= 0 ? absl::StrCat(", metrics on ", options.metrics_host,
+                                                           ":", self->metrics_port_, "/metrics")
+                                            : std::string(),
+                   options.enable_admin ? ", admin service on" : ", admin service off"));
+  return self;
+}
+
+TaskmoeServer::~TaskmoeServer() {
+  if (server_ != nullptr && !shut_down_) {
+    translation_.StartDraining();
+    scheduler_.Stop();
+    server_->Shutdown(std::chrono::system_clock::now());
+  }
+}
+
+void TaskmoeServer::OnTaskLoaded(const LoadedTask& task) {
+  metrics_.SetModelInfo(task.id, task.version, kernels::PrecisionName(task.model->precision()));
+  metrics_.ForTask(task.id).memory_bytes->Set(static_cast<double>(task.model->memory_bytes()));
+  metrics_.SetWeightStoreBytes(static_cast<double>(registry_.store().total_bytes()),
+                               static_cast<double>(registry_.store().shared_bytes()));
+  server_->GetHealthCheckService()->SetServingStatus(task.id, true);
+}
+
+absl::Status TaskmoeServer::LoadModels() {
+  const absl::Time start = absl::Now();
+  for (const std::string& task : registry_.TaskIds()) {
+    server_->GetHealthCheckService()->SetServingStatus(task, false);
+  }
+  if (absl::Status s = registry_.LoadAll(); !s.ok()) {
+    metrics_.CountLoadFailure("");
+    return s;
+  }
+  for (const auto& task : registry_.List()) OnTaskLoaded(*task);
+  translation_.SetReady();
+  server_->GetHealthCheckService()->SetServingStatus("taskmoe.v1.TranslationService", true);
+  server_->GetHealthCheckService()->SetServingStatus(true);
+  Log(LogLevel::kInfo, absl::StrCat("ready: ", registry_.TaskIds().size(), " tasks loaded in ",
+                                    absl::FormatDuration(absl::Now() - start)));
+  return absl::OkStatus();
+}
+
+void TaskmoeServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  const absl::Time start = absl::Now();
+  Log(LogLevel::kInfo, absl::StrCat("shutting down: not serving new requests; in-flight ones "
+                                    "have ",
+                                    absl::FormatDuration(options_.grace_period), " to finish"));
+  // Every health status NOT_SERVING (and fixed so), then new calls are refused.
+  server_->GetHealthCheckService()->Shutdown();
+  translation_.StartDraining();
+  if (!translation_.WaitIdle(start + options_.grace_period)) {
+    Log(LogLevel::kWarning, "grace period over: cancelling the requests still in flight");
+    scheduler_.Stop();
+    translation_.WaitIdle(absl::Now() + absl::Seconds(10));
+  }
+  scheduler_.Stop();
+  // Only streams no translation owns are left (health Watch): end them promptly.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  Log(LogLevel::kInfo,
+      absl::StrCat("stopped after draining for ", absl::FormatDuration(absl::Now() - start)));
+}
+
+}  // namespace taskmoe::server

@@ -1,0 +1,324 @@
+// TranslationService: admission, waiting, replies.
+#include "server/translation_service.h"
+
+#include <chrono>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "server/grpc_status.h"
+#include "server/log.h"
+#include "server/validation.h"
+
+namespace taskmoe::server {
+namespace {
+
+// How often a waiting handler checks whether its client went away. Cancellation reaches the
+// decoder within this plus one decoding step.
+constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
+
+absl::Time DeadlineOf(const grpc::ServerContext& context) {
+  const auto deadline = context.deadline();
+  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+}  // namespace
+
+// Counts a translation RPC as in flight for its lifetime (for draining at shutdown).
+class TranslationServiceImpl::InFlight {
+ public:
+  explicit InFlight(TranslationServiceImpl& service) : service_(service) {
+    std::lock_guard<std::mutex> lock(service_.inflight_mu_);
+    ++service_.inflight_;
+  }
+  ~InFlight() {
+    std::lock_guard<std::mutex> lock(service_.inflight_mu_);
+    if (--service_.inflight_ == 0) service_.idle_.notify_all();
+  }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  TranslationServiceImpl& service_;
+};
+
+TranslationServiceImpl::TranslationServiceImpl(TaskRegistry& registry, Scheduler& scheduler,
+                                               Metrics& metrics, const RequestLimits& limits)
+    : registry_(registry), scheduler_(scheduler), metrics_(metrics), limits_(limits) {}
+
+bool TranslationServiceImpl::WaitIdle(absl::Time deadline) {
+  std::unique_lock<std::mutex> lock(inflight_mu_);
+  return idle_.wait_for(
+      lock, absl::ToChronoMicroseconds(std::max(absl::ZeroDuration(), deadline - absl::Now())),
+      [&] { return inflight_ == 0; });
+}
+
+absl::StatusOr<std::shared_ptr<RequestState>> TranslationServiceImpl::Admit(
+    grpc::ServerContext* context, const std::string& task_name,
+    const std::vector<absl::string_view>& texts, const v1::DecodeOptions& options,
+    const std::string& request_id, bool stream, std::string& task_label) {
+  if (draining_.load()) {
+    return absl::UnavailableError("the server is shutting down; send the request elsewhere");
+  }
+  if (!ready_.load()) return absl::UnavailableError("the server is still loading its models");
+  if (absl::Status s = CheckRequestId(request_id, limits_); !s.ok()) return s;
+  if (task_name.empty()) {
+    return absl::InvalidArgumentError(
+        "task: empty; name a task such as en-de (ListTasks lists them)");
+  }
+  std::shared_ptr<const LoadedTask> task = registry_.Find(task_name);
+  if (task == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("task '", absl::CHexEscape(task_name.substr(0, 64)),
+                     "' is not served here; tasks: ", absl::StrJoin(registry_.TaskIds(), ", ")));
+  }
+  task_label = task->id;
+  if (!stream) {
+    if (texts.empty()) {
+      return absl::InvalidArgumentError("texts: no text given; send at least one");
+    }
+    if (static_cast<int>(texts.size()) > limits_.max_texts_per_request) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("texts: ", texts.size(), " texts, more than the limit of ",
+                       limits_.max_texts_per_request, " per request; split the request"));
+    }
+  }
+  absl::StatusOr<DecodeSettings> settings = ResolveDecodeOptions(options, limits_);
+  if (!settings.ok()) return settings.status();
+  if (stream && settings->beam_size > 1) {
+    return absl::InvalidArgumentError(
+        "options.beam_size: TranslateStream decodes greedily; use beam_size 0 or 1");
+  }
+  const int64_t max_positions = task->model->config().max_positions;
+  std::vector<std::vector<int32_t>> sources;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const std::string field = stream ? "text" : absl::StrCat("texts[", i, "]");
+    if (absl::Status s = CheckText(texts[i], field, limits_); !s.ok()) return s;
+    absl::StatusOr<std::vector<int32_t>> ids = task->tokenizer->EncodeSource(
+        std::string_view(texts[i].data(), texts[i].size()), *task->info);
+    if (!ids.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", ids.status().message()));
+    }
+    if (static_cast<int64_t>(ids->size()) > max_positions) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": ", ids->size(), " tokens, more than the model's limit of ", max_positions));
+    }
+    sources.push_back(*std::move(ids));
+  }
+  const absl::Time deadline = DeadlineOf(*context);
+  if (absl::Now() >= deadline) {
+    return absl::DeadlineExceededError("the deadline passed before the request was queued");
+  }
+  auto state =
+      std::make_shared<RequestState>(std::move(task), *settings, std::move(sources), deadline);
+  if (absl::Status s = scheduler_.Enqueue(state); !s.ok()) return s;
+  return state;
+}
+
+bool TranslationServiceImpl::WaitForProgress(grpc::ServerContext* context, RequestState& state) {
+  const bool done = state.Wait(kPollInterval);
+  if (!done) {
+    if (context->IsCancelled()) state.Cancel();
+    // Queued sentences of a stopped request leave the queue now, not when a worker gets to
+    // them; running ones leave their batch at its next step.
+    if (state.ShouldStop()) scheduler_.Withdraw(state);
+  }
+  return done;
+}
+
+absl::Status TranslationServiceImpl::FinalStatus(grpc::ServerContext* context,
+                                                 const RequestState& state) const {
+  for (const models::Hypothesis& h : state.results()) {
+    if (h.status.ok()) continue;
+    if (context->IsCancelled()) {
+      // gRPC cancels a call whose deadline passed; report that as the deadline.
+      if (absl::Now() >= state.deadline()) {
+        return absl::DeadlineExceededError("the deadline passed before decoding finished");
+      }
+      return absl::CancelledError("the client cancelled the request");
+    }
+    return h.status;
+  }
+  return absl::OkStatus();
+}
+
+void TranslationServiceImpl::Record(const std::string& method, const std::string& task_label,
+                                    const std::string& request_id, const absl::Status& status,
+                                    absl::Time start, const RequestState* state,
+                                    int64_t output_tokens) {
+  const absl::Duration elapsed = absl::Now() - start;
+  metrics_.CountRequest(task_label, method, absl::StatusCodeToString(status.code()));
+  if (!task_label.empty()) {
+    TaskMetrics& m = metrics_.ForTask(task_label);
+    m.request_duration->Observe(absl::ToDoubleSeconds(elapsed));
+    if (state != nullptr && state->first_token_time().has_value()) {
+      m.time_to_first_token->Observe(
+          absl::ToDoubleSeconds(*state->first_token_time() - state->received()));
+    }
+  }
+  if (LogEnabled(LogLevel::kDebug)) {
+    Log(LogLevel::kDebug,
+        absl::StrCat(method, " id=", request_id.empty() ? "-" : request_id,
+                     " task=", task_label.empty() ? "-" : task_label,
+                     " texts=", state ? state->size() : 0, " output_tokens=", output_tokens,
+                     " code=", absl::StatusCodeToString(status.code()),
+                     " time=", absl::FormatDuration(elapsed),
+                     status.ok() ? "" : absl::StrCat(" error=\"", status.message(), "\"")));
+  }
+}
+
+grpc::Status TranslationServiceImpl::Translate(grpc::ServerContext* context,
+                                               const v1::TranslateRequest* request,
+                                               v1::TranslateResponse* response) {
+  const absl::Time start = absl::Now();
+  InFlight in_flight(*this);
+  std::string task_label;
+  std::vector<absl::string_view> texts(request->texts().begin(), request->texts().end());
+  absl::StatusOr<std::shared_ptr<RequestState>> state =
+      Admit(context, request->task(), texts, request->options(), request->request_id(),
+            /*stream=*/false, task_label);
+  if (!state.ok()) {
+    Record("Translate", task_label, request->request_id(), state.status(), start, nullptr, 0);
+    return ToGrpcStatus(state.status());
+  }
+  prometheus::Gauge& inflight = *metrics_.ForTask(task_label).inflight;
+  inflight.Increment();
+  while (!WaitForProgress(context, **state)) {
+  }
+  inflight.Decrement();
+  absl::Status status = FinalStatus(context, **state);
+  int64_t output_tokens = 0;
+  if (status.ok()) {
+    const LoadedTask& task = (*state)->task();
+    const v1::DecodeOptions& options = request->options();
+    int64_t input_tokens = 0;
+    for (int i = 0; i < (*state)->size(); ++i) input_tokens += (*state)->source(i).size();
+    for (const models::Hypothesis& h : (*state)->results()) {
+      absl::StatusOr<std::string> text = task.tokenizer->Decode(h.tokens);
+      if (!text.ok()) {
+        status = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
+        break;
+      }
+      v1::Translation* t = response->add_translations();
+      t->set_text(*std::move(text));
+      if (options.return_scores()) t->set_score(h.score);
+      if (options.return_tokens()) {
+        for (int32_t id : h.tokens) {
+          t->add_token_ids(id);
+          t->add_tokens(task.tokenizer->IdToPiece(id));
+        }
+      }
+      output_tokens += static_cast<int64_t>(h.tokens.size());
+    }
+    response->set_request_id(request->request_id());
+    response->set_model_version(task.version);
+    response->set_input_tokens(static_cast<uint32_t>(input_tokens));
+    response->set_output_tokens(static_cast<uint32_t>(output_tokens));
+  }
+  if (!status.ok()) response->Clear();
+  Record("Translate", task_label, request->request_id(), status, start, state->get(),
+         output_tokens);
+  return ToGrpcStatus(status);
+}
+
+grpc::Status TranslationServiceImpl::TranslateStream(
+    grpc::ServerContext* context, const v1::TranslateStreamRequest* request,
+    grpc::ServerWriter<v1::TranslateStreamResponse>* writer) {
+  const absl::Time start = absl::Now();
+  InFlight in_flight(*this);
+  std::string task_label;
+  absl::StatusOr<std::shared_ptr<RequestState>> state =
+      Admit(context, request->task(), {request->text()}, request->options(), request->request_id(),
+            /*stream=*/true, task_label);
+  if (!state.ok()) {
+    Record("TranslateStream", task_label, request->request_id(), state.status(), start, nullptr, 0);
+    return ToGrpcStatus(state.status());
+  }
+  prometheus::Gauge& inflight = *metrics_.ForTask(task_label).inflight;
+  inflight.Increment();
+  const LoadedTask& task = (*state)->task();
+  const int32_t eos = task.model->config().special_tokens.eos;
+  std::vector<int32_t> ids;
+  std::string sent_text;  // the text the deltas so far add up to
+  bool done = false;
+  while (!done) {
+    done = WaitForProgress(context, **state);
+    for (int32_t token : (*state)->TakeTokens()) {
+      if (token == eos) continue;
+      ids.push_back(token);
+      v1::TranslateStreamResponse message;
+      message.set_token_id(token);
+      message.set_token(task.tokenizer->IdToPiece(token));
+      // The delta is what the longer prefix adds to the text; a prefix whose text is not an
+      // extension (SentencePiece may merge spaces) sends no delta until it is.
+      absl::StatusOr<std::string> text = task.tokenizer->Decode(ids);
+      size_t unused = 0;
+      if (text.ok() && text->starts_with(sent_text) && CountUtf8Chars(*text, &unused) >= 0) {
+        message.set_text_delta(text->substr(sent_text.size()));
+        sent_text = *std::move(text);
+      }
+      if (!(*state)->ShouldStop() && !writer->Write(message)) (*state)->Cancel();
+    }
+  }
+  inflight.Decrement();
+  absl::Status status = FinalStatus(context, **state);
+  const models::Hypothesis& h = (*state)->results()[0];
+  if (status.ok()) {
+    absl::StatusOr<std::string> text = task.tokenizer->Decode(h.tokens);
+    if (!text.ok()) {
+      status = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
+    } else {
+      v1::TranslateStreamResponse last;
+      last.set_done(true);
+      last.set_text(*std::move(text));
+      last.set_score(h.score);
+      if (!writer->Write(last)) status = absl::CancelledError("the client went away");
+    }
+  }
+  Record("TranslateStream", task_label, request->request_id(), status, start, state->get(),
+         static_cast<int64_t>(h.tokens.size()));
+  return ToGrpcStatus(status);
+}
+
+void TranslationServiceImpl::FillTaskInfo(const LoadedTask& task, v1::TaskInfo& info) const {
+  info.set_task(task.id);
+  info.set_source_language(task.info->source);
+  info.set_target_language(task.info->target);
+  info.set_version(task.version);
+  info.set_parameters(static_cast<uint64_t>(task.model->parameter_count()));
+  info.set_memory_bytes(task.model->memory_bytes());
+  info.set_shared_memory_bytes(registry_.store().shared_bytes());
+  info.set_precision(kernels::PrecisionName(task.model->precision()));
+  const auto& extracted = task.model->config().extracted;
+  if (extracted.has_value()) info.set_parent_digest(extracted->parent_digest);
+  info.set_ready(ready_.load() && !draining_.load());
+}
+
+grpc::Status TranslationServiceImpl::ListTasks(grpc::ServerContext* context,
+                                               const v1::ListTasksRequest* request,
+                                               v1::ListTasksResponse* response) {
+  for (const auto& task : registry_.List()) FillTaskInfo(*task, *response->add_tasks());
+  return grpc::Status::OK;
+}
+
+grpc::Status TranslationServiceImpl::GetTask(grpc::ServerContext* context,
+                                             const v1::GetTaskRequest* request,
+                                             v1::TaskInfo* response) {
+  if (request->task().empty()) {
+    return ToGrpcStatus(absl::InvalidArgumentError("task: empty; name a task such as en-de"));
+  }
+  std::shared_ptr<const LoadedTask> task = registry_.Find(request->task());
+  if (task == nullptr) {
+    return ToGrpcStatus(absl::NotFoundError(
+        absl::StrCat("task '", absl::CHexEscape(request->task().substr(0, 64)),
+                     "' is not served here; tasks: ", absl::StrJoin(registry_.TaskIds(), ", "))));
+  }
+  FillTaskInfo(*task, *response);
+  return grpc::Status::OK;
+}
+
+}  // namespace taskmoe::server

@@ -1,0 +1,123 @@
+// Request validation.
+#include "server/validation.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace taskmoe::server {
+
+int64_t CountUtf8Chars(absl::string_view text, size_t* error_offset) {
+  int64_t chars = 0;
+  size_t i = 0;
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  while (i < text.size()) {
+    const unsigned char c = s[i];
+    int length = 0;
+    uint32_t code = 0;
+    if (c < 0x80) {
+      length = 1;
+      code = c;
+    } else if ((c & 0xE0) == 0xC0) {
+      length = 2;
+      code = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      length = 3;
+      code = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      length = 4;
+      code = c & 0x07;
+    } else {
+      *error_offset = i;
+      return -1;
+    }
+    if (i + length > text.size()) {
+      *error_offset = i;
+      return -1;
+    }
+    for (int k = 1; k < length; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) {
+        *error_offset = i;
+        return -1;
+      }
+      code = (code << 6) | (s[i + k] & 0x3F);
+    }
+    static constexpr uint32_t kMinimum[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < kMinimum[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) {
+      *error_offset = i;
+      return -1;
+    }
+    i += length;
+    ++chars;
+  }
+  return chars;
+}
+
+absl::Status CheckText(absl::string_view text, absl::string_view field,
+                       const RequestLimits& limits) {
+  if (text.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": empty text; send non-empty text"));
+  }
+  // A cheap bound first, so a huge text is refused without scanning it.
+  if (text.size() > static_cast<size_t>(limits.max_text_chars) * 4) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", text.size(),
+                                                   " bytes, more than the limit of ",
+                                                   limits.max_text_chars, " characters"));
+  }
+  size_t offset = 0;
+  const int64_t chars = CountUtf8Chars(text, &offset);
+  if (chars < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": not valid UTF-8 (bad byte sequence at byte ", offset, ")"));
+  }
+  if (chars > limits.max_text_chars) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": ", chars, " characters, more than the limit of ", limits.max_text_chars));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRequestId(absl::string_view request_id, const RequestLimits& limits) {
+  if (request_id.size() > static_cast<size_t>(limits.max_request_id_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id: ", request_id.size(),
+                                                   " bytes, more than the limit of ",
+                                                   limits.max_request_id_bytes));
+  }
+  for (char c : request_id) {
+    if (c < 0x20 || c > 0x7E) {
+      return absl::InvalidArgumentError(
+          "request_id: only printable ASCII characters are allowed (it is logged)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DecodeSettings> ResolveDecodeOptions(const v1::DecodeOptions& options,
+                                                    const RequestLimits& limits) {
+  DecodeSettings s;
+  s.beam_size = options.beam_size() == 0 ? 1 : static_cast<int>(options.beam_size());
+  if (options.beam_size() > static_cast<uint32_t>(limits.max_beam_size)) {
+    return absl::InvalidArgumentError(absl::StrCat("options.beam_size: ", options.beam_size(),
+                                                   " is more than the server's limit of ",
+                                                   limits.max_beam_size));
+  }
+  if (options.max_output_tokens() > static_cast<uint32_t>(limits.max_output_tokens)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options.max_output_tokens: ", options.max_output_tokens(),
+                     " is more than the server's limit of ", limits.max_output_tokens));
+  }
+  s.max_output_tokens = options.max_output_tokens() == 0
+                            ? limits.max_output_tokens
+                            : static_cast<int>(options.max_output_tokens());
+  const float alpha = options.length_penalty();
+  if (!std::isfinite(alpha) || alpha < 0.0f || alpha > 10.0f) {
+    return absl::InvalidArgumentError(absl::StrCat("options.length_penalty: ", alpha,
+                                                   " is outside [0, 10] (0 means no penalty)"));
+  }
+  s.length_penalty = alpha;
+  s.max_output_ratio = limits.max_output_ratio;
+  s.max_output_offset = limits.max_output_offset;
+  return s;
+}
+
+}  // namespace taskmoe::server

@@ -1,0 +1,208 @@
+// Integration tests of the clients: taskmoe-client (the CLI) and the Python example, run as
+// processes against the real server on a repository of tiny random subnetworks. Their output
+// is compared with what a direct gRPC call returns.
+#include <grpcpp/client_context.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "taskmoe/v1/translation.grpc.pb.h"
+#include "tests/server/server_process.h"
+#include "tests/server/test_repository.h"
+
+namespace taskmoe::server::testing {
+namespace {
+
+struct CommandResult {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string ShellQuote(const std::string& arg) {
+  return absl::StrCat("'", absl::StrReplaceAll(arg, {{"'", "'\\''"}}), "'");
+}
+
+// Runs argv (through sh, arguments quoted) with `input` on stdin.
+CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& input = "") {
+  const std::string dir = MakeTempDir("client");
+  std::ofstream(dir + "/in") << input;
+  std::vector<std::string> quoted;
+  for (const std::string& a : argv) quoted.push_back(ShellQuote(a));
+  const std::string command =
+      absl::StrCat(absl::StrJoin(quoted, " "), " < ", dir, "/in > ", dir, "/out 2> ", dir, "/err");
+  const int status = std::system(command.c_str());
+  CommandResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = ReadAll(dir + "/out");
+  r.err = ReadAll(dir + "/err");
+  return r;
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    repository_ = MakeTempDir("repository");
+    ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
+  }
+
+  void StartServer(const std::vector<std::string>& flags) {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(repository_, flags);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  // The translations a direct Translate call returns, one per line.
+  std::string Expected(const std::vector<std::string>& texts, int max_output_tokens) {
+    auto stub = v1::TranslationService::NewStub(server_->channel());
+    v1::TranslateRequest request;
+    request.set_task("en-de");
+    for (const std::string& t : texts) request.add_texts(t);
+    request.mutable_options()->set_max_output_tokens(max_output_tokens);
+    v1::TranslateResponse response;
+    grpc::ClientContext context;
+    EXPECT_TRUE(stub->Translate(&context, request, &response).ok());
+    std::string lines;
+    for (const v1::Translation& t : response.translations())
+      absl::StrAppend(&lines, t.text(), "\n");
+    return lines;
+  }
+
+  std::vector<std::string> Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {TASKMOE_CLIENT_BINARY, "--target=" + server_->address()});
+    return args;
+  }
+
+  std::string repository_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+const std::vector<std::string> kTexts = {"Hello world.", "How are you today?", "Yes"};
+
+TEST_F(ClientTest, CliTranslatesStreamsAndDescribes) {
+  StartServer({"--max_output_tokens=16", "--enable_admin"});
+  const std::string expected = Expected(kTexts, 16);
+
+  CommandResult args = RunCommand(Cli({"--task=en-de", kTexts[0], kTexts[1], kTexts[2]}));
+  EXPECT_EQ(args.code, 0) << args.err;
+  EXPECT_EQ(args.out, expected);
+
+  // Stdin lines, one text per request, concurrently: order kept, blank lines kept.
+  CommandResult lines =
+      RunCommand(Cli({"--task=en-de", "--texts_per_request=1", "--concurrency=3", "--stats"}),
+                 absl::StrCat(kTexts[0], "\n\n", kTexts[1], "\n", kTexts[2], "\n"));
+  EXPECT_EQ(lines.code, 0) << lines.err;
+  const std::vector<std::string> want = absl::StrSplit(expected, '\n');
+  EXPECT_EQ(lines.out, absl::StrCat(want[0], "\n\n", want[1], "\n", want[2], "\n"));
+  EXPECT_NE(lines.err.find("stats: 3 texts in 3 requests"), std::string::npos) << lines.err;
+
+  CommandResult stream = RunCommand(Cli({"--task=en-de", "--stream", kTexts[0], kTexts[2]}));
+  EXPECT_EQ(stream.code, 0) << stream.err;
+  EXPECT_EQ(stream.out, absl::StrCat(want[0], "\n", want[2], "\n"));
+
+  CommandResult list = RunCommand(Cli({"--list_tasks"}));
+  EXPECT_EQ(list.code, 0) << list.err;
+  for (const std::string& task : RandomRepositoryTasks()) {
+    EXPECT_NE(list.out.find("\n" + task + " "), std::string::npos) << list.out;
+  }
+
+  CommandResult get = RunCommand(Cli({"--get_task=en-fr"}));
+  EXPECT_EQ(get.code, 0) << get.err;
+  EXPECT_NE(get.out.find("target_language: fr\n"), std::string::npos) << get.out;
+  EXPECT_NE(get.out.find("parent_digest: " + ParentDigest(1)), std::string::npos) << get.out;
+
+  for (const char* service : {"", "en-de", "taskmoe.v1.TranslationService"}) {
+    CommandResult health = RunCommand(Cli({"--health", service}));
+    EXPECT_EQ(health.code, 0) << service << ": " << health.err;
+    EXPECT_EQ(health.out, "SERVING\n") << service;
+  }
+
+  ASSERT_TRUE(WriteRandomTask(repository_, "en-de", 2).ok());
+  CommandResult reload = RunCommand(Cli({"--reload=en-de"}));
+  EXPECT_EQ(reload.code, 0) << reload.err;
+  EXPECT_EQ(reload.out.rfind("reloaded en-de: sha256:", 0), 0u) << reload.out;
+}
+
+TEST_F(ClientTest, CliReportsErrorsWithTheirCode) {
+  StartServer({"--max_output_tokens=16"});
+  CommandResult unknown = RunCommand(Cli({"--task=xx-yy", "Hello"}));
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_EQ(unknown.out, "");
+  EXPECT_NE(unknown.err.find("taskmoe-client: NOT_FOUND: task 'xx-yy' is not served here"),
+            std::string::npos)
+      << unknown.err;
+
+  CommandResult limit = RunCommand(Cli({"--task=en-de", "--max_output_tokens=17", "Hello"}));
+  EXPECT_EQ(limit.code, 1);
+  EXPECT_NE(limit.err.find("INVALID_ARGUMENT: options.max_output_tokens: 17"), std::string::npos)
+      << limit.err;
+
+  CommandResult health = RunCommand(Cli({"--health", "xx-yy"}));
+  EXPECT_EQ(health.code, 1);
+  EXPECT_NE(health.err.find("NOT_FOUND"), std::string::npos) << health.err;
+
+  CommandResult admin_off = RunCommand(Cli({"--reload=en-de"}));
+  EXPECT_EQ(admin_off.code, 1);
+  EXPECT_NE(admin_off.err.find("UNIMPLEMENTED"), std::string::npos) << admin_off.err;
+
+  CommandResult usage = RunCommand(Cli({"Hello"}));
+  EXPECT_EQ(usage.code, 2);
+  EXPECT_NE(usage.err.find("--task is required"), std::string::npos) << usage.err;
+
+  // Nothing listens on port 1 of loopback.
+  CommandResult down = RunCommand(
+      {TASKMOE_CLIENT_BINARY, "--target=127.0.0.1:1", "--deadline_ms=5000", "--list_tasks"});
+  EXPECT_EQ(down.code, 1);
+  EXPECT_NE(down.err.find("taskmoe-client: UNAVAILABLE: "), std::string::npos) << down.err;
+}
+
+TEST_F(ClientTest, PythonExample) {
+  if (std::system("/usr/bin/python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "python3-grpcio / python3-grpc-tools are not installed";
+  }
+  StartServer({"--max_output_tokens=16"});
+  const std::vector<std::string> python = {"/usr/bin/python3", TASKMOE_PYTHON_CLIENT,
+                                           "--target=" + server_->address()};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), python.begin(), python.end());
+    return args;
+  };
+  CommandResult translate = RunCommand(with({"--task=en-de", kTexts[0], kTexts[1], kTexts[2]}));
+  EXPECT_EQ(translate.code, 0) << translate.err;
+  const std::string expected = Expected(kTexts, 16);
+  EXPECT_EQ(translate.out, expected);
+
+  CommandResult stream = RunCommand(with({"--task=en-de", "--stream"}), kTexts[0] + "\n");
+  EXPECT_EQ(stream.code, 0) << stream.err;
+  EXPECT_EQ(stream.out, expected.substr(0, expected.find('\n') + 1));
+
+  CommandResult list = RunCommand(with({"--list_tasks"}));
+  EXPECT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find("fr-en\tfr->en\tsha256:"), std::string::npos) << list.out;
+
+  CommandResult health = RunCommand(with({"--health", "en-de"}));
+  EXPECT_EQ(health.out, "SERVING\n") << health.err;
+
+  CommandResult unknown = RunCommand(with({"--task=xx-yy", "Hi"}));
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_NE(unknown.err.find("python_client: NOT_FOUND: task 'xx-yy'"), std::string::npos)
+      << unknown.err;
+}
+
+}  // namespace
+}  // namespace taskmoe::server::testing

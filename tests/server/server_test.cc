@@ -1,0 +1,579 @@
+// Integration tests of taskmoe-server: the real binary on a loopback port, driven by a real
+// gRPC client, on a repository of tiny random subnetworks.
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "taskmoe/v1/translation.grpc.pb.h"
+#include "tests/server/server_process.h"
+#include "tests/server/test_repository.h"
+
+namespace taskmoe::server::testing {
+namespace {
+
+using v1::TranslateRequest;
+using v1::TranslateResponse;
+
+// Generous: a test that waits this long for success has found a bug, not a slow machine.
+constexpr int kLongDeadlineSeconds = 60;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    repository_ = MakeTempDir("repository");
+    ASSERT_FALSE(repository_.empty());
+    ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
+  }
+
+  std::unique_ptr<ServerProcess> StartServer(const std::vector<std::string>& flags = {}) {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(repository_, flags);
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? *std::move(server) : nullptr;
+  }
+
+  static void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  }
+
+  static grpc::Status Translate(ServerProcess& server, const TranslateRequest& request,
+                                TranslateResponse* response,
+                                absl::Duration timeout = absl::Seconds(kLongDeadlineSeconds)) {
+    auto stub = v1::TranslationService::NewStub(server.channel());
+    grpc::ClientContext context;
+    SetDeadline(context, timeout);
+    return stub->Translate(&context, request, response);
+  }
+
+  static TranslateRequest Request(const std::string& task, std::vector<std::string> texts,
+                                  int max_output_tokens = 0) {
+    TranslateRequest request;
+    request.set_task(task);
+    for (const std::string& t : texts) request.add_texts(t);
+    request.mutable_options()->set_max_output_tokens(max_output_tokens);
+    return request;
+  }
+
+  // Polls the metrics endpoint until `series` reaches `value` (true) or 30 s pass.
+  static bool WaitForMetric(ServerProcess& server, const std::string& series, double value) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < deadline) {
+      absl::StatusOr<std::string> text = ScrapeMetrics(server.metrics_port());
+      if (text.ok() && MetricValue(*text, series) >= value) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return false;
+  }
+
+  std::string repository_;
+};
+
+// Offline decoding of the same texts with taskmoe-translate.
+std::vector<std::string> TranslateOffline(const std::string& model_dir, const std::string& task,
+                                          const std::vector<std::string>& texts,
+                                          const std::string& extra_flags) {
+  const std::string dir = MakeTempDir("offline");
+  {
+    std::ofstream in(dir + "/in.txt");
+    for (const std::string& t : texts) in << t << "\n";
+  }
+  const std::string command =
+      absl::StrCat(TASKMOE_TRANSLATE_BINARY, " --model=", model_dir, " --task=", task, " ",
+                   extra_flags, " < ", dir, "/in.txt > ", dir, "/out.txt");
+  EXPECT_EQ(std::system(command.c_str()), 0) << command;
+  std::ifstream out(dir + "/out.txt");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(out, line);) lines.push_back(line);
+  return lines;
+}
+
+const std::vector<std::string> kTexts = {"Hello world.", "How are you today?",
+                                         "The quick brown fox jumps over the lazy dog.", "Yes"};
+
+TEST_F(ServerTest, TranslationsEqualOfflineTranslate) {
+  auto server = StartServer({"--max_output_tokens=24"});
+  ASSERT_NE(server, nullptr);
+  for (const std::string task : {"en-de", "fr-en"}) {
+    for (int beam : {1, 3}) {
+      TranslateRequest request = Request(task, kTexts);
+      request.mutable_options()->set_beam_size(beam);
+      request.mutable_options()->set_return_tokens(true);
+      request.set_request_id("parity-1");
+      TranslateResponse response;
+      const grpc::Status status = Translate(*server, request, &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      const std::vector<std::string> expected =
+          TranslateOffline(repository_ + "/" + task, task, kTexts,
+                           absl::StrCat("--max_output_tokens=24 --beam_size=", beam));
+      ASSERT_EQ(response.translations_size(), static_cast<int>(kTexts.size()));
+      ASSERT_EQ(expected.size(), kTexts.size());
+      int output_tokens = 0;
+      for (size_t i = 0; i < kTexts.size(); ++i) {
+        EXPECT_EQ(response.translations(i).text(), expected[i]) << task << " beam " << beam;
+        EXPECT_EQ(response.translations(i).token_ids_size(),
+                  response.translations(i).tokens_size());
+        output_tokens += response.translations(i).token_ids_size();
+      }
+      EXPECT_EQ(response.request_id(), "parity-1");
+      EXPECT_EQ(static_cast<int>(response.output_tokens()), output_tokens);
+      EXPECT_GT(response.input_tokens(), kTexts.size() * 2);
+      EXPECT_EQ(response.model_version().rfind("sha256:", 0), 0u);
+    }
+  }
+}
+
+TEST_F(ServerTest, ListTasksAndGetTask) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TranslationService::NewStub(server->channel());
+  grpc::ClientContext list_context;
+  v1::ListTasksResponse list;
+  ASSERT_TRUE(stub->ListTasks(&list_context, {}, &list).ok());
+  std::vector<std::string> ids;
+  for (const v1::TaskInfo& t : list.tasks()) {
+    ids.push_back(t.task());
+    EXPECT_TRUE(t.ready());
+    EXPECT_EQ(t.precision(), "f32");
+    EXPECT_GT(t.parameters(), 0u);
+    EXPECT_GT(t.memory_bytes(), 0u);
+    // The embeddings and attention layers of the subnetworks are the same bytes: kept once.
+    EXPECT_GT(t.shared_memory_bytes(), 0u);
+    EXPECT_EQ(t.parent_digest(), ParentDigest(1));
+  }
+  EXPECT_EQ(ids, RandomRepositoryTasks());
+
+  grpc::ClientContext get_context;
+  v1::GetTaskRequest get;
+  get.set_task("en-fr");
+  v1::TaskInfo info;
+  ASSERT_TRUE(stub->GetTask(&get_context, get, &info).ok());
+  EXPECT_EQ(info.source_language(), "en");
+  EXPECT_EQ(info.target_language(), "fr");
+
+  grpc::ClientContext unknown_context;
+  get.set_task("xx-yy");
+  const grpc::Status unknown = stub->GetTask(&unknown_context, get, &info);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(unknown.error_message().find("xx-yy"), std::string::npos);
+}
+
+struct BadInput {
+  std::string name;
+  TranslateRequest request;
+  grpc::StatusCode code;
+  std::string message_part;
+};
+
+TEST_F(ServerTest, BadInputsGetClearStatuses) {
+  auto server = StartServer({"--max_text_chars=50", "--max_texts_per_request=3",
+                             "--max_beam_size=4", "--max_output_tokens=16"});
+  ASSERT_NE(server, nullptr);
+  std::vector<BadInput> cases;
+  cases.push_back({"unknown task", Request("xx-yy", {"Hi"}), grpc::StatusCode::NOT_FOUND,
+                   "'xx-yy' is not served here; tasks: de-en, en-de, en-fr, fr-en"});
+  cases.push_back(
+      {"empty task", Request("", {"Hi"}), grpc::StatusCode::INVALID_ARGUMENT, "task: empty"});
+  cases.push_back({"no texts", Request("en-de", {}), grpc::StatusCode::INVALID_ARGUMENT,
+                   "texts: no text given"});
+  cases.push_back({"empty text", Request("en-de", {"Hi", ""}), grpc::StatusCode::INVALID_ARGUMENT,
+                   "texts[1]: empty text"});
+  cases.push_back({"invalid UTF-8", Request("en-de", {"Hi", "ab\xff\xfe"}),
+                   grpc::StatusCode::INVALID_ARGUMENT,
+                   "texts[1]: not valid UTF-8 (bad byte sequence at byte 2)"});
+  cases.push_back({"overlong UTF-8", Request("en-de", {"\xc0\xaf"}),
+                   grpc::StatusCode::INVALID_ARGUMENT, "texts[0]: not valid UTF-8"});
+  cases.push_back({"too long", Request("en-de", {std::string(51, 'a')}),
+                   grpc::StatusCode::INVALID_ARGUMENT,
+                   "texts[0]: 51 characters, more than the limit of 50"});
+  cases.push_back({"huge", Request("en-de", {std::string(1 << 20, 'a')}),
+                   grpc::StatusCode::INVALID_ARGUMENT, "texts[0]: 1048576 bytes"});
+  cases.push_back({"too many texts", Request("en-de", {"a", "b", "c", "d"}),
+                   grpc::StatusCode::INVALID_ARGUMENT, "texts: 4 texts, more than the limit of 3"});
+  TranslateRequest beam = Request("en-de", {"Hi"});
+  beam.mutable_options()->set_beam_size(5);
+  cases.push_back({"beam", beam, grpc::StatusCode::INVALID_ARGUMENT,
+                   "options.beam_size: 5 is more than the server's limit of 4"});
+  cases.push_back({"output tokens", Request("en-de", {"Hi"}, 17),
+                   grpc::StatusCode::INVALID_ARGUMENT,
+                   "options.max_output_tokens: 17 is more than the server's limit of 16"});
+  TranslateRequest penalty = Request("en-de", {"Hi"});
+  penalty.mutable_options()->set_length_penalty(-1);
+  cases.push_back(
+      {"penalty", penalty, grpc::StatusCode::INVALID_ARGUMENT, "options.length_penalty"});
+  penalty.mutable_options()->set_length_penalty(std::numeric_limits<float>::quiet_NaN());
+  cases.push_back(
+      {"NaN penalty", penalty, grpc::StatusCode::INVALID_ARGUMENT, "options.length_penalty"});
+  TranslateRequest id = Request("en-de", {"Hi"});
+  id.set_request_id("a\nb");
+  cases.push_back({"request id", id, grpc::StatusCode::INVALID_ARGUMENT, "request_id:"});
+
+  for (const BadInput& c : cases) {
+    TranslateResponse response;
+    const grpc::Status status = Translate(*server, c.request, &response);
+    EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
+    EXPECT_NE(status.error_message().find(c.message_part), std::string::npos)
+        << c.name << ": " << status.error_message();
+  }
+
+  // The stream has its own fields.
+  auto stub = v1::TranslationService::NewStub(server->channel());
+  for (auto [text, beam_size, part] :
+       {std::tuple<std::string, int, std::string>{"", 1, "text: empty text"},
+        {"\xed\xa0\x80", 1, "text: not valid UTF-8"},
+        {"Hi", 2, "TranslateStream decodes greedily"}}) {
+    v1::TranslateStreamRequest request;
+    request.set_task("en-de");
+    request.set_text(text);
+    request.mutable_options()->set_beam_size(beam_size);
+    grpc::ClientContext context;
+    SetDeadline(context, absl::Seconds(kLongDeadlineSeconds));
+    auto reader = stub->TranslateStream(&context, request);
+    v1::TranslateStreamResponse message;
+    while (reader->Read(&message)) {
+    }
+    const grpc::Status status = reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << part;
+    EXPECT_NE(status.error_message().find(part), std::string::npos) << status.error_message();
+  }
+  // The server is still fine after all of that.
+  TranslateResponse response;
+  EXPECT_TRUE(Translate(*server, Request("en-de", {"Hi"}), &response).ok());
+}
+
+TEST_F(ServerTest, StreamSendsTokensThenTheWholeTranslation) {
+  auto server = StartServer({"--max_output_tokens=20"});
+  ASSERT_NE(server, nullptr);
+  TranslateResponse unary;
+  ASSERT_TRUE(Translate(*server, Request("en-de", {kTexts[2]}), &unary).ok());
+
+  auto stub = v1::TranslationService::NewStub(server->channel());
+  v1::TranslateStreamRequest request;
+  request.set_task("en-de");
+  request.set_text(kTexts[2]);
+  grpc::ClientContext context;
+  SetDeadline(context, absl::Seconds(kLongDeadlineSeconds));
+  auto reader = stub->TranslateStream(&context, request);
+  v1::TranslateStreamResponse message;
+  std::string deltas, final_text;
+  int tokens = 0, done = 0;
+  while (reader->Read(&message)) {
+    if (message.done()) {
+      ++done;
+      final_text = message.text();
+    } else {
+      ++tokens;
+      deltas += message.text_delta();
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(done, 1);
+  EXPECT_GT(tokens, 0);
+  EXPECT_EQ(final_text, unary.translations(0).text());
+  EXPECT_EQ(deltas, final_text);
+}
+
+// A slow model on demand: every sentence decodes 400 steps of at least 10 ms.
+const std::vector<std::string> kSlowFlags = {"--debug_ignore_eos", "--debug_step_delay_ms=10",
+                                             "--max_output_tokens=400"};
+
+TEST_F(ServerTest, DeadlineStopsDecoding) {
+  auto server = StartServer(kSlowFlags);
+  ASSERT_NE(server, nullptr);
+  TranslateResponse response;
+  const absl::Time start = absl::Now();
+  const grpc::Status status =
+      Translate(*server, Request("en-de", {"Hello", "world"}), &response, absl::Milliseconds(300));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The server stops the decode at its next step (not after 4 s) and says so in its metrics.
+  EXPECT_TRUE(WaitForMetric(
+      *server,
+      R"(taskmoe_requests_total{code="DEADLINE_EXCEEDED",method="Translate",task="en-de"})", 1));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3.5));
+  // And is free for the next request.
+  EXPECT_TRUE(Translate(*server, Request("en-de", {"Hi"}, 3), &response).ok());
+}
+
+TEST_F(ServerTest, ClientCancellationStopsDecoding) {
+  auto server = StartServer(kSlowFlags);
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TranslationService::NewStub(server->channel());
+  grpc::ClientContext context;
+  SetDeadline(context, absl::Seconds(kLongDeadlineSeconds));
+  TranslateResponse response;
+  const absl::Time start = absl::Now();
+  std::thread canceller([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    context.TryCancel();
+  });
+  const grpc::Status status = stub->Translate(&context, Request("en-de", {"Hello"}), &response);
+  canceller.join();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitForMetric(
+      *server, R"(taskmoe_requests_total{code="CANCELLED",method="Translate",task="en-de"})", 1));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3.5));
+}
+
+TEST_F(ServerTest, FullQueueIsResourceExhausted) {
+  std::vector<std::string> flags = kSlowFlags;
+  flags.insert(flags.end(),
+               {"--max_queue_sentences=4", "--max_texts_per_request=4", "--max_batch_sentences=1"});
+  auto server = StartServer(flags);
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TranslationService::NewStub(server->channel());
+  // A (1 text) and B (3 texts) fill the queue whether or not A has started decoding.
+  grpc::ClientContext a_context, b_context;
+  TranslateResponse a_response, b_response;
+  auto a = std::async(std::launch::async, [&] {
+    return stub->Translate(&a_context, Request("en-de", {"a"}), &a_response);
+  });
+  auto b = std::async(std::launch::async, [&] {
+    return stub->Translate(&b_context, Request("en-de", {"b", "c", "d"}), &b_response);
+  });
+  // Once all four sentences are in (queued, or one decoding) nothing more fits.
+  ASSERT_TRUE(WaitForMetric(*server, R"(taskmoe_queue_depth{task="en-de"})", 3));
+  TranslateResponse response;
+  const grpc::Status full = Translate(*server, Request("en-de", {"e", "f"}), &response);
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(full.error_message().find("task en-de is overloaded"), std::string::npos)
+      << full.error_message();
+  // Another task's queue is separate: its request is queued (the one worker is busy with
+  // en-de), and runs once the en-de requests are cancelled.
+  TranslateResponse g_response;
+  auto g = std::async(std::launch::async,
+                      [&] { return Translate(*server, Request("de-en", {"g"}, 2), &g_response); });
+  EXPECT_TRUE(WaitForMetric(*server, R"(taskmoe_queue_depth{task="de-en"})", 1));
+  a_context.TryCancel();
+  b_context.TryCancel();
+  EXPECT_EQ(a.get().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(b.get().error_code(), grpc::StatusCode::CANCELLED);
+  const grpc::Status g_status = g.get();
+  EXPECT_TRUE(g_status.ok()) << g_status.error_message();
+}
+
+TEST_F(ServerTest, SigtermDrainsInFlightRequestsAndExitsZero) {
+  // 60 steps of >= 10 ms: in flight for at least 0.6 s.
+  auto server = StartServer({"--debug_ignore_eos", "--debug_step_delay_ms=10"});
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(HealthStatus(server->channel(), ""), "SERVING");
+  EXPECT_EQ(HealthStatus(server->channel(), "taskmoe.v1.TranslationService"), "SERVING");
+  EXPECT_EQ(HealthStatus(server->channel(), "en-de"), "SERVING");
+  EXPECT_EQ(HealthStatus(server->channel(), "xx-yy"),
+            absl::StrCat("error ", grpc::StatusCode::NOT_FOUND));
+
+  TranslateResponse in_flight_response;
+  auto in_flight = std::async(std::launch::async, [&] {
+    return Translate(*server, Request("en-de", {"Hello", "world"}, 60), &in_flight_response);
+  });
+  ASSERT_TRUE(WaitForMetric(*server, R"(taskmoe_inflight_requests{task="en-de"})", 1));
+  server->Signal(SIGTERM);
+  // Health turns NOT_SERVING and new work is refused while the request drains.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (HealthStatus(server->channel(), "") == "SERVING" && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(HealthStatus(server->channel(), "en-de"), "NOT_SERVING");
+  TranslateResponse refused;
+  const grpc::Status status = Translate(*server, Request("en-de", {"Hi"}), &refused);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+
+  const grpc::Status drained = in_flight.get();
+  EXPECT_TRUE(drained.ok()) << drained.error_message();
+  ASSERT_EQ(in_flight_response.translations_size(), 2);
+  EXPECT_EQ(in_flight_response.output_tokens(), 120u);
+  EXPECT_EQ(server->WaitExit(absl::Seconds(30)), 0) << server->Log();
+}
+
+TEST_F(ServerTest, SigtermCancelsWhatOutlivesTheGracePeriod) {
+  auto server = StartServer({"--debug_ignore_eos", "--debug_step_delay_ms=20",
+                             "--max_output_tokens=500", "--grace_period_s=1"});
+  ASSERT_NE(server, nullptr);
+  TranslateResponse response;
+  auto in_flight = std::async(std::launch::async, [&] {
+    return Translate(*server, Request("en-de", {"Hello"}), &response);
+  });
+  ASSERT_TRUE(WaitForMetric(*server, R"(taskmoe_inflight_requests{task="en-de"})", 1));
+  const absl::Time start = absl::Now();
+  server->Signal(SIGTERM);
+  const grpc::Status status = in_flight.get();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_EQ(server->WaitExit(absl::Seconds(30)), 0) << server->Log();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(8));
+}
+
+TEST_F(ServerTest, ReloadUnderTrafficDropsNothing) {
+  auto server = StartServer({"--enable_admin", "--max_output_tokens=8"});
+  ASSERT_NE(server, nullptr);
+  auto admin = v1::AdminService::NewStub(server->channel());
+  auto reload = [&](const std::string& task, v1::ReloadTaskResponse* response) {
+    grpc::ClientContext context;
+    SetDeadline(context, absl::Seconds(kLongDeadlineSeconds));
+    v1::ReloadTaskRequest request;
+    request.set_task(task);
+    return admin->ReloadTask(&context, request, response);
+  };
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0};
+  std::vector<std::string> failures;
+  std::mutex mu;
+  std::set<std::string> versions;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 2; ++c) {
+    clients.emplace_back([&] {
+      while (!stop.load()) {
+        TranslateResponse response;
+        const grpc::Status status = Translate(*server, Request("en-de", kTexts), &response);
+        std::lock_guard<std::mutex> lock(mu);
+        if (status.ok()) {
+          ++ok;
+          versions.insert(response.model_version());
+        } else {
+          failures.push_back(status.error_message());
+        }
+      }
+    });
+  }
+  v1::ReloadTaskResponse first;
+  ASSERT_TRUE(WriteRandomTask(repository_, "en-de", 2).ok());
+  ASSERT_TRUE(reload("en-de", &first).ok());
+  EXPECT_NE(first.previous_version(), first.version());
+  absl::SleepFor(absl::Milliseconds(200));
+
+  // A corrupt new version (written by rename, as a deployment would) is refused.
+  const std::string weights = repository_ + "/en-de/model.safetensors";
+  {
+    std::ofstream bad(weights + ".new");
+    bad << "not a safetensors file";
+  }
+  std::filesystem::rename(weights + ".new", weights);
+  v1::ReloadTaskResponse refused;
+  const grpc::Status corrupt = reload("en-de", &refused);
+  EXPECT_EQ(corrupt.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(corrupt.error_message().find("still serving version " + first.version()),
+            std::string::npos)
+      << corrupt.error_message();
+  absl::SleepFor(absl::Milliseconds(200));
+
+  // Back to a good version.
+  ASSERT_TRUE(WriteRandomTask(repository_, "en-de", 3).ok());
+  v1::ReloadTaskResponse third;
+  ASSERT_TRUE(reload("en-de", &third).ok());
+  EXPECT_EQ(third.previous_version(), first.version());
+  absl::SleepFor(absl::Milliseconds(200));
+  stop.store(true);
+  for (std::thread& t : clients) t.join();
+
+  EXPECT_TRUE(failures.empty()) << absl::StrJoin(failures, "\n");
+  EXPECT_GT(ok.load(), 3);
+  EXPECT_TRUE(versions.count(first.version()) == 1) << absl::StrJoin(versions, ", ");
+  // The last version serves what offline decoding of its files gives.
+  TranslateResponse response;
+  ASSERT_TRUE(Translate(*server, Request("en-de", kTexts), &response).ok());
+  EXPECT_EQ(response.model_version(), third.version());
+  const std::vector<std::string> expected =
+      TranslateOffline(repository_ + "/en-de", "en-de", kTexts, "--max_output_tokens=8");
+  for (size_t i = 0; i < kTexts.size(); ++i) {
+    EXPECT_EQ(response.translations(i).text(), expected[i]);
+  }
+  absl::StatusOr<std::string> metrics = ScrapeMetrics(server->metrics_port());
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(MetricValue(*metrics, R"(taskmoe_model_load_failures_total{task="en-de"})"), 1);
+
+  v1::ReloadTaskResponse unused;
+  EXPECT_EQ(reload("xx-yy", &unused).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(reload("../etc", &unused).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(reload("", &unused).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServerTest, AdminServiceIsOffByDefault) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto admin = v1::AdminService::NewStub(server->channel());
+  grpc::ClientContext context;
+  v1::ReloadTaskRequest request;
+  request.set_task("en-de");
+  v1::ReloadTaskResponse response;
+  EXPECT_EQ(admin->ReloadTask(&context, request, &response).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST_F(ServerTest, MetricsPassPromtool) {
+  auto server = StartServer({"--max_output_tokens=8"});
+  ASSERT_NE(server, nullptr);
+  TranslateResponse response;
+  ASSERT_TRUE(Translate(*server, Request("en-de", kTexts), &response).ok());
+  EXPECT_EQ(Translate(*server, Request("xx-yy", kTexts), &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  absl::StatusOr<std::string> metrics = ScrapeMetrics(server->metrics_port());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  for (const char* series :
+       {R"(taskmoe_requests_total{code="OK",method="Translate",task="en-de"})",
+        R"(taskmoe_requests_total{code="NOT_FOUND",method="Translate",task=""})",
+        R"(taskmoe_request_duration_seconds_count{task="en-de"})",
+        R"(taskmoe_queue_duration_seconds_count{task="en-de"})",
+        R"(taskmoe_time_to_first_token_seconds_count{task="en-de"})",
+        R"(taskmoe_batch_size_count{task="en-de"})", R"(taskmoe_batch_tokens_count{task="en-de"})",
+        R"(taskmoe_input_tokens_total{task="en-de"})",
+        R"(taskmoe_model_memory_bytes{task="fr-en"})",
+        R"(taskmoe_weight_store_bytes{kind="shared"})", "process_resident_memory_bytes",
+        "process_cpu_seconds_total"}) {
+    EXPECT_GT(MetricValue(*metrics, series), 0) << series;
+  }
+  EXPECT_NE(metrics->find("taskmoe_model_info{precision=\"f32\",task=\"en-de\",version=\"sha256:"),
+            std::string::npos);
+  const std::string file = MakeTempDir("metrics") + "/scrape.txt";
+  std::ofstream(file) << *metrics;
+  const std::string command = absl::StrCat("promtool check metrics < ", file, " 2>&1");
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[512];
+  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+  const int status = pclose(pipe);
+  EXPECT_EQ(status, 0) << "promtool (Debian package prometheus; tools/setup.sh test installs "
+                          "it) says:\n"
+                       << output;
+}
+
+TEST(ServerStartup, RefusesBadFlagsAndBadRepositories) {
+  ExitResult no_repository = RunServerToExit({}, absl::Seconds(60));
+  EXPECT_EQ(no_repository.code, 2);
+  EXPECT_NE(no_repository.log.find("--model_repository is required"), std::string::npos);
+
+  ExitResult bad_flag = RunServerToExit(
+      {"--model_repository=/nonexistent", "--max_batch_sentences=0"}, absl::Seconds(60));
+  EXPECT_EQ(bad_flag.code, 2);
+  EXPECT_NE(bad_flag.log.find("--max_batch_sentences must be >= 1"), std::string::npos);
+
+  const std::string common = "--port=0";
+  ExitResult missing = RunServerToExit(
+      {"--model_repository=/nonexistent/repo", common, "--metrics_port=-1"}, absl::Seconds(60));
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.log.find("/nonexistent/repo is not a directory"), std::string::npos)
+      << missing.log;
+
+  // One corrupt task: the server refuses to start and names it.
+  const std::string repository = MakeTempDir("corrupt");
+  ASSERT_TRUE(WriteRandomRepository(repository, 1).ok());
+  std::ofstream(repository + "/fr-en/config.json") << "{ not json";
+  ExitResult corrupt = RunServerToExit(
+      {"--model_repository=" + repository, common, "--metrics_port=-1"}, absl::Seconds(60));
+  EXPECT_EQ(corrupt.code, 1);
+  EXPECT_NE(corrupt.log.find("task fr-en:"), std::string::npos) << corrupt.log;
+}
+
+}  // namespace
+}  // namespace taskmoe::server::testing

@@ -1,0 +1,31 @@
+// Model repositories of tiny random TaskMoE subnetworks for the server's tests: the real
+// SentencePiece vocabulary of the demo model (so tokenisation is real) and random weights
+// (so translations are junk, but deterministic junk that offline decoding must reproduce).
+#ifndef TASKMOE_TESTS_SERVER_TEST_REPOSITORY_H_
+#define TASKMOE_TESTS_SERVER_TEST_REPOSITORY_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace taskmoe::server::testing {
+
+// The parent digest recorded in the subnetworks of the random model of `seed`.
+std::string ParentDigest(uint64_t seed);
+
+// The tasks WriteRandomRepository writes: en<->de and en<->fr.
+std::vector<std::string> RandomRepositoryTasks();
+
+// Writes one subdirectory per task, extracted from a random TaskMoE model made from `seed`.
+absl::Status WriteRandomRepository(const std::string& dir, uint64_t seed);
+// Rewrites one task's subdirectory from the model of `seed` (a new version of it).
+absl::Status WriteRandomTask(const std::string& dir, const std::string& task, uint64_t seed);
+
+// A fresh empty directory under the test temp dir.
+std::string MakeTempDir(const std::string& name);
+
+}  // namespace taskmoe::server::testing
+
+#endif  // TASKMOE_TESTS_SERVER_TEST_REPOSITORY_H_

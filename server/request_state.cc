@@ -8,12 +8,14 @@
 namespace taskmoe::server {
 
 RequestState::RequestState(std::shared_ptr<const LoadedTask> task, DecodeSettings settings,
-                           std::vector<std::vector<int32_t>> sources, absl::Time deadline)
+                           std::vector<std::vector<int32_t>> sources, absl::Time deadline,
+                           bool streams_tokens)
     : task_(std::move(task)),
       settings_(settings),
       sources_(std::move(sources)),
       received_(absl::Now()),
       deadline_(deadline),
+      streams_tokens_(streams_tokens),
       results_(sources_.size()),
       remaining_(static_cast<int>(sources_.size())) {}
 
@@ -34,7 +36,8 @@ absl::Status RequestState::StopStatus() const {
 void RequestState::AddToken(int sentence, int32_t token) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!first_token_.has_value()) first_token_ = absl::Now();
-  if (sentence == 0) {
+  // Unary requests keep no tokens: a token nobody takes would keep Wait() from sleeping.
+  if (streams_tokens_ && sentence == 0) {
     new_tokens_.push_back(token);
     changed_.notify_all();
   }

@@ -34,8 +34,10 @@ struct DecodeSettings {
 
 class RequestState {
  public:
+  // `streams_tokens`: the handler takes tokens as they come (TranslateStream). Otherwise
+  // tokens only mark the time to first token, and Wait() wakes when every sentence is done.
   RequestState(std::shared_ptr<const LoadedTask> task, DecodeSettings settings,
-               std::vector<std::vector<int32_t>> sources, absl::Time deadline);
+               std::vector<std::vector<int32_t>> sources, absl::Time deadline, bool streams_tokens);
   RequestState(const RequestState&) = delete;
   RequestState& operator=(const RequestState&) = delete;
 
@@ -60,8 +62,8 @@ class RequestState {
 
   // --- Handler side.
   void Cancel();
-  // Waits until every sentence is done, new tokens arrived, or `timeout` passed. Returns true
-  // once every sentence is done.
+  // Waits until every sentence is done, new tokens arrived (streams_tokens only), or
+  // `timeout` passed. Returns true once every sentence is done.
   bool Wait(absl::Duration timeout);
   bool done() const;
   // Tokens of sentence 0 decoded since the last call (TranslateStream has one sentence).
@@ -77,6 +79,7 @@ class RequestState {
   const std::vector<std::vector<int32_t>> sources_;
   const absl::Time received_;
   const absl::Time deadline_;
+  const bool streams_tokens_;
   std::atomic<bool> cancelled_{false};
 
   mutable std::mutex mu_;

@@ -114,7 +114,8 @@ absl::StatusOr<std::shared_ptr<RequestState>> TranslationServiceImpl::Admit(
     return absl::DeadlineExceededError("the deadline passed before the request was queued");
   }
   auto state =
-      std::make_shared<RequestState>(std::move(task), *settings, std::move(sources), deadline);
+      std::make_shared<RequestState>(std::move(task), *settings, std::move(sources), deadline,
+                                     /*streams_tokens=*/stream);
   if (absl::Status s = scheduler_.Enqueue(state); !s.ok()) return s;
   return state;
 }

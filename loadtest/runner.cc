@@ -2,6 +2,7 @@
 // answers arrive on the transport's threads and only touch the shared state below.
 #include "loadtest/runner.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -40,8 +41,9 @@ RunResult RunLoad(const RunConfig& config, Caller& caller, Workload& workload, L
   const Clock::time_point start = Clock::now();
   const Clock::time_point measure_start = start + absl::ToChronoNanoseconds(config.warmup);
   const bool timed = config.duration > absl::ZeroDuration();
-  const Clock::time_point stop =
-      timed ? measure_start + absl::ToChronoNanoseconds(config.duration) : Clock::time_point{};
+  const auto duration = absl::ToChronoNanoseconds(config.duration);
+  Clock::time_point stop = timed ? measure_start + duration : Clock::time_point{};
+  bool measuring = false;
   PoissonSchedule schedule(config.rate, config.seed);
   int64_t offered = 0;  // measured requests sent or skipped
 
@@ -50,9 +52,11 @@ RunResult RunLoad(const RunConfig& config, Caller& caller, Workload& workload, L
     if (config.loop == Loop::kClosed) {
       std::unique_lock lock(shared->mu);
       auto has_room = [&] { return shared->inflight < config.concurrency; };
-      if (timed) {
+      if (timed && measuring) {
         if (!shared->answered.wait_until(lock, stop, has_room)) break;
       } else {
+        // Warm-up requests are waited for whatever their length (each is bounded by its
+        // deadline): measuring starts once one of them is answered.
         shared->answered.wait(lock, has_room);
       }
       now = Clock::now();
@@ -64,8 +68,14 @@ RunResult RunLoad(const RunConfig& config, Caller& caller, Workload& workload, L
       std::this_thread::sleep_until(arrival);
       now = Clock::now();
     }
-    if (timed && now >= stop) break;
+    if (timed && measuring && now >= stop) break;
     const bool measured = now >= measure_start;
+    if (measured && !measuring) {
+      measuring = true;
+      // Closed loop: the measured time starts with the first measured request, which may be
+      // well after the warm-up period when warm-up requests are long (a batch of 512).
+      if (timed && config.loop == Loop::kClosed) stop = std::max(stop, now + duration);
+    }
     if (measured) {
       ++offered;
       if (live != nullptr) live->measuring = true;

@@ -4,7 +4,9 @@
 // are counted as skipped, so a stalled server cannot make the client grow without bound).
 // Both send for `warmup` first (not measured), then measure until `duration` has passed or
 // `requests` have been offered, whichever comes first, then wait for the answers in flight
-// (each bounded by its deadline): every run ends by itself.
+// (each bounded by its deadline): every run ends by itself. In the closed loop the measured
+// `duration` starts with the first measured request: when warm-up requests outlast the
+// warm-up period, measuring starts once one of them is answered.
 #ifndef TASKMOE_LOADTEST_RUNNER_H_
 #define TASKMOE_LOADTEST_RUNNER_H_
 

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <mutex>
 #include <thread>
 
@@ -192,6 +194,32 @@ TEST(RunLoadTest, WarmupRequestsAreNotMeasured) {
   EXPECT_GE(result.warmup_requests, 1);
   EXPECT_EQ(caller.calls_, 10 + result.warmup_requests);
   for (const Sample& s : result.samples) EXPECT_GE(s.start_s, 0);
+}
+
+TEST(RunLoadTest, LongWarmupRequestStillLeavesAMeasuredDuration) {
+  // The one warm-up request is answered only after warm-up and duration have both passed
+  // (a batch of 512 at the paper shape); the measured duration then starts with the next
+  // request instead of being over already.
+  HoldingCaller caller;
+  Workload workload = TestWorkload();
+  std::atomic<bool> done{false};
+  std::thread releaser([&] {
+    while (caller.held() == 0) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    while (!done) {
+      caller.Release();
+      std::this_thread::yield();
+    }
+  });
+  const RunResult result = RunLoad({.loop = Loop::kClosed,
+                                    .concurrency = 1,
+                                    .duration = absl::Milliseconds(20),
+                                    .warmup = absl::Milliseconds(1)},
+                                   caller, workload);
+  done = true;
+  releaser.join();
+  EXPECT_EQ(result.warmup_requests, 1);
+  EXPECT_GE(result.samples.size(), 1u);
 }
 
 TEST(RunLoadTest, NoBoundMeansNoRun) {

@@ -7,7 +7,8 @@
 # of B texts at a time, so B is the batch the engine decodes).
 #
 # Usage: tools/paper-experiment.sh [--batches 1,8,32,128,512] [--output_tokens 32]
-#          [--requests 3] [--words 20] [--precision f32] [--threads N] [--out DIR]
+#          [--seconds 10] [--words 20] [--precision f32] [--threads N] [--experts 32]
+#          [--out DIR]
 # Writes DIR (default build/paper-experiment): one JSON report per model, table.md (tokens/s
 # per batch size, ratios to TokenMoE, peaks), throughput.svg and machine.txt.
 set -euo pipefail
@@ -15,19 +16,21 @@ cd "$(dirname "$0")/.."
 
 batches=1,8,32,128,512
 output_tokens=32
-requests=3
+seconds=10
 words=20
 precision=f32
 threads=$(nproc)
+experts=32
 out=build/paper-experiment
 while (($# > 0)); do
   case "$1" in
     --batches) batches=$2 ;;
     --output_tokens) output_tokens=$2 ;;
-    --requests) requests=$2 ;;
+    --seconds) seconds=$2 ;;
     --words) words=$2 ;;
     --precision) precision=$2 ;;
     --threads) threads=$2 ;;
+    --experts) experts=$2 ;;
     --out) out=$2 ;;
     *)
       echo "paper-experiment: unknown argument $1 (see the header of $0)" >&2
@@ -51,8 +54,9 @@ mkdir -p "$out"
   lscpu | grep -E '^(Model name|CPU\(s\)|Thread\(s\) per core|L3 cache|Flags)' |
     sed -E 's/^(Flags:).*/\1 '"$(grep -o -w -E 'avx512f|avx512_bf16|avx512_vnni|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')"'/'
   echo "memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
-  echo "threads: $threads, precision: $precision, output tokens: $output_tokens (forced)," \
-    "source: $words synthetic words, batches: $batches, measured requests per batch: $requests"
+  echo "experts per MoE layer: $experts (top-2), threads: $threads, precision: $precision," \
+    "output tokens: $output_tokens (forced)," \
+    "source: $words synthetic words, batches: $batches, measured seconds per batch: $seconds"
 } >"$out/machine.txt"
 cat "$out/machine.txt"
 
@@ -67,15 +71,18 @@ stop_server() {
 trap stop_server EXIT
 
 # name:kind of taskmoe-make-model. The TaskMoE subnetwork is what the extractor leaves of a
-# task (top-2 experts, router gone); TokenMoE keeps all 32 experts and routes every token.
+# task (top-2 experts, router gone); TokenMoE keeps all its experts and routes every token.
 for model in dense:dense taskmoe-subnetwork:taskmoe tokenmoe:tokenmoe; do
   name=${model%%:*}
   kind=${model#*:}
   repository="$out/models/$name"
-  if [[ ! -f "$repository/$task/config.json" ]]; then
+  # Rebuilt when missing or made with another number of experts.
+  made_with=$(cat "$repository/.experts" 2>/dev/null || true)
+  if [[ ! -f "$repository/$task/config.json" || "$made_with" != "$experts" ]]; then
     rm -rf "$repository"
-    "$bin/tools/taskmoe-make-model" --kind="$kind" --shape=wmt --spm="$spm" --tasks="$task" \
-      --out="$repository"
+    "$bin/tools/taskmoe-make-model" --kind="$kind" --shape=wmt --experts="$experts" --spm="$spm" \
+      --tasks="$task" --out="$repository"
+    echo "$experts" >"$repository/.experts"
   fi
 
   port_file="$out/$name.ports"
@@ -105,10 +112,12 @@ for model in dense:dense taskmoe-subnetwork:taskmoe tokenmoe:tokenmoe; do
 
   echo "paper-experiment: $name on $target"
   # --warmup=1ms: the first request of each batch size is a warm-up (it builds the oneDNN
-  # primitives for the new shapes) and is left out; the next $requests are measured.
+  # primitives for the new shapes) and is left out. Requests are then sent one after another
+  # for $seconds s; the one running at the end finishes and counts (at the largest batches
+  # a single request takes longer than that, and is the measurement).
   "$bin/loadtest/taskmoe-loadtest" --target="$target" --label="$name" --tasks="$task" \
-    --loop=closed --concurrency=1 --sweep="batch:$batches" --requests="$requests" \
-    --duration=0s --warmup=1ms --timeout=30m --synthetic_words="$words" \
+    --loop=closed --concurrency=1 --sweep="batch:$batches" --requests=0 \
+    --duration="${seconds}s" --warmup=1ms --timeout=30m --synthetic_words="$words" \
     --max_output_tokens="$output_tokens" --json="$out/$name.json" --plot="$out/$name.svg"
   stop_server
 done
@@ -116,7 +125,7 @@ done
 "$bin/loadtest/taskmoe-loadtest" \
   --compare="dense=$out/dense.json,taskmoe-subnetwork=$out/taskmoe-subnetwork.json,tokenmoe=$out/tokenmoe.json" \
   --compare_baseline=tokenmoe --markdown="$out/table.md" --plot="$out/throughput.svg" \
-  --title="Generated tokens/s by batch size (WMT shape, $precision, $threads threads)"
+  --title="Generated tokens/s by batch size (WMT shape, $experts experts, $precision, $threads threads)"
 echo
 cat "$out/table.md"
 echo "paper-experiment: wrote $out/table.md, $out/throughput.svg and $out/machine.txt"

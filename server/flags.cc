@@ -22,7 +22,8 @@ ABSL_FLAG(int, metrics_port, kDefaults.metrics_port,
           "Port of the Prometheus metrics endpoint, served at /metrics (0: any free port, -1: "
           "off)");
 ABSL_FLAG(std::string, port_file, "",
-          "If set, write 'grpc_port=N' and 'metrics_port=M' lines here once the ports are bound");
+          "If set, write 'grpc_port=N' and 'metrics_port=M' lines (and 'admin_port=A' with "
+          "--admin_port) here once the ports are bound");
 ABSL_FLAG(std::string, precision, "f32", "Weight precision: f32, bf16 or int8");
 ABSL_FLAG(int, threads, kDefaults.threads,
           "Compute threads per batch (0: OMP_NUM_THREADS, else all cores)");
@@ -52,6 +53,20 @@ ABSL_FLAG(int, max_concurrent_rpcs, kDefaults.max_concurrent_rpcs,
           "Threads serving RPCs; calls beyond them are refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(bool, enable_admin, kDefaults.enable_admin,
           "Serve taskmoe.v1.AdminService (ReloadTask) on the gRPC port");
+ABSL_FLAG(int, admin_port, kDefaults.admin_port,
+          "With --enable_admin: serve AdminService on this port of --admin_host instead of the "
+          "gRPC port (0: any free port; -1: on the gRPC port)");
+ABSL_FLAG(std::string, admin_host, kDefaults.admin_host,
+          "Address of --admin_port (default loopback only)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain: serve gRPC over TLS (with --tls_key_file); empty: plaintext");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle: require client certificates signed by it (mutual TLS)");
+ABSL_FLAG(int, max_request_bytes, kDefaults.max_request_bytes,
+          "Largest request message in bytes; larger ones are refused with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_concurrent_streams, kDefaults.max_concurrent_streams,
+          "Concurrent calls per client connection");
 ABSL_FLAG(int, grace_period_s, static_cast<int>(absl::ToInt64Seconds(kDefaults.grace_period)),
           "On SIGTERM/SIGINT: how long in-flight requests may take to finish before they are "
           "cancelled");
@@ -83,6 +98,13 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.threads = absl::GetFlag(FLAGS_threads);
   o.max_concurrent_rpcs = absl::GetFlag(FLAGS_max_concurrent_rpcs);
   o.enable_admin = absl::GetFlag(FLAGS_enable_admin);
+  o.admin_port = absl::GetFlag(FLAGS_admin_port);
+  o.admin_host = absl::GetFlag(FLAGS_admin_host);
+  o.tls.cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  o.tls.key_file = absl::GetFlag(FLAGS_tls_key_file);
+  o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  o.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  o.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   o.grace_period = absl::Seconds(absl::GetFlag(FLAGS_grace_period_s));
   o.batching.workers = absl::GetFlag(FLAGS_workers);
   o.batching.max_batch_sentences = absl::GetFlag(FLAGS_max_batch_sentences);

@@ -25,11 +25,12 @@ using taskmoe::server::Log;
 using taskmoe::server::LogLevel;
 
 // Written to a temporary name and renamed, so a reader never sees half a file.
-bool WritePortFile(const std::string& path, int grpc_port, int metrics_port) {
+bool WritePortFile(const std::string& path, int grpc_port, int metrics_port, int admin_port) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << "grpc_port=" << grpc_port << "\nmetrics_port=" << metrics_port << "\n";
+    if (admin_port >= 0) out << "admin_port=" << admin_port << "\n";
     if (!out.good()) return false;
   }
   std::error_code ec;
@@ -81,7 +82,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!options->port_file.empty() &&
-      !WritePortFile(options->port_file, (*server)->grpc_port(), (*server)->metrics_port())) {
+      !WritePortFile(options->port_file, (*server)->grpc_port(), (*server)->metrics_port(),
+                     (*server)->admin_port())) {
     Log(LogLevel::kError, absl::StrCat("cannot write --port_file ", options->port_file));
     return 1;
   }

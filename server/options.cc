@@ -25,6 +25,21 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--metrics_port must be -1 (off) or in [0, 65535], got ", o.metrics_port));
   }
+  if (o.admin_port < -1 || o.admin_port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--admin_port must be -1 (the gRPC port) or in [0, 65535], got ", o.admin_port));
+  }
+  if (o.admin_port >= 0 && !o.enable_admin) {
+    return absl::InvalidArgumentError("--admin_port is set but --enable_admin is not");
+  }
+  if (o.tls.cert_file.empty() != o.tls.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert_file and --tls_key_file go together: give both or neither");
+  }
+  if (!o.tls.client_ca_file.empty() && o.tls.cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_client_ca_file (mutual TLS) needs --tls_cert_file and --tls_key_file");
+  }
   const BatchingOptions& b = o.batching;
   const RequestLimits& l = o.limits;
   for (absl::Status s :
@@ -36,7 +51,9 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
         AtLeast("max_text_chars", l.max_text_chars, 1),
         AtLeast("max_output_tokens", l.max_output_tokens, 1),
         AtLeast("max_beam_size", l.max_beam_size, 1),
-        AtLeast("max_output_offset", l.max_output_offset, 0)}) {
+        AtLeast("max_output_offset", l.max_output_offset, 0),
+        AtLeast("max_request_bytes", o.max_request_bytes, 1024),
+        AtLeast("max_concurrent_streams", o.max_concurrent_streams, 1)}) {
     if (!s.ok()) return s;
   }
   if (!(l.max_output_ratio >= 0.0f && l.max_output_ratio <= 100.0f)) {

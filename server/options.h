@@ -40,18 +40,38 @@ struct RequestLimits {
   int max_request_id_bytes = 128;
 };
 
+// Transport security of the gRPC ports (docs/api.md "Security"). No certificate: plaintext.
+struct TlsOptions {
+  std::string cert_file;       // PEM certificate chain of the server
+  std::string key_file;        // PEM private key of that certificate
+  std::string client_ca_file;  // PEM CA bundle: when set, clients must present a certificate
+                               // it signed (mutual TLS)
+};
+
 struct ServerOptions {
   std::string model_repository;
   std::string host = "0.0.0.0";
   int port = 8500;          // 0: any free port (see port_file)
   int metrics_port = 9464;  // 0: any free port; -1: no metrics endpoint
   std::string metrics_host = "0.0.0.0";
-  // When set, "grpc_port=N\nmetrics_port=M\n" is written here once the ports are bound.
+  // When set, "grpc_port=N\nmetrics_port=M\n" (and "admin_port=A\n" with its own port) is
+  // written here once the ports are bound.
   std::string port_file;
   kernels::Precision precision = kernels::Precision::kF32;
   int threads = 0;  // compute threads per batch; 0: OMP_NUM_THREADS or all cores
   int max_concurrent_rpcs = 512;
   bool enable_admin = false;
+  // Where AdminService is served when enable_admin: -1 on the gRPC port with the translation
+  // API; otherwise its own port (0: any free port) on admin_host, so that a network policy
+  // or the loopback address can keep it private.
+  int admin_port = -1;
+  std::string admin_host = "127.0.0.1";
+  TlsOptions tls;
+  // Largest request message accepted (bytes); larger ones fail with RESOURCE_EXHAUSTED before
+  // they are parsed.
+  int max_request_bytes = 4 << 20;
+  // Concurrent calls (HTTP/2 streams) per client connection.
+  int max_concurrent_streams = 100;
   absl::Duration grace_period = absl::Seconds(30);
   BatchingOptions batching;
   RequestLimits limits;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/log.h"
+#include "server/tls.h"
 
 namespace taskmoe::server {
 
@@ -40,11 +41,17 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
     self->metrics_port_ = ports.empty() ? options.metrics_port : ports.front();
   }
 
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(options.host, ":", options.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &self->grpc_port_);
+  builder.AddListeningPort(address, *credentials, &self->grpc_port_);
+  builder.SetMaxReceiveMessageSize(options.max_request_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   // Each call in flight holds a thread while it waits for its batch; bounding the threads
   // bounds memory, and calls beyond the bound get RESOURCE_EXHAUSTED from gRPC.
   grpc::ResourceQuota quota("taskmoe-server");
@@ -55,7 +62,22 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
     self->admin_ = std::make_unique<AdminServiceImpl>(
         self->registry_, self->metrics_,
         [raw = self.get()](const LoadedTask& task) { raw->OnTaskLoaded(task); });
-    builder.RegisterService(self->admin_.get());
+    if (options.admin_port < 0) {
+      builder.RegisterService(self->admin_.get());
+    } else {
+      // A server of its own: only AdminService, on its own address, same transport security.
+      grpc::ServerBuilder admin_builder;
+      const std::string admin_address = absl::StrCat(options.admin_host, ":", options.admin_port);
+      admin_builder.AddListeningPort(admin_address, *credentials, &self->admin_port_);
+      admin_builder.SetMaxReceiveMessageSize(options.max_request_bytes);
+      admin_builder.RegisterService(self->admin_.get());
+      self->admin_server_ = admin_builder.BuildAndStart();
+      if (self->admin_server_ == nullptr || self->admin_port_ == 0) {
+        return absl::UnavailableError(absl::StrCat("cannot listen on ", admin_address,
+                                                   " for --admin_port (in use, or not an "
+                                                   "address of this host)"));
+      }
+    }
   }
   self->server_ = builder.BuildAndStart();
   if (self->server_ == nullptr || self->grpc_port_ == 0) {
@@ -66,11 +88,16 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
   self->server_->GetHealthCheckService()->SetServingStatus(false);
   self->server_->GetHealthCheckService()->SetServingStatus("taskmoe.v1.TranslationService", false);
   Log(LogLevel::kInfo,
-      absl::StrCat("listening on ", options.host, ":", self->grpc_port_,
-                   self->metrics_port_ >= 0 ? absl::StrCat(", metrics on ", options.metrics_host,
-                                                           ":", self->metrics_port_, "/metrics")
-                                            : std::string(),
-                   options.enable_admin ? ", admin service on" : ", admin service off"));
+      absl::StrCat(
+          "listening on ", options.host, ":", self->grpc_port_,
+          self->metrics_port_ >= 0 ? absl::StrCat(", metrics on ", options.metrics_host, ":",
+                                                  self->metrics_port_, "/metrics")
+                                   : std::string(),
+          ", ", TransportName(options.tls),
+          !options.enable_admin ? ", admin service off"
+          : options.admin_port < 0
+              ? ", admin service on"
+              : absl::StrCat(", admin service on ", options.admin_host, ":", self->admin_port_)));
   return self;
 }
 
@@ -80,6 +107,7 @@ TaskmoeServer::~TaskmoeServer() {
     scheduler_.Stop();
     server_->Shutdown(std::chrono::system_clock::now());
   }
+  if (admin_server_ != nullptr) admin_server_->Shutdown(std::chrono::system_clock::now());
 }
 
 void TaskmoeServer::OnTaskLoaded(const LoadedTask& task) {
@@ -126,6 +154,7 @@ void TaskmoeServer::Shutdown() {
   scheduler_.Stop();
   // Only streams no translation owns are left (health Watch): end them promptly.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  if (admin_server_ != nullptr) admin_server_->Shutdown(std::chrono::system_clock::now());
   Log(LogLevel::kInfo,
       absl::StrCat("stopped after draining for ", absl::FormatDuration(absl::Now() - start)));
 }

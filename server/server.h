@@ -39,6 +39,7 @@ class TaskmoeServer {
 
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }
+  int admin_port() const { return admin_port_; }  // -1 unless AdminService has its own port
 
  private:
   explicit TaskmoeServer(const ServerOptions& options);
@@ -54,8 +55,10 @@ class TaskmoeServer {
   std::unique_ptr<AdminServiceImpl> admin_;
   int grpc_port_ = 0;
   int metrics_port_ = -1;
+  int admin_port_ = -1;
   bool shut_down_ = false;
   // Last: destroyed first, so no call reaches the services after they are gone.
+  std::unique_ptr<grpc::Server> admin_server_;  // only with --admin_port
   std::unique_ptr<grpc::Server> server_;
 };
 

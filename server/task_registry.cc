@@ -33,6 +33,29 @@ absl::StatusOr<std::string> DirectoryVersion(const std::string& dir) {
                       absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(out), 8)));
 }
 
+// Refuses a task directory, or one of its files, that resolves outside the repository: a
+// symlink must not turn the repository into a way to read any file the server can.
+absl::Status CheckInsideRepository(const std::string& repository, const std::string& dir) {
+  std::error_code ec;
+  const std::filesystem::path root = std::filesystem::canonical(repository, ec);
+  if (ec)
+    return absl::NotFoundError(absl::StrCat("model repository ", repository, ": ", ec.message()));
+  for (const char* name : {"", "config.json", "model.safetensors", "spm.model"}) {
+    const std::filesystem::path path =
+        *name == '\0' ? std::filesystem::path(dir) : std::filesystem::path(dir) / name;
+    const std::filesystem::path resolved = std::filesystem::canonical(path, ec);
+    if (ec) continue;  // missing: the loader says so
+    const auto [root_end, unused] =
+        std::mismatch(root.begin(), root.end(), resolved.begin(), resolved.end());
+    if (root_end != root.end()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          path.string(), " resolves to ", resolved.string(), ", outside the model repository ",
+          root.string(), " (symlinks may not leave it)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 bool IsValidTaskName(std::string_view task) {
@@ -60,6 +83,7 @@ TaskRegistry::TaskRegistry(std::string repository, kernels::Precision precision)
 absl::StatusOr<std::shared_ptr<const LoadedTask>> TaskRegistry::LoadTask(
     const std::string& task) const {
   const std::string dir = absl::StrCat(repository_, "/", task);
+  if (absl::Status s = CheckInsideRepository(repository_, dir); !s.ok()) return s;
   // The version is computed before loading, so a file replaced during the load gives a
   // version that matches neither and the next reload fixes it, rather than a stale one.
   absl::StatusOr<std::string> version = DirectoryVersion(dir);

@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <fstream>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,6 +33,14 @@ using v1::TranslationService;
 std::string Describe(const grpc::Status& status) {
   return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
                       ": ", status.error_message());
+}
+
+absl::StatusOr<std::string> ReadFile(const char* flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 int Fail(std::ostream& err, const grpc::Status& status) {
@@ -86,8 +96,8 @@ Inputs ReadInputs(const ClientCommand& command, std::istream& in) {
 }
 
 // Translate: the texts in requests of --texts_per_request, --concurrency of them at a time.
-int RunTranslate(const ClientCommand& command, std::istream& in, std::ostream& out,
-                 std::ostream& err) {
+int RunTranslate(const std::shared_ptr<grpc::Channel>& channel, const ClientCommand& command,
+                 std::istream& in, std::ostream& out, std::ostream& err) {
   const ClientFlags& flags = command.flags;
   const Inputs inputs = ReadInputs(command, in);
   const size_t per_request = static_cast<size_t>(flags.texts_per_request);
@@ -98,7 +108,6 @@ int RunTranslate(const ClientCommand& command, std::istream& in, std::ostream& o
   std::mutex error_mu;
   std::optional<grpc::Status> error;  // the first failure; later requests are not sent
 
-  auto channel = grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials());
   auto stub = TranslationService::NewStub(channel);
   const absl::Time start = absl::Now();
   auto worker = [&] {
@@ -115,6 +124,7 @@ int RunTranslate(const ClientCommand& command, std::istream& in, std::ostream& o
       for (size_t t = r * per_request; t < end; ++t) request.add_texts(inputs.texts[t]);
       grpc::ClientContext context;
       SetDeadline(flags, context);
+      context.AddMetadata(kTaskHeader, flags.task);
       const absl::Time sent = absl::Now();
       const grpc::Status status = stub->Translate(&context, request, &responses[r]);
       latencies[r] = absl::ToDoubleSeconds(absl::Now() - sent);
@@ -170,12 +180,11 @@ int RunTranslate(const ClientCommand& command, std::istream& in, std::ostream& o
 }
 
 // TranslateStream: one text at a time, its pieces printed as they arrive.
-int RunStream(const ClientCommand& command, std::istream& in, std::ostream& out,
-              std::ostream& err) {
+int RunStream(const std::shared_ptr<grpc::Channel>& channel, const ClientCommand& command,
+              std::istream& in, std::ostream& out, std::ostream& err) {
   const ClientFlags& flags = command.flags;
   const Inputs inputs = ReadInputs(command, in);
-  auto stub = TranslationService::NewStub(
-      grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials()));
+  auto stub = TranslationService::NewStub(channel);
   for (const std::optional<size_t>& t : inputs.line_to_text) {
     if (!t.has_value()) {
       out << "\n";
@@ -188,6 +197,7 @@ int RunStream(const ClientCommand& command, std::istream& in, std::ostream& out,
     *request.mutable_options() = DecodeOptionsOf(flags);
     grpc::ClientContext context;
     SetDeadline(flags, context);
+    context.AddMetadata(kTaskHeader, flags.task);
     auto reader = stub->TranslateStream(&context, request);
     std::string printed;
     v1::TranslateStreamResponse message;
@@ -228,9 +238,9 @@ void PrintTask(const v1::TaskInfo& t, std::ostream& out) {
       << "ready: " << (t.ready() ? "true" : "false") << "\n";
 }
 
-int RunListTasks(const ClientFlags& flags, std::ostream& out, std::ostream& err) {
-  auto stub = TranslationService::NewStub(
-      grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials()));
+int RunListTasks(const std::shared_ptr<grpc::Channel>& channel, const ClientFlags& flags,
+                 std::ostream& out, std::ostream& err) {
+  auto stub = TranslationService::NewStub(channel);
   grpc::ClientContext context;
   SetDeadline(flags, context);
   v1::ListTasksResponse response;
@@ -248,11 +258,12 @@ int RunListTasks(const ClientFlags& flags, std::ostream& out, std::ostream& err)
   return kExitOk;
 }
 
-int RunGetTask(const ClientFlags& flags, std::ostream& out, std::ostream& err) {
-  auto stub = TranslationService::NewStub(
-      grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials()));
+int RunGetTask(const std::shared_ptr<grpc::Channel>& channel, const ClientFlags& flags,
+               std::ostream& out, std::ostream& err) {
+  auto stub = TranslationService::NewStub(channel);
   grpc::ClientContext context;
   SetDeadline(flags, context);
+  context.AddMetadata(kTaskHeader, flags.get_task);
   v1::GetTaskRequest request;
   request.set_task(flags.get_task);
   v1::TaskInfo response;
@@ -262,9 +273,9 @@ int RunGetTask(const ClientFlags& flags, std::ostream& out, std::ostream& err) {
   return kExitOk;
 }
 
-int RunHealth(const ClientCommand& command, std::ostream& out, std::ostream& err) {
-  auto stub = grpc::health::v1::Health::NewStub(
-      grpc::CreateChannel(command.flags.target, grpc::InsecureChannelCredentials()));
+int RunHealth(const std::shared_ptr<grpc::Channel>& channel, const ClientCommand& command,
+              std::ostream& out, std::ostream& err) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
   SetDeadline(command.flags, context);
   grpc::health::v1::HealthCheckRequest request;
@@ -277,11 +288,12 @@ int RunHealth(const ClientCommand& command, std::ostream& out, std::ostream& err
                                                                              : kExitRpcFailed;
 }
 
-int RunReload(const ClientFlags& flags, std::ostream& out, std::ostream& err) {
-  auto stub = v1::AdminService::NewStub(
-      grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials()));
+int RunReload(const std::shared_ptr<grpc::Channel>& channel, const ClientFlags& flags,
+              std::ostream& out, std::ostream& err) {
+  auto stub = v1::AdminService::NewStub(channel);
   grpc::ClientContext context;
   SetDeadline(flags, context);
+  context.AddMetadata(kTaskHeader, flags.reload);
   v1::ReloadTaskRequest request;
   request.set_task(flags.reload);
   v1::ReloadTaskResponse response;
@@ -295,21 +307,50 @@ int RunReload(const ClientFlags& flags, std::ostream& out, std::ostream& err) {
 
 }  // namespace
 
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const ClientFlags& flags) {
+  const bool tls = flags.tls || !flags.tls_ca_file.empty() || !flags.tls_cert_file.empty();
+  if (!tls) return grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials());
+  grpc::SslCredentialsOptions options;
+  if (!flags.tls_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadFile("tls_ca_file", flags.tls_ca_file);
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *std::move(ca);
+  }
+  if (!flags.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadFile("tls_cert_file", flags.tls_cert_file);
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadFile("tls_key_file", flags.tls_key_file);
+    if (!key.ok()) return key.status();
+    options.pem_cert_chain = *std::move(cert);
+    options.pem_private_key = *std::move(key);
+  }
+  grpc::ChannelArguments arguments;
+  if (!flags.tls_server_name.empty()) {
+    arguments.SetSslTargetNameOverride(flags.tls_server_name);
+  }
+  return grpc::CreateCustomChannel(flags.target, grpc::SslCredentials(options), arguments);
+}
+
 int RunClient(const ClientCommand& command, std::istream& in, std::ostream& out,
               std::ostream& err) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = OpenChannel(command.flags);
+  if (!channel.ok()) {
+    err << "taskmoe-client: " << channel.status().message() << "\n";
+    return kExitUsage;
+  }
   switch (command.mode) {
     case ClientMode::kTranslate:
-      return RunTranslate(command, in, out, err);
+      return RunTranslate(*channel, command, in, out, err);
     case ClientMode::kStream:
-      return RunStream(command, in, out, err);
+      return RunStream(*channel, command, in, out, err);
     case ClientMode::kListTasks:
-      return RunListTasks(command.flags, out, err);
+      return RunListTasks(*channel, command.flags, out, err);
     case ClientMode::kGetTask:
-      return RunGetTask(command.flags, out, err);
+      return RunGetTask(*channel, command.flags, out, err);
     case ClientMode::kHealth:
-      return RunHealth(command, out, err);
+      return RunHealth(*channel, command, out, err);
     case ClientMode::kReload:
-      return RunReload(command.flags, out, err);
+      return RunReload(*channel, command.flags, out, err);
   }
   return kExitUsage;
 }

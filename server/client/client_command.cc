@@ -21,6 +21,10 @@ absl::StatusOr<ClientCommand> MakeClientCommand(const ClientFlags& flags,
                                                 std::vector<std::string> args) {
   ClientCommand command;
   command.flags = flags;
+  if (flags.tls_cert_file.empty() != flags.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert_file and --tls_key_file go together: give both or neither");
+  }
   if (flags.target.empty()) {
     return absl::InvalidArgumentError("--target is empty; give host:port, e.g. localhost:8500");
   }

@@ -29,6 +29,12 @@ struct ClientFlags {
   std::string get_task;
   bool health = false;
   std::string reload;
+  // Transport security: TLS when `tls` or any file is given. No CA file: the system's roots.
+  bool tls = false;
+  std::string tls_ca_file;
+  std::string tls_cert_file;  // client certificate, for mutual TLS (with tls_key_file)
+  std::string tls_key_file;
+  std::string tls_server_name;  // name to verify instead of the target's host
 };
 
 enum class ClientMode { kTranslate, kStream, kListTasks, kGetTask, kHealth, kReload };

@@ -43,6 +43,13 @@ ABSL_FLAG(int, concurrency, kDefaults.concurrency,
 ABSL_FLAG(bool, stats, false,
           "After translating, print to stderr: texts/s, output tokens/s and request latency "
           "percentiles");
+ABSL_FLAG(bool, tls, false, "Connect over TLS, verifying the server with the system's CAs");
+ABSL_FLAG(std::string, tls_ca_file, "", "PEM CA bundle to verify the server with (implies --tls)");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM client certificate for mutual TLS (with --tls_key_file; implies --tls)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name to verify in the server's certificate instead of the --target host");
 ABSL_FLAG(bool, list_tasks, false, "List the server's tasks (ListTasks)");
 ABSL_FLAG(std::string, get_task, "", "Describe this task (GetTask)");
 ABSL_FLAG(bool, health, false,
@@ -85,6 +92,11 @@ int main(int argc, char** argv) {
   flags.get_task = absl::GetFlag(FLAGS_get_task);
   flags.health = absl::GetFlag(FLAGS_health);
   flags.reload = absl::GetFlag(FLAGS_reload);
+  flags.tls = absl::GetFlag(FLAGS_tls);
+  flags.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  flags.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  flags.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  flags.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
   absl::StatusOr<taskmoe::client::ClientCommand> command = taskmoe::client::MakeClientCommand(
       flags, std::vector<std::string>(positional.begin() + 1, positional.end()));
   if (!command.ok()) {

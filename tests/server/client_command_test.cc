@@ -70,6 +70,11 @@ TEST(ClientCommand, RefusesBadFlagsNamingThem) {
   EXPECT_NE(ErrorOf(flags).find("--target is empty"), std::string::npos);
 
   flags = Translating();
+  flags.tls_cert_file = "client.pem";
+  EXPECT_NE(ErrorOf(flags, {"Hi"}).find("--tls_cert_file and --tls_key_file go together"),
+            std::string::npos);
+
+  flags = Translating();
   flags.list_tasks = true;
   flags.health = true;
   EXPECT_NE(ErrorOf(flags).find("--list_tasks and --health cannot be combined"), std::string::npos);

@@ -63,7 +63,9 @@ int WaitPid(pid_t pid, absl::Duration timeout) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
-    const std::string& repository, const std::vector<std::string>& flags, absl::Duration timeout) {
+    const std::string& repository, const std::vector<std::string>& flags, absl::Duration timeout,
+    std::shared_ptr<grpc::ChannelCredentials> credentials,
+    const grpc::ChannelArguments& channel_arguments) {
   std::unique_ptr<ServerProcess> p(new ServerProcess());
   p->dir_ = MakeTempDir("server");
   p->log_path_ = p->dir_ + "/server.log";
@@ -87,6 +89,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
       if (kv.first == "metrics_port" && !absl::SimpleAtoi(kv.second, &p->metrics_port_)) {
         p->metrics_port_ = -1;
       }
+      if (kv.first == "admin_port" && !absl::SimpleAtoi(kv.second, &p->admin_port_)) {
+        p->admin_port_ = -1;
+      }
     }
     if (grpc_port != 0) break;
     if (WaitPid(p->pid_, absl::ZeroDuration()) != -2) {
@@ -97,7 +102,8 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     absl::SleepFor(absl::Milliseconds(20));
   }
   p->address_ = absl::StrCat("127.0.0.1:", grpc_port);
-  p->channel_ = grpc::CreateChannel(p->address_, grpc::InsecureChannelCredentials());
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
+  p->channel_ = grpc::CreateCustomChannel(p->address_, credentials, channel_arguments);
   while (HealthStatus(p->channel_, "") != "SERVING") {
     if (WaitPid(p->pid_, absl::ZeroDuration()) != -2) {
       p->exited_ = true;

@@ -5,6 +5,8 @@
 #define TASKMOE_TESTS_SERVER_SERVER_PROCESS_H_
 
 #include <grpcpp/channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -20,13 +22,17 @@ class ServerProcess {
  public:
   // Starts the server on `repository` with extra flags, and waits until its overall health is
   // SERVING (or it exits, or `timeout` passes).
+  // `credentials` (default plaintext) and `channel_arguments` make channel().
   static absl::StatusOr<std::unique_ptr<ServerProcess>> Start(
       const std::string& repository, const std::vector<std::string>& flags,
-      absl::Duration timeout = absl::Seconds(120));
+      absl::Duration timeout = absl::Seconds(120),
+      std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
+      const grpc::ChannelArguments& channel_arguments = {});
   ~ServerProcess();  // SIGKILL if still running
 
   const std::string& address() const { return address_; }
   int metrics_port() const { return metrics_port_; }
+  int admin_port() const { return admin_port_; }  // -1 unless started with --admin_port
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   pid_t pid() const { return pid_; }
 
@@ -43,6 +49,7 @@ class ServerProcess {
   bool exited_ = false;
   std::string dir_, log_path_, address_;
   int metrics_port_ = -1;
+  int admin_port_ = -1;
   std::shared_ptr<grpc::Channel> channel_;
 };
 

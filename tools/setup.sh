@@ -17,10 +17,16 @@ build_packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   nlohmann-json3-dev
 )
-# prometheus: promtool checks a live metrics scrape; python3-grpcio/-grpc-tools: the Python
-# client example.
+# prometheus: promtool checks a live metrics scrape and deploy/prometheus, and the deploy
+# test runs the Prometheus server; python3-grpcio/-grpc-tools: the Python client example;
+# yamllint, python3-yaml and kubectl: tools/check-deploy.sh; openssl: the TLS tests make
+# their certificates.
 test_packages=(python3 python3-numpy python3-sentencepiece python3-torch gettext
-  prometheus python3-grpcio python3-grpc-tools)
+  prometheus python3-grpcio python3-grpc-tools yamllint python3-yaml openssl)
+# kubectl renders deploy/k8s. Debian's is in kubernetes-client; a kubectl that is already
+# installed (another package, or a newer release) is used as it is, since installing
+# kubernetes-client beside it would clash over /usr/bin/kubectl.
+if ! command -v kubectl >/dev/null 2>&1; then test_packages+=(kubernetes-client); fi
 
 profile="${1:-serve}"
 case "$profile" in

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test command of the README (and of CI): installs what the tests need, checks
-# formatting, builds Release and ASan+UBSan, and runs every test under both builds, then the
-# Python tests of the reference trainer.
+# formatting and the deployment files (tools/check-deploy.sh), builds Release and ASan+UBSan,
+# and runs every test under both builds, then the Python tests of the reference trainer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 
 tools/setup.sh test
 tools/check-format.sh
+tools/check-deploy.sh
 
 tools/build.sh Release -DTASKMOE_BUILD_TESTS=ON
 tools/build.sh Asan -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF

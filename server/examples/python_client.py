@@ -88,11 +88,16 @@ def main():
                 texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
                 options = pb2.DecodeOptions(beam_size=args.beam_size,
                                             max_output_tokens=args.max_output_tokens)
+                # The task in a header too, so that a gateway can route the call by task
+                # (docs/api.md, "Routing header").
+                metadata = (("x-taskmoe-task", args.task),)
                 if args.stream:
                     for text in texts:
                         request = pb2.TranslateStreamRequest(
                             task=args.task, text=text.encode("utf-8"), options=options)
-                        for message in stub.TranslateStream(request, timeout=args.deadline_s):
+                        replies = stub.TranslateStream(request, timeout=args.deadline_s,
+                                                       metadata=metadata)
+                        for message in replies:
                             if not message.done:
                                 print(message.text_delta, end="", flush=True)
                         print()
@@ -102,7 +107,7 @@ def main():
                 request = pb2.TranslateRequest(task=args.task,
                                                texts=[t.encode("utf-8") for t in texts],
                                                options=options)
-                reply = stub.Translate(request, timeout=args.deadline_s)
+                reply = stub.Translate(request, timeout=args.deadline_s, metadata=metadata)
                 for translation in reply.translations:
                     print(translation.text)
                 return 0

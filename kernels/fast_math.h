@@ -11,7 +11,8 @@
 namespace taskmoe::kernels {
 
 // exp(x) with relative error below 2e-7 for x in [-87, 88] (tests check it against std::exp).
-// Inputs below -87.3 give about 1e-38 instead of 0, which no softmax can tell apart.
+// Inputs below -87.3 give about 1e-38 instead of 0, which no softmax can tell apart; NaN gives
+// NaN.
 inline float FastExp(float x) {
   x = std::clamp(x, -87.3f, 88.7f);
   // exp(x) = 2^n * e^r with n = round(x / ln 2) and r = x - n ln 2 in [-0.35, 0.35]; ln 2
@@ -27,7 +28,10 @@ inline float FastExp(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const int32_t exponent = (static_cast<int32_t>(n) + 127) << 23;
+  // std::clamp keeps a NaN x, so n is NaN too, and converting NaN to an integer is undefined
+  // (NaN logits come from a model whose weights hold NaN or overflow): give the exponent any
+  // defined value, the result is NaN through p anyway.
+  const int32_t exponent = (static_cast<int32_t>(std::isnan(n) ? 0.0f : n) + 127) << 23;
   return p * std::bit_cast<float>(exponent);
 }
 

@@ -20,9 +20,11 @@ void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q
     int8_t* out = q + r * cols;
     for (int64_t c = 0; c < cols; ++c) {
       // nearbyint rounds half to even under the default rounding mode; the clamp only
-      // catches the rounding of values a hair above max_abs.
+      // catches the rounding of values a hair above max_abs. NaN (a NaN input, or an infinite
+      // one times a zero inverse) has no int8 value and converting it is undefined: it
+      // becomes 0.
       const float v = std::nearbyint(row[c] * inverse);
-      out[c] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+      out[c] = static_cast<int8_t>(std::isnan(v) ? 0.0f : std::clamp(v, -127.0f, 127.0f));
     }
     scales[r] = scale;
   }

@@ -692,6 +692,11 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
   for (const auto& [value, field] : sizes) {
     if (absl::Status s = CheckSize(value, field); !s.ok()) return s;
   }
+  if (c.max_positions > kMaxPositionsLimit) {
+    return FieldError("max_positions", absl::StrCat("must be at most ", kMaxPositionsLimit,
+                                                    " (the loader tabulates every position), got ",
+                                                    c.max_positions));
+  }
   if (c.d_model % 2 != 0) {
     return FieldError("d_model",
                       absl::StrCat("must be even (sinusoidal positions), got ", c.d_model));

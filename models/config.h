@@ -120,6 +120,11 @@ struct ModelConfig {
   friend bool operator==(const ModelConfig&, const ModelConfig&) = default;
 };
 
+// The largest `max_positions` a config may declare. The loader builds the [max_positions,
+// d_model] table of position encodings whatever the weights hold, so without a bound a few
+// bytes of config could make it allocate gigabytes; sentence-level translation needs far fewer.
+inline constexpr int64_t kMaxPositionsLimit = 1 << 16;
+
 // Parses and validates config.json text. Every failure names the field and the problem.
 // Required: every field of the spec's example except `encoder_ffn_dims`, `decoder_ffn_dims`,
 // `moe`, `extracted` and `training`, for which a missing field means null (and, inside `moe`,

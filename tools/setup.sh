@@ -23,6 +23,10 @@ build_packages=(
 # their certificates.
 test_packages=(python3 python3-numpy python3-sentencepiece python3-torch gettext
   prometheus python3-grpcio python3-grpc-tools yamllint python3-yaml openssl)
+# tools/fuzz.sh (docs/fuzzing.md): clang, its libFuzzer and sanitizer runtimes (libclang-rt-dev,
+# which clang only recommends), its OpenMP runtime (libomp-dev) and llvm-symbolizer (llvm) for
+# readable crash reports.
+test_packages+=(clang libclang-rt-dev libomp-dev llvm)
 # kubectl renders deploy/k8s. Debian's is in kubernetes-client; a kubectl that is already
 # installed (another package, or a newer release) is used as it is, since installing
 # kubernetes-client beside it would clash over /usr/bin/kubectl.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README (and of CI): installs what the tests need, checks
 # formatting and the deployment files (tools/check-deploy.sh), builds Release and ASan+UBSan,
-# and runs every test under both builds, then the Python tests of the reference trainer.
+# and runs every test under both builds, fuzzes each libFuzzer target briefly
+# (tools/fuzz.sh), then runs the Python tests of the reference trainer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -20,6 +21,11 @@ ctest --test-dir build/release --output-on-failure -j 2
 echo "== ctest (ASan+UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/asan --output-on-failure -j 2
+
+# A short libFuzzer run of every fuzz target (clang, ASan+UBSan, build/fuzz; docs/fuzzing.md):
+# about 2 minutes of build from clean and 2 of fuzzing on 2 cores.
+echo "== fuzz (20 s per target)"
+tools/fuzz.sh 20
 
 if [[ -d models/training/tests ]]; then
   echo "== Python tests (models/training)"

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <numeric>
+#include <vector>
 
 #include "kernels/activation.h"
 #include "kernels/embedding.h"
@@ -202,6 +204,32 @@ TEST(FastExp, MatchesStdExpToSinglePrecision) {
   EXPECT_EQ(FastExp(0.0f), 1.0f);
   EXPECT_LT(FastExp(-1000.0f), 1e-37f);
   EXPECT_GE(FastExp(-1000.0f), 0.0f);
+}
+
+// Found by fuzz/model_load_fuzzer.cc (huge weights overflow to NaN logits): FastExp(NaN)
+// converted NaN to an integer, which is undefined (UBSan: float-cast-overflow).
+TEST(FastExp, NanGivesNan) {
+  EXPECT_TRUE(std::isnan(FastExp(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_EQ(FastExp(std::numeric_limits<float>::infinity()), FastExp(88.7f));
+  std::vector<float> row = {1.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f};
+  SoftmaxRow(row.data(), static_cast<int64_t>(row.size()));  // NaN in, NaN out, no UB
+  EXPECT_TRUE(std::isnan(row[1]));
+}
+
+// Found by fuzz/model_load_fuzzer.cc: int8 quantisation converted NaN (a NaN activation, or an
+// infinite one times the zero inverse scale) to int8, which is undefined. It now gives 0.
+TEST(QuantizeRowsSymmetric, NonFiniteValuesHaveADefinedResult) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const float x[] = {nan, 1.0f, -2.0f, inf, 1.0f, -inf};
+  int8_t q[6];
+  float scales[2];
+  QuantizeRowsSymmetric(x, 2, 3, q, scales);
+  EXPECT_EQ(q[0], 0);  // NaN
+  EXPECT_EQ(q[2], -127);
+  EXPECT_EQ(q[3], 0);  // inf * (1 / inf)
+  EXPECT_EQ(q[4], 0);
+  EXPECT_EQ(q[5], 0);
 }
 
 }  // namespace

@@ -415,6 +415,12 @@ INSTANTIATE_TEST_SUITE_P(
                   kMoe,
                   [](Json& j) { j["num_heads"] = uint64_t{1} << 63; },
                   {"num_heads"}},
+        // Found by fuzz/model_load_fuzzer.cc: a 4-wide model declaring 2^31-1 positions made
+        // the loader allocate a 32 GiB position table.
+        BadConfig{"HugeMaxPositions",
+                  kMoe,
+                  [](Json& j) { j["max_positions"] = kMaxPositionsLimit + 1; },
+                  {"max_positions", "at most 65536"}},
         BadConfig{"StringBool",
                   kMoe,
                   [](Json& j) { j["tie_embeddings"] = "yes"; },

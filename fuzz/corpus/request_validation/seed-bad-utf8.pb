@@ -1,0 +1,3 @@
+
+en-deok
+bad ÿ byteí €

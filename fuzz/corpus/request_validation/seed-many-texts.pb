@@ -1,0 +1,2 @@
+
+en-detttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttttt

@@ -1,0 +1,2 @@
+
+en-dex"tab	here

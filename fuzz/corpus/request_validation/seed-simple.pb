@@ -1,0 +1,2 @@
+
+en-deOpen the file."req-1

@@ -1,0 +1,174 @@
+// Fuzz target: request validation of the server (server/validation.h), on what a client can
+// send: the input parsed as a serialised taskmoe.v1.TranslateRequest and as a
+// TranslateStreamRequest, and the raw input as one text.
+//
+// Each request goes through the checks TranslationServiceImpl::Admit makes before anything is
+// queued, under the default limits and under tight ones: CheckRequestId, the text count,
+// ResolveDecodeOptions, then CheckText and, for an accepted text, the demo model's tokenizer
+// (EncodeSource), as Admit does. Beyond "no crash", the fuzzer checks that what passes really
+// is within the limits, that CheckText and CountUtf8Chars agree with the tokenizer's own UTF-8
+// decoder (models::ValidUtf8CharLength) on which texts are well formed and how many characters
+// they hold, and that a refusal names the field.
+// Seeds: fuzz/corpus/request_validation/ (serialised requests written by fuzz/make_seeds.py).
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "fuzz/fuzz_util.h"
+#include "google/protobuf/stubs/logging.h"
+#include "models/config.h"
+#include "models/tokenizer.h"
+#include "server/options.h"
+#include "server/validation.h"
+#include "taskmoe/v1/translation.pb.h"
+
+namespace taskmoe::fuzz {
+namespace {
+
+using server::RequestLimits;
+
+struct Context {
+  models::ModelConfig config;
+  std::shared_ptr<const models::Tokenizer> tokenizer;
+  RequestLimits limits[2];  // the server's defaults, and tight ones
+};
+
+const Context& GetContext() {
+  static const Context* const context = [] {
+    // A proto3 string field with invalid UTF-8 fails the parse with an ERROR log line per
+    // input; the refusal is what is tested, the log line only slows the fuzzer down.
+    google::protobuf::SetLogHandler(
+        +[](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+    auto* c = new Context;
+    const std::string dir = DemoModelDir();
+    absl::StatusOr<models::ModelConfig> config = models::LoadModelConfig(dir);
+    TASKMOE_FUZZ_CHECK(config.ok(), std::string(config.status().message()));
+    c->config = *std::move(config);
+    absl::StatusOr<std::shared_ptr<const models::Tokenizer>> tokenizer =
+        models::Tokenizer::Load(dir + "/spm.model", c->config);
+    TASKMOE_FUZZ_CHECK(tokenizer.ok(), std::string(tokenizer.status().message()));
+    c->tokenizer = *std::move(tokenizer);
+    RequestLimits& tight = c->limits[1];
+    tight.max_texts_per_request = 2;
+    tight.max_text_chars = 5;
+    tight.max_output_tokens = 1;
+    tight.max_beam_size = 1;
+    tight.max_request_id_bytes = 4;
+    return c;
+  }();
+  return *context;
+}
+
+// server/ takes absl::string_view, which Debian's Abseil does not alias to std::string_view.
+absl::string_view Absl(std::string_view text) { return {text.data(), text.size()}; }
+
+// Characters of `text` by the tokenizer's decoder, or -1 (and the offset of the first bad
+// sequence) when it is not well formed.
+int64_t ReferenceCount(std::string_view text, size_t* error_offset) {
+  int64_t chars = 0;
+  for (size_t i = 0; i < text.size(); ++chars) {
+    const int length = models::ValidUtf8CharLength(text.substr(i));
+    if (length == 0) {
+      *error_offset = i;
+      return -1;
+    }
+    i += static_cast<size_t>(length);
+  }
+  return chars;
+}
+
+void CheckOneText(const Context& context, const RequestLimits& limits, std::string_view text,
+                  const std::string& field, const models::TaskInfo& task) {
+  size_t offset = 0, reference_offset = 0;
+  const int64_t chars = server::CountUtf8Chars(Absl(text), &offset);
+  const int64_t reference = ReferenceCount(text, &reference_offset);
+  TASKMOE_FUZZ_CHECK(chars == reference, absl::StrCat("CountUtf8Chars says ", chars,
+                                                      ", the tokenizer's decoder ", reference));
+  if (chars < 0) {
+    TASKMOE_FUZZ_CHECK(offset == reference_offset,
+                       absl::StrCat("bad byte at ", offset, " or ", reference_offset));
+  }
+
+  const absl::Status status = server::CheckText(Absl(text), field, limits);
+  const bool acceptable = !text.empty() && chars >= 0 && chars <= limits.max_text_chars;
+  TASKMOE_FUZZ_CHECK(status.ok() == acceptable,
+                     absl::StrCat("CheckText: ", status.ToString(), " for ", chars, " chars"));
+  if (!status.ok()) {
+    TASKMOE_FUZZ_CHECK(absl::StartsWith(status.message(), field + ": "),
+                       std::string(status.message()));
+    return;
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = context.tokenizer->EncodeSource(text, task);
+  TASKMOE_FUZZ_CHECK(ids.ok(), std::string(ids.status().message()));
+  for (int32_t id : *ids) {
+    TASKMOE_FUZZ_CHECK(id >= 0 && id < context.tokenizer->vocab_size(), absl::StrCat(id));
+  }
+}
+
+void CheckRequestId(const RequestLimits& limits, std::string_view request_id) {
+  const absl::Status status = server::CheckRequestId(Absl(request_id), limits);
+  bool acceptable = request_id.size() <= static_cast<size_t>(limits.max_request_id_bytes);
+  for (char c : request_id) acceptable = acceptable && c >= 0x20 && c <= 0x7E;
+  TASKMOE_FUZZ_CHECK(status.ok() == acceptable, status.ToString());
+  if (!status.ok()) {
+    TASKMOE_FUZZ_CHECK(absl::StartsWith(status.message(), "request_id: "), status.ToString());
+  }
+}
+
+void CheckOptions(const RequestLimits& limits, const v1::DecodeOptions& options) {
+  absl::StatusOr<server::DecodeSettings> settings = server::ResolveDecodeOptions(options, limits);
+  if (!settings.ok()) {
+    TASKMOE_FUZZ_CHECK(absl::StartsWith(settings.status().message(), "options."),
+                       settings.status().ToString());
+    return;
+  }
+  TASKMOE_FUZZ_CHECK(settings->beam_size >= 1 && settings->beam_size <= limits.max_beam_size,
+                     absl::StrCat("beam_size ", settings->beam_size));
+  TASKMOE_FUZZ_CHECK(
+      settings->max_output_tokens >= 1 && settings->max_output_tokens <= limits.max_output_tokens,
+      absl::StrCat("max_output_tokens ", settings->max_output_tokens));
+  TASKMOE_FUZZ_CHECK(settings->length_penalty >= 0.0f && settings->length_penalty <= 10.0f,
+                     absl::StrCat("length_penalty ", settings->length_penalty));
+}
+
+void Run(std::string_view input) {
+  const Context& context = GetContext();
+  const models::TaskInfo& task = context.config.tasks[input.size() % context.config.tasks.size()];
+
+  v1::TranslateRequest request;
+  const bool is_request = request.ParseFromArray(input.data(), static_cast<int>(input.size()));
+  v1::TranslateStreamRequest stream;
+  const bool is_stream = stream.ParseFromArray(input.data(), static_cast<int>(input.size()));
+
+  for (const RequestLimits& limits : context.limits) {
+    if (is_request) {
+      CheckRequestId(limits, request.request_id());
+      CheckOptions(limits, request.options());
+      // Admit refuses an empty or too long list before looking at any text; the texts of a
+      // refused list are checked anyway, bounded, for more coverage per input.
+      const int texts = std::min(request.texts_size(), limits.max_texts_per_request);
+      for (int i = 0; i < texts; ++i) {
+        CheckOneText(context, limits, request.texts(i), absl::StrCat("texts[", i, "]"), task);
+      }
+    }
+    if (is_stream) {
+      CheckRequestId(limits, stream.request_id());
+      CheckOptions(limits, stream.options());
+      CheckOneText(context, limits, stream.text(), "text", task);
+    }
+    CheckOneText(context, limits, input, "text", task);
+  }
+}
+
+}  // namespace
+}  // namespace taskmoe::fuzz
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  taskmoe::fuzz::Run(taskmoe::fuzz::AsText(data, size));
+  return 0;
+}

@@ -1,0 +1,117 @@
+// Fuzz target: the tokenizer path of a request, with the demo model's spm.model (our own
+// SentencePiece reader, models/sentencepiece_*.h) and config.json, loaded once.
+//
+// The input is used twice. As text (any bytes: malformed UTF-8, NULs, control characters),
+// it is normalised and encoded (EncodePieces, EncodeSource for one of the model's tasks):
+// every id must be in the vocabulary and none a control piece, and decoding the ids back must
+// give valid UTF-8. As id sequences, it is decoded: little-endian int32s, in range or not,
+// through Tokenizer::Decode (out-of-range ids must be refused with a status), and uint16s
+// taken modulo the vocabulary size straight through SentencePieceModel::Decode; every text a
+// decode returns must be valid UTF-8, since the server puts it in protobuf string fields.
+// Seeds: fuzz/corpus/tokenizer/ (sentences in the demo's languages and edge cases).
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "fuzz/fuzz_util.h"
+#include "models/config.h"
+#include "models/sentencepiece_model.h"
+#include "models/tokenizer.h"
+
+namespace taskmoe::fuzz {
+namespace {
+
+struct Demo {
+  models::ModelConfig config;
+  std::shared_ptr<const models::Tokenizer> tokenizer;
+  std::unique_ptr<models::SentencePieceModel> spm;
+};
+
+const Demo& GetDemo() {
+  static const Demo* const demo = [] {
+    const std::string dir = DemoModelDir();
+    auto* d = new Demo;
+    absl::StatusOr<models::ModelConfig> config = models::LoadModelConfig(dir);
+    TASKMOE_FUZZ_CHECK(config.ok(), std::string(config.status().message()));
+    d->config = *std::move(config);
+    absl::StatusOr<std::shared_ptr<const models::Tokenizer>> tokenizer =
+        models::Tokenizer::Load(dir + "/spm.model", d->config);
+    TASKMOE_FUZZ_CHECK(tokenizer.ok(), std::string(tokenizer.status().message()));
+    d->tokenizer = *std::move(tokenizer);
+    absl::StatusOr<std::unique_ptr<models::SentencePieceModel>> spm =
+        models::SentencePieceModel::Load(dir + "/spm.model");
+    TASKMOE_FUZZ_CHECK(spm.ok(), std::string(spm.status().message()));
+    d->spm = *std::move(spm);
+    return d;
+  }();
+  return *demo;
+}
+
+void CheckText(const char* what, const std::string& text) {
+  TASKMOE_FUZZ_CHECK(IsValidUtf8(text),
+                     absl::StrCat(what, " is not valid UTF-8: ", absl::CHexEscape(text)));
+}
+
+void Run(std::string_view input) {
+  const Demo& demo = GetDemo();
+  const int vocab = demo.tokenizer->vocab_size();
+
+  // The input as text.
+  absl::StatusOr<std::vector<int32_t>> pieces = demo.tokenizer->EncodePieces(input);
+  TASKMOE_FUZZ_CHECK(pieces.ok(), std::string(pieces.status().message()));
+  for (int32_t id : *pieces) {
+    TASKMOE_FUZZ_CHECK(id >= 0 && id < vocab, absl::StrCat("encoded id ", id));
+    TASKMOE_FUZZ_CHECK(!demo.spm->IsControl(id), absl::StrCat("encoded control id ", id));
+  }
+  const models::TaskInfo& task = demo.config.tasks[input.size() % demo.config.tasks.size()];
+  absl::StatusOr<std::vector<int32_t>> source = demo.tokenizer->EncodeSource(input, task);
+  TASKMOE_FUZZ_CHECK(source.ok(), std::string(source.status().message()));
+  TASKMOE_FUZZ_CHECK(source->size() == pieces->size() + 2 &&
+                         source->front() == task.target_tag_id &&
+                         source->back() == demo.config.special_tokens.eos &&
+                         std::equal(pieces->begin(), pieces->end(), source->begin() + 1),
+                     "EncodeSource is not [tag] + EncodePieces + [eos]");
+  absl::StatusOr<std::string> text = demo.tokenizer->Decode(*pieces);
+  TASKMOE_FUZZ_CHECK(text.ok(), std::string(text.status().message()));
+  CheckText("the decoded encoding", *text);
+
+  // The input as int32 ids, any value.
+  std::vector<int32_t> ids(input.size() / sizeof(int32_t));
+  if (!ids.empty()) std::memcpy(ids.data(), input.data(), ids.size() * sizeof(int32_t));
+  bool in_range = true;
+  for (int32_t id : ids) {
+    in_range = in_range && id >= 0 && id < vocab;
+    if (id >= 0 && id < vocab) {
+      TASKMOE_FUZZ_CHECK(demo.tokenizer->IdToPiece(id) == demo.spm->IdToPiece(id), "IdToPiece");
+    } else {
+      TASKMOE_FUZZ_CHECK(demo.tokenizer->IdToPiece(id).empty(), absl::StrCat("piece of ", id));
+    }
+  }
+  text = demo.tokenizer->Decode(ids);
+  TASKMOE_FUZZ_CHECK(text.ok() == in_range,
+                     absl::StrCat("Decode of out-of-range ids: ", text.status().message()));
+  if (text.ok()) CheckText("a decoded id sequence", *text);
+
+  // The input as uint16 ids modulo the vocabulary: nearly every input decodes.
+  ids.resize(input.size() / sizeof(uint16_t));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    uint16_t raw = 0;
+    std::memcpy(&raw, input.data() + i * sizeof(raw), sizeof(raw));
+    ids[i] = static_cast<int32_t>(raw % vocab);
+  }
+  CheckText("a decoded id sequence", demo.spm->Decode(ids));
+}
+
+}  // namespace
+}  // namespace taskmoe::fuzz
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  taskmoe::fuzz::Run(taskmoe::fuzz::AsText(data, size));
+  return 0;
+}

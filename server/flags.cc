@@ -70,6 +70,9 @@ ABSL_FLAG(int, max_concurrent_streams, kDefaults.max_concurrent_streams,
 ABSL_FLAG(int, grace_period_s, static_cast<int>(absl::ToInt64Seconds(kDefaults.grace_period)),
           "On SIGTERM/SIGINT: how long in-flight requests may take to finish before they are "
           "cancelled");
+ABSL_FLAG(int, malloc_trim_interval_ms,
+          static_cast<int>(absl::ToInt64Milliseconds(kDefaults.malloc_trim_interval)),
+          "How often freed memory the allocator keeps is returned to the system (0: never)");
 ABSL_FLAG(std::string, log_level, "info",
           "debug (adds one line per request), info (one per event), warning or error");
 ABSL_FLAG(bool, debug_ignore_eos, false,
@@ -106,6 +109,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   o.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   o.grace_period = absl::Seconds(absl::GetFlag(FLAGS_grace_period_s));
+  o.malloc_trim_interval = absl::Milliseconds(absl::GetFlag(FLAGS_malloc_trim_interval_ms));
   o.batching.workers = absl::GetFlag(FLAGS_workers);
   o.batching.max_batch_sentences = absl::GetFlag(FLAGS_max_batch_sentences);
   o.batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);

@@ -67,9 +67,10 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
                      ") must not exceed --max_queue_sentences (", b.max_queue_sentences, ")"));
   }
   if (b.max_queue_delay < absl::ZeroDuration() || b.step_delay < absl::ZeroDuration() ||
-      o.grace_period < absl::ZeroDuration()) {
+      o.grace_period < absl::ZeroDuration() || o.malloc_trim_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "--max_queue_delay_ms, --grace_period_s and --debug_step_delay_ms must be >= 0");
+        "--max_queue_delay_ms, --grace_period_s, --malloc_trim_interval_ms and "
+        "--debug_step_delay_ms must be >= 0");
   }
   return absl::OkStatus();
 }

@@ -73,6 +73,9 @@ struct ServerOptions {
   // Concurrent calls (HTTP/2 streams) per client connection.
   int max_concurrent_streams = 100;
   absl::Duration grace_period = absl::Seconds(30);
+  // How often memory the allocator holds unused goes back to the system (server/memory_trimmer.h);
+  // zero: never.
+  absl::Duration malloc_trim_interval = absl::Seconds(5);
   BatchingOptions batching;
   RequestLimits limits;
 };

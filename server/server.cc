@@ -21,7 +21,8 @@ TaskmoeServer::TaskmoeServer(const ServerOptions& options)
       process_metrics_(std::make_shared<ProcessMetrics>()),
       registry_(options.model_repository, options.precision),
       scheduler_(options.batching, metrics_),
-      translation_(registry_, scheduler_, metrics_, options.limits) {}
+      translation_(registry_, scheduler_, metrics_, options.limits),
+      memory_trimmer_(options.malloc_trim_interval) {}
 
 absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const ServerOptions& options) {
   if (absl::Status s = ValidateServerOptions(options); !s.ok()) return s;

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/admin_service.h"
+#include "server/memory_trimmer.h"
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/process_metrics.h"
@@ -57,6 +58,7 @@ class TaskmoeServer {
   int metrics_port_ = -1;
   int admin_port_ = -1;
   bool shut_down_ = false;
+  MemoryTrimmer memory_trimmer_;
   // Last: destroyed first, so no call reaches the services after they are gone.
   std::unique_ptr<grpc::Server> admin_server_;  // only with --admin_port
   std::unique_ptr<grpc::Server> server_;

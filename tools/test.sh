@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README (and of CI): installs what the tests need, checks
 # formatting and the deployment files (tools/check-deploy.sh), builds Release and ASan+UBSan,
-# and runs every test under both builds, fuzzes each libFuzzer target briefly
+# and runs every test under both builds, the server's tests under ThreadSanitizer
+# (tools/tsan.sh), fuzzes each libFuzzer target briefly
 # (tools/fuzz.sh), then runs the Python tests of the reference trainer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,12 @@ ctest --test-dir build/release --output-on-failure -j 2
 echo "== ctest (ASan+UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/asan --output-on-failure -j 2
+
+# ThreadSanitizer over the server's tests (build/tsan: only the server and its tests, about
+# 2.5 min of build and 2 min of tests on 2 cores; tools/tsan.sh says how uninstrumented
+# libraries are handled).
+echo "== ThreadSanitizer (server tests)"
+tools/tsan.sh
 
 # A short libFuzzer run of every fuzz target (clang, ASan+UBSan, build/fuzz; docs/fuzzing.md):
 # about 2 minutes of build from clean and 2 of fuzzing on 2 cores.

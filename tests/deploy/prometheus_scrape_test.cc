@@ -5,13 +5,9 @@
 // every alerting rule must evaluate without error against the server's real series, and every
 // query of the Grafana dashboards in deploy/grafana must run.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -21,7 +17,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,80 +40,6 @@ namespace {
 // Every wait of this test is bounded by this (generous: reaching it means a bug, not a slow
 // machine; Prometheus scrapes and evaluates every second).
 constexpr absl::Duration kWait = absl::Seconds(60);
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// A child process with stdin from `stdin_path` (or /dev/null) and stdout and stderr into
-// `log_path`. It gets SIGKILL when this process dies, and from the destructor when it is
-// still running, so that no test outcome (failed assertion, crash) leaves it behind.
-class ChildProcess {
- public:
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(const std::vector<std::string>& argv,
-                                                             const std::string& log_path,
-                                                             const std::string& stdin_path = "") {
-    // Everything the child needs is prepared before fork: after it, only system calls.
-    std::vector<std::string> args = argv;
-    std::vector<char*> c_argv;
-    for (std::string& a : args) c_argv.push_back(a.data());
-    c_argv.push_back(nullptr);
-    const std::string in = stdin_path.empty() ? "/dev/null" : stdin_path;
-    const pid_t parent = getpid();
-    const pid_t pid = fork();
-    if (pid < 0) return absl::InternalError("fork failed");
-    if (pid == 0) {
-      if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
-      const int in_fd = open(in.c_str(), O_RDONLY | O_CLOEXEC);
-      const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (in_fd < 0 || log_fd < 0) _exit(127);
-      if (dup2(in_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) _exit(127);
-      execv(c_argv[0], c_argv.data());
-      _exit(127);
-    }
-    return std::unique_ptr<ChildProcess>(new ChildProcess(pid, log_path));
-  }
-
-  ~ChildProcess() {
-    if (!exited_) {
-      kill(pid_, SIGTERM);
-      if (!Wait(absl::Seconds(10)).has_value()) {
-        kill(pid_, SIGKILL);
-        Wait(absl::Seconds(10));
-      }
-    }
-  }
-
-  // The exit code once the process exits within `timeout` (-1: killed by a signal);
-  // nullopt when it is still running.
-  std::optional<int> Wait(absl::Duration timeout) {
-    if (exited_) return code_;
-    const absl::Time deadline = absl::Now() + timeout;
-    while (true) {
-      int status = 0;
-      const pid_t r = waitpid(pid_, &status, WNOHANG);
-      if (r == pid_ || r < 0) {
-        exited_ = true;
-        code_ = r == pid_ && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        return code_;
-      }
-      if (absl::Now() >= deadline) return std::nullopt;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-  }
-
-  std::string Log() const { return ReadFile(log_path_); }
-
- private:
-  ChildProcess(pid_t pid, std::string log_path) : pid_(pid), log_path_(std::move(log_path)) {}
-  pid_t pid_;
-  std::string log_path_;
-  bool exited_ = false;
-  int code_ = -1;
-};
 
 // A loopback TCP port that was free a moment ago (the kernel's choice for port 0).
 absl::StatusOr<int> FreePort() {
@@ -150,42 +71,6 @@ std::string UrlEncode(const std::string& s) {
   return out;
 }
 
-// GET http://127.0.0.1:<port><path>: the body of a 200 response.
-absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError("socket failed");
-  timeval timeout{.tv_sec = 10, .tv_usec = 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
-  }
-  // HTTP/1.0: the server closes the connection after the (unchunked) body.
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return absl::InternalError("write failed");
-  }
-  std::string response;
-  char buffer[4096];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, n);
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  if (response.rfind("HTTP/1.", 0) != 0 || body == std::string::npos) {
-    return absl::InternalError("bad HTTP response: " + response.substr(0, 200));
-  }
-  if (response.find(" 200 ") > response.find("\r\n")) {
-    return absl::UnavailableError("HTTP error: " + response.substr(0, response.find("\r\n")));
-  }
-  return response.substr(body + 4);
-}
-
 // Prometheus on loopback, scraping one metrics endpoint every second, with `rules_file`; its
 // configuration, storage and log in `dir`.
 class PrometheusProcess {
@@ -213,7 +98,7 @@ class PrometheusProcess {
     for (int attempt = 0; attempt < 5; ++attempt) {
       absl::StatusOr<int> port = FreePort();
       if (!port.ok()) return port.status();
-      absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Start(
+      absl::StatusOr<std::unique_ptr<ChildProcess>> child = ChildProcess::Spawn(
           {TASKMOE_PROMETHEUS_BINARY, "--config.file=" + config,
            absl::StrCat("--storage.tsdb.path=", dir, "/data-", attempt),
            absl::StrCat("--web.listen-address=127.0.0.1:", *port), "--log.level=warn"},
@@ -336,7 +221,7 @@ class PrometheusScrapeTest : public ::testing::Test {
                                      "--deadline_ms=30000"};
     argv.insert(argv.end(), args.begin(), args.end());
     absl::StatusOr<std::unique_ptr<ChildProcess>> client =
-        ChildProcess::Start(argv, dir + "/out", dir + "/in");
+        ChildProcess::Spawn(argv, dir + "/out", dir + "/in");
     if (!client.ok()) return {-1, client.status().ToString()};
     const std::optional<int> code = (*client)->Wait(kWait);
     return {code.value_or(-1), (*client)->Log()};

@@ -11,10 +11,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "tests/loadtest/subprocess.h"
+#include "tests/common/process.h"
 
 namespace taskmoe::loadtest::testing {
 namespace {
+
+using ::taskmoe::testing::CommandResult;
+using ::taskmoe::testing::RunCommand;
 
 struct BadCommand {
   std::vector<std::string> args;

@@ -15,10 +15,16 @@
 #include "absl/time/clock.h"
 #include "loadtest/grpc_caller.h"
 #include "nlohmann/json.hpp"
-#include "tests/loadtest/subprocess.h"
+#include "tests/common/process.h"
 
 namespace taskmoe::loadtest::testing {
 namespace {
+
+using ::taskmoe::testing::ChildProcess;
+using ::taskmoe::testing::CommandResult;
+using ::taskmoe::testing::MakeTempDir;
+using ::taskmoe::testing::ReadFile;
+using ::taskmoe::testing::RunCommand;
 
 using nlohmann::json;
 

@@ -19,13 +19,6 @@
 namespace taskmoe::server::testing {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // A CA, a server certificate for 127.0.0.1/localhost and a client certificate, both signed by
 // the CA, plus a second CA that signed nothing the server trusts.
 struct Certificates {

@@ -1,17 +1,9 @@
 // Child-process control of taskmoe-server for the integration tests.
 #include "tests/server/server_process.h"
 
-#include <arpa/inet.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -21,46 +13,6 @@
 #include "tests/server/test_repository.h"
 
 namespace taskmoe::server::testing {
-namespace {
-
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log_path) {
-  std::vector<char*> argv;
-  std::string binary = TASKMOE_SERVER_BINARY;
-  argv.push_back(binary.data());
-  std::vector<std::string> copy = args;
-  for (std::string& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    FILE* log = freopen(log_path.c_str(), "w", stderr);
-    if (log == nullptr) _exit(127);
-    execv(binary.c_str(), argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// Exit code of `pid` once it exits within `timeout`; -1 when killed by a signal; -2 on timeout.
-int WaitPid(pid_t pid, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (true) {
-    int status = 0;
-    const pid_t r = waitpid(pid, &status, WNOHANG);
-    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (r < 0) return -1;
-    if (absl::Now() >= deadline) return -2;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::string& repository, const std::vector<std::string>& flags, absl::Duration timeout,
@@ -78,8 +30,10 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
                                    "--port_file=" + port_file,
                                    "--threads=1"};
   args.insert(args.end(), flags.begin(), flags.end());
-  p->pid_ = Spawn(args, p->log_path_);
-  if (p->pid_ < 0) return absl::InternalError("fork failed");
+  args.insert(args.begin(), TASKMOE_SERVER_BINARY);
+  absl::StatusOr<std::unique_ptr<ChildProcess>> process = ChildProcess::Spawn(args, p->log_path_);
+  if (!process.ok()) return process.status();
+  p->process_ = *std::move(process);
   const absl::Time deadline = absl::Now() + timeout;
   int grpc_port = 0;
   while (grpc_port == 0) {
@@ -94,8 +48,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
       }
     }
     if (grpc_port != 0) break;
-    if (WaitPid(p->pid_, absl::ZeroDuration()) != -2) {
-      p->exited_ = true;
+    if (!p->process_->Running()) {
       return absl::InternalError(absl::StrCat("server exited at start:\n", p->Log()));
     }
     if (absl::Now() > deadline) return absl::DeadlineExceededError("no port file:\n" + p->Log());
@@ -105,8 +58,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
   p->channel_ = grpc::CreateCustomChannel(p->address_, credentials, channel_arguments);
   while (HealthStatus(p->channel_, "") != "SERVING") {
-    if (WaitPid(p->pid_, absl::ZeroDuration()) != -2) {
-      p->exited_ = true;
+    if (!p->process_->Running()) {
       return absl::InternalError(absl::StrCat("server exited while loading:\n", p->Log()));
     }
     if (absl::Now() > deadline) return absl::DeadlineExceededError("never SERVING:\n" + p->Log());
@@ -116,35 +68,22 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
 }
 
 ServerProcess::~ServerProcess() {
-  if (pid_ > 0 && !exited_) {
-    kill(pid_, SIGKILL);
-    WaitPid(pid_, absl::Seconds(30));
-  }
+  if (process_ == nullptr) return;
+  process_->Signal(SIGKILL);
+  process_->Wait(absl::Seconds(30));
 }
 
-void ServerProcess::Signal(int signal) {
-  if (!exited_) kill(pid_, signal);
-}
+void ServerProcess::Signal(int signal) { process_->Signal(signal); }
 
-int ServerProcess::WaitExit(absl::Duration timeout) {
-  const int code = WaitPid(pid_, timeout);
-  if (code != -2) exited_ = true;
-  return code < 0 ? -1 : code;
-}
+int ServerProcess::WaitExit(absl::Duration timeout) { return process_->Wait(timeout).value_or(-1); }
 
 std::string ServerProcess::Log() const { return ReadFile(log_path_); }
 
 ExitResult RunServerToExit(const std::vector<std::string>& args, absl::Duration timeout) {
-  const std::string log_path = MakeTempDir("exit") + "/server.log";
-  const pid_t pid = Spawn(args, log_path);
-  ExitResult result;
-  result.code = WaitPid(pid, timeout);
-  if (result.code == -2) {
-    kill(pid, SIGKILL);
-    WaitPid(pid, absl::Seconds(30));
-  }
-  result.log = ReadFile(log_path);
-  return result;
+  std::vector<std::string> argv = {TASKMOE_SERVER_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  CommandResult result = RunCommand(argv, timeout);
+  return {.code = result.exit_code, .log = std::move(result.output)};
 }
 
 std::string HealthStatus(const std::shared_ptr<grpc::Channel>& channel,
@@ -160,34 +99,7 @@ std::string HealthStatus(const std::shared_ptr<grpc::Channel>& channel,
   return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
 }
 
-absl::StatusOr<std::string> ScrapeMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return absl::UnavailableError(absl::StrCat("cannot connect to metrics port ", port));
-  }
-  const std::string request =
-      "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return absl::InternalError("write failed");
-  }
-  std::string response;
-  char buffer[4096];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, n);
-  close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  if (response.rfind("HTTP/1.", 0) != 0 || body == std::string::npos ||
-      response.find(" 200 ") == std::string::npos) {
-    return absl::InternalError("bad HTTP response: " + response.substr(0, 200));
-  }
-  return response.substr(body + 4);
-}
+absl::StatusOr<std::string> ScrapeMetrics(int port) { return HttpGet(port, "/metrics"); }
 
 double MetricValue(const std::string& exposition, const std::string& series) {
   for (absl::string_view line : absl::StrSplit(exposition, '\n')) {

@@ -15,8 +15,16 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "tests/common/process.h"
 
 namespace taskmoe::server::testing {
+
+using ::taskmoe::testing::ChildProcess;
+using ::taskmoe::testing::CommandResult;
+using ::taskmoe::testing::HttpGet;
+using ::taskmoe::testing::MakeTempDir;
+using ::taskmoe::testing::ReadFile;
+using ::taskmoe::testing::RunCommand;
 
 class ServerProcess {
  public:
@@ -34,9 +42,9 @@ class ServerProcess {
   int metrics_port() const { return metrics_port_; }
   int admin_port() const { return admin_port_; }  // -1 unless started with --admin_port
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return process_->pid(); }
 
-  // Sends `signal`.
+  // Sends `signal` (unless it has exited).
   void Signal(int signal);
   // Waits for the process to exit; its exit code, or -1 (killed by a signal, or timeout).
   int WaitExit(absl::Duration timeout);
@@ -45,8 +53,7 @@ class ServerProcess {
 
  private:
   ServerProcess() = default;
-  pid_t pid_ = -1;
-  bool exited_ = false;
+  std::unique_ptr<ChildProcess> process_;
   std::string dir_, log_path_, address_;
   int metrics_port_ = -1;
   int admin_port_ = -1;

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "taskmoe/v1/translation.grpc.pb.h"
+#include "tests/server/rpc.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_repository.h"
 
@@ -26,9 +27,6 @@ namespace {
 
 using v1::TranslateRequest;
 using v1::TranslateResponse;
-
-// Generous: a test that waits this long for success has found a bug, not a slow machine.
-constexpr int kLongDeadlineSeconds = 60;
 
 class ServerTest : public ::testing::Test {
  protected:
@@ -43,39 +41,6 @@ class ServerTest : public ::testing::Test {
         ServerProcess::Start(repository_, flags);
     EXPECT_TRUE(server.ok()) << server.status();
     return server.ok() ? *std::move(server) : nullptr;
-  }
-
-  static void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
-    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  }
-
-  static grpc::Status Translate(ServerProcess& server, const TranslateRequest& request,
-                                TranslateResponse* response,
-                                absl::Duration timeout = absl::Seconds(kLongDeadlineSeconds)) {
-    auto stub = v1::TranslationService::NewStub(server.channel());
-    grpc::ClientContext context;
-    SetDeadline(context, timeout);
-    return stub->Translate(&context, request, response);
-  }
-
-  static TranslateRequest Request(const std::string& task, std::vector<std::string> texts,
-                                  int max_output_tokens = 0) {
-    TranslateRequest request;
-    request.set_task(task);
-    for (const std::string& t : texts) request.add_texts(t);
-    request.mutable_options()->set_max_output_tokens(max_output_tokens);
-    return request;
-  }
-
-  // Polls the metrics endpoint until `series` reaches `value` (true) or 30 s pass.
-  static bool WaitForMetric(ServerProcess& server, const std::string& series, double value) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (absl::Now() < deadline) {
-      absl::StatusOr<std::string> text = ScrapeMetrics(server.metrics_port());
-      if (text.ok() && MetricValue(*text, series) >= value) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
   }
 
   std::string repository_;
@@ -239,7 +204,7 @@ TEST_F(ServerTest, BadInputsGetClearStatuses) {
     request.set_text(text);
     request.mutable_options()->set_beam_size(beam_size);
     grpc::ClientContext context;
-    SetDeadline(context, absl::Seconds(kLongDeadlineSeconds));
+    SetDeadline(context, kLongDeadline);
     auto reader = stub->TranslateStream(&context, request);
     v1::TranslateStreamResponse message;
     while (reader->Read(&message)) {
@@ -264,7 +229,7 @@ TEST_F(ServerTest, StreamSendsTokensThenTheWholeTranslation) {
   request.set_task("en-de");
   request.set_text(kTexts[2]);
   grpc::ClientContext context;
-  SetDeadline(context, absl::Seconds(kLongDeadlineSeconds));
+  SetDeadline(context, kLongDeadline);
   auto reader = stub->TranslateStream(&context, request);
   v1::TranslateStreamResponse message;
   std::string deltas, final_text;
@@ -284,10 +249,6 @@ TEST_F(ServerTest, StreamSendsTokensThenTheWholeTranslation) {
   EXPECT_EQ(final_text, unary.translations(0).text());
   EXPECT_EQ(deltas, final_text);
 }
-
-// A slow model on demand: every sentence decodes 400 steps of at least 10 ms.
-const std::vector<std::string> kSlowFlags = {"--debug_ignore_eos", "--debug_step_delay_ms=10",
-                                             "--max_output_tokens=400"};
 
 TEST_F(ServerTest, DeadlineStopsDecoding) {
   auto server = StartServer(kSlowFlags);
@@ -311,7 +272,7 @@ TEST_F(ServerTest, ClientCancellationStopsDecoding) {
   ASSERT_NE(server, nullptr);
   auto stub = v1::TranslationService::NewStub(server->channel());
   grpc::ClientContext context;
-  SetDeadline(context, absl::Seconds(kLongDeadlineSeconds));
+  SetDeadline(context, kLongDeadline);
   TranslateResponse response;
   const absl::Time start = absl::Now();
   std::thread canceller([&] {
@@ -419,7 +380,7 @@ TEST_F(ServerTest, ReloadUnderTrafficDropsNothing) {
   auto admin = v1::AdminService::NewStub(server->channel());
   auto reload = [&](const std::string& task, v1::ReloadTaskResponse* response) {
     grpc::ClientContext context;
-    SetDeadline(context, absl::Seconds(kLongDeadlineSeconds));
+    SetDeadline(context, kLongDeadline);
     v1::ReloadTaskRequest request;
     request.set_task(task);
     return admin->ReloadTask(&context, request, response);

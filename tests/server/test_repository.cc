@@ -1,8 +1,6 @@
 // Random model repositories for the server tests.
 #include "tests/server/test_repository.h"
 
-#include <stdlib.h>
-
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -13,8 +11,8 @@
 namespace taskmoe::server::testing {
 namespace {
 
-models::ModelConfig TinyConfig() {
-  models::ModelShape shape{.d_model = 32,
+models::ModelConfig TinyConfig(int d_model) {
+  models::ModelShape shape{.d_model = d_model,
                            .num_heads = 4,
                            .encoder_layers = 2,
                            .decoder_layers = 2,
@@ -32,8 +30,8 @@ models::ModelConfig TinyConfig() {
 }
 
 absl::Status WriteTasks(const std::string& dir, const std::vector<std::string>& tasks,
-                        uint64_t seed) {
-  const models::ModelConfig config = TinyConfig();
+                        uint64_t seed, int d_model = 32) {
+  const models::ModelConfig config = TinyConfig(d_model);
   absl::StatusOr<std::shared_ptr<const models::SafetensorsFile>> weights =
       models::MakeRandomWeights(config, seed);
   if (!weights.ok()) return weights.status();
@@ -64,11 +62,9 @@ absl::Status WriteRandomTask(const std::string& dir, const std::string& task, ui
   return WriteTasks(dir, {task}, seed);
 }
 
-std::string MakeTempDir(const std::string& name) {
-  const char* base = getenv("TEST_TMPDIR");
-  std::string pattern = absl::StrCat(base != nullptr ? base : "/tmp", "/taskmoe-", name, "-XXXXXX");
-  if (mkdtemp(pattern.data()) == nullptr) return "";
-  return pattern;
+absl::Status WriteRandomTaskOfWidth(const std::string& dir, const std::string& task, uint64_t seed,
+                                    int d_model) {
+  return WriteTasks(dir, {task}, seed, d_model);
 }
 
 }  // namespace taskmoe::server::testing

@@ -9,8 +9,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "tests/common/process.h"
 
 namespace taskmoe::server::testing {
+
+using ::taskmoe::testing::MakeTempDir;
 
 // The parent digest recorded in the subnetworks of the random model of `seed`.
 std::string ParentDigest(uint64_t seed);
@@ -22,9 +25,9 @@ std::vector<std::string> RandomRepositoryTasks();
 absl::Status WriteRandomRepository(const std::string& dir, uint64_t seed);
 // Rewrites one task's subdirectory from the model of `seed` (a new version of it).
 absl::Status WriteRandomTask(const std::string& dir, const std::string& task, uint64_t seed);
-
-// A fresh empty directory under the test temp dir.
-std::string MakeTempDir(const std::string& name);
+// The same with another model width (d_model; the others use 32): files of a different shape.
+absl::Status WriteRandomTaskOfWidth(const std::string& dir, const std::string& task, uint64_t seed,
+                                    int d_model);
 
 }  // namespace taskmoe::server::testing
 

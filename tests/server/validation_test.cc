@@ -98,6 +98,11 @@ TEST(ServerOptions, ValidationNamesTheFlag) {
   options.limits.max_output_offset = -2;
   EXPECT_EQ(ValidateServerOptions(options).message(), "--max_output_offset must be >= 0, got -2");
   options.limits.max_output_offset = 10;
+  options.malloc_trim_interval = absl::Milliseconds(-1);
+  EXPECT_NE(ValidateServerOptions(options).message().find("--malloc_trim_interval_ms"),
+            std::string::npos);
+  options.malloc_trim_interval = absl::ZeroDuration();
+  EXPECT_TRUE(ValidateServerOptions(options).ok());
   options.limits.max_texts_per_request = 1000;
   EXPECT_FALSE(ValidateServerOptions(options).ok());
 }

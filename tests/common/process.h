@@ -1,0 +1,73 @@
+// Child processes and loopback HTTP for the integration tests of every layer: run a command to
+// its end with its output captured, keep one (a server, a client) running in the background
+// and signal or stop it, and GET a page from a local HTTP endpoint. Every wait is bounded.
+#ifndef TASKMOE_TESTS_COMMON_PROCESS_H_
+#define TASKMOE_TESTS_COMMON_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace taskmoe::testing {
+
+// A fresh empty directory under TEST_TMPDIR (or /tmp).
+std::string MakeTempDir(const std::string& name);
+
+// The whole content of a file ("" when unreadable).
+std::string ReadFile(const std::string& path);
+
+struct CommandResult {
+  int exit_code = -1;  // -1: killed by a signal or timed out
+  std::string output;  // stdout and stderr together
+};
+
+// Runs argv[0] with argv to its end, killing it after `timeout`.
+CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration timeout);
+
+// A background process, sent SIGTERM (then SIGKILL) when destroyed.
+class ChildProcess {
+ public:
+  // Starts argv (argv[0] a path) with stdin from `stdin_path` (default /dev/null) and stdout
+  // and stderr going to `log_path`. The child is killed if the test process dies.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::vector<std::string>& argv,
+                                                             const std::string& log_path,
+                                                             const std::string& stdin_path = "");
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // True while it has not exited.
+  bool Running();
+  // Sends `signal` unless it has exited.
+  void Signal(int signal);
+  // Waits up to `timeout` for it to exit on its own: its exit code (-1: killed by a signal),
+  // or nullopt while it still runs.
+  std::optional<int> Wait(absl::Duration timeout);
+  // SIGTERM, then waits up to `timeout` (SIGKILL after it); the exit code or -1.
+  int Stop(absl::Duration timeout);
+  const std::string& log_path() const { return log_path_; }
+  // What it wrote so far.
+  std::string Log() const;
+
+ private:
+  ChildProcess(pid_t pid, std::string log_path) : pid_(pid), log_path_(std::move(log_path)) {}
+  pid_t pid_;
+  bool exited_ = false;
+  int exit_code_ = -1;
+  std::string log_path_;
+};
+
+// GET http://127.0.0.1:<port><path> over HTTP/1.0: the body of a 200 response, UNAVAILABLE
+// when nothing listens or the status is not 200 (the status line is in the message).
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
+
+}  // namespace taskmoe::testing
+
+#endif  // TASKMOE_TESTS_COMMON_PROCESS_H_

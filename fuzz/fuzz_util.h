@@ -7,10 +7,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
+#include "absl/status/statusor.h"
+#include "models/config.h"
 #include "models/sentencepiece_normalizer.h"
+#include "models/tokenizer.h"
 
 namespace taskmoe::fuzz {
 
@@ -49,6 +54,22 @@ inline std::string DemoModelDir() {
     return dir;
   }
   return TASKMOE_DEMO_MODEL_DIR;
+}
+
+// The demo model's config and tokenizer; a target keeps them for the whole process.
+struct DemoTokenizer {
+  models::ModelConfig config;
+  std::shared_ptr<const models::Tokenizer> tokenizer;
+};
+
+inline DemoTokenizer LoadDemoTokenizer() {
+  const std::string dir = DemoModelDir();
+  absl::StatusOr<models::ModelConfig> config = models::LoadModelConfig(dir);
+  TASKMOE_FUZZ_CHECK(config.ok(), std::string(config.status().message()));
+  absl::StatusOr<std::shared_ptr<const models::Tokenizer>> tokenizer =
+      models::Tokenizer::Load(dir + "/spm.model", *config);
+  TASKMOE_FUZZ_CHECK(tokenizer.ok(), std::string(tokenizer.status().message()));
+  return {*std::move(config), *std::move(tokenizer)};
 }
 
 }  // namespace taskmoe::fuzz

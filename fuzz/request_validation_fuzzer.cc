@@ -32,9 +32,7 @@ namespace {
 
 using server::RequestLimits;
 
-struct Context {
-  models::ModelConfig config;
-  std::shared_ptr<const models::Tokenizer> tokenizer;
+struct Context : DemoTokenizer {
   RequestLimits limits[2];  // the server's defaults, and tight ones
 };
 
@@ -44,15 +42,7 @@ const Context& GetContext() {
     // input; the refusal is what is tested, the log line only slows the fuzzer down.
     google::protobuf::SetLogHandler(
         +[](google::protobuf::LogLevel, const char*, int, const std::string&) {});
-    auto* c = new Context;
-    const std::string dir = DemoModelDir();
-    absl::StatusOr<models::ModelConfig> config = models::LoadModelConfig(dir);
-    TASKMOE_FUZZ_CHECK(config.ok(), std::string(config.status().message()));
-    c->config = *std::move(config);
-    absl::StatusOr<std::shared_ptr<const models::Tokenizer>> tokenizer =
-        models::Tokenizer::Load(dir + "/spm.model", c->config);
-    TASKMOE_FUZZ_CHECK(tokenizer.ok(), std::string(tokenizer.status().message()));
-    c->tokenizer = *std::move(tokenizer);
+    auto* c = new Context{LoadDemoTokenizer(), {}};
     RequestLimits& tight = c->limits[1];
     tight.max_texts_per_request = 2;
     tight.max_text_chars = 5;

@@ -27,25 +27,15 @@
 namespace taskmoe::fuzz {
 namespace {
 
-struct Demo {
-  models::ModelConfig config;
-  std::shared_ptr<const models::Tokenizer> tokenizer;
+struct Demo : DemoTokenizer {
   std::unique_ptr<models::SentencePieceModel> spm;
 };
 
 const Demo& GetDemo() {
   static const Demo* const demo = [] {
-    const std::string dir = DemoModelDir();
-    auto* d = new Demo;
-    absl::StatusOr<models::ModelConfig> config = models::LoadModelConfig(dir);
-    TASKMOE_FUZZ_CHECK(config.ok(), std::string(config.status().message()));
-    d->config = *std::move(config);
-    absl::StatusOr<std::shared_ptr<const models::Tokenizer>> tokenizer =
-        models::Tokenizer::Load(dir + "/spm.model", d->config);
-    TASKMOE_FUZZ_CHECK(tokenizer.ok(), std::string(tokenizer.status().message()));
-    d->tokenizer = *std::move(tokenizer);
+    auto* d = new Demo{LoadDemoTokenizer(), nullptr};
     absl::StatusOr<std::unique_ptr<models::SentencePieceModel>> spm =
-        models::SentencePieceModel::Load(dir + "/spm.model");
+        models::SentencePieceModel::Load(DemoModelDir() + "/spm.model");
     TASKMOE_FUZZ_CHECK(spm.ok(), std::string(spm.status().message()));
     d->spm = *std::move(spm);
     return d;

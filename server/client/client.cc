@@ -8,10 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <fstream>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +20,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/pem.h"
 #include "taskmoe/v1/translation.grpc.pb.h"
 
 namespace taskmoe::client {
@@ -33,14 +32,6 @@ using v1::TranslationService;
 std::string Describe(const grpc::Status& status) {
   return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
                       ": ", status.error_message());
-}
-
-absl::StatusOr<std::string> ReadFile(const char* flag, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 int Fail(std::ostream& err, const grpc::Status& status) {
@@ -312,14 +303,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const ClientFlags& fl
   if (!tls) return grpc::CreateChannel(flags.target, grpc::InsecureChannelCredentials());
   grpc::SslCredentialsOptions options;
   if (!flags.tls_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile("tls_ca_file", flags.tls_ca_file);
+    absl::StatusOr<std::string> ca = server::ReadPemFile("tls_ca_file", flags.tls_ca_file);
     if (!ca.ok()) return ca.status();
     options.pem_root_certs = *std::move(ca);
   }
   if (!flags.tls_cert_file.empty()) {
-    absl::StatusOr<std::string> cert = ReadFile("tls_cert_file", flags.tls_cert_file);
+    absl::StatusOr<std::string> cert = server::ReadPemFile("tls_cert_file", flags.tls_cert_file);
     if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadFile("tls_key_file", flags.tls_key_file);
+    absl::StatusOr<std::string> key = server::ReadPemFile("tls_key_file", flags.tls_key_file);
     if (!key.ok()) return key.status();
     options.pem_cert_chain = *std::move(cert);
     options.pem_private_key = *std::move(key);

@@ -3,8 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <string>
 #include <vector>
+
+#include "server/client/client.h"
 
 namespace taskmoe::client {
 namespace {
@@ -109,6 +112,28 @@ TEST(ClientCommand, RefusesBadFlagsNamingThem) {
   ClientFlags health;
   health.health = true;
   EXPECT_NE(ErrorOf(health, {"a", "b"}).find("--health checks one service"), std::string::npos);
+}
+
+// TLS files are read before anything is sent; a bad one is a clear error naming the flag.
+TEST(OpenChannel, RefusesUnreadableOrNonPemTlsFiles) {
+  ClientFlags flags = Translating();
+  flags.tls_ca_file = "/nonexistent/ca.pem";
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> missing = OpenChannel(flags);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "--tls_ca_file: cannot read /nonexistent/ca.pem");
+
+  const std::string not_pem = ::testing::TempDir() + "/not-pem.txt";
+  std::ofstream(not_pem) << "just text\n";
+  flags.tls_ca_file = not_pem;
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> text = OpenChannel(flags);
+  EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(text.status().message().find("--tls_ca_file: " + not_pem + " is not a PEM file"),
+            std::string::npos)
+      << text.status();
+
+  flags.tls_ca_file.clear();
+  flags.tls_cert_file = not_pem;
+  EXPECT_NE(OpenChannel(flags).status().message().find("--tls_cert_file:"), std::string::npos);
 }
 
 }  // namespace

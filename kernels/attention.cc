@@ -60,35 +60,34 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
   const float* kd = keys.data<float>();
   const float* vd = values.data<float>();
   float* od = out.data<float>();
-#pragma omp parallel for collapse(2) if (batch * heads * tq * tk > 4096)
-  for (int64_t b = 0; b < batch; ++b) {
-    for (int h = 0; h < heads; ++h) {
-      thread_local std::vector<float> scores;
-      const int64_t visible_keys = key_lengths.empty() ? tk : key_lengths[b];
-      if (static_cast<int64_t>(scores.size()) < tk) scores.resize(tk);
-      for (int64_t t = 0; t < tq; ++t) {
-        const float* query = qd + (b * tq + t) * d + h * head_dim;
-        float* result = od + (b * tq + t) * d + h * head_dim;
-        const int64_t seen =
-            options.causal ? std::min(visible_keys, t + options.causal_offset + 1) : visible_keys;
-        std::memset(result, 0, sizeof(float) * head_dim);
-        if (seen <= 0) continue;
-        for (int64_t j = 0; j < seen; ++j) {
-          const float* key = kd + (b * tk + j) * d + h * head_dim;
-          float dot = 0.0f;
+  ParallelFor(batch * heads, batch * heads * tq * tk > 4096, [&](int64_t pair) {
+    const int64_t b = pair / heads;
+    const int64_t h = pair % heads;
+    thread_local std::vector<float> scores;
+    const int64_t visible_keys = key_lengths.empty() ? tk : key_lengths[b];
+    if (static_cast<int64_t>(scores.size()) < tk) scores.resize(tk);
+    for (int64_t t = 0; t < tq; ++t) {
+      const float* query = qd + (b * tq + t) * d + h * head_dim;
+      float* result = od + (b * tq + t) * d + h * head_dim;
+      const int64_t seen =
+          options.causal ? std::min(visible_keys, t + options.causal_offset + 1) : visible_keys;
+      std::memset(result, 0, sizeof(float) * head_dim);
+      if (seen <= 0) continue;
+      for (int64_t j = 0; j < seen; ++j) {
+        const float* key = kd + (b * tk + j) * d + h * head_dim;
+        float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-          for (int64_t i = 0; i < head_dim; ++i) dot += query[i] * key[i];
-          scores[j] = dot * scale;
-        }
-        SoftmaxRow(scores.data(), seen);
-        for (int64_t j = 0; j < seen; ++j) {
-          const float* value = vd + (b * tk + j) * d + h * head_dim;
-          const float p = scores[j];
-          for (int64_t i = 0; i < head_dim; ++i) result[i] += p * value[i];
-        }
+        for (int64_t i = 0; i < head_dim; ++i) dot += query[i] * key[i];
+        scores[j] = dot * scale;
+      }
+      SoftmaxRow(scores.data(), seen);
+      for (int64_t j = 0; j < seen; ++j) {
+        const float* value = vd + (b * tk + j) * d + h * head_dim;
+        const float p = scores[j];
+        for (int64_t i = 0; i < head_dim; ++i) result[i] += p * value[i];
       }
     }
-  }
+  });
   return absl::OkStatus();
 }
 
@@ -134,6 +133,10 @@ absl::Status KvCache::Append(const Tensor& keys, const Tensor& values) {
 
 void KvCache::SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Tensor& to) const {
   const int64_t new_batch = static_cast<int64_t>(rows.size());
+  // `to` and `from` swap roles after every selection: sizing `to` for the larger batch first
+  // keeps both buffers as large as the largest batch, so neither Reset nor a later selection
+  // has to allocate again.
+  to.Resize(DType::kF32, Shape{std::max(new_batch, batch_), capacity_, d_model_});
   to.Resize(DType::kF32, Shape{new_batch, capacity_, d_model_});
   const size_t bytes = sizeof(float) * length_ * d_model_;
   for (int64_t r = 0; r < new_batch; ++r) {
@@ -143,17 +146,37 @@ void KvCache::SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Ten
 }
 
 absl::Status KvCache::SelectRows(absl::Span<const int32_t> rows) {
+  bool ascending = true;
   for (size_t r = 0; r < rows.size(); ++r) {
     if (rows[r] < 0 || rows[r] >= batch_) {
       return absl::InvalidArgumentError(
           absl::StrCat("KvCache::SelectRows: row ", rows[r], " outside [0, ", batch_, ")"));
     }
+    if (r > 0 && rows[r] <= rows[r - 1]) ascending = false;
   }
-  SelectInto(rows, keys_, spare_keys_);
-  SelectInto(rows, values_, spare_values_);
-  std::swap(keys_, spare_keys_);
-  std::swap(values_, spare_values_);
-  batch_ = static_cast<int64_t>(rows.size());
+  const int64_t new_batch = static_cast<int64_t>(rows.size());
+  if (ascending) {
+    // Dropping rows (finished sentences): compact in place. Row r moves down from rows[r] >= r,
+    // and every later source lies above every row written so far, so nothing is overwritten
+    // before it is read.
+    const size_t bytes = sizeof(float) * length_ * d_model_;
+    for (int64_t r = 0; r < new_batch; ++r) {
+      if (rows[r] == r) continue;
+      const int64_t from = static_cast<int64_t>(rows[r]) * capacity_ * d_model_;
+      const int64_t to = r * capacity_ * d_model_;
+      std::memcpy(keys_.data<float>() + to, keys_.data<float>() + from, bytes);
+      std::memcpy(values_.data<float>() + to, values_.data<float>() + from, bytes);
+    }
+    keys_.Resize(DType::kF32, Shape{new_batch, capacity_, d_model_});
+    values_.Resize(DType::kF32, Shape{new_batch, capacity_, d_model_});
+  } else {
+    // Reordering or repeating rows (beam search): through the spare buffers.
+    SelectInto(rows, keys_, spare_keys_);
+    SelectInto(rows, values_, spare_values_);
+    std::swap(keys_, spare_keys_);
+    std::swap(values_, spare_values_);
+  }
+  batch_ = new_batch;
   return absl::OkStatus();
 }
 

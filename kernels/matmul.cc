@@ -3,8 +3,8 @@
 
 #include <cmath>
 #include <list>
-#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -84,12 +84,13 @@ struct PrimitiveKey {
   }
 };
 
-// A primitive with its memory objects and argument map, so that a call only swaps data
-// handles: nothing is allocated on the hot path.
+// A primitive with its memory objects and argument list, so that a call only swaps data
+// handles. The list is in the C API's form: the C++ execute() would copy its map into a new
+// vector at every call.
 struct CachedMatmul {
   dnnl::matmul primitive;
   memory src, weights, bias, dst, scales;
-  std::unordered_map<int, memory> args;
+  std::vector<dnnl_exec_arg_t> args;
 };
 
 // Least-recently-used cache of primitives, one per thread: no locks, and oneDNN's own
@@ -110,15 +111,16 @@ class ThreadMatmulCache {
       entry.src = memory(pd->src_desc(), Engine(), DNNL_MEMORY_NONE);
       entry.weights = memory(pd->weights_desc(), Engine(), DNNL_MEMORY_NONE);
       entry.dst = memory(pd->dst_desc(), Engine(), DNNL_MEMORY_NONE);
-      entry.args = {
-          {DNNL_ARG_SRC, entry.src}, {DNNL_ARG_WEIGHTS, entry.weights}, {DNNL_ARG_DST, entry.dst}};
+      entry.args = {{DNNL_ARG_SRC, entry.src.get()},
+                    {DNNL_ARG_WEIGHTS, entry.weights.get()},
+                    {DNNL_ARG_DST, entry.dst.get()}};
       if (key.bias && key.precision != Precision::kInt8) {
         entry.bias = memory(pd->bias_desc(), Engine(), DNNL_MEMORY_NONE);
-        entry.args[DNNL_ARG_BIAS] = entry.bias;
+        entry.args.push_back({DNNL_ARG_BIAS, entry.bias.get()});
       }
       if (key.precision == Precision::kInt8) {
         entry.scales = memory({{key.n}, DataType::f32, Tag::a}, Engine(), DNNL_MEMORY_NONE);
-        entry.args[DNNL_ARG_ATTR_OUTPUT_SCALES] = entry.scales;
+        entry.args.push_back({DNNL_ARG_ATTR_OUTPUT_SCALES, entry.scales.get()});
       }
     } catch (const dnnl::error& e) {
       return absl::InternalError(absl::StrCat("oneDNN matmul primitive: ", e.what()));
@@ -159,8 +161,7 @@ InputScratch& Scratch() {
 // 2.6 cannot fuse.
 void Int8Epilogue(const float* row_scales, const float* bias, Activation activation, int64_t rows,
                   int64_t cols, float* y) {
-#pragma omp parallel for if (rows * cols > (1 << 15))
-  for (int64_t r = 0; r < rows; ++r) {
+  ParallelFor(rows, rows * cols > (1 << 15), [&](int64_t r) {
     float* out = y + r * cols;
     const float s = row_scales[r];
     if (bias != nullptr) {
@@ -169,7 +170,7 @@ void Int8Epilogue(const float* row_scales, const float* bias, Activation activat
       for (int64_t c = 0; c < cols; ++c) out[c] *= s;
     }
     ApplyActivationInPlace(activation, out, cols);
-  }
+  });
 }
 
 }  // namespace
@@ -264,9 +265,7 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
                                                    ", expected [..., ", in_features_, "]"));
   }
   const int64_t m = x.numel() / in_features_;
-  std::vector<int64_t> out_dims(x.shape().dims().begin(), x.shape().dims().end());
-  out_dims.back() = out_features_;
-  y.Resize(DType::kF32, *Shape::Make(out_dims));
+  y.Resize(DType::kF32, x.shape().WithLastDim(out_features_));
   if (m == 0) return absl::OkStatus();
   ApplyThreadSetting();
 
@@ -298,11 +297,15 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
   if (precision_ == Precision::kInt8) {
     mm.scales.set_data_handle(const_cast<void*>(weight_scales_.raw_data()));
   }
-  try {
-    mm.primitive.execute(ThreadStream(), mm.args);
-    ThreadStream().wait();
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(absl::StrCat(kOp, ": ", e.what()));
+  const dnnl_status_t executed = dnnl_primitive_execute(
+      mm.primitive.get(), ThreadStream().get(), static_cast<int>(mm.args.size()), mm.args.data());
+  if (executed != dnnl_success) {
+    return absl::InternalError(
+        absl::StrCat(kOp, ": oneDNN matmul failed with status ", static_cast<int>(executed)));
+  }
+  // CPU streams run in order, so the result is complete; kept for other engines' sake.
+  if (dnnl_stream_wait(ThreadStream().get()) != dnnl_success) {
+    return absl::InternalError(absl::StrCat(kOp, ": oneDNN stream wait failed"));
   }
   if (precision_ == Precision::kInt8) {
     Int8Epilogue(scratch.row_scales.data<float>(), has_bias() ? bias_.data<float>() : nullptr,

@@ -31,8 +31,7 @@ absl::Status LayerNorm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   float* out = y.data<float>();
   const float* g = gamma.data<float>();
   const float* b = beta.data<float>();
-#pragma omp parallel for if (rows * d > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
+  ParallelFor(rows, rows * d > (1 << 16), [&](int64_t r) {
     const float* row = in + r * d;
     float* dst = out + r * d;
     float sum = 0.0f;
@@ -47,7 +46,7 @@ absl::Status LayerNorm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
     }
     const float inv_std = 1.0f / std::sqrt(squares / static_cast<float>(d) + eps);
     for (int64_t i = 0; i < d; ++i) dst[i] = (row[i] - mean) * inv_std * g[i] + b[i];
-  }
+  });
   return absl::OkStatus();
 }
 

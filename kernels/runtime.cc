@@ -48,6 +48,15 @@ void ApplyThreadSetting() {
   }
 }
 
+void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body) {
+  if (worth_it && NumThreads() > 1) {
+#pragma omp parallel for
+    for (int64_t i = 0; i < n; ++i) body(i);
+  } else {
+    for (int64_t i = 0; i < n; ++i) body(i);
+  }
+}
+
 const char* CpuIsaName() {
   switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::avx512_core_amx:

@@ -4,8 +4,10 @@
 #ifndef TASKMOE_KERNELS_RUNTIME_H_
 #define TASKMOE_KERNELS_RUNTIME_H_
 
+#include <cstdint>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 
 namespace taskmoe::kernels {
@@ -24,6 +26,13 @@ int NumThreads();
 // this thread last ran a kernel. Every kernel entry point calls it (OpenMP keeps the thread
 // count per thread, and server threads are not created by OpenMP).
 void ApplyThreadSetting();
+
+// Runs body(i) for i in [0, n): across the kernel threads when `worth_it` (enough work to pay
+// for waking them) and more than one thread is set, else on the calling thread. Use it instead
+// of `#pragma omp parallel for if (...)`: a parallel region that runs on one thread still
+// makes libgomp allocate and free a team at every call, which a decoding step must not do.
+// (Defined out of line so that only the kernels need OpenMP to compile.)
+void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body);
 
 // CPU features oneDNN detected, as its ISA name (e.g. "avx512_core_amx", "avx512_core_bf16").
 const char* CpuIsaName();

@@ -30,8 +30,7 @@ absl::Status ForEachRow(Tensor& x, const char* op) {
   const int64_t n = x.dim(x.rank() - 1);
   const int64_t rows = x.numel() / n;
   float* data = x.data<float>();
-#pragma omp parallel for if (rows * n > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) RowFn(data + r * n, n);
+  ParallelFor(rows, rows * n > (1 << 16), [&](int64_t r) { RowFn(data + r * n, n); });
   return absl::OkStatus();
 }
 

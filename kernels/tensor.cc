@@ -40,6 +40,13 @@ int64_t Shape::numel() const {
   return n;
 }
 
+Shape Shape::WithLastDim(int64_t last) const {
+  assert(rank_ >= 1 && last >= 0);
+  Shape shape = *this;
+  shape.dims_[rank_ - 1] = last;
+  return shape;
+}
+
 std::string Shape::ToString() const { return absl::StrCat("[", absl::StrJoin(dims(), ", "), "]"); }
 
 namespace {

@@ -35,6 +35,8 @@ class Shape {
   absl::Span<const int64_t> dims() const { return {dims_.data(), static_cast<size_t>(rank_)}; }
   int64_t numel() const;
   std::string ToString() const;
+  // The same shape with the last dimension replaced (rank >= 1). Never allocates.
+  Shape WithLastDim(int64_t last) const;
 
   friend bool operator==(const Shape& a, const Shape& b) { return a.dims() == b.dims(); }
 

@@ -3,8 +3,6 @@
 // scratch memory.
 #include "kernels/topk.h"
 
-#include <vector>
-
 #include "absl/strings/str_cat.h"
 #include "kernels/runtime.h"
 
@@ -19,9 +17,7 @@ absl::Status TopK(const Tensor& x, int64_t k, Tensor& values, Tensor& indices) {
     return absl::InvalidArgumentError(absl::StrCat(kOp, ": k = ", k, " outside [1, ", n,
                                                    "] for x of shape ", x.shape().ToString()));
   }
-  std::vector<int64_t> dims(x.shape().dims().begin(), x.shape().dims().end());
-  dims.back() = k;
-  const Shape out_shape = *Shape::Make(dims);
+  const Shape out_shape = x.shape().WithLastDim(k);
   values.Resize(DType::kF32, out_shape);
   indices.Resize(DType::kS32, out_shape);
 
@@ -30,8 +26,7 @@ absl::Status TopK(const Tensor& x, int64_t k, Tensor& values, Tensor& indices) {
   const float* in = x.data<float>();
   float* top_values = values.data<float>();
   int32_t* top_indices = indices.data<int32_t>();
-#pragma omp parallel for if (rows * n > (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
+  ParallelFor(rows, rows * n > (1 << 16), [&](int64_t r) {
     const float* row = in + r * n;
     float* v = top_values + r * k;
     int32_t* idx = top_indices + r * k;
@@ -49,7 +44,7 @@ absl::Status TopK(const Tensor& x, int64_t k, Tensor& values, Tensor& indices) {
       v[pos] = value;
       idx[pos] = static_cast<int32_t>(i);
     }
-  }
+  });
   return absl::OkStatus();
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/topk.h"
@@ -19,18 +20,70 @@ int64_t StepLimit(const TransformerModel& model, const DecodeOptions& options) {
   return std::min<int64_t>(options.max_output_tokens, model.config().max_positions);
 }
 
+struct BeamCandidate {
+  float score;
+  int32_t parent;  // row within the sentence's beam
+  int32_t token;
+  int32_t order;  // position among the sentence's candidates: ties keep this order
+};
+
+// How a beam row came to be: its parent row in the previous step's layout and its last token.
+struct BackPointer {
+  int32_t parent;
+  int32_t token;
+};
+
+// A hypothesis that left the beam, by reference into the back pointers until its tokens are
+// needed: the tokens of `row` as it entered step `step`, then `last` when >= 0.
+struct FinishedBeam {
+  float score;
+  int32_t step;
+  int32_t row;
+  int32_t last;
+  bool reached_eos;
+};
+
+}  // namespace
+
+struct DecodeWorkspace::Buffers {
+  EncoderOutput encoder;
+  DecoderState state;
+  Tensor log_probs, top_values, top_indices;
+  std::vector<int64_t> step_limits;
+  std::vector<int32_t> sentence_of_row, tokens, keep;
+  // Beam search only.
+  std::vector<int32_t> active, next_active, next_rows, next_tokens;
+  std::vector<float> row_scores, next_scores;
+  std::vector<BeamCandidate> candidates, live;
+  std::vector<BackPointer> back;        // [step][row]
+  std::vector<FinishedBeam> finished;   // [sentence][2 * beam]
+  std::vector<int32_t> finished_count;  // [sentence]
+};
+
+DecodeWorkspace::DecodeWorkspace() : buffers_(std::make_unique<Buffers>()) {}
+DecodeWorkspace::~DecodeWorkspace() = default;
+DecodeWorkspace::DecodeWorkspace(DecodeWorkspace&&) noexcept = default;
+DecodeWorkspace& DecodeWorkspace::operator=(DecodeWorkspace&&) noexcept = default;
+
+namespace {
+
+using Buffers = DecodeWorkspace::Buffers;
+
 // Steps each sentence may take: the batch limit, lowered by the per-sentence ratio rule.
-std::vector<int64_t> SentenceStepLimits(const EncoderOutput& encoder, const DecodeOptions& options,
-                                        int64_t max_steps) {
-  std::vector<int64_t> limits(encoder.lengths.size(), max_steps);
-  if (options.max_output_ratio <= 0.0f) return limits;
+// Returns the largest, which is what the key/value caches must hold.
+int64_t SentenceStepLimits(const EncoderOutput& encoder, const DecodeOptions& options,
+                           int64_t max_steps, std::vector<int64_t>& limits) {
+  limits.assign(encoder.lengths.size(), max_steps);
+  if (options.max_output_ratio <= 0.0f) return max_steps;
+  int64_t largest = 1;
   for (size_t b = 0; b < limits.size(); ++b) {
     const auto relative =
         static_cast<int64_t>(options.max_output_ratio * static_cast<float>(encoder.lengths[b]) +
                              static_cast<float>(options.max_output_offset));
     limits[b] = std::clamp<int64_t>(relative, 1, max_steps);
+    largest = std::max(largest, limits[b]);
   }
-  return limits;
+  return largest;
 }
 
 // Keeps rows `keep` (ascending) of the decoder state and of the parallel per-row vectors;
@@ -50,21 +103,24 @@ absl::Status KeepRows(const std::vector<int32_t>& keep, DecoderState& state,
 
 absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& model,
                                                      const TaskRoute& route,
-                                                     const EncoderOutput& encoder,
-                                                     const DecodeOptions& options) {
+                                                     const DecodeOptions& options, Buffers& w) {
+  const EncoderOutput& encoder = w.encoder;
   const int64_t batch = static_cast<int64_t>(encoder.lengths.size());
   const int32_t eos = model.config().special_tokens.eos;
-  const int64_t max_steps = StepLimit(model, options);
-  const std::vector<int64_t> step_limits = SentenceStepLimits(encoder, options, max_steps);
+  const int64_t max_steps =
+      SentenceStepLimits(encoder, options, StepLimit(model, options), w.step_limits);
+  const std::vector<int64_t>& step_limits = w.step_limits;
   std::vector<Hypothesis> results(batch);
-  DecoderState state;
+  for (int64_t b = 0; b < batch; ++b) results[b].tokens.reserve(step_limits[b]);
+  DecoderState& state = w.state;
   if (absl::Status s = model.StartDecoding(encoder, max_steps, route, state); !s.ok()) return s;
 
-  std::vector<int32_t> sentence_of_row(batch);  // active rows -> sentence index
+  std::vector<int32_t>& sentence_of_row = w.sentence_of_row;  // active rows -> sentence index
+  sentence_of_row.resize(batch);
   for (int64_t b = 0; b < batch; ++b) sentence_of_row[b] = static_cast<int32_t>(b);
-  std::vector<int32_t> tokens(batch, model.config().special_tokens.bos);
-  std::vector<int32_t> keep;
-  Tensor log_probs;
+  std::vector<int32_t>& tokens = w.tokens;
+  tokens.assign(batch, model.config().special_tokens.bos);
+  std::vector<int32_t>& keep = w.keep;
   for (int64_t step = 0; step < max_steps && !sentence_of_row.empty(); ++step) {
     if (options.on_step) options.on_step(step);
     keep.clear();
@@ -80,10 +136,10 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
       if (sentence_of_row.empty()) break;
       keep.clear();
     }
-    if (absl::Status s = model.DecodeStep(tokens, route, state, log_probs); !s.ok()) return s;
-    const int64_t vocab = log_probs.dim(1);
+    if (absl::Status s = model.DecodeStep(tokens, route, state, w.log_probs); !s.ok()) return s;
+    const int64_t vocab = w.log_probs.dim(1);
     for (size_t r = 0; r < sentence_of_row.size(); ++r) {
-      const float* row = log_probs.data<float>() + r * vocab;
+      const float* row = w.log_probs.data<float>() + r * vocab;
       const int32_t best = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
       Hypothesis& h = results[sentence_of_row[r]];
       h.score += row[best];
@@ -101,136 +157,143 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
   return results;
 }
 
-struct BeamCandidate {
-  float score;
-  int32_t parent;  // row within the sentence's beam
-  int32_t token;
-};
-
 absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model,
                                                    const TaskRoute& route,
-                                                   const EncoderOutput& encoder,
-                                                   const DecodeOptions& options) {
+                                                   const DecodeOptions& options, Buffers& w) {
+  const EncoderOutput& encoder = w.encoder;
   const int64_t batch = static_cast<int64_t>(encoder.lengths.size());
   const int beam = options.beam_size;
   const int32_t eos = model.config().special_tokens.eos;
-  const int64_t max_steps = StepLimit(model, options);
   const float alpha = options.length_penalty;
   auto normalise = [alpha](float sum, int64_t length) {
     return alpha == 0.0f ? sum : sum / std::pow(static_cast<float>(length), alpha);
   };
 
-  const std::vector<int64_t> step_limits = SentenceStepLimits(encoder, options, max_steps);
-  DecoderState state;
+  const int64_t max_steps =
+      SentenceStepLimits(encoder, options, StepLimit(model, options), w.step_limits);
+  const std::vector<int64_t>& step_limits = w.step_limits;
+  DecoderState& state = w.state;
   if (absl::Status s = model.StartDecoding(encoder, max_steps, route, state); !s.ok()) return s;
   // Every sentence starts with `beam` copies of its row; only the first is live, so the
   // first step does not pick the same token `beam` times.
-  std::vector<int32_t> expand;
-  for (int64_t b = 0; b < batch; ++b) expand.insert(expand.end(), beam, static_cast<int32_t>(b));
-  if (absl::Status s = state.SelectRows(expand); !s.ok()) return s;
+  w.next_rows.clear();
+  for (int64_t b = 0; b < batch; ++b) {
+    w.next_rows.insert(w.next_rows.end(), beam, static_cast<int32_t>(b));
+  }
+  if (absl::Status s = state.SelectRows(w.next_rows); !s.ok()) return s;
 
-  std::vector<int32_t> active(batch);  // sentence of each block of `beam` rows
-  for (int64_t b = 0; b < batch; ++b) active[b] = static_cast<int32_t>(b);
-  std::vector<float> row_scores(batch * beam, kNegativeInfinity);
-  for (int64_t b = 0; b < batch; ++b) row_scores[b * beam] = 0.0f;
-  std::vector<std::vector<int32_t>> row_tokens(batch * beam);
-  std::vector<int32_t> tokens(batch * beam, model.config().special_tokens.bos);
-  std::vector<std::vector<Hypothesis>> finished(batch);
+  const int64_t stride = batch * beam;  // rows never exceed the first step's
+  w.active.resize(batch);               // sentence of each block of `beam` rows
+  for (int64_t b = 0; b < batch; ++b) w.active[b] = static_cast<int32_t>(b);
+  w.row_scores.assign(stride, kNegativeInfinity);
+  for (int64_t b = 0; b < batch; ++b) w.row_scores[b * beam] = 0.0f;
+  w.tokens.assign(stride, model.config().special_tokens.bos);
+  w.back.resize(max_steps * stride);
+  w.finished.resize(batch * 2 * beam);
+  w.finished_count.assign(batch, 0);
   std::vector<Hypothesis> results(batch);
-  Tensor log_probs, top_values, top_indices;
 
-  for (int64_t step = 0; step < max_steps && !active.empty(); ++step) {
+  // The best of a sentence's finished hypotheses, its tokens read back through the pointers.
+  auto take_best = [&](int32_t sentence) {
+    const FinishedBeam* first = w.finished.data() + sentence * 2 * beam;
+    const FinishedBeam& best = *std::max_element(
+        first, first + w.finished_count[sentence],
+        [](const FinishedBeam& a, const FinishedBeam& b) { return a.score < b.score; });
+    Hypothesis& h = results[sentence];
+    h.tokens.resize(best.step + (best.last >= 0 ? 1 : 0));
+    int32_t row = best.row;
+    for (int64_t s = best.step - 1; s >= 0; --s) {
+      const BackPointer& p = w.back[s * stride + row];
+      h.tokens[s] = p.token;
+      row = p.parent;
+    }
+    if (best.last >= 0) h.tokens.back() = best.last;
+    h.score = best.score;
+    h.reached_eos = best.reached_eos;
+  };
+
+  for (int64_t step = 0; step < max_steps && !w.active.empty(); ++step) {
     if (options.on_step) options.on_step(step);
-    if (absl::Status s = model.DecodeStep(tokens, route, state, log_probs); !s.ok()) return s;
-    const int64_t vocab = log_probs.dim(1);
+    if (absl::Status s = model.DecodeStep(w.tokens, route, state, w.log_probs); !s.ok()) return s;
+    const int64_t vocab = w.log_probs.dim(1);
     // The best 2 * beam continuations of each row are enough: at most `beam` of the chosen
     // ones can end in EOS, so `beam` live ones always remain among them.
     const int64_t per_row = std::min<int64_t>(2 * beam, vocab);
-    if (absl::Status s = kernels::TopK(log_probs, per_row, top_values, top_indices); !s.ok()) {
+    if (absl::Status s = kernels::TopK(w.log_probs, per_row, w.top_values, w.top_indices);
+        !s.ok()) {
       return s;
     }
-    std::vector<int32_t> next_active, next_rows, next_tokens;
-    std::vector<float> next_scores;
-    std::vector<std::vector<int32_t>> next_row_tokens;
-    std::vector<BeamCandidate> candidates;
-    for (size_t block = 0; block < active.size(); ++block) {
-      const int32_t sentence = active[block];
+    w.next_active.clear();
+    w.next_rows.clear();
+    w.next_tokens.clear();
+    w.next_scores.clear();
+    BackPointer* back = w.back.data() + step * stride;
+    for (size_t block = 0; block < w.active.size(); ++block) {
+      const int32_t sentence = w.active[block];
       const bool cancelled = options.is_cancelled && options.is_cancelled(sentence);
-      candidates.clear();
+      w.candidates.clear();
       for (int k = 0; k < beam; ++k) {
         const int64_t row = block * beam + k;
-        if (row_scores[row] == kNegativeInfinity) continue;
+        if (w.row_scores[row] == kNegativeInfinity) continue;
         for (int64_t j = 0; j < per_row; ++j) {
-          candidates.push_back({row_scores[row] + top_values.data<float>()[row * per_row + j],
-                                static_cast<int32_t>(k),
-                                top_indices.data<int32_t>()[row * per_row + j]});
+          w.candidates.push_back({w.row_scores[row] + w.top_values.data<float>()[row * per_row + j],
+                                  static_cast<int32_t>(k),
+                                  w.top_indices.data<int32_t>()[row * per_row + j],
+                                  static_cast<int32_t>(w.candidates.size())});
         }
       }
-      std::stable_sort(
-          candidates.begin(), candidates.end(),
-          [](const BeamCandidate& a, const BeamCandidate& b) { return a.score > b.score; });
-      std::vector<BeamCandidate> live;
-      for (const BeamCandidate& c : candidates) {
-        if (static_cast<int>(live.size()) == beam) break;
+      // A stable order without stable_sort, which would allocate a buffer every step.
+      std::sort(w.candidates.begin(), w.candidates.end(),
+                [](const BeamCandidate& a, const BeamCandidate& b) {
+                  return a.score > b.score || (a.score == b.score && a.order < b.order);
+                });
+      FinishedBeam* finished = w.finished.data() + sentence * 2 * beam;
+      int32_t& finished_count = w.finished_count[sentence];
+      w.live.clear();
+      for (const BeamCandidate& c : w.candidates) {
+        if (static_cast<int>(w.live.size()) == beam) break;
+        const auto parent = static_cast<int32_t>(block * beam + c.parent);
         if (c.token == eos) {
-          if (static_cast<int>(finished[sentence].size()) < beam) {
-            Hypothesis h;
-            h.tokens = row_tokens[block * beam + c.parent];
-            h.score = normalise(c.score, step + 1);
-            h.reached_eos = true;
-            finished[sentence].push_back(std::move(h));
+          if (finished_count < beam) {
+            finished[finished_count++] = {normalise(c.score, step + 1), static_cast<int32_t>(step),
+                                          parent, -1, true};
           }
         } else {
-          live.push_back(c);
+          w.live.push_back(c);
         }
       }
       const bool last_step = step + 1 >= step_limits[sentence];
-      const bool done =
-          cancelled || last_step || static_cast<int>(finished[sentence].size()) >= beam;
+      const bool done = cancelled || last_step || finished_count >= beam;
       if (done) {
-        // Hypotheses cut by the length limit compete with finished ones.
-        if (!cancelled) {
-          for (const BeamCandidate& c : live) {
-            Hypothesis h;
-            h.tokens = row_tokens[block * beam + c.parent];
-            h.tokens.push_back(c.token);
-            h.score = normalise(c.score, step + 1);
-            finished[sentence].push_back(std::move(h));
-          }
-        }
-        std::vector<Hypothesis>& done_list = finished[sentence];
         if (cancelled) {
           results[sentence].status = absl::CancelledError("decoding cancelled");
-        } else if (!done_list.empty()) {
-          results[sentence] = *std::max_element(
-              done_list.begin(), done_list.end(),
-              [](const Hypothesis& a, const Hypothesis& b) { return a.score < b.score; });
+          continue;
         }
+        // Hypotheses cut by the length limit compete with finished ones.
+        for (const BeamCandidate& c : w.live) {
+          finished[finished_count++] = {normalise(c.score, step + 1), static_cast<int32_t>(step),
+                                        static_cast<int32_t>(block * beam + c.parent), c.token,
+                                        false};
+        }
+        if (finished_count > 0) take_best(sentence);
         continue;
       }
-      next_active.push_back(sentence);
+      w.next_active.push_back(sentence);
       for (int k = 0; k < beam; ++k) {
-        const int64_t parent_row =
-            block * beam + (k < static_cast<int>(live.size()) ? live[k].parent : 0);
-        next_rows.push_back(static_cast<int32_t>(parent_row));
-        if (k < static_cast<int>(live.size())) {
-          next_scores.push_back(live[k].score);
-          next_tokens.push_back(live[k].token);
-          std::vector<int32_t> history = row_tokens[parent_row];
-          history.push_back(live[k].token);
-          next_row_tokens.push_back(std::move(history));
-        } else {
-          next_scores.push_back(kNegativeInfinity);
-          next_tokens.push_back(eos);
-          next_row_tokens.emplace_back();
-        }
+        const bool has_live = k < static_cast<int>(w.live.size());
+        const auto parent_row =
+            static_cast<int32_t>(block * beam + (has_live ? w.live[k].parent : 0));
+        const int32_t token = has_live ? w.live[k].token : eos;
+        back[w.next_rows.size()] = {parent_row, token};
+        w.next_rows.push_back(parent_row);
+        w.next_scores.push_back(has_live ? w.live[k].score : kNegativeInfinity);
+        w.next_tokens.push_back(token);
       }
     }
-    if (absl::Status s = state.SelectRows(next_rows); !s.ok()) return s;
-    active = std::move(next_active);
-    row_scores = std::move(next_scores);
-    tokens = std::move(next_tokens);
-    row_tokens = std::move(next_row_tokens);
+    if (absl::Status s = state.SelectRows(w.next_rows); !s.ok()) return s;
+    std::swap(w.active, w.next_active);
+    std::swap(w.row_scores, w.next_scores);
+    std::swap(w.tokens, w.next_tokens);
   }
   return results;
 }
@@ -240,7 +303,8 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
 absl::StatusOr<std::vector<Hypothesis>> Decode(const TransformerModel& model,
                                                const TaskRoute& route,
                                                const std::vector<std::vector<int32_t>>& sources,
-                                               const DecodeOptions& options) {
+                                               const DecodeOptions& options,
+                                               DecodeWorkspace* workspace) {
   if (options.beam_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("beam size must be >= 1, got ", options.beam_size));
@@ -256,10 +320,12 @@ absl::StatusOr<std::vector<Hypothesis>> Decode(const TransformerModel& model,
     return absl::InvalidArgumentError("length penalty must be >= 0");
   }
   if (sources.empty()) return std::vector<Hypothesis>();
-  EncoderOutput encoder;
-  if (absl::Status s = model.Encode(sources, route, encoder); !s.ok()) return s;
-  if (options.beam_size == 1) return GreedyDecode(model, route, encoder, options);
-  return BeamDecode(model, route, encoder, options);
+  std::optional<DecodeWorkspace> temporary;
+  if (workspace == nullptr) workspace = &temporary.emplace();
+  Buffers& buffers = workspace->buffers();
+  if (absl::Status s = model.Encode(sources, route, buffers.encoder); !s.ok()) return s;
+  if (options.beam_size == 1) return GreedyDecode(model, route, options, buffers);
+  return BeamDecode(model, route, options, buffers);
 }
 
 }  // namespace taskmoe::models

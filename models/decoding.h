@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,12 +50,32 @@ struct Hypothesis {
   absl::Status status;          // Cancelled when is_cancelled said so
 };
 
+// Every buffer a decode needs (encoder and decoder activations, key/value caches, beam
+// bookkeeping), kept by a caller that decodes batch after batch (a server worker thread) and
+// passed to each Decode: buffers grow to the largest batch seen and are then reused, so that
+// decoding neither allocates per token nor leaves the allocator a trail of freed blocks of
+// ever-changing sizes. One workspace serves one Decode at a time, for any model.
+class DecodeWorkspace {
+ public:
+  DecodeWorkspace();
+  ~DecodeWorkspace();
+  DecodeWorkspace(DecodeWorkspace&&) noexcept;
+  DecodeWorkspace& operator=(DecodeWorkspace&&) noexcept;
+
+  struct Buffers;  // defined in decoding.cc
+  Buffers& buffers() { return *buffers_; }
+
+ private:
+  std::unique_ptr<Buffers> buffers_;
+};
+
 // Decodes sources (each [tag] + pieces + [eos]) for the task whose route is given. Returns one
-// hypothesis per source, in order.
+// hypothesis per source, in order. Without a workspace, a temporary one is used.
 absl::StatusOr<std::vector<Hypothesis>> Decode(const TransformerModel& model,
                                                const TaskRoute& route,
                                                const std::vector<std::vector<int32_t>>& sources,
-                                               const DecodeOptions& options);
+                                               const DecodeOptions& options,
+                                               DecodeWorkspace* workspace = nullptr);
 
 }  // namespace taskmoe::models
 

@@ -14,21 +14,34 @@ using kernels::Shape;
 using kernels::Tensor;
 
 ExpertChoice ChooseExperts(const float* logits, int num_experts, int top_k) {
-  std::vector<float> probs(logits, logits + num_experts);
+  GateScratch scratch;
+  ExpertChoice choice;
+  ChooseExpertsInto(logits, num_experts, top_k, scratch, choice);
+  return choice;
+}
+
+void ChooseExpertsInto(const float* logits, int num_experts, int top_k, GateScratch& scratch,
+                       ExpertChoice& choice) {
+  std::vector<float>& probs = scratch.probs;
+  probs.assign(logits, logits + num_experts);
   const float max_logit = *std::max_element(probs.begin(), probs.end());
   for (float& p : probs) p = std::exp(p - max_logit);
   // The softmax denominator cancels in the renormalisation, so it is never computed.
-  std::vector<int> order(num_experts);
+  std::vector<int>& order = scratch.order;
+  order.resize(num_experts);
   for (int e = 0; e < num_experts; ++e) order[e] = e;
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return probs[a] > probs[b]; });
-  ExpertChoice choice;
+  // partial_sort needs no buffer (stable_sort would allocate); the index breaks ties.
+  std::partial_sort(order.begin(), order.begin() + top_k, order.end(), [&](int a, int b) {
+    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+  });
+  choice.experts.clear();
+  choice.gates.clear();
   float chosen_sum = 0.0f;
   for (int i = 0; i < top_k; ++i) chosen_sum += probs[order[i]];
   for (int i = 0; i < top_k; ++i) {
     choice.experts.push_back(order[i]);
     choice.gates.push_back(probs[order[i]] / chosen_sum);
   }
-  return choice;
 }
 
 absl::Status DenseFfnForward(const DenseFfnWeights& ffn, kernels::Activation activation,
@@ -75,8 +88,9 @@ absl::Status TokenMoeForward(const MoeFfnWeights& moe, kernels::Activation activ
     ws.gates_per_expert[e].clear();
   }
   for (int64_t r = 0; r < rows; ++r) {
-    const ExpertChoice choice =
-        ChooseExperts(ws.router_logits.data<float>() + r * num_experts, num_experts, moe.top_k);
+    ExpertChoice& choice = ws.token_choice;
+    ChooseExpertsInto(ws.router_logits.data<float>() + r * num_experts, num_experts, moe.top_k,
+                      ws.gate_scratch, choice);
     for (int i = 0; i < moe.top_k; ++i) {
       ws.rows_per_expert[choice.experts[i]].push_back(static_cast<int32_t>(r));
       ws.gates_per_expert[choice.experts[i]].push_back(choice.gates[i]);

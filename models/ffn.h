@@ -40,6 +40,16 @@ struct ExpertChoice {
 // to the lower index), g_i = p_i / sum of the chosen p.
 ExpertChoice ChooseExperts(const float* logits, int num_experts, int top_k);
 
+// Buffers of ChooseExpertsInto, kept by the caller so that per-token gating never allocates.
+struct GateScratch {
+  std::vector<float> probs;
+  std::vector<int> order;
+};
+
+// ChooseExperts into `choice`, reusing its storage and `scratch`.
+void ChooseExpertsInto(const float* logits, int num_experts, int top_k, GateScratch& scratch,
+                       ExpertChoice& choice);
+
 // Buffers reused from call to call so that a decoding loop does not allocate.
 struct FfnWorkspace {
   kernels::Tensor hidden;
@@ -48,6 +58,8 @@ struct FfnWorkspace {
   kernels::Tensor gathered;
   std::vector<std::vector<int32_t>> rows_per_expert;
   std::vector<std::vector<float>> gates_per_expert;
+  GateScratch gate_scratch;
+  ExpertChoice token_choice;
 };
 
 // y = fc2(act(fc1(x))). x: f32 [..., d_model]; y resized to x's shape.

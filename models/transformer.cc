@@ -250,9 +250,9 @@ absl::Status DecoderState::SelectRows(absl::Span<const int32_t> rows) {
   for (kernels::KvCache& cache : cross_cache) {
     if (absl::Status s = cache.SelectRows(rows); !s.ok()) return s;
   }
-  std::vector<int32_t> lengths(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) lengths[i] = source_lengths[rows[i]];
-  source_lengths = std::move(lengths);
+  selected_lengths.resize(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) selected_lengths[i] = source_lengths[rows[i]];
+  std::swap(source_lengths, selected_lengths);
   batch = static_cast<int64_t>(rows.size());
   return absl::OkStatus();
 }
@@ -402,15 +402,18 @@ absl::Status TransformerModel::Encode(const std::vector<std::vector<int32_t>>& s
     max_len = std::max(max_len, len);
   }
   out.lengths.resize(batch);
-  std::vector<int32_t> ids(batch * max_len, config_.special_tokens.pad);
-  std::vector<int32_t> positions(batch * max_len);
+  std::vector<int32_t>& ids = out.ids;
+  std::vector<int32_t>& positions = out.positions;
+  ids.assign(batch * max_len, config_.special_tokens.pad);
+  positions.resize(batch * max_len);
   for (int64_t b = 0; b < batch; ++b) {
     out.lengths[b] = static_cast<int32_t>(sources[b].size());
     std::copy(sources[b].begin(), sources[b].end(), ids.begin() + b * max_len);
     for (int64_t t = 0; t < max_len; ++t) positions[b * max_len + t] = static_cast<int32_t>(t);
   }
-  Tensor x, normed, q, k, v, attn, delta;
-  FfnWorkspace ffn_ws;
+  Tensor &x = out.x, &normed = out.normed, &q = out.q, &k = out.k, &v = out.v, &attn = out.attn,
+         &delta = out.delta;
+  FfnWorkspace& ffn_ws = out.ffn_ws;
   if (absl::Status s = kernels::EmbeddingLookup(encoder_embedding_, ids, embedding_scale_,
                                                 positions_, positions, x);
       !s.ok()) {

@@ -55,6 +55,11 @@ struct LoadOptions {
 struct EncoderOutput {
   kernels::Tensor states;
   std::vector<int32_t> lengths;
+
+  // Workspace of Encode, reused when the same EncoderOutput encodes the next batch.
+  kernels::Tensor x, normed, q, k, v, attn, delta;
+  FfnWorkspace ffn_ws;
+  std::vector<int32_t> ids, positions;
 };
 
 // Mutable state of an incremental decode over `batch` rows (sentences x beam hypotheses).
@@ -68,7 +73,7 @@ struct DecoderState {
   // Workspace reused by every step.
   kernels::Tensor x, normed, q, k, v, attn, proj, ffn_out, logits;
   FfnWorkspace ffn_ws;
-  std::vector<int32_t> position_ids, self_lengths;
+  std::vector<int32_t> position_ids, self_lengths, selected_lengths;
 
   // Keeps rows `rows` (reordered, repeated or dropped) in every cache.
   absl::Status SelectRows(absl::Span<const int32_t> rows);

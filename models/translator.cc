@@ -57,6 +57,7 @@ absl::StatusOr<std::vector<Translation>> Translator::Translate(
                    [&](size_t a, size_t b) { return sources[a].size() > sources[b].size(); });
 
   std::vector<Translation> results(texts.size());
+  DecodeWorkspace workspace;  // shared by the batches below
   for (size_t start = 0; start < order.size(); start += options.max_batch_size) {
     const size_t end = std::min(order.size(), start + options.max_batch_size);
     std::vector<std::vector<int32_t>> batch;
@@ -73,7 +74,8 @@ absl::StatusOr<std::vector<Translation>> Translator::Translate(
         options.decode.on_token(order[start + s], t);
       };
     }
-    absl::StatusOr<std::vector<Hypothesis>> hypotheses = Decode(*model_, **route, batch, decode);
+    absl::StatusOr<std::vector<Hypothesis>> hypotheses =
+        Decode(*model_, **route, batch, decode, &workspace);
     if (!hypotheses.ok()) return hypotheses.status();
     for (size_t i = start; i < end; ++i) {
       Hypothesis& h = (*hypotheses)[i - start];

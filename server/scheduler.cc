@@ -134,6 +134,8 @@ std::vector<Scheduler::Item> Scheduler::TakeBatch(absl::Time now, absl::Time& wa
 }
 
 void Scheduler::WorkerLoop() {
+  // Kept for the worker's life: batch after batch reuses its buffers (DecodeWorkspace says why).
+  models::DecodeWorkspace workspace;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     absl::Time wake;
@@ -150,12 +152,13 @@ void Scheduler::WorkerLoop() {
     // Another worker may serve another ready queue meanwhile.
     work_.notify_one();
     lock.unlock();
-    RunBatch(batch, *metrics);
+    RunBatch(batch, *metrics, workspace);
     lock.lock();
   }
 }
 
-void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics) {
+void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
+                         models::DecodeWorkspace& workspace) {
   const absl::Time start = absl::Now();
   // Sentences whose request already stopped leave before any work is spent on them.
   std::vector<Item> live;
@@ -205,7 +208,7 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics) {
     decode.on_step = [&](int64_t) { absl::SleepFor(options_.step_delay); };
   }
   absl::StatusOr<std::vector<models::Hypothesis>> hypotheses =
-      models::Decode(*task.model, *task.route, sources, decode);
+      models::Decode(*task.model, *task.route, sources, decode, &workspace);
   if (!hypotheses.ok()) {
     Log(LogLevel::kError, absl::StrCat("task ", task.id, ": decoding a batch of ", live.size(),
                                        " failed: ", hypotheses.status().ToString()));

@@ -23,6 +23,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "models/decoding.h"
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/request_state.h"
@@ -65,7 +66,7 @@ class Scheduler {
   // Picks a ready queue and removes a batch from it; empty when none is ready (then `wake`
   // says when one will be). Called with mu_ held.
   std::vector<Item> TakeBatch(absl::Time now, absl::Time& wake, TaskMetrics*& metrics);
-  void RunBatch(std::vector<Item>& batch, TaskMetrics& metrics);
+  void RunBatch(std::vector<Item>& batch, TaskMetrics& metrics, models::DecodeWorkspace& workspace);
   // Finishes a sentence that never ran, with `status`.
   static void FinishUnrun(const Item& item, absl::Status status);
 

@@ -164,12 +164,13 @@ int main(int argc, char** argv) {
       models::DecodeOptions options;
       options.max_output_tokens = output_tokens;
       options.ignore_eos = true;
+      models::DecodeWorkspace workspace;  // as a server worker keeps one
       int runs = 0;
       const auto start = std::chrono::steady_clock::now();
       double seconds = 0;
       do {
         absl::StatusOr<std::vector<models::Hypothesis>> out =
-            models::Decode(**model, route, sources, options);
+            models::Decode(**model, route, sources, options, &workspace);
         if (!out.ok()) {
           std::cerr << "taskmoe-bench: " << name << ": " << out.status().message() << "\n";
           return 1;

@@ -7,7 +7,6 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -15,6 +14,7 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/roofline.h"
 #include "kernels/runtime.h"
 
 namespace taskmoe::kernels {
@@ -39,20 +39,7 @@ Tensor Weights(int64_t n, int64_t k) {
   return t;
 }
 
-double SecondsFor(const PackedLinear& linear, const Tensor& x, Tensor& y, double min_seconds) {
-  for (int i = 0; i < 3; ++i) (void)linear.Forward(x, Activation::kNone, y);
-  int iterations = 0;
-  const auto start = std::chrono::steady_clock::now();
-  double elapsed = 0;
-  do {
-    (void)linear.Forward(x, Activation::kNone, y);
-    ++iterations;
-    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  } while (elapsed < min_seconds);
-  return elapsed / iterations;
-}
-
-// Best GFLOP/s over a few large square products: the compute roof for this precision.
+// Peak GFLOP/s per precision and triad bandwidth, measured once before the benchmarks run.
 std::map<Precision, double>& PeakGflops() {
   static std::map<Precision, double> peaks;
   return peaks;
@@ -64,31 +51,9 @@ double& TriadGBps() {
 
 void MeasurePeaks() {
   for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
-    double best = 0;
-    for (int64_t size : {1024, 2048}) {
-      absl::StatusOr<PackedLinear> linear = PackedLinear::Create(Weights(size, size), Tensor(), p);
-      if (!linear.ok()) continue;
-      const Tensor x = Filled(Shape{size, size}, 0.5f);
-      Tensor y;
-      const double seconds = SecondsFor(*linear, x, y, 0.5);
-      best = std::max(best, 2.0 * size * size * size / seconds / 1e9);
-    }
-    PeakGflops()[p] = best;
+    PeakGflops()[p] = MeasureMatmulPeakGflops(p);
   }
-  // STREAM-style triad a = b + s * c over arrays far larger than the caches.
-  const size_t n = 32u << 20;  // 128 MiB per array
-  std::vector<float> a(n), b(n, 1.0f), c(n, 2.0f);
-  double best_seconds = 1e9;
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto start = std::chrono::steady_clock::now();
-#pragma omp parallel for
-    for (size_t i = 0; i < n; ++i) a[i] = b[i] + 0.5f * c[i];
-    best_seconds =
-        std::min(best_seconds,
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  benchmark::DoNotOptimize(a.data());
-  TriadGBps() = 3.0 * n * sizeof(float) / best_seconds / 1e9;
+  TriadGBps() = MeasureTriadGbps();
 }
 
 void BM_Matmul(benchmark::State& state, Precision precision) {

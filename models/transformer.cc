@@ -378,6 +378,42 @@ absl::StatusOr<const TaskRoute*> TransformerModel::RouteForTask(int task_positio
   return &task_routes_[task_position];
 }
 
+StepCost TransformerModel::DecoderStepCost(const TaskRoute& route) const {
+  StepCost cost;
+  auto add = [&cost](const LinearPtr& linear, bool runs_for_every_row) {
+    if (runs_for_every_row) cost.macs_per_row += linear->in_features() * linear->out_features();
+    cost.weight_bytes += linear->memory_bytes();
+  };
+  auto add_ffn = [&](const DenseFfnWeights& ffn, bool runs_for_every_row) {
+    add(ffn.fc1, runs_for_every_row);
+    add(ffn.fc2, runs_for_every_row);
+  };
+  for (size_t i = 0; i < decoder_layers_.size(); ++i) {
+    const LayerWeights& layer = decoder_layers_[i];
+    for (const LinearPtr& l : {layer.self_attn.q, layer.self_attn.k, layer.self_attn.v,
+                               layer.self_attn.out, layer.cross_attn.q, layer.cross_attn.out}) {
+      add(l, true);
+    }
+    if (const auto* dense = std::get_if<DenseFfnWeights>(&layer.ffn)) {
+      add_ffn(*dense, true);
+      continue;
+    }
+    const auto& moe = std::get<MoeFfnWeights>(layer.ffn);
+    if (moe.routing == Routing::kTask) {
+      for (int e : route.decoder[i].experts) add_ffn(moe.experts[e], true);
+      continue;
+    }
+    // Token routing: each row runs top_k experts, and the step may read all of them.
+    add(moe.router, true);
+    for (const DenseFfnWeights& expert : moe.experts) add_ffn(expert, false);
+    const DenseFfnWeights& any = moe.experts.front();
+    cost.macs_per_row += moe.top_k * (any.fc1->in_features() * any.fc1->out_features() +
+                                      any.fc2->in_features() * any.fc2->out_features());
+  }
+  add(output_projection_, true);
+  return cost;
+}
+
 absl::Status TransformerModel::RunFfn(const FfnWeights& ffn, const ExpertChoice& choice,
                                       const Tensor& x, FfnWorkspace& ws, Tensor& y) const {
   if (const auto* dense = std::get_if<DenseFfnWeights>(&ffn)) {

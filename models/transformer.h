@@ -85,6 +85,16 @@ struct TaskRoute {
   std::vector<ExpertChoice> decoder;
 };
 
+// What one decoding step of a task costs in its linear layers, for roofline accounting.
+struct StepCost {
+  // Multiply-adds per row (hypothesis): every linear layer the row passes through, including
+  // the output projection (cross-attention keys/values are computed once, not per step).
+  int64_t macs_per_row = 0;
+  // Packed weight bytes the step reads at least once: the layers above, and every expert of a
+  // token-routed layer (some token may pick any of them).
+  size_t weight_bytes = 0;
+};
+
 class TransformerModel {
  public:
   // Loads `<dir>/config.json` and `<dir>/model.safetensors`, checks every tensor against the
@@ -104,6 +114,9 @@ class TransformerModel {
 
   // Routing of a task this model serves (index into config().tasks).
   absl::StatusOr<const TaskRoute*> RouteForTask(int task_position) const;
+
+  // The cost of one DecodeStep for the task whose route is given.
+  StepCost DecoderStepCost(const TaskRoute& route) const;
 
   // Encodes a batch of token-id sequences (each already [tag] + pieces + [eos]).
   absl::Status Encode(const std::vector<std::vector<int32_t>>& sources, const TaskRoute& route,

@@ -3,6 +3,10 @@
 // subnetwork, TaskMoE full model routed by task, TokenMoE full model. Prints generated
 // tokens/s per batch size with a forced output length, the ratios, and each model's memory.
 //
+// With --roofline (the default) it first measures the machine's matmul peak for the precision
+// and its triad bandwidth, then reports each decoder step (timed alone, without the encoder)
+// as a fraction of that peak and as a multiple of the time to read its weights once.
+//
 //   taskmoe-bench [--shape wmt|small] [--batches 1,8,32,128,512] [--threads 2]
 #include <sys/resource.h>
 
@@ -19,6 +23,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "kernels/roofline.h"
 #include "kernels/runtime.h"
 #include "models/decoding.h"
 #include "models/random_model.h"
@@ -34,6 +39,9 @@ ABSL_FLAG(int, output_tokens, 24, "forced output length (EOS ignored)");
 ABSL_FLAG(std::string, precision, "f32", "f32, bf16 or int8");
 ABSL_FLAG(int, threads, 0, "compute threads (0: OMP_NUM_THREADS or all cores)");
 ABSL_FLAG(double, min_seconds, 2.0, "repeat each measurement until this much time has passed");
+ABSL_FLAG(bool, roofline, true,
+          "measure the machine's matmul peak (this precision) and triad bandwidth first, and "
+          "report each decoder step against them (DESIGN.md §6)");
 
 namespace {
 
@@ -133,6 +141,15 @@ int main(int argc, char** argv) {
               absl::GetFlag(FLAGS_shape).c_str(), kernels::PrecisionName(*precision),
               kernels::NumThreads(), kernels::CpuIsaName(), source_tokens, output_tokens);
 
+  // The roofline of this machine, now: the precision's matmul peak and memory bandwidth.
+  double peak_gflops = 0, triad_gbps = 0;
+  if (absl::GetFlag(FLAGS_roofline)) {
+    peak_gflops = kernels::MeasureMatmulPeakGflops(*precision);
+    triad_gbps = kernels::MeasureTriadGbps();
+    std::printf("roofline: %s matmul peak %.0f GFLOP/s, triad %.1f GB/s\n",
+                kernels::PrecisionName(*precision), peak_gflops, triad_gbps);
+  }
+
   std::map<std::string, std::map<int, double>> tokens_per_second;
   std::vector<std::string> names =
       absl::StrSplit(absl::GetFlag(FLAGS_models), ',', absl::SkipEmpty());
@@ -148,11 +165,14 @@ int main(int argc, char** argv) {
     const int64_t rss_loaded = ReadStatusKb("VmRSS");
     const int64_t peak_load = ReadStatusKb("VmHWM");
     const models::TaskRoute& route = **(*model)->RouteForTask(0);
+    const models::StepCost cost = (*model)->DecoderStepCost(route);
     ResetPeakRss();
     std::printf(
-        "\n%-18s params %7.1fM  weights %7.1f MB  RSS after load +%.0f MB (load peak %.0f MB)\n",
+        "\n%-18s params %7.1fM  weights %7.1f MB  RSS after load +%.0f MB (load peak %.0f MB)\n"
+        "  decoder step: %.1fM multiply-adds per row, %.1f MB of weights read\n",
         name.c_str(), (*model)->parameter_count() / 1e6, (*model)->memory_bytes() / 1e6,
-        (rss_loaded - rss_before) / 1024.0, peak_load / 1024.0);
+        (rss_loaded - rss_before) / 1024.0, peak_load / 1024.0, cost.macs_per_row / 1e6,
+        cost.weight_bytes / 1e6);
     for (int batch : batches) {
       std::vector<std::vector<int32_t>> sources(batch);
       for (int b = 0; b < batch; ++b) {
@@ -164,6 +184,16 @@ int main(int argc, char** argv) {
       models::DecodeOptions options;
       options.max_output_tokens = output_tokens;
       options.ignore_eos = true;
+      // Decoder steps alone (no encoder, no StartDecoding): from step 0 to the last step's
+      // start, timed through on_step.
+      std::chrono::steady_clock::time_point first_step, last_step;
+      int64_t last_step_index = 0;
+      options.on_step = [&](int64_t step) {
+        (step == 0 ? first_step : last_step) = std::chrono::steady_clock::now();
+        last_step_index = step;
+      };
+      double step_seconds = 0;
+      int64_t steps_timed = 0;
       models::DecodeWorkspace workspace;  // as a server worker keeps one
       int runs = 0;
       const auto start = std::chrono::steady_clock::now();
@@ -176,12 +206,28 @@ int main(int argc, char** argv) {
           return 1;
         }
         ++runs;
+        if (last_step_index > 0) {
+          step_seconds += std::chrono::duration<double>(last_step - first_step).count();
+          steps_timed += last_step_index;
+        }
         seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       } while (seconds < absl::GetFlag(FLAGS_min_seconds));
       const double tps = static_cast<double>(batch) * output_tokens * runs / seconds;
       tokens_per_second[name][batch] = tps;
-      std::printf("  batch %4d  %10.1f tokens/s  %8.2f ms/step  peak RSS %.0f MB\n", batch, tps,
+      std::printf("  batch %4d  %10.1f tokens/s  %8.2f ms/step  peak RSS %.0f MB", batch, tps,
                   1e3 * seconds / runs / output_tokens, ReadStatusKb("VmHWM") / 1024.0);
+      if (peak_gflops > 0 && steps_timed > 0) {
+        // Roofline accounting over the whole decoder step, linear-layer work only.
+        const double step = step_seconds / static_cast<double>(steps_timed);
+        const double gflops = 2.0 * batch * static_cast<double>(cost.macs_per_row) / step / 1e9;
+        const double bandwidth_bound = static_cast<double>(cost.weight_bytes) / (triad_gbps * 1e9);
+        std::printf(
+            "  | decoder step %.2f ms: %.0f GFLOP/s = %.2f of peak; %.2fx the %.2f ms "
+            "weight-read bound",
+            1e3 * step, gflops, gflops / peak_gflops, step / bandwidth_bound,
+            1e3 * bandwidth_bound);
+      }
+      std::printf("\n");
       std::fflush(stdout);
     }
   }

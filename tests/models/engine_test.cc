@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "kernels/runtime.h"
 #include "models/decoding.h"
@@ -305,6 +306,43 @@ TEST(Gating, SoftmaxTopKRenormalise) {
   const ExpertChoice three = ChooseExperts(logits, 4, 3);
   const float e1 = std::exp(1.0f - 2.0f);
   EXPECT_FLOAT_EQ(three.gates[2], e1 / (2.0f + e1));
+}
+
+// Per decoder layer: self q/k/v/out and cross q/out (d x d each), then the FFN; then the
+// output projection. Counted by hand for the tiny shape (d 32, ff 48, vocab 50, 4 experts,
+// top-2, MoE in layer 1 of 2). Bytes are checked at int8, whose packing adds no padding: an
+// s8 weight, an f32 scale per output and the f32 bias.
+TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
+  constexpr int64_t d = 32, ff = 48, vocab = 50, attention = 6 * d * d, ffn = 2 * d * ff;
+  constexpr int64_t attention_outputs = 6 * d, ffn_outputs = ff + d;
+  auto int8_bytes = [](int64_t weights, int64_t biased_outputs, int64_t unbiased_outputs) {
+    return static_cast<size_t>(weights + 8 * biased_outputs + 4 * unbiased_outputs);
+  };
+  std::map<ModelKind, StepCost> costs;
+  for (ModelKind kind : {ModelKind::kDense, ModelKind::kTaskMoe, ModelKind::kTokenMoe}) {
+    const ModelConfig config = MakeRandomModelConfig(TinyShape(), kind);
+    const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 3));
+    auto model =
+        TransformerModel::Create(config, *weights, {.precision = kernels::Precision::kInt8});
+    ASSERT_TRUE(model.ok()) << model.status();
+    costs[kind] = (*model)->DecoderStepCost(**(*model)->RouteForTask(0));
+  }
+  EXPECT_EQ(costs[ModelKind::kDense].macs_per_row, 2 * (attention + ffn) + d * vocab);
+  EXPECT_EQ(
+      costs[ModelKind::kDense].weight_bytes,
+      int8_bytes(2 * (attention + ffn) + d * vocab, 2 * (attention_outputs + ffn_outputs), vocab));
+  // Task routing: the task's two experts in layer 1, nothing else.
+  EXPECT_EQ(costs[ModelKind::kTaskMoe].macs_per_row, 2 * attention + 3 * ffn + d * vocab);
+  EXPECT_EQ(costs[ModelKind::kTaskMoe].weight_bytes,
+            int8_bytes(2 * attention + 3 * ffn + d * vocab, 2 * attention_outputs + 3 * ffn_outputs,
+                       vocab));
+  // Token routing: each row runs the router and two experts, the step reads all four (and the
+  // router, kept f32 and padded by its packing, so only bounded here).
+  EXPECT_EQ(costs[ModelKind::kTokenMoe].macs_per_row, 2 * attention + 3 * ffn + 4 * d + d * vocab);
+  EXPECT_GT(costs[ModelKind::kTokenMoe].weight_bytes,
+            int8_bytes(2 * attention + 5 * ffn + d * vocab, 2 * attention_outputs + 5 * ffn_outputs,
+                       vocab) +
+                sizeof(float) * 4 * d);
 }
 
 TEST(Loader, RefusesTensorsThatDisagreeWithTheConfig) {

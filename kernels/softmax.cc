@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/fast_math.h"
@@ -55,6 +56,47 @@ void LogSoftmaxRow(float* values, int64_t count) {
   for (int64_t i = 0; i < count; ++i) sum += FastExp(values[i] - m);
   const float shift = m + std::log(sum);
   for (int64_t i = 0; i < count; ++i) values[i] -= shift;
+}
+
+absl::Status ArgMaxAndLogSumExp(const Tensor& x, Tensor& argmax, Tensor& log_sum_exp) {
+  constexpr const char* kOp = "ArgMaxAndLogSumExp";
+  if (absl::Status s = CheckDType(x, DType::kF32, kOp, "x"); !s.ok()) return s;
+  if (x.rank() < 1 || x.dim(x.rank() - 1) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": x has shape ", x.shape().ToString(), ", need [..., N>0]"));
+  }
+  const int64_t n = x.dim(x.rank() - 1);
+  const int64_t rows = x.numel() / n;
+  argmax.Resize(DType::kS32, Shape{rows});
+  log_sum_exp.Resize(DType::kF32, Shape{rows});
+  ApplyThreadSetting();
+  const float* data = x.data<float>();
+  int32_t* best = argmax.data<int32_t>();
+  float* shift = log_sum_exp.data<float>();
+  ParallelFor(rows, rows * n > (1 << 16), [&](int64_t r) {
+    const float* row = data + r * n;
+    // The first maximum without a scalar pass over the row: vectorised maxima of blocks, the
+    // first block holding the largest, then a scan of that block alone. NaNs never win.
+    constexpr int64_t kBlock = 512;
+    float m = -std::numeric_limits<float>::infinity();
+    int64_t best_block = 0;
+    for (int64_t begin = 0; begin < n; begin += kBlock) {
+      const float block_max = RowMax(row + begin, std::min(kBlock, n - begin));
+      if (block_max > m) {
+        m = block_max;
+        best_block = begin;
+      }
+    }
+    int64_t index = best_block;
+    const int64_t block_end = std::min(best_block + kBlock, n);
+    while (index < block_end && !(row[index] == m)) ++index;
+    best[r] = static_cast<int32_t>(index == block_end ? 0 : index);
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; ++i) sum += FastExp(row[i] - m);
+    shift[r] = m + std::log(sum);
+  });
+  return absl::OkStatus();
 }
 
 absl::Status SoftmaxInPlace(Tensor& x) { return ForEachRow<SoftmaxRow>(x, "Softmax"); }

@@ -14,6 +14,13 @@ absl::Status SoftmaxInPlace(Tensor& x);
 // x[..., i] = x_i - max - log(sum_j exp(x_j - max)).
 absl::Status LogSoftmaxInPlace(Tensor& x);
 
+// Per row of x [..., n]: the index of its largest value (the first of equal ones; 0 when the
+// row's maximum is NaN) and log(sum_j exp(x_j)), the shift that turns logits into
+// log-probabilities. Reads x twice and writes nothing to it: what greedy and beam search need
+// from a 64k-wide logit row, without the write pass of LogSoftmaxInPlace. argmax (s32) and
+// log_sum_exp (f32) are resized to x's shape without its last dimension, flattened: [rows].
+absl::Status ArgMaxAndLogSumExp(const Tensor& x, Tensor& argmax, Tensor& log_sum_exp);
+
 // The same on one row of `count` values (count >= 1); the building blocks of the above.
 void SoftmaxRow(float* values, int64_t count);
 void LogSoftmaxRow(float* values, int64_t count);

@@ -10,7 +10,6 @@
 #include "kernels/activation.h"
 #include "kernels/embedding.h"
 #include "kernels/norm.h"
-#include "kernels/softmax.h"
 #include "models/safetensors.h"
 
 namespace taskmoe::models {
@@ -505,7 +504,7 @@ absl::Status TransformerModel::StartDecoding(const EncoderOutput& encoder, int64
 }
 
 absl::Status TransformerModel::DecodeStep(absl::Span<const int32_t> tokens, const TaskRoute& route,
-                                          DecoderState& state, Tensor& log_probs) const {
+                                          DecoderState& state, Tensor& logits) const {
   const int64_t batch = state.batch, d = config_.d_model;
   if (static_cast<int64_t>(tokens.size()) != batch) {
     return absl::InvalidArgumentError(
@@ -562,9 +561,8 @@ absl::Status TransformerModel::DecodeStep(absl::Span<const int32_t> tokens, cons
     s = kernels::LayerNorm(state.x, decoder_final_norm_.gamma, decoder_final_norm_.beta, eps,
                            state.normed);
   }
-  if (s.ok()) s = output_projection_->Forward(state.normed, kernels::Activation::kNone, log_probs);
-  if (s.ok()) s = log_probs.ReshapeInPlace(Shape{batch, config_.vocab_size});
-  if (s.ok()) s = kernels::LogSoftmaxInPlace(log_probs);
+  if (s.ok()) s = output_projection_->Forward(state.normed, kernels::Activation::kNone, logits);
+  if (s.ok()) s = logits.ReshapeInPlace(Shape{batch, config_.vocab_size});
   if (s.ok()) ++state.steps;
   return s;
 }

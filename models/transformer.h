@@ -127,9 +127,12 @@ class TransformerModel {
   absl::Status StartDecoding(const EncoderOutput& encoder, int64_t max_steps,
                              const TaskRoute& route, DecoderState& state) const;
 
-  // Feeds one token per row and writes the next-token log-probabilities, f32 [batch, vocab].
+  // Feeds one token per row and writes the next-token logits, f32 [batch, vocab]: log-
+  // probabilities up to a per-row shift (kernels::LogSoftmaxInPlace or ArgMaxAndLogSumExp
+  // give it). Left unnormalised because decoding needs only the best few of each row and the
+  // shift, not a rewritten 64k-wide row.
   absl::Status DecodeStep(absl::Span<const int32_t> tokens, const TaskRoute& route,
-                          DecoderState& state, kernels::Tensor& log_probs) const;
+                          DecoderState& state, kernels::Tensor& logits) const;
 
  private:
   TransformerModel() = default;

@@ -78,6 +78,37 @@ TEST(Softmax, MatchesReferenceAndIsStable) {
   EXPECT_FALSE(SoftmaxInPlace(empty).ok());
 }
 
+// Greedy and beam search read the best token and the log-softmax shift without rewriting the
+// row; checked against a double-precision reference on rows wide enough to run in parallel.
+TEST(Softmax, ArgMaxAndLogSumExpMatchTheReference) {
+  for (int64_t n : {1, 7, 64000}) {
+    Tensor x = RandomTensor(Shape{3, n}, 5, 8.0f);
+    if (n > 1) x.data<float>()[n + 2] = x.data<float>()[n + n - 1] = 100.0f;  // a tie in row 1
+    Tensor best, lse;
+    ASSERT_TRUE(ArgMaxAndLogSumExp(x, best, lse).ok());
+    ASSERT_EQ(best.shape(), Shape{3});
+    for (int64_t r = 0; r < 3; ++r) {
+      const float* row = x.data<float>() + r * n;
+      const int64_t want = std::max_element(row, row + n) - row;  // the first maximum
+      EXPECT_EQ(best.data<int32_t>()[r], want) << "n " << n << " row " << r;
+      double sum = 0;
+      for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - row[want]);
+      const double expected = row[want] + std::log(sum);
+      EXPECT_NEAR(lse.data<float>()[r], expected, 1e-5 * std::fabs(expected) + 1e-5)
+          << "n " << n << " row " << r;
+    }
+  }
+  Tensor nan_row = Tensor::FromVector<float>(Shape{1, 3}, {NAN, 1.0f, 2.0f});
+  Tensor best, lse;
+  ASSERT_TRUE(ArgMaxAndLogSumExp(nan_row, best, lse).ok());
+  EXPECT_GE(best.data<int32_t>()[0], 0);
+  EXPECT_LT(best.data<int32_t>()[0], 3);
+  Tensor empty = Tensor::Allocate(DType::kF32, Shape{2, 0});
+  EXPECT_FALSE(ArgMaxAndLogSumExp(empty, best, lse).ok());
+  Tensor ints = Tensor::Allocate(DType::kS32, Shape{2, 2});
+  EXPECT_FALSE(ArgMaxAndLogSumExp(ints, best, lse).ok());
+}
+
 TEST(Activation, ReluGeluAndResidual) {
   Tensor x = Tensor::FromVector<float>(Shape{5}, {-2.0f, -0.5f, 0.0f, 0.5f, 3.0f});
   Tensor r = x.Clone();

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "kernels/runtime.h"
+#include "kernels/softmax.h"
 #include "models/decoding.h"
 #include "models/extract.h"
 #include "models/ffn.h"
@@ -80,6 +81,7 @@ std::vector<float> TeacherForcedLogProbs(const TransformerModel& model, const Ta
   std::vector<int32_t> tokens(sources.size(), model.config().special_tokens.bos);
   for (int32_t next : path) {
     EXPECT_TRUE(model.DecodeStep(tokens, route, state, log_probs).ok());
+    EXPECT_TRUE(kernels::LogSoftmaxInPlace(log_probs).ok());
     all.insert(all.end(), log_probs.data<float>(), log_probs.data<float>() + log_probs.numel());
     tokens.assign(sources.size(), next);
   }

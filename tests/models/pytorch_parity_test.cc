@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "kernels/softmax.h"
 #include "models/safetensors.h"
 #include "models/transformer.h"
 
@@ -55,6 +56,7 @@ TEST_P(PyTorchParityTest, TeacherForcedLogProbsMatch) {
       std::vector<int32_t> tokens;
       for (size_t r : rows) tokens.push_back(targets[r][t]);
       ASSERT_TRUE((*model)->DecodeStep(tokens, route, state, log_probs).ok());
+      ASSERT_TRUE(kernels::LogSoftmaxInPlace(log_probs).ok());
       for (size_t i = 0; i < rows.size(); ++i) {
         const float* want = expected->data<float>() + (rows[i] * steps + t) * vocab;
         const float* got = log_probs.data<float>() + i * vocab;

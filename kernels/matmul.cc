@@ -2,6 +2,7 @@
 #include "kernels/matmul.h"
 
 #include <cmath>
+#include <cstring>
 #include <list>
 #include <utility>
 #include <vector>
@@ -23,9 +24,18 @@ using DataType = memory::data_type;
 // that fixed layout, never "any", so a layout change can never silently repack per call.
 constexpr int64_t kPackingReferenceRows = 64;
 
-// Per-thread cap on cached primitives (one per distinct batch size and weight shape). A
-// primitive costs about 20-50 KB and 0.2 ms to create.
+// Per-thread cap on cached primitives (one per distinct row count and weight shape). A
+// primitive costs about 40 KB and 0.2 ms to create.
 constexpr size_t kMaxCachedPrimitivesPerThread = 1024;
+
+// Row counts that get a primitive of their own: up to kDirectRows (decoding batches) exactly;
+// larger inputs (encoder batches, whose row count is sentences x padded length and takes
+// hundreds of values) run as chunks of kChunkRows plus a remainder padded to a multiple of
+// kPaddedRows. That bounds the primitives per weight shape to about 71 instead of one per
+// row count ever seen, which grew a long-running server by ~40 KB per new encoder shape.
+constexpr int64_t kDirectRows = 64;
+constexpr int64_t kChunkRows = 256;
+constexpr int64_t kPaddedRows = 32;
 
 DataType SourceType(Precision precision) {
   switch (precision) {
@@ -37,6 +47,18 @@ DataType SourceType(Precision precision) {
       return DataType::s8;
   }
   return DataType::undef;
+}
+
+size_t SourceElementBytes(Precision precision) {
+  switch (precision) {
+    case Precision::kF32:
+      return 4;
+    case Precision::kBF16:
+      return 2;
+    case Precision::kInt8:
+      return 1;
+  }
+  return 4;
 }
 
 absl::StatusOr<dnnl::matmul::primitive_desc> MakeMatmulDesc(int64_t m, int64_t k, int64_t n,
@@ -150,6 +172,7 @@ ThreadMatmulCache& MatmulCache() {
 struct InputScratch {
   Tensor converted;
   Tensor row_scales;
+  Tensor padded_input, padded_output;  // a remainder padded to kPaddedRows
 };
 
 InputScratch& Scratch() {
@@ -283,29 +306,65 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
     src = scratch.converted.raw_data();
   }
 
-  const PrimitiveKey key{m, in_features_, out_features_, precision_, activation, has_bias()};
-  absl::StatusOr<CachedMatmul*> cached = MatmulCache().Get(key, packed_md_);
-  if (!cached.ok()) return cached.status();
-  CachedMatmul& mm = **cached;
-  // oneDNN takes non-const handles even for inputs it only reads.
-  mm.src.set_data_handle(const_cast<void*>(src));
-  mm.weights.set_data_handle(const_cast<void*>(packed_weight_.raw_data()));
-  mm.dst.set_data_handle(y.raw_data());
-  if (key.bias && precision_ != Precision::kInt8) {
-    mm.bias.set_data_handle(const_cast<void*>(bias_.raw_data()));
+  // Runs `rows` rows from `rows_src` into `rows_dst` with the primitive for that row count.
+  auto run = [&](int64_t rows, const void* rows_src, float* rows_dst) -> absl::Status {
+    const PrimitiveKey key{rows, in_features_, out_features_, precision_, activation, has_bias()};
+    absl::StatusOr<CachedMatmul*> cached = MatmulCache().Get(key, packed_md_);
+    if (!cached.ok()) return cached.status();
+    CachedMatmul& mm = **cached;
+    // oneDNN takes non-const handles even for inputs it only reads.
+    mm.src.set_data_handle(const_cast<void*>(rows_src));
+    mm.weights.set_data_handle(const_cast<void*>(packed_weight_.raw_data()));
+    mm.dst.set_data_handle(rows_dst);
+    if (key.bias && precision_ != Precision::kInt8) {
+      mm.bias.set_data_handle(const_cast<void*>(bias_.raw_data()));
+    }
+    if (precision_ == Precision::kInt8) {
+      mm.scales.set_data_handle(const_cast<void*>(weight_scales_.raw_data()));
+    }
+    const dnnl_status_t executed = dnnl_primitive_execute(
+        mm.primitive.get(), ThreadStream().get(), static_cast<int>(mm.args.size()), mm.args.data());
+    if (executed != dnnl_success) {
+      return absl::InternalError(
+          absl::StrCat(kOp, ": oneDNN matmul failed with status ", static_cast<int>(executed)));
+    }
+    // CPU streams run in order, so the result is complete; kept for other engines' sake.
+    if (dnnl_stream_wait(ThreadStream().get()) != dnnl_success) {
+      return absl::InternalError(absl::StrCat(kOp, ": oneDNN stream wait failed"));
+    }
+    return absl::OkStatus();
+  };
+
+  const size_t src_row_bytes = static_cast<size_t>(in_features_) * SourceElementBytes(precision_);
+  const auto* src_bytes = static_cast<const uint8_t*>(src);
+  float* dst = y.data<float>();
+  int64_t done = 0;
+  if (m > kDirectRows) {
+    for (; m - done >= kChunkRows; done += kChunkRows) {
+      if (absl::Status s =
+              run(kChunkRows, src_bytes + done * src_row_bytes, dst + done * out_features_);
+          !s.ok()) {
+        return s;
+      }
+    }
   }
-  if (precision_ == Precision::kInt8) {
-    mm.scales.set_data_handle(const_cast<void*>(weight_scales_.raw_data()));
-  }
-  const dnnl_status_t executed = dnnl_primitive_execute(
-      mm.primitive.get(), ThreadStream().get(), static_cast<int>(mm.args.size()), mm.args.data());
-  if (executed != dnnl_success) {
-    return absl::InternalError(
-        absl::StrCat(kOp, ": oneDNN matmul failed with status ", static_cast<int>(executed)));
-  }
-  // CPU streams run in order, so the result is complete; kept for other engines' sake.
-  if (dnnl_stream_wait(ThreadStream().get()) != dnnl_success) {
-    return absl::InternalError(absl::StrCat(kOp, ": oneDNN stream wait failed"));
+  const int64_t rest = m - done;
+  if (rest > 0 && (m <= kDirectRows || rest <= kDirectRows)) {
+    if (absl::Status s = run(rest, src_bytes + done * src_row_bytes, dst + done * out_features_);
+        !s.ok()) {
+      return s;
+    }
+  } else if (rest > 0) {
+    // Through zero-padded copies: the padding rows' results are computed and dropped.
+    const int64_t padded = (rest + kPaddedRows - 1) / kPaddedRows * kPaddedRows;
+    scratch.padded_input.Resize(DType::kS8, Shape{padded * static_cast<int64_t>(src_row_bytes)});
+    auto* in = static_cast<uint8_t*>(scratch.padded_input.raw_data());
+    std::memcpy(in, src_bytes + done * src_row_bytes, rest * src_row_bytes);
+    std::memset(in + rest * src_row_bytes, 0, (padded - rest) * src_row_bytes);
+    scratch.padded_output.Resize(DType::kF32, Shape{padded, out_features_});
+    if (absl::Status s = run(padded, in, scratch.padded_output.data<float>()); !s.ok()) return s;
+    std::memcpy(dst + done * out_features_, scratch.padded_output.data<float>(),
+                sizeof(float) * rest * out_features_);
   }
   if (precision_ == Precision::kInt8) {
     Int8Epilogue(scratch.row_scales.data<float>(), has_bias() ? bias_.data<float>() : nullptr,

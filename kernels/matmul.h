@@ -5,8 +5,9 @@
 //         (AVX512-BF16);
 //   int8  s8 weights with one scale per output channel, activations quantised per row at run
 //         time (symmetric s8), s32 accumulation (VNNI), f32 output.
-// Primitives are created per batch size M on first use and cached per thread, so a steady
-// decoding loop neither creates primitives nor allocates.
+// Primitives are created per row count on first use and cached per thread, so a steady
+// decoding loop neither creates primitives nor allocates; inputs of more than 64 rows run in
+// chunks of 256 plus a padded remainder, which bounds how many row counts ever get one.
 #ifndef TASKMOE_KERNELS_MATMUL_H_
 #define TASKMOE_KERNELS_MATMUL_H_
 

@@ -95,7 +95,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values(Precision::kF32, Precision::kBF16, Precision::kInt8),
                        ::testing::Values(Problem{1, 64, 48}, Problem{3, 33, 17},
                                          Problem{17, 100, 250}, Problem{64, 512, 512},
-                                         Problem{257, 96, 130}),
+                                         Problem{257, 96, 130}, Problem{100, 40, 24},
+                                         Problem{300, 40, 24}, Problem{600, 40, 24}),
                        ::testing::Values(Activation::kNone, Activation::kRelu, Activation::kGelu),
                        ::testing::Bool()));
 

@@ -31,10 +31,10 @@ constexpr size_t kMaxCachedPrimitivesPerThread = 1024;
 // Row counts that get a primitive of their own: up to kDirectRows (decoding batches) exactly;
 // larger inputs (encoder batches, whose row count is sentences x padded length and takes
 // hundreds of values) run as chunks of kChunkRows plus a remainder padded to a multiple of
-// kPaddedRows. That bounds the primitives per weight shape to about 71 instead of one per
+// kPaddedRows. That bounds the primitives per weight shape to about 97 instead of one per
 // row count ever seen, which grew a long-running server by ~40 KB per new encoder shape.
 constexpr int64_t kDirectRows = 64;
-constexpr int64_t kChunkRows = 256;
+constexpr int64_t kChunkRows = 1024;
 constexpr int64_t kPaddedRows = 32;
 
 DataType SourceType(Precision precision) {
@@ -47,6 +47,14 @@ DataType SourceType(Precision precision) {
       return DataType::s8;
   }
   return DataType::undef;
+}
+
+// Rows Forward computes for an m-row input: m, or more when its remainder is padded.
+int64_t RowsWritten(int64_t m) {
+  if (m <= kDirectRows) return m;
+  const int64_t rest = m % kChunkRows;
+  if (rest <= kDirectRows) return m;
+  return m - rest + (rest + kPaddedRows - 1) / kPaddedRows * kPaddedRows;
 }
 
 size_t SourceElementBytes(Precision precision) {
@@ -172,7 +180,7 @@ ThreadMatmulCache& MatmulCache() {
 struct InputScratch {
   Tensor converted;
   Tensor row_scales;
-  Tensor padded_input, padded_output;  // a remainder padded to kPaddedRows
+  Tensor padded_input;  // a remainder's input, padded to kPaddedRows
 };
 
 InputScratch& Scratch() {
@@ -288,6 +296,10 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
                                                    ", expected [..., ", in_features_, "]"));
   }
   const int64_t m = x.numel() / in_features_;
+  // A padded remainder is written straight into y, past its last row: size y's storage for
+  // that first (Resize keeps the storage, and its contents, when shrinking the shape after).
+  const int64_t rows_written = RowsWritten(m);
+  if (rows_written > m) y.Resize(DType::kF32, Shape{rows_written, out_features_});
   y.Resize(DType::kF32, x.shape().WithLastDim(out_features_));
   if (m == 0) return absl::OkStatus();
   ApplyThreadSetting();
@@ -355,16 +367,18 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
       return s;
     }
   } else if (rest > 0) {
-    // Through zero-padded copies: the padding rows' results are computed and dropped.
+    // The remainder's input through a zero-padded copy; the padding rows' results land in y's
+    // spare storage and are never read.
     const int64_t padded = (rest + kPaddedRows - 1) / kPaddedRows * kPaddedRows;
-    scratch.padded_input.Resize(DType::kS8, Shape{padded * static_cast<int64_t>(src_row_bytes)});
-    auto* in = static_cast<uint8_t*>(scratch.padded_input.raw_data());
-    std::memcpy(in, src_bytes + done * src_row_bytes, rest * src_row_bytes);
-    std::memset(in + rest * src_row_bytes, 0, (padded - rest) * src_row_bytes);
-    scratch.padded_output.Resize(DType::kF32, Shape{padded, out_features_});
-    if (absl::Status s = run(padded, in, scratch.padded_output.data<float>()); !s.ok()) return s;
-    std::memcpy(dst + done * out_features_, scratch.padded_output.data<float>(),
-                sizeof(float) * rest * out_features_);
+    const void* rest_src = src_bytes + done * src_row_bytes;
+    if (padded > rest) {
+      scratch.padded_input.Resize(DType::kS8, Shape{padded * static_cast<int64_t>(src_row_bytes)});
+      auto* in = static_cast<uint8_t*>(scratch.padded_input.raw_data());
+      std::memcpy(in, rest_src, rest * src_row_bytes);
+      std::memset(in + rest * src_row_bytes, 0, (padded - rest) * src_row_bytes);
+      rest_src = in;
+    }
+    if (absl::Status s = run(padded, rest_src, dst + done * out_features_); !s.ok()) return s;
   }
   if (precision_ == Precision::kInt8) {
     Int8Epilogue(scratch.row_scales.data<float>(), has_bias() ? bias_.data<float>() : nullptr,

@@ -7,7 +7,7 @@
 //         time (symmetric s8), s32 accumulation (VNNI), f32 output.
 // Primitives are created per row count on first use and cached per thread, so a steady
 // decoding loop neither creates primitives nor allocates; inputs of more than 64 rows run in
-// chunks of 256 plus a padded remainder, which bounds how many row counts ever get one.
+// chunks of 1024 plus a padded remainder, which bounds how many row counts ever get one.
 #ifndef TASKMOE_KERNELS_MATMUL_H_
 #define TASKMOE_KERNELS_MATMUL_H_
 

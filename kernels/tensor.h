@@ -87,7 +87,8 @@ class Tensor {
   }
 
   // Gives the tensor `shape` and `dtype`, reusing its storage when it is owned and large
-  // enough (the contents are then unspecified) and allocating otherwise. Used for
+  // enough (the bytes then stay as they were, read with the new shape) and allocating
+  // otherwise (uninitialised). Used for
   // workspace buffers so that a decoding loop stops allocating once buffers reach their
   // peak size.
   void Resize(DType dtype, const Shape& shape);

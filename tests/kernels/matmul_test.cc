@@ -96,7 +96,7 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(Problem{1, 64, 48}, Problem{3, 33, 17},
                                          Problem{17, 100, 250}, Problem{64, 512, 512},
                                          Problem{257, 96, 130}, Problem{100, 40, 24},
-                                         Problem{300, 40, 24}, Problem{600, 40, 24}),
+                                         Problem{1050, 40, 24}, Problem{2200, 40, 24}),
                        ::testing::Values(Activation::kNone, Activation::kRelu, Activation::kGelu),
                        ::testing::Bool()));
 

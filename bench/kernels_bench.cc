@@ -26,19 +26,6 @@ Tensor Filled(const Shape& shape, float value) {
   return t;
 }
 
-// Deterministic pseudo-random weights: values do not change speed, but all-equal inputs
-// could in principle hit special cases.
-Tensor Weights(int64_t n, int64_t k) {
-  Tensor t = Tensor::Allocate(DType::kF32, Shape{n, k});
-  uint32_t state = 12345;
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    state = state * 1664525u + 1013904223u;
-    t.data<float>()[i] =
-        static_cast<float>(static_cast<int32_t>(state >> 8) % 2001 - 1000) / 32000.0f;
-  }
-  return t;
-}
-
 // Peak GFLOP/s per precision and triad bandwidth, measured once before the benchmarks run.
 std::map<Precision, double>& PeakGflops() {
   static std::map<Precision, double> peaks;
@@ -58,7 +45,8 @@ void MeasurePeaks() {
 
 void BM_Matmul(benchmark::State& state, Precision precision) {
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
-  absl::StatusOr<PackedLinear> linear = PackedLinear::Create(Weights(n, k), Tensor(), precision);
+  absl::StatusOr<PackedLinear> linear =
+      PackedLinear::Create(PseudoRandomMatrix(n, k), Tensor(), precision);
   if (!linear.ok()) {
     state.SkipWithError(std::string(linear.status().message()).c_str());
     return;

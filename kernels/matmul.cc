@@ -49,24 +49,12 @@ DataType SourceType(Precision precision) {
   return DataType::undef;
 }
 
-// Rows Forward computes for an m-row input: m, or more when its remainder is padded.
-int64_t RowsWritten(int64_t m) {
-  if (m <= kDirectRows) return m;
-  const int64_t rest = m % kChunkRows;
-  if (rest <= kDirectRows) return m;
-  return m - rest + (rest + kPaddedRows - 1) / kPaddedRows * kPaddedRows;
-}
-
-size_t SourceElementBytes(Precision precision) {
-  switch (precision) {
-    case Precision::kF32:
-      return 4;
-    case Precision::kBF16:
-      return 2;
-    case Precision::kInt8:
-      return 1;
-  }
-  return 4;
+// Rows the primitive for the remainder of an m-row input computes, after its full chunks
+// (m / kChunkRows of them when m > kDirectRows, else none): the remainder itself, or that
+// padded to a multiple of kPaddedRows when it is too large to get a primitive of its own.
+int64_t RemainderRows(int64_t m, int64_t rest) {
+  if (m <= kDirectRows || rest <= kDirectRows) return rest;
+  return (rest + kPaddedRows - 1) / kPaddedRows * kPaddedRows;
 }
 
 absl::StatusOr<dnnl::matmul::primitive_desc> MakeMatmulDesc(int64_t m, int64_t k, int64_t n,
@@ -296,10 +284,12 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
                                                    ", expected [..., ", in_features_, "]"));
   }
   const int64_t m = x.numel() / in_features_;
+  const int64_t chunked = m > kDirectRows ? m / kChunkRows * kChunkRows : 0;
+  const int64_t rest = m - chunked;
+  const int64_t rest_rows = RemainderRows(m, rest);
   // A padded remainder is written straight into y, past its last row: size y's storage for
   // that first (Resize keeps the storage, and its contents, when shrinking the shape after).
-  const int64_t rows_written = RowsWritten(m);
-  if (rows_written > m) y.Resize(DType::kF32, Shape{rows_written, out_features_});
+  if (rest_rows > rest) y.Resize(DType::kF32, Shape{chunked + rest_rows, out_features_});
   y.Resize(DType::kF32, x.shape().WithLastDim(out_features_));
   if (m == 0) return absl::OkStatus();
   ApplyThreadSetting();
@@ -347,38 +337,31 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
     return absl::OkStatus();
   };
 
-  const size_t src_row_bytes = static_cast<size_t>(in_features_) * SourceElementBytes(precision_);
+  const size_t src_row_bytes = in_features_ * memory::data_type_size(SourceType(precision_));
   const auto* src_bytes = static_cast<const uint8_t*>(src);
   float* dst = y.data<float>();
-  int64_t done = 0;
-  if (m > kDirectRows) {
-    for (; m - done >= kChunkRows; done += kChunkRows) {
-      if (absl::Status s =
-              run(kChunkRows, src_bytes + done * src_row_bytes, dst + done * out_features_);
-          !s.ok()) {
-        return s;
-      }
-    }
-  }
-  const int64_t rest = m - done;
-  if (rest > 0 && (m <= kDirectRows || rest <= kDirectRows)) {
-    if (absl::Status s = run(rest, src_bytes + done * src_row_bytes, dst + done * out_features_);
+  for (int64_t done = 0; done < chunked; done += kChunkRows) {
+    if (absl::Status s =
+            run(kChunkRows, src_bytes + done * src_row_bytes, dst + done * out_features_);
         !s.ok()) {
       return s;
     }
-  } else if (rest > 0) {
-    // The remainder's input through a zero-padded copy; the padding rows' results land in y's
-    // spare storage and are never read.
-    const int64_t padded = (rest + kPaddedRows - 1) / kPaddedRows * kPaddedRows;
-    const void* rest_src = src_bytes + done * src_row_bytes;
-    if (padded > rest) {
-      scratch.padded_input.Resize(DType::kS8, Shape{padded * static_cast<int64_t>(src_row_bytes)});
+  }
+  if (rest > 0) {
+    const void* rest_src = src_bytes + chunked * src_row_bytes;
+    if (rest_rows > rest) {
+      // The remainder's input through a zero-padded copy; the padding rows' results land in
+      // y's spare storage and are never read.
+      scratch.padded_input.Resize(DType::kS8,
+                                  Shape{rest_rows * static_cast<int64_t>(src_row_bytes)});
       auto* in = static_cast<uint8_t*>(scratch.padded_input.raw_data());
       std::memcpy(in, rest_src, rest * src_row_bytes);
-      std::memset(in + rest * src_row_bytes, 0, (padded - rest) * src_row_bytes);
+      std::memset(in + rest * src_row_bytes, 0, (rest_rows - rest) * src_row_bytes);
       rest_src = in;
     }
-    if (absl::Status s = run(padded, rest_src, dst + done * out_features_); !s.ok()) return s;
+    if (absl::Status s = run(rest_rows, rest_src, dst + chunked * out_features_); !s.ok()) {
+      return s;
+    }
   }
   if (precision_ == Precision::kInt8) {
     Int8Epilogue(scratch.row_scales.data<float>(), has_bias() ? bias_.data<float>() : nullptr,

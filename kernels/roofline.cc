@@ -15,9 +15,9 @@ double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Deterministic weights in [-1/32, 1/32]: values do not change speed, but all-equal inputs
-// could in principle hit special cases.
-Tensor PseudoRandom(int64_t rows, int64_t cols) {
+}  // namespace
+
+Tensor PseudoRandomMatrix(int64_t rows, int64_t cols) {
   Tensor t = Tensor::Allocate(DType::kF32, Shape{rows, cols});
   uint32_t state = 12345;
   for (int64_t i = 0; i < t.numel(); ++i) {
@@ -28,15 +28,13 @@ Tensor PseudoRandom(int64_t rows, int64_t cols) {
   return t;
 }
 
-}  // namespace
-
 double MeasureMatmulPeakGflops(Precision precision, double min_seconds) {
   double best = 0;
   for (int64_t size : {1024, 2048}) {
     absl::StatusOr<PackedLinear> linear =
-        PackedLinear::Create(PseudoRandom(size, size), Tensor(), precision);
+        PackedLinear::Create(PseudoRandomMatrix(size, size), Tensor(), precision);
     if (!linear.ok()) continue;
-    const Tensor x = PseudoRandom(size, size);
+    const Tensor x = PseudoRandomMatrix(size, size);
     Tensor y;
     for (int i = 0; i < 2; ++i) (void)linear->Forward(x, Activation::kNone, y);
     int iterations = 0;

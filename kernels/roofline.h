@@ -5,9 +5,16 @@
 #ifndef TASKMOE_KERNELS_ROOFLINE_H_
 #define TASKMOE_KERNELS_ROOFLINE_H_
 
+#include <cstdint>
+
 #include "kernels/matmul.h"
+#include "kernels/tensor.h"
 
 namespace taskmoe::kernels {
+
+// Deterministic f32 [rows, cols] values in [-1/32, 1/32] for speed measurements: values do not
+// change speed, but all-equal inputs could in principle hit special cases.
+Tensor PseudoRandomMatrix(int64_t rows, int64_t cols);
 
 // Best GFLOP/s of PackedLinear::Forward at M = K = N = 1024 and 2048, each timed for at least
 // `min_seconds`, with the current thread setting.

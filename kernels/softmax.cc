@@ -20,15 +20,22 @@ float RowMax(const float* values, int64_t count) {
   return m;
 }
 
-template <void (*RowFn)(float*, int64_t)>
-absl::Status ForEachRow(Tensor& x, const char* op) {
+// The length of x's rows: f32 [..., N] with N > 0, else InvalidArgument naming `op`.
+absl::StatusOr<int64_t> RowLength(const Tensor& x, const char* op) {
   if (absl::Status s = CheckDType(x, DType::kF32, op, "x"); !s.ok()) return s;
   if (x.rank() < 1 || x.dim(x.rank() - 1) == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(op, ": x has shape ", x.shape().ToString(), ", need [..., N>0]"));
   }
+  return x.dim(x.rank() - 1);
+}
+
+template <void (*RowFn)(float*, int64_t)>
+absl::Status ForEachRow(Tensor& x, const char* op) {
+  absl::StatusOr<int64_t> length = RowLength(x, op);
+  if (!length.ok()) return length.status();
   ApplyThreadSetting();
-  const int64_t n = x.dim(x.rank() - 1);
+  const int64_t n = *length;
   const int64_t rows = x.numel() / n;
   float* data = x.data<float>();
   ParallelFor(rows, rows * n > (1 << 16), [&](int64_t r) { RowFn(data + r * n, n); });
@@ -59,13 +66,9 @@ void LogSoftmaxRow(float* values, int64_t count) {
 }
 
 absl::Status ArgMaxAndLogSumExp(const Tensor& x, Tensor& argmax, Tensor& log_sum_exp) {
-  constexpr const char* kOp = "ArgMaxAndLogSumExp";
-  if (absl::Status s = CheckDType(x, DType::kF32, kOp, "x"); !s.ok()) return s;
-  if (x.rank() < 1 || x.dim(x.rank() - 1) == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kOp, ": x has shape ", x.shape().ToString(), ", need [..., N>0]"));
-  }
-  const int64_t n = x.dim(x.rank() - 1);
+  absl::StatusOr<int64_t> length = RowLength(x, "ArgMaxAndLogSumExp");
+  if (!length.ok()) return length.status();
+  const int64_t n = *length;
   const int64_t rows = x.numel() / n;
   argmax.Resize(DType::kS32, Shape{rows});
   log_sum_exp.Resize(DType::kF32, Shape{rows});

@@ -64,11 +64,11 @@ absl::StatusOr<dnnl::matmul::primitive_desc> MakeMatmulDesc(int64_t m, int64_t k
   const memory::desc src({m, k}, SourceType(precision), Tag::ab);
   const memory::desc dst({m, n}, DataType::f32, Tag::ab);
   dnnl::primitive_attr attr;
-  if (precision == Precision::kInt8) {
-    // Per-output-channel weight scales; the per-row activation scale, the bias and the
-    // activation follow in our own epilogue because oneDNN 2.6 cannot scale by rows.
-    attr.set_output_scales(1 << 1, {DNNL_RUNTIME_F32_VAL});
-  } else if (activation != Activation::kNone) {
+  // int8 products come back as unscaled f32 sums; both scales (per weight column and per
+  // input row), the bias and the activation follow in our own epilogue. oneDNN 2.6 cannot
+  // scale by rows, and runtime per-column scales would rule out its brgemm kernels (it falls
+  // back to gemm:jit, which repacks the weights at every call: 3x slower at one row).
+  if (precision != Precision::kInt8 && activation != Activation::kNone) {
     dnnl::post_ops ops;
     ops.append_eltwise(1.0f,
                        activation == Activation::kRelu ? dnnl::algorithm::eltwise_relu
@@ -107,7 +107,7 @@ struct PrimitiveKey {
 // vector at every call.
 struct CachedMatmul {
   dnnl::matmul primitive;
-  memory src, weights, bias, dst, scales;
+  memory src, weights, bias, dst;
   std::vector<dnnl_exec_arg_t> args;
 };
 
@@ -135,10 +135,6 @@ class ThreadMatmulCache {
       if (key.bias && key.precision != Precision::kInt8) {
         entry.bias = memory(pd->bias_desc(), Engine(), DNNL_MEMORY_NONE);
         entry.args.push_back({DNNL_ARG_BIAS, entry.bias.get()});
-      }
-      if (key.precision == Precision::kInt8) {
-        entry.scales = memory({{key.n}, DataType::f32, Tag::a}, Engine(), DNNL_MEMORY_NONE);
-        entry.args.push_back({DNNL_ARG_ATTR_OUTPUT_SCALES, entry.scales.get()});
       }
     } catch (const dnnl::error& e) {
       return absl::InternalError(absl::StrCat("oneDNN matmul primitive: ", e.what()));
@@ -176,17 +172,17 @@ InputScratch& Scratch() {
   return scratch;
 }
 
-// y[m, n] = act(y[m, n] * row_scale[m] + bias[n]): the part of the int8 path that oneDNN
-// 2.6 cannot fuse.
-void Int8Epilogue(const float* row_scales, const float* bias, Activation activation, int64_t rows,
-                  int64_t cols, float* y) {
+// y[m, n] = act(y[m, n] * row_scale[m] * column_scale[n] + bias[n]): the int8 path's
+// dequantisation, which oneDNN 2.6 cannot fuse without giving up its fast kernels.
+void Int8Epilogue(const float* row_scales, const float* column_scales, const float* bias,
+                  Activation activation, int64_t rows, int64_t cols, float* y) {
   ParallelFor(rows, rows * cols > (1 << 15), [&](int64_t r) {
     float* out = y + r * cols;
     const float s = row_scales[r];
     if (bias != nullptr) {
-      for (int64_t c = 0; c < cols; ++c) out[c] = out[c] * s + bias[c];
+      for (int64_t c = 0; c < cols; ++c) out[c] = out[c] * (s * column_scales[c]) + bias[c];
     } else {
-      for (int64_t c = 0; c < cols; ++c) out[c] *= s;
+      for (int64_t c = 0; c < cols; ++c) out[c] *= s * column_scales[c];
     }
     ApplyActivationInPlace(activation, out, cols);
   });
@@ -244,13 +240,28 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
   if (!weight32.ok()) return weight32.status();
 
   if (precision == Precision::kInt8) {
-    // W is [N, K] row-major, i.e. the K x N matrix in the "ba" layout: oneDNN's int8 gemm
-    // reads it as it is, so quantising per output channel (per row of W) is the packing.
-    linear.packed_weight_ = Tensor::Allocate(DType::kS8, Shape{n, k});
+    // Quantise per output channel (per row of W, which is the K x N matrix in "ba"), then
+    // reorder into the blocked layout oneDNN's brgemm kernels read; the reorder also appends
+    // the s8 x s8 compensation those kernels need.
+    Tensor plain = Tensor::Allocate(DType::kS8, Shape{n, k});
     linear.weight_scales_ = Tensor::Allocate(DType::kF32, Shape{n});
-    QuantizeRowsSymmetric(weight32->data<float>(), n, k, linear.packed_weight_.data<int8_t>(),
+    QuantizeRowsSymmetric(weight32->data<float>(), n, k, plain.data<int8_t>(),
                           linear.weight_scales_.data<float>());
-    linear.packed_md_ = memory::desc({k, n}, DataType::s8, Tag::ba);
+    absl::StatusOr<dnnl::matmul::primitive_desc> reference =
+        MakeMatmulDesc(kPackingReferenceRows, k, n, precision, Activation::kNone, false,
+                       memory::desc({k, n}, DataType::s8, Tag::any));
+    if (!reference.ok()) return reference.status();
+    linear.packed_md_ = reference->weights_desc();
+    linear.packed_weight_ =
+        Tensor::Allocate(DType::kS8, Shape{static_cast<int64_t>(linear.packed_md_.get_size())});
+    try {
+      memory user(memory::desc({k, n}, DataType::s8, Tag::ba), Engine(), plain.raw_data());
+      memory packed(linear.packed_md_, Engine(), linear.packed_weight_.raw_data());
+      dnnl::reorder(user, packed).execute(ThreadStream(), user, packed);
+      ThreadStream().wait();
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat(kOp, ": packing weights: ", e.what()));
+    }
     return linear;
   }
 
@@ -321,9 +332,6 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
     if (key.bias && precision_ != Precision::kInt8) {
       mm.bias.set_data_handle(const_cast<void*>(bias_.raw_data()));
     }
-    if (precision_ == Precision::kInt8) {
-      mm.scales.set_data_handle(const_cast<void*>(weight_scales_.raw_data()));
-    }
     const dnnl_status_t executed = dnnl_primitive_execute(
         mm.primitive.get(), ThreadStream().get(), static_cast<int>(mm.args.size()), mm.args.data());
     if (executed != dnnl_success) {
@@ -364,8 +372,9 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
     }
   }
   if (precision_ == Precision::kInt8) {
-    Int8Epilogue(scratch.row_scales.data<float>(), has_bias() ? bias_.data<float>() : nullptr,
-                 activation, m, out_features_, y.data<float>());
+    Int8Epilogue(scratch.row_scales.data<float>(), weight_scales_.data<float>(),
+                 has_bias() ? bias_.data<float>() : nullptr, activation, m, out_features_,
+                 y.data<float>());
   }
   return absl::OkStatus();
 }

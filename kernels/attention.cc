@@ -60,31 +60,49 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
   const float* kd = keys.data<float>();
   const float* vd = values.data<float>();
   float* od = out.data<float>();
-  ParallelFor(batch * heads, batch * heads * tq * tk > 4096, [&](int64_t pair) {
-    const int64_t b = pair / heads;
-    const int64_t h = pair % heads;
-    thread_local std::vector<float> scores;
+  // A task is one batch row and a group of its heads: all heads when there are enough rows to
+  // share out, so that each key and value row is read once, front to back, with one
+  // independent dot product per head in flight; single heads when rows are few.
+  const int64_t heads_per_task = batch >= 4 * NumThreads() ? heads : 1;
+  const int64_t tasks_per_row = heads / heads_per_task;
+  ParallelFor(batch * tasks_per_row, batch * heads * tq * tk > 4096, [&](int64_t task) {
+    const int64_t b = task / tasks_per_row;
+    const int64_t first_head = (task % tasks_per_row) * heads_per_task;
+    const int64_t offset = first_head * head_dim;  // of the group's first head in a row
+    const int64_t width = heads_per_task * head_dim;
+    thread_local std::vector<float> score_buffer;
+    if (static_cast<int64_t>(score_buffer.size()) < heads_per_task * tk) {
+      score_buffer.resize(heads_per_task * tk);
+    }
+    float* const scores = score_buffer.data();  // [heads_per_task][tk]
     const int64_t visible_keys = key_lengths.empty() ? tk : key_lengths[b];
-    if (static_cast<int64_t>(scores.size()) < tk) scores.resize(tk);
     for (int64_t t = 0; t < tq; ++t) {
-      const float* query = qd + (b * tq + t) * d + h * head_dim;
-      float* result = od + (b * tq + t) * d + h * head_dim;
+      const float* query = qd + (b * tq + t) * d + offset;
+      float* result = od + (b * tq + t) * d + offset;
       const int64_t seen =
           options.causal ? std::min(visible_keys, t + options.causal_offset + 1) : visible_keys;
-      std::memset(result, 0, sizeof(float) * head_dim);
+      std::memset(result, 0, sizeof(float) * width);
       if (seen <= 0) continue;
       for (int64_t j = 0; j < seen; ++j) {
-        const float* key = kd + (b * tk + j) * d + h * head_dim;
-        float dot = 0.0f;
+        const float* key = kd + (b * tk + j) * d + offset;
+        for (int64_t h = 0; h < heads_per_task; ++h) {
+          const float* q_h = query + h * head_dim;
+          const float* k_h = key + h * head_dim;
+          float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t i = 0; i < head_dim; ++i) dot += query[i] * key[i];
-        scores[j] = dot * scale;
+          for (int64_t i = 0; i < head_dim; ++i) dot += q_h[i] * k_h[i];
+          scores[h * tk + j] = dot * scale;
+        }
       }
-      SoftmaxRow(scores.data(), seen);
+      for (int64_t h = 0; h < heads_per_task; ++h) SoftmaxRow(scores + h * tk, seen);
       for (int64_t j = 0; j < seen; ++j) {
-        const float* value = vd + (b * tk + j) * d + h * head_dim;
-        const float p = scores[j];
-        for (int64_t i = 0; i < head_dim; ++i) result[i] += p * value[i];
+        const float* value = vd + (b * tk + j) * d + offset;
+        for (int64_t h = 0; h < heads_per_task; ++h) {
+          const float p = scores[h * tk + j];
+          float* r_h = result + h * head_dim;
+          const float* v_h = value + h * head_dim;
+          for (int64_t i = 0; i < head_dim; ++i) r_h[i] += p * v_h[i];
+        }
       }
     }
   });

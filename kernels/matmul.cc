@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/quantize.h"
 #include "kernels/runtime.h"
+#include "kernels/softmax.h"
 
 namespace taskmoe::kernels {
 namespace {
@@ -285,6 +286,34 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
 }
 
 absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tensor& y) const {
+  if (absl::Status s = Multiply(x, activation, y); !s.ok()) return s;
+  if (precision_ == Precision::kInt8 && y.numel() > 0) {
+    Int8Epilogue(Scratch().row_scales.data<float>(), weight_scales_.data<float>(),
+                 has_bias() ? bias_.data<float>() : nullptr, activation, y.numel() / out_features_,
+                 out_features_, y.data<float>());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& products,
+                                                     Tensor& argmax, Tensor& max,
+                                                     Tensor& log_sum_exp) const {
+  if (absl::Status s = Multiply(x, Activation::kNone, products); !s.ok()) return s;
+  const int64_t rows = products.numel() / out_features_;
+  argmax.Resize(DType::kS32, Shape{rows});
+  max.Resize(DType::kF32, Shape{rows});
+  log_sum_exp.Resize(DType::kF32, Shape{rows});
+  if (rows == 0) return absl::OkStatus();
+  Dequantisation dequantisation{.row_scales = Scratch().row_scales.data<float>(),
+                                .column_scales = weight_scales_.data<float>(),
+                                .bias = has_bias() ? bias_.data<float>() : nullptr};
+  ArgMaxAndLogSumExpRows(products.data<float>(), rows, out_features_,
+                         precision_ == Precision::kInt8 ? &dequantisation : nullptr,
+                         argmax.data<int32_t>(), max.data<float>(), log_sum_exp.data<float>());
+  return absl::OkStatus();
+}
+
+absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tensor& y) const {
   constexpr const char* kOp = "PackedLinear::Forward";
   if (in_features_ == 0) {
     return absl::FailedPreconditionError(absl::StrCat(kOp, ": the linear layer is empty"));
@@ -370,11 +399,6 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
     if (absl::Status s = run(rest_rows, rest_src, dst + chunked * out_features_); !s.ok()) {
       return s;
     }
-  }
-  if (precision_ == Precision::kInt8) {
-    Int8Epilogue(scratch.row_scales.data<float>(), weight_scales_.data<float>(),
-                 has_bias() ? bias_.data<float>() : nullptr, activation, m, out_features_,
-                 y.data<float>());
   }
   return absl::OkStatus();
 }

@@ -40,6 +40,14 @@ class PackedLinear {
   // (resized in place, reusing its storage when large enough). x and y must not overlap.
   absl::Status Forward(const Tensor& x, Activation activation, Tensor& y) const;
 
+  // A greedy decoder's head: per row of y = x W^T + b, the index of its largest value (the
+  // first of equal ones), that value and log(sum exp(y)) (see ArgMaxAndLogSumExp in
+  // softmax.h); argmax s32, max and log_sum_exp f32, all [rows]. `products` is scratch: in
+  // int8 it holds the raw products, which are dequantised block by block inside the
+  // reduction, so the 64k-wide output rows are never written out in f32.
+  absl::Status ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& products, Tensor& argmax,
+                                         Tensor& max, Tensor& log_sum_exp) const;
+
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
   Precision precision() const { return precision_; }
@@ -50,6 +58,10 @@ class PackedLinear {
   absl::StatusOr<std::string> ImplementationName(int64_t rows) const;
 
  private:
+  // Forward without the int8 dequantisation: y holds raw products in int8 (the per-row
+  // scales stay in this thread's scratch until the next call).
+  absl::Status Multiply(const Tensor& x, Activation activation, Tensor& y) const;
+
   Precision precision_ = Precision::kF32;
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;

@@ -65,6 +65,63 @@ void LogSoftmaxRow(float* values, int64_t count) {
   for (int64_t i = 0; i < count; ++i) values[i] -= shift;
 }
 
+void ArgMaxAndLogSumExpRows(const float* values, int64_t rows, int64_t n,
+                            const Dequantisation* dequantisation, int32_t* argmax, float* max,
+                            float* log_sum_exp) {
+  ApplyThreadSetting();
+  ParallelFor(rows, rows * n > (1 << 16), [&](int64_t r) {
+    const float* row = values + r * n;
+    // Blocks small enough for L1: a dequantised block is computed into `buffer` and reduced
+    // there, so the 64k-wide output row is never written to memory.
+    constexpr int64_t kBlock = 512;
+    float buffer[kBlock];
+    auto block_values = [&](int64_t begin, int64_t count) -> const float* {
+      if (dequantisation == nullptr) return row + begin;
+      const float s = dequantisation->row_scales[r];
+      const float* column_scales = dequantisation->column_scales + begin;
+      const float* bias = dequantisation->bias;
+      if (bias != nullptr) {
+        bias += begin;
+        for (int64_t c = 0; c < count; ++c) {
+          buffer[c] = row[begin + c] * (s * column_scales[c]) + bias[c];
+        }
+      } else {
+        for (int64_t c = 0; c < count; ++c) buffer[c] = row[begin + c] * (s * column_scales[c]);
+      }
+      return buffer;
+    };
+    // The first maximum without a scalar pass over the row: vectorised maxima of blocks, the
+    // first block holding the largest, then a scan of that block alone. NaNs never win.
+    float m = -std::numeric_limits<float>::infinity();
+    float sum = 0.0f;
+    int64_t best_block = 0;
+    for (int64_t begin = 0; begin < n; begin += kBlock) {
+      const int64_t count = std::min(kBlock, n - begin);
+      const float* block = block_values(begin, count);
+      const float block_max = RowMax(block, count);
+      if (block_max > m) {
+        if (sum > 0.0f) sum *= FastExp(m - block_max);
+        m = block_max;
+        best_block = begin;
+      }
+      // Blocks before the first number (all NaN maxima so far) cannot be scaled: skipped.
+      if (m == -std::numeric_limits<float>::infinity()) continue;
+      float block_sum = 0.0f;
+#pragma omp simd reduction(+ : block_sum)
+      for (int64_t i = 0; i < count; ++i) block_sum += FastExp(block[i] - m);
+      sum += block_sum;
+    }
+    const int64_t count = std::min(kBlock, n - best_block);
+    const float* block = block_values(best_block, count);
+    int64_t index = 0;
+    while (index < count && !(block[index] == m)) ++index;
+    const bool found = index < count;
+    argmax[r] = static_cast<int32_t>(found ? best_block + index : 0);
+    if (max != nullptr) max[r] = found ? m : std::numeric_limits<float>::quiet_NaN();
+    log_sum_exp[r] = found ? m + std::log(sum) : std::numeric_limits<float>::quiet_NaN();
+  });
+}
+
 absl::Status ArgMaxAndLogSumExp(const Tensor& x, Tensor& argmax, Tensor& log_sum_exp) {
   absl::StatusOr<int64_t> length = RowLength(x, "ArgMaxAndLogSumExp");
   if (!length.ok()) return length.status();
@@ -72,33 +129,8 @@ absl::Status ArgMaxAndLogSumExp(const Tensor& x, Tensor& argmax, Tensor& log_sum
   const int64_t rows = x.numel() / n;
   argmax.Resize(DType::kS32, Shape{rows});
   log_sum_exp.Resize(DType::kF32, Shape{rows});
-  ApplyThreadSetting();
-  const float* data = x.data<float>();
-  int32_t* best = argmax.data<int32_t>();
-  float* shift = log_sum_exp.data<float>();
-  ParallelFor(rows, rows * n > (1 << 16), [&](int64_t r) {
-    const float* row = data + r * n;
-    // The first maximum without a scalar pass over the row: vectorised maxima of blocks, the
-    // first block holding the largest, then a scan of that block alone. NaNs never win.
-    constexpr int64_t kBlock = 512;
-    float m = -std::numeric_limits<float>::infinity();
-    int64_t best_block = 0;
-    for (int64_t begin = 0; begin < n; begin += kBlock) {
-      const float block_max = RowMax(row + begin, std::min(kBlock, n - begin));
-      if (block_max > m) {
-        m = block_max;
-        best_block = begin;
-      }
-    }
-    int64_t index = best_block;
-    const int64_t block_end = std::min(best_block + kBlock, n);
-    while (index < block_end && !(row[index] == m)) ++index;
-    best[r] = static_cast<int32_t>(index == block_end ? 0 : index);
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) sum += FastExp(row[i] - m);
-    shift[r] = m + std::log(sum);
-  });
+  ArgMaxAndLogSumExpRows(x.data<float>(), rows, n, nullptr, argmax.data<int32_t>(), nullptr,
+                         log_sum_exp.data<float>());
   return absl::OkStatus();
 }
 

@@ -16,10 +16,27 @@ absl::Status LogSoftmaxInPlace(Tensor& x);
 
 // Per row of x [..., n]: the index of its largest value (the first of equal ones; 0 when the
 // row's maximum is NaN) and log(sum_j exp(x_j)), the shift that turns logits into
-// log-probabilities. Reads x twice and writes nothing to it: what greedy and beam search need
+// log-probabilities. Reads x once and writes nothing to it: what greedy and beam search need
 // from a 64k-wide logit row, without the write pass of LogSoftmaxInPlace. argmax (s32) and
 // log_sum_exp (f32) are resized to x's shape without its last dimension, flattened: [rows].
 absl::Status ArgMaxAndLogSumExp(const Tensor& x, Tensor& argmax, Tensor& log_sum_exp);
+
+// How an int8 linear layer's raw products become its output:
+// y[r][c] = raw[r][c] * row_scales[r] * column_scales[c] + bias[c] (no bias when null).
+struct Dequantisation {
+  const float* row_scales = nullptr;
+  const float* column_scales = nullptr;
+  const float* bias = nullptr;
+};
+
+// ArgMaxAndLogSumExp over `rows` rows of `n` (>= 1) values at `values`, or over their
+// dequantisation when one is given (computed block by block in cache and never written), plus
+// each row's maximum (the best value) when `max` is not null. One pass over memory: the
+// exponential sum is rescaled whenever a block raises the maximum. A row whose values are all
+// NaN gets index 0 and NaN maximum and shift.
+void ArgMaxAndLogSumExpRows(const float* values, int64_t rows, int64_t n,
+                            const Dequantisation* dequantisation, int32_t* argmax, float* max,
+                            float* log_sum_exp);
 
 // The same on one row of `count` values (count >= 1); the building blocks of the above.
 void SoftmaxRow(float* values, int64_t count);

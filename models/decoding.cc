@@ -49,7 +49,8 @@ struct FinishedBeam {
 struct DecodeWorkspace::Buffers {
   EncoderOutput encoder;
   DecoderState state;
-  Tensor logits, best, log_sum_exp, top_values, top_indices;
+  Tensor best, log_sum_exp, top_values, top_indices;  // beam search
+  GreedyHead greedy;
   std::vector<int64_t> step_limits;
   std::vector<int32_t> sentence_of_row, tokens, keep;
   // Beam search only.
@@ -137,15 +138,13 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
       if (sentence_of_row.empty()) break;
       keep.clear();
     }
-    if (absl::Status s = model.DecodeStep(tokens, route, state, w.logits); !s.ok()) return s;
-    if (absl::Status s = kernels::ArgMaxAndLogSumExp(w.logits, w.best, w.log_sum_exp); !s.ok()) {
+    if (absl::Status s = model.DecodeStepGreedy(tokens, route, state, w.greedy); !s.ok()) {
       return s;
     }
-    const int64_t vocab = w.logits.dim(1);
     for (size_t r = 0; r < sentence_of_row.size(); ++r) {
-      const int32_t best = w.best.data<int32_t>()[r];
+      const int32_t best = w.greedy.best.data<int32_t>()[r];
       Hypothesis& h = results[sentence_of_row[r]];
-      h.score += w.logits.data<float>()[r * vocab + best] - w.log_sum_exp.data<float>()[r];
+      h.score += w.greedy.best_logit.data<float>()[r] - w.greedy.log_sum_exp.data<float>()[r];
       if (options.on_token) options.on_token(sentence_of_row[r], best);
       if (best == eos && !options.ignore_eos) {
         h.reached_eos = true;
@@ -217,14 +216,15 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
 
   for (int64_t step = 0; step < max_steps && !w.active.empty(); ++step) {
     if (options.on_step) options.on_step(step);
-    if (absl::Status s = model.DecodeStep(w.tokens, route, state, w.logits); !s.ok()) return s;
-    const int64_t vocab = w.logits.dim(1);
+    Tensor& logits = state.logits;
+    if (absl::Status s = model.DecodeStep(w.tokens, route, state, logits); !s.ok()) return s;
+    const int64_t vocab = logits.dim(1);
     // The best 2 * beam continuations of each row are enough: at most `beam` of the chosen
     // ones can end in EOS, so `beam` live ones always remain among them. Chosen on logits, then
     // shifted into log-probabilities.
     const int64_t per_row = std::min<int64_t>(2 * beam, vocab);
-    absl::Status ranked = kernels::TopK(w.logits, per_row, w.top_values, w.top_indices);
-    if (ranked.ok()) ranked = kernels::ArgMaxAndLogSumExp(w.logits, w.best, w.log_sum_exp);
+    absl::Status ranked = kernels::TopK(logits, per_row, w.top_values, w.top_indices);
+    if (ranked.ok()) ranked = kernels::ArgMaxAndLogSumExp(logits, w.best, w.log_sum_exp);
     if (!ranked.ok()) return ranked;
     for (int64_t row = 0; row < w.top_values.dim(0); ++row) {
       float* values = w.top_values.data<float>() + row * per_row;

@@ -505,6 +505,27 @@ absl::Status TransformerModel::StartDecoding(const EncoderOutput& encoder, int64
 
 absl::Status TransformerModel::DecodeStep(absl::Span<const int32_t> tokens, const TaskRoute& route,
                                           DecoderState& state, Tensor& logits) const {
+  absl::Status s = DecoderLayers(tokens, route, state);
+  if (s.ok()) s = output_projection_->Forward(state.normed, kernels::Activation::kNone, logits);
+  if (s.ok()) s = logits.ReshapeInPlace(Shape{state.batch, config_.vocab_size});
+  if (s.ok()) ++state.steps;
+  return s;
+}
+
+absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const int32_t> tokens,
+                                                const TaskRoute& route, DecoderState& state,
+                                                GreedyHead& head) const {
+  absl::Status s = DecoderLayers(tokens, route, state);
+  if (s.ok()) {
+    s = output_projection_->ForwardArgMaxAndLogSumExp(state.normed, state.logits, head.best,
+                                                      head.best_logit, head.log_sum_exp);
+  }
+  if (s.ok()) ++state.steps;
+  return s;
+}
+
+absl::Status TransformerModel::DecoderLayers(absl::Span<const int32_t> tokens,
+                                             const TaskRoute& route, DecoderState& state) const {
   const int64_t batch = state.batch, d = config_.d_model;
   if (static_cast<int64_t>(tokens.size()) != batch) {
     return absl::InvalidArgumentError(
@@ -561,9 +582,6 @@ absl::Status TransformerModel::DecodeStep(absl::Span<const int32_t> tokens, cons
     s = kernels::LayerNorm(state.x, decoder_final_norm_.gamma, decoder_final_norm_.beta, eps,
                            state.normed);
   }
-  if (s.ok()) s = output_projection_->Forward(state.normed, kernels::Activation::kNone, logits);
-  if (s.ok()) s = logits.ReshapeInPlace(Shape{batch, config_.vocab_size});
-  if (s.ok()) ++state.steps;
   return s;
 }
 

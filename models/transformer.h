@@ -70,13 +70,21 @@ struct DecoderState {
   int64_t batch = 0;
   int64_t steps = 0;  // target tokens consumed so far
 
-  // Workspace reused by every step.
+  // Workspace reused by every step. `logits` holds the output projection's products
+  // (DecodeStepGreedy's scratch; beam search passes it to DecodeStep).
   kernels::Tensor x, normed, q, k, v, attn, proj, ffn_out, logits;
   FfnWorkspace ffn_ws;
   std::vector<int32_t> position_ids, self_lengths, selected_lengths;
 
   // Keeps rows `rows` (reordered, repeated or dropped) in every cache.
   absl::Status SelectRows(absl::Span<const int32_t> rows);
+};
+
+// What DecodeStepGreedy writes, all [batch].
+struct GreedyHead {
+  kernels::Tensor best;         // s32 token ids
+  kernels::Tensor best_logit;   // f32
+  kernels::Tensor log_sum_exp;  // f32
 };
 
 // Per-task routing decisions of the task-routed MoE layers, precomputed at load.
@@ -134,8 +142,17 @@ class TransformerModel {
   absl::Status DecodeStep(absl::Span<const int32_t> tokens, const TaskRoute& route,
                           DecoderState& state, kernels::Tensor& logits) const;
 
+  // DecodeStep for greedy search: only each row's best next token, its logit and the row's
+  // log-sum-exp (its log-probability is best_logit - log_sum_exp), which an int8 output
+  // projection computes without writing the logits (PackedLinear::ForwardArgMaxAndLogSumExp).
+  absl::Status DecodeStepGreedy(absl::Span<const int32_t> tokens, const TaskRoute& route,
+                                DecoderState& state, GreedyHead& head) const;
+
  private:
   TransformerModel() = default;
+  // A step up to the final layer norm: the output projection's input in state.normed.
+  absl::Status DecoderLayers(absl::Span<const int32_t> tokens, const TaskRoute& route,
+                             DecoderState& state) const;
   absl::Status RunFfn(const FfnWeights& ffn, const ExpertChoice& choice, const kernels::Tensor& x,
                       FfnWorkspace& ws, kernels::Tensor& y) const;
 

@@ -3,6 +3,7 @@
 // per-token computation, cancellation, and the loader's refusals.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -312,14 +313,22 @@ TEST(Gating, SoftmaxTopKRenormalise) {
 
 // Per decoder layer: self q/k/v/out and cross q/out (d x d each), then the FFN; then the
 // output projection. Counted by hand for the tiny shape (d 32, ff 48, vocab 50, 4 experts,
-// top-2, MoE in layer 1 of 2). Bytes are checked at int8, whose packing adds no padding: an
-// s8 weight, an f32 scale per output and the f32 bias.
+// top-2, MoE in layer 1 of 2). Bytes are checked at int8: each counted layer as packed alone
+// (oneDNN's blocked layout pads such tiny shapes).
 TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
   constexpr int64_t d = 32, ff = 48, vocab = 50, attention = 6 * d * d, ffn = 2 * d * ff;
-  constexpr int64_t attention_outputs = 6 * d, ffn_outputs = ff + d;
-  auto int8_bytes = [](int64_t weights, int64_t biased_outputs, int64_t unbiased_outputs) {
-    return static_cast<size_t>(weights + 8 * biased_outputs + 4 * unbiased_outputs);
+  auto packed_bytes = [](int64_t out, int64_t in, bool bias) -> size_t {
+    Tensor w = Tensor::Allocate(kernels::DType::kF32, Shape{out, in});
+    std::fill_n(w.data<float>(), w.numel(), 0.5f);
+    Tensor b = Tensor::Allocate(kernels::DType::kF32, Shape{out});
+    std::fill_n(b.data<float>(), b.numel(), 0.5f);
+    absl::StatusOr<kernels::PackedLinear> linear =
+        kernels::PackedLinear::Create(w, bias ? b : Tensor(), kernels::Precision::kInt8);
+    return linear.ok() ? linear->memory_bytes() : 0;
   };
+  const size_t attention_bytes = 6 * packed_bytes(d, d, true);
+  const size_t expert_bytes = packed_bytes(ff, d, true) + packed_bytes(d, ff, true);
+  const size_t head_bytes = packed_bytes(vocab, d, false);
   std::map<ModelKind, StepCost> costs;
   for (ModelKind kind : {ModelKind::kDense, ModelKind::kTaskMoe, ModelKind::kTokenMoe}) {
     const ModelConfig config = MakeRandomModelConfig(TinyShape(), kind);
@@ -330,21 +339,17 @@ TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
     costs[kind] = (*model)->DecoderStepCost(**(*model)->RouteForTask(0));
   }
   EXPECT_EQ(costs[ModelKind::kDense].macs_per_row, 2 * (attention + ffn) + d * vocab);
-  EXPECT_EQ(
-      costs[ModelKind::kDense].weight_bytes,
-      int8_bytes(2 * (attention + ffn) + d * vocab, 2 * (attention_outputs + ffn_outputs), vocab));
+  EXPECT_EQ(costs[ModelKind::kDense].weight_bytes,
+            2 * (attention_bytes + expert_bytes) + head_bytes);
   // Task routing: the task's two experts in layer 1, nothing else.
   EXPECT_EQ(costs[ModelKind::kTaskMoe].macs_per_row, 2 * attention + 3 * ffn + d * vocab);
   EXPECT_EQ(costs[ModelKind::kTaskMoe].weight_bytes,
-            int8_bytes(2 * attention + 3 * ffn + d * vocab, 2 * attention_outputs + 3 * ffn_outputs,
-                       vocab));
+            2 * attention_bytes + 3 * expert_bytes + head_bytes);
   // Token routing: each row runs the router and two experts, the step reads all four (and the
   // router, kept f32 and padded by its packing, so only bounded here).
   EXPECT_EQ(costs[ModelKind::kTokenMoe].macs_per_row, 2 * attention + 3 * ffn + 4 * d + d * vocab);
   EXPECT_GT(costs[ModelKind::kTokenMoe].weight_bytes,
-            int8_bytes(2 * attention + 5 * ffn + d * vocab, 2 * attention_outputs + 5 * ffn_outputs,
-                       vocab) +
-                sizeof(float) * 4 * d);
+            2 * attention_bytes + 5 * expert_bytes + head_bytes + sizeof(float) * 4 * d);
 }
 
 TEST(Loader, RefusesTensorsThatDisagreeWithTheConfig) {

@@ -46,7 +46,11 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{3, 6, 6, 32, 4, {}, true, 0},       // causal
                       AttentionCase{2, 1, 9, 16, 2, {9, 3}, true, 8},   // decode step
                       AttentionCase{2, 3, 5, 16, 8, {0, 5}, false, 0},  // row with no keys
-                      AttentionCase{4, 17, 33, 64, 8, {33, 1, 20, 32}, false, 0}));
+                      AttentionCase{4, 17, 33, 64, 8, {33, 1, 20, 32}, false, 0},
+                      // Batches large enough for one task per row covering all heads (the
+                      // decoder's layout at batch >= 4 x threads), with masks and causality.
+                      AttentionCase{40, 1, 11, 64, 4, std::vector<int32_t>(40, 9), true, 8},
+                      AttentionCase{33, 3, 6, 48, 6, {}, false, 0}));
 
 TEST(Attention, EmptyBatch) {
   Tensor out;

@@ -7,15 +7,20 @@
 // and its triad bandwidth, then reports each decoder step (timed alone, without the encoder)
 // as a fraction of that peak and as a multiple of the time to read its weights once.
 //
-//   taskmoe-bench [--shape wmt|small] [--batches 1,8,32,128,512] [--threads 2]
+// With --workers N (as the server's --workers), N batches decode at once, each on
+// threads / N compute threads: the same cores used across batches instead of within one.
+//
+//   taskmoe-bench [--shape wmt|small] [--batches 1,8,32,128,512] [--threads 2] [--workers 1]
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -38,6 +43,9 @@ ABSL_FLAG(int, source_tokens, 24, "source length of every sentence");
 ABSL_FLAG(int, output_tokens, 24, "forced output length (EOS ignored)");
 ABSL_FLAG(std::string, precision, "f32", "f32, bf16 or int8");
 ABSL_FLAG(int, threads, 0, "compute threads (0: OMP_NUM_THREADS or all cores)");
+ABSL_FLAG(int, workers, 1,
+          "batches decoded at the same time, each on threads / workers compute threads (every "
+          "worker decodes its own batch of the given size)");
 ABSL_FLAG(double, min_seconds, 2.0, "repeat each measurement until this much time has passed");
 ABSL_FLAG(bool, roofline, true,
           "measure the machine's matmul peak (this precision) and triad bandwidth first, and "
@@ -96,6 +104,51 @@ absl::StatusOr<std::shared_ptr<const models::TransformerModel>> Build(
   return models::TransformerModel::Create(sub->config, **sub_weights, {.precision = precision});
 }
 
+// One worker's repeated decoding of one batch: whole decodes, and the decoder steps alone.
+struct Measurement {
+  int runs = 0;
+  double seconds = 0;       // wall time of the runs
+  double step_seconds = 0;  // decoder steps only: from step 0 to the last step's start
+  int64_t steps_timed = 0;
+};
+
+absl::StatusOr<Measurement> Measure(const models::TransformerModel& model,
+                                    const models::TaskRoute& route,
+                                    const std::vector<std::vector<int32_t>>& sources,
+                                    int output_tokens, double min_seconds) {
+  models::DecodeOptions options;
+  options.max_output_tokens = output_tokens;
+  options.ignore_eos = true;
+  std::chrono::steady_clock::time_point first_step, last_step;
+  int64_t last_step_index = 0;
+  options.on_step = [&](int64_t step) {
+    (step == 0 ? first_step : last_step) = std::chrono::steady_clock::now();
+    last_step_index = step;
+  };
+  Measurement m;
+  models::DecodeWorkspace workspace;  // as a server worker keeps one
+  // One untimed run creates this thread's primitives and sizes the workspace.
+  if (absl::StatusOr<std::vector<models::Hypothesis>> warm =
+          models::Decode(model, route, sources, options, &workspace);
+      !warm.ok()) {
+    return warm.status();
+  }
+  last_step_index = 0;
+  const auto start = std::chrono::steady_clock::now();
+  do {
+    absl::StatusOr<std::vector<models::Hypothesis>> out =
+        models::Decode(model, route, sources, options, &workspace);
+    if (!out.ok()) return out.status();
+    ++m.runs;
+    if (last_step_index > 0) {
+      m.step_seconds += std::chrono::duration<double>(last_step - first_step).count();
+      m.steps_timed += last_step_index;
+    }
+    m.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  } while (m.seconds < min_seconds);
+  return m;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -112,6 +165,13 @@ int main(int argc, char** argv) {
     std::cerr << "taskmoe-bench: " << precision.status().message() << "\n";
     return 2;
   }
+  const int workers = absl::GetFlag(FLAGS_workers);
+  if (workers < 1 || workers > kernels::NumThreads()) {
+    std::cerr << "taskmoe-bench: --workers must be between 1 and the thread count ("
+              << kernels::NumThreads() << ")\n";
+    return 2;
+  }
+  const int total_threads = kernels::NumThreads();
   models::ModelShape shape;
   if (absl::GetFlag(FLAGS_shape) == "small") {
     shape = {.d_model = 256,
@@ -137,11 +197,14 @@ int main(int argc, char** argv) {
   }
   const int source_tokens = absl::GetFlag(FLAGS_source_tokens);
   const int output_tokens = absl::GetFlag(FLAGS_output_tokens);
-  std::printf("taskmoe-bench: shape=%s precision=%s threads=%d isa=%s source=%d output=%d tokens\n",
-              absl::GetFlag(FLAGS_shape).c_str(), kernels::PrecisionName(*precision),
-              kernels::NumThreads(), kernels::CpuIsaName(), source_tokens, output_tokens);
+  std::printf(
+      "taskmoe-bench: shape=%s precision=%s threads=%d workers=%d isa=%s source=%d output=%d "
+      "tokens\n",
+      absl::GetFlag(FLAGS_shape).c_str(), kernels::PrecisionName(*precision), total_threads,
+      workers, kernels::CpuIsaName(), source_tokens, output_tokens);
 
-  // The roofline of this machine, now: the precision's matmul peak and memory bandwidth.
+  // The roofline of this machine, now, on all the threads: the precision's matmul peak and
+  // memory bandwidth.
   double peak_gflops = 0, triad_gbps = 0;
   if (absl::GetFlag(FLAGS_roofline)) {
     peak_gflops = kernels::MeasureMatmulPeakGflops(*precision);
@@ -149,6 +212,7 @@ int main(int argc, char** argv) {
     std::printf("roofline: %s matmul peak %.0f GFLOP/s, triad %.1f GB/s\n",
                 kernels::PrecisionName(*precision), peak_gflops, triad_gbps);
   }
+  if (!kernels::SetNumThreads(total_threads / workers).ok()) return 2;
 
   std::map<std::string, std::map<int, double>> tokens_per_second;
   std::vector<std::string> names =
@@ -181,45 +245,36 @@ int main(int argc, char** argv) {
           sources[b].push_back(10 + (b * 131 + t * 17) % 5000);
         sources[b].push_back(3);
       }
-      models::DecodeOptions options;
-      options.max_output_tokens = output_tokens;
-      options.ignore_eos = true;
-      // Decoder steps alone (no encoder, no StartDecoding): from step 0 to the last step's
-      // start, timed through on_step.
-      std::chrono::steady_clock::time_point first_step, last_step;
-      int64_t last_step_index = 0;
-      options.on_step = [&](int64_t step) {
-        (step == 0 ? first_step : last_step) = std::chrono::steady_clock::now();
-        last_step_index = step;
+      // Every worker decodes its own copy of the batch, all at once, as server workers do.
+      std::vector<absl::StatusOr<Measurement>> measured(workers, Measurement{});
+      auto run = [&](int w) {
+        measured[w] =
+            Measure(**model, route, sources, output_tokens, absl::GetFlag(FLAGS_min_seconds));
       };
-      double step_seconds = 0;
-      int64_t steps_timed = 0;
-      models::DecodeWorkspace workspace;  // as a server worker keeps one
-      int runs = 0;
-      const auto start = std::chrono::steady_clock::now();
-      double seconds = 0;
-      do {
-        absl::StatusOr<std::vector<models::Hypothesis>> out =
-            models::Decode(**model, route, sources, options, &workspace);
-        if (!out.ok()) {
-          std::cerr << "taskmoe-bench: " << name << ": " << out.status().message() << "\n";
+      std::vector<std::thread> threads;
+      for (int w = 1; w < workers; ++w) threads.emplace_back(run, w);
+      run(0);
+      for (std::thread& t : threads) t.join();
+      double tps = 0, seconds_per_run = 0, step = 0, gflops = 0;
+      for (const absl::StatusOr<Measurement>& m : measured) {
+        if (!m.ok()) {
+          std::cerr << "taskmoe-bench: " << name << ": " << m.status().message() << "\n";
           return 1;
         }
-        ++runs;
-        if (last_step_index > 0) {
-          step_seconds += std::chrono::duration<double>(last_step - first_step).count();
-          steps_timed += last_step_index;
+        tps += static_cast<double>(batch) * output_tokens * m->runs / m->seconds;
+        seconds_per_run += m->seconds / m->runs / workers;
+        if (m->steps_timed > 0) {
+          const double worker_step = m->step_seconds / static_cast<double>(m->steps_timed);
+          step += worker_step / workers;
+          gflops += 2.0 * batch * static_cast<double>(cost.macs_per_row) / worker_step / 1e9;
         }
-        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      } while (seconds < absl::GetFlag(FLAGS_min_seconds));
-      const double tps = static_cast<double>(batch) * output_tokens * runs / seconds;
+      }
       tokens_per_second[name][batch] = tps;
       std::printf("  batch %4d  %10.1f tokens/s  %8.2f ms/step  peak RSS %.0f MB", batch, tps,
-                  1e3 * seconds / runs / output_tokens, ReadStatusKb("VmHWM") / 1024.0);
-      if (peak_gflops > 0 && steps_timed > 0) {
-        // Roofline accounting over the whole decoder step, linear-layer work only.
-        const double step = step_seconds / static_cast<double>(steps_timed);
-        const double gflops = 2.0 * batch * static_cast<double>(cost.macs_per_row) / step / 1e9;
+                  1e3 * seconds_per_run / output_tokens, ReadStatusKb("VmHWM") / 1024.0);
+      if (peak_gflops > 0 && step > 0) {
+        // Roofline accounting over the whole decoder step, linear-layer work only; with
+        // several workers their rates add up against the peak of all threads.
         const double bandwidth_bound = static_cast<double>(cost.weight_bytes) / (triad_gbps * 1e9);
         std::printf(
             "  | decoder step %.2f ms: %.0f GFLOP/s = %.2f of peak; %.2fx the %.2f ms "

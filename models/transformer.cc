@@ -51,11 +51,12 @@ class WeightLoader {
     if (options_.weight_store == nullptr) return t->Clone();
     absl::StatusOr<std::string_view> bytes = file_.RawBytes(name);
     if (!bytes.ok()) return bytes.status();
-    absl::StatusOr<std::shared_ptr<const Tensor>> shared = options_.weight_store->GetTensor(
+    absl::StatusOr<WeightStore::Use<Tensor>> shared = options_.weight_store->GetTensor(
         *bytes, [&]() -> absl::StatusOr<Tensor> { return t->Clone(); });
     if (!shared.ok()) return shared.status();
-    keep_alive_.push_back(*shared);
-    return **shared;
+    KeepHandle(shared->handle);
+    keep_alive_.push_back(shared->value);
+    return *shared->value;
   }
 
   // A linear layer `prefix`.weight [out, in] (+ `prefix`.bias [out]), packed.
@@ -113,10 +114,16 @@ class WeightLoader {
       if (!packed.ok()) return packed.status();
       return std::make_shared<const kernels::PackedLinear>(*std::move(packed));
     }
-    absl::StatusOr<LinearPtr> shared =
+    absl::StatusOr<WeightStore::Use<kernels::PackedLinear>> shared =
         options_.weight_store->GetLinear(w_bytes, b_bytes, precision, make);
-    if (shared.ok()) keep_alive_.push_back(*shared);
-    return shared;
+    if (!shared.ok()) return shared.status();
+    KeepHandle(shared->handle);
+    return shared->value;
+  }
+
+  // One handle per distinct store entry, so the store counts this model once per entry.
+  void KeepHandle(const std::shared_ptr<const void>& handle) {
+    if (kept_handles_.insert(handle.get()).second) keep_alive_.push_back(handle);
   }
 
   const SafetensorsFile& file_;
@@ -124,6 +131,7 @@ class WeightLoader {
   std::set<std::string> used_;
   int64_t parameters_ = 0;
   std::vector<std::shared_ptr<const void>> keep_alive_;
+  std::set<const void*> kept_handles_;
 };
 
 absl::StatusOr<LayerNormWeights> LoadNorm(WeightLoader& loader, const std::string& prefix,

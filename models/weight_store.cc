@@ -18,38 +18,36 @@ WeightStore::Key WeightStore::ContentKey(std::string_view a, std::string_view b,
   return {h, fnv ^ static_cast<uint64_t>(tag)};
 }
 
-absl::StatusOr<std::shared_ptr<const kernels::PackedLinear>> WeightStore::GetLinear(
+template <typename T, typename Factory>
+absl::StatusOr<WeightStore::Use<T>> WeightStore::GetOrMake(EntryMap<T>& map, const Key& key,
+                                                           const Factory& make) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = map.find(key); it != map.end()) return Use<T>{it->second->value, it->second};
+  }
+  // Made outside the lock: packing a large matrix takes milliseconds.
+  absl::StatusOr<T> made = make();
+  if (!made.ok()) return made.status();
+  auto entry = std::make_shared<Entry<T>>();
+  entry->value = std::make_shared<const T>(*std::move(made));
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, inserted] = map.emplace(key, std::move(entry));  // a racing maker may have won
+  return Use<T>{it->second->value, it->second};
+}
+
+absl::StatusOr<WeightStore::Use<kernels::PackedLinear>> WeightStore::GetLinear(
     std::string_view weight_bytes, std::string_view bias_bytes, kernels::Precision precision,
     const LinearFactory& make) {
-  const Key key = ContentKey(weight_bytes, bias_bytes, static_cast<int>(precision));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto it = linears_.find(key); it != linears_.end()) return it->second;
-  }
-  // Packed outside the lock: packing a large matrix takes milliseconds.
-  absl::StatusOr<kernels::PackedLinear> packed = make();
-  if (!packed.ok()) return packed.status();
-  auto shared = std::make_shared<const kernels::PackedLinear>(*std::move(packed));
-  std::lock_guard<std::mutex> lock(mu_);
-  auto [it, inserted] = linears_.emplace(key, shared);
-  return it->second;
+  return GetOrMake(linears_, ContentKey(weight_bytes, bias_bytes, static_cast<int>(precision)),
+                   make);
 }
 
-absl::StatusOr<std::shared_ptr<const kernels::Tensor>> WeightStore::GetTensor(
+absl::StatusOr<WeightStore::Use<kernels::Tensor>> WeightStore::GetTensor(
     std::string_view bytes, const TensorFactory& make) {
-  const Key key = ContentKey(bytes, {}, -1);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto it = tensors_.find(key); it != tensors_.end()) return it->second;
-  }
-  absl::StatusOr<kernels::Tensor> tensor = make();
-  if (!tensor.ok()) return tensor.status();
-  auto shared = std::make_shared<const kernels::Tensor>(*std::move(tensor));
-  std::lock_guard<std::mutex> lock(mu_);
-  auto [it, inserted] = tensors_.emplace(key, shared);
-  return it->second;
+  return GetOrMake(tensors_, ContentKey(bytes, {}, -1), make);
 }
 
+// An entry's handle count is 1 (the store's) plus one per model that uses it.
 void WeightStore::Prune() {
   std::lock_guard<std::mutex> lock(mu_);
   std::erase_if(linears_, [](const auto& entry) { return entry.second.use_count() == 1; });
@@ -59,11 +57,11 @@ void WeightStore::Prune() {
 size_t WeightStore::shared_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   size_t bytes = 0;
-  for (const auto& [key, linear] : linears_) {
-    if (linear.use_count() > 2) bytes += linear->memory_bytes();
+  for (const auto& [key, entry] : linears_) {
+    if (entry.use_count() > 2) bytes += entry->value->memory_bytes();
   }
-  for (const auto& [key, tensor] : tensors_) {
-    if (tensor.use_count() > 2) bytes += tensor->bytes();
+  for (const auto& [key, entry] : tensors_) {
+    if (entry.use_count() > 2) bytes += entry->value->bytes();
   }
   return bytes;
 }
@@ -71,8 +69,8 @@ size_t WeightStore::shared_bytes() const {
 size_t WeightStore::total_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   size_t bytes = 0;
-  for (const auto& [key, linear] : linears_) bytes += linear->memory_bytes();
-  for (const auto& [key, tensor] : tensors_) bytes += tensor->bytes();
+  for (const auto& [key, entry] : linears_) bytes += entry->value->memory_bytes();
+  for (const auto& [key, entry] : tensors_) bytes += entry->value->bytes();
   return bytes;
 }
 

@@ -25,13 +25,22 @@ class WeightStore {
   using LinearFactory = std::function<absl::StatusOr<kernels::PackedLinear>()>;
   using TensorFactory = std::function<absl::StatusOr<kernels::Tensor>()>;
 
+  // A stored weight, and the handle by which a model declares that it uses it. A model keeps
+  // one handle per distinct entry for as long as it lives (however many of its layers hold
+  // the value): the store counts models by handles, never references to the value.
+  template <typename T>
+  struct Use {
+    std::shared_ptr<const T> value;
+    std::shared_ptr<const void> handle;
+  };
+
   // The linear stored under this content, or make() packed and remembered. `content` is the
   // raw stored bytes of the weight and bias (and anything else that defines the result).
-  absl::StatusOr<std::shared_ptr<const kernels::PackedLinear>> GetLinear(
-      std::string_view weight_bytes, std::string_view bias_bytes, kernels::Precision precision,
-      const LinearFactory& make);
-  absl::StatusOr<std::shared_ptr<const kernels::Tensor>> GetTensor(std::string_view bytes,
-                                                                   const TensorFactory& make);
+  absl::StatusOr<Use<kernels::PackedLinear>> GetLinear(std::string_view weight_bytes,
+                                                       std::string_view bias_bytes,
+                                                       kernels::Precision precision,
+                                                       const LinearFactory& make);
+  absl::StatusOr<Use<kernels::Tensor>> GetTensor(std::string_view bytes, const TensorFactory& make);
 
   // Drops entries no model uses any more (call after unloading a model).
   void Prune();
@@ -43,9 +52,19 @@ class WeightStore {
   using Key = std::pair<uint64_t, uint64_t>;
   static Key ContentKey(std::string_view a, std::string_view b, int tag);
 
+  // Held by the store and, through Use::handle, once by every model that uses the entry.
+  template <typename T>
+  struct Entry {
+    std::shared_ptr<const T> value;
+  };
+  template <typename T>
+  using EntryMap = std::map<Key, std::shared_ptr<Entry<T>>>;
+  template <typename T, typename Factory>
+  absl::StatusOr<Use<T>> GetOrMake(EntryMap<T>& map, const Key& key, const Factory& make);
+
   mutable std::mutex mu_;
-  std::map<Key, std::shared_ptr<const kernels::PackedLinear>> linears_;
-  std::map<Key, std::shared_ptr<const kernels::Tensor>> tensors_;
+  EntryMap<kernels::PackedLinear> linears_;
+  EntryMap<kernels::Tensor> tensors_;
 };
 
 }  // namespace taskmoe::models

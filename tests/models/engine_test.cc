@@ -14,6 +14,7 @@
 #include "models/ffn.h"
 #include "models/random_model.h"
 #include "models/transformer.h"
+#include "models/weight_store.h"
 
 namespace taskmoe::models {
 namespace {
@@ -132,6 +133,36 @@ TEST_P(ExtractionTest, SubnetworkMatchesFullModelRoutedByTask) {
 
 INSTANTIATE_TEST_SUITE_P(Kinds, ExtractionTest,
                          ::testing::Values(ModelKind::kTaskMoe, ModelKind::kHybrid));
+
+// The store counts models, not references: one model shares nothing (even though its layers
+// and its keep-alive list both hold every linear), two tasks' subnetworks share their common
+// layers, and unloading one makes those layers its own again and prunes its experts.
+TEST(WeightStore, CountsModelsNotReferences) {
+  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kTaskMoe);
+  const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 7));
+  auto store = std::make_shared<WeightStore>();
+  std::vector<std::shared_ptr<const TransformerModel>> models;
+  for (size_t t = 0; t < 2; ++t) {
+    absl::StatusOr<Subnetwork> sub =
+        ExtractSubnetwork(config, *weights, config.tasks[t].id, "sha256:test");
+    ASSERT_TRUE(sub.ok()) << sub.status();
+    auto model =
+        TransformerModel::Create(sub->config, *Serialize(sub->tensors), {.weight_store = store});
+    ASSERT_TRUE(model.ok()) << model.status();
+    models.push_back(*std::move(model));
+    if (t == 0) {
+      EXPECT_EQ(store->shared_bytes(), 0u);
+      EXPECT_GE(store->total_bytes(), models[0]->memory_bytes() / 2);
+    }
+  }
+  const size_t total_two = store->total_bytes();
+  EXPECT_GT(store->shared_bytes(), 0u);
+  EXPECT_LT(store->shared_bytes(), total_two);  // each task's own experts are not shared
+  models.pop_back();
+  store->Prune();
+  EXPECT_EQ(store->shared_bytes(), 0u);
+  EXPECT_LT(store->total_bytes(), total_two);
+}
 
 TEST(Extraction, TokenRoutedStacksKeepAllExperts) {
   const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kHybrid);

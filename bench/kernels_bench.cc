@@ -81,6 +81,8 @@ void RegisterMatmuls() {
     }
     // The output projection onto the 64k vocabulary: over half of a decoder step's work.
     for (int64_t m : {1, 32, 128}) b->Args({m, 512, 64000});
+    // Fused self-attention queries, keys and values.
+    for (int64_t m : {1, 32, 128}) b->Args({m, 512, 1536});
     b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
   }
 }

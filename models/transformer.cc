@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/activation.h"
 #include "kernels/embedding.h"
+#include "kernels/layout.h"
 #include "kernels/norm.h"
 #include "models/safetensors.h"
 
@@ -73,6 +74,31 @@ class WeightLoader {
       bias_bytes = *file_.RawBytes(prefix + ".bias");
     }
     return Pack(*w, b, *file_.RawBytes(prefix + ".weight"), bias_bytes, precision);
+  }
+
+  // Linear layers `prefixes` of [out, in] with biases, fused into one [n * out, in] layer whose
+  // output is theirs side by side (in that order).
+  absl::StatusOr<LinearPtr> FusedLinear(const std::vector<std::string>& prefixes, int64_t out,
+                                        int64_t in, kernels::Precision precision) {
+    const int64_t n = static_cast<int64_t>(prefixes.size());
+    Tensor w = Tensor::Allocate(kernels::DType::kF32, Shape{n * out, in});
+    Tensor b = Tensor::Allocate(kernels::DType::kF32, Shape{n * out});
+    std::string w_bytes, b_bytes;  // the store's content key: all parts, in order
+    for (int64_t i = 0; i < n; ++i) {
+      absl::StatusOr<Tensor> part_w = Fetch(prefixes[i] + ".weight", Shape{out, in});
+      if (!part_w.ok()) return part_w.status();
+      absl::StatusOr<Tensor> part_b = Fetch(prefixes[i] + ".bias", Shape{out});
+      if (!part_b.ok()) return part_b.status();
+      absl::StatusOr<Tensor> w32 = part_w->ConvertTo(kernels::DType::kF32);
+      if (!w32.ok()) return w32.status();
+      absl::StatusOr<Tensor> b32 = part_b->ConvertTo(kernels::DType::kF32);
+      if (!b32.ok()) return b32.status();
+      std::copy_n(w32->data<float>(), out * in, w.data<float>() + i * out * in);
+      std::copy_n(b32->data<float>(), out, b.data<float>() + i * out);
+      w_bytes += *file_.RawBytes(prefixes[i] + ".weight");
+      b_bytes += *file_.RawBytes(prefixes[i] + ".bias");
+    }
+    return Pack(w, b, w_bytes, b_bytes, precision);
   }
 
   // Expert `e` of a stacked [E, rows, cols] weight and [E, rows] bias.
@@ -146,17 +172,28 @@ absl::StatusOr<LayerNormWeights> LoadNorm(WeightLoader& loader, const std::strin
   return norm;
 }
 
+// Self-attention (`cross` false) fuses q/k/v; cross-attention fuses k/v.
 absl::StatusOr<AttentionWeights> LoadAttention(WeightLoader& loader, const std::string& prefix,
-                                               int64_t d, kernels::Precision precision) {
+                                               bool cross, int64_t d,
+                                               kernels::Precision precision) {
   AttentionWeights attn;
-  for (auto [name, slot] : {std::pair{"q_proj", &attn.q},
-                            {"k_proj", &attn.k},
-                            {"v_proj", &attn.v},
-                            {"out_proj", &attn.out}}) {
-    absl::StatusOr<LinearPtr> linear = loader.Linear(prefix + "." + name, d, d, true, precision);
+  absl::StatusOr<LinearPtr> linear;
+  if (cross) {
+    linear = loader.Linear(prefix + ".q_proj", d, d, true, precision);
     if (!linear.ok()) return linear.status();
-    *slot = *std::move(linear);
+    attn.q = *std::move(linear);
+    linear = loader.FusedLinear({prefix + ".k_proj", prefix + ".v_proj"}, d, d, precision);
+    if (!linear.ok()) return linear.status();
+    attn.kv = *std::move(linear);
+  } else {
+    linear = loader.FusedLinear({prefix + ".q_proj", prefix + ".k_proj", prefix + ".v_proj"}, d, d,
+                                precision);
+    if (!linear.ok()) return linear.status();
+    attn.qkv = *std::move(linear);
   }
+  linear = loader.Linear(prefix + ".out_proj", d, d, true, precision);
+  if (!linear.ok()) return linear.status();
+  attn.out = *std::move(linear);
   return attn;
 }
 
@@ -224,14 +261,14 @@ absl::StatusOr<LayerWeights> LoadLayer(WeightLoader& loader, const ModelConfig& 
   if (!norm.ok()) return norm.status();
   w.self_attn_norm = *std::move(norm);
   absl::StatusOr<AttentionWeights> attn =
-      LoadAttention(loader, prefix + ".self_attn", d, precision);
+      LoadAttention(loader, prefix + ".self_attn", /*cross=*/false, d, precision);
   if (!attn.ok()) return attn.status();
   w.self_attn = *std::move(attn);
   if (stack == Stack::kDecoder) {
     norm = LoadNorm(loader, prefix + ".cross_attn_norm", d);
     if (!norm.ok()) return norm.status();
     w.cross_attn_norm = *std::move(norm);
-    attn = LoadAttention(loader, prefix + ".cross_attn", d, precision);
+    attn = LoadAttention(loader, prefix + ".cross_attn", /*cross=*/true, d, precision);
     if (!attn.ok()) return attn.status();
     w.cross_attn = *std::move(attn);
   }
@@ -352,7 +389,7 @@ absl::StatusOr<std::shared_ptr<const TransformerModel>> TransformerModel::Create
   for (const auto* layers : {&model->encoder_layers_, &model->decoder_layers_}) {
     for (const LayerWeights& layer : *layers) {
       for (const AttentionWeights* attn : {&layer.self_attn, &layer.cross_attn}) {
-        for (const LinearPtr& l : {attn->q, attn->k, attn->v, attn->out}) {
+        for (const LinearPtr& l : {attn->qkv, attn->q, attn->kv, attn->out}) {
           if (l) bytes += l->memory_bytes();
         }
       }
@@ -397,8 +434,8 @@ StepCost TransformerModel::DecoderStepCost(const TaskRoute& route) const {
   };
   for (size_t i = 0; i < decoder_layers_.size(); ++i) {
     const LayerWeights& layer = decoder_layers_[i];
-    for (const LinearPtr& l : {layer.self_attn.q, layer.self_attn.k, layer.self_attn.v,
-                               layer.self_attn.out, layer.cross_attn.q, layer.cross_attn.out}) {
+    for (const LinearPtr& l :
+         {layer.self_attn.qkv, layer.self_attn.out, layer.cross_attn.q, layer.cross_attn.out}) {
       add(l, true);
     }
     if (const auto* dense = std::get_if<DenseFfnWeights>(&layer.ffn)) {
@@ -454,8 +491,9 @@ absl::Status TransformerModel::Encode(const std::vector<std::vector<int32_t>>& s
     std::copy(sources[b].begin(), sources[b].end(), ids.begin() + b * max_len);
     for (int64_t t = 0; t < max_len; ++t) positions[b * max_len + t] = static_cast<int32_t>(t);
   }
-  Tensor &x = out.x, &normed = out.normed, &q = out.q, &k = out.k, &v = out.v, &attn = out.attn,
-         &delta = out.delta;
+  Tensor &x = out.x, &normed = out.normed, &qkv = out.qkv, &q = out.q, &k = out.k, &v = out.v,
+         &attn = out.attn, &delta = out.delta;
+  Tensor* const qkv_parts[] = {&q, &k, &v};
   FfnWorkspace& ffn_ws = out.ffn_ws;
   if (absl::Status s = kernels::EmbeddingLookup(encoder_embedding_, ids, embedding_scale_,
                                                 positions_, positions, x);
@@ -469,9 +507,8 @@ absl::Status TransformerModel::Encode(const std::vector<std::vector<int32_t>>& s
     const float eps = config_.layer_norm_eps;
     absl::Status s =
         kernels::LayerNorm(x, layer.self_attn_norm.gamma, layer.self_attn_norm.beta, eps, normed);
-    if (s.ok()) s = layer.self_attn.q->Forward(normed, kernels::Activation::kNone, q);
-    if (s.ok()) s = layer.self_attn.k->Forward(normed, kernels::Activation::kNone, k);
-    if (s.ok()) s = layer.self_attn.v->Forward(normed, kernels::Activation::kNone, v);
+    if (s.ok()) s = layer.self_attn.qkv->Forward(normed, kernels::Activation::kNone, qkv);
+    if (s.ok()) s = kernels::SplitLastDim(qkv, qkv_parts);
     if (s.ok()) s = kernels::MultiHeadAttention(q, k, v, out.lengths, attention, attn);
     if (s.ok()) s = layer.self_attn.out->Forward(attn, kernels::Activation::kNone, delta);
     if (s.ok()) s = ResidualAdd(delta, x);
@@ -503,8 +540,9 @@ absl::Status TransformerModel::StartDecoding(const EncoderOutput& encoder, int64
     absl::Status s = state.self_cache[i].Reset(batch, max_steps, d);
     if (s.ok()) s = state.cross_cache[i].Reset(batch, source_len, d);
     if (batch == 0) continue;
-    if (s.ok()) s = cross.k->Forward(encoder.states, kernels::Activation::kNone, state.k);
-    if (s.ok()) s = cross.v->Forward(encoder.states, kernels::Activation::kNone, state.v);
+    Tensor* const kv_parts[] = {&state.k, &state.v};
+    if (s.ok()) s = cross.kv->Forward(encoder.states, kernels::Activation::kNone, state.qkv);
+    if (s.ok()) s = kernels::SplitLastDim(state.qkv, kv_parts);
     if (s.ok()) s = state.cross_cache[i].Append(state.k, state.v);
     if (!s.ok()) return s;
   }
@@ -548,6 +586,7 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const int32_t> tokens,
                                             positions_, state.position_ids, state.x);
   if (!s.ok()) return s;
   if (s.ok()) s = state.x.ReshapeInPlace(Shape{batch, 1, d});
+  Tensor* const qkv_parts[] = {&state.q, &state.k, &state.v};
   const kernels::AttentionOptions attention{.num_heads = config_.num_heads};
   const float eps = config_.layer_norm_eps;
   state.self_lengths.assign(batch, static_cast<int32_t>(state.steps + 1));
@@ -557,9 +596,10 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const int32_t> tokens,
     kernels::KvCache& cross_cache = state.cross_cache[i];
     s = kernels::LayerNorm(state.x, layer.self_attn_norm.gamma, layer.self_attn_norm.beta, eps,
                            state.normed);
-    if (s.ok()) s = layer.self_attn.q->Forward(state.normed, kernels::Activation::kNone, state.q);
-    if (s.ok()) s = layer.self_attn.k->Forward(state.normed, kernels::Activation::kNone, state.k);
-    if (s.ok()) s = layer.self_attn.v->Forward(state.normed, kernels::Activation::kNone, state.v);
+    if (s.ok()) {
+      s = layer.self_attn.qkv->Forward(state.normed, kernels::Activation::kNone, state.qkv);
+    }
+    if (s.ok()) s = kernels::SplitLastDim(state.qkv, qkv_parts);
     if (s.ok()) s = self_cache.Append(state.k, state.v);
     if (s.ok()) {
       s = kernels::MultiHeadAttention(state.q, self_cache.keys(), self_cache.values(),

@@ -29,8 +29,15 @@ struct LayerNormWeights {
   kernels::Tensor gamma, beta;
 };
 
+// The projections as the engine runs them, fused where one input feeds several: self-attention
+// computes queries, keys and values in one matmul (qkv, [3d, d]), cross-attention its
+// queries per step (q) and the source's keys and values once (kv, [2d, d]). One wider matmul
+// beats three narrow ones and quantises its input once.
 struct AttentionWeights {
-  LinearPtr q, k, v, out;
+  LinearPtr qkv;  // self-attention only
+  LinearPtr q;    // cross-attention only
+  LinearPtr kv;   // cross-attention only
+  LinearPtr out;
 };
 
 using FfnWeights = std::variant<DenseFfnWeights, MoeFfnWeights>;
@@ -57,7 +64,7 @@ struct EncoderOutput {
   std::vector<int32_t> lengths;
 
   // Workspace of Encode, reused when the same EncoderOutput encodes the next batch.
-  kernels::Tensor x, normed, q, k, v, attn, delta;
+  kernels::Tensor x, normed, qkv, q, k, v, attn, delta;
   FfnWorkspace ffn_ws;
   std::vector<int32_t> ids, positions;
 };
@@ -72,7 +79,7 @@ struct DecoderState {
 
   // Workspace reused by every step. `logits` holds the output projection's products
   // (DecodeStepGreedy's scratch; beam search passes it to DecodeStep).
-  kernels::Tensor x, normed, q, k, v, attn, proj, ffn_out, logits;
+  kernels::Tensor x, normed, qkv, q, k, v, attn, proj, ffn_out, logits;
   FfnWorkspace ffn_ws;
   std::vector<int32_t> position_ids, self_lengths, selected_lengths;
 

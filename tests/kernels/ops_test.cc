@@ -10,6 +10,7 @@
 #include "kernels/activation.h"
 #include "kernels/embedding.h"
 #include "kernels/fast_math.h"
+#include "kernels/layout.h"
 #include "kernels/norm.h"
 #include "kernels/quantize.h"
 #include "kernels/softmax.h"
@@ -107,6 +108,36 @@ TEST(Softmax, ArgMaxAndLogSumExpMatchTheReference) {
   EXPECT_FALSE(ArgMaxAndLogSumExp(empty, best, lse).ok());
   Tensor ints = Tensor::Allocate(DType::kS32, Shape{2, 2});
   EXPECT_FALSE(ArgMaxAndLogSumExp(ints, best, lse).ok());
+}
+
+TEST(Layout, SplitLastDimCopiesColumnBlocks) {
+  const Tensor x = RandomTensor(Shape{2, 3, 12}, 9);
+  Tensor q, k, v;
+  std::vector<Tensor*> parts = {&q, &k, &v};
+  ASSERT_TRUE(SplitLastDim(x, parts).ok());
+  for (Tensor* part : parts) ASSERT_EQ(part->shape(), (Shape{2, 3, 4}));
+  for (int64_t r = 0; r < 6; ++r) {
+    for (int64_t i = 0; i < 3; ++i) {
+      for (int64_t c = 0; c < 4; ++c) {
+        EXPECT_EQ(parts[i]->data<float>()[r * 4 + c], x.data<float>()[r * 12 + i * 4 + c]);
+      }
+    }
+  }
+  // Enough rows to split in parallel.
+  const Tensor big = RandomTensor(Shape{300, 512}, 4);
+  std::vector<Tensor*> two = {&k, &v};
+  ASSERT_TRUE(SplitLastDim(big, two).ok());
+  EXPECT_EQ(v.data<float>()[299 * 256 + 255], big.data<float>()[299 * 512 + 511]);
+  EXPECT_EQ(k.data<float>()[150 * 256], big.data<float>()[150 * 512]);
+
+  std::vector<Tensor*> none;
+  EXPECT_FALSE(SplitLastDim(x, none).ok());
+  std::vector<Tensor*> five = {&q, &k, &v, &q, &k};
+  EXPECT_FALSE(SplitLastDim(x, five).ok());  // 12 columns do not split 5 ways
+  std::vector<Tensor*> repeated = {&q, &q};
+  EXPECT_FALSE(SplitLastDim(x, repeated).ok());
+  Tensor ints = Tensor::Allocate(DType::kS32, Shape{2, 4});
+  EXPECT_FALSE(SplitLastDim(ints, two).ok());
 }
 
 TEST(Activation, ReluGeluAndResidual) {

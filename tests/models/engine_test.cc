@@ -342,8 +342,8 @@ TEST(Gating, SoftmaxTopKRenormalise) {
   EXPECT_FLOAT_EQ(three.gates[2], e1 / (2.0f + e1));
 }
 
-// Per decoder layer: self q/k/v/out and cross q/out (d x d each), then the FFN; then the
-// output projection. Counted by hand for the tiny shape (d 32, ff 48, vocab 50, 4 experts,
+// Per decoder layer: self q/k/v (fused) and out, cross q and out (d x d each), then the FFN; then
+// the output projection. Counted by hand for the tiny shape (d 32, ff 48, vocab 50, 4 experts,
 // top-2, MoE in layer 1 of 2). Bytes are checked at int8: each counted layer as packed alone
 // (oneDNN's blocked layout pads such tiny shapes).
 TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
@@ -357,7 +357,9 @@ TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
         kernels::PackedLinear::Create(w, bias ? b : Tensor(), kernels::Precision::kInt8);
     return linear.ok() ? linear->memory_bytes() : 0;
   };
-  const size_t attention_bytes = 6 * packed_bytes(d, d, true);
+  // Self-attention's fused q/k/v, its output, cross-attention's query and output (the fused
+  // cross keys/values run once per sentence, not per step).
+  const size_t attention_bytes = packed_bytes(3 * d, d, true) + 3 * packed_bytes(d, d, true);
   const size_t expert_bytes = packed_bytes(ff, d, true) + packed_bytes(d, ff, true);
   const size_t head_bytes = packed_bytes(vocab, d, false);
   std::map<ModelKind, StepCost> costs;

@@ -30,9 +30,9 @@ echo "== ThreadSanitizer (server tests)"
 tools/tsan.sh
 
 # A short libFuzzer run of every fuzz target (clang, ASan+UBSan, build/fuzz; docs/fuzzing.md):
-# about 2 minutes of build from clean and 2 of fuzzing on 2 cores.
-echo "== fuzz (20 s per target)"
-tools/fuzz.sh 20
+# about 2 minutes of build from clean and 1 of fuzzing on 2 cores (longer runs: tools/fuzz.sh).
+echo "== fuzz (10 s per target)"
+tools/fuzz.sh 10
 
 if [[ -d models/training/tests ]]; then
   echo "== Python tests (models/training)"

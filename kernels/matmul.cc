@@ -173,18 +173,13 @@ InputScratch& Scratch() {
   return scratch;
 }
 
-// y[m, n] = act(y[m, n] * row_scale[m] * column_scale[n] + bias[n]): the int8 path's
-// dequantisation, which oneDNN 2.6 cannot fuse without giving up its fast kernels.
-void Int8Epilogue(const float* row_scales, const float* column_scales, const float* bias,
-                  Activation activation, int64_t rows, int64_t cols, float* y) {
+// y = act(dequantised y) in place: the int8 path's epilogue, which oneDNN 2.6 cannot fuse
+// without giving up its fast kernels.
+void Int8Epilogue(const Dequantisation& dequantisation, Activation activation, int64_t rows,
+                  int64_t cols, float* y) {
   ParallelFor(rows, rows * cols > (1 << 15), [&](int64_t r) {
     float* out = y + r * cols;
-    const float s = row_scales[r];
-    if (bias != nullptr) {
-      for (int64_t c = 0; c < cols; ++c) out[c] = out[c] * (s * column_scales[c]) + bias[c];
-    } else {
-      for (int64_t c = 0; c < cols; ++c) out[c] *= s * column_scales[c];
-    }
+    DequantizeRow(dequantisation, r, 0, cols, out, out);
     ApplyActivationInPlace(activation, out, cols);
   });
 }
@@ -288,9 +283,8 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
 absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tensor& y) const {
   if (absl::Status s = Multiply(x, activation, y); !s.ok()) return s;
   if (precision_ == Precision::kInt8 && y.numel() > 0) {
-    Int8Epilogue(Scratch().row_scales.data<float>(), weight_scales_.data<float>(),
-                 has_bias() ? bias_.data<float>() : nullptr, activation, y.numel() / out_features_,
-                 out_features_, y.data<float>());
+    Int8Epilogue(Int8Dequantisation(), activation, y.numel() / out_features_, out_features_,
+                 y.data<float>());
   }
   return absl::OkStatus();
 }
@@ -304,13 +298,17 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
   max.Resize(DType::kF32, Shape{rows});
   log_sum_exp.Resize(DType::kF32, Shape{rows});
   if (rows == 0) return absl::OkStatus();
-  Dequantisation dequantisation{.row_scales = Scratch().row_scales.data<float>(),
-                                .column_scales = weight_scales_.data<float>(),
-                                .bias = has_bias() ? bias_.data<float>() : nullptr};
+  const Dequantisation dequantisation = Int8Dequantisation();
   ArgMaxAndLogSumExpRows(products.data<float>(), rows, out_features_,
                          precision_ == Precision::kInt8 ? &dequantisation : nullptr,
                          argmax.data<int32_t>(), max.data<float>(), log_sum_exp.data<float>());
   return absl::OkStatus();
+}
+
+Dequantisation PackedLinear::Int8Dequantisation() const {
+  return {.row_scales = Scratch().row_scales.data<float>(),
+          .column_scales = weight_scales_.data<float>(),
+          .bias = has_bias() ? bias_.data<float>() : nullptr};
 }
 
 absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tensor& y) const {

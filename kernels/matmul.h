@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/activation.h"
+#include "kernels/quantize.h"
 #include "kernels/tensor.h"
 
 namespace taskmoe::kernels {
@@ -61,6 +62,8 @@ class PackedLinear {
   // Forward without the int8 dequantisation: y holds raw products in int8 (the per-row
   // scales stay in this thread's scratch until the next call).
   absl::Status Multiply(const Tensor& x, Activation activation, Tensor& y) const;
+  // How the raw products of this thread's last int8 Multiply become outputs.
+  Dequantisation Int8Dequantisation() const;
 
   Precision precision_ = Precision::kF32;
   int64_t in_features_ = 0;

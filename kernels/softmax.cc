@@ -77,17 +77,7 @@ void ArgMaxAndLogSumExpRows(const float* values, int64_t rows, int64_t n,
     float buffer[kBlock];
     auto block_values = [&](int64_t begin, int64_t count) -> const float* {
       if (dequantisation == nullptr) return row + begin;
-      const float s = dequantisation->row_scales[r];
-      const float* column_scales = dequantisation->column_scales + begin;
-      const float* bias = dequantisation->bias;
-      if (bias != nullptr) {
-        bias += begin;
-        for (int64_t c = 0; c < count; ++c) {
-          buffer[c] = row[begin + c] * (s * column_scales[c]) + bias[c];
-        }
-      } else {
-        for (int64_t c = 0; c < count; ++c) buffer[c] = row[begin + c] * (s * column_scales[c]);
-      }
+      DequantizeRow(*dequantisation, r, begin, count, row + begin, buffer);
       return buffer;
     };
     // The first maximum without a scalar pass over the row: vectorised maxima of blocks, the

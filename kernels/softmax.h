@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "kernels/quantize.h"
 #include "kernels/tensor.h"
 
 namespace taskmoe::kernels {
@@ -20,14 +21,6 @@ absl::Status LogSoftmaxInPlace(Tensor& x);
 // from a 64k-wide logit row, without the write pass of LogSoftmaxInPlace. argmax (s32) and
 // log_sum_exp (f32) are resized to x's shape without its last dimension, flattened: [rows].
 absl::Status ArgMaxAndLogSumExp(const Tensor& x, Tensor& argmax, Tensor& log_sum_exp);
-
-// How an int8 linear layer's raw products become its output:
-// y[r][c] = raw[r][c] * row_scales[r] * column_scales[c] + bias[c] (no bias when null).
-struct Dequantisation {
-  const float* row_scales = nullptr;
-  const float* column_scales = nullptr;
-  const float* bias = nullptr;
-};
 
 // ArgMaxAndLogSumExp over `rows` rows of `n` (>= 1) values at `values`, or over their
 // dequantisation when one is given (computed block by block in cache and never written), plus

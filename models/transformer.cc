@@ -55,8 +55,7 @@ class WeightLoader {
     absl::StatusOr<WeightStore::Use<Tensor>> shared = options_.weight_store->GetTensor(
         *bytes, [&]() -> absl::StatusOr<Tensor> { return t->Clone(); });
     if (!shared.ok()) return shared.status();
-    KeepHandle(shared->handle);
-    keep_alive_.push_back(shared->value);
+    KeepHandle(shared->handle);  // keeps the entry, and with it the stored tensor, alive
     return *shared->value;
   }
 

@@ -16,6 +16,7 @@
 #include "kernels/matmul.h"
 #include "kernels/roofline.h"
 #include "kernels/runtime.h"
+#include "kernels/softmax.h"
 
 namespace taskmoe::kernels {
 namespace {
@@ -67,6 +68,45 @@ void BM_Matmul(benchmark::State& state, Precision precision) {
   state.SetLabel(*linear->ImplementationName(m));
 }
 
+// The greedy decoding head: the vocabulary projection reduced to each row's argmax and
+// log-sum-exp (PackedLinear::ForwardArgMaxAndLogSumExp), against the same product written out
+// in full (Forward), to show what the reduction costs on top of the matmul.
+void BM_GreedyHead(benchmark::State& state, Precision precision) {
+  const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  absl::StatusOr<PackedLinear> linear =
+      PackedLinear::Create(PseudoRandomMatrix(n, k), Filled(Shape{n}, 0.25f), precision);
+  if (!linear.ok()) {
+    state.SkipWithError(std::string(linear.status().message()).c_str());
+    return;
+  }
+  const Tensor x = PseudoRandomMatrix(m, k);
+  Tensor products, argmax, max, log_sum_exp;
+  for (auto _ : state) {
+    absl::Status s = linear->ForwardArgMaxAndLogSumExp(x, products, argmax, max, log_sum_exp);
+    if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
+    benchmark::DoNotOptimize(log_sum_exp.raw_data());
+  }
+  const double flops = 2.0 * m * k * n;
+  state.counters["GFLOPs"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_frac"] = benchmark::Counter(flops * 1e-9 / PeakGflops()[precision],
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The same reduction over logits already in memory (beam search's rows, or the f32 path).
+void BM_ArgMaxAndLogSumExp(benchmark::State& state) {
+  const Tensor logits = PseudoRandomMatrix(state.range(0), state.range(1));
+  Tensor argmax, log_sum_exp;
+  for (auto _ : state) {
+    absl::Status s = ArgMaxAndLogSumExp(logits, argmax, log_sum_exp);
+    if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
+    benchmark::DoNotOptimize(log_sum_exp.raw_data());
+  }
+  state.counters["ns_per_value"] = benchmark::Counter(
+      static_cast<double>(logits.numel()),
+      benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+
 void RegisterMatmuls() {
   for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
     auto* b = benchmark::RegisterBenchmark((std::string("matmul/") + PrecisionName(p)).c_str(),
@@ -84,7 +124,18 @@ void RegisterMatmuls() {
     // Fused self-attention queries, keys and values.
     for (int64_t m : {1, 32, 128}) b->Args({m, 512, 1536});
     b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
+    auto* head =
+        benchmark::RegisterBenchmark((std::string("greedy_head/") + PrecisionName(p)).c_str(),
+                                     [p](benchmark::State& s) { BM_GreedyHead(s, p); });
+    for (int64_t m : {1, 32, 128}) head->Args({m, 512, 64000});
+    head->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
   }
+  benchmark::RegisterBenchmark("argmax_logsumexp", BM_ArgMaxAndLogSumExp)
+      ->Args({32, 64000})
+      ->Args({128, 64000})
+      ->ArgNames({"rows", "N"})
+      ->Unit(benchmark::kMicrosecond)
+      ->UseRealTime();
 }
 
 }  // namespace

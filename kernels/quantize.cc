@@ -41,20 +41,4 @@ void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q
   });
 }
 
-void DequantizeRow(const Dequantisation& dequantisation, int64_t row, int64_t begin, int64_t count,
-                   const float* raw, float* out) {
-  const float s = dequantisation.row_scales[row];
-  const float* column_scales = dequantisation.column_scales + begin;
-  if (dequantisation.bias != nullptr) {
-    const float* bias = dequantisation.bias + begin;
-    // simd: out may be raw itself (element c depends on element c only), which GCC's runtime
-    // alias check would otherwise send down the scalar loop.
-#pragma omp simd
-    for (int64_t c = 0; c < count; ++c) out[c] = raw[c] * (s * column_scales[c]) + bias[c];
-  } else {
-#pragma omp simd
-    for (int64_t c = 0; c < count; ++c) out[c] = raw[c] * (s * column_scales[c]);
-  }
-}
-
 }  // namespace taskmoe::kernels

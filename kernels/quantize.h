@@ -19,16 +19,12 @@ void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q
 
 // How an int8 linear layer's raw products become its output:
 // y[r][c] = raw[r][c] * row_scales[r] * column_scales[c] + bias[c] (no bias when null).
+// kernels/dequantize_row.h applies it.
 struct Dequantisation {
   const float* row_scales = nullptr;
   const float* column_scales = nullptr;
   const float* bias = nullptr;
 };
-
-// Columns [begin, begin + count) of row `row`: out[c] = y[row][begin + c] from raw[c] (the
-// raw products of those columns). out may be raw (in place).
-void DequantizeRow(const Dequantisation& dequantisation, int64_t row, int64_t begin, int64_t count,
-                   const float* raw, float* out);
 
 }  // namespace taskmoe::kernels
 

@@ -6,17 +6,23 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_dispatch.h"
+#include "kernels/dequantize_row.h"
 #include "kernels/fast_math.h"
 #include "kernels/runtime.h"
 
 namespace taskmoe::kernels {
 namespace {
 
-float RowMax(const float* values, int64_t count) {
-  float m = values[0];
-  // The simd pragmas let the compiler reorder these reductions (it may not by default).
+// The largest of count > 0 values; NaNs never win over a number (all NaN gives -infinity).
+inline float RowMax(const float* values, int64_t count) {
+  // Starting from -infinity rather than values[0] and writing the comparison out keeps GCC on
+  // the vector loop in every context this is inlined into: the greedy head's copy of the
+  // values[0] form compiled to a scalar vmaxss chain (half of its time, 4 cycles a value).
+  float m = -std::numeric_limits<float>::infinity();
+  // The simd pragma lets the compiler reorder this reduction (it may not by default).
 #pragma omp simd reduction(max : m)
-  for (int64_t i = 1; i < count; ++i) m = std::max(m, values[i]);
+  for (int64_t i = 0; i < count; ++i) m = values[i] > m ? values[i] : m;
   return m;
 }
 
@@ -65,50 +71,61 @@ void LogSoftmaxRow(float* values, int64_t count) {
   for (int64_t i = 0; i < count; ++i) values[i] -= shift;
 }
 
+namespace {
+
+// One row of ArgMaxAndLogSumExpRows: arithmetic-bound (an exp per vocabulary entry), hence
+// compiled for AVX-512 too (cpu_dispatch.h).
+TASKMOE_AVX512_CLONE void ArgMaxAndLogSumExpRow(const float* row, int64_t r, int64_t n,
+                                                const Dequantisation* dequantisation,
+                                                int32_t* argmax, float* max, float* log_sum_exp) {
+  // Blocks small enough for L1: a dequantised block is computed into `buffer` and reduced
+  // there, so the 64k-wide output row is never written to memory.
+  constexpr int64_t kBlock = 512;
+  alignas(64) float buffer[kBlock];
+  auto block_values = [&](int64_t begin, int64_t count) -> const float* {
+    if (dequantisation == nullptr) return row + begin;
+    DequantizeRow(*dequantisation, r, begin, count, row + begin, buffer);
+    return buffer;
+  };
+  // The first maximum without a scalar pass over the row: vectorised maxima of blocks, the
+  // first block holding the largest, then a scan of that block alone. NaNs never win.
+  float m = -std::numeric_limits<float>::infinity();
+  float sum = 0.0f;
+  int64_t best_block = 0;
+  for (int64_t begin = 0; begin < n; begin += kBlock) {
+    const int64_t count = std::min(kBlock, n - begin);
+    const float* block = block_values(begin, count);
+    const float block_max = RowMax(block, count);
+    if (block_max > m) {
+      if (sum > 0.0f) sum *= FastExp(m - block_max);
+      m = block_max;
+      best_block = begin;
+    }
+    // Blocks before the first number (all NaN maxima so far) cannot be scaled: skipped.
+    if (m == -std::numeric_limits<float>::infinity()) continue;
+    float block_sum = 0.0f;
+#pragma omp simd reduction(+ : block_sum)
+    for (int64_t i = 0; i < count; ++i) block_sum += FastExp(block[i] - m);
+    sum += block_sum;
+  }
+  const int64_t count = std::min(kBlock, n - best_block);
+  const float* block = block_values(best_block, count);
+  int64_t index = 0;
+  while (index < count && !(block[index] == m)) ++index;
+  const bool found = index < count;
+  argmax[r] = static_cast<int32_t>(found ? best_block + index : 0);
+  if (max != nullptr) max[r] = found ? m : std::numeric_limits<float>::quiet_NaN();
+  log_sum_exp[r] = found ? m + std::log(sum) : std::numeric_limits<float>::quiet_NaN();
+}
+
+}  // namespace
+
 void ArgMaxAndLogSumExpRows(const float* values, int64_t rows, int64_t n,
                             const Dequantisation* dequantisation, int32_t* argmax, float* max,
                             float* log_sum_exp) {
   ApplyThreadSetting();
   ParallelFor(rows, rows * n > (1 << 16), [&](int64_t r) {
-    const float* row = values + r * n;
-    // Blocks small enough for L1: a dequantised block is computed into `buffer` and reduced
-    // there, so the 64k-wide output row is never written to memory.
-    constexpr int64_t kBlock = 512;
-    float buffer[kBlock];
-    auto block_values = [&](int64_t begin, int64_t count) -> const float* {
-      if (dequantisation == nullptr) return row + begin;
-      DequantizeRow(*dequantisation, r, begin, count, row + begin, buffer);
-      return buffer;
-    };
-    // The first maximum without a scalar pass over the row: vectorised maxima of blocks, the
-    // first block holding the largest, then a scan of that block alone. NaNs never win.
-    float m = -std::numeric_limits<float>::infinity();
-    float sum = 0.0f;
-    int64_t best_block = 0;
-    for (int64_t begin = 0; begin < n; begin += kBlock) {
-      const int64_t count = std::min(kBlock, n - begin);
-      const float* block = block_values(begin, count);
-      const float block_max = RowMax(block, count);
-      if (block_max > m) {
-        if (sum > 0.0f) sum *= FastExp(m - block_max);
-        m = block_max;
-        best_block = begin;
-      }
-      // Blocks before the first number (all NaN maxima so far) cannot be scaled: skipped.
-      if (m == -std::numeric_limits<float>::infinity()) continue;
-      float block_sum = 0.0f;
-#pragma omp simd reduction(+ : block_sum)
-      for (int64_t i = 0; i < count; ++i) block_sum += FastExp(block[i] - m);
-      sum += block_sum;
-    }
-    const int64_t count = std::min(kBlock, n - best_block);
-    const float* block = block_values(best_block, count);
-    int64_t index = 0;
-    while (index < count && !(block[index] == m)) ++index;
-    const bool found = index < count;
-    argmax[r] = static_cast<int32_t>(found ? best_block + index : 0);
-    if (max != nullptr) max[r] = found ? m : std::numeric_limits<float>::quiet_NaN();
-    log_sum_exp[r] = found ? m + std::log(sum) : std::numeric_limits<float>::quiet_NaN();
+    ArgMaxAndLogSumExpRow(values + r * n, r, n, dequantisation, argmax, max, log_sum_exp);
   });
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/roofline.h"
 #include "kernels/runtime.h"
@@ -107,6 +108,30 @@ void BM_ArgMaxAndLogSumExp(benchmark::State& state) {
       benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
 }
 
+// Attention of `batch` rows, `queries` each, over `keys` cached positions, at the model width
+// of Transformer Base (512, 8 heads): a decoder step's cross-attention (1 query, 24 keys) and
+// a 24-token encoder's self-attention.
+void BM_Attention(benchmark::State& state) {
+  const int64_t batch = state.range(0), queries = state.range(1), keys = state.range(2);
+  constexpr int64_t kWidth = 512;
+  const Tensor q = PseudoRandomMatrix(batch * queries, kWidth);
+  const Tensor k = PseudoRandomMatrix(batch * keys, kWidth);
+  const Tensor v = PseudoRandomMatrix(batch * keys, kWidth);
+  Tensor q3 = q.Clone(), k3 = k.Clone(), v3 = v.Clone(), out;
+  for (Tensor* t : {&q3, &k3, &v3}) {
+    if (!t->ReshapeInPlace(Shape{batch, t->dim(0) / batch, kWidth}).ok()) {
+      state.SkipWithError("reshape");
+      return;
+    }
+  }
+  const std::vector<int32_t> lengths(batch, static_cast<int32_t>(keys));
+  for (auto _ : state) {
+    absl::Status s = MultiHeadAttention(q3, k3, v3, lengths, {.num_heads = 8}, out);
+    if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
+    benchmark::DoNotOptimize(out.raw_data());
+  }
+}
+
 void RegisterMatmuls() {
   for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
     auto* b = benchmark::RegisterBenchmark((std::string("matmul/") + PrecisionName(p)).c_str(),
@@ -130,6 +155,14 @@ void RegisterMatmuls() {
     for (int64_t m : {1, 32, 128}) head->Args({m, 512, 64000});
     head->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
   }
+  benchmark::RegisterBenchmark("attention", BM_Attention)
+      ->Args({32, 1, 24})
+      ->Args({128, 1, 24})
+      ->Args({1, 24, 24})
+      ->Args({32, 24, 24})
+      ->ArgNames({"batch", "queries", "keys"})
+      ->Unit(benchmark::kMicrosecond)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("argmax_logsumexp", BM_ArgMaxAndLogSumExp)
       ->Args({32, 64000})
       ->Args({128, 64000})

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_dispatch.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
 
@@ -18,6 +19,55 @@ absl::Status CheckAttentionInput(const Tensor& t, const char* what) {
   constexpr const char* kOp = "MultiHeadAttention";
   if (absl::Status s = CheckDType(t, DType::kF32, kOp, what); !s.ok()) return s;
   return CheckRank(t, 3, kOp, what);
+}
+
+// One attention task's shape: a batch row's tq queries against its tk keys, for a group of
+// heads_per_task consecutive heads.
+struct AttentionTask {
+  int64_t tq, tk, d, head_dim, heads_per_task;
+  float scale;
+  bool causal;
+  int64_t causal_offset;
+};
+
+// One task: q, keys, values and out point at the group's first head in the row's first
+// position (rows of d floats); `scores` holds heads_per_task * tk floats. Arithmetic-bound
+// once the keys are in cache, hence compiled for AVX-512 too (cpu_dispatch.h).
+TASKMOE_AVX512_CLONE void Attend(const AttentionTask& task, const float* q, const float* keys,
+                                 const float* values, int64_t visible_keys, float* scores,
+                                 float* out) {
+  const int64_t d = task.d, tk = task.tk, head_dim = task.head_dim;
+  const int64_t heads = task.heads_per_task, width = heads * head_dim;
+  for (int64_t t = 0; t < task.tq; ++t) {
+    const float* query = q + t * d;
+    float* result = out + t * d;
+    const int64_t seen =
+        task.causal ? std::min(visible_keys, t + task.causal_offset + 1) : visible_keys;
+    std::memset(result, 0, sizeof(float) * width);
+    if (seen <= 0) continue;
+    for (int64_t j = 0; j < seen; ++j) {
+      const float* key = keys + j * d;
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* q_h = query + h * head_dim;
+        const float* k_h = key + h * head_dim;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t i = 0; i < head_dim; ++i) dot += q_h[i] * k_h[i];
+        scores[h * tk + j] = dot * task.scale;
+      }
+    }
+    for (int64_t h = 0; h < heads; ++h) SoftmaxRow(scores + h * tk, seen);
+    for (int64_t j = 0; j < seen; ++j) {
+      const float* value = values + j * d;
+      for (int64_t h = 0; h < heads; ++h) {
+        const float p = scores[h * tk + j];
+        float* r_h = result + h * head_dim;
+        const float* v_h = value + h * head_dim;
+#pragma omp simd
+        for (int64_t i = 0; i < head_dim; ++i) r_h[i] += p * v_h[i];
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -65,46 +115,24 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
   // independent dot product per head in flight; single heads when rows are few.
   const int64_t heads_per_task = batch >= 4 * NumThreads() ? heads : 1;
   const int64_t tasks_per_row = heads / heads_per_task;
+  const AttentionTask shape{.tq = tq,
+                            .tk = tk,
+                            .d = d,
+                            .head_dim = head_dim,
+                            .heads_per_task = heads_per_task,
+                            .scale = scale,
+                            .causal = options.causal,
+                            .causal_offset = options.causal_offset};
   ParallelFor(batch * tasks_per_row, batch * heads * tq * tk > 4096, [&](int64_t task) {
     const int64_t b = task / tasks_per_row;
-    const int64_t first_head = (task % tasks_per_row) * heads_per_task;
-    const int64_t offset = first_head * head_dim;  // of the group's first head in a row
-    const int64_t width = heads_per_task * head_dim;
+    const int64_t offset = (task % tasks_per_row) * heads_per_task * head_dim;
     thread_local std::vector<float> score_buffer;
     if (static_cast<int64_t>(score_buffer.size()) < heads_per_task * tk) {
       score_buffer.resize(heads_per_task * tk);
     }
-    float* const scores = score_buffer.data();  // [heads_per_task][tk]
     const int64_t visible_keys = key_lengths.empty() ? tk : key_lengths[b];
-    for (int64_t t = 0; t < tq; ++t) {
-      const float* query = qd + (b * tq + t) * d + offset;
-      float* result = od + (b * tq + t) * d + offset;
-      const int64_t seen =
-          options.causal ? std::min(visible_keys, t + options.causal_offset + 1) : visible_keys;
-      std::memset(result, 0, sizeof(float) * width);
-      if (seen <= 0) continue;
-      for (int64_t j = 0; j < seen; ++j) {
-        const float* key = kd + (b * tk + j) * d + offset;
-        for (int64_t h = 0; h < heads_per_task; ++h) {
-          const float* q_h = query + h * head_dim;
-          const float* k_h = key + h * head_dim;
-          float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-          for (int64_t i = 0; i < head_dim; ++i) dot += q_h[i] * k_h[i];
-          scores[h * tk + j] = dot * scale;
-        }
-      }
-      for (int64_t h = 0; h < heads_per_task; ++h) SoftmaxRow(scores + h * tk, seen);
-      for (int64_t j = 0; j < seen; ++j) {
-        const float* value = vd + (b * tk + j) * d + offset;
-        for (int64_t h = 0; h < heads_per_task; ++h) {
-          const float p = scores[h * tk + j];
-          float* r_h = result + h * head_dim;
-          const float* v_h = value + h * head_dim;
-          for (int64_t i = 0; i < head_dim; ++i) r_h[i] += p * v_h[i];
-        }
-      }
-    }
+    Attend(shape, qd + b * tq * d + offset, kd + b * tk * d + offset, vd + b * tk * d + offset,
+           visible_keys, score_buffer.data(), od + b * tq * d + offset);
   });
   return absl::OkStatus();
 }

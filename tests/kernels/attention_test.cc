@@ -50,7 +50,12 @@ INSTANTIATE_TEST_SUITE_P(
                       // Batches large enough for one task per row covering all heads (the
                       // decoder's layout at batch >= 4 x threads), with masks and causality.
                       AttentionCase{40, 1, 11, 64, 4, std::vector<int32_t>(40, 9), true, 8},
-                      AttentionCase{33, 3, 6, 48, 6, {}, false, 0}));
+                      AttentionCase{33, 3, 6, 48, 6, {}, false, 0},
+                      // Head widths of 16 or more take the vector dot product: 64 (whole
+                      // 16-float chunks) and 40 (two chunks and a remainder of 8).
+                      AttentionCase{3, 2, 10, 128, 2, {}, false, 0},
+                      AttentionCase{2, 4, 7, 80, 2, {7, 5}, true, 3},
+                      AttentionCase{9, 1, 24, 160, 4, {24, 1, 0, 23, 24, 5, 6, 7, 8}, false, 0}));
 
 TEST(Attention, EmptyBatch) {
   Tensor out;

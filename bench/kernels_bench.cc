@@ -15,6 +15,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
+#include "kernels/quantize.h"
 #include "kernels/roofline.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
@@ -132,6 +133,19 @@ void BM_Attention(benchmark::State& state) {
   }
 }
 
+// Per-row int8 quantisation of an activation matrix, which every int8 linear layer runs on its
+// input: a decoder step's (rows = batch) and a 24-token encoder's (rows = 24 x batch).
+void BM_QuantizeRows(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  const Tensor x = PseudoRandomMatrix(rows, cols);
+  std::vector<int8_t> quantised(rows * cols);
+  std::vector<float> scales(rows);
+  for (auto _ : state) {
+    QuantizeRowsSymmetric(x.data<float>(), rows, cols, quantised.data(), scales.data());
+    benchmark::DoNotOptimize(quantised.data());
+  }
+}
+
 void RegisterMatmuls() {
   for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
     auto* b = benchmark::RegisterBenchmark((std::string("matmul/") + PrecisionName(p)).c_str(),
@@ -161,6 +175,14 @@ void RegisterMatmuls() {
       ->Args({1, 24, 24})
       ->Args({32, 24, 24})
       ->ArgNames({"batch", "queries", "keys"})
+      ->Unit(benchmark::kMicrosecond)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("quantize_rows", BM_QuantizeRows)
+      ->Args({32, 512})
+      ->Args({32, 2048})
+      ->Args({128, 512})
+      ->Args({768, 512})
+      ->ArgNames({"rows", "cols"})
       ->Unit(benchmark::kMicrosecond)
       ->UseRealTime();
   benchmark::RegisterBenchmark("argmax_logsumexp", BM_ArgMaxAndLogSumExp)

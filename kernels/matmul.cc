@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_dispatch.h"
 #include "kernels/dequantize_row.h"
 #include "kernels/quantize.h"
 #include "kernels/runtime.h"
@@ -174,13 +175,19 @@ InputScratch& Scratch() {
   return scratch;
 }
 
+// One row of Int8Epilogue's dequantisation, compiled for AVX-512 too (cpu_dispatch.h).
+TASKMOE_AVX512_CLONE void DequantizeRowInPlace(const Dequantisation& dequantisation, int64_t row,
+                                               int64_t cols, float* values) {
+  DequantizeRow(dequantisation, row, 0, cols, values, values);
+}
+
 // y = act(dequantised y) in place: the int8 path's epilogue, which oneDNN 2.6 cannot fuse
 // without giving up its fast kernels.
 void Int8Epilogue(const Dequantisation& dequantisation, Activation activation, int64_t rows,
                   int64_t cols, float* y) {
   ParallelFor(rows, rows * cols > (1 << 15), [&](int64_t r) {
     float* out = y + r * cols;
-    DequantizeRow(dequantisation, r, 0, cols, out, out);
+    DequantizeRowInPlace(dequantisation, r, cols, out);
     ApplyActivationInPlace(activation, out, cols);
   });
 }

@@ -110,8 +110,8 @@ void BM_ArgMaxAndLogSumExp(benchmark::State& state) {
 }
 
 // Attention of `batch` rows, `queries` each, over `keys` cached positions, at the model width
-// of Transformer Base (512, 8 heads): a decoder step's cross-attention (1 query, 24 keys) and
-// a 24-token encoder's self-attention.
+// of Transformer Base (512, 8 heads): a decoder step's cross-attention (1 query, 24 keys; f32
+// or bf16 keys and values) and a 24-token encoder's self-attention.
 void BM_Attention(benchmark::State& state) {
   const int64_t batch = state.range(0), queries = state.range(1), keys = state.range(2);
   constexpr int64_t kWidth = 512;
@@ -123,6 +123,13 @@ void BM_Attention(benchmark::State& state) {
     if (!t->ReshapeInPlace(Shape{batch, t->dim(0) / batch, kWidth}).ok()) {
       state.SkipWithError("reshape");
       return;
+    }
+  }
+  if (state.range(3) != 0) {  // a bf16 cache, as reduced-precision models keep
+    for (Tensor* t : {&k3, &v3}) {
+      Tensor rounded = Tensor::Allocate(DType::kBF16, t->shape());
+      ConvertToBFloat16(t->data<float>(), t->numel(), rounded.data<BFloat16>());
+      *t = std::move(rounded);
     }
   }
   const std::vector<int32_t> lengths(batch, static_cast<int32_t>(keys));
@@ -170,11 +177,13 @@ void RegisterMatmuls() {
     head->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
   }
   benchmark::RegisterBenchmark("attention", BM_Attention)
-      ->Args({32, 1, 24})
-      ->Args({128, 1, 24})
-      ->Args({1, 24, 24})
-      ->Args({32, 24, 24})
-      ->ArgNames({"batch", "queries", "keys"})
+      ->Args({32, 1, 24, 0})
+      ->Args({32, 1, 24, 1})
+      ->Args({128, 1, 24, 0})
+      ->Args({128, 1, 24, 1})
+      ->Args({1, 24, 24, 0})
+      ->Args({32, 24, 24, 0})
+      ->ArgNames({"batch", "queries", "keys", "bf16"})
       ->Unit(benchmark::kMicrosecond)
       ->UseRealTime();
   benchmark::RegisterBenchmark("quantize_rows", BM_QuantizeRows)

@@ -9,43 +9,75 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu_dispatch.h"
+#include "kernels/quantize.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
 
 namespace taskmoe::kernels {
 namespace {
 
-absl::Status CheckAttentionInput(const Tensor& t, const char* what) {
+absl::Status CheckAttentionInput(const Tensor& t, const char* what, bool bf16_allowed) {
   constexpr const char* kOp = "MultiHeadAttention";
-  if (absl::Status s = CheckDType(t, DType::kF32, kOp, what); !s.ok()) return s;
+  if (!(bf16_allowed && t.dtype() == DType::kBF16)) {
+    if (absl::Status s = CheckDType(t, DType::kF32, kOp, what); !s.ok()) return s;
+  }
   return CheckRank(t, 3, kOp, what);
 }
 
-// a . b over n floats. Written with GCC/Clang vector types because the compilers reduce an
+// Keys and values are read 8 at a time as GCC/Clang vector types: the compilers reduce an
 // `omp simd reduction` vector by adding its lanes one after another (a chain of dependent
 // scalar additions per dot product, a fifth of attention's time); halving the vector instead
 // takes three additions. 8 lanes: 16-lane vector types are split badly where AVX-512 is
-// missing (the default build of this function ran 3x slower than the loop it replaced).
+// missing (the default build ran 3x slower than the plain loop).
 using Float8 = float __attribute__((vector_size(32)));
 using Float4 = float __attribute__((vector_size(16)));
+using Bits16x8 = uint16_t __attribute__((vector_size(16)));
+using Bits32x8 = uint32_t __attribute__((vector_size(32)));
 
-inline float Dot(const float* a, const float* b, int64_t n) {
+inline Float8 Load8(const float* p) {
+  Float8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// bf16 is the upper half of an f32: widen the bits and shift them into place.
+inline Float8 Load8(const BFloat16* p) {
+  Bits16x8 bits;
+  std::memcpy(&bits, p, sizeof(bits));
+  const Bits32x8 wide = __builtin_convertvector(bits, Bits32x8) << 16;
+  Float8 v;
+  std::memcpy(&v, &wide, sizeof(v));
+  return v;
+}
+
+inline float ToFloat(float v) { return v; }
+inline float ToFloat(BFloat16 v) { return BFloat16ToFloat(v); }
+
+// a . b over n values.
+template <typename T>
+inline float Dot(const float* a, const T* b, int64_t n) {
   float dot = 0.0f;
   int64_t i = 0;
   if (n >= 8) {
     Float8 sum = {};
-    for (; i + 8 <= n; i += 8) {
-      Float8 x, y;
-      std::memcpy(&x, a + i, sizeof(x));
-      std::memcpy(&y, b + i, sizeof(y));
-      sum += x * y;
-    }
+    for (; i + 8 <= n; i += 8) sum += Load8(a + i) * Load8(b + i);
     const Float4 four = __builtin_shufflevector(sum, sum, 0, 1, 2, 3) +
                         __builtin_shufflevector(sum, sum, 4, 5, 6, 7);
     dot = (four[0] + four[2]) + (four[1] + four[3]);
   }
-  for (; i < n; ++i) dot += a[i] * b[i];
+  for (; i < n; ++i) dot += a[i] * ToFloat(b[i]);
   return dot;
+}
+
+// out[i] += p * v[i] over n values.
+template <typename T>
+inline void AddScaled(float p, const T* v, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const Float8 sum = Load8(out + i) + p * Load8(v + i);
+    std::memcpy(out + i, &sum, sizeof(sum));
+  }
+  for (; i < n; ++i) out[i] += p * ToFloat(v[i]);
 }
 
 // One attention task's shape: a batch row's tq queries against its tk keys, for a group of
@@ -58,11 +90,11 @@ struct AttentionTask {
 };
 
 // One task: q, keys, values and out point at the group's first head in the row's first
-// position (rows of d floats); `scores` holds heads_per_task * tk floats. Arithmetic-bound
-// once the keys are in cache, hence compiled for AVX-512 too (cpu_dispatch.h).
-TASKMOE_AVX512_CLONE void Attend(const AttentionTask& task, const float* q, const float* keys,
-                                 const float* values, int64_t visible_keys, float* scores,
-                                 float* out) {
+// position (rows of d values); `scores` holds heads_per_task * tk floats.
+template <typename T>
+[[gnu::always_inline]] inline void AttendRows(const AttentionTask& task, const float* q,
+                                              const T* keys, const T* values, int64_t visible_keys,
+                                              float* scores, float* out) {
   const int64_t d = task.d, tk = task.tk, head_dim = task.head_dim;
   const int64_t heads = task.heads_per_task, width = heads * head_dim;
   for (int64_t t = 0; t < task.tq; ++t) {
@@ -73,25 +105,33 @@ TASKMOE_AVX512_CLONE void Attend(const AttentionTask& task, const float* q, cons
     std::memset(result, 0, sizeof(float) * width);
     if (seen <= 0) continue;
     for (int64_t j = 0; j < seen; ++j) {
-      const float* key = keys + j * d;
+      const T* key = keys + j * d;
       for (int64_t h = 0; h < heads; ++h) {
-        const float* q_h = query + h * head_dim;
-        const float* k_h = key + h * head_dim;
-        scores[h * tk + j] = Dot(q_h, k_h, head_dim) * task.scale;
+        scores[h * tk + j] = Dot(query + h * head_dim, key + h * head_dim, head_dim) * task.scale;
       }
     }
     for (int64_t h = 0; h < heads; ++h) SoftmaxRow(scores + h * tk, seen);
     for (int64_t j = 0; j < seen; ++j) {
-      const float* value = values + j * d;
+      const T* value = values + j * d;
       for (int64_t h = 0; h < heads; ++h) {
-        const float p = scores[h * tk + j];
-        float* r_h = result + h * head_dim;
-        const float* v_h = value + h * head_dim;
-#pragma omp simd
-        for (int64_t i = 0; i < head_dim; ++i) r_h[i] += p * v_h[i];
+        AddScaled(scores[h * tk + j], value + h * head_dim, head_dim, result + h * head_dim);
       }
     }
   }
+}
+
+// AttendRows per key type, arithmetic-bound once the keys are in cache, hence compiled for
+// AVX-512 too (cpu_dispatch.h).
+TASKMOE_AVX512_CLONE void Attend(const AttentionTask& task, const float* q, const float* keys,
+                                 const float* values, int64_t visible_keys, float* scores,
+                                 float* out) {
+  AttendRows(task, q, keys, values, visible_keys, scores, out);
+}
+
+TASKMOE_AVX512_CLONE void Attend(const AttentionTask& task, const float* q, const BFloat16* keys,
+                                 const BFloat16* values, int64_t visible_keys, float* scores,
+                                 float* out) {
+  AttendRows(task, q, keys, values, visible_keys, scores, out);
 }
 
 }  // namespace
@@ -100,8 +140,12 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
                                 absl::Span<const int32_t> key_lengths,
                                 const AttentionOptions& options, Tensor& out) {
   constexpr const char* kOp = "MultiHeadAttention";
-  for (auto [t, what] : {std::pair{&q, "q"}, {&keys, "keys"}, {&values, "values"}}) {
-    if (absl::Status s = CheckAttentionInput(*t, what); !s.ok()) return s;
+  if (absl::Status s = CheckAttentionInput(q, "q", false); !s.ok()) return s;
+  if (absl::Status s = CheckAttentionInput(keys, "keys", true); !s.ok()) return s;
+  if (absl::Status s = CheckAttentionInput(values, "values", true); !s.ok()) return s;
+  if (keys.dtype() != values.dtype()) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": keys are ", DTypeName(keys.dtype()),
+                                                   " but values are ", DTypeName(values.dtype())));
   }
   const int64_t batch = q.dim(0), tq = q.dim(1), d = q.dim(2), tk = keys.dim(1);
   if (absl::Status s = CheckShape(keys, Shape{batch, tk, d}, kOp, "keys"); !s.ok()) return s;
@@ -131,8 +175,7 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
   const int64_t head_dim = d / heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const float* qd = q.data<float>();
-  const float* kd = keys.data<float>();
-  const float* vd = values.data<float>();
+  const bool bf16 = keys.dtype() == DType::kBF16;
   float* od = out.data<float>();
   // A task is one batch row and a group of its heads: all heads when there are enough rows to
   // share out, so that each key and value row is read once, front to back, with one
@@ -155,23 +198,35 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
       score_buffer.resize(heads_per_task * tk);
     }
     const int64_t visible_keys = key_lengths.empty() ? tk : key_lengths[b];
-    Attend(shape, qd + b * tq * d + offset, kd + b * tk * d + offset, vd + b * tk * d + offset,
-           visible_keys, score_buffer.data(), od + b * tq * d + offset);
+    const int64_t kv = b * tk * d + offset;
+    if (bf16) {
+      Attend(shape, qd + b * tq * d + offset, keys.data<BFloat16>() + kv,
+             values.data<BFloat16>() + kv, visible_keys, score_buffer.data(),
+             od + b * tq * d + offset);
+    } else {
+      Attend(shape, qd + b * tq * d + offset, keys.data<float>() + kv, values.data<float>() + kv,
+             visible_keys, score_buffer.data(), od + b * tq * d + offset);
+    }
   });
   return absl::OkStatus();
 }
 
-absl::Status KvCache::Reset(int64_t batch, int64_t capacity, int64_t d_model) {
+absl::Status KvCache::Reset(int64_t batch, int64_t capacity, int64_t d_model, DType dtype) {
   if (batch < 0 || capacity < 0 || d_model < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("KvCache::Reset: bad size [", batch, ", ", capacity, ", ", d_model, "]"));
   }
-  keys_.Resize(DType::kF32, Shape{batch, capacity, d_model});
-  values_.Resize(DType::kF32, Shape{batch, capacity, d_model});
+  if (dtype != DType::kF32 && dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCache::Reset: cannot store ", DTypeName(dtype), " (f32 or bf16)"));
+  }
+  keys_.Resize(dtype, Shape{batch, capacity, d_model});
+  values_.Resize(dtype, Shape{batch, capacity, d_model});
   batch_ = batch;
   capacity_ = capacity;
   d_model_ = d_model;
   length_ = 0;
+  dtype_ = dtype;
   return absl::OkStatus();
 }
 
@@ -190,12 +245,18 @@ absl::Status KvCache::Append(const Tensor& keys, const Tensor& values) {
     return absl::OutOfRangeError(absl::StrCat(kOp, ": ", length_, " + ", steps,
                                               " positions exceed the capacity of ", capacity_));
   }
-  const size_t bytes = sizeof(float) * steps * d_model_;
+  const int64_t count = steps * d_model_;
   for (int64_t b = 0; b < batch_; ++b) {
     const int64_t dst = (b * capacity_ + length_) * d_model_;
-    const int64_t src = b * steps * d_model_;
-    std::memcpy(keys_.data<float>() + dst, keys.data<float>() + src, bytes);
-    std::memcpy(values_.data<float>() + dst, values.data<float>() + src, bytes);
+    const float* key_src = keys.data<float>() + b * count;
+    const float* value_src = values.data<float>() + b * count;
+    if (dtype_ == DType::kBF16) {
+      ConvertToBFloat16(key_src, count, keys_.data<BFloat16>() + dst);
+      ConvertToBFloat16(value_src, count, values_.data<BFloat16>() + dst);
+    } else {
+      std::memcpy(keys_.data<float>() + dst, key_src, sizeof(float) * count);
+      std::memcpy(values_.data<float>() + dst, value_src, sizeof(float) * count);
+    }
   }
   length_ += steps;
   return absl::OkStatus();
@@ -206,12 +267,13 @@ void KvCache::SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Ten
   // `to` and `from` swap roles after every selection: sizing `to` for the larger batch first
   // keeps both buffers as large as the largest batch, so neither Reset nor a later selection
   // has to allocate again.
-  to.Resize(DType::kF32, Shape{std::max(new_batch, batch_), capacity_, d_model_});
-  to.Resize(DType::kF32, Shape{new_batch, capacity_, d_model_});
-  const size_t bytes = sizeof(float) * length_ * d_model_;
+  to.Resize(dtype_, Shape{std::max(new_batch, batch_), capacity_, d_model_});
+  to.Resize(dtype_, Shape{new_batch, capacity_, d_model_});
+  const size_t row_bytes = DTypeSize(dtype_) * capacity_ * d_model_;
+  const size_t bytes = DTypeSize(dtype_) * length_ * d_model_;
   for (int64_t r = 0; r < new_batch; ++r) {
-    std::memcpy(to.data<float>() + r * capacity_ * d_model_,
-                from.data<float>() + static_cast<int64_t>(rows[r]) * capacity_ * d_model_, bytes);
+    std::memcpy(static_cast<char*>(to.raw_data()) + r * row_bytes,
+                static_cast<const char*>(from.raw_data()) + rows[r] * row_bytes, bytes);
   }
 }
 
@@ -229,16 +291,17 @@ absl::Status KvCache::SelectRows(absl::Span<const int32_t> rows) {
     // Dropping rows (finished sentences): compact in place. Row r moves down from rows[r] >= r,
     // and every later source lies above every row written so far, so nothing is overwritten
     // before it is read.
-    const size_t bytes = sizeof(float) * length_ * d_model_;
+    const size_t row_bytes = DTypeSize(dtype_) * capacity_ * d_model_;
+    const size_t bytes = DTypeSize(dtype_) * length_ * d_model_;
     for (int64_t r = 0; r < new_batch; ++r) {
       if (rows[r] == r) continue;
-      const int64_t from = static_cast<int64_t>(rows[r]) * capacity_ * d_model_;
-      const int64_t to = r * capacity_ * d_model_;
-      std::memcpy(keys_.data<float>() + to, keys_.data<float>() + from, bytes);
-      std::memcpy(values_.data<float>() + to, values_.data<float>() + from, bytes);
+      for (Tensor* t : {&keys_, &values_}) {
+        char* base = static_cast<char*>(t->raw_data());
+        std::memcpy(base + r * row_bytes, base + rows[r] * row_bytes, bytes);
+      }
     }
-    keys_.Resize(DType::kF32, Shape{new_batch, capacity_, d_model_});
-    values_.Resize(DType::kF32, Shape{new_batch, capacity_, d_model_});
+    keys_.Resize(dtype_, Shape{new_batch, capacity_, d_model_});
+    values_.Resize(dtype_, Shape{new_batch, capacity_, d_model_});
   } else {
     // Reordering or repeating rows (beam search): through the spare buffers.
     SelectInto(rows, keys_, spare_keys_);

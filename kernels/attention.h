@@ -1,8 +1,9 @@
 // Multi-head scaled dot-product attention over projected queries, keys and values, with
 // padding and causal masks, and the per-layer key/value cache of incremental decoding.
 //
-// Layout: every tensor is f32 [batch, time, num_heads * head_dim], heads side by side in the
-// last dimension: exactly what the q/k/v projections produce, so nothing is transposed.
+// Layout: every tensor is [batch, time, num_heads * head_dim], heads side by side in the last
+// dimension: exactly what the q/k/v projections produce, so nothing is transposed. Queries and
+// outputs are f32; keys and values f32 or (a cache's, to halve its memory traffic) bf16.
 #ifndef TASKMOE_KERNELS_ATTENTION_H_
 #define TASKMOE_KERNELS_ATTENTION_H_
 
@@ -23,7 +24,8 @@ struct AttentionOptions {
 };
 
 // out = softmax(q k^T / sqrt(head_dim) + mask) v, per batch row and head.
-// q: [B, Tq, D]; keys, values: [B, Tk, D] (Tk may be a cache's capacity); key_lengths: B
+// q: [B, Tq, D]; keys, values: [B, Tk, D], both f32 or both bf16 (Tk may be a cache's
+// capacity); key_lengths: B
 // entries, row b sees keys [0, key_lengths[b]) (padding and unfilled cache are masked), or
 // empty for all Tk keys. A query that sees no key gets zeros. out is resized to [B, Tq, D].
 absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tensor& values,
@@ -36,22 +38,24 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
 // Reset calls and selections, so steady decoding does not allocate.
 class KvCache {
  public:
-  // Empties the cache and makes room for [batch, capacity, d_model].
-  absl::Status Reset(int64_t batch, int64_t capacity, int64_t d_model);
+  // Empties the cache and makes room for [batch, capacity, d_model], stored as `dtype`: f32,
+  // or bf16 (rounded to nearest even on Append; half the bytes for attention to read).
+  absl::Status Reset(int64_t batch, int64_t capacity, int64_t d_model, DType dtype = DType::kF32);
 
-  // Appends [batch, T, d_model] keys and values at positions [length, length + T).
+  // Appends f32 [batch, T, d_model] keys and values at positions [length, length + T).
   absl::Status Append(const Tensor& keys, const Tensor& values);
 
   // Keeps batch rows `rows` (in that order; a row may repeat, as when two beam hypotheses
   // descend from one). The new batch size is rows.size().
   absl::Status SelectRows(absl::Span<const int32_t> rows);
 
-  // [batch, capacity, d_model]; positions >= length() are unspecified.
+  // [batch, capacity, d_model] of dtype(); positions >= length() are unspecified.
   const Tensor& keys() const { return keys_; }
   const Tensor& values() const { return values_; }
   int64_t batch() const { return batch_; }
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
+  DType dtype() const { return dtype_; }
 
  private:
   void SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Tensor& to) const;
@@ -59,6 +63,7 @@ class KvCache {
   Tensor keys_, values_;
   Tensor spare_keys_, spare_values_;  // double buffers for SelectRows
   int64_t batch_ = 0, capacity_ = 0, d_model_ = 0, length_ = 0;
+  DType dtype_ = DType::kF32;
 };
 
 }  // namespace taskmoe::kernels

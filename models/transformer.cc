@@ -534,10 +534,13 @@ absl::Status TransformerModel::StartDecoding(const EncoderOutput& encoder, int64
   state.source_lengths = encoder.lengths;
   state.self_cache.resize(decoder_layers_.size());
   state.cross_cache.resize(decoder_layers_.size());
+  // Reduced-precision models keep their caches in bf16: attention over them is bound by
+  // reading keys and values, and the linear layers already round far more than bf16 does.
+  const DType cache_dtype = precision_ == kernels::Precision::kF32 ? DType::kF32 : DType::kBF16;
   for (size_t i = 0; i < decoder_layers_.size(); ++i) {
     const AttentionWeights& cross = decoder_layers_[i].cross_attn;
-    absl::Status s = state.self_cache[i].Reset(batch, max_steps, d);
-    if (s.ok()) s = state.cross_cache[i].Reset(batch, source_len, d);
+    absl::Status s = state.self_cache[i].Reset(batch, max_steps, d, cache_dtype);
+    if (s.ok()) s = state.cross_cache[i].Reset(batch, source_len, d, cache_dtype);
     if (batch == 0) continue;
     Tensor* const kv_parts[] = {&state.k, &state.v};
     if (s.ok()) s = cross.kv->Forward(encoder.states, kernels::Activation::kNone, state.qkv);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "kernels/quantize.h"
 #include "tests/kernels/reference.h"
 
 namespace taskmoe::kernels {
@@ -24,6 +25,18 @@ struct AttentionCase {
 
 class AttentionTest : public ::testing::TestWithParam<AttentionCase> {};
 
+Tensor ToBFloat16(const Tensor& t) {
+  Tensor out = Tensor::Allocate(DType::kBF16, t.shape());
+  ConvertToBFloat16(t.data<float>(), t.numel(), out.data<BFloat16>());
+  return out;
+}
+
+std::vector<float> Widened(const Tensor& t) {
+  std::vector<float> out(t.numel());
+  for (int64_t i = 0; i < t.numel(); ++i) out[i] = BFloat16ToFloat(t.data<BFloat16>()[i]);
+  return out;
+}
+
 TEST_P(AttentionTest, MatchesNaiveReference) {
   const AttentionCase& c = GetParam();
   const Tensor q = RandomTensor(Shape{c.batch, c.tq, c.d}, 1);
@@ -37,6 +50,18 @@ TEST_P(AttentionTest, MatchesNaiveReference) {
   const auto expected = NaiveAttention(ToVector(q), ToVector(k), ToVector(v), c.batch, c.tq, c.tk,
                                        c.d, c.heads, c.key_lengths, c.causal, c.offset);
   EXPECT_LE(WorstToleranceRatio(ToVector(out), expected, 1e-5, 1e-4), 1.0);
+
+  // bf16 keys and values (a reduced-precision model's cache) against the reference on the
+  // same rounded values: the kernel widens bf16 exactly, so only f32 rounding differs.
+  const Tensor k16 = ToBFloat16(k), v16 = ToBFloat16(v);
+  Tensor out16;
+  ASSERT_TRUE(MultiHeadAttention(
+                  q, k16, v16, c.key_lengths,
+                  {.num_heads = c.heads, .causal = c.causal, .causal_offset = c.offset}, out16)
+                  .ok());
+  const auto expected16 = NaiveAttention(ToVector(q), Widened(k16), Widened(v16), c.batch, c.tq,
+                                         c.tk, c.d, c.heads, c.key_lengths, c.causal, c.offset);
+  EXPECT_LE(WorstToleranceRatio(ToVector(out16), expected16, 1e-5, 1e-4), 1.0);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -80,6 +105,14 @@ TEST(Attention, RefusesBadArguments) {
       MultiHeadAttention(RandomTensor(Shape{6, 8}, 1), k, k, {}, {.num_heads = 2}, out).ok());
   EXPECT_FALSE(
       MultiHeadAttention(q, k, k, {}, {.num_heads = 2, .causal = true, .causal_offset = -1}, out)
+          .ok());
+  // bf16 keys need bf16 values, and queries stay f32.
+  absl::Status mixed = MultiHeadAttention(q, ToBFloat16(k), k, {}, {.num_heads = 2}, out);
+  EXPECT_FALSE(mixed.ok());
+  EXPECT_NE(mixed.message().find("keys are bf16 but values are f32"), std::string::npos)
+      << mixed.message();
+  EXPECT_FALSE(
+      MultiHeadAttention(ToBFloat16(q), ToBFloat16(k), ToBFloat16(k), {}, {.num_heads = 2}, out)
           .ok());
 }
 
@@ -159,6 +192,59 @@ TEST(KvCache, RefusesOverflowAndBadShapes) {
   EXPECT_FALSE(cache.Append(one, RandomTensor(Shape{2, 1, 5}, 1)).ok());
   EXPECT_TRUE(cache.Append(one, one).ok());
   EXPECT_FALSE(cache.SelectRows(std::vector<int32_t>{-1}).ok());
+  EXPECT_FALSE(cache.Reset(2, 2, 4, DType::kS8).ok());                // f32 or bf16 only
+  EXPECT_FALSE(cache.Append(ToBFloat16(one), ToBFloat16(one)).ok());  // Append takes f32
+}
+
+// A bf16 cache stores the rounded keys and values, keeps them through both kinds of row
+// selection, and attention over it equals attention over the rounded values in f32.
+TEST(KvCache, Bf16CacheHoldsRoundedValues) {
+  const int64_t batch = 3, steps = 4, d = 32, capacity = 6;
+  const Tensor k = RandomTensor(Shape{batch, steps, d}, 1);
+  const Tensor v = RandomTensor(Shape{batch, steps, d}, 2);
+  KvCache cache;
+  ASSERT_TRUE(cache.Reset(batch, capacity, d, DType::kBF16).ok());
+  ASSERT_TRUE(cache.Append(k, v).ok());
+  ASSERT_EQ(cache.keys().dtype(), DType::kBF16);
+  ASSERT_EQ(cache.dtype(), DType::kBF16);
+  auto expect_row = [&](int64_t row, int64_t source_row) {
+    for (int64_t t = 0; t < steps; ++t) {
+      for (int64_t i = 0; i < d; ++i) {
+        const int64_t at = (row * capacity + t) * d + i, from = (source_row * steps + t) * d + i;
+        ASSERT_EQ(cache.keys().data<BFloat16>()[at].bits,
+                  FloatToBFloat16(k.data<float>()[from]).bits);
+        ASSERT_EQ(cache.values().data<BFloat16>()[at].bits,
+                  FloatToBFloat16(v.data<float>()[from]).bits);
+      }
+    }
+  };
+  for (int64_t b = 0; b < batch; ++b) expect_row(b, b);
+
+  const Tensor q = RandomTensor(Shape{batch, 1, d}, 3);
+  const std::vector<int32_t> lengths(batch, static_cast<int32_t>(steps));
+  Tensor from_cache, from_rounded;
+  ASSERT_TRUE(
+      MultiHeadAttention(q, cache.keys(), cache.values(), lengths, {.num_heads = 4}, from_cache)
+          .ok());
+  // The rounded values in an f32 tensor of the cache's capacity.
+  Tensor k32 = Tensor::Allocate(DType::kF32, Shape{batch, capacity, d});
+  Tensor v32 = Tensor::Allocate(DType::kF32, Shape{batch, capacity, d});
+  const std::vector<float> kw = Widened(cache.keys()), vw = Widened(cache.values());
+  std::copy(kw.begin(), kw.end(), k32.data<float>());
+  std::copy(vw.begin(), vw.end(), v32.data<float>());
+  ASSERT_TRUE(MultiHeadAttention(q, k32, v32, lengths, {.num_heads = 4}, from_rounded).ok());
+  const std::vector<float> rounded = ToVector(from_rounded);
+  EXPECT_LE(WorstToleranceRatio(ToVector(from_cache),
+                                std::vector<double>(rounded.begin(), rounded.end()), 1e-6, 1e-6),
+            1.0);
+
+  ASSERT_TRUE(cache.SelectRows(std::vector<int32_t>{2, 2, 0}).ok());  // through the spares
+  expect_row(0, 2);
+  expect_row(1, 2);
+  expect_row(2, 0);
+  ASSERT_TRUE(cache.SelectRows(std::vector<int32_t>{2}).ok());  // compaction in place
+  EXPECT_EQ(cache.batch(), 1);
+  expect_row(0, 0);
 }
 
 }  // namespace

@@ -46,6 +46,14 @@ void MeasurePeaks() {
   TriadGBps() = MeasureTriadGbps();
 }
 
+// GFLOP/s and the fraction of the precision's peak, from the work of one iteration.
+void SetMatmulRates(benchmark::State& state, double flops, Precision precision) {
+  state.counters["GFLOPs"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_frac"] = benchmark::Counter(flops * 1e-9 / PeakGflops()[precision],
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_Matmul(benchmark::State& state, Precision precision) {
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
   absl::StatusOr<PackedLinear> linear =
@@ -61,11 +69,7 @@ void BM_Matmul(benchmark::State& state, Precision precision) {
     if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
     benchmark::DoNotOptimize(y.raw_data());
   }
-  const double flops = 2.0 * m * k * n;
-  state.counters["GFLOPs"] =
-      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["peak_frac"] = benchmark::Counter(flops * 1e-9 / PeakGflops()[precision],
-                                                   benchmark::Counter::kIsIterationInvariantRate);
+  SetMatmulRates(state, 2.0 * m * k * n, precision);
   state.counters["weight_MB"] = static_cast<double>(linear->memory_bytes()) / 1e6;
   state.SetLabel(*linear->ImplementationName(m));
 }
@@ -88,11 +92,7 @@ void BM_GreedyHead(benchmark::State& state, Precision precision) {
     if (!s.ok()) state.SkipWithError(std::string(s.message()).c_str());
     benchmark::DoNotOptimize(log_sum_exp.raw_data());
   }
-  const double flops = 2.0 * m * k * n;
-  state.counters["GFLOPs"] =
-      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["peak_frac"] = benchmark::Counter(flops * 1e-9 / PeakGflops()[precision],
-                                                   benchmark::Counter::kIsIterationInvariantRate);
+  SetMatmulRates(state, 2.0 * m * k * n, precision);
 }
 
 // The same reduction over logits already in memory (beam search's rows, or the f32 path).

@@ -13,8 +13,9 @@ tools/check-format.sh
 tools/check-deploy.sh
 
 tools/build.sh Release -DTASKMOE_BUILD_TESTS=ON
-# The ASan build leaves out the AVX-512 clones (kernels/cpu_dispatch.h), so that the
-# default-ISA versions of those loops are tested too, not only the one this machine picks.
+# The ASan build leaves out the AVX-512 clones (kernels/cpu_dispatch.h; sanitizer builds
+# always do), so that the default-ISA versions of those loops are tested too, not only the
+# ones this machine picks.
 tools/build.sh Asan -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF \
   -DTASKMOE_CPU_DISPATCH=OFF
 

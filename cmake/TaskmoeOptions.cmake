@@ -5,7 +5,7 @@ set(TASKMOE_MARCH "x86-64-v3" CACHE STRING
     "-march for first-party code (x86-64-v3 = AVX2/FMA; 'native' for the build machine)")
 
 # kernels/cpu_dispatch.h: AVX-512 copies of a few hot loops, chosen at run time. OFF compiles
-# only the TASKMOE_MARCH versions (the test script's ASan build does, so that both are tested).
+# only the TASKMOE_MARCH versions (sanitizer builds always do).
 option(TASKMOE_CPU_DISPATCH "compile AVX-512 clones of hot loops, picked at run time" ON)
 
 function(taskmoe_set_target_options target)

@@ -31,12 +31,6 @@ Tensor ToBFloat16(const Tensor& t) {
   return out;
 }
 
-std::vector<float> Widened(const Tensor& t) {
-  std::vector<float> out(t.numel());
-  for (int64_t i = 0; i < t.numel(); ++i) out[i] = BFloat16ToFloat(t.data<BFloat16>()[i]);
-  return out;
-}
-
 TEST_P(AttentionTest, MatchesNaiveReference) {
   const AttentionCase& c = GetParam();
   const Tensor q = RandomTensor(Shape{c.batch, c.tq, c.d}, 1);
@@ -59,7 +53,7 @@ TEST_P(AttentionTest, MatchesNaiveReference) {
                   q, k16, v16, c.key_lengths,
                   {.num_heads = c.heads, .causal = c.causal, .causal_offset = c.offset}, out16)
                   .ok());
-  const auto expected16 = NaiveAttention(ToVector(q), Widened(k16), Widened(v16), c.batch, c.tq,
+  const auto expected16 = NaiveAttention(ToVector(q), ToVector(k16), ToVector(v16), c.batch, c.tq,
                                          c.tk, c.d, c.heads, c.key_lengths, c.causal, c.offset);
   EXPECT_LE(WorstToleranceRatio(ToVector(out16), expected16, 1e-5, 1e-4), 1.0);
 }
@@ -229,7 +223,7 @@ TEST(KvCache, Bf16CacheHoldsRoundedValues) {
   // The rounded values in an f32 tensor of the cache's capacity.
   Tensor k32 = Tensor::Allocate(DType::kF32, Shape{batch, capacity, d});
   Tensor v32 = Tensor::Allocate(DType::kF32, Shape{batch, capacity, d});
-  const std::vector<float> kw = Widened(cache.keys()), vw = Widened(cache.values());
+  const std::vector<float> kw = ToVector(cache.keys()), vw = ToVector(cache.values());
   std::copy(kw.begin(), kw.end(), k32.data<float>());
   std::copy(vw.begin(), vw.end(), v32.data<float>());
   ASSERT_TRUE(MultiHeadAttention(q, k32, v32, lengths, {.num_heads = 4}, from_rounded).ok());

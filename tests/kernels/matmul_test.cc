@@ -18,6 +18,7 @@ namespace {
 
 using testing::NaiveLinear;
 using testing::RandomTensor;
+using testing::RoundToBFloat16;
 using testing::ToVector;
 using testing::WorstToleranceRatio;
 
@@ -29,14 +30,6 @@ struct Problem {
 // tolerance fits every shape.
 Tensor MakeWeight(int64_t n, int64_t k, uint32_t seed) {
   return RandomTensor(Shape{n, k}, seed, 1.0f / std::sqrt(static_cast<float>(k)));
-}
-
-std::vector<float> RoundToBFloat16(const std::vector<float>& values) {
-  std::vector<float> rounded(values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    rounded[i] = BFloat16ToFloat(FloatToBFloat16(values[i]));
-  }
-  return rounded;
 }
 
 // x and w as the int8 path sees them: quantised per row of x and per output channel of w,

@@ -21,8 +21,21 @@ Tensor RandomTensor(const Shape& shape, uint32_t seed, float stddev) {
 }
 
 std::vector<float> ToVector(const Tensor& t) {
+  if (t.dtype() == DType::kBF16) {
+    std::vector<float> widened(t.numel());
+    for (int64_t i = 0; i < t.numel(); ++i) widened[i] = BFloat16ToFloat(t.data<BFloat16>()[i]);
+    return widened;
+  }
   assert(t.dtype() == DType::kF32);
   return std::vector<float>(t.data<float>(), t.data<float>() + t.numel());
+}
+
+std::vector<float> RoundToBFloat16(const std::vector<float>& values) {
+  std::vector<float> rounded(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    rounded[i] = BFloat16ToFloat(FloatToBFloat16(values[i]));
+  }
+  return rounded;
 }
 
 std::vector<double> NaiveLinear(const std::vector<float>& x, const std::vector<float>& w,

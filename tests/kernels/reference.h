@@ -15,7 +15,10 @@ namespace taskmoe::kernels::testing {
 // Normally distributed f32 values, seeded for reproducibility.
 std::vector<float> RandomVector(int64_t count, uint32_t seed, float stddev = 1.0f);
 Tensor RandomTensor(const Shape& shape, uint32_t seed, float stddev = 1.0f);
+// t's values as floats: f32 as they are, bf16 widened exactly.
 std::vector<float> ToVector(const Tensor& t);
+// Each value rounded to the nearest bf16 (what a bf16 kernel sees).
+std::vector<float> RoundToBFloat16(const std::vector<float>& values);
 
 // y[m, n] = act(sum_k x[m, k] * w[n, k] + b[n]); b may be empty.
 std::vector<double> NaiveLinear(const std::vector<float>& x, const std::vector<float>& w,

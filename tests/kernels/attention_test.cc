@@ -70,11 +70,11 @@ INSTANTIATE_TEST_SUITE_P(
                       // decoder's layout at batch >= 4 x threads), with masks and causality.
                       AttentionCase{40, 1, 11, 64, 4, std::vector<int32_t>(40, 9), true, 8},
                       AttentionCase{33, 3, 6, 48, 6, {}, false, 0},
-                      // Head widths of 16 or more take the vector dot product: 64 (whole
-                      // 16-float chunks) and 40 (two chunks and a remainder of 8).
+                      // Head widths of 8 or more take the 8-lane vector loops: 64 (whole
+                      // chunks), 42 and 25 (chunks and a scalar remainder).
                       AttentionCase{3, 2, 10, 128, 2, {}, false, 0},
-                      AttentionCase{2, 4, 7, 80, 2, {7, 5}, true, 3},
-                      AttentionCase{9, 1, 24, 160, 4, {24, 1, 0, 23, 24, 5, 6, 7, 8}, false, 0}));
+                      AttentionCase{2, 4, 7, 84, 2, {7, 5}, true, 3},
+                      AttentionCase{9, 1, 24, 100, 4, {24, 1, 0, 23, 24, 5, 6, 7, 8}, false, 0}));
 
 TEST(Attention, EmptyBatch) {
   Tensor out;
@@ -186,7 +186,9 @@ TEST(KvCache, RefusesOverflowAndBadShapes) {
   EXPECT_FALSE(cache.Append(one, RandomTensor(Shape{2, 1, 5}, 1)).ok());
   EXPECT_TRUE(cache.Append(one, one).ok());
   EXPECT_FALSE(cache.SelectRows(std::vector<int32_t>{-1}).ok());
-  EXPECT_FALSE(cache.Reset(2, 2, 4, DType::kS8).ok());                // f32 or bf16 only
+  absl::Status int8_cache = cache.Reset(2, 2, 4, DType::kS8);
+  EXPECT_NE(int8_cache.message().find("cannot store s8 (f32 or bf16)"), std::string::npos)
+      << int8_cache.message();
   EXPECT_FALSE(cache.Append(ToBFloat16(one), ToBFloat16(one)).ok());  // Append takes f32
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
 #include "kernels/quantize.h"
 #include "kernels/roofline.h"
@@ -56,10 +57,11 @@ void SetMatmulRates(benchmark::State& state, double flops, Precision precision) 
                                                    benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_Matmul(benchmark::State& state, Precision precision) {
+void BM_Matmul(benchmark::State& state, MatmulPath path) {
+  const Precision precision = MatmulPathPrecision(path);
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
   absl::StatusOr<PackedLinear> linear =
-      PackedLinear::Create(PseudoRandomMatrix(n, k), Tensor(), precision);
+      PackedLinear::Create(PseudoRandomMatrix(n, k), Tensor(), path);
   if (!linear.ok()) {
     state.SkipWithError(std::string(linear.status().message()).c_str());
     return;
@@ -79,10 +81,11 @@ void BM_Matmul(benchmark::State& state, Precision precision) {
 // The greedy decoding head: the vocabulary projection reduced to each row's argmax and
 // log-sum-exp (PackedLinear::ForwardArgMaxAndLogSumExp), against the same product written out
 // in full (Forward), to show what the reduction costs on top of the matmul.
-void BM_GreedyHead(benchmark::State& state, Precision precision) {
+void BM_GreedyHead(benchmark::State& state, MatmulPath path) {
+  const Precision precision = MatmulPathPrecision(path);
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
   absl::StatusOr<PackedLinear> linear =
-      PackedLinear::Create(PseudoRandomMatrix(n, k), Filled(Shape{n}, 0.25f), precision);
+      PackedLinear::Create(PseudoRandomMatrix(n, k), Filled(Shape{n}, 0.25f), path);
   if (!linear.ok()) {
     state.SkipWithError(std::string(linear.status().message()).c_str());
     return;
@@ -154,9 +157,13 @@ void BM_QuantizeRows(benchmark::State& state) {
   }
 }
 
+// Matmuls and greedy heads on every path this CPU runs (matmul.h), so that the paths of one
+// precision are compared side by side in one run; peak_frac is against the precision's peak,
+// which is measured on its default path.
 void RegisterBenchmarks() {
-  for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
-    auto* b = benchmark::RegisterBenchmark((std::string("matmul/") + PrecisionName(p)).c_str(),
+  for (MatmulPath p : kAllMatmulPaths) {
+    if (!CheckMatmulPathSupported(p).ok()) continue;
+    auto* b = benchmark::RegisterBenchmark((std::string("matmul/") + MatmulPathName(p)).c_str(),
                                            [p](benchmark::State& s) { BM_Matmul(s, p); });
     for (int64_t m : {1, 8, 32, 128, 256, 512}) {
       for (int64_t kn : {512, 1024, 2048, 4096}) b->Args({m, kn, kn});
@@ -172,7 +179,7 @@ void RegisterBenchmarks() {
     for (int64_t m : {1, 32, 128}) b->Args({m, 512, 1536});
     b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
     auto* head =
-        benchmark::RegisterBenchmark((std::string("greedy_head/") + PrecisionName(p)).c_str(),
+        benchmark::RegisterBenchmark((std::string("greedy_head/") + MatmulPathName(p)).c_str(),
                                      [p](benchmark::State& s) { BM_GreedyHead(s, p); });
     for (int64_t m : {1, 32, 128}) head->Args({m, 512, 64000});
     head->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
@@ -225,7 +232,10 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 2;
 
   using namespace taskmoe::kernels;
-  std::printf("threads=%d isa=%s\n", NumThreads(), CpuIsaName());
+  std::printf("threads=%d %s\ndefault paths: f32 %s, bf16 %s, int8 %s\n", NumThreads(),
+              CpuSummary().c_str(), MatmulPathName(DefaultMatmulPath(Precision::kF32)),
+              MatmulPathName(DefaultMatmulPath(Precision::kBF16)),
+              MatmulPathName(DefaultMatmulPath(Precision::kInt8)));
   MeasurePeaks();
   std::printf("measured peak GFLOP/s: f32 %.0f, bf16 %.0f, int8 %.0f; triad %.1f GB/s\n",
               PeakGflops()[Precision::kF32], PeakGflops()[Precision::kBF16],

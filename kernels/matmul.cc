@@ -9,8 +9,11 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "kernels/cpu_dispatch.h"
+#include "kernels/cpu_features.h"
 #include "kernels/dequantize_row.h"
+#include "kernels/int8_gemm.h"
 #include "kernels/quantize.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
@@ -214,9 +217,108 @@ absl::StatusOr<Precision> ParsePrecision(std::string_view name) {
       absl::StrCat("unknown precision '", std::string(name), "' (expected f32, bf16 or int8)"));
 }
 
+const char* MatmulPathName(MatmulPath path) {
+  switch (path) {
+    case MatmulPath::kOneDnnF32:
+      return "onednn_f32";
+    case MatmulPath::kOneDnnBF16:
+      return "onednn_bf16";
+    case MatmulPath::kBF16AsF32:
+      return "bf16_as_f32";
+    case MatmulPath::kOneDnnInt8:
+      return "onednn_int8";
+    case MatmulPath::kAvx2Int8:
+      return "avx2_int8";
+    case MatmulPath::kAvxVnniInt8:
+      return "avx_vnni_int8";
+  }
+  return "?";
+}
+
+absl::StatusOr<MatmulPath> ParseMatmulPath(std::string_view name) {
+  std::vector<std::string> names;
+  for (MatmulPath path : kAllMatmulPaths) {
+    if (name == MatmulPathName(path)) return path;
+    names.push_back(MatmulPathName(path));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown matmul path '", std::string(name),
+                                                 "' (expected one of ", absl::StrJoin(names, ", "),
+                                                 ")"));
+}
+
+Precision MatmulPathPrecision(MatmulPath path) {
+  switch (path) {
+    case MatmulPath::kOneDnnF32:
+      return Precision::kF32;
+    case MatmulPath::kOneDnnBF16:
+    case MatmulPath::kBF16AsF32:
+      return Precision::kBF16;
+    case MatmulPath::kOneDnnInt8:
+    case MatmulPath::kAvx2Int8:
+    case MatmulPath::kAvxVnniInt8:
+      return Precision::kInt8;
+  }
+  return Precision::kF32;
+}
+
+absl::Status CheckMatmulPathSupported(MatmulPath path) {
+  const auto refuse = [&](const char* needs) {
+    return absl::FailedPreconditionError(absl::StrCat("matmul path ", MatmulPathName(path),
+                                                      " needs ", needs, "; this CPU has ",
+                                                      CpuIsaName(), " (", CpuModelName(), ")"));
+  };
+  switch (path) {
+    case MatmulPath::kOneDnnF32:
+    case MatmulPath::kBF16AsF32:
+      return absl::OkStatus();
+    case MatmulPath::kOneDnnBF16:
+      if (!OneDnnHasBF16Matmul()) return refuse("oneDNN's bf16 matmul (AVX512-BF16 or AMX)");
+      return absl::OkStatus();
+    case MatmulPath::kOneDnnInt8:
+      // Without brgemm oneDNN 2.6 runs gemm:jit, which is slow (it repacks the weights at
+      // every call) and, on AVX2, wrong: it shifts the inputs to u8, and vpmaddubsw's 16-bit
+      // pair sums saturate (outputs off by up to 77x the tolerance in matmul_test).
+      if (!OneDnnHasInt8Brgemm()) {
+        return refuse("oneDNN's int8 brgemm kernels (AVX-512 VNNI or AMX)");
+      }
+      return absl::OkStatus();
+    case MatmulPath::kAvx2Int8:
+      if (!CpuHasAvx2()) return refuse("AVX2");
+      return absl::OkStatus();
+    case MatmulPath::kAvxVnniInt8:
+      if (!CpuHasAvxVnni()) return refuse("AVX-VNNI");
+      return absl::OkStatus();
+  }
+  return refuse("a known path");
+}
+
+MatmulPath DefaultMatmulPath(Precision precision) {
+  switch (precision) {
+    case Precision::kF32:
+      return MatmulPath::kOneDnnF32;
+    case Precision::kBF16:
+      return OneDnnHasBF16Matmul() ? MatmulPath::kOneDnnBF16 : MatmulPath::kBF16AsF32;
+    case Precision::kInt8:
+      // Every binary targets x86-64-v3, so AVX2 is always there; ONEDNN_MAX_CPU_ISA below AVX2
+      // leaves oneDNN's own int8, whatever it then runs.
+      if (OneDnnHasInt8Brgemm()) return MatmulPath::kOneDnnInt8;
+      if (CpuHasAvxVnni()) return MatmulPath::kAvxVnniInt8;
+      if (CpuHasAvx2()) return MatmulPath::kAvx2Int8;
+      return MatmulPath::kOneDnnInt8;
+  }
+  return MatmulPath::kOneDnnF32;
+}
+
 absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Tensor& bias,
                                                   Precision precision) {
+  return Create(weight, bias, DefaultMatmulPath(precision));
+}
+
+absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Tensor& bias,
+                                                  MatmulPath path) {
   constexpr const char* kOp = "PackedLinear";
+  if (absl::Status s = CheckMatmulPathSupported(path); !s.ok()) return s;
+  const Precision precision = MatmulPathPrecision(path);
   if (!weight.valid() || weight.rank() != 2) {
     return absl::InvalidArgumentError(absl::StrCat(
         kOp, ": weight must be [out_features, in_features], got ", weight.shape().ToString()));
@@ -232,6 +334,7 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
   }
   PackedLinear linear;
   linear.precision_ = precision;
+  linear.path_ = path;
   linear.in_features_ = k;
   linear.out_features_ = n;
   if (bias.valid()) {
@@ -245,12 +348,17 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
 
   if (precision == Precision::kInt8) {
     // Quantise per output channel (per row of W, which is the K x N matrix in "ba"), then
-    // reorder into the blocked layout oneDNN's brgemm kernels read; the reorder also appends
-    // the s8 x s8 compensation those kernels need.
+    // pack: for our kernel into int8_gemm.h's layout, for oneDNN by a reorder into the blocked
+    // layout its brgemm kernels read, which also appends the s8 x s8 compensation they need.
     Tensor plain = Tensor::Allocate(DType::kS8, Shape{n, k});
     linear.weight_scales_ = Tensor::Allocate(DType::kF32, Shape{n});
     QuantizeRowsSymmetric(weight32->data<float>(), n, k, plain.data<int8_t>(),
                           linear.weight_scales_.data<float>());
+    if (linear.OwnInt8Kernel()) {
+      linear.packed_weight_ = Tensor::Allocate(DType::kS8, Shape{Int8GemmPackedBytes(n, k)});
+      PackInt8GemmWeights(plain.data<int8_t>(), n, k, linear.packed_weight_.data<int8_t>());
+      return linear;
+    }
     absl::StatusOr<dnnl::matmul::primitive_desc> reference =
         MakeMatmulDesc(kPackingReferenceRows, k, n, precision, Activation::kNone, false,
                        memory::desc({k, n}, DataType::s8, Tag::any));
@@ -269,10 +377,13 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
     return linear;
   }
 
-  const DataType weight_type = SourceType(precision);
+  if (path == MatmulPath::kBF16AsF32) {
+    RoundToBFloat16Values(weight32->data<float>(), n * k, weight32->data<float>());
+  }
+  const Precision compute = linear.OneDnnPrecision();
   absl::StatusOr<dnnl::matmul::primitive_desc> reference =
-      MakeMatmulDesc(kPackingReferenceRows, k, n, precision, Activation::kNone, false,
-                     memory::desc({k, n}, weight_type, Tag::any));
+      MakeMatmulDesc(kPackingReferenceRows, k, n, compute, Activation::kNone, false,
+                     memory::desc({k, n}, SourceType(compute), Tag::any));
   if (!reference.ok()) return reference.status();
   linear.packed_md_ = reference->weights_desc();
   linear.packed_weight_ =
@@ -342,7 +453,37 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
 
   const void* src = x.raw_data();
   InputScratch& scratch = Scratch();
-  if (precision_ == Precision::kBF16) {
+  if (OwnInt8Kernel()) {
+    // Rows padded to a multiple of 4 inputs with zeros, as the kernel reads 4 at a time.
+    const int64_t padded_in = Int8GemmPaddedInputs(in_features_);
+    scratch.converted.Resize(DType::kS8, Shape{m, padded_in});
+    scratch.row_scales.Resize(DType::kF32, Shape{m});
+    int8_t* q = scratch.converted.data<int8_t>();
+    if (padded_in == in_features_) {
+      QuantizeRowsSymmetric(x.data<float>(), m, in_features_, q, scratch.row_scales.data<float>());
+    } else {
+      for (int64_t r = 0; r < m; ++r) {
+        QuantizeRowsSymmetric(x.data<float>() + r * in_features_, 1, in_features_,
+                              q + r * padded_in, scratch.row_scales.data<float>() + r);
+        std::memset(q + r * padded_in + in_features_, 0, padded_in - in_features_);
+      }
+    }
+    Int8Gemm(path_ == MatmulPath::kAvxVnniInt8 ? Int8GemmIsa::kAvxVnni : Int8GemmIsa::kAvx2,
+             {.a = q,
+              .lda = padded_in,
+              .m = m,
+              .packed = packed_weight_.data<int8_t>(),
+              .n = out_features_,
+              .padded_in = padded_in,
+              .y = y.data<float>(),
+              .ldy = out_features_});
+    return absl::OkStatus();
+  }
+  if (path_ == MatmulPath::kBF16AsF32) {
+    scratch.converted.Resize(DType::kF32, Shape{m, in_features_});
+    RoundToBFloat16Values(x.data<float>(), m * in_features_, scratch.converted.data<float>());
+    src = scratch.converted.raw_data();
+  } else if (precision_ == Precision::kBF16) {
     scratch.converted.Resize(DType::kBF16, Shape{m, in_features_});
     ConvertToBFloat16(x.data<float>(), m * in_features_, scratch.converted.data<BFloat16>());
     src = scratch.converted.raw_data();
@@ -356,7 +497,8 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
 
   // Runs `rows` rows from `rows_src` into `rows_dst` with the primitive for that row count.
   auto run = [&](int64_t rows, const void* rows_src, float* rows_dst) -> absl::Status {
-    const PrimitiveKey key{rows, in_features_, out_features_, precision_, activation, has_bias()};
+    const PrimitiveKey key{rows,       in_features_, out_features_, OneDnnPrecision(),
+                           activation, has_bias()};
     absl::StatusOr<CachedMatmul*> cached = MatmulCache().Get(key, packed_md_);
     if (!cached.ok()) return cached.status();
     CachedMatmul& mm = **cached;
@@ -380,7 +522,7 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
     return absl::OkStatus();
   };
 
-  const size_t src_row_bytes = in_features_ * memory::data_type_size(SourceType(precision_));
+  const size_t src_row_bytes = in_features_ * memory::data_type_size(SourceType(OneDnnPrecision()));
   const auto* src_bytes = static_cast<const uint8_t*>(src);
   float* dst = y.data<float>();
   for (int64_t done = 0; done < chunked; done += kChunkRows) {
@@ -410,14 +552,26 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
 }
 
 size_t PackedLinear::memory_bytes() const {
-  return packed_md_.get_size() + (bias_.valid() ? bias_.bytes() : 0) +
+  return (packed_weight_.valid() ? packed_weight_.bytes() : 0) +
+         (bias_.valid() ? bias_.bytes() : 0) +
          (weight_scales_.valid() ? weight_scales_.bytes() : 0);
 }
 
+bool PackedLinear::OwnInt8Kernel() const {
+  return path_ == MatmulPath::kAvx2Int8 || path_ == MatmulPath::kAvxVnniInt8;
+}
+
+Precision PackedLinear::OneDnnPrecision() const {
+  return path_ == MatmulPath::kBF16AsF32 ? Precision::kF32 : precision_;
+}
+
 absl::StatusOr<std::string> PackedLinear::ImplementationName(int64_t rows) const {
-  absl::StatusOr<dnnl::matmul::primitive_desc> pd = MakeMatmulDesc(
-      rows, in_features_, out_features_, precision_, Activation::kNone, has_bias(), packed_md_);
+  if (OwnInt8Kernel()) return absl::StrCat("taskmoe:", MatmulPathName(path_));
+  absl::StatusOr<dnnl::matmul::primitive_desc> pd =
+      MakeMatmulDesc(rows, in_features_, out_features_, OneDnnPrecision(), Activation::kNone,
+                     has_bias(), packed_md_);
   if (!pd.ok()) return pd.status();
+  if (path_ == MatmulPath::kBF16AsF32) return absl::StrCat("bf16_as_f32 on ", pd->impl_info_str());
   return std::string(pd->impl_info_str());
 }
 

@@ -1,11 +1,14 @@
-// Linear layers on oneDNN matmul: y = act(x @ W^T + b) with W prepacked once, at load, into
-// the layout oneDNN's fastest kernel wants, in one of three precisions:
+// Linear layers: y = act(x @ W^T + b) with W prepacked once, at load, into the layout the
+// chosen kernel wants, in one of three precisions:
 //   f32   f32 weights and activations;
-//   bf16  bf16 weights, activations rounded to bf16, f32 accumulation and output
-//         (AVX512-BF16);
+//   bf16  bf16 weights, activations rounded to bf16, f32 accumulation and output;
 //   int8  s8 weights with one scale per output channel, activations quantised per row at run
-//         time (symmetric s8), s32 accumulation (VNNI), f32 output.
-// Primitives are created per row count on first use and cached per thread, so a steady
+//         time (symmetric s8), s32 accumulation, f32 output.
+// Each precision has one or more paths (MatmulPath), and the loader takes the fastest this CPU
+// runs (DefaultMatmulPath): oneDNN's brgemm kernels with AVX-512 VNNI/BF16 or AMX; on AVX2-only
+// CPUs our own int8 kernel (int8_gemm.h) and bf16 computed in f32 on bf16-rounded values, since
+// oneDNN 2.6 has no bf16 matmul and only a repacking int8 one there.
+// oneDNN primitives are created per row count on first use and cached per thread, so a steady
 // decoding loop neither creates primitives nor allocates; inputs of more than 64 rows run in
 // chunks of 1024 plus a padded remainder, which bounds how many row counts ever get one.
 #ifndef TASKMOE_KERNELS_MATMUL_H_
@@ -26,6 +29,36 @@ enum class Precision : uint8_t { kF32, kBF16, kInt8 };
 const char* PrecisionName(Precision precision);
 absl::StatusOr<Precision> ParsePrecision(std::string_view name);
 
+// How a linear layer computes.
+enum class MatmulPath : uint8_t {
+  kOneDnnF32,    // "onednn_f32": f32 on oneDNN (brgemm with AVX-512, gemm:jit on AVX2)
+  kOneDnnBF16,   // "onednn_bf16": bf16 on oneDNN; needs AVX512-BF16 or AMX (or oneDNN's
+                 // AVX-512 emulation)
+  kBF16AsF32,    // "bf16_as_f32": bf16 numerics without bf16 instructions: weights and inputs
+                 // rounded to bf16 values, multiplied on oneDNN in f32 (so f32's memory and
+                 // speed, with bf16's results up to summation order)
+  kOneDnnInt8,   // "onednn_int8": s8 x s8 on oneDNN's brgemm over blocked weights: AVX-512
+                 // VNNI or AMX (its gemm:jit elsewhere is slow and saturates on AVX2)
+  kAvx2Int8,     // "avx2_int8": our kernel (int8_gemm.h) on vpmaddubsw, any AVX2 CPU
+  kAvxVnniInt8,  // "avx_vnni_int8": our kernel on AVX-VNNI's vpdpbusd
+};
+
+inline constexpr MatmulPath kAllMatmulPaths[] = {MatmulPath::kOneDnnF32, MatmulPath::kOneDnnBF16,
+                                                 MatmulPath::kBF16AsF32, MatmulPath::kOneDnnInt8,
+                                                 MatmulPath::kAvx2Int8,  MatmulPath::kAvxVnniInt8};
+
+const char* MatmulPathName(MatmulPath path);
+absl::StatusOr<MatmulPath> ParseMatmulPath(std::string_view name);
+// The precision a path implements.
+Precision MatmulPathPrecision(MatmulPath path);
+// OK when this CPU (as capped by ONEDNN_MAX_CPU_ISA, cpu_features.h) runs `path`; otherwise
+// FailedPrecondition naming the instruction set it lacks.
+absl::Status CheckMatmulPathSupported(MatmulPath path);
+// The fastest path for `precision` on this CPU: onednn_bf16 where oneDNN has a bf16 matmul,
+// else bf16_as_f32; onednn_int8 where oneDNN has int8 brgemm, else avx_vnni_int8 or
+// avx2_int8. Decided once per process.
+MatmulPath DefaultMatmulPath(Precision precision);
+
 class PackedLinear {
  public:
   // `weight` is [out_features, in_features] (the nn.Linear layout), f32 or bf16. `bias` is
@@ -33,6 +66,10 @@ class PackedLinear {
   // release them afterwards.
   static absl::StatusOr<PackedLinear> Create(const Tensor& weight, const Tensor& bias,
                                              Precision precision);
+  // The same on a given path (tests and benchmarks compare paths); a path this CPU cannot run
+  // is refused (CheckMatmulPathSupported).
+  static absl::StatusOr<PackedLinear> Create(const Tensor& weight, const Tensor& bias,
+                                             MatmulPath path);
 
   // An empty linear (0 x 0) that refuses every input; a placeholder until assigned.
   PackedLinear() = default;
@@ -52,10 +89,12 @@ class PackedLinear {
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
   Precision precision() const { return precision_; }
+  MatmulPath path() const { return path_; }
   bool has_bias() const { return bias_.valid(); }
   // Bytes of packed weights, scales and bias.
   size_t memory_bytes() const;
-  // oneDNN's name for the implementation it runs for a batch of `rows` (e.g. "brg:avx512_core").
+  // The implementation a batch of `rows` runs: oneDNN's name for it (e.g. "brg:avx512_core"),
+  // "bf16_as_f32 on <oneDNN's>", or ours ("taskmoe:avx2_int8", "taskmoe:avx_vnni_int8").
   absl::StatusOr<std::string> ImplementationName(int64_t rows) const;
 
  private:
@@ -65,11 +104,17 @@ class PackedLinear {
   // How the raw products of this thread's last int8 Multiply become outputs.
   Dequantisation Int8Dequantisation() const;
 
+  // Whether the path is ours (int8_gemm.h) rather than a oneDNN primitive.
+  bool OwnInt8Kernel() const;
+  // The precision oneDNN's primitives compute in (f32 for bf16_as_f32).
+  Precision OneDnnPrecision() const;
+
   Precision precision_ = Precision::kF32;
+  MatmulPath path_ = MatmulPath::kOneDnnF32;
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;
   dnnl::memory::desc packed_md_;
-  Tensor packed_weight_;  // raw bytes in packed_md_'s layout
+  Tensor packed_weight_;  // raw bytes in packed_md_'s layout, or int8_gemm.h's
   Tensor bias_;           // f32 [N], or empty
   Tensor weight_scales_;  // f32 [N], int8 only
 };

@@ -13,6 +13,10 @@ void ConvertToBFloat16(const float* src, int64_t count, BFloat16* dst) {
   for (int64_t i = 0; i < count; ++i) dst[i] = FloatToBFloat16(src[i]);
 }
 
+void RoundToBFloat16Values(const float* src, int64_t count, float* dst) {
+  for (int64_t i = 0; i < count; ++i) dst[i] = BFloat16ToFloat(FloatToBFloat16(src[i]));
+}
+
 namespace {
 
 // One row of QuantizeRowsSymmetric; compiled for AVX-512 too (cpu_dispatch.h), whose

@@ -11,6 +11,9 @@ namespace taskmoe::kernels {
 
 // dst[i] = bf16(src[i]), round-to-nearest-even.
 void ConvertToBFloat16(const float* src, int64_t count, BFloat16* dst);
+// dst[i] = float(bf16(src[i])): the value bf16 would hold, kept in f32 (the bf16_as_f32 matmul
+// path of CPUs without bf16 instructions). dst may be src.
+void RoundToBFloat16Values(const float* src, int64_t count, float* dst);
 
 // Quantises each row of a [rows, cols] matrix to s8 with its own scale:
 // scale[r] = max|x[r, :]| / 127 (1 for an all-zero row), q[r, c] = round(x[r, c] / scale[r]).

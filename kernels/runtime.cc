@@ -4,15 +4,20 @@
 #include <omp.h>
 
 #include <atomic>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_budget.h"
 
 namespace taskmoe::kernels {
 
 namespace {
 
+// OMP_NUM_THREADS when set; otherwise the CPU budget (cpu_budget.h), which unlike OpenMP's
+// default also respects a cgroup CPU quota.
 std::atomic<int>& ThreadSetting() {
-  static std::atomic<int> threads{omp_get_max_threads()};
+  static std::atomic<int> threads{
+      std::getenv("OMP_NUM_THREADS") != nullptr ? omp_get_max_threads() : DefaultComputeThreads()};
   return threads;
 }
 
@@ -54,25 +59,6 @@ void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body
     for (int64_t i = 0; i < n; ++i) body(i);
   } else {
     for (int64_t i = 0; i < n; ++i) body(i);
-  }
-}
-
-const char* CpuIsaName() {
-  switch (dnnl::get_effective_cpu_isa()) {
-    case dnnl::cpu_isa::avx512_core_amx:
-      return "avx512_core_amx";
-    case dnnl::cpu_isa::avx512_core_bf16:
-      return "avx512_core_bf16";
-    case dnnl::cpu_isa::avx512_core_vnni:
-      return "avx512_core_vnni";
-    case dnnl::cpu_isa::avx512_core:
-      return "avx512_core";
-    case dnnl::cpu_isa::avx2_vnni:
-      return "avx2_vnni";
-    case dnnl::cpu_isa::avx2:
-      return "avx2";
-    default:
-      return "other";
   }
 }
 

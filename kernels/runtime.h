@@ -18,7 +18,8 @@ dnnl::engine& Engine();
 dnnl::stream& ThreadStream();
 
 // Sets the number of threads every kernel uses from now on, on whatever thread calls it.
-// `threads` must be >= 1. The default is OpenMP's (OMP_NUM_THREADS, else the core count).
+// `threads` must be >= 1. The default is OMP_NUM_THREADS when set, else the CPUs this process
+// may use: its affinity mask capped by its cgroup CPU quota (cpu_budget.h).
 absl::Status SetNumThreads(int threads);
 int NumThreads();
 
@@ -33,9 +34,6 @@ void ApplyThreadSetting();
 // makes libgomp allocate and free a team at every call, which a decoding step must not do.
 // (Defined out of line so that only the kernels need OpenMP to compile.)
 void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body);
-
-// CPU features oneDNN detected, as its ISA name (e.g. "avx512_core_amx", "avx512_core_bf16").
-const char* CpuIsaName();
 
 }  // namespace taskmoe::kernels
 

@@ -123,6 +123,8 @@ class TransformerModel {
 
   const ModelConfig& config() const { return config_; }
   kernels::Precision precision() const { return precision_; }
+  // The kernel path its linear layers run for that precision on this CPU (kernels/matmul.h).
+  kernels::MatmulPath matmul_path() const { return kernels::DefaultMatmulPath(precision_); }
   // Parameters and bytes of packed weights (shared ones included).
   int64_t parameter_count() const { return parameter_count_; }
   size_t memory_bytes() const { return memory_bytes_; }

@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -14,6 +15,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_budget.h"
 #include "kernels/runtime.h"
 #include "server/flags.h"
 #include "server/log.h"
@@ -75,6 +77,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  Log(LogLevel::kInfo,
+      absl::StrCat(
+          "compute threads per batch: ", taskmoe::kernels::NumThreads(),
+          options->threads > 0 ? " (--threads)"
+          : std::getenv("OMP_NUM_THREADS") != nullptr
+              ? " (OMP_NUM_THREADS)"
+              : absl::StrCat(" of budget ", taskmoe::kernels::DescribeComputeThreadBudget())));
   absl::StatusOr<std::unique_ptr<taskmoe::server::TaskmoeServer>> server =
       taskmoe::server::TaskmoeServer::Start(*options);
   if (!server.ok()) {

@@ -3,6 +3,8 @@
 
 #include <vector>
 
+#include "kernels/cpu_features.h"
+
 namespace taskmoe::server {
 namespace {
 
@@ -67,6 +69,11 @@ Metrics::Metrics()
                       .Name("taskmoe_model_info")
                       .Help("1 for the model version each task serves")
                       .Register(*registry_)),
+      cpu_info_(prometheus::BuildGauge()
+                    .Name("taskmoe_cpu_info")
+                    .Help("1, labelled with the CPU model and the instruction-set level the "
+                          "kernels run at")
+                    .Register(*registry_)),
       model_memory_(prometheus::BuildGauge()
                         .Name("taskmoe_model_memory_bytes")
                         .Help("Bytes of weights the task's model uses (shared ones included)")
@@ -79,7 +86,9 @@ Metrics::Metrics()
                               .Name("taskmoe_weight_store_bytes")
                               .Help("Bytes of weights in memory, all tasks together (kind=total) "
                                     "and the part used by more than one task (kind=shared)")
-                              .Register(*registry_)) {}
+                              .Register(*registry_)) {
+  cpu_info_.Add({{"model", kernels::CpuModelName()}, {"isa", kernels::CpuIsaName()}}).Set(1);
+}
 
 TaskMetrics& Metrics::ForTask(const std::string& task) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -107,12 +116,14 @@ void Metrics::CountRequest(const std::string& task, const std::string& method,
 }
 
 void Metrics::SetModelInfo(const std::string& task, const std::string& version,
-                           const std::string& precision) {
+                           const std::string& precision, const std::string& matmul_path) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = model_info_by_task_.find(task);
   if (it != model_info_by_task_.end()) model_info_.Remove(it->second);
-  model_info_by_task_[task] =
-      &model_info_.Add({{"task", task}, {"version", version}, {"precision", precision}});
+  model_info_by_task_[task] = &model_info_.Add({{"task", task},
+                                                {"version", version},
+                                                {"precision", precision},
+                                                {"matmul_path", matmul_path}});
   model_info_by_task_[task]->Set(1);
 }
 

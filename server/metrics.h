@@ -42,9 +42,10 @@ class Metrics {
   TaskMetrics& ForTask(const std::string& task);
   // `task` is "" for requests naming no loaded task (so bad names add no label values).
   void CountRequest(const std::string& task, const std::string& method, const std::string& code);
-  // taskmoe_model_info{task,version,precision} = 1, replacing the task's previous version.
+  // taskmoe_model_info{task,version,precision,matmul_path} = 1, replacing the task's previous
+  // version. matmul_path is the kernel path its linear layers run (kernels/matmul.h).
   void SetModelInfo(const std::string& task, const std::string& version,
-                    const std::string& precision);
+                    const std::string& precision, const std::string& matmul_path);
   void CountLoadFailure(const std::string& task);
   void SetWeightStoreBytes(double total, double shared);
 
@@ -61,6 +62,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Gauge>& inflight_;
   prometheus::Family<prometheus::Gauge>& model_info_;
+  prometheus::Family<prometheus::Gauge>& cpu_info_;
   prometheus::Family<prometheus::Gauge>& model_memory_;
   prometheus::Family<prometheus::Counter>& load_failures_;
   prometheus::Family<prometheus::Gauge>& weight_store_bytes_;

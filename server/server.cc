@@ -112,7 +112,8 @@ TaskmoeServer::~TaskmoeServer() {
 }
 
 void TaskmoeServer::OnTaskLoaded(const LoadedTask& task) {
-  metrics_.SetModelInfo(task.id, task.version, kernels::PrecisionName(task.model->precision()));
+  metrics_.SetModelInfo(task.id, task.version, kernels::PrecisionName(task.model->precision()),
+                        kernels::MatmulPathName(task.model->matmul_path()));
   metrics_.ForTask(task.id).memory_bytes->Set(static_cast<double>(task.model->memory_bytes()));
   metrics_.SetWeightStoreBytes(static_cast<double>(registry_.store().total_bytes()),
                                static_cast<double>(registry_.store().shared_bytes()));

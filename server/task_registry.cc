@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "kernels/cpu_features.h"
 #include "models/config.h"
 #include "models/safetensors.h"
 #include "server/log.h"
@@ -142,6 +143,15 @@ absl::Status TaskRegistry::LoadAll() {
                      "model.safetensors and spm.model (taskmoe-extract writes them)"));
   }
   std::sort(names.begin(), names.end());
+  const kernels::MatmulPath path = kernels::DefaultMatmulPath(precision_);
+  Log(path == kernels::MatmulPath::kBF16AsF32 ? LogLevel::kWarning : LogLevel::kInfo,
+      absl::StrCat("compute: ", kernels::CpuSummary(), "; ", kernels::PrecisionName(precision_),
+                   " linear layers run ", kernels::MatmulPathName(path),
+                   path == kernels::MatmulPath::kBF16AsF32
+                       ? " (this CPU has no bf16 matmul: bf16-rounded weights and inputs are "
+                         "multiplied in f32, at f32's memory and speed; --precision=int8 is "
+                         "faster here)"
+                       : ""));
   for (const std::string& name : names) {
     const absl::Time start = absl::Now();
     absl::StatusOr<std::shared_ptr<const LoadedTask>> task = LoadTask(name);

@@ -294,6 +294,7 @@ void TranslationServiceImpl::FillTaskInfo(const LoadedTask& task, v1::TaskInfo& 
   info.set_memory_bytes(task.model->memory_bytes());
   info.set_shared_memory_bytes(registry_.store().shared_bytes());
   info.set_precision(kernels::PrecisionName(task.model->precision()));
+  info.set_matmul_path(kernels::MatmulPathName(task.model->matmul_path()));
   const auto& extracted = task.model->config().extracted;
   if (extracted.has_value()) info.set_parent_digest(extracted->parent_digest);
   info.set_ready(ready_.load() && !draining_.load());

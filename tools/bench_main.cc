@@ -28,6 +28,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "kernels/cpu_features.h"
 #include "kernels/roofline.h"
 #include "kernels/runtime.h"
 #include "models/decoding.h"
@@ -198,10 +199,11 @@ int main(int argc, char** argv) {
   const int source_tokens = absl::GetFlag(FLAGS_source_tokens);
   const int output_tokens = absl::GetFlag(FLAGS_output_tokens);
   std::printf(
-      "taskmoe-bench: shape=%s precision=%s threads=%d workers=%d isa=%s source=%d output=%d "
-      "tokens\n",
-      absl::GetFlag(FLAGS_shape).c_str(), kernels::PrecisionName(*precision), total_threads,
-      workers, kernels::CpuIsaName(), source_tokens, output_tokens);
+      "taskmoe-bench: shape=%s precision=%s matmul_path=%s threads=%d workers=%d source=%d "
+      "output=%d tokens\n%s\n",
+      absl::GetFlag(FLAGS_shape).c_str(), kernels::PrecisionName(*precision),
+      kernels::MatmulPathName(kernels::DefaultMatmulPath(*precision)), total_threads, workers,
+      source_tokens, output_tokens, kernels::CpuSummary().c_str());
 
   // The roofline of this machine, now, on all the threads: the precision's matmul peak and
   // memory bandwidth.

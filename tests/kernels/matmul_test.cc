@@ -8,6 +8,8 @@
 #include <thread>
 #include <tuple>
 
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu_features.h"
 #include "kernels/quantize.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
@@ -46,16 +48,32 @@ std::vector<float> QuantizeDequantizeRows(const std::vector<float>& values, int6
   return out;
 }
 
+// Every path is tested wherever the CPU runs it; a path this CPU cannot run (e.g. oneDNN's bf16
+// on AVX2) is skipped with the reason. ONEDNN_MAX_CPU_ISA=AVX2 makes any machine choose (and
+// so test) what an AVX2-only CPU would; tools/test.sh runs the ASan suite that way.
+#define SKIP_UNLESS_SUPPORTED(path)                                             \
+  if (absl::Status supported = CheckMatmulPathSupported(path); !supported.ok()) \
+  GTEST_SKIP() << supported.message()
+
 class MatmulTest
-    : public ::testing::TestWithParam<std::tuple<Precision, Problem, Activation, bool>> {};
+    : public ::testing::TestWithParam<std::tuple<MatmulPath, Problem, Activation, bool>> {};
+
+std::string MatmulTestName(
+    const ::testing::TestParamInfo<std::tuple<MatmulPath, Problem, Activation, bool>>& param) {
+  const auto& [path, problem, activation, bias] = param.param;
+  return absl::StrCat(MatmulPathName(path), "_", problem.m, "x", problem.k, "x", problem.n, "_",
+                      ActivationName(activation), bias ? "_bias" : "");
+}
 
 TEST_P(MatmulTest, MatchesNaiveReference) {
-  const auto [precision, problem, activation, with_bias] = GetParam();
+  const auto [path, problem, activation, with_bias] = GetParam();
+  SKIP_UNLESS_SUPPORTED(path);
+  const Precision precision = MatmulPathPrecision(path);
   const auto [m, k, n] = problem;
   const Tensor x = RandomTensor(Shape{m, k}, 1);
   const Tensor w = MakeWeight(n, k, 2);
   const Tensor b = with_bias ? RandomTensor(Shape{n}, 3, 0.5f) : Tensor();
-  absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, b, precision);
+  absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, b, path);
   ASSERT_TRUE(linear.ok()) << linear.status();
   Tensor y;
   ASSERT_TRUE(linear->Forward(x, activation, y).ok());
@@ -86,13 +104,88 @@ TEST_P(MatmulTest, MatchesNaiveReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MatmulTest,
-    ::testing::Combine(::testing::Values(Precision::kF32, Precision::kBF16, Precision::kInt8),
+    ::testing::Combine(::testing::ValuesIn(kAllMatmulPaths),
                        ::testing::Values(Problem{1, 64, 48}, Problem{3, 33, 17},
                                          Problem{17, 100, 250}, Problem{64, 512, 512},
                                          Problem{257, 96, 130}, Problem{100, 40, 24},
                                          Problem{1050, 40, 24}, Problem{2200, 40, 24}),
                        ::testing::Values(Activation::kNone, Activation::kRelu, Activation::kGelu),
-                       ::testing::Bool()));
+                       ::testing::Bool()),
+    MatmulTestName);
+
+// The int8 paths multiply the same quantised values with exact integer sums, so they agree to
+// the bit; likewise bf16 on oneDNN and emulated in f32, up to summation order. (oneDNN's int8
+// without brgemm, gemm:jit on AVX2, is left out: it shifts the inputs to u8 and vpmaddubsw's
+// 16-bit pair sums then saturate, which made some outputs of this test wrong by 0.2-0.6.)
+TEST(Matmul, PathsOfOnePrecisionAgree) {
+  for (const Problem problem : {Problem{1, 512, 1000}, Problem{6, 35, 41}, Problem{40, 256, 72}}) {
+    const auto [m, k, n] = problem;
+    const Tensor x = RandomTensor(Shape{m, k}, 11);
+    const Tensor w = MakeWeight(n, k, 12);
+    const Tensor b = RandomTensor(Shape{n}, 13, 0.5f);
+    std::vector<float> int8_first, bf16_first;
+    for (MatmulPath path : kAllMatmulPaths) {
+      if (!CheckMatmulPathSupported(path).ok()) continue;
+      if (path == MatmulPath::kOneDnnInt8 && !OneDnnHasInt8Brgemm()) continue;
+      absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, b, path);
+      ASSERT_TRUE(linear.ok()) << linear.status();
+      Tensor y;
+      ASSERT_TRUE(linear->Forward(x, Activation::kRelu, y).ok());
+      const std::vector<float> got = ToVector(y);
+      if (MatmulPathPrecision(path) == Precision::kInt8) {
+        if (int8_first.empty()) {
+          int8_first = got;
+        } else {
+          EXPECT_EQ(got, int8_first) << MatmulPathName(path) << " M=" << m;
+        }
+      } else if (MatmulPathPrecision(path) == Precision::kBF16) {
+        if (bf16_first.empty()) {
+          bf16_first = got;
+        } else {
+          const std::vector<double> first(bf16_first.begin(), bf16_first.end());
+          EXPECT_LE(WorstToleranceRatio(got, first, 1e-5, 1e-5), 1.0) << MatmulPathName(path);
+        }
+      }
+    }
+  }
+}
+
+// The default path per precision is the fastest one this CPU runs, and a path it cannot run is
+// refused with a message naming the missing instruction set, never an INTERNAL oneDNN error.
+TEST(Matmul, ChoosesPathsThisCpuRuns) {
+  for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
+    const MatmulPath path = DefaultMatmulPath(p);
+    EXPECT_EQ(MatmulPathPrecision(path), p);
+    EXPECT_TRUE(CheckMatmulPathSupported(path).ok()) << MatmulPathName(path);
+  }
+  EXPECT_EQ(DefaultMatmulPath(Precision::kBF16),
+            OneDnnHasBF16Matmul() ? MatmulPath::kOneDnnBF16 : MatmulPath::kBF16AsF32);
+  if (!OneDnnHasInt8Brgemm() && CpuHasAvx2()) {
+    // Not oneDNN's gemm:jit, which repacks the weights at every call.
+    EXPECT_NE(DefaultMatmulPath(Precision::kInt8), MatmulPath::kOneDnnInt8);
+  }
+  if (!OneDnnHasBF16Matmul()) {
+    absl::StatusOr<PackedLinear> refused =
+        PackedLinear::Create(MakeWeight(8, 16, 1), Tensor(), MatmulPath::kOneDnnBF16);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(refused.status().message().find("AVX512-BF16"), std::string::npos)
+        << refused.status();
+    EXPECT_NE(refused.status().message().find(CpuIsaName()), std::string::npos) << refused.status();
+  }
+  if (!CpuHasAvxVnni()) {
+    absl::StatusOr<PackedLinear> refused =
+        PackedLinear::Create(MakeWeight(8, 16, 1), Tensor(), MatmulPath::kAvxVnniInt8);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().message().find("AVX-VNNI"), std::string::npos) << refused.status();
+  }
+  for (MatmulPath path : kAllMatmulPaths) {
+    EXPECT_EQ(*ParseMatmulPath(MatmulPathName(path)), path);
+  }
+  EXPECT_FALSE(ParseMatmulPath("avx9_int8").ok());
+  EXPECT_FALSE(CpuModelName().empty());
+  EXPECT_NE(CpuSummary().find(CpuIsaName()), std::string::npos);
+}
 
 TEST(Matmul, AcceptsHigherRankInputAndKeepsLeadingDims) {
   const Tensor x = RandomTensor(Shape{2, 5, 16}, 4);
@@ -164,9 +257,10 @@ TEST(Matmul, ParsesNames) {
 // The same weights used from several threads at once (as server workers do) give the same
 // results as from one thread: caches are per thread and the packed weights are read-only.
 TEST(Matmul, ConcurrentCallersAgree) {
-  for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
+  for (MatmulPath path : kAllMatmulPaths) {
+    if (!CheckMatmulPathSupported(path).ok()) continue;
     absl::StatusOr<PackedLinear> linear =
-        PackedLinear::Create(MakeWeight(64, 128, 8), RandomTensor(Shape{64}, 9), p);
+        PackedLinear::Create(MakeWeight(64, 128, 8), RandomTensor(Shape{64}, 9), path);
     ASSERT_TRUE(linear.ok());
     std::vector<Tensor> inputs, expected(4), actual(4);
     for (int i = 0; i < 4; ++i) {
@@ -200,8 +294,11 @@ TEST(Matmul, UsesOptimisedImplementations) {
           << PrecisionName(p) << " M=" << m << " " << *impl;
       // With AVX-512 (VNNI, BF16) every precision must run oneDNN's brgemm kernels on
       // prepacked weights: int8 once fell back to gemm:jit, which repacks them per call.
+      // Without them, int8 runs our own kernel on weights packed once.
       if (std::string(CpuIsaName()).starts_with("avx512_core_")) {
         EXPECT_EQ(impl->rfind("brg", 0), 0u) << PrecisionName(p) << " M=" << m << " " << *impl;
+      } else if (p == Precision::kInt8 && CpuHasAvx2()) {
+        EXPECT_EQ(impl->rfind("taskmoe:", 0), 0u) << " M=" << m << " " << *impl;
       }
     }
   }
@@ -210,12 +307,13 @@ TEST(Matmul, UsesOptimisedImplementations) {
 // The greedy head (ArgMaxAndLogSumExp fused into the linear, int8 dequantising inside the
 // reduction) against Forward followed by ArgMaxAndLogSumExp, per precision.
 TEST(Matmul, ArgMaxAndLogSumExpHeadMatchesForward) {
-  for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
+  for (MatmulPath path : kAllMatmulPaths) {
+    if (!CheckMatmulPathSupported(path).ok()) continue;
     for (const Problem problem :
          {Problem{1, 64, 3000}, Problem{5, 96, 1100}, Problem{70, 32, 513}}) {
       const auto [m, k, n] = problem;
       absl::StatusOr<PackedLinear> linear =
-          PackedLinear::Create(MakeWeight(n, k, 4), RandomTensor(Shape{n}, 5, 0.5f), p);
+          PackedLinear::Create(MakeWeight(n, k, 4), RandomTensor(Shape{n}, 5, 0.5f), path);
       ASSERT_TRUE(linear.ok());
       const Tensor x = RandomTensor(Shape{m, k}, 6, 2.0f);
       Tensor y, want_best, want_lse;
@@ -232,11 +330,11 @@ TEST(Matmul, ArgMaxAndLogSumExpHeadMatchesForward) {
         // The same products, dequantised in another order: equal up to rounding, so a
         // near-tie may flip; the chosen value must then still be the maximum.
         EXPECT_NEAR(row[got], row[want_best.data<int32_t>()[r]], 1e-5f)
-            << PrecisionName(p) << " row " << r;
+            << MatmulPathName(path) << " row " << r;
         EXPECT_NEAR(max.data<float>()[r], row[got], 1e-5f * (1 + std::fabs(row[got])));
         EXPECT_NEAR(lse.data<float>()[r], want_lse.data<float>()[r],
                     1e-5f * (1 + std::fabs(want_lse.data<float>()[r])))
-            << PrecisionName(p) << " row " << r;
+            << MatmulPathName(path) << " row " << r;
       }
     }
   }

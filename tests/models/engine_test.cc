@@ -379,9 +379,9 @@ TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
   EXPECT_EQ(costs[ModelKind::kTaskMoe].weight_bytes,
             2 * attention_bytes + 3 * expert_bytes + head_bytes);
   // Token routing: each row runs the router and two experts, the step reads all four (and the
-  // router, kept f32 and padded by its packing, so only bounded here).
+  // router, kept f32 and padded by its packing on AVX-512, so only bounded here).
   EXPECT_EQ(costs[ModelKind::kTokenMoe].macs_per_row, 2 * attention + 3 * ffn + 4 * d + d * vocab);
-  EXPECT_GT(costs[ModelKind::kTokenMoe].weight_bytes,
+  EXPECT_GE(costs[ModelKind::kTokenMoe].weight_bytes,
             2 * attention_bytes + 5 * expert_bytes + head_bytes + sizeof(float) * 4 * d);
 }
 

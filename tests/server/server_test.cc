@@ -112,6 +112,7 @@ TEST_F(ServerTest, ListTasksAndGetTask) {
     ids.push_back(t.task());
     EXPECT_TRUE(t.ready());
     EXPECT_EQ(t.precision(), "f32");
+    EXPECT_EQ(t.matmul_path(), "onednn_f32");
     EXPECT_GT(t.parameters(), 0u);
     EXPECT_GT(t.memory_bytes(), 0u);
     // The embeddings and attention layers of the subnetworks are the same bytes: kept once.
@@ -493,8 +494,10 @@ TEST_F(ServerTest, MetricsPassPromtool) {
         "process_cpu_seconds_total"}) {
     EXPECT_GT(MetricValue(*metrics, series), 0) << series;
   }
-  EXPECT_NE(metrics->find("taskmoe_model_info{precision=\"f32\",task=\"en-de\",version=\"sha256:"),
+  EXPECT_NE(metrics->find("taskmoe_model_info{matmul_path=\"onednn_f32\",precision=\"f32\","
+                          "task=\"en-de\",version=\"sha256:"),
             std::string::npos);
+  EXPECT_NE(metrics->find("taskmoe_cpu_info{isa=\""), std::string::npos);
   const std::string file = MakeTempDir("metrics") + "/scrape.txt";
   std::ofstream(file) << *metrics;
   const std::string command = absl::StrCat("promtool check metrics < ", file, " 2>&1");

@@ -1,0 +1,120 @@
+// CPU model, oneDNN's instruction-set level and the feature probes behind the matmul paths.
+#include "kernels/cpu_features.h"
+
+#include <fstream>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "kernels/runtime.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+using dnnl::cpu_isa;
+
+// Whether oneDNN's level (ONEDNN_MAX_CPU_ISA included) reaches at least AVX2, and at least
+// a VNNI level (avx2_vnni, or any AVX-512 level with VNNI).
+struct IsaLevel {
+  bool avx2 = false;
+  bool vnni = false;
+};
+
+IsaLevel EffectiveLevel() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case cpu_isa::avx512_core_amx:
+    case cpu_isa::avx512_core_bf16:
+    case cpu_isa::avx512_core_vnni:
+    case cpu_isa::avx2_vnni:
+      return {.avx2 = true, .vnni = true};
+    case cpu_isa::avx512_core:
+    case cpu_isa::avx2:
+      return {.avx2 = true, .vnni = false};
+    default:
+      return {};
+  }
+}
+
+// Whether oneDNN creates a 64 x 64 x 64 matmul of this source/weight type with weights in the
+// layout it prefers, and the name of the implementation it picks ("" when it cannot).
+std::string ProbeMatmul(dnnl::memory::data_type type) {
+  using dnnl::memory;
+  try {
+    const memory::desc src({64, 64}, type, memory::format_tag::ab);
+    const memory::desc weights({64, 64}, type, memory::format_tag::any);
+    const memory::desc dst({64, 64}, memory::data_type::f32, memory::format_tag::ab);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst), Engine());
+    return pd.impl_info_str();
+  } catch (const dnnl::error&) {
+    return "";
+  }
+}
+
+}  // namespace
+
+const std::string& CpuModelName() {
+  static const std::string name = [] {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+      absl::string_view view(line);
+      if (!absl::ConsumePrefix(&view, "model name")) continue;
+      const size_t colon = view.find(':');
+      if (colon == absl::string_view::npos) continue;
+      return std::string(absl::StripAsciiWhitespace(view.substr(colon + 1)));
+    }
+    return std::string("unknown");
+  }();
+  return name;
+}
+
+const char* CpuIsaName() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    case cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case cpu_isa::avx512_core:
+      return "avx512_core";
+    case cpu_isa::avx2_vnni:
+      return "avx2_vnni";
+    case cpu_isa::avx2:
+      return "avx2";
+    default:
+      return "other";
+  }
+}
+
+bool CpuHasAvx2() {
+  static const bool has = EffectiveLevel().avx2 && __builtin_cpu_supports("avx2");
+  return has;
+}
+
+bool CpuHasAvxVnni() {
+  static const bool has =
+      EffectiveLevel().vnni && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
+  return has;
+}
+
+bool OneDnnHasBF16Matmul() {
+  static const bool has = !ProbeMatmul(dnnl::memory::data_type::bf16).empty();
+  return has;
+}
+
+bool OneDnnHasInt8Brgemm() {
+  static const bool has = ProbeMatmul(dnnl::memory::data_type::s8).starts_with("brg");
+  return has;
+}
+
+std::string CpuSummary() {
+  return absl::StrCat("cpu=\"", CpuModelName(), "\" isa=", CpuIsaName(),
+                      " avx_vnni=", CpuHasAvxVnni() ? "yes" : "no",
+                      " bf16_matmul=", OneDnnHasBF16Matmul() ? "yes" : "no",
+                      " int8_brgemm=", OneDnnHasInt8Brgemm() ? "yes" : "no");
+}
+
+}  // namespace taskmoe::kernels

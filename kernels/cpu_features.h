@@ -1,0 +1,38 @@
+// What this CPU can run, as the kernels see it: its model name, oneDNN's instruction-set level,
+// and the features our own int8 and bf16 paths depend on.
+//
+// oneDNN's level honours ONEDNN_MAX_CPU_ISA (e.g. ONEDNN_MAX_CPU_ISA=AVX2), and so do our own
+// feature checks: one variable makes an AVX-512 machine choose every kernel path an AVX2-only
+// CPU would, which is how the tests cover the AVX2 paths wherever they run. (The compiler's
+// AVX-512 clones of a few elementwise loops, cpu_dispatch.h, are picked by the real CPU; they
+// compute the same values, and sanitizer builds leave them out.)
+#ifndef TASKMOE_KERNELS_CPU_FEATURES_H_
+#define TASKMOE_KERNELS_CPU_FEATURES_H_
+
+#include <string>
+
+namespace taskmoe::kernels {
+
+// The processor's model name from /proc/cpuinfo (e.g. "AMD EPYC 7B13"), or "unknown".
+const std::string& CpuModelName();
+
+// oneDNN's effective instruction-set level (e.g. "avx2", "avx512_core_amx").
+const char* CpuIsaName();
+
+// AVX2 (our int8 kernel's vpmaddubsw form), allowed by the oneDNN level.
+bool CpuHasAvx2();
+// AVX-VNNI, the VEX-encoded vpdpbusd of Alder Lake, Sapphire Rapids and Zen 5 (our int8
+// kernel's faster form), allowed by the oneDNN level (avx2_vnni or above).
+bool CpuHasAvxVnni();
+// oneDNN can run a bf16 matmul here (AVX512-BF16 or AMX; oneDNN 2.6 has none on AVX2).
+bool OneDnnHasBF16Matmul();
+// oneDNN runs int8 matmuls on its brgemm kernels over prepacked weights (AVX-512 VNNI, AMX).
+// Elsewhere it falls back to gemm:jit, which repacks the weights at every call.
+bool OneDnnHasInt8Brgemm();
+
+// One line for logs and benchmarks: "cpu=<model> isa=<level> avx_vnni=<yes|no> bf16=<...>".
+std::string CpuSummary();
+
+}  // namespace taskmoe::kernels
+
+#endif  // TASKMOE_KERNELS_CPU_FEATURES_H_

@@ -1,0 +1,56 @@
+// Weight packing and the threaded driver of our int8 GEMM.
+#include "kernels/int8_gemm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/runtime.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+constexpr int64_t kTileColumns = 2 * kInt8GemmBlockColumns;
+
+// Column tiles are handed to threads in this many contiguous runs at most: enough to balance
+// two to a few dozen threads, few enough that the per-run call costs nothing.
+constexpr int64_t kMaxRuns = 64;
+
+// Below this many multiply-adds a product runs on the calling thread: waking the others costs
+// a few microseconds, as much as ~100k multiply-adds take on one core.
+constexpr int64_t kParallelMacs = int64_t{1} << 17;
+
+}  // namespace
+
+int64_t Int8GemmPaddedInputs(int64_t in_features) { return (in_features + 3) / 4 * 4; }
+
+int64_t Int8GemmPackedBytes(int64_t out_features, int64_t in_features) {
+  const int64_t padded_out =
+      (out_features + kInt8GemmBlockColumns - 1) / kInt8GemmBlockColumns * kInt8GemmBlockColumns;
+  return padded_out * Int8GemmPaddedInputs(in_features);
+}
+
+void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed) {
+  const int64_t padded_in = Int8GemmPaddedInputs(k);
+  std::memset(packed, 0, Int8GemmPackedBytes(n, k));
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t block = c / kInt8GemmBlockColumns, lane = c % kInt8GemmBlockColumns;
+    int8_t* block_start = packed + block * padded_in * kInt8GemmBlockColumns;
+    for (int64_t i = 0; i < k; ++i) {
+      block_start[(i / 4) * kInt8GemmBlockBytes + lane * 4 + i % 4] = w[c * k + i];
+    }
+  }
+}
+
+void Int8Gemm(Int8GemmIsa isa, const Int8GemmArgs& args) {
+  if (args.m == 0 || args.n == 0) return;
+  const int64_t tiles = (args.n + kTileColumns - 1) / kTileColumns;
+  const int64_t runs = std::min(tiles, kMaxRuns);
+  const auto body =
+      isa == Int8GemmIsa::kAvxVnni ? Int8GemmColumnTilesAvxVnni : Int8GemmColumnTilesAvx2;
+  ParallelFor(runs, args.m * args.n * args.padded_in >= kParallelMacs, [&](int64_t run) {
+    const int64_t first = tiles * run / runs, last = tiles * (run + 1) / runs;
+    body(args, first, last - first);
+  });
+}
+
+}  // namespace taskmoe::kernels

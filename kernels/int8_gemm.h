@@ -1,0 +1,57 @@
+// Our own s8 x s8 matrix product for CPUs on which oneDNN 2.6 has no fast int8 matmul (AVX2
+// without AVX-512 VNNI: there oneDNN runs gemm:jit, which repacks the weights at every call
+// and ran a 1 x 256 x 16000 product 5x slower than f32). Weights are packed once, at load;
+// each product then streams them once, which is what bounds a decoding step at small batches.
+//
+// Two forms of one register tile (int8_gemm_tile.h): vpmaddubsw + vpmaddwd on any AVX2 CPU,
+// and vpdpbusd on CPUs with AVX-VNNI. Both use |a| * (w * sign(a)), so the unsigned-by-signed
+// instructions see a non-negative input and vpmaddubsw cannot saturate; inputs and weights
+// must lie in [-127, 127], which symmetric quantisation (quantize.h) guarantees.
+#ifndef TASKMOE_KERNELS_INT8_GEMM_H_
+#define TASKMOE_KERNELS_INT8_GEMM_H_
+
+#include <cstdint>
+
+namespace taskmoe::kernels {
+
+// The packed layout: output columns in blocks of 8 and inputs in groups of 4; one 32-byte
+// unit holds block j's 8 columns x group g's 4 inputs (column-major within: column c's 4
+// inputs are bytes 4c .. 4c + 3), and a block's units follow each other over all groups, so a
+// block is padded_in * 8 contiguous bytes. The input count is padded to a multiple of 4 and the
+// column count to a multiple of 8, with zero weights.
+inline constexpr int64_t kInt8GemmBlockColumns = 8;
+inline constexpr int64_t kInt8GemmBlockBytes = 32;
+
+int64_t Int8GemmPaddedInputs(int64_t in_features);
+int64_t Int8GemmPackedBytes(int64_t out_features, int64_t in_features);
+
+// Packs w, s8 [n, k] row-major (the nn.Linear layout, one row per output column), into
+// `packed`, which holds Int8GemmPackedBytes(n, k) bytes.
+void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed);
+
+enum class Int8GemmIsa : uint8_t { kAvx2, kAvxVnni };
+
+// One product: y[r][c] = float(sum_i a[r][i] * w[c][i]) for r < m, c < n.
+struct Int8GemmArgs {
+  const int8_t* a = nullptr;  // [m] rows of padded_in s8 values (zero past in_features), lda apart
+  int64_t lda = 0;
+  int64_t m = 0;
+  const int8_t* packed = nullptr;  // PackInt8GemmWeights' output
+  int64_t n = 0;
+  int64_t padded_in = 0;  // Int8GemmPaddedInputs(in_features)
+  float* y = nullptr;     // [m] rows of n floats, ldy apart
+  int64_t ldy = 0;
+};
+
+// Runs the product across the kernel threads (runtime.h) when it is large enough to pay for
+// waking them. The caller checks that the CPU has the instruction set (cpu_features.h).
+void Int8Gemm(Int8GemmIsa isa, const Int8GemmArgs& args);
+
+// The single-threaded bodies, one per instruction set (int8_gemm_avx2.cc, int8_gemm_vnni.cc):
+// column tiles [first_tile, first_tile + tile_count) of 16 columns.
+void Int8GemmColumnTilesAvx2(const Int8GemmArgs& args, int64_t first_tile, int64_t tile_count);
+void Int8GemmColumnTilesAvxVnni(const Int8GemmArgs& args, int64_t first_tile, int64_t tile_count);
+
+}  // namespace taskmoe::kernels
+
+#endif  // TASKMOE_KERNELS_INT8_GEMM_H_

@@ -1,0 +1,123 @@
+// The register tile of our int8 GEMM (int8_gemm.h), written once and compiled once per
+// instruction set: int8_gemm_avx2.cc includes it as it is, int8_gemm_vnni.cc with -mavxvnni,
+// where DotAccumulate becomes one vpdpbusd. Everything here has internal linkage, so the two
+// compilations never meet (no ODR clash between their instantiations). Include it only there.
+#ifndef TASKMOE_KERNELS_INT8_GEMM_TILE_H_
+#define TASKMOE_KERNELS_INT8_GEMM_TILE_H_
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/int8_gemm.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+// acc[c] += sum over 4 inputs of |a| * (w * sign(a)) = a * w, per output column c (one int32
+// lane each). The unsigned-by-signed multiply cannot overflow: |a| <= 127 and |w| <= 127, so
+// vpmaddubsw's 16-bit pair sums stay within 2 * 127 * 127 = 32258 < 32767 and never saturate.
+inline __m256i DotAccumulate(__m256i acc, __m256i abs_a, __m256i signed_w) {
+#if defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(acc, abs_a, signed_w);
+#else
+  const __m256i pairs = _mm256_maddubs_epi16(abs_a, signed_w);
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#endif
+}
+
+// kRows rows x kBlocks blocks of 8 columns, over every input: y[r][c] = float(sum a * w) for
+// the first `valid_cols` columns of the tile. `w` points at the tile's first block; blocks
+// follow each other `block_bytes` apart (int8_gemm.h has the layout). The accumulators stay
+// in registers: at most 4 x 2 of them, plus the weights, one broadcast input and its |a|.
+template <int kRows, int kBlocks>
+inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t block_bytes, int64_t groups,
+                 float* y, int64_t ldy, int64_t valid_cols) {
+  __m256i acc[kRows][kBlocks];
+#pragma GCC unroll 4
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 2
+    for (int b = 0; b < kBlocks; ++b) acc[r][b] = _mm256_setzero_si256();
+  }
+  for (int64_t g = 0; g < groups; ++g) {
+    __m256i weights[kBlocks];
+#pragma GCC unroll 2
+    for (int b = 0; b < kBlocks; ++b) {
+      weights[b] = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(w + b * block_bytes + g * kInt8GemmBlockBytes));
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < kRows; ++r) {
+      int32_t four;  // inputs 4g .. 4g + 3 of row r
+      std::memcpy(&four, a + r * lda + g * 4, sizeof(four));
+      const __m256i inputs = _mm256_set1_epi32(four);
+      const __m256i abs_inputs = _mm256_abs_epi8(inputs);
+#pragma GCC unroll 2
+      for (int b = 0; b < kBlocks; ++b) {
+        acc[r][b] = DotAccumulate(acc[r][b], abs_inputs, _mm256_sign_epi8(weights[b], inputs));
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 2
+    for (int b = 0; b < kBlocks; ++b) {
+      const __m256 values = _mm256_cvtepi32_ps(acc[r][b]);
+      float* out = y + r * ldy + b * kInt8GemmBlockColumns;
+      const int64_t cols = valid_cols - b * kInt8GemmBlockColumns;
+      if (cols >= kInt8GemmBlockColumns) {
+        _mm256_storeu_ps(out, values);
+      } else if (cols > 0) {
+        alignas(32) float spill[kInt8GemmBlockColumns];
+        _mm256_store_ps(spill, values);
+        std::memcpy(out, spill, cols * sizeof(float));
+      }
+    }
+  }
+}
+
+template <int kBlocks>
+inline void TileRows(int64_t rows, const int8_t* a, int64_t lda, const int8_t* w,
+                     int64_t block_bytes, int64_t groups, float* y, int64_t ldy,
+                     int64_t valid_cols) {
+  switch (rows) {
+    case 1:
+      return Tile<1, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
+    case 2:
+      return Tile<2, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
+    case 3:
+      return Tile<3, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
+    default:
+      return Tile<4, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
+  }
+}
+
+// Column tiles [first_tile, first_tile + tile_count) of 16 columns, each over all m rows
+// (4 at a time, so a tile's weights are read from memory once and then from L1).
+inline void GemmColumnTiles(const Int8GemmArgs& args, int64_t first_tile, int64_t tile_count) {
+  const int64_t block_bytes = args.padded_in * kInt8GemmBlockColumns;
+  const int64_t groups = args.padded_in / 4;
+  constexpr int64_t kTileColumns = 2 * kInt8GemmBlockColumns;
+  for (int64_t tile = first_tile; tile < first_tile + tile_count; ++tile) {
+    const int64_t col = tile * kTileColumns;
+    const int64_t valid_cols = std::min(kTileColumns, args.n - col);
+    const int8_t* w = args.packed + (col / kInt8GemmBlockColumns) * block_bytes;
+    for (int64_t r = 0; r < args.m; r += 4) {
+      const int64_t rows = std::min<int64_t>(4, args.m - r);
+      const int8_t* a = args.a + r * args.lda;
+      float* y = args.y + r * args.ldy + col;
+      if (valid_cols > kInt8GemmBlockColumns) {
+        TileRows<2>(rows, a, args.lda, w, block_bytes, groups, y, args.ldy, valid_cols);
+      } else {
+        TileRows<1>(rows, a, args.lda, w, block_bytes, groups, y, args.ldy, valid_cols);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace taskmoe::kernels
+
+#endif  // TASKMOE_KERNELS_INT8_GEMM_TILE_H_

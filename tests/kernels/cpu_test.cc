@@ -1,0 +1,142 @@
+// The CPU budget (cgroup quota and affinity parsing) and our int8 GEMM on its own, against a
+// naive integer product, on each instruction set this CPU has.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu_budget.h"
+#include "kernels/cpu_features.h"
+#include "kernels/int8_gemm.h"
+#include "kernels/runtime.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+TEST(CpuBudget, ParsesCgroupV2CpuMax) {
+  EXPECT_EQ(ParseCgroupV2CpuMax("max 100000\n"), std::nullopt);
+  EXPECT_EQ(ParseCgroupV2CpuMax("150000 100000\n"), 1.5);
+  EXPECT_EQ(ParseCgroupV2CpuMax("50000 100000"), 0.5);
+  EXPECT_EQ(ParseCgroupV2CpuMax(""), std::nullopt);
+  EXPECT_EQ(ParseCgroupV2CpuMax("abc 100000"), std::nullopt);
+  EXPECT_EQ(ParseCgroupV2CpuMax("100000 0"), std::nullopt);
+  EXPECT_EQ(ParseCgroupV2CpuMax("100000"), std::nullopt);
+}
+
+TEST(CpuBudget, ParsesCgroupV1Quota) {
+  EXPECT_EQ(ParseCgroupV1Quota("-1\n", "100000\n"), std::nullopt);
+  EXPECT_EQ(ParseCgroupV1Quota("200000\n", "100000\n"), 2.0);
+  EXPECT_EQ(ParseCgroupV1Quota("x", "100000"), std::nullopt);
+}
+
+// A fake /sys/fs/cgroup: the process's own cgroup (from /proc/self/cgroup's line) and its
+// ancestors are read, and the smallest quota among them wins.
+TEST(CpuBudget, ReadsQuotaFilesOfTheProcessCgroupAndItsAncestors) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("cpu_budget_test_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir / "cpu" / "pod" / "app");
+  const std::string v1 = "5:cpu,cpuacct:/pod/app\n4:memory:/pod/app\n";
+  EXPECT_EQ(CgroupCpuQuota(dir.string(), v1), std::nullopt);  // no files: no quota
+  std::ofstream(dir / "cpu" / "pod" / "app" / "cpu.cfs_quota_us") << "-1\n";
+  std::ofstream(dir / "cpu" / "pod" / "app" / "cpu.cfs_period_us") << "100000\n";
+  EXPECT_EQ(CgroupCpuQuota(dir.string(), v1), std::nullopt);
+  std::ofstream(dir / "cpu" / "pod" / "cpu.cfs_quota_us") << "250000\n";
+  std::ofstream(dir / "cpu" / "pod" / "cpu.cfs_period_us") << "100000\n";
+  EXPECT_EQ(CgroupCpuQuota(dir.string(), v1), 2.5);
+  std::ofstream(dir / "cpu" / "pod" / "app" / "cpu.cfs_quota_us") << "150000\n";
+  EXPECT_EQ(CgroupCpuQuota(dir.string(), v1), 1.5);
+
+  std::filesystem::create_directories(dir / "v2" / "kubepods" / "pod1");
+  const std::string v2 = "0::/kubepods/pod1\n";
+  const std::string v2_root = (dir / "v2").string();
+  EXPECT_EQ(CgroupCpuQuota(v2_root, v2), std::nullopt);
+  std::ofstream(dir / "v2" / "kubepods" / "pod1" / "cpu.max") << "max 100000\n";
+  EXPECT_EQ(CgroupCpuQuota(v2_root, v2), std::nullopt);
+  std::ofstream(dir / "v2" / "kubepods" / "cpu.max") << "300000 100000\n";
+  EXPECT_EQ(CgroupCpuQuota(v2_root, v2), 3.0);
+  std::ofstream(dir / "v2" / "kubepods" / "pod1" / "cpu.max") << "50000 100000\n";
+  EXPECT_EQ(CgroupCpuQuota(v2_root, v2), 0.5);
+  EXPECT_EQ(CgroupCpuQuota(v2_root, "garbage"), std::nullopt);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(CpuBudget, DefaultThreadsWithinAffinity) {
+  EXPECT_GE(DefaultComputeThreads(), 1);
+  EXPECT_LE(DefaultComputeThreads(), AffinityCpuCount());
+  EXPECT_NE(DescribeComputeThreadBudget().find("affinity"), std::string::npos);
+}
+
+struct GemmShape {
+  int64_t m, k, n;
+};
+
+// Naive s32 sums of products, as floats.
+std::vector<float> NaiveInt8Product(const std::vector<int8_t>& a, const std::vector<int8_t>& w,
+                                    int64_t m, int64_t k, int64_t n) {
+  std::vector<float> y(m * n);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      int64_t sum = 0;
+      for (int64_t i = 0; i < k; ++i) sum += int64_t{a[r * k + i]} * w[c * k + i];
+      y[r * n + c] = static_cast<float>(sum);
+    }
+  }
+  return y;
+}
+
+// Exact agreement (the sums are integers well within float's 24 bits), including the extreme
+// values +-127 that would saturate vpmaddubsw without the sign trick, odd shapes (inputs not a
+// multiple of 4, columns not a multiple of 8 or 16, rows not a multiple of 4) and a row stride
+// wider than the row.
+TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
+  std::vector<Int8GemmIsa> isas;
+  if (CpuHasAvx2()) isas.push_back(Int8GemmIsa::kAvx2);
+  if (CpuHasAvxVnni()) isas.push_back(Int8GemmIsa::kAvxVnni);
+  if (isas.empty()) GTEST_SKIP() << "this CPU has no AVX2 (" << CpuSummary() << ")";
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> value(-127, 127);
+  for (const GemmShape shape : {GemmShape{1, 512, 1000}, GemmShape{3, 33, 17}, GemmShape{5, 7, 9},
+                                GemmShape{9, 64, 24}, GemmShape{130, 100, 40}}) {
+    for (bool extremes : {false, true}) {
+      const auto [m, k, n] = shape;
+      std::vector<int8_t> a(m * k), w(n * k);
+      for (int8_t& v : a)
+        v = static_cast<int8_t>(extremes ? (value(rng) > 0 ? 127 : -127) : value(rng));
+      for (int8_t& v : w)
+        v = static_cast<int8_t>(extremes ? (value(rng) > 0 ? 127 : -127) : value(rng));
+      const int64_t padded_in = Int8GemmPaddedInputs(k);
+      const int64_t lda = padded_in + 4;
+      std::vector<int8_t> a_padded(m * lda, 0);
+      for (int64_t r = 0; r < m; ++r) std::copy_n(&a[r * k], k, &a_padded[r * lda]);
+      std::vector<int8_t> packed(Int8GemmPackedBytes(n, k));
+      PackInt8GemmWeights(w.data(), n, k, packed.data());
+      const std::vector<float> want = NaiveInt8Product(a, w, m, k, n);
+      for (Int8GemmIsa isa : isas) {
+        const int64_t ldy = n + 3;
+        std::vector<float> y(m * ldy, -1.0f);
+        Int8Gemm(isa, {.a = a_padded.data(),
+                       .lda = lda,
+                       .m = m,
+                       .packed = packed.data(),
+                       .n = n,
+                       .padded_in = padded_in,
+                       .y = y.data(),
+                       .ldy = ldy});
+        for (int64_t r = 0; r < m; ++r) {
+          for (int64_t c = 0; c < n; ++c) {
+            ASSERT_EQ(y[r * ldy + c], want[r * n + c])
+                << "isa " << static_cast<int>(isa) << " shape " << m << "x" << k << "x" << n
+                << " at " << r << "," << c;
+          }
+          // Past the row's n columns nothing is written.
+          for (int64_t c = n; c < ldy; ++c) ASSERT_EQ(y[r * ldy + c], -1.0f);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace taskmoe::kernels

@@ -8,10 +8,31 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu_budget.h"
+#include "kernels/work_sharing.h"
 
 namespace taskmoe::kernels {
 
 namespace {
+
+// OpenMP (oneDNN's threads) waits passively unless the environment says otherwise. libgomp's
+// default spins for up to milliseconds at every barrier and after every region: with the
+// cores shared, a spinning thread burns the slice the thread it waits for needs, and after a
+// oneDNN matmul it spins on the core our own WorkSharingTeam helper wants next (f32 decoding
+// with a busy competitor per core fell from 0.45 to 0.02 of its quiet speed at batch 1).
+// Passive waiting costs a few microseconds of wake-up per oneDNN matmul.
+//
+// libgomp reads its environment in a shared-library constructor, before main() and before the
+// executable's own constructors, so this runs from .preinit_array, which the dynamic linker
+// calls before any library's initialisers. runtime.cc is linked into every program that uses
+// the kernels. An explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it is.
+void DefaultOpenMpToPassiveWaiting(int, char**, char**) {
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr) {
+    setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0);
+  }
+}
+using PreinitFunction = void (*)(int, char**, char**);
+__attribute__((section(".preinit_array"), used)) const PreinitFunction kPreinitOpenMpDefaults =
+    &DefaultOpenMpToPassiveWaiting;
 
 // OMP_NUM_THREADS when set; otherwise the CPU budget (cpu_budget.h), which unlike OpenMP's
 // default also respects a cgroup CPU quota.
@@ -54,9 +75,8 @@ void ApplyThreadSetting() {
 }
 
 void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body) {
-  if (worth_it && NumThreads() > 1) {
-#pragma omp parallel for
-    for (int64_t i = 0; i < n; ++i) body(i);
+  if (worth_it && NumThreads() > 1 && !InsideWorkSharingLoop()) {
+    ThreadTeam().Run(n, body);
   } else {
     for (int64_t i = 0; i < n; ++i) body(i);
   }

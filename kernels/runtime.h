@@ -29,10 +29,10 @@ int NumThreads();
 void ApplyThreadSetting();
 
 // Runs body(i) for i in [0, n): across the kernel threads when `worth_it` (enough work to pay
-// for waking them) and more than one thread is set, else on the calling thread. Use it instead
-// of `#pragma omp parallel for if (...)`: a parallel region that runs on one thread still
-// makes libgomp allocate and free a team at every call, which a decoding step must not do.
-// (Defined out of line so that only the kernels need OpenMP to compile.)
+// for waking them) and more than one thread is set, else on the calling thread. The threads
+// are the calling thread's WorkSharingTeam (work_sharing.h), not OpenMP's: indices are claimed
+// chunk by chunk, so a thread the OS has descheduled (shared cores, a CPU quota) never holds
+// the others up at a barrier. oneDNN keeps its own OpenMP threads.
 void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body);
 
 }  // namespace taskmoe::kernels

@@ -2,7 +2,9 @@
 # The engine under CPU contention (issue 18): taskmoe-bench's decoding throughput on a quiet
 # machine, then with one busy competitor process per core, then (where this process may make
 # cgroups) under a CPU quota of half the cores, each as a ratio to the quiet run. Production
-# cores are shared: a noisy neighbour or a Kubernetes CPU limit is this situation.
+# cores are shared: a noisy neighbour or a Kubernetes CPU limit is this situation. The quota
+# run leaves --threads out, so that the engine's default (kernels/cpu_budget.h) follows the
+# quota, as a server's would.
 # Usage: tools/contention-bench.sh [--precision=P] [--threads=N] [--batches=1,8,32]
 #                                  [--models=taskmoe-extracted] [other taskmoe-bench flags]
 # Needs build/release (tools/build.sh Release). Takes about 2 minutes per precision.
@@ -59,10 +61,12 @@ elif [[ -d /sys/fs/cgroup/cpu ]]; then
   fi
 fi
 limited=""
+quota_args=()
+for arg in "${args[@]}"; do [[ $arg == --threads=* ]] || quota_args+=("$arg"); done
 if [[ -n $quota ]]; then
   echo "== under a CPU quota of $((cores / 2)) cores ($quota)" >&2
   limited=$(run_bench bash -c "echo \$\$ > '$cgroup_dir/cgroup.procs' 2>/dev/null ||
-                               echo \$\$ > '$cgroup_dir/tasks'; exec $bench ${args[*]}")
+                               echo \$\$ > '$cgroup_dir/tasks'; exec $bench ${quota_args[*]}")
 else
   echo "== CPU quota: skipped (this process cannot create a cgroup with a CPU limit here)" >&2
 fi

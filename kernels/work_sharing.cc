@@ -1,0 +1,137 @@
+// WorkSharingTeam: the claim protocol, the helpers' spin-then-sleep wait, and per-thread teams.
+#include "kernels/work_sharing.h"
+
+#include <immintrin.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+#include "kernels/runtime.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+constexpr uint64_t kIndexMask = 0xffffffffu;
+constexpr uint64_t kClosed = kIndexMask;
+
+// How long a helper spins for the next loop before it sleeps, and how long the owner spins on
+// claimed chunks before it yields its core (to a helper the OS put on it, say).
+constexpr auto kHelperSpin = std::chrono::microseconds(50);
+constexpr auto kOwnerSpin = std::chrono::microseconds(20);
+
+// Chunks per thread and loop: enough that the others' shares are taken over when a thread
+// stalls, few enough that claiming (one atomic operation each) stays negligible.
+constexpr int64_t kChunksPerThread = 8;
+
+uint64_t Pack(uint32_t epoch, uint64_t index) { return (uint64_t{epoch} << 32) | index; }
+uint32_t EpochOf(uint64_t claim) { return static_cast<uint32_t>(claim >> 32); }
+uint64_t IndexOf(uint64_t claim) { return claim & kIndexMask; }
+
+thread_local bool inside_loop = false;
+
+// Spins (with pause) while `keep_waiting()` holds, for at most `limit`; true when it stopped
+// holding.
+template <typename Predicate>
+bool SpinWhile(Predicate keep_waiting, std::chrono::microseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (keep_waiting()) {
+    for (int i = 0; i < 16; ++i) _mm_pause();
+    if (std::chrono::steady_clock::now() >= deadline) return !keep_waiting();
+  }
+  return true;
+}
+
+}  // namespace
+
+WorkSharingTeam::WorkSharingTeam(int helpers) {
+  threads_.reserve(std::max(helpers, 0));
+  for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { HelperLoop(); });
+}
+
+WorkSharingTeam::~WorkSharingTeam() {
+  stop_.store(true, std::memory_order_release);
+  published_.fetch_add(1, std::memory_order_release);
+  published_.notify_all();
+  for (std::thread& t : threads_) t.join();
+}
+
+void WorkSharingTeam::Run(int64_t n, absl::FunctionRef<void(int64_t)> body) {
+  if (n <= 0) return;
+  if (threads_.empty() || n == 1 || inside_loop || n >= static_cast<int64_t>(kClosed)) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+  const uint32_t epoch = ++epoch_;
+  // Close the claim word first: a helper that read the previous loop's open word and then this
+  // loop's fields fails its compare-exchange, since the word has changed since.
+  claim_.store(Pack(epoch, kClosed), std::memory_order_relaxed);
+  const int64_t threads = static_cast<int64_t>(threads_.size()) + 1;
+  grain_.store(std::max<int64_t>(1, n / (threads * kChunksPerThread)), std::memory_order_release);
+  n_.store(n, std::memory_order_release);
+  body_.store(&body, std::memory_order_release);
+  done_.store(0, std::memory_order_relaxed);
+  claim_.store(Pack(epoch, 0), std::memory_order_release);
+  published_.store(epoch, std::memory_order_release);
+  published_.notify_all();
+
+  Work(epoch);
+  // Wait only for chunks helpers have claimed and are running.
+  if (!SpinWhile([&] { return done_.load(std::memory_order_acquire) < n; }, kOwnerSpin)) {
+    while (done_.load(std::memory_order_acquire) < n) sched_yield();
+  }
+}
+
+void WorkSharingTeam::Work(uint32_t epoch) {
+  inside_loop = true;
+  uint64_t claim = claim_.load(std::memory_order_acquire);
+  while (EpochOf(claim) == epoch && IndexOf(claim) != kClosed) {
+    const int64_t n = n_.load(std::memory_order_acquire);
+    const int64_t grain = grain_.load(std::memory_order_acquire);
+    const absl::FunctionRef<void(int64_t)>* body = body_.load(std::memory_order_acquire);
+    const int64_t first = static_cast<int64_t>(IndexOf(claim));
+    if (first >= n) break;
+    const int64_t last = std::min(n, first + grain);
+    // On success the fields read above are this loop's: publishing a newer loop changes the
+    // word before it rewrites them. On failure `claim` holds the word's current value.
+    if (!claim_.compare_exchange_weak(claim, Pack(epoch, static_cast<uint64_t>(last)),
+                                      std::memory_order_acq_rel, std::memory_order_acquire)) {
+      continue;
+    }
+    for (int64_t i = first; i < last; ++i) (*body)(i);
+    done_.fetch_add(last - first, std::memory_order_release);
+    claim = claim_.load(std::memory_order_acquire);
+  }
+  inside_loop = false;
+}
+
+void WorkSharingTeam::HelperLoop() {
+  uint32_t seen = 0;
+  while (true) {
+    const auto nothing_new = [&] {
+      return published_.load(std::memory_order_acquire) == seen &&
+             !stop_.load(std::memory_order_acquire);
+    };
+    if (!SpinWhile(nothing_new, kHelperSpin)) {
+      while (nothing_new()) published_.wait(seen, std::memory_order_acquire);
+    }
+    if (stop_.load(std::memory_order_acquire)) return;
+    seen = published_.load(std::memory_order_acquire);
+    Work(seen);
+  }
+}
+
+WorkSharingTeam& ThreadTeam() {
+  thread_local std::unique_ptr<WorkSharingTeam> team;
+  const int helpers = NumThreads() - 1;
+  if (team == nullptr || team->helpers() != helpers) {
+    team.reset();
+    team = std::make_unique<WorkSharingTeam>(helpers);
+  }
+  return *team;
+}
+
+bool InsideWorkSharingLoop() { return inside_loop; }
+
+}  // namespace taskmoe::kernels

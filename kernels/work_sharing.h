@@ -1,0 +1,67 @@
+// A team of helper threads that share a loop with the thread that owns them, built to degrade
+// gracefully when the cores are shared (a noisy neighbour, a CFS quota).
+//
+// An OpenMP parallel loop hands each thread its share up front and ends at a barrier: when the
+// OS has descheduled one thread, every other waits for it, a whole time slice per loop, and a
+// decoding step runs dozens of loops (with a busy competitor per core, int8 batch-32 decoding
+// fell to 0.09x of its quiet speed). Here indices are claimed a few at a time from one shared
+// counter, the owner works from the first moment, and it waits only for chunks a helper has
+// already claimed: a helper that is not running has no share to hold back, and one that wakes
+// late finds the loop done and goes back to sleep. Helpers spin briefly between loops (a step's
+// loops come microseconds apart), then sleep on a futex, so an idle team burns no CPU.
+#ifndef TASKMOE_KERNELS_WORK_SHARING_H_
+#define TASKMOE_KERNELS_WORK_SHARING_H_
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+
+namespace taskmoe::kernels {
+
+class WorkSharingTeam {
+ public:
+  // Starts `helpers` helper threads (0: every loop runs on the owner alone).
+  explicit WorkSharingTeam(int helpers);
+  // Stops and joins the helpers. Not while Run is running.
+  ~WorkSharingTeam();
+  WorkSharingTeam(const WorkSharingTeam&) = delete;
+  WorkSharingTeam& operator=(const WorkSharingTeam&) = delete;
+
+  // Runs body(i) for every i in [0, n) across the calling thread and the helpers, and returns
+  // when all have run. Only the thread that created the team may call it; a body must not
+  // call Run again (nested loops run on the thread that meets them).
+  void Run(int64_t n, absl::FunctionRef<void(int64_t)> body);
+
+  int helpers() const { return static_cast<int>(threads_.size()); }
+
+ private:
+  // Claims and runs chunks of loop `epoch` until none is left or a newer loop has started.
+  void Work(uint32_t epoch);
+  void HelperLoop();
+
+  // The claim word: the loop's epoch in the high 32 bits, the next unclaimed index in the low
+  // 32 (kClosed while the owner is publishing a loop's fields).
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int64_t> n_{0};
+  std::atomic<int64_t> grain_{1};
+  std::atomic<const absl::FunctionRef<void(int64_t)>*> body_{nullptr};
+  std::atomic<int64_t> done_{0};        // indices of the current loop that have run
+  std::atomic<uint32_t> published_{0};  // the newest loop's epoch, what sleeping helpers wait on
+  std::atomic<bool> stop_{false};
+  uint32_t epoch_ = 0;  // the owner's count of loops
+  std::vector<std::thread> threads_;
+};
+
+// The calling thread's team for the current thread setting (NumThreads() - 1 helpers), created
+// on first use and rebuilt when the setting changes. runtime.h's ParallelFor runs on it.
+WorkSharingTeam& ThreadTeam();
+
+// Whether the calling thread is running a WorkSharingTeam loop body (as owner or helper).
+bool InsideWorkSharingLoop();
+
+}  // namespace taskmoe::kernels
+
+#endif  // TASKMOE_KERNELS_WORK_SHARING_H_

@@ -1,0 +1,80 @@
+// WorkSharingTeam: every index runs exactly once, loop after loop, whatever the team size
+// (more helpers than cores included), from several owning threads at once, and nested loops run
+// inline.
+#include "kernels/work_sharing.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "kernels/runtime.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+void ExpectEachIndexOnce(WorkSharingTeam& team, int64_t n) {
+  std::vector<std::atomic<int>> hits(n);
+  team.Run(n, [&](int64_t i) { hits[i].fetch_add(1, std::memory_order_relaxed); });
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "index " << i << " of " << n;
+}
+
+TEST(WorkSharing, RunsEveryIndexOnce) {
+  for (int helpers : {0, 1, 3, 8}) {
+    WorkSharingTeam team(helpers);
+    EXPECT_EQ(team.helpers(), helpers);
+    for (int64_t n : {0, 1, 2, 5, 17, 64, 1000, 100000}) ExpectEachIndexOnce(team, n);
+  }
+}
+
+// Thousands of back-to-back loops, as a decoding step's: no loop may see another's indices or
+// body, whether the helpers are spinning or asleep between loops.
+TEST(WorkSharing, BackToBackLoopsStayApart) {
+  WorkSharingTeam team(2);
+  for (int loop = 0; loop < 3000; ++loop) {
+    const int64_t n = 1 + loop % 97;
+    std::vector<int64_t> values(n, -1);
+    team.Run(n, [&](int64_t i) { values[i] = i * loop; });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(values[i], i * loop) << "loop " << loop;
+    if (loop % 500 == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // helpers sleep
+  }
+}
+
+TEST(WorkSharing, NestedLoopsRunInline) {
+  WorkSharingTeam team(2);
+  std::atomic<int64_t> sum{0};
+  team.Run(16, [&](int64_t i) {
+    EXPECT_TRUE(InsideWorkSharingLoop());
+    ParallelFor(10, true, [&](int64_t j) { sum.fetch_add(i * 10 + j); });
+  });
+  EXPECT_FALSE(InsideWorkSharingLoop());
+  EXPECT_EQ(sum.load(), 160 * 159 / 2);
+}
+
+// Server workers each own a team; ParallelFor from several threads at once.
+TEST(WorkSharing, ConcurrentOwnersEachUseTheirTeam) {
+  const int previous = NumThreads();
+  ASSERT_TRUE(SetNumThreads(3).ok());
+  std::vector<std::thread> owners;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    owners.emplace_back([&, t] {
+      for (int loop = 0; loop < 200; ++loop) {
+        const int64_t n = 50 + t;
+        std::vector<std::atomic<int>> hits(n);
+        ParallelFor(n, true, [&](int64_t i) { hits[i].fetch_add(1); });
+        for (int64_t i = 0; i < n; ++i) {
+          if (hits[i].load() != 1) failures.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (std::thread& owner : owners) owner.join();
+  EXPECT_EQ(failures.load(), 0);
+  ASSERT_TRUE(SetNumThreads(previous).ok());
+}
+
+}  // namespace
+}  // namespace taskmoe::kernels

@@ -453,6 +453,7 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
 
   const void* src = x.raw_data();
   InputScratch& scratch = Scratch();
+  NoteMatmulRuntime(!OwnInt8Kernel());
   if (OwnInt8Kernel()) {
     // Rows padded to a multiple of 4 inputs with zeros, as the kernel reads 4 at a time.
     const int64_t padded_in = Int8GemmPaddedInputs(in_features_);

@@ -30,6 +30,9 @@ void DefaultOpenMpToPassiveWaiting(int, char**, char**) {
     setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0);
   }
 }
+// Whether this thread's latest matmul ran on oneDNN, which picks ParallelFor's threads.
+thread_local bool matmuls_on_onednn = false;
+
 using PreinitFunction = void (*)(int, char**, char**);
 __attribute__((section(".preinit_array"), used)) const PreinitFunction kPreinitOpenMpDefaults =
     &DefaultOpenMpToPassiveWaiting;
@@ -74,11 +77,16 @@ void ApplyThreadSetting() {
   }
 }
 
+void NoteMatmulRuntime(bool on_onednn) { matmuls_on_onednn = on_onednn; }
+
 void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body) {
-  if (worth_it && NumThreads() > 1 && !InsideWorkSharingLoop()) {
-    ThreadTeam().Run(n, body);
-  } else {
+  if (!worth_it || NumThreads() <= 1 || InsideWorkSharingLoop()) {
     for (int64_t i = 0; i < n; ++i) body(i);
+  } else if (matmuls_on_onednn) {
+#pragma omp parallel for
+    for (int64_t i = 0; i < n; ++i) body(i);
+  } else {
+    ThreadTeam().Run(n, body);
   }
 }
 

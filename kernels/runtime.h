@@ -9,6 +9,9 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+// CpuIsaName() and the other CPU queries live there; included because callers of the runtime
+// (shared/anchors/ct2/ours_driver.cc among them) have always found CpuIsaName here.
+#include "kernels/cpu_features.h"
 
 namespace taskmoe::kernels {
 
@@ -29,10 +32,17 @@ int NumThreads();
 void ApplyThreadSetting();
 
 // Runs body(i) for i in [0, n): across the kernel threads when `worth_it` (enough work to pay
-// for waking them) and more than one thread is set, else on the calling thread. The threads
-// are the calling thread's WorkSharingTeam (work_sharing.h), not OpenMP's: indices are claimed
-// chunk by chunk, so a thread the OS has descheduled (shared cores, a CPU quota) never holds
-// the others up at a barrier. oneDNN keeps its own OpenMP threads.
+// for waking them) and more than one thread is set, else on the calling thread.
+//
+// Which threads: while the calling thread's matmuls run on our own kernels (NoteMatmulRuntime),
+// its WorkSharingTeam (work_sharing.h), whose indices are claimed chunk by chunk, so that a
+// thread the OS has descheduled (shared cores, a CPU quota) never holds the others up at a
+// barrier; while they run on oneDNN, OpenMP's team, the one oneDNN uses, so that one set of
+// threads shares the cores (a second, spinning between loops, slowed the AVX-512 int8 step by
+// 15-25 % at batch 32-128). Unlike `#pragma omp parallel for if (...)`, a loop run on one thread
+// makes libgomp allocate nothing, which a decoding step must not.
+// Records whether the calling thread's latest matmul ran on oneDNN (PackedLinear calls it).
+void NoteMatmulRuntime(bool on_onednn);
 void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body);
 
 }  // namespace taskmoe::kernels

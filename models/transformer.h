@@ -9,6 +9,7 @@
 #define TASKMOE_MODELS_TRANSFORMER_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <variant>
@@ -108,6 +109,8 @@ struct StepCost {
   // Packed weight bytes the step reads at least once: the layers above, and every expert of a
   // token-routed layer (some token may pick any of them).
   size_t weight_bytes = 0;
+  // Those linear layers per kernel path (kernels/matmul.h), e.g. {avx2_int8: 37}.
+  std::map<kernels::MatmulPath, int> linears_per_path;
 };
 
 class TransformerModel {

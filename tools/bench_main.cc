@@ -27,6 +27,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "kernels/cpu_features.h"
 #include "kernels/roofline.h"
@@ -239,6 +240,11 @@ int main(int argc, char** argv) {
         name.c_str(), (*model)->parameter_count() / 1e6, (*model)->memory_bytes() / 1e6,
         (rss_loaded - rss_before) / 1024.0, peak_load / 1024.0, cost.macs_per_row / 1e6,
         cost.weight_bytes / 1e6);
+    std::string paths;
+    for (const auto& [path, count] : cost.linears_per_path) {
+      absl::StrAppend(&paths, paths.empty() ? "" : ", ", count, " ", kernels::MatmulPathName(path));
+    }
+    std::printf("  decoder step's linear layers by kernel path: %s\n", paths.c_str());
     for (int batch : batches) {
       std::vector<std::vector<int32_t>> sources(batch);
       for (int b = 0; b < batch; ++b) {

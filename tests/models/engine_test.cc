@@ -383,6 +383,14 @@ TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
   EXPECT_EQ(costs[ModelKind::kTokenMoe].macs_per_row, 2 * attention + 3 * ffn + 4 * d + d * vocab);
   EXPECT_GE(costs[ModelKind::kTokenMoe].weight_bytes,
             2 * attention_bytes + 5 * expert_bytes + head_bytes + sizeof(float) * 4 * d);
+  // Per kernel path: 4 attention projections and 2 FFN matmuls per layer, and the head, all on
+  // int8's path for this CPU; token routing adds its f32 router and the experts it may read.
+  const kernels::MatmulPath int8_path = kernels::DefaultMatmulPath(kernels::Precision::kInt8);
+  EXPECT_EQ(costs[ModelKind::kDense].linears_per_path,
+            (std::map<kernels::MatmulPath, int>{{int8_path, 13}}));
+  EXPECT_EQ(costs[ModelKind::kTaskMoe].linears_per_path,
+            (std::map<kernels::MatmulPath, int>{{int8_path, 15}}));
+  EXPECT_EQ(costs[ModelKind::kTokenMoe].linears_per_path.at(kernels::MatmulPath::kOneDnnF32), 1);
 }
 
 TEST(Loader, RefusesTensorsThatDisagreeWithTheConfig) {

@@ -7,10 +7,11 @@
 # quota, as a server's would.
 # Usage: tools/contention-bench.sh [--precision=P] [--threads=N] [--batches=1,8,32]
 #                                  [--models=taskmoe-extracted] [other taskmoe-bench flags]
-# Needs build/release (tools/build.sh Release). Takes about 2 minutes per precision.
+# Needs build/release (tools/build.sh Release), or TASKMOE_BENCH=path/to/taskmoe-bench. Takes
+# about 2 minutes per precision.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bench=build/release/tools/taskmoe-bench
+bench=${TASKMOE_BENCH:-build/release/tools/taskmoe-bench}
 if [[ ! -x $bench ]]; then
   echo "contention-bench: $bench is missing (run tools/build.sh Release)" >&2
   exit 2

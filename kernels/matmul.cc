@@ -311,7 +311,27 @@ MatmulPath DefaultMatmulPath(Precision precision) {
 
 absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Tensor& bias,
                                                   Precision precision) {
-  return Create(weight, bias, DefaultMatmulPath(precision));
+  const MatmulPath path = DefaultMatmulPath(precision);
+  absl::StatusOr<PackedLinear> linear = Create(weight, bias, path);
+  if (!linear.ok() || path != MatmulPath::kOneDnnInt8 || !linear->RunsReferenceKernel()) {
+    return linear;
+  }
+  // oneDNN 2.6's AMX int8 brgemm does not cover every shape: the demo model's 1 x 256 x 16000
+  // head ran its reference kernel, 290 ms a call (decoding 2 tokens/s). Such a layer runs on
+  // our own kernel instead, which every x86-64-v3 CPU has.
+  for (MatmulPath own : {MatmulPath::kAvxVnniInt8, MatmulPath::kAvx2Int8}) {
+    if (CheckMatmulPathSupported(own).ok()) return Create(weight, bias, own);
+  }
+  return linear;
+}
+
+bool PackedLinear::RunsReferenceKernel() const {
+  if (OwnInt8Kernel()) return false;
+  for (int64_t rows : {int64_t{1}, int64_t{3}, int64_t{8}, int64_t{16}, kPackingReferenceRows}) {
+    absl::StatusOr<std::string> name = ImplementationName(rows);
+    if (!name.ok() || name->find("ref") != std::string::npos) return true;
+  }
+  return false;
 }
 
 absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Tensor& bias,

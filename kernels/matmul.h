@@ -64,6 +64,8 @@ class PackedLinear {
   // `weight` is [out_features, in_features] (the nn.Linear layout), f32 or bf16. `bias` is
   // [out_features] f32/bf16, or an empty Tensor() for none. Both are copied; the caller may
   // release them afterwards.
+  // On DefaultMatmulPath(precision), except where oneDNN would run its reference kernel for
+  // this shape (RunsReferenceKernel): such an int8 layer runs on our own kernel.
   static absl::StatusOr<PackedLinear> Create(const Tensor& weight, const Tensor& bias,
                                              Precision precision);
   // The same on a given path (tests and benchmarks compare paths); a path this CPU cannot run
@@ -96,6 +98,9 @@ class PackedLinear {
   // The implementation a batch of `rows` runs: oneDNN's name for it (e.g. "brg:avx512_core"),
   // "bf16_as_f32 on <oneDNN's>", or ours ("taskmoe:avx2_int8", "taskmoe:avx_vnni_int8").
   absl::StatusOr<std::string> ImplementationName(int64_t rows) const;
+  // Whether oneDNN would run its reference ("ref", orders of magnitude slower) kernel for some
+  // decoding batch size (1, 3, 8, 16 or 64 rows).
+  bool RunsReferenceKernel() const;
 
  private:
   // Forward without the int8 dequantisation: y holds raw products in int8 (the per-row

@@ -284,6 +284,12 @@ TEST(Matmul, ConcurrentCallersAgree) {
 // reference ("ref") implementation would be correct but orders of magnitude slower.
 TEST(Matmul, UsesOptimisedImplementations) {
   for (Precision p : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
+    // The demo model's head (256 -> 16000) once ran oneDNN's reference int8 kernel with AMX.
+    absl::StatusOr<PackedLinear> head =
+        PackedLinear::Create(MakeWeight(16000, 256, 1), Tensor(), p);
+    ASSERT_TRUE(head.ok());
+    EXPECT_FALSE(head->RunsReferenceKernel())
+        << PrecisionName(p) << " " << *head->ImplementationName(1);
     absl::StatusOr<PackedLinear> linear =
         PackedLinear::Create(MakeWeight(512, 512, 1), Tensor(), p);
     ASSERT_TRUE(linear.ok());

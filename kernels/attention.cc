@@ -190,22 +190,28 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
                             .scale = scale,
                             .causal = options.causal,
                             .causal_offset = options.causal_offset};
+  // One row of scores per task, held by the calling thread: tasks run on whichever thread of
+  // its team claims them (runtime.h), so a per-thread buffer would grow whenever a thread first
+  // met a longer task, an allocation in the middle of a warm decoding loop.
+  thread_local std::vector<float> scores;
+  const int64_t scores_per_task = heads_per_task * tk;
+  if (static_cast<int64_t>(scores.size()) < batch * tasks_per_row * scores_per_task) {
+    scores.resize(batch * tasks_per_row * scores_per_task);
+  }
+  // Taken here: inside the loop body `scores` would name the running thread's own buffer.
+  float* const all_scores = scores.data();
   ParallelFor(batch * tasks_per_row, batch * heads * tq * tk > 4096, [&](int64_t task) {
     const int64_t b = task / tasks_per_row;
     const int64_t offset = (task % tasks_per_row) * heads_per_task * head_dim;
-    thread_local std::vector<float> score_buffer;
-    if (static_cast<int64_t>(score_buffer.size()) < heads_per_task * tk) {
-      score_buffer.resize(heads_per_task * tk);
-    }
+    float* score_buffer = all_scores + task * scores_per_task;
     const int64_t visible_keys = key_lengths.empty() ? tk : key_lengths[b];
     const int64_t kv = b * tk * d + offset;
     if (bf16) {
       Attend(shape, qd + b * tq * d + offset, keys.data<BFloat16>() + kv,
-             values.data<BFloat16>() + kv, visible_keys, score_buffer.data(),
-             od + b * tq * d + offset);
+             values.data<BFloat16>() + kv, visible_keys, score_buffer, od + b * tq * d + offset);
     } else {
       Attend(shape, qd + b * tq * d + offset, keys.data<float>() + kv, values.data<float>() + kv,
-             visible_keys, score_buffer.data(), od + b * tq * d + offset);
+             visible_keys, score_buffer, od + b * tq * d + offset);
     }
   });
   return absl::OkStatus();

@@ -353,7 +353,6 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
         absl::StrCat(kOp, ": weight has an empty dimension: ", weight.shape().ToString()));
   }
   PackedLinear linear;
-  linear.precision_ = precision;
   linear.path_ = path;
   linear.in_features_ = k;
   linear.out_features_ = n;
@@ -421,7 +420,7 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
 
 absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tensor& y) const {
   if (absl::Status s = Multiply(x, activation, y); !s.ok()) return s;
-  if (precision_ == Precision::kInt8 && y.numel() > 0) {
+  if (precision() == Precision::kInt8 && y.numel() > 0) {
     Int8Epilogue(Int8Dequantisation(), activation, y.numel() / out_features_, out_features_,
                  y.data<float>());
   }
@@ -439,7 +438,7 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
   if (rows == 0) return absl::OkStatus();
   const Dequantisation dequantisation = Int8Dequantisation();
   ArgMaxAndLogSumExpRows(products.data<float>(), rows, out_features_,
-                         precision_ == Precision::kInt8 ? &dequantisation : nullptr,
+                         precision() == Precision::kInt8 ? &dequantisation : nullptr,
                          argmax.data<int32_t>(), max.data<float>(), log_sum_exp.data<float>());
   return absl::OkStatus();
 }
@@ -504,11 +503,11 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
     scratch.converted.Resize(DType::kF32, Shape{m, in_features_});
     RoundToBFloat16Values(x.data<float>(), m * in_features_, scratch.converted.data<float>());
     src = scratch.converted.raw_data();
-  } else if (precision_ == Precision::kBF16) {
+  } else if (precision() == Precision::kBF16) {
     scratch.converted.Resize(DType::kBF16, Shape{m, in_features_});
     ConvertToBFloat16(x.data<float>(), m * in_features_, scratch.converted.data<BFloat16>());
     src = scratch.converted.raw_data();
-  } else if (precision_ == Precision::kInt8) {
+  } else if (precision() == Precision::kInt8) {
     scratch.converted.Resize(DType::kS8, Shape{m, in_features_});
     scratch.row_scales.Resize(DType::kF32, Shape{m});
     QuantizeRowsSymmetric(x.data<float>(), m, in_features_, scratch.converted.data<int8_t>(),
@@ -527,7 +526,7 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
     mm.src.set_data_handle(const_cast<void*>(rows_src));
     mm.weights.set_data_handle(const_cast<void*>(packed_weight_.raw_data()));
     mm.dst.set_data_handle(rows_dst);
-    if (key.bias && precision_ != Precision::kInt8) {
+    if (key.bias && precision() != Precision::kInt8) {
       mm.bias.set_data_handle(const_cast<void*>(bias_.raw_data()));
     }
     const dnnl_status_t executed = dnnl_primitive_execute(
@@ -583,7 +582,7 @@ bool PackedLinear::OwnInt8Kernel() const {
 }
 
 Precision PackedLinear::OneDnnPrecision() const {
-  return path_ == MatmulPath::kBF16AsF32 ? Precision::kF32 : precision_;
+  return path_ == MatmulPath::kBF16AsF32 ? Precision::kF32 : precision();
 }
 
 absl::StatusOr<std::string> PackedLinear::ImplementationName(int64_t rows) const {

@@ -90,7 +90,7 @@ class PackedLinear {
 
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
-  Precision precision() const { return precision_; }
+  Precision precision() const { return MatmulPathPrecision(path_); }
   MatmulPath path() const { return path_; }
   bool has_bias() const { return bias_.valid(); }
   // Bytes of packed weights, scales and bias.
@@ -114,7 +114,6 @@ class PackedLinear {
   // The precision oneDNN's primitives compute in (f32 for bf16_as_f32).
   Precision OneDnnPrecision() const;
 
-  Precision precision_ = Precision::kF32;
   MatmulPath path_ = MatmulPath::kOneDnnF32;
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;

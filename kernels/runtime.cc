@@ -30,12 +30,12 @@ void DefaultOpenMpToPassiveWaiting(int, char**, char**) {
     setenv("OMP_WAIT_POLICY", "passive", /*overwrite=*/0);
   }
 }
-// Whether this thread's latest matmul ran on oneDNN, which picks ParallelFor's threads.
-thread_local bool matmuls_on_onednn = false;
-
 using PreinitFunction = void (*)(int, char**, char**);
 __attribute__((section(".preinit_array"), used)) const PreinitFunction kPreinitOpenMpDefaults =
     &DefaultOpenMpToPassiveWaiting;
+
+// Whether this thread's latest matmul ran on oneDNN, which picks ParallelFor's threads.
+thread_local bool matmuls_on_onednn = false;
 
 // OMP_NUM_THREADS when set; otherwise the CPU budget (cpu_budget.h), which unlike OpenMP's
 // default also respects a cgroup CPU quota.

@@ -41,9 +41,11 @@ void ApplyThreadSetting();
 // threads shares the cores (a second, spinning between loops, slowed the AVX-512 int8 step by
 // 15-25 % at batch 32-128). Unlike `#pragma omp parallel for if (...)`, a loop run on one thread
 // makes libgomp allocate nothing, which a decoding step must not.
-// Records whether the calling thread's latest matmul ran on oneDNN (PackedLinear calls it).
-void NoteMatmulRuntime(bool on_onednn);
 void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body);
+
+// Records whether the calling thread's latest matmul ran on oneDNN (PackedLinear calls it):
+// what ParallelFor's choice of threads above goes by.
+void NoteMatmulRuntime(bool on_onednn);
 
 }  // namespace taskmoe::kernels
 

@@ -383,13 +383,20 @@ absl::StatusOr<std::shared_ptr<const TransformerModel>> TransformerModel::Create
 
   model->parameter_count_ = loader.parameters();
   model->keep_alive_ = loader.TakeKeepAlive();
-  size_t bytes = model->encoder_embedding_.bytes() + model->output_projection_->memory_bytes();
+  // Bytes of every weight, and the kernel path each linear layer of the model's precision runs.
+  size_t bytes = model->encoder_embedding_.bytes();
+  std::map<kernels::MatmulPath, int> paths;
+  auto add_linear = [&](const LinearPtr& l) {
+    bytes += l->memory_bytes();
+    if (l->precision() == options.precision) ++paths[l->path()];
+  };
+  add_linear(model->output_projection_);
   if (!config.tie_embeddings) bytes += model->decoder_embedding_.bytes();
   for (const auto* layers : {&model->encoder_layers_, &model->decoder_layers_}) {
     for (const LayerWeights& layer : *layers) {
       for (const AttentionWeights* attn : {&layer.self_attn, &layer.cross_attn}) {
         for (const LinearPtr& l : {attn->qkv, attn->q, attn->kv, attn->out}) {
-          if (l) bytes += l->memory_bytes();
+          if (l) add_linear(l);
         }
       }
       for (const LayerNormWeights* n :
@@ -397,18 +404,25 @@ absl::StatusOr<std::shared_ptr<const TransformerModel>> TransformerModel::Create
         if (n->gamma.valid()) bytes += n->gamma.bytes() + n->beta.bytes();
       }
       if (const auto* dense = std::get_if<DenseFfnWeights>(&layer.ffn)) {
-        bytes += dense->fc1->memory_bytes() + dense->fc2->memory_bytes();
+        add_linear(dense->fc1);
+        add_linear(dense->fc2);
       } else {
         const auto& moe = std::get<MoeFfnWeights>(layer.ffn);
         for (const DenseFfnWeights& e : moe.experts) {
-          bytes += e.fc1->memory_bytes() + e.fc2->memory_bytes();
+          add_linear(e.fc1);
+          add_linear(e.fc2);
         }
-        if (moe.router) bytes += moe.router->memory_bytes();
+        if (moe.router) add_linear(moe.router);
         if (moe.task_logits.valid()) bytes += moe.task_logits.bytes();
       }
     }
   }
   model->memory_bytes_ = bytes;
+  // The path most of them run: one for all but a few layers oneDNN cannot run well on AMX.
+  model->matmul_path_ = kernels::DefaultMatmulPath(options.precision);
+  for (const auto& [path, count] : paths) {
+    if (count > paths[model->matmul_path_]) model->matmul_path_ = path;
+  }
   model->config_ = std::move(config);
   return std::shared_ptr<const TransformerModel>(std::move(model));
 }

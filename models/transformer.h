@@ -126,8 +126,9 @@ class TransformerModel {
 
   const ModelConfig& config() const { return config_; }
   kernels::Precision precision() const { return precision_; }
-  // The kernel path its linear layers run for that precision on this CPU (kernels/matmul.h).
-  kernels::MatmulPath matmul_path() const { return kernels::DefaultMatmulPath(precision_); }
+  // The kernel path most of its linear layers run on this CPU (kernels/matmul.h); the step's
+  // layers per path are in DecoderStepCost.
+  kernels::MatmulPath matmul_path() const { return matmul_path_; }
   // Parameters and bytes of packed weights (shared ones included).
   int64_t parameter_count() const { return parameter_count_; }
   size_t memory_bytes() const { return memory_bytes_; }
@@ -170,6 +171,7 @@ class TransformerModel {
 
   ModelConfig config_;
   kernels::Precision precision_ = kernels::Precision::kF32;
+  kernels::MatmulPath matmul_path_ = kernels::MatmulPath::kOneDnnF32;
   kernels::Tensor encoder_embedding_, decoder_embedding_;  // f32 [vocab, d_model]
   LinearPtr output_projection_;
   kernels::Tensor positions_;  // f32 [max_positions, d_model]

@@ -370,6 +370,10 @@ TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
         TransformerModel::Create(config, *weights, {.precision = kernels::Precision::kInt8});
     ASSERT_TRUE(model.ok()) << model.status();
     costs[kind] = (*model)->DecoderStepCost(**(*model)->RouteForTask(0));
+    // The path the model reports is an int8 one that its step's layers actually run.
+    const kernels::MatmulPath reported = (*model)->matmul_path();
+    EXPECT_EQ(kernels::MatmulPathPrecision(reported), kernels::Precision::kInt8);
+    EXPECT_GT(costs[kind].linears_per_path[reported], 0) << kernels::MatmulPathName(reported);
   }
   EXPECT_EQ(costs[ModelKind::kDense].macs_per_row, 2 * (attention + ffn) + d * vocab);
   EXPECT_EQ(costs[ModelKind::kDense].weight_bytes,

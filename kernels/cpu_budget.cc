@@ -108,17 +108,23 @@ int AffinityCpuCount() {
   return std::max(1, CPU_COUNT(&set));
 }
 
-int DefaultComputeThreads() {
-  int threads = AffinityCpuCount();
-  if (std::optional<double> quota = CgroupCpuQuota()) {
-    threads = std::min(threads, static_cast<int>(std::ceil(*quota - 1e-9)));
-  }
+namespace {
+
+int ThreadsWithin(int affinity_cpus, std::optional<double> quota) {
+  int threads = affinity_cpus;
+  if (quota) threads = std::min(threads, static_cast<int>(std::ceil(*quota - 1e-9)));
   return std::max(1, threads);
 }
 
+}  // namespace
+
+int DefaultComputeThreads() { return ThreadsWithin(AffinityCpuCount(), CgroupCpuQuota()); }
+
 std::string DescribeComputeThreadBudget() {
+  // Read once, so that the line's figures agree with each other.
+  const int affinity = AffinityCpuCount();
   const std::optional<double> quota = CgroupCpuQuota();
-  return absl::StrCat(DefaultComputeThreads(), " (affinity ", AffinityCpuCount(),
+  return absl::StrCat(ThreadsWithin(affinity, quota), " (affinity ", affinity,
                       " CPUs, cgroup quota ", quota ? absl::StrCat(*quota, " CPUs") : "none", ")");
 }
 

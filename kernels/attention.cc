@@ -171,7 +171,6 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
   out.Resize(DType::kF32, Shape{batch, tq, d});
   if (out.numel() == 0) return absl::OkStatus();
 
-  ApplyThreadSetting();
   const int64_t head_dim = d / heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const float* qd = q.data<float>();

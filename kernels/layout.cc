@@ -30,7 +30,6 @@ absl::Status SplitLastDim(const Tensor& x, absl::Span<Tensor* const> parts) {
     parts[i]->Resize(DType::kF32, x.shape().WithLastDim(width));
   }
   if (rows == 0 || width == 0) return absl::OkStatus();
-  ApplyThreadSetting();
   const float* in = x.data<float>();
   ParallelFor(rows, rows * cols > (1 << 16), [&](int64_t r) {
     for (int64_t i = 0; i < n; ++i) {

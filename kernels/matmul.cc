@@ -1,9 +1,11 @@
 // PackedLinear: weight packing at load, per-thread primitive cache, and the int8 epilogue.
 #include "kernels/matmul.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <list>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include "kernels/quantize.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
+#include "kernels/work_sharing.h"
 
 namespace taskmoe::kernels {
 namespace {
@@ -36,12 +39,32 @@ constexpr size_t kMaxCachedPrimitivesPerThread = 1024;
 
 // Row counts that get a primitive of their own: up to kDirectRows (decoding batches) exactly;
 // larger inputs (encoder batches, whose row count is sentences x padded length and takes
-// hundreds of values) run as chunks of kChunkRows plus a remainder padded to a multiple of
-// kPaddedRows. That bounds the primitives per weight shape to about 97 instead of one per
-// row count ever seen, which grew a long-running server by ~40 KB per new encoder shape.
+// hundreds of values) run as blocks of kChunkRows plus a remainder padded to a multiple of
+// kPaddedRows. That bounds the primitives per panel width to about 70 instead of one per
+// row count ever seen, which grew a long-running server by ~40 KB per new encoder shape; and
+// the blocks are further work items for the team.
 constexpr int64_t kDirectRows = 64;
-constexpr int64_t kChunkRows = 1024;
+constexpr int64_t kChunkRows = 256;
 constexpr int64_t kPaddedRows = 32;
+
+// Column panels per thread, and their width's granule (oneDNN's widest column block, so
+// panels split no block). Two per thread let the team even out a thread that is slow or
+// descheduled, at the cost of a few microseconds of primitive launch per panel.
+constexpr int64_t kPanelsPerThread = 2;
+constexpr int64_t kPanelGranule = 64;
+
+// Matmuls smaller than this many multiply-adds run on the calling thread alone.
+constexpr int64_t kParallelMacs = int64_t{1} << 17;
+
+// The width of W's column panels for `n` output columns under the current thread setting: all
+// of W for one thread, else about kPanelsPerThread panels per thread in whole granules.
+int64_t PanelColumns(int64_t n) {
+  const int64_t threads = NumThreads();
+  if (threads <= 1) return n;
+  const int64_t wanted = threads * kPanelsPerThread;
+  const int64_t width = ((n + wanted - 1) / wanted + kPanelGranule - 1) / kPanelGranule;
+  return std::min(n, std::max<int64_t>(1, width) * kPanelGranule);
+}
 
 DataType SourceType(Precision precision) {
   switch (precision) {
@@ -57,19 +80,28 @@ DataType SourceType(Precision precision) {
 
 // Rows the primitive for the remainder of an m-row input computes, after its full chunks
 // (m / kChunkRows of them when m > kDirectRows, else none): the remainder itself, or that
-// padded to a multiple of kPaddedRows when it is too large to get a primitive of its own.
-int64_t RemainderRows(int64_t m, int64_t rest) {
-  if (m <= kDirectRows || rest <= kDirectRows) return rest;
+// padded to a multiple of kPaddedRows when it is too large to get a primitive of its own, and
+// at least `min_rows` (PackedLinear::min_rows_).
+int64_t RemainderRows(int64_t m, int64_t rest, int64_t min_rows) {
+  if (rest == 0) return 0;
+  if (m <= kDirectRows || rest <= kDirectRows) return std::max(rest, min_rows);
   return (rest + kPaddedRows - 1) / kPaddedRows * kPaddedRows;
 }
 
+// A matmul of [m, k] inputs by the [k, n] weights `weights_md` into f32 outputs whose rows
+// are `ldc` floats apart (n: dense).
 absl::StatusOr<dnnl::matmul::primitive_desc> MakeMatmulDesc(int64_t m, int64_t k, int64_t n,
-                                                            Precision precision,
+                                                            int64_t ldc, Precision precision,
                                                             Activation activation, bool bias,
                                                             const memory::desc& weights_md) {
   const memory::desc src({m, k}, SourceType(precision), Tag::ab);
-  const memory::desc dst({m, n}, DataType::f32, Tag::ab);
+  const memory::desc dst = ldc == n ? memory::desc({m, n}, DataType::f32, Tag::ab)
+                                    : memory::desc({m, n}, DataType::f32, memory::dims{ldc, 1});
   dnnl::primitive_attr attr;
+  // Scratch memory comes from the caller, one buffer per team slot: oneDNN's own (this build
+  // shares one between concurrent executions) gave wrong results when two threads ran one
+  // primitive on two panels at once, and it allocated and freed it at every call.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   // int8 products come back as unscaled f32 sums; both scales (per weight column and per
   // input row), the bias and the activation follow in our own epilogue. oneDNN 2.6 cannot
   // scale by rows, and runtime per-column scales would rule out its brgemm kernels (it falls
@@ -96,7 +128,7 @@ absl::StatusOr<dnnl::matmul::primitive_desc> MakeMatmulDesc(int64_t m, int64_t k
 }
 
 struct PrimitiveKey {
-  int64_t m, k, n;
+  int64_t m, k, n, ldc;
   Precision precision;
   Activation activation;
   bool bias;
@@ -104,54 +136,83 @@ struct PrimitiveKey {
   friend bool operator==(const PrimitiveKey&, const PrimitiveKey&) = default;
   template <typename H>
   friend H AbslHashValue(H h, const PrimitiveKey& key) {
-    return H::combine(std::move(h), key.m, key.k, key.n, key.precision, key.activation, key.bias);
+    return H::combine(std::move(h), key.m, key.k, key.n, key.ldc, key.precision, key.activation,
+                      key.bias);
   }
 };
 
-// A primitive with its memory objects and argument list, so that a call only swaps data
-// handles. The list is in the C API's form: the C++ execute() would copy its map into a new
-// vector at every call.
-struct CachedMatmul {
-  dnnl::matmul primitive;
-  memory src, weights, bias, dst;
+// One thread's memory objects and argument list for a primitive, so that a call only swaps
+// data handles. The list is in the C API's form: the C++ execute() would copy its map into a
+// new vector at every call.
+struct MatmulArguments {
+  memory src, weights, bias, dst, scratchpad;
   std::vector<dnnl_exec_arg_t> args;
 };
 
-// Least-recently-used cache of primitives, one per thread: no locks, and oneDNN's own
+// A primitive (which oneDNN lets threads execute concurrently) with arguments for each slot of
+// the calling thread's team (WorkSharingSlot()): its panels run on whichever team thread
+// claims them, with the arguments of that thread's slot.
+struct CachedMatmul {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+  int64_t scratchpad_bytes = 0;  // queried once: the C++ API's query allocates
+  std::vector<MatmulArguments> slots;
+};
+
+// Least-recently-used cache of primitives, one per calling thread: no locks, and oneDNN's own
 // global cache still shares the generated kernels between threads.
 class ThreadMatmulCache {
  public:
-  absl::StatusOr<CachedMatmul*> Get(const PrimitiveKey& key, const memory::desc& weights_md) {
+  // The primitive for `key` with arguments for at least `slots` slots.
+  absl::StatusOr<CachedMatmul*> Get(const PrimitiveKey& key, const memory::desc& weights_md,
+                                    int slots) {
+    CachedMatmul* entry = nullptr;
     if (auto it = index_.find(key); it != index_.end()) {
       entries_.splice(entries_.begin(), entries_, it->second);
-      return &it->second->second;
+      entry = &it->second->second;
+      if (static_cast<int>(entry->slots.size()) >= slots) return entry;
+    } else {
+      absl::StatusOr<dnnl::matmul::primitive_desc> pd = MakeMatmulDesc(
+          key.m, key.k, key.n, key.ldc, key.precision, key.activation, key.bias, weights_md);
+      if (!pd.ok()) return pd.status();
+      try {
+        entries_.emplace_front(key, CachedMatmul{.pd = *pd,
+                                                 .primitive = dnnl::matmul(*pd),
+                                                 .scratchpad_bytes = static_cast<int64_t>(
+                                                     pd->scratchpad_desc().get_size())});
+      } catch (const dnnl::error& e) {
+        return absl::InternalError(absl::StrCat("oneDNN matmul primitive: ", e.what()));
+      }
+      index_[key] = entries_.begin();
+      if (entries_.size() > kMaxCachedPrimitivesPerThread) {
+        index_.erase(entries_.back().first);
+        entries_.pop_back();
+      }
+      entry = &entries_.front().second;
     }
-    absl::StatusOr<dnnl::matmul::primitive_desc> pd =
-        MakeMatmulDesc(key.m, key.k, key.n, key.precision, key.activation, key.bias, weights_md);
-    if (!pd.ok()) return pd.status();
-    CachedMatmul entry;
     try {
-      entry.primitive = dnnl::matmul(*pd);
-      entry.src = memory(pd->src_desc(), Engine(), DNNL_MEMORY_NONE);
-      entry.weights = memory(pd->weights_desc(), Engine(), DNNL_MEMORY_NONE);
-      entry.dst = memory(pd->dst_desc(), Engine(), DNNL_MEMORY_NONE);
-      entry.args = {{DNNL_ARG_SRC, entry.src.get()},
-                    {DNNL_ARG_WEIGHTS, entry.weights.get()},
-                    {DNNL_ARG_DST, entry.dst.get()}};
-      if (key.bias && key.precision != Precision::kInt8) {
-        entry.bias = memory(pd->bias_desc(), Engine(), DNNL_MEMORY_NONE);
-        entry.args.push_back({DNNL_ARG_BIAS, entry.bias.get()});
+      const dnnl::matmul::primitive_desc& pd = entry->pd;
+      while (static_cast<int>(entry->slots.size()) < slots) {
+        MatmulArguments& a = entry->slots.emplace_back();
+        a.src = memory(pd.src_desc(), Engine(), DNNL_MEMORY_NONE);
+        a.weights = memory(pd.weights_desc(), Engine(), DNNL_MEMORY_NONE);
+        a.dst = memory(pd.dst_desc(), Engine(), DNNL_MEMORY_NONE);
+        a.args = {{DNNL_ARG_SRC, a.src.get()},
+                  {DNNL_ARG_WEIGHTS, a.weights.get()},
+                  {DNNL_ARG_DST, a.dst.get()}};
+        if (key.bias && key.precision != Precision::kInt8) {
+          a.bias = memory(pd.bias_desc(), Engine(), DNNL_MEMORY_NONE);
+          a.args.push_back({DNNL_ARG_BIAS, a.bias.get()});
+        }
+        if (entry->scratchpad_bytes > 0) {
+          a.scratchpad = memory(pd.scratchpad_desc(), Engine(), DNNL_MEMORY_NONE);
+          a.args.push_back({DNNL_ARG_SCRATCHPAD, a.scratchpad.get()});
+        }
       }
     } catch (const dnnl::error& e) {
-      return absl::InternalError(absl::StrCat("oneDNN matmul primitive: ", e.what()));
+      return absl::InternalError(absl::StrCat("oneDNN matmul arguments: ", e.what()));
     }
-    entries_.emplace_front(key, std::move(entry));
-    index_[key] = entries_.begin();
-    if (entries_.size() > kMaxCachedPrimitivesPerThread) {
-      index_.erase(entries_.back().first);
-      entries_.pop_back();
-    }
-    return &entries_.front().second;
+    return entry;
   }
 
  private:
@@ -171,6 +232,10 @@ struct InputScratch {
   Tensor converted;
   Tensor row_scales;
   Tensor padded_input;  // a remainder's input, padded to kPaddedRows
+  // Per team slot: a panel's dense outputs, where oneDNN cannot write y's rows itself, and
+  // oneDNN's scratch memory.
+  std::vector<Tensor> panel_outputs;
+  std::vector<Tensor> scratchpads;
 };
 
 InputScratch& Scratch() {
@@ -378,44 +443,78 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
       PackInt8GemmWeights(plain.data<int8_t>(), n, k, linear.packed_weight_.data<int8_t>());
       return linear;
     }
-    absl::StatusOr<dnnl::matmul::primitive_desc> reference =
-        MakeMatmulDesc(kPackingReferenceRows, k, n, precision, Activation::kNone, false,
-                       memory::desc({k, n}, DataType::s8, Tag::any));
-    if (!reference.ok()) return reference.status();
-    linear.packed_md_ = reference->weights_desc();
-    linear.packed_weight_ =
-        Tensor::Allocate(DType::kS8, Shape{static_cast<int64_t>(linear.packed_md_.get_size())});
-    try {
-      memory user(memory::desc({k, n}, DataType::s8, Tag::ba), Engine(), plain.raw_data());
-      memory packed(linear.packed_md_, Engine(), linear.packed_weight_.raw_data());
-      dnnl::reorder(user, packed).execute(ThreadStream(), user, packed);
-      ThreadStream().wait();
-    } catch (const dnnl::error& e) {
-      return absl::InternalError(absl::StrCat(kOp, ": packing weights: ", e.what()));
-    }
+    if (absl::Status s = linear.PackPanels(plain.raw_data(), DataType::s8); !s.ok()) return s;
     return linear;
   }
 
   if (path == MatmulPath::kBF16AsF32) {
     RoundToBFloat16Values(weight32->data<float>(), n * k, weight32->data<float>());
   }
-  const Precision compute = linear.OneDnnPrecision();
-  absl::StatusOr<dnnl::matmul::primitive_desc> reference =
-      MakeMatmulDesc(kPackingReferenceRows, k, n, compute, Activation::kNone, false,
-                     memory::desc({k, n}, SourceType(compute), Tag::any));
-  if (!reference.ok()) return reference.status();
-  linear.packed_md_ = reference->weights_desc();
-  linear.packed_weight_ =
-      Tensor::Allocate(DType::kS8, Shape{static_cast<int64_t>(linear.packed_md_.get_size())});
-  try {
-    memory user(memory::desc({k, n}, DataType::f32, Tag::ba), Engine(), weight32->raw_data());
-    memory packed(linear.packed_md_, Engine(), linear.packed_weight_.raw_data());
-    dnnl::reorder(user, packed).execute(ThreadStream(), user, packed);
-    ThreadStream().wait();
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(absl::StrCat(kOp, ": packing weights: ", e.what()));
-  }
+  if (absl::Status s = linear.PackPanels(weight32->raw_data(), DataType::f32); !s.ok()) return s;
   return linear;
+}
+
+absl::Status PackedLinear::PackPanels(const void* weight, memory::data_type type) {
+  // oneDNN 2.6's AMX int8 brgemm declines small shapes (one row by 512 x 128, say, or 3 rows
+  // by 256 x 64) and leaves them to its reference kernel, 100x slower. Such inputs are padded
+  // with zero rows to 8 or 16, which costs AMX (16-row tiles) next to nothing; where even that
+  // runs it, panels are widened until none does (or W is one panel, which Create(precision)
+  // may still move to our own kernel).
+  for (int64_t width = PanelColumns(out_features_);; width = std::min(out_features_, 2 * width)) {
+    if (absl::Status s = PackPanels(weight, type, width); !s.ok()) return s;
+    for (int64_t min_rows : {1, 8, 16}) {
+      min_rows_ = min_rows;
+      if (!RunsReferenceKernel()) return absl::OkStatus();
+    }
+    min_rows_ = 1;
+    if (width == out_features_) return absl::OkStatus();
+    panels_.clear();
+  }
+}
+
+absl::Status PackedLinear::PackPanels(const void* weight, memory::data_type type, int64_t width) {
+  UseOneDnnOnCallingThread();
+  const int64_t k = in_features_, n = out_features_;
+  const Precision compute = OneDnnPrecision();
+  const size_t element_bytes = memory::data_type_size(type);
+  panels_write_strided_ = false;
+  for (int64_t first = 0; first < n; first += width) {
+    WeightPanel panel{.first_column = first, .columns = std::min(width, n - first)};
+    // The packed layout oneDNN's kernels choose for this panel's shape, used for every row
+    // count: each per-M primitive is created against this fixed layout, never "any", so a
+    // layout change can never silently repack per call.
+    absl::StatusOr<dnnl::matmul::primitive_desc> reference = MakeMatmulDesc(
+        kPackingReferenceRows, k, panel.columns, panel.columns, compute, Activation::kNone, false,
+        memory::desc({k, panel.columns}, SourceType(compute), Tag::any));
+    if (!reference.ok()) return reference.status();
+    panel.md = reference->weights_desc();
+    panel.weight = Tensor::Allocate(DType::kS8, Shape{static_cast<int64_t>(panel.md.get_size())});
+    try {
+      // W is [n, k] row-major, so the panel's [k, columns] view is "ba" with k-element rows.
+      memory user(
+          memory::desc({k, panel.columns}, type, memory::dims{1, k}), Engine(),
+          const_cast<uint8_t*>(static_cast<const uint8_t*>(weight) + first * k * element_bytes));
+      memory packed(panel.md, Engine(), panel.weight.raw_data());
+      dnnl::reorder(user, packed).execute(ThreadStream(), user, packed);
+      ThreadStream().wait();
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(absl::StrCat("PackedLinear: packing weights: ", e.what()));
+    }
+    panels_.push_back(std::move(panel));
+  }
+  // Panels write into y directly where oneDNN's kernel for strided outputs is as fast as for
+  // dense ones (it is the same gemm:jit), not where that would be its reference kernel.
+  if (panels_.size() > 1) {
+    absl::StatusOr<dnnl::matmul::primitive_desc> strided =
+        MakeMatmulDesc(kPackingReferenceRows, k, panels_[0].columns, n, compute, Activation::kNone,
+                       false, panels_[0].md);
+    absl::StatusOr<dnnl::matmul::primitive_desc> dense =
+        MakeMatmulDesc(kPackingReferenceRows, k, panels_[0].columns, panels_[0].columns, compute,
+                       Activation::kNone, false, panels_[0].md);
+    panels_write_strided_ = strided.ok() && dense.ok() &&
+                            std::string(strided->impl_info_str()) == dense->impl_info_str();
+  }
+  return absl::OkStatus();
 }
 
 absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tensor& y) const {
@@ -462,17 +561,15 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
   const int64_t m = x.numel() / in_features_;
   const int64_t chunked = m > kDirectRows ? m / kChunkRows * kChunkRows : 0;
   const int64_t rest = m - chunked;
-  const int64_t rest_rows = RemainderRows(m, rest);
+  const int64_t rest_rows = RemainderRows(m, rest, OwnInt8Kernel() ? 1 : min_rows_);
   // A padded remainder is written straight into y, past its last row: size y's storage for
   // that first (Resize keeps the storage, and its contents, when shrinking the shape after).
   if (rest_rows > rest) y.Resize(DType::kF32, Shape{chunked + rest_rows, out_features_});
   y.Resize(DType::kF32, x.shape().WithLastDim(out_features_));
   if (m == 0) return absl::OkStatus();
-  ApplyThreadSetting();
 
   const void* src = x.raw_data();
   InputScratch& scratch = Scratch();
-  NoteMatmulRuntime(!OwnInt8Kernel());
   if (OwnInt8Kernel()) {
     // Rows padded to a multiple of 4 inputs with zeros, as the kernel reads 4 at a time.
     const int64_t padded_in = Int8GemmPaddedInputs(in_features_);
@@ -514,23 +611,97 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
                           scratch.row_scales.data<float>());
     src = scratch.converted.raw_data();
   }
+  return MultiplyOnOneDnn(src, m, activation, y);
+}
 
-  // Runs `rows` rows from `rows_src` into `rows_dst` with the primitive for that row count.
-  auto run = [&](int64_t rows, const void* rows_src, float* rows_dst) -> absl::Status {
-    const PrimitiveKey key{rows,       in_features_, out_features_, OneDnnPrecision(),
-                           activation, has_bias()};
-    absl::StatusOr<CachedMatmul*> cached = MatmulCache().Get(key, packed_md_);
-    if (!cached.ok()) return cached.status();
-    CachedMatmul& mm = **cached;
-    // oneDNN takes non-const handles even for inputs it only reads.
-    mm.src.set_data_handle(const_cast<void*>(rows_src));
-    mm.weights.set_data_handle(const_cast<void*>(packed_weight_.raw_data()));
-    mm.dst.set_data_handle(rows_dst);
-    if (key.bias && precision() != Precision::kInt8) {
-      mm.bias.set_data_handle(const_cast<void*>(bias_.raw_data()));
+absl::Status PackedLinear::MultiplyOnOneDnn(const void* src, int64_t m, Activation activation,
+                                            Tensor& y) const {
+  constexpr const char* kOp = "PackedLinear::Forward";
+  UseOneDnnOnCallingThread();
+  InputScratch& scratch = Scratch();
+  const int64_t n = out_features_;
+  const int64_t full_blocks = m > kDirectRows ? m / kChunkRows : 0;
+  const int64_t rest = m - full_blocks * kChunkRows;
+  const int64_t rest_rows = RemainderRows(m, rest, min_rows_);
+  const int64_t blocks = full_blocks + (rest > 0 ? 1 : 0);
+  const size_t src_row_bytes = in_features_ * memory::data_type_size(SourceType(OneDnnPrecision()));
+  const auto* src_bytes = static_cast<const uint8_t*>(src);
+  const uint8_t* rest_src = src_bytes + full_blocks * kChunkRows * src_row_bytes;
+  if (rest_rows > rest) {
+    // The remainder's input through a zero-padded copy; the padding rows' results land in
+    // y's spare storage (or the panel scratch) and are never read.
+    scratch.padded_input.Resize(DType::kS8, Shape{rest_rows * static_cast<int64_t>(src_row_bytes)});
+    auto* in = static_cast<uint8_t*>(scratch.padded_input.raw_data());
+    std::memcpy(in, rest_src, rest * src_row_bytes);
+    std::memset(in + rest * src_row_bytes, 0, (rest_rows - rest) * src_row_bytes);
+    rest_src = in;
+  }
+
+  // Everything the loop's bodies use, prepared here by the calling thread for every team slot:
+  // the primitives for each row count (full blocks, remainder) and panel width (all but the
+  // last, the last), and the dense output blocks.
+  const bool strided = panels_write_strided_ || panels_.size() == 1;
+  const int slots = NumThreads();
+  const int64_t block_rows[2] = {kChunkRows, rest_rows};
+  CachedMatmul* primitives[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};
+  for (int r = 0; r < 2; ++r) {
+    if ((r == 0 && full_blocks == 0) || (r == 1 && rest == 0)) continue;
+    for (int w = 0; w < 2; ++w) {
+      const WeightPanel& panel = w == 0 ? panels_.front() : panels_.back();
+      const PrimitiveKey key{
+          block_rows[r],     in_features_, panel.columns, strided ? n : panel.columns,
+          OneDnnPrecision(), activation,   has_bias()};
+      absl::StatusOr<CachedMatmul*> cached = MatmulCache().Get(key, panel.md, slots);
+      if (!cached.ok()) return cached.status();
+      primitives[r][w] = *cached;
     }
+  }
+  if (!strided) {
+    if (static_cast<int>(scratch.panel_outputs.size()) < slots) scratch.panel_outputs.resize(slots);
+    const int64_t most_rows = full_blocks > 0 ? std::max(kChunkRows, rest_rows) : rest_rows;
+    for (Tensor& t : scratch.panel_outputs) {
+      t.Resize(DType::kF32, Shape{most_rows, panels_.front().columns});
+    }
+  }
+  int64_t scratchpad_bytes = 0;
+  for (const auto& by_width : primitives) {
+    for (const CachedMatmul* mm : by_width) {
+      if (mm != nullptr) {
+        scratchpad_bytes = std::max(scratchpad_bytes, mm->scratchpad_bytes);
+      }
+    }
+  }
+  if (static_cast<int>(scratch.scratchpads.size()) < slots) scratch.scratchpads.resize(slots);
+  if (scratchpad_bytes > 0) {
+    for (Tensor& t : scratch.scratchpads) t.Resize(DType::kS8, Shape{scratchpad_bytes});
+  }
+  Tensor* const panel_outputs = scratch.panel_outputs.data();
+  Tensor* const scratchpads = scratch.scratchpads.data();
+  float* const y_data = y.data<float>();
+
+  // Runs one row block through one panel, on whichever team thread claimed it.
+  const auto run = [&](int64_t block, int64_t panel_index) -> absl::Status {
+    const WeightPanel& panel = panels_[panel_index];
+    const bool last = block == full_blocks;
+    const int64_t real_rows = last ? rest : kChunkRows;
+    const int64_t first_row = block * kChunkRows;
+    const void* block_src = last ? rest_src : src_bytes + first_row * src_row_bytes;
+    const int slot = WorkSharingSlot();
+    CachedMatmul& mm =
+        *primitives[last ? 1 : 0][panel_index + 1 == static_cast<int64_t>(panels_.size()) ? 1 : 0];
+    MatmulArguments& a = mm.slots[slot];
+    float* const rows_out = y_data + first_row * n + panel.first_column;
+    float* const out = strided ? rows_out : panel_outputs[slot].data<float>();
+    // oneDNN takes non-const handles even for inputs it only reads.
+    a.src.set_data_handle(const_cast<void*>(block_src));
+    a.weights.set_data_handle(const_cast<void*>(panel.weight.raw_data()));
+    a.dst.set_data_handle(out);
+    if (has_bias() && precision() != Precision::kInt8) {
+      a.bias.set_data_handle(const_cast<float*>(bias_.data<float>() + panel.first_column));
+    }
+    if (mm.scratchpad_bytes > 0) a.scratchpad.set_data_handle(scratchpads[slot].raw_data());
     const dnnl_status_t executed = dnnl_primitive_execute(
-        mm.primitive.get(), ThreadStream().get(), static_cast<int>(mm.args.size()), mm.args.data());
+        mm.primitive.get(), ThreadStream().get(), static_cast<int>(a.args.size()), a.args.data());
     if (executed != dnnl_success) {
       return absl::InternalError(
           absl::StrCat(kOp, ": oneDNN matmul failed with status ", static_cast<int>(executed)));
@@ -539,42 +710,33 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
     if (dnnl_stream_wait(ThreadStream().get()) != dnnl_success) {
       return absl::InternalError(absl::StrCat(kOp, ": oneDNN stream wait failed"));
     }
+    if (!strided) {
+      for (int64_t r = 0; r < real_rows; ++r) {
+        std::memcpy(rows_out + r * n, out + r * panel.columns, sizeof(float) * panel.columns);
+      }
+    }
     return absl::OkStatus();
   };
 
-  const size_t src_row_bytes = in_features_ * memory::data_type_size(SourceType(OneDnnPrecision()));
-  const auto* src_bytes = static_cast<const uint8_t*>(src);
-  float* dst = y.data<float>();
-  for (int64_t done = 0; done < chunked; done += kChunkRows) {
-    if (absl::Status s =
-            run(kChunkRows, src_bytes + done * src_row_bytes, dst + done * out_features_);
-        !s.ok()) {
-      return s;
+  const int64_t panels = static_cast<int64_t>(panels_.size());
+  absl::Status failure;
+  std::mutex failure_mutex;
+  ParallelFor(blocks * panels, m * n * in_features_ >= kParallelMacs, [&](int64_t item) {
+    absl::Status s = run(item / panels, item % panels);
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(failure_mutex);
+      if (failure.ok()) failure = std::move(s);
     }
-  }
-  if (rest > 0) {
-    const void* rest_src = src_bytes + chunked * src_row_bytes;
-    if (rest_rows > rest) {
-      // The remainder's input through a zero-padded copy; the padding rows' results land in
-      // y's spare storage and are never read.
-      scratch.padded_input.Resize(DType::kS8,
-                                  Shape{rest_rows * static_cast<int64_t>(src_row_bytes)});
-      auto* in = static_cast<uint8_t*>(scratch.padded_input.raw_data());
-      std::memcpy(in, rest_src, rest * src_row_bytes);
-      std::memset(in + rest * src_row_bytes, 0, (rest_rows - rest) * src_row_bytes);
-      rest_src = in;
-    }
-    if (absl::Status s = run(rest_rows, rest_src, dst + chunked * out_features_); !s.ok()) {
-      return s;
-    }
-  }
-  return absl::OkStatus();
+  });
+  return failure;
 }
 
 size_t PackedLinear::memory_bytes() const {
-  return (packed_weight_.valid() ? packed_weight_.bytes() : 0) +
-         (bias_.valid() ? bias_.bytes() : 0) +
-         (weight_scales_.valid() ? weight_scales_.bytes() : 0);
+  size_t bytes = (packed_weight_.valid() ? packed_weight_.bytes() : 0) +
+                 (bias_.valid() ? bias_.bytes() : 0) +
+                 (weight_scales_.valid() ? weight_scales_.bytes() : 0);
+  for (const WeightPanel& panel : panels_) bytes += panel.weight.bytes();
+  return bytes;
 }
 
 bool PackedLinear::OwnInt8Kernel() const {
@@ -587,12 +749,22 @@ Precision PackedLinear::OneDnnPrecision() const {
 
 absl::StatusOr<std::string> PackedLinear::ImplementationName(int64_t rows) const {
   if (OwnInt8Kernel()) return absl::StrCat("taskmoe:", MatmulPathName(path_));
-  absl::StatusOr<dnnl::matmul::primitive_desc> pd =
-      MakeMatmulDesc(rows, in_features_, out_features_, OneDnnPrecision(), Activation::kNone,
-                     has_bias(), packed_md_);
-  if (!pd.ok()) return pd.status();
-  if (path_ == MatmulPath::kBF16AsF32) return absl::StrCat("bf16_as_f32 on ", pd->impl_info_str());
-  return std::string(pd->impl_info_str());
+  if (panels_.empty()) return absl::FailedPreconditionError("the linear layer is empty");
+  // The first panel and the last (the only other width); a reference kernel wins the report.
+  std::string name;
+  for (const WeightPanel* panel : {&panels_.front(), &panels_.back()}) {
+    const int64_t ldc = panels_write_strided_ ? out_features_ : panel->columns;
+    absl::StatusOr<dnnl::matmul::primitive_desc> pd =
+        MakeMatmulDesc(std::max(rows, min_rows_), in_features_, panel->columns, ldc,
+                       OneDnnPrecision(), Activation::kNone, has_bias(), panel->md);
+    if (!pd.ok()) return pd.status();
+    if (name.empty() || std::string(pd->impl_info_str()).find("ref") != std::string::npos) {
+      name = pd->impl_info_str();
+    }
+  }
+  if (panels_.size() > 1) absl::StrAppend(&name, ", ", panels_.size(), " column panels");
+  if (path_ == MatmulPath::kBF16AsF32) return absl::StrCat("bf16_as_f32 on ", name);
+  return name;
 }
 
 }  // namespace taskmoe::kernels

@@ -8,14 +8,20 @@
 // runs (DefaultMatmulPath): oneDNN's brgemm kernels with AVX-512 VNNI/BF16 or AMX; on AVX2-only
 // CPUs our own int8 kernel (int8_gemm.h) and bf16 computed in f32 on bf16-rounded values, since
 // oneDNN 2.6 has no bf16 matmul and only a repacking int8 one there.
-// oneDNN primitives are created per row count on first use and cached per thread, so a steady
-// decoding loop neither creates primitives nor allocates; inputs of more than 64 rows run in
-// chunks of 1024 plus a padded remainder, which bounds how many row counts ever get one.
+// Threads: every path runs on the calling thread's WorkSharingTeam (work_sharing.h), never on
+// oneDNN's OpenMP team, whose barriers stall a whole time slice whenever the OS deschedules one
+// thread (shared cores, a CPU quota). oneDNN weights are packed as column panels, about two per
+// thread, each a single-threaded oneDNN matmul of its own, which the team's threads claim.
+// oneDNN primitives are created per row count and panel width on first use and cached per
+// thread, so a steady decoding loop neither creates primitives nor allocates; inputs of more
+// than 64 rows run in blocks of 256 plus a padded remainder, which bounds how many row counts
+// ever get one.
 #ifndef TASKMOE_KERNELS_MATMUL_H_
 #define TASKMOE_KERNELS_MATMUL_H_
 
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/activation.h"
@@ -95,8 +101,10 @@ class PackedLinear {
   bool has_bias() const { return bias_.valid(); }
   // Bytes of packed weights, scales and bias.
   size_t memory_bytes() const;
-  // The implementation a batch of `rows` runs: oneDNN's name for it (e.g. "brg:avx512_core"),
-  // "bf16_as_f32 on <oneDNN's>", or ours ("taskmoe:avx2_int8", "taskmoe:avx_vnni_int8").
+  // The implementation a batch of `rows` runs: oneDNN's name for it (e.g. "brg:avx512_core";
+  // a reference kernel's name if any panel width runs one) with ", <n> column panels" where
+  // there are several, "bf16_as_f32 on <oneDNN's>", or ours ("taskmoe:avx2_int8",
+  // "taskmoe:avx_vnni_int8").
   absl::StatusOr<std::string> ImplementationName(int64_t rows) const;
   // Whether oneDNN would run its reference ("ref", orders of magnitude slower) kernel for some
   // decoding batch size (1, 3, 8, 16 or 64 rows).
@@ -109,16 +117,39 @@ class PackedLinear {
   // How the raw products of this thread's last int8 Multiply become outputs.
   Dequantisation Int8Dequantisation() const;
 
+  // Packs W ([n, k] row-major, of `type`) into panels_ for OneDnnPrecision()'s kernels, in
+  // PanelColumns' width or wider where oneDNN would run its reference kernel on that.
+  absl::Status PackPanels(const void* weight, dnnl::memory::data_type type);
+  // The same in panels of `width` columns (the last one narrower).
+  absl::Status PackPanels(const void* weight, dnnl::memory::data_type type, int64_t width);
+  // Multiply on oneDNN: every (row block, column panel) pair, across the team.
+  absl::Status MultiplyOnOneDnn(const void* src, int64_t m, Activation activation, Tensor& y) const;
+
   // Whether the path is ours (int8_gemm.h) rather than a oneDNN primitive.
   bool OwnInt8Kernel() const;
   // The precision oneDNN's primitives compute in (f32 for bf16_as_f32).
   Precision OneDnnPrecision() const;
 
+  // Columns [first_column, first_column + columns) of W, packed for oneDNN. Every panel but
+  // the last has the same width, so a thread's primitive cache holds at most two per shape.
+  struct WeightPanel {
+    int64_t first_column = 0;
+    int64_t columns = 0;
+    dnnl::memory::desc md;
+    Tensor weight;  // raw bytes in md's layout
+  };
+
   MatmulPath path_ = MatmulPath::kOneDnnF32;
   int64_t in_features_ = 0;
   int64_t out_features_ = 0;
-  dnnl::memory::desc packed_md_;
-  Tensor packed_weight_;  // raw bytes in packed_md_'s layout, or int8_gemm.h's
+  std::vector<WeightPanel> panels_;  // oneDNN paths
+  // Whether oneDNN writes a panel's outputs straight into y's rows (its gemm:jit takes a row
+  // stride) rather than into a dense scratch block that is then copied (brgemm needs dense).
+  bool panels_write_strided_ = false;
+  // Inputs of fewer rows run padded with zero rows to this many, where oneDNN would run its
+  // reference kernel on fewer (AMX int8).
+  int64_t min_rows_ = 1;
+  Tensor packed_weight_;  // our int8 kernel's weights, in int8_gemm.h's layout
   Tensor bias_;           // f32 [N], or empty
   Tensor weight_scales_;  // f32 [N], int8 only
 };

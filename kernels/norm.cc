@@ -25,7 +25,6 @@ absl::Status LayerNorm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
   if (!(eps > 0.0f)) return absl::InvalidArgumentError(absl::StrCat(kOp, ": eps must be > 0"));
   if (y.raw_data() != x.raw_data()) y.Resize(DType::kF32, x.shape());
 
-  ApplyThreadSetting();
   const int64_t rows = x.numel() / d;
   const float* in = x.data<float>();
   float* out = y.data<float>();

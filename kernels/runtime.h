@@ -1,6 +1,7 @@
-// Process-wide compute settings: the oneDNN CPU engine, per-thread streams, and the one
-// thread-count setting that bounds oneDNN and our own OpenMP loops alike (they share the
-// OpenMP runtime, so one bound means no oversubscription between them).
+// Process-wide compute settings: the oneDNN CPU engine, per-thread streams, the one
+// thread-count setting, and ParallelFor, the one way kernels use more than one thread. oneDNN
+// itself runs single-threaded on whichever thread calls it: its OpenMP team would be a second
+// set of threads, whose barriers stall whenever the OS deschedules one of them.
 #ifndef TASKMOE_KERNELS_RUNTIME_H_
 #define TASKMOE_KERNELS_RUNTIME_H_
 
@@ -26,26 +27,18 @@ dnnl::stream& ThreadStream();
 absl::Status SetNumThreads(int threads);
 int NumThreads();
 
-// Applies the thread-count setting to the calling thread's OpenMP state if it changed since
-// this thread last ran a kernel. Every kernel entry point calls it (OpenMP keeps the thread
-// count per thread, and server threads are not created by OpenMP).
-void ApplyThreadSetting();
+// Makes oneDNN primitives created and run on the calling thread single-threaded (OpenMP keeps
+// its thread count per thread; the first call sets it to 1). Everything that creates or runs
+// a oneDNN primitive calls it first.
+void UseOneDnnOnCallingThread();
 
 // Runs body(i) for i in [0, n): across the kernel threads when `worth_it` (enough work to pay
-// for waking them) and more than one thread is set, else on the calling thread.
-//
-// Which threads: while the calling thread's matmuls run on our own kernels (NoteMatmulRuntime),
-// its WorkSharingTeam (work_sharing.h), whose indices are claimed chunk by chunk, so that a
-// thread the OS has descheduled (shared cores, a CPU quota) never holds the others up at a
-// barrier; while they run on oneDNN, OpenMP's team, the one oneDNN uses, so that one set of
-// threads shares the cores (a second, spinning between loops, slowed the AVX-512 int8 step by
-// 15-25 % at batch 32-128). Unlike `#pragma omp parallel for if (...)`, a loop run on one thread
-// makes libgomp allocate nothing, which a decoding step must not.
+// for waking them) and more than one thread is set, else on the calling thread. The threads
+// are the calling thread's WorkSharingTeam (work_sharing.h), whose indices are claimed chunk
+// by chunk, so that a thread the OS has descheduled (shared cores, a CPU quota) never holds
+// the others up at a barrier. A loop run on one thread allocates nothing, which a decoding
+// step must not.
 void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body);
-
-// Records whether the calling thread's latest matmul ran on oneDNN (PackedLinear calls it):
-// what ParallelFor's choice of threads above goes by.
-void NoteMatmulRuntime(bool on_onednn);
 
 }  // namespace taskmoe::kernels
 

@@ -40,7 +40,6 @@ template <void (*RowFn)(float*, int64_t)>
 absl::Status ForEachRow(Tensor& x, const char* op) {
   absl::StatusOr<int64_t> length = RowLength(x, op);
   if (!length.ok()) return length.status();
-  ApplyThreadSetting();
   const int64_t n = *length;
   const int64_t rows = x.numel() / n;
   float* data = x.data<float>();
@@ -123,7 +122,6 @@ TASKMOE_AVX512_CLONE void ArgMaxAndLogSumExpRow(const float* row, int64_t r, int
 void ArgMaxAndLogSumExpRows(const float* values, int64_t rows, int64_t n,
                             const Dequantisation* dequantisation, int32_t* argmax, float* max,
                             float* log_sum_exp) {
-  ApplyThreadSetting();
   ParallelFor(rows, rows * n > (1 << 16), [&](int64_t r) {
     ArgMaxAndLogSumExpRow(values + r * n, r, n, dequantisation, argmax, max, log_sum_exp);
   });

@@ -21,7 +21,6 @@ absl::Status TopK(const Tensor& x, int64_t k, Tensor& values, Tensor& indices) {
   values.Resize(DType::kF32, out_shape);
   indices.Resize(DType::kS32, out_shape);
 
-  ApplyThreadSetting();
   const int64_t rows = x.numel() / n;
   const float* in = x.data<float>();
   float* top_values = values.data<float>();

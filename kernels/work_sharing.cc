@@ -30,6 +30,7 @@ uint32_t EpochOf(uint64_t claim) { return static_cast<uint32_t>(claim >> 32); }
 uint64_t IndexOf(uint64_t claim) { return claim & kIndexMask; }
 
 thread_local bool inside_loop = false;
+thread_local int slot_of_thread = 0;
 
 // Spins (with pause) while `keep_waiting()` holds, for at most `limit`; true when it stopped
 // holding.
@@ -47,7 +48,7 @@ bool SpinWhile(Predicate keep_waiting, std::chrono::microseconds limit) {
 
 WorkSharingTeam::WorkSharingTeam(int helpers) {
   threads_.reserve(std::max(helpers, 0));
-  for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { HelperLoop(); });
+  for (int i = 0; i < helpers; ++i) threads_.emplace_back([this, i] { HelperLoop(i + 1); });
 }
 
 WorkSharingTeam::~WorkSharingTeam() {
@@ -106,7 +107,12 @@ void WorkSharingTeam::Work(uint32_t epoch) {
   inside_loop = false;
 }
 
-void WorkSharingTeam::HelperLoop() {
+void WorkSharingTeam::HelperLoop(int slot) {
+  slot_of_thread = slot;
+  // What a helper needs before it runs oneDNN matmul panels, made here rather than on first
+  // use in some loop, so that it allocates once, when the team starts.
+  UseOneDnnOnCallingThread();
+  (void)ThreadStream();
   uint32_t seen = 0;
   while (true) {
     const auto nothing_new = [&] {
@@ -133,5 +139,7 @@ WorkSharingTeam& ThreadTeam() {
 }
 
 bool InsideWorkSharingLoop() { return inside_loop; }
+
+int WorkSharingSlot() { return slot_of_thread; }
 
 }  // namespace taskmoe::kernels

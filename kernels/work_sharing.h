@@ -40,7 +40,7 @@ class WorkSharingTeam {
  private:
   // Claims and runs chunks of loop `epoch` until none is left or a newer loop has started.
   void Work(uint32_t epoch);
-  void HelperLoop();
+  void HelperLoop(int slot);
 
   // The claim word: the loop's epoch in the high 32 bits, the next unclaimed index in the low
   // 32 (kClosed while the owner is publishing a loop's fields).
@@ -61,6 +61,13 @@ WorkSharingTeam& ThreadTeam();
 
 // Whether the calling thread is running a WorkSharingTeam loop body (as owner or helper).
 bool InsideWorkSharingLoop();
+
+// The calling thread's slot in its team: 1 to helpers() for a team's helpers, 0 for every other
+// thread (owners among them). A loop body indexes per-thread state that its caller prepared
+// with it (PackedLinear's oneDNN memory objects): state prepared by the caller before the loop
+// is warm whichever thread runs which index, unlike thread-local state. Always below
+// NumThreads() while the setting is unchanged.
+int WorkSharingSlot();
 
 }  // namespace taskmoe::kernels
 

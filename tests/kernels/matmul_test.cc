@@ -280,6 +280,66 @@ TEST(Matmul, ConcurrentCallersAgree) {
   }
 }
 
+// Restores the thread setting when it leaves scope.
+class ThreadSettingScope {
+ public:
+  explicit ThreadSettingScope(int threads) : saved_(NumThreads()) {
+    EXPECT_TRUE(SetNumThreads(threads).ok());
+  }
+  ~ThreadSettingScope() { EXPECT_TRUE(SetNumThreads(saved_).ok()); }
+
+ private:
+  int saved_;
+};
+
+// oneDNN weights are split into column panels, about two per thread, in multiples of 64
+// columns, that the team's threads run as single-threaded matmuls: whichever thread runs a
+// panel, and however many panels there are, every call gives the same outputs, and those of
+// one thread up to summation order. (Two threads running one primitive once shared oneDNN's
+// scratch memory and returned wrong outputs in most calls; the repeats catch that.)
+TEST(Matmul, ColumnPanelsGiveTheSameOutputsOnAnyThreadCount) {
+  constexpr int64_t k = 64, n = 1000;
+  const Tensor w = MakeWeight(n, k, 21);
+  const Tensor b = RandomTensor(Shape{n}, 22, 0.5f);
+  for (MatmulPath path : kAllMatmulPaths) {
+    if (!CheckMatmulPathSupported(path).ok()) continue;
+    if (path == MatmulPath::kAvx2Int8 || path == MatmulPath::kAvxVnniInt8) continue;
+    std::vector<std::vector<float>> one_thread;
+    // Panel widths: all of W; 1000 / 4 -> 256 (256 x 3 + 232); 1000 / 6 -> 192 (192 x 5 + 40).
+    for (const auto& [threads, panels] : {std::pair{1, 1}, std::pair{2, 4}, std::pair{3, 6}}) {
+      ThreadSettingScope setting(threads);
+      absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, b, path);
+      ASSERT_TRUE(linear.ok()) << linear.status();
+      const std::string impl = *linear->ImplementationName(8);
+      if (panels > 1 && impl.find("ref") == std::string::npos) {
+        EXPECT_NE(impl.find(absl::StrCat(", ", panels, " column panels")), std::string::npos)
+            << MatmulPathName(path) << " threads=" << threads << ": " << impl;
+      }
+      int case_index = 0;
+      for (int64_t m : {1, 38, 300}) {
+        const Tensor x = RandomTensor(Shape{m, k}, 23 + static_cast<uint32_t>(m));
+        Tensor first, again;
+        ASSERT_TRUE(linear->Forward(x, Activation::kRelu, first).ok());
+        const std::vector<float> expected = ToVector(first);
+        for (int repeat = 0; repeat < 50; ++repeat) {
+          ASSERT_TRUE(linear->Forward(x, Activation::kRelu, again).ok());
+          ASSERT_EQ(ToVector(again), expected)
+              << MatmulPathName(path) << " threads=" << threads << " M=" << m << " call " << repeat;
+        }
+        if (threads == 1) {
+          one_thread.push_back(expected);
+        } else {
+          const std::vector<double> reference(one_thread[case_index].begin(),
+                                              one_thread[case_index].end());
+          EXPECT_LE(WorstToleranceRatio(expected, reference, 1e-5, 1e-5), 1.0)
+              << MatmulPathName(path) << " threads=" << threads << " M=" << m;
+        }
+        ++case_index;
+      }
+    }
+  }
+}
+
 // The packed layout must let oneDNN pick an optimised kernel at every batch size; its
 // reference ("ref") implementation would be correct but orders of magnitude slower.
 TEST(Matmul, UsesOptimisedImplementations) {

@@ -31,7 +31,8 @@ inline __m256i DotAccumulate(__m256i acc, __m256i abs_a, __m256i signed_w) {
 // kRows rows x kBlocks blocks of 8 columns, over every input: y[r][c] = float(sum a * w) for
 // the first `valid_cols` columns of the tile. `w` points at the tile's first block; blocks
 // follow each other `block_bytes` apart (int8_gemm.h has the layout). The accumulators stay
-// in registers: at most 4 x 2 of them, plus the weights, one broadcast input and its |a|.
+// in registers: at most kMaxTileRows x 2 of them, plus the weights, one broadcast input and
+// its |a|.
 template <int kRows, int kBlocks>
 inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t block_bytes, int64_t groups,
                  float* y, int64_t ldy, int64_t valid_cols) {
@@ -78,6 +79,12 @@ inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t block_by
   }
 }
 
+// Rows per tile. Three rows x two blocks keep the six accumulators, both weight vectors and
+// the temporaries in the 16 vector registers; four rows made GCC spill accumulators to the
+// stack at every step, and ran the 128 x 512 x 64000 head 20-30 % slower (kernels_bench, AVX2
+// and AVX-VNNI alike).
+constexpr int kMaxTileRows = 3;
+
 template <int kBlocks>
 inline void TileRows(int64_t rows, const int8_t* a, int64_t lda, const int8_t* w,
                      int64_t block_bytes, int64_t groups, float* y, int64_t ldy,
@@ -87,15 +94,13 @@ inline void TileRows(int64_t rows, const int8_t* a, int64_t lda, const int8_t* w
       return Tile<1, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
     case 2:
       return Tile<2, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
-    case 3:
-      return Tile<3, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
     default:
-      return Tile<4, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
+      return Tile<kMaxTileRows, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
   }
 }
 
 // Column tiles [first_tile, first_tile + tile_count) of 16 columns, each over all m rows
-// (4 at a time, so a tile's weights are read from memory once and then from L1).
+// (kMaxTileRows at a time, so a tile's weights are read from memory once and then from L1).
 inline void GemmColumnTiles(const Int8GemmArgs& args, int64_t first_tile, int64_t tile_count) {
   const int64_t block_bytes = args.padded_in * kInt8GemmBlockColumns;
   const int64_t groups = args.padded_in / 4;
@@ -104,8 +109,8 @@ inline void GemmColumnTiles(const Int8GemmArgs& args, int64_t first_tile, int64_
     const int64_t col = tile * kTileColumns;
     const int64_t valid_cols = std::min(kTileColumns, args.n - col);
     const int8_t* w = args.packed + (col / kInt8GemmBlockColumns) * block_bytes;
-    for (int64_t r = 0; r < args.m; r += 4) {
-      const int64_t rows = std::min<int64_t>(4, args.m - r);
+    for (int64_t r = 0; r < args.m; r += kMaxTileRows) {
+      const int64_t rows = std::min<int64_t>(kMaxTileRows, args.m - r);
       const int8_t* a = args.a + r * args.lda;
       float* y = args.y + r * args.ldy + col;
       if (valid_cols > kInt8GemmBlockColumns) {

@@ -52,18 +52,23 @@ constexpr int64_t kPaddedRows = 32;
 // descheduled, at the cost of a few microseconds of primitive launch per panel.
 constexpr int64_t kPanelsPerThread = 2;
 constexpr int64_t kPanelGranule = 64;
+// Widest panel: brgemm's panels go through a dense per-thread block of rows x width floats,
+// which for a 64,000-word vocabulary in four panels took 16 MB per thread at 256 rows; 2,048
+// columns keep it at 2 MB (and give the team more items to even out).
+constexpr int64_t kMaxPanelColumns = 2048;
 
 // Matmuls smaller than this many multiply-adds run on the calling thread alone.
 constexpr int64_t kParallelMacs = int64_t{1} << 17;
 
 // The width of W's column panels for `n` output columns under the current thread setting: all
-// of W for one thread, else about kPanelsPerThread panels per thread in whole granules.
+// of W for one thread, else about kPanelsPerThread panels per thread in whole granules, at
+// most kMaxPanelColumns.
 int64_t PanelColumns(int64_t n) {
   const int64_t threads = NumThreads();
   if (threads <= 1) return n;
   const int64_t wanted = threads * kPanelsPerThread;
   const int64_t width = ((n + wanted - 1) / wanted + kPanelGranule - 1) / kPanelGranule;
-  return std::min(n, std::max<int64_t>(1, width) * kPanelGranule);
+  return std::min({n, std::max<int64_t>(1, width) * kPanelGranule, kMaxPanelColumns});
 }
 
 DataType SourceType(Precision precision) {

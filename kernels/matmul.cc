@@ -564,12 +564,6 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
                                                    ", expected [..., ", in_features_, "]"));
   }
   const int64_t m = x.numel() / in_features_;
-  const int64_t chunked = m > kDirectRows ? m / kChunkRows * kChunkRows : 0;
-  const int64_t rest = m - chunked;
-  const int64_t rest_rows = RemainderRows(m, rest, OwnInt8Kernel() ? 1 : min_rows_);
-  // A padded remainder is written straight into y, past its last row: size y's storage for
-  // that first (Resize keeps the storage, and its contents, when shrinking the shape after).
-  if (rest_rows > rest) y.Resize(DType::kF32, Shape{chunked + rest_rows, out_features_});
   y.Resize(DType::kF32, x.shape().WithLastDim(out_features_));
   if (m == 0) return absl::OkStatus();
 
@@ -642,13 +636,22 @@ absl::Status PackedLinear::MultiplyOnOneDnn(const void* src, int64_t m, Activati
     rest_src = in;
   }
 
+  const bool strided = PanelsWriteIntoOutput();
+  if (strided && rest_rows > rest) {
+    // A padded remainder is written straight into y, past its last row: size y's storage for
+    // that (Resize keeps the storage, and its contents, when shrinking back to the shape).
+    const Shape shape = y.shape();
+    y.Resize(DType::kF32, Shape{full_blocks * kChunkRows + rest_rows, n});
+    y.Resize(DType::kF32, shape);
+  }
+
   // Everything the loop's bodies use, prepared here by the calling thread for every team slot:
   // the primitives for each row count (full blocks, remainder) and panel width (all but the
-  // last, the last), and the dense output blocks.
-  const bool strided = panels_write_strided_ || panels_.size() == 1;
+  // last, the last), oneDNN's scratch memory and the dense output blocks.
   const int slots = NumThreads();
   const int64_t block_rows[2] = {kChunkRows, rest_rows};
   CachedMatmul* primitives[2][2] = {{nullptr, nullptr}, {nullptr, nullptr}};
+  int64_t scratchpad_bytes = 0;
   for (int r = 0; r < 2; ++r) {
     if ((r == 0 && full_blocks == 0) || (r == 1 && rest == 0)) continue;
     for (int w = 0; w < 2; ++w) {
@@ -659,6 +662,7 @@ absl::Status PackedLinear::MultiplyOnOneDnn(const void* src, int64_t m, Activati
       absl::StatusOr<CachedMatmul*> cached = MatmulCache().Get(key, panel.md, slots);
       if (!cached.ok()) return cached.status();
       primitives[r][w] = *cached;
+      scratchpad_bytes = std::max(scratchpad_bytes, (*cached)->scratchpad_bytes);
     }
   }
   if (!strided) {
@@ -666,14 +670,6 @@ absl::Status PackedLinear::MultiplyOnOneDnn(const void* src, int64_t m, Activati
     const int64_t most_rows = full_blocks > 0 ? std::max(kChunkRows, rest_rows) : rest_rows;
     for (Tensor& t : scratch.panel_outputs) {
       t.Resize(DType::kF32, Shape{most_rows, panels_.front().columns});
-    }
-  }
-  int64_t scratchpad_bytes = 0;
-  for (const auto& by_width : primitives) {
-    for (const CachedMatmul* mm : by_width) {
-      if (mm != nullptr) {
-        scratchpad_bytes = std::max(scratchpad_bytes, mm->scratchpad_bytes);
-      }
     }
   }
   if (static_cast<int>(scratch.scratchpads.size()) < slots) scratch.scratchpads.resize(slots);
@@ -744,6 +740,10 @@ size_t PackedLinear::memory_bytes() const {
   return bytes;
 }
 
+bool PackedLinear::PanelsWriteIntoOutput() const {
+  return panels_write_strided_ || panels_.size() == 1;
+}
+
 bool PackedLinear::OwnInt8Kernel() const {
   return path_ == MatmulPath::kAvx2Int8 || path_ == MatmulPath::kAvxVnniInt8;
 }
@@ -758,7 +758,7 @@ absl::StatusOr<std::string> PackedLinear::ImplementationName(int64_t rows) const
   // The first panel and the last (the only other width); a reference kernel wins the report.
   std::string name;
   for (const WeightPanel* panel : {&panels_.front(), &panels_.back()}) {
-    const int64_t ldc = panels_write_strided_ ? out_features_ : panel->columns;
+    const int64_t ldc = PanelsWriteIntoOutput() ? out_features_ : panel->columns;
     absl::StatusOr<dnnl::matmul::primitive_desc> pd =
         MakeMatmulDesc(std::max(rows, min_rows_), in_features_, panel->columns, ldc,
                        OneDnnPrecision(), Activation::kNone, has_bias(), panel->md);

@@ -125,6 +125,9 @@ class PackedLinear {
   // Multiply on oneDNN: every (row block, column panel) pair, across the team.
   absl::Status MultiplyOnOneDnn(const void* src, int64_t m, Activation activation, Tensor& y) const;
 
+  // Whether oneDNN writes each panel's outputs into y's rows (one panel, or strided outputs
+  // oneDNN runs as fast), rather than into a per-thread dense block that is copied out.
+  bool PanelsWriteIntoOutput() const;
   // Whether the path is ours (int8_gemm.h) rather than a oneDNN primitive.
   bool OwnInt8Kernel() const;
   // The precision oneDNN's primitives compute in (f32 for bf16_as_f32).

@@ -420,8 +420,12 @@ absl::StatusOr<std::shared_ptr<const TransformerModel>> TransformerModel::Create
   model->memory_bytes_ = bytes;
   // The path most of them run: one for all but a few layers oneDNN cannot run well on AMX.
   model->matmul_path_ = kernels::DefaultMatmulPath(options.precision);
+  int most = paths.contains(model->matmul_path_) ? paths.at(model->matmul_path_) : 0;
   for (const auto& [path, count] : paths) {
-    if (count > paths[model->matmul_path_]) model->matmul_path_ = path;
+    if (count > most) {
+      most = count;
+      model->matmul_path_ = path;
+    }
   }
   model->config_ = std::move(config);
   return std::shared_ptr<const TransformerModel>(std::move(model));

@@ -25,18 +25,19 @@ grpc::Status AdminServiceImpl::ReloadTask(grpc::ServerContext* context,
     if (reloaded.status().code() == absl::StatusCode::kFailedPrecondition) {
       metrics_.CountLoadFailure(request->task());
     }
-    Log(LogLevel::kWarning,
-        absl::StrCat("reload of ", request->task(), " refused: ", reloaded.status().message()));
+    Log(LogLevel::kWarning, "reload refused",
+        {{"task", request->task()}, {"error", reloaded.status().message()}});
     return ToGrpcStatus(reloaded.status());
   }
   on_loaded_(*reloaded->current);
   response->set_task(request->task());
   if (reloaded->previous) response->set_previous_version(reloaded->previous->version);
   response->set_version(reloaded->current->version);
-  Log(LogLevel::kInfo,
-      absl::StrCat("reloaded task ", request->task(), ": version ",
-                   reloaded->previous ? reloaded->previous->version : "(none)", " -> ",
-                   reloaded->current->version, " in ", absl::FormatDuration(absl::Now() - start)));
+  Log(LogLevel::kInfo, "reloaded task",
+      {{"task", request->task()},
+       {"previous_version", reloaded->previous ? reloaded->previous->version : "-"},
+       {"version", reloaded->current->version},
+       {"time", absl::FormatDuration(absl::Now() - start)}});
   return grpc::Status::OK;
 }
 

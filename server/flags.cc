@@ -75,6 +75,9 @@ ABSL_FLAG(int, malloc_trim_interval_ms,
           "How often freed memory the allocator keeps is returned to the system (0: never)");
 ABSL_FLAG(std::string, log_level, "info",
           "debug (adds one line per request), info (one per event), warning or error");
+ABSL_FLAG(std::string, log_format, "text",
+          "text: '<time> <LEVEL> <message> key=value ...' lines; json: one JSON object per line "
+          "(time, level, msg and the same fields)");
 ABSL_FLAG(bool, debug_ignore_eos, false,
           "Tests and benchmarks only: never stop at EOS; every sentence decodes "
           "max_output_tokens tokens");
@@ -87,6 +90,9 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   absl::StatusOr<LogLevel> level = ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!level.ok()) return level.status();
   SetLogLevel(*level);
+  absl::StatusOr<LogFormat> format = ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+  if (!format.ok()) return format.status();
+  SetLogFormat(*format);
   ServerOptions o;
   o.model_repository = absl::GetFlag(FLAGS_model_repository);
   o.host = absl::GetFlag(FLAGS_host);

@@ -8,7 +8,8 @@
 
 namespace taskmoe::server {
 
-// Reads the parsed flags (call after absl::ParseCommandLine), applies --log_level, and
+// Reads the parsed flags (call after absl::ParseCommandLine), applies --log_level and
+// --log_format, and
 // returns validated options.
 absl::StatusOr<ServerOptions> ServerOptionsFromFlags();
 

@@ -2,6 +2,7 @@
 // Prometheus metrics (§5). SIGTERM or SIGINT drains and exits 0.
 //
 //   taskmoe-server --model_repository REPO [--port 8500] [--metrics_port 9464]
+#include <grpc/support/log.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -40,6 +41,16 @@ bool WritePortFile(const std::string& path, int grpc_port, int metrics_port, int
   return !ec;
 }
 
+// gRPC's own messages (gpr_log: a failed accept, a bad handshake) in the server's format, so
+// that a JSON log stays one JSON object per line. gRPC prints only errors unless
+// GRPC_VERBOSITY says otherwise, and it filters before calling this.
+void ForwardGrpcLog(gpr_log_func_args* args) {
+  const LogLevel level = args->severity == GPR_LOG_SEVERITY_ERROR  ? LogLevel::kError
+                         : args->severity == GPR_LOG_SEVERITY_INFO ? LogLevel::kInfo
+                                                                   : LogLevel::kDebug;
+  Log(level, args->message, {{"source", "grpc"}, {"file", args->file}, {"line", args->line}});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -63,6 +74,7 @@ int main(int argc, char** argv) {
                  std::string(options.status().message()).c_str());
     return 2;
   }
+  gpr_set_log_function(ForwardGrpcLog);
   // Blocked before any thread exists, so every thread inherits the mask and the signals wait
   // for sigwait below instead of killing the process mid-request.
   sigset_t signals;

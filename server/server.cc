@@ -51,6 +51,9 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(options.host, ":", options.port);
   builder.AddListeningPort(address, *credentials, &self->grpc_port_);
+  // gRPC sets SO_REUSEPORT by default: a second server on a port already in use would then
+  // start and take half of the new connections. Without it the bind fails and so does Start.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_request_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   // Each call in flight holds a thread while it waits for its batch; bounding the threads
@@ -70,6 +73,7 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
       grpc::ServerBuilder admin_builder;
       const std::string admin_address = absl::StrCat(options.admin_host, ":", options.admin_port);
       admin_builder.AddListeningPort(admin_address, *credentials, &self->admin_port_);
+      admin_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
       admin_builder.SetMaxReceiveMessageSize(options.max_request_bytes);
       admin_builder.RegisterService(self->admin_.get());
       self->admin_server_ = admin_builder.BuildAndStart();

@@ -162,13 +162,15 @@ void TranslationServiceImpl::Record(const std::string& method, const std::string
     }
   }
   if (LogEnabled(LogLevel::kDebug)) {
-    Log(LogLevel::kDebug,
-        absl::StrCat(method, " id=", request_id.empty() ? "-" : request_id,
-                     " task=", task_label.empty() ? "-" : task_label,
-                     " texts=", state ? state->size() : 0, " output_tokens=", output_tokens,
-                     " code=", absl::StatusCodeToString(status.code()),
-                     " time=", absl::FormatDuration(elapsed),
-                     status.ok() ? "" : absl::StrCat(" error=\"", status.message(), "\"")));
+    // The id and the error message come from the caller: fields, escaped (log.h).
+    Log(LogLevel::kDebug, method,
+        {{"id", request_id.empty() ? "-" : request_id},
+         {"task", task_label.empty() ? "-" : task_label},
+         {"texts", state ? state->size() : 0},
+         {"output_tokens", output_tokens},
+         {"code", absl::StatusCodeToString(status.code())},
+         {"time", absl::FormatDuration(elapsed)},
+         {"error", status.message()}});
   }
 }
 

@@ -24,8 +24,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -34,6 +32,7 @@
 #include "kernels/runtime.h"
 #include "models/decoding.h"
 #include "models/random_model.h"
+#include "tools/command_line.h"
 
 ABSL_FLAG(std::string, shape, "wmt",
           "wmt: the paper's Transformer Base (d 512, ff 2048, 8 heads, 6+6 layers, vocab 64k, "
@@ -154,8 +153,9 @@ absl::StatusOr<Measurement> Measure(const models::TransformerModel& model,
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Decoding throughput of dense, TaskMoE and TokenMoE models.");
-  absl::ParseCommandLine(argc, argv);
+  tools::ParseToolCommandLine(argc, argv,
+                              "Decoding throughput of dense, TaskMoE and TokenMoE models.",
+                              "tools/bench_main.cc");
   if (absl::GetFlag(FLAGS_threads) > 0 &&
       !kernels::SetNumThreads(absl::GetFlag(FLAGS_threads)).ok()) {
     std::cerr << "taskmoe-bench: bad --threads\n";

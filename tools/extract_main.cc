@@ -9,10 +9,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_split.h"
 #include "models/extract.h"
+#include "tools/command_line.h"
 
 ABSL_FLAG(std::string, checkpoint, "",
           "full model directory (config.json, model.safetensors, spm.model)");
@@ -21,10 +20,11 @@ ABSL_FLAG(std::string, tasks, "", "comma-separated task ids (default: every task
 ABSL_FLAG(std::string, dtype, "", "storage dtype F32 or BF16 (default: the checkpoint's)");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  taskmoe::tools::ParseToolCommandLine(
+      argc, argv,
       "Extracts per-task subnetworks of a TaskMoE model into a model repository.\n"
-      "  taskmoe-extract --checkpoint DIR --out REPO [--tasks en-de,de-en]");
-  absl::ParseCommandLine(argc, argv);
+      "  taskmoe-extract --checkpoint DIR --out REPO [--tasks en-de,de-en]",
+      "tools/extract_main.cc");
   using namespace taskmoe::models;
   const std::string checkpoint = absl::GetFlag(FLAGS_checkpoint);
   const std::string out = absl::GetFlag(FLAGS_out);

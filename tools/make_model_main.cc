@@ -19,17 +19,14 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "models/extract.h"
 #include "models/random_model.h"
 #include "models/sentencepiece_model.h"
+#include "tools/command_line.h"
 
 ABSL_FLAG(std::string, kind, "taskmoe",
           "taskmoe: one extracted subnetwork per task; taskmoe-full: the whole TaskMoE model, "
@@ -176,17 +173,12 @@ int64_t CountParameters(const std::vector<OwnedTensor>& tensors) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "tools/make_model_main.cc");
-  };
-  usage.contains_helpshort_flags = usage.contains_help_flags;
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
+  const std::vector<char*> positional = taskmoe::tools::ParseToolCommandLine(
+      argc, argv,
       "Writes a model repository of random weights for serving benchmarks.\n"
       "  taskmoe-make-model --kind taskmoe|taskmoe-full|tokenmoe|dense|hybrid --shape wmt "
-      "--spm SPM --out REPO [--tasks en-de]");
-  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+      "--spm SPM --out REPO [--tasks en-de]",
+      "tools/make_model_main.cc");
   if (positional.size() > 1) {
     return Fail(kUsageError, absl::InvalidArgumentError(
                                  absl::StrCat("unexpected argument '", positional[1], "'")));

@@ -6,10 +6,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "kernels/runtime.h"
 #include "models/translator.h"
+#include "tools/command_line.h"
 
 ABSL_FLAG(std::string, model, "", "model directory (config.json, model.safetensors, spm.model)");
 ABSL_FLAG(std::string, task, "", "task id, e.g. en-de");
@@ -26,10 +25,11 @@ ABSL_FLAG(int, threads, 0, "compute threads (0: OMP_NUM_THREADS or all cores)");
 ABSL_FLAG(bool, scores, false, "prefix each line with its score and a tab");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  taskmoe::tools::ParseToolCommandLine(
+      argc, argv,
       "Translates standard input, one sentence per line, to standard output.\n"
-      "  taskmoe-translate --model DIR --task en-de < input.txt > output.txt");
-  absl::ParseCommandLine(argc, argv);
+      "  taskmoe-translate --model DIR --task en-de < input.txt > output.txt",
+      "tools/translate_main.cc");
   using namespace taskmoe;
   const std::string model_dir = absl::GetFlag(FLAGS_model);
   const std::string task = absl::GetFlag(FLAGS_task);

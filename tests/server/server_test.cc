@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "nlohmann/json.hpp"
 #include "taskmoe/v1/translation.grpc.pb.h"
 #include "tests/server/rpc.h"
 #include "tests/server/server_process.h"
@@ -510,6 +511,82 @@ TEST_F(ServerTest, MetricsPassPromtool) {
   EXPECT_EQ(status, 0) << "promtool (Debian package prometheus; tools/setup.sh test installs "
                           "it) says:\n"
                        << output;
+}
+
+// A request id is logged at debug level: a caller once forged fields with it ("x code=OK
+// task=en-fr" logged bare). In text it is one quoted value; in JSON every line parses.
+TEST_F(ServerTest, RequestLogLinesCannotBeForgedByTheCaller) {
+  const std::string forged = "x code=OK task=en-fr";
+  for (const std::string format : {"text", "json"}) {
+    SCOPED_TRACE(format);
+    auto server = StartServer({"--log_level=debug", "--log_format=" + format});
+    ASSERT_NE(server, nullptr);
+    TranslateRequest request = Request("no-such-task", {"Hello world."});
+    request.set_request_id(forged);
+    TranslateResponse response;
+    EXPECT_EQ(Translate(*server, request, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (server->Log().find("no-such-task") == std::string::npos && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    const std::string log = server->Log();
+    if (format == "text") {
+      EXPECT_NE(log.find(" DEBUG Translate id=\"x code=OK task=en-fr\" task=-"), std::string::npos)
+          << log;
+      EXPECT_EQ(log.find("id=x "), std::string::npos) << log;
+      continue;
+    }
+    int request_lines = 0;
+    for (absl::string_view line : absl::StrSplit(log, '\n', absl::SkipEmpty())) {
+      const nlohmann::json parsed =
+          nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      ASSERT_FALSE(parsed.is_discarded()) << "not JSON: " << line;
+      ASSERT_TRUE(parsed.contains("time") && parsed.contains("level") && parsed.contains("msg"))
+          << line;
+      if (parsed["msg"] != "Translate") continue;
+      ++request_lines;
+      EXPECT_EQ(parsed["id"], forged);
+      EXPECT_EQ(parsed["code"], "NOT_FOUND");
+      EXPECT_EQ(parsed["task"], "-");
+    }
+    EXPECT_EQ(request_lines, 1) << log;
+  }
+}
+
+// A second server on a port the first one holds must refuse to start: with gRPC's default
+// SO_REUSEPORT it used to start and take half of the new connections.
+TEST_F(ServerTest, PortsInUseAreRefusedAtStart) {
+  std::unique_ptr<ServerProcess> first = StartServer({"--admin_port=0", "--enable_admin"});
+  ASSERT_NE(first, nullptr);
+  const std::string grpc_port = first->address().substr(first->address().rfind(':') + 1);
+  const std::string repository = "--model_repository=" + repository_;
+  const std::string host = "--host=127.0.0.1";
+  const std::string metrics_host = "--metrics_host=127.0.0.1";
+
+  ExitResult grpc_taken = RunServerToExit(
+      {repository, host, "--port=" + grpc_port, "--metrics_port=-1"}, absl::Seconds(60));
+  EXPECT_EQ(grpc_taken.code, 1) << grpc_taken.log;
+  EXPECT_NE(grpc_taken.log.find("cannot listen on 127.0.0.1:" + grpc_port + " (in use"),
+            std::string::npos)
+      << grpc_taken.log;
+
+  ExitResult admin_taken =
+      RunServerToExit({repository, host, "--port=0", "--metrics_port=-1", "--enable_admin",
+                       absl::StrCat("--admin_port=", first->admin_port())},
+                      absl::Seconds(60));
+  EXPECT_EQ(admin_taken.code, 1) << admin_taken.log;
+  EXPECT_NE(admin_taken.log.find("for --admin_port (in use"), std::string::npos) << admin_taken.log;
+
+  ExitResult metrics_taken =
+      RunServerToExit({repository, host, "--port=0", metrics_host,
+                       absl::StrCat("--metrics_port=", first->metrics_port())},
+                      absl::Seconds(60));
+  EXPECT_EQ(metrics_taken.code, 1) << metrics_taken.log;
+  EXPECT_NE(metrics_taken.log.find("cannot serve metrics on"), std::string::npos)
+      << metrics_taken.log;
+
+  // The first server still answers every call.
+  EXPECT_EQ(HealthStatus(first->channel(), ""), "SERVING");
 }
 
 TEST(ServerStartup, RefusesBadFlagsAndBadRepositories) {

@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "models/model_files.h"
 #include "nlohmann/json.hpp"
 
 namespace taskmoe::models {
@@ -446,10 +447,13 @@ absl::Status CheckMoe(const ModelConfig& c) {
   return absl::OkStatus();
 }
 
-bool IsHex(const std::string& s) {
-  return std::all_of(s.begin(), s.end(), [](char ch) {
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-  });
+// "sha256:" and 64 hex digits.
+bool IsSha256Digest(std::string_view digest) {
+  static constexpr std::string_view kPrefix = "sha256:";
+  return digest.size() == kPrefix.size() + 64 && digest.substr(0, kPrefix.size()) == kPrefix &&
+         std::all_of(digest.begin() + kPrefix.size(), digest.end(), [](char ch) {
+           return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+         });
 }
 
 // "decoder.layers.12" -> (kDecoder, 12).
@@ -469,6 +473,21 @@ std::optional<std::pair<Stack, int>> ParseLayerName(const std::string& name) {
   return std::nullopt;
 }
 
+absl::Status CheckFileDigests(const ModelConfig& c) {
+  for (const auto& [name, digest] : c.file_digests) {
+    if (name != kWeightsFileName && name != kTokenizerFileName) {
+      return FieldError(absl::StrCat("files.", name),
+                        absl::StrCat("is not a file of a model directory (", kWeightsFileName,
+                                     " or ", kTokenizerFileName, ")"));
+    }
+    if (!IsSha256Digest(digest)) {
+      return FieldError(absl::StrCat("files.", name),
+                        absl::StrCat("'", digest, "' is not 'sha256:' + 64 hex digits"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckExtracted(const ModelConfig& c) {
   if (!c.extracted.has_value()) return absl::OkStatus();
   const ExtractedInfo& e = *c.extracted;
@@ -476,11 +495,7 @@ absl::Status CheckExtracted(const ModelConfig& c) {
     return FieldError("extracted.task", absl::StrCat("'", e.task, "' is not the model's task ('",
                                                      c.tasks[0].id, "')"));
   }
-  static constexpr std::string_view kDigestPrefix = "sha256:";
-  if (!e.parent_digest.empty() &&
-      (e.parent_digest.size() != kDigestPrefix.size() + 64 ||
-       e.parent_digest.compare(0, kDigestPrefix.size(), kDigestPrefix) != 0 ||
-       !IsHex(e.parent_digest.substr(kDigestPrefix.size())))) {
+  if (!e.parent_digest.empty() && !IsSha256Digest(e.parent_digest)) {
     return FieldError("extracted.parent_digest",
                       absl::StrCat("'", e.parent_digest, "' is not 'sha256:' + 64 hex digits"));
   }
@@ -732,6 +747,7 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
   }
   if (absl::Status s = CheckTasks(c); !s.ok()) return s;
   if (absl::Status s = CheckMoe(c); !s.ok()) return s;
+  if (absl::Status s = CheckFileDigests(c); !s.ok()) return s;
   return CheckExtracted(c);
 }
 
@@ -815,6 +831,11 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text) {
   }
   c.moe = ReadMoe(r, root);
   c.extracted = ReadExtracted(r, root);
+  if (const Json* v = r.Optional(root, "", "files"); v != nullptr && r.IsObject(*v, "files")) {
+    for (const auto& [name, digest] : v->items()) {
+      c.file_digests[name] = r.String(digest, absl::StrCat("files.", name));
+    }
+  }
   if (const Json* v = r.Member(root, "", "training", /*required=*/false)) {
     c.training_json = v->dump(-1, ' ', false, Json::error_handler_t::replace);
   }
@@ -917,6 +938,11 @@ std::string ModelConfigToJson(const ModelConfig& c) {
              {"experts_kept", std::move(kept)}};
   } else {
     j["extracted"] = nullptr;
+  }
+  if (c.file_digests.empty()) {
+    j["files"] = nullptr;
+  } else {
+    j["files"] = Json(c.file_digests);
   }
   // training_json comes from a parsed file; text that does not parse (a config built badly in
   // code) is written as null rather than as an invalid file.

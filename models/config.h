@@ -4,6 +4,7 @@
 #define TASKMOE_MODELS_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -99,6 +100,10 @@ struct ModelConfig {
   std::vector<TaskInfo> tasks;
   std::optional<MoeConfig> moe;  // absent for a dense model
   std::optional<ExtractedInfo> extracted;
+  // `files`: the SHA-256 ("sha256:<64 hex digits>") of the directory's other files, by name
+  // (kModelFileNames' weights and tokenizer), which binds them to this config; empty when the
+  // file records none (null or absent: written before digests were recorded).
+  std::map<std::string, std::string> file_digests;
   // The free-form `training` object, kept as JSON text so that extraction can copy it.
   std::string training_json = "null";
 

@@ -8,6 +8,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "models/ffn.h"
+#include "models/model_files.h"
+#include "models/safetensors.h"
 
 namespace taskmoe::models {
 namespace {
@@ -74,6 +76,7 @@ absl::StatusOr<Subnetwork> ExtractSubnetwork(const ModelConfig& config,
   Subnetwork sub;
   sub.config = config;
   sub.config.tasks = {*task};
+  sub.config.file_digests.clear();  // the parent's files; WriteModelDirectory records its own
   ExtractedInfo info;
   info.task = task->id;
   info.parent_digest = parent_digest;
@@ -149,22 +152,33 @@ absl::Status WriteModelDirectory(const std::string& dir, const Subnetwork& subne
   std::vector<TensorToWrite> tensors;
   for (const OwnedTensor& t : subnetwork.tensors)
     tensors.push_back({t.name, t.shape, t.values.data()});
-  if (absl::Status s = WriteSafetensors(dir + "/model.safetensors", tensors, dtype); !s.ok()) {
-    return s;
-  }
-  const std::string config_tmp = dir + "/config.json.tmp";
-  {
-    std::ofstream out(config_tmp, std::ios::binary | std::ios::trunc);
-    out << ModelConfigToJson(subnetwork.config) << "\n";
-    if (!out) return absl::InternalError(absl::StrCat("cannot write ", config_tmp));
-  }
-  std::filesystem::rename(config_tmp, dir + "/config.json", error);
-  if (error)
-    return absl::InternalError(absl::StrCat("cannot write config.json: ", error.message()));
-  std::filesystem::copy_file(spm_path, dir + "/spm.model",
-                             std::filesystem::copy_options::overwrite_existing, error);
+  const std::string weights = absl::StrCat(dir, "/", kWeightsFileName);
+  const std::string tokenizer = absl::StrCat(dir, "/", kTokenizerFileName);
+  if (absl::Status s = WriteSafetensors(weights, tensors, dtype); !s.ok()) return s;
+  std::filesystem::copy_file(spm_path, tokenizer, std::filesystem::copy_options::overwrite_existing,
+                             error);
   if (error) {
     return absl::InternalError(absl::StrCat("cannot copy ", spm_path, ": ", error.message()));
+  }
+  // config.json last, recording the other two files' digests (model_files.h), and renamed
+  // into place so that a reader never sees half of it.
+  ModelConfig config = subnetwork.config;
+  for (const auto& [name, path] :
+       {std::pair{kWeightsFileName, weights}, {kTokenizerFileName, tokenizer}}) {
+    absl::StatusOr<std::string> digest = FileSha256(path);
+    if (!digest.ok()) return digest.status();
+    config.file_digests[name] = *std::move(digest);
+  }
+  const std::string config_path = absl::StrCat(dir, "/", kConfigFileName);
+  const std::string config_tmp = config_path + ".tmp";
+  {
+    std::ofstream out(config_tmp, std::ios::binary | std::ios::trunc);
+    out << ModelConfigToJson(config) << "\n";
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", config_tmp));
+  }
+  std::filesystem::rename(config_tmp, config_path, error);
+  if (error) {
+    return absl::InternalError(absl::StrCat("cannot write ", config_path, ": ", error.message()));
   }
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "models/model_files.h"
 
 namespace taskmoe::models {
 
@@ -13,8 +14,9 @@ absl::StatusOr<std::unique_ptr<Translator>> Translator::Load(const std::string& 
   absl::StatusOr<std::shared_ptr<const TransformerModel>> model =
       TransformerModel::Load(model_dir, options);
   if (!model.ok()) return model.status();
+  if (absl::Status s = VerifyModelFiles((*model)->config(), model_dir); !s.ok()) return s;
   absl::StatusOr<std::shared_ptr<const Tokenizer>> tokenizer =
-      Tokenizer::Load(model_dir + "/spm.model", (*model)->config());
+      Tokenizer::Load(absl::StrCat(model_dir, "/", kTokenizerFileName), (*model)->config());
   if (!tokenizer.ok()) return tokenizer.status();
   return std::make_unique<Translator>(*std::move(model), *std::move(tokenizer));
 }

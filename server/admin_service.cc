@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
 #include "server/log.h"
+#include "server/routing_header.h"
 
 namespace taskmoe::server {
 
@@ -19,6 +20,9 @@ grpc::Status AdminServiceImpl::ReloadTask(grpc::ServerContext* context,
   const absl::Time start = absl::Now();
   if (request->task().empty()) {
     return ToGrpcStatus(absl::InvalidArgumentError("task: empty; name the task to reload"));
+  }
+  if (absl::Status s = CheckTaskRoutingHeader(*context, request->task()); !s.ok()) {
+    return ToGrpcStatus(s);
   }
   absl::StatusOr<TaskRegistry::Reloaded> reloaded = registry_.Reload(request->task());
   if (!reloaded.ok()) {

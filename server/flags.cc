@@ -51,6 +51,9 @@ ABSL_FLAG(int, max_output_offset, kDefaults.limits.max_output_offset, "See --max
 ABSL_FLAG(int, max_beam_size, kDefaults.limits.max_beam_size, "Largest beam size accepted");
 ABSL_FLAG(int, max_concurrent_rpcs, kDefaults.max_concurrent_rpcs,
           "Threads serving RPCs; calls beyond them are refused with RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, require_all_tasks, kDefaults.require_all_tasks,
+          "Refuse to start when any task fails to load; by default such a task is reported as "
+          "not ready (health, ListTasks, taskmoe_task_ready) and the others are served");
 ABSL_FLAG(bool, enable_admin, kDefaults.enable_admin,
           "Serve taskmoe.v1.AdminService (ReloadTask) on the gRPC port");
 ABSL_FLAG(int, admin_port, kDefaults.admin_port,
@@ -106,6 +109,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.precision = *precision;
   o.threads = absl::GetFlag(FLAGS_threads);
   o.max_concurrent_rpcs = absl::GetFlag(FLAGS_max_concurrent_rpcs);
+  o.require_all_tasks = absl::GetFlag(FLAGS_require_all_tasks);
   o.enable_admin = absl::GetFlag(FLAGS_enable_admin);
   o.admin_port = absl::GetFlag(FLAGS_admin_port);
   o.admin_host = absl::GetFlag(FLAGS_admin_host);

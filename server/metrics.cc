@@ -82,6 +82,11 @@ Metrics::Metrics()
                          .Name("taskmoe_model_load_failures_total")
                          .Help("Model loads (at start or reload) that were refused")
                          .Register(*registry_)),
+      task_ready_(prometheus::BuildGauge()
+                      .Name("taskmoe_task_ready")
+                      .Help("1 while the task is loaded and served, 0 while it failed to load "
+                            "(ListTasks says why)")
+                      .Register(*registry_)),
       weight_store_bytes_(prometheus::BuildGauge()
                               .Name("taskmoe_weight_store_bytes")
                               .Help("Bytes of weights in memory, all tasks together (kind=total) "
@@ -106,6 +111,11 @@ TaskMetrics& Metrics::ForTask(const std::string& task) {
     m->queue_depth = &queue_depth_.Add(labels);
     m->inflight = &inflight_.Add(labels);
     m->memory_bytes = &model_memory_.Add(labels);
+    // The served calls' series exist from the start at 0, so that rate() and alerts on them
+    // see the first request as an increase rather than a series appearing.
+    for (const char* method : {"Translate", "TranslateStream"}) {
+      requests_.Add({{"task", task}, {"method", method}, {"code", "OK"}});
+    }
   }
   return *m;
 }
@@ -129,6 +139,10 @@ void Metrics::SetModelInfo(const std::string& task, const std::string& version,
 
 void Metrics::CountLoadFailure(const std::string& task) {
   load_failures_.Add({{"task", task}}).Increment();
+}
+
+void Metrics::SetTaskReady(const std::string& task, bool ready) {
+  task_ready_.Add({{"task", task}}).Set(ready ? 1 : 0);
 }
 
 void Metrics::SetWeightStoreBytes(double total, double shared) {

@@ -47,6 +47,8 @@ class Metrics {
   void SetModelInfo(const std::string& task, const std::string& version,
                     const std::string& precision, const std::string& matmul_path);
   void CountLoadFailure(const std::string& task);
+  // taskmoe_task_ready{task}: 1 while the task is loaded and served, 0 while it failed to load.
+  void SetTaskReady(const std::string& task, bool ready);
   void SetWeightStoreBytes(double total, double shared);
 
  private:
@@ -65,6 +67,7 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& cpu_info_;
   prometheus::Family<prometheus::Gauge>& model_memory_;
   prometheus::Family<prometheus::Counter>& load_failures_;
+  prometheus::Family<prometheus::Gauge>& task_ready_;
   prometheus::Family<prometheus::Gauge>& weight_store_bytes_;
 
   std::mutex mu_;

@@ -58,6 +58,9 @@ struct ServerOptions {
   // written here once the ports are bound.
   std::string port_file;
   kernels::Precision precision = kernels::Precision::kF32;
+  // Whether one task that fails to load stops the start; otherwise it is reported as not
+  // ready (health, ListTasks, taskmoe_task_ready) and the others are served.
+  bool require_all_tasks = false;
   int threads = 0;  // compute threads per batch; 0: OMP_NUM_THREADS or all cores
   int max_concurrent_rpcs = 512;
   bool enable_admin = false;

@@ -121,6 +121,7 @@ void TaskmoeServer::OnTaskLoaded(const LoadedTask& task) {
   metrics_.ForTask(task.id).memory_bytes->Set(static_cast<double>(task.model->memory_bytes()));
   metrics_.SetWeightStoreBytes(static_cast<double>(registry_.store().total_bytes()),
                                static_cast<double>(registry_.store().shared_bytes()));
+  metrics_.SetTaskReady(task.id, true);
   server_->GetHealthCheckService()->SetServingStatus(task.id, true);
 }
 
@@ -129,16 +130,26 @@ absl::Status TaskmoeServer::LoadModels() {
   for (const std::string& task : registry_.TaskIds()) {
     server_->GetHealthCheckService()->SetServingStatus(task, false);
   }
-  if (absl::Status s = registry_.LoadAll(); !s.ok()) {
+  if (absl::Status s = registry_.LoadAll(options_.require_all_tasks); !s.ok()) {
     metrics_.CountLoadFailure("");
     return s;
   }
   for (const auto& task : registry_.List()) OnTaskLoaded(*task);
   translation_.SetReady();
   server_->GetHealthCheckService()->SetServingStatus("taskmoe.v1.TranslationService", true);
+  // The overall status; gRPC sets every service's status with it, so the tasks that failed
+  // to load are set NOT_SERVING after it.
   server_->GetHealthCheckService()->SetServingStatus(true);
-  Log(LogLevel::kInfo, absl::StrCat("ready: ", registry_.TaskIds().size(), " tasks loaded in ",
-                                    absl::FormatDuration(absl::Now() - start)));
+  for (const auto& [task, reason] : registry_.LoadErrors()) {
+    metrics_.CountLoadFailure(task);
+    metrics_.SetTaskReady(task, false);
+    server_->GetHealthCheckService()->SetServingStatus(task, false);
+  }
+  const size_t broken = registry_.LoadErrors().size();
+  Log(broken > 0 ? LogLevel::kWarning : LogLevel::kInfo,
+      absl::StrCat("ready: ", registry_.TaskIds().size(), " tasks loaded in ",
+                   absl::FormatDuration(absl::Now() - start),
+                   broken > 0 ? absl::StrCat(", ", broken, " failed (not ready)") : ""));
   return absl::OkStatus();
 }
 

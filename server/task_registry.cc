@@ -13,25 +13,36 @@
 #include "absl/time/clock.h"
 #include "kernels/cpu_features.h"
 #include "models/config.h"
+#include "models/model_files.h"
 #include "models/safetensors.h"
 #include "server/log.h"
 
 namespace taskmoe::server {
 namespace {
 
-// The version of a model directory: the SHA-256 of its files' SHA-256s, shortened. It changes
-// when any of them changes and is the same on every server loading the same files.
-absl::StatusOr<std::string> DirectoryVersion(const std::string& dir) {
+// The files of a model directory, hashed once: each file's SHA-256 (checked against those
+// config.json records) and the directory's version, the SHA-256 of the three, shortened. The
+// version changes when any file changes and is the same on every server loading the same files.
+struct DirectoryDigests {
+  std::map<std::string, std::string> files;
+  std::string version;
+};
+
+absl::StatusOr<DirectoryDigests> HashDirectory(const std::string& dir) {
+  DirectoryDigests result;
   std::string digests;
-  for (const char* file : {"config.json", "model.safetensors", "spm.model"}) {
-    absl::StatusOr<std::string> digest = models::FileSha256(dir + "/" + file);
+  for (const char* file :
+       {models::kConfigFileName, models::kWeightsFileName, models::kTokenizerFileName}) {
+    absl::StatusOr<std::string> digest = models::FileSha256(absl::StrCat(dir, "/", file));
     if (!digest.ok()) return digest.status();
     absl::StrAppend(&digests, *digest, "\n");
+    result.files[file] = *std::move(digest);
   }
   unsigned char out[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(digests.data()), digests.size(), out);
-  return absl::StrCat("sha256:",
-                      absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(out), 8)));
+  result.version = absl::StrCat(
+      "sha256:", absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(out), 8)));
+  return result;
 }
 
 // Refuses a task directory, or one of its files, that resolves outside the repository: a
@@ -41,7 +52,8 @@ absl::Status CheckInsideRepository(const std::string& repository, const std::str
   const std::filesystem::path root = std::filesystem::canonical(repository, ec);
   if (ec)
     return absl::NotFoundError(absl::StrCat("model repository ", repository, ": ", ec.message()));
-  for (const char* name : {"", "config.json", "model.safetensors", "spm.model"}) {
+  for (const char* name :
+       {"", models::kConfigFileName, models::kWeightsFileName, models::kTokenizerFileName}) {
     const std::filesystem::path path =
         *name == '\0' ? std::filesystem::path(dir) : std::filesystem::path(dir) / name;
     const std::filesystem::path resolved = std::filesystem::canonical(path, ec);
@@ -87,13 +99,21 @@ absl::StatusOr<std::shared_ptr<const LoadedTask>> TaskRegistry::LoadTask(
   if (absl::Status s = CheckInsideRepository(repository_, dir); !s.ok()) return s;
   // The version is computed before loading, so a file replaced during the load gives a
   // version that matches neither and the next reload fixes it, rather than a stale one.
-  absl::StatusOr<std::string> version = DirectoryVersion(dir);
-  if (!version.ok()) return version.status();
+  absl::StatusOr<DirectoryDigests> digests = HashDirectory(dir);
+  if (!digests.ok()) return digests.status();
   models::LoadOptions options{.precision = precision_, .weight_store = store_};
   absl::StatusOr<std::shared_ptr<const models::TransformerModel>> model =
       models::TransformerModel::Load(dir, options);
   if (!model.ok()) return model.status();
   const models::ModelConfig& config = (*model)->config();
+  if (absl::Status s =
+          models::CheckFileDigests(config,
+                                   [&](const std::string& file) -> absl::StatusOr<std::string> {
+                                     return digests->files.at(file);
+                                   });
+      !s.ok()) {
+    return s;
+  }
   const models::TaskInfo* info = config.FindTask(task);
   if (info == nullptr) {
     std::vector<std::string> served;
@@ -106,13 +126,13 @@ absl::StatusOr<std::shared_ptr<const LoadedTask>> TaskRegistry::LoadTask(
       (*model)->RouteForTask(static_cast<int>(info - config.tasks.data()));
   if (!route.ok()) return route.status();
   absl::StatusOr<std::shared_ptr<const models::Tokenizer>> tokenizer =
-      models::Tokenizer::Load(dir + "/spm.model", config);
+      models::Tokenizer::Load(absl::StrCat(dir, "/", models::kTokenizerFileName), config);
   if (!tokenizer.ok()) return tokenizer.status();
 
   auto loaded = std::make_shared<LoadedTask>();
   loaded->id = task;
   loaded->dir = dir;
-  loaded->version = *std::move(version);
+  loaded->version = std::move(digests->version);
   loaded->model = *std::move(model);
   loaded->tokenizer = *std::move(tokenizer);
   loaded->info = info;
@@ -122,7 +142,7 @@ absl::StatusOr<std::shared_ptr<const LoadedTask>> TaskRegistry::LoadTask(
   return loaded;
 }
 
-absl::Status TaskRegistry::LoadAll() {
+absl::Status TaskRegistry::LoadAll(bool require_all) {
   std::error_code ec;
   if (!std::filesystem::is_directory(repository_, ec)) {
     return absl::NotFoundError(
@@ -132,7 +152,7 @@ absl::Status TaskRegistry::LoadAll() {
   for (const auto& entry : std::filesystem::directory_iterator(repository_, ec)) {
     const std::string name = entry.path().filename().string();
     if (!entry.is_directory() || !IsValidTaskName(name)) continue;
-    if (!std::filesystem::exists(entry.path() / "config.json")) continue;
+    if (!std::filesystem::exists(entry.path() / models::kConfigFileName)) continue;
     names.push_back(name);
   }
   if (ec) return absl::InternalError(absl::StrCat("listing ", repository_, ": ", ec.message()));
@@ -156,8 +176,15 @@ absl::Status TaskRegistry::LoadAll() {
     const absl::Time start = absl::Now();
     absl::StatusOr<std::shared_ptr<const LoadedTask>> task = LoadTask(name);
     if (!task.ok()) {
-      return absl::Status(task.status().code(),
-                          absl::StrCat("task ", name, ": ", task.status().message()));
+      if (require_all) {
+        return absl::Status(task.status().code(),
+                            absl::StrCat("task ", name, ": ", task.status().message()));
+      }
+      Log(LogLevel::kError, "task failed to load; serving the others (ReloadTask retries it)",
+          {{"task", name}, {"error", task.status().message()}});
+      std::lock_guard<std::mutex> lock(mu_);
+      load_errors_[name] = std::string(task.status().message());
+      continue;
     }
     Log(LogLevel::kInfo, absl::StrCat("loaded task ", name, " version ", (*task)->version, " (",
                                       (*task)->model->parameter_count(), " parameters, ",
@@ -165,6 +192,17 @@ absl::Status TaskRegistry::LoadAll() {
                                       absl::FormatDuration(absl::Now() - start), ")"));
     std::lock_guard<std::mutex> lock(mu_);
     tasks_[name] = *std::move(task);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (tasks_.empty()) {
+      std::vector<std::string> reasons;
+      for (const auto& [name, reason] : load_errors_) {
+        reasons.push_back(absl::StrCat("task ", name, ": ", reason));
+      }
+      return absl::FailedPreconditionError(
+          absl::StrCat("no task of ", repository_, " loaded: ", absl::StrJoin(reasons, "; ")));
+    }
   }
   Log(LogLevel::kInfo,
       absl::StrCat("weights in memory: ", store_->total_bytes() >> 20, " MiB, of which ",
@@ -185,6 +223,17 @@ std::vector<std::shared_ptr<const LoadedTask>> TaskRegistry::List() const {
   return out;
 }
 
+std::map<std::string, std::string> TaskRegistry::LoadErrors() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {load_errors_.begin(), load_errors_.end()};
+}
+
+std::string TaskRegistry::LoadError(std::string_view task) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = load_errors_.find(task);
+  return it == load_errors_.end() ? std::string() : it->second;
+}
+
 std::vector<std::string> TaskRegistry::TaskIds() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::string> out;
@@ -203,12 +252,18 @@ absl::StatusOr<TaskRegistry::Reloaded> TaskRegistry::Reload(const std::string& t
   result.previous = Find(task);
   std::error_code ec;
   if (result.previous == nullptr &&
-      !std::filesystem::exists(absl::StrCat(repository_, "/", task, "/config.json"), ec)) {
+      !std::filesystem::exists(absl::StrCat(repository_, "/", task, "/", models::kConfigFileName),
+                               ec)) {
     return absl::NotFoundError(absl::StrCat("task ", task, " is not loaded and ", repository_, "/",
                                             task, "/config.json does not exist"));
   }
   absl::StatusOr<std::shared_ptr<const LoadedTask>> loaded = LoadTask(task);
   if (!loaded.ok()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto broken = load_errors_.find(task);
+      if (broken != load_errors_.end()) broken->second = std::string(loaded.status().message());
+    }
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot load the new version of task ", task, ": ", loaded.status().message(),
         result.previous ? absl::StrCat("; still serving version ", result.previous->version)
@@ -218,6 +273,7 @@ absl::StatusOr<TaskRegistry::Reloaded> TaskRegistry::Reload(const std::string& t
   {
     std::lock_guard<std::mutex> lock(mu_);
     tasks_[task] = *std::move(loaded);
+    load_errors_.erase(task);
   }
   return result;
 }

@@ -46,21 +46,28 @@ class TaskRegistry {
  public:
   TaskRegistry(std::string repository, kernels::Precision precision);
 
-  // Loads every task subdirectory (one with a config.json). Fails, naming the task, if any
-  // task fails or there is none.
-  absl::Status LoadAll();
+  // Loads every task subdirectory (one with a config.json). A task that fails to load is kept
+  // as broken, with the reason (LoadErrors), and the others are served; with `require_all`
+  // the first failure fails the whole load instead, naming the task. Fails as well when the
+  // repository holds no task, or none loads.
+  absl::Status LoadAll(bool require_all);
 
   // Null when the task is not loaded.
   std::shared_ptr<const LoadedTask> Find(std::string_view task) const;
   std::vector<std::shared_ptr<const LoadedTask>> List() const;  // by task id
   std::vector<std::string> TaskIds() const;
+  // Tasks that failed to load at start and have not been reloaded since: id -> reason.
+  std::map<std::string, std::string> LoadErrors() const;
+  // The reason `task` failed to load, or empty when it did not (or is unknown).
+  std::string LoadError(std::string_view task) const;
 
   struct Reloaded {
     std::shared_ptr<const LoadedTask> previous;  // null when the task is new
     std::shared_ptr<const LoadedTask> current;
   };
-  // Loads the task's directory again (or for the first time) and swaps it in once it has
-  // loaded completely. On failure the old version stays. Reloads run one at a time.
+  // Loads the task's directory again (or for the first time, which brings in a task that
+  // failed at start) and swaps it in once it has loaded completely. On failure the old
+  // version stays. Reloads run one at a time.
   absl::StatusOr<Reloaded> Reload(const std::string& task);
 
   const models::WeightStore& store() const { return *store_; }
@@ -75,6 +82,7 @@ class TaskRegistry {
   std::mutex reload_mu_;  // serialises Reload; held while loading, unlike mu_
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const LoadedTask>, std::less<>> tasks_;
+  std::map<std::string, std::string, std::less<>> load_errors_;  // under mu_
 };
 
 // True for a name usable as a task directory: [A-Za-z0-9_.-], not starting with '.', so a

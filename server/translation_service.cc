@@ -2,6 +2,7 @@
 #include "server/translation_service.h"
 
 #include <chrono>
+#include <map>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -9,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "server/grpc_status.h"
 #include "server/log.h"
+#include "server/routing_header.h"
 #include "server/validation.h"
 
 namespace taskmoe::server {
@@ -70,8 +72,10 @@ absl::StatusOr<std::shared_ptr<RequestState>> TranslationServiceImpl::Admit(
     return absl::InvalidArgumentError(
         "task: empty; name a task such as en-de (ListTasks lists them)");
   }
+  if (absl::Status s = CheckTaskRoutingHeader(*context, task_name); !s.ok()) return s;
   std::shared_ptr<const LoadedTask> task = registry_.Find(task_name);
   if (task == nullptr) {
+    if (absl::Status s = TaskFailedToLoad(task_name); !s.ok()) return s;
     return absl::NotFoundError(
         absl::StrCat("task '", absl::CHexEscape(task_name.substr(0, 64)),
                      "' is not served here; tasks: ", absl::StrJoin(registry_.TaskIds(), ", ")));
@@ -302,10 +306,26 @@ void TranslationServiceImpl::FillTaskInfo(const LoadedTask& task, v1::TaskInfo& 
   info.set_ready(ready_.load() && !draining_.load());
 }
 
+absl::Status TranslationServiceImpl::TaskFailedToLoad(const std::string& task) const {
+  const std::string reason = registry_.LoadError(task);
+  if (reason.empty()) return absl::OkStatus();
+  return absl::UnavailableError(
+      absl::StrCat("task ", task, " failed to load (", reason, "); fix its files and reload it"));
+}
+
 grpc::Status TranslationServiceImpl::ListTasks(grpc::ServerContext* context,
                                                const v1::ListTasksRequest* request,
                                                v1::ListTasksResponse* response) {
-  for (const auto& task : registry_.List()) FillTaskInfo(*task, *response->add_tasks());
+  // Loaded and broken tasks together, by id.
+  std::map<std::string, v1::TaskInfo> tasks;
+  for (const auto& task : registry_.List()) FillTaskInfo(*task, tasks[task->id]);
+  for (const auto& [id, reason] : registry_.LoadErrors()) {
+    v1::TaskInfo& info = tasks[id];
+    info.set_task(id);
+    info.set_ready(false);
+    info.set_load_error(reason);
+  }
+  for (auto& [id, info] : tasks) *response->add_tasks() = std::move(info);
   return grpc::Status::OK;
 }
 
@@ -315,8 +335,17 @@ grpc::Status TranslationServiceImpl::GetTask(grpc::ServerContext* context,
   if (request->task().empty()) {
     return ToGrpcStatus(absl::InvalidArgumentError("task: empty; name a task such as en-de"));
   }
+  if (absl::Status s = CheckTaskRoutingHeader(*context, request->task()); !s.ok()) {
+    return ToGrpcStatus(s);
+  }
   std::shared_ptr<const LoadedTask> task = registry_.Find(request->task());
   if (task == nullptr) {
+    if (std::string reason = registry_.LoadError(request->task()); !reason.empty()) {
+      response->set_task(request->task());
+      response->set_ready(false);
+      response->set_load_error(std::move(reason));
+      return grpc::Status::OK;
+    }
     return ToGrpcStatus(absl::NotFoundError(
         absl::StrCat("task '", absl::CHexEscape(request->task().substr(0, 64)),
                      "' is not served here; tasks: ", absl::StrJoin(registry_.TaskIds(), ", "))));

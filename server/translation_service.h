@@ -63,6 +63,8 @@ class TranslationServiceImpl final : public v1::TranslationService::Service {
               const std::string& request_id, const absl::Status& status, absl::Time start,
               const RequestState* state, int64_t output_tokens);
   void FillTaskInfo(const LoadedTask& task, v1::TaskInfo& info) const;
+  // UNAVAILABLE with the reason when `task` failed to load at start; else OK.
+  absl::Status TaskFailedToLoad(const std::string& task) const;
 
   TaskRegistry& registry_;
   Scheduler& scheduler_;

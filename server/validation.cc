@@ -58,11 +58,12 @@ absl::Status CheckText(absl::string_view text, absl::string_view field,
   if (text.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(field, ": empty text; send non-empty text"));
   }
-  // A cheap bound first, so a huge text is refused without scanning it.
+  // A cheap bound first, so a huge text is refused without scanning it: a character takes at
+  // most 4 bytes of UTF-8, so n bytes hold at least n / 4 characters.
   if (text.size() > static_cast<size_t>(limits.max_text_chars) * 4) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": ", text.size(),
-                                                   " bytes, more than the limit of ",
-                                                   limits.max_text_chars, " characters"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": more than the limit of ", limits.max_text_chars, " characters (its ",
+                     text.size(), " bytes of UTF-8 hold at least ", (text.size() + 3) / 4, ")"));
   }
   size_t offset = 0;
   const int64_t chars = CountUtf8Chars(text, &offset);

@@ -18,6 +18,7 @@ summary.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -293,6 +294,15 @@ def read_config(path: str) -> model_lib.ModelConfig:
         raise FormatError(f"{path}: {err}") from None
 
 
+def check_file_digests(model_dir: str, config: model_lib.ModelConfig) -> None:
+    """Refuses files whose SHA-256 differs from the one config.json records (`files`)."""
+    for name, recorded in (config.files or {}).items():
+        actual = file_sha256(os.path.join(model_dir, name))
+        if actual != recorded:
+            raise FormatError(f"{name} has digest {actual} but {CONFIG_FILE} records {recorded}: "
+                              "the files come from different models")
+
+
 def model_tensors(model: model_lib.Transformer) -> Dict[str, torch.Tensor]:
     """The model's exported tensors: its state_dict, whose names are the spec's names."""
     return {name: t for name, t in model.state_dict().items() if t.is_floating_point()}
@@ -305,10 +315,14 @@ def write_model_dir(out_dir: str, config: model_lib.ModelConfig, tensors: Dict[s
     os.makedirs(out_dir, exist_ok=True)
     write_safetensors(os.path.join(out_dir, WEIGHTS_FILE), tensors, dtype,
                       metadata={"format": "taskmoe", "format_version": str(model_lib.FORMAT_VERSION)})
-    write_config(os.path.join(out_dir, CONFIG_FILE), config)
     if spm_path is not None:
         _check_spm(spm_path, config)
         shutil.copyfile(spm_path, os.path.join(out_dir, SPM_FILE))
+    # config.json last, recording the digests of the files beside it (docs/model-format.md).
+    files = [WEIGHTS_FILE] + ([SPM_FILE] if spm_path is not None else [])
+    config = dataclasses.replace(
+        config, files={name: file_sha256(os.path.join(out_dir, name)) for name in files})
+    write_config(os.path.join(out_dir, CONFIG_FILE), config)
 
 
 def _check_spm(spm_path: str, config: model_lib.ModelConfig) -> None:
@@ -346,6 +360,8 @@ def load_model_dir(model_dir: str, device: str = "cpu") -> Tuple[model_lib.Trans
     weights = os.path.join(model_dir, WEIGHTS_FILE)
     tensors, dtypes, _ = read_safetensors(weights)
     check_tensors_against_config(config, {k: v.shape for k, v in tensors.items()}, weights)
+    # After the structural checks, as the C++ loader does: they name the broken tensor.
+    check_file_digests(model_dir, config)
     model = model_lib.Transformer(config)
     state = {name: torch.from_numpy(np.array(array)) for name, array in tensors.items()}
     model.load_state_dict(state, strict=True)

@@ -92,6 +92,7 @@ def extract(config: model_lib.ModelConfig, tensors: Dict[str, torch.Tensor], tas
     if sub.moe is not None and not sub.moe.encoder_layers and not sub.moe.decoder_layers:
         sub.moe = None
     sub.tasks = [copy.deepcopy(task)]
+    sub.files = None  # the parent's files; write_model_dir records the subnetwork's
     sub.extracted = {
         "task": task_id,
         "parent_digest": parent_digest,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -99,6 +100,9 @@ class ModelConfig:
     tasks: List[TaskInfo] = dataclasses.field(default_factory=list)
     moe: Optional[MoEConfig] = None
     extracted: Optional[dict] = None
+    # SHA-256 ("sha256:<hex>") of the directory's weights and tokenizer, by file name: binds
+    # them to this config (the engine refuses files whose digest differs). Set on export.
+    files: Optional[Dict[str, str]] = None
     training: Optional[dict] = None
 
     # -- helpers -----------------------------------------------------------------------------
@@ -170,6 +174,7 @@ class ModelConfig:
             "tasks": [dataclasses.asdict(t) for t in self.tasks],
             "moe": None if self.moe is None else dataclasses.asdict(self.moe),
             "extracted": self.extracted,
+            "files": self.files,
             "training": self.training,
         }
 
@@ -208,6 +213,11 @@ class ModelConfig:
             for task in self.tasks:
                 require(getattr(task, lang_field) in self.languages,
                         f"task {task.id}: {lang_field} not in languages")
+        for name, digest in (self.files or {}).items():
+            require(name in ("model.safetensors", "spm.model"),
+                    f"files.{name} is not a file of a model directory")
+            require(isinstance(digest, str) and re.fullmatch(r"sha256:[0-9a-fA-F]{64}", digest),
+                    f"files.{name} {digest!r} is not 'sha256:' + 64 hex digits")
         indices = [t.index for t in self.tasks]
         require(len(set(indices)) == len(indices), "task indices must be unique")
         if self.moe is None:

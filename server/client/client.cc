@@ -227,6 +227,7 @@ void PrintTask(const v1::TaskInfo& t, std::ostream& out) {
       << "precision: " << t.precision() << "\n"
       << "parent_digest: " << t.parent_digest() << "\n"
       << "ready: " << (t.ready() ? "true" : "false") << "\n";
+  if (!t.load_error().empty()) out << "load_error: " << t.load_error() << "\n";
 }
 
 int RunListTasks(const std::shared_ptr<grpc::Channel>& channel, const ClientFlags& flags,
@@ -245,6 +246,7 @@ int RunListTasks(const std::shared_ptr<grpc::Channel>& channel, const ClientFlag
                            t.source_language(), t.target_language(), t.version(), t.parameters(),
                            t.memory_bytes() / 1048576.0, t.shared_memory_bytes() / 1048576.0,
                            t.precision(), t.ready() ? "yes" : "no");
+    if (!t.load_error().empty()) out << "  failed to load: " << t.load_error() << "\n";
   }
   return kExitOk;
 }

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "models/model_files.h"
 #include "nlohmann/json.hpp"
 
 namespace taskmoe::models {
@@ -272,6 +273,44 @@ TEST(ModelConfig, ExtractedParentDigestMayBeNull) {
   EXPECT_EQ(c.extracted->parent_digest, "");
   EXPECT_TRUE(Json::parse(ModelConfigToJson(c))["extracted"]["parent_digest"].is_null());
   EXPECT_EQ(ParseOk(ModelConfigToJson(c)), c);
+}
+
+const std::string kDigestA = absl::StrCat("sha256:", std::string(64, 'a'));
+const std::string kDigestB = absl::StrCat("sha256:", std::string(64, 'b'));
+
+TEST(ModelConfig, FilesRecordDigestsAndRoundTrip) {
+  Json j = Json::parse(kExtractedConfig);
+  j["files"] = {{"model.safetensors", kDigestA}, {"spm.model", kDigestB}};
+  const ModelConfig c = ParseOk(j.dump());
+  EXPECT_EQ(c.file_digests, (std::map<std::string, std::string>{{"model.safetensors", kDigestA},
+                                                                {"spm.model", kDigestB}}));
+  EXPECT_EQ(ParseOk(ModelConfigToJson(c)), c);
+  // Absent or null: nothing recorded, and written back as null.
+  j["files"] = nullptr;
+  const ModelConfig none = ParseOk(j.dump());
+  EXPECT_TRUE(none.file_digests.empty());
+  EXPECT_TRUE(Json::parse(ModelConfigToJson(none))["files"].is_null());
+}
+
+TEST(ModelFiles, DigestsAreCheckedAgainstTheFiles) {
+  ModelConfig c = ParseOk(kExtractedConfig);
+  const auto digests = [](const std::string& file) -> absl::StatusOr<std::string> {
+    return file == "model.safetensors" ? kDigestA : kDigestB;
+  };
+  EXPECT_TRUE(CheckFileDigests(c, digests).ok());  // nothing recorded
+  c.file_digests = {{"model.safetensors", kDigestA}, {"spm.model", kDigestB}};
+  EXPECT_TRUE(CheckFileDigests(c, digests).ok());
+  c.file_digests["model.safetensors"] = kDigestB;
+  const absl::Status mismatch = CheckFileDigests(c, digests);
+  EXPECT_EQ(mismatch.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(mismatch.message().find(absl::StrCat("model.safetensors has digest ", kDigestA,
+                                                 " but config.json records ", kDigestB)),
+            std::string::npos)
+      << mismatch;
+  // A file that cannot be hashed is reported as such.
+  const absl::Status unreadable = VerifyModelFiles(c, "/nonexistent/model");
+  EXPECT_FALSE(unreadable.ok());
+  EXPECT_NE(unreadable.message().find("/nonexistent/model/"), std::string::npos) << unreadable;
 }
 
 TEST(ModelConfig, MissingOptionalFieldsMeanNullAndUnknownFieldsAreIgnored) {
@@ -713,6 +752,28 @@ INSTANTIATE_TEST_SUITE_P(
                     j["extracted"]["parent_digest"] = absl::StrCat("md5:", std::string(67, 'a'));
                   },
                   {"extracted.parent_digest"}},
+        BadConfig{"FilesNotObject",
+                  kExtracted,
+                  [](Json& j) { j["files"] = Json::array({1}); },
+                  {"files", "expected an object"}},
+        BadConfig{"FilesUnknownName",
+                  kExtracted,
+                  [](Json& j) {
+                    j["files"] = {{"../etc/passwd", kDigestA}};
+                  },
+                  {"files.../etc/passwd", "is not a file of a model directory"}},
+        BadConfig{"FilesBadDigest",
+                  kExtracted,
+                  [](Json& j) {
+                    j["files"] = {{"model.safetensors", "sha256:12"}};
+                  },
+                  {"files.model.safetensors", "64 hex digits"}},
+        BadConfig{"FilesDigestNotString",
+                  kExtracted,
+                  [](Json& j) {
+                    j["files"] = {{"spm.model", 7}};
+                  },
+                  {"files.spm.model", "expected a string"}},
         BadConfig{"ZeroParentParameters",
                   kExtracted,
                   [](Json& j) { j["extracted"]["parent_parameters"] = 0; },

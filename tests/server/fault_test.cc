@@ -19,6 +19,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -96,6 +97,15 @@ std::vector<ModelFault> ModelFaults() {
                                    dir + "/model.safetensors");
                     },
                     "shape"});
+  // Only the weights of another task, of the same shape: they load, and before config.json
+  // recorded its files' digests "en-de" answered in French.
+  faults.push_back({"weights of another task",
+                    [](const std::string& dir, const std::string& scratch) {
+                      EXPECT_TRUE(WriteRandomTask(scratch, "en-fr", 1).ok());
+                      CopyFileOver(scratch + "/en-fr/model.safetensors",
+                                   dir + "/model.safetensors");
+                    },
+                    "model.safetensors has digest sha256:"});
   // Another task's subnetwork in this task's directory.
   faults.push_back({"files of another task",
                     [](const std::string& dir, const std::string& scratch) {
@@ -110,18 +120,109 @@ std::vector<ModelFault> ModelFaults() {
 
 constexpr char kLoadFailures[] = R"(taskmoe_model_load_failures_total{task="en-de"})";
 
-TEST(ModelFaultsTest, BrokenFilesAtStartStopTheServerNamingTaskAndCause) {
+TEST(ModelFaultsTest, BrokenFilesAtStartWithRequireAllTasksStopTheServerNamingTaskAndCause) {
   for (const ModelFault& fault : ModelFaults()) {
     const std::string repository = MakeTempDir("fault-start");
     ASSERT_TRUE(WriteRandomRepository(repository, 1).ok());
     fault.apply(repository + "/en-de", MakeTempDir("fault-scratch"));
-    const ExitResult result = RunServerToExit(
-        {"--model_repository=" + repository, "--port=0", "--metrics_port=-1"}, absl::Seconds(60));
+    const ExitResult result = RunServerToExit({"--model_repository=" + repository, "--port=0",
+                                               "--metrics_port=-1", "--require_all_tasks"},
+                                              absl::Seconds(60));
     EXPECT_EQ(result.code, 1) << fault.name << ":\n" << result.log;
     EXPECT_NE(result.log.find("task en-de: "), std::string::npos) << fault.name << ":\n"
                                                                   << result.log;
     EXPECT_NE(result.log.find(fault.cause), std::string::npos) << fault.name << ":\n" << result.log;
   }
+}
+
+// Without --require_all_tasks a broken task is reported, with its cause, while the others
+// serve; a reload brings it in once its files are fixed.
+TEST(ModelFaultsTest, BrokenTaskAtStartIsNotReadyWhileTheOthersServe) {
+  const std::vector<ModelFault> faults = ModelFaults();
+  for (size_t f = 0; f < faults.size(); ++f) {
+    const ModelFault& fault = faults[f];
+    SCOPED_TRACE(fault.name);
+    const std::string repository = MakeTempDir("fault-partial");
+    ASSERT_TRUE(WriteRandomRepository(repository, 1).ok());
+    fault.apply(repository + "/en-de", MakeTempDir("fault-scratch"));
+    absl::StatusOr<std::unique_ptr<ServerProcess>> started =
+        ServerProcess::Start(repository, {"--enable_admin", "--max_output_tokens=6"});
+    ASSERT_TRUE(started.ok()) << started.status();
+    ServerProcess& server = **started;
+    auto stub = v1::TranslationService::NewStub(server.channel());
+
+    grpc::ClientContext list_context;
+    SetDeadline(list_context, kLongDeadline);
+    v1::ListTasksResponse list;
+    ASSERT_TRUE(stub->ListTasks(&list_context, v1::ListTasksRequest(), &list).ok());
+    ASSERT_EQ(list.tasks_size(), 4);
+    for (const v1::TaskInfo& info : list.tasks()) {
+      if (info.task() == "en-de") {
+        EXPECT_FALSE(info.ready());
+        EXPECT_NE(info.load_error().find(fault.cause), std::string::npos) << info.load_error();
+      } else {
+        EXPECT_TRUE(info.ready()) << info.task();
+        EXPECT_EQ(info.load_error(), "") << info.task();
+      }
+    }
+    EXPECT_EQ(HealthStatus(server.channel(), "en-de"), "NOT_SERVING");
+    EXPECT_EQ(HealthStatus(server.channel(), "fr-en"), "SERVING");
+    TranslateResponse response;
+    const grpc::Status broken = Translate(server, Request("en-de", {"Hello world."}), &response);
+    EXPECT_EQ(broken.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_NE(broken.error_message().find("task en-de failed to load ("), std::string::npos)
+        << broken.error_message();
+    EXPECT_NE(broken.error_message().find(fault.cause), std::string::npos)
+        << broken.error_message();
+    EXPECT_TRUE(Translate(server, Request("fr-en", {"Hello world."}), &response).ok());
+    absl::StatusOr<std::string> metrics = ScrapeMetrics(server.metrics_port());
+    ASSERT_TRUE(metrics.ok());
+    EXPECT_EQ(MetricValue(*metrics, R"(taskmoe_task_ready{task="en-de"})"), 0);
+    EXPECT_EQ(MetricValue(*metrics, R"(taskmoe_task_ready{task="fr-en"})"), 1);
+    EXPECT_EQ(MetricValue(*metrics, kLoadFailures), 1);
+    EXPECT_NE(server.Log().find("task failed to load"), std::string::npos) << server.Log();
+    if (f + 1 < faults.size()) continue;
+
+    // Fixed files and a reload bring the task in.
+    ASSERT_TRUE(WriteRandomTask(repository, "en-de", 1).ok());
+    auto admin = v1::AdminService::NewStub(server.channel());
+    grpc::ClientContext reload_context;
+    SetDeadline(reload_context, kLongDeadline);
+    v1::ReloadTaskRequest reload;
+    reload.set_task("en-de");
+    v1::ReloadTaskResponse reloaded;
+    const grpc::Status status = admin->ReloadTask(&reload_context, reload, &reloaded);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_TRUE(Translate(server, Request("en-de", {"Hello world."}), &response).ok());
+    EXPECT_EQ(HealthStatus(server.channel(), "en-de"), "SERVING");
+    grpc::ClientContext get_context;
+    SetDeadline(get_context, kLongDeadline);
+    v1::GetTaskRequest get;
+    get.set_task("en-de");
+    v1::TaskInfo info;
+    ASSERT_TRUE(stub->GetTask(&get_context, get, &info).ok());
+    EXPECT_TRUE(info.ready());
+    EXPECT_EQ(info.load_error(), "");
+    metrics = ScrapeMetrics(server.metrics_port());
+    ASSERT_TRUE(metrics.ok());
+    EXPECT_EQ(MetricValue(*metrics, R"(taskmoe_task_ready{task="en-de"})"), 1);
+  }
+}
+
+// With every task broken there is nothing to serve: the start fails, naming each.
+TEST(ModelFaultsTest, NoTaskLoadingStopsTheServer) {
+  const std::string repository = MakeTempDir("fault-all");
+  ASSERT_TRUE(WriteRandomRepository(repository, 1).ok());
+  for (const char* task : {"de-en", "en-de", "en-fr", "fr-en"}) {
+    std::ofstream(repository + "/" + task + "/config.json") << "{ not json";
+  }
+  const ExitResult result = RunServerToExit(
+      {"--model_repository=" + repository, "--port=0", "--metrics_port=-1"}, absl::Seconds(60));
+  EXPECT_EQ(result.code, 1) << result.log;
+  EXPECT_NE(result.log.find("no task of " + repository + " loaded: task de-en: "),
+            std::string::npos)
+      << result.log;
+  EXPECT_NE(result.log.find("; task fr-en: "), std::string::npos) << result.log;
 }
 
 TEST(ModelFaultsTest, BrokenFilesAtReloadKeepTheOldVersionServing) {
@@ -164,7 +265,10 @@ TEST(ModelFaultsTest, BrokenFilesAtReloadKeepTheOldVersionServing) {
     absl::StatusOr<std::string> metrics = ScrapeMetrics(server.metrics_port());
     ASSERT_TRUE(metrics.ok());
     EXPECT_EQ(MetricValue(*metrics, kLoadFailures), failures);
-    EXPECT_NE(server.Log().find(std::string(status.error_message())), std::string::npos)
+    // Logged as a quoted field (server/log.h), so with its quotes and backslashes escaped.
+    std::string logged = std::string(status.error_message());
+    absl::StrReplaceAll({{"\\", "\\\\"}, {"\"", "\\\""}}, &logged);
+    EXPECT_NE(server.Log().find(absl::StrCat("error=\"", logged, "\"")), std::string::npos)
         << server.Log();
   }
   // Repaired files load.
@@ -173,6 +277,18 @@ TEST(ModelFaultsTest, BrokenFilesAtReloadKeepTheOldVersionServing) {
   const grpc::Status status = reload(&repaired);
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(repaired.version(), version);
+
+  // A routing header naming another task is refused before anything loads.
+  grpc::ClientContext context;
+  SetDeadline(context, kLongDeadline);
+  context.AddMetadata("x-taskmoe-task", "fr-en");
+  v1::ReloadTaskRequest request;
+  request.set_task("en-de");
+  v1::ReloadTaskResponse response;
+  const grpc::Status mismatch = admin->ReloadTask(&context, request, &response);
+  EXPECT_EQ(mismatch.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(mismatch.error_message().find("x-taskmoe-task header: 'fr-en'"), std::string::npos)
+      << mismatch.error_message();
 }
 
 // --- Clients that go away.

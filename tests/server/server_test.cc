@@ -165,8 +165,10 @@ TEST_F(ServerTest, BadInputsGetClearStatuses) {
   cases.push_back({"too long", Request("en-de", {std::string(51, 'a')}),
                    grpc::StatusCode::INVALID_ARGUMENT,
                    "texts[0]: 51 characters, more than the limit of 50"});
-  cases.push_back({"huge", Request("en-de", {std::string(1 << 20, 'a')}),
-                   grpc::StatusCode::INVALID_ARGUMENT, "texts[0]: 1048576 bytes"});
+  cases.push_back(
+      {"huge", Request("en-de", {std::string(1 << 20, 'a')}), grpc::StatusCode::INVALID_ARGUMENT,
+       "texts[0]: more than the limit of 50 characters (its 1048576 bytes of UTF-8 hold at "
+       "least 262144)"});
   cases.push_back({"too many texts", Request("en-de", {"a", "b", "c", "d"}),
                    grpc::StatusCode::INVALID_ARGUMENT, "texts: 4 texts, more than the limit of 3"});
   TranslateRequest beam = Request("en-de", {"Hi"});
@@ -214,6 +216,47 @@ TEST_F(ServerTest, BadInputsGetClearStatuses) {
     const grpc::Status status = reader->Finish();
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << part;
     EXPECT_NE(status.error_message().find(part), std::string::npos) << status.error_message();
+  }
+  // The routing header must name the message's task (a gateway routed the call by it).
+  {
+    const std::string mismatch = "x-taskmoe-task header: 'fr-en' is not the request's task 'en-de'";
+    grpc::ClientContext context;
+    SetDeadline(context, kLongDeadline);
+    context.AddMetadata("x-taskmoe-task", "fr-en");
+    TranslateResponse response;
+    grpc::Status status = stub->Translate(&context, Request("en-de", {"Hi"}), &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find(mismatch), std::string::npos) << status.error_message();
+
+    grpc::ClientContext stream_context;
+    SetDeadline(stream_context, kLongDeadline);
+    stream_context.AddMetadata("x-taskmoe-task", "fr-en");
+    v1::TranslateStreamRequest stream_request;
+    stream_request.set_task("en-de");
+    stream_request.set_text("Hi");
+    auto reader = stub->TranslateStream(&stream_context, stream_request);
+    v1::TranslateStreamResponse message;
+    while (reader->Read(&message)) {
+    }
+    status = reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find(mismatch), std::string::npos) << status.error_message();
+
+    grpc::ClientContext get_context;
+    SetDeadline(get_context, kLongDeadline);
+    get_context.AddMetadata("x-taskmoe-task", "fr-en");
+    v1::GetTaskRequest get_request;
+    get_request.set_task("en-de");
+    v1::TaskInfo info;
+    status = stub->GetTask(&get_context, get_request, &info);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(status.error_message().find(mismatch), std::string::npos) << status.error_message();
+
+    // The matching header is served.
+    grpc::ClientContext matching;
+    SetDeadline(matching, kLongDeadline);
+    matching.AddMetadata("x-taskmoe-task", "en-de");
+    EXPECT_TRUE(stub->Translate(&matching, Request("en-de", {"Hi"}), &response).ok());
   }
   // The server is still fine after all of that.
   TranslateResponse response;
@@ -553,6 +596,22 @@ TEST_F(ServerTest, RequestLogLinesCannotBeForgedByTheCaller) {
   }
 }
 
+// config.json records its weights' digest: the offline tool refuses another task's weights
+// too (the server's start and reload: fault_test's "weights of another task").
+TEST_F(ServerTest, OfflineTranslateRefusesWeightsOfAnotherTask) {
+  std::filesystem::copy_file(repository_ + "/en-fr/model.safetensors",
+                             repository_ + "/en-de/model.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  const CommandResult result = RunCommand(
+      {TASKMOE_TRANSLATE_BINARY, "--model=" + repository_ + "/en-de", "--task=en-de"},
+      absl::Seconds(60));
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("model.safetensors has digest sha256:"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find(" but config.json records sha256:"), std::string::npos)
+      << result.output;
+}
+
 // A second server on a port the first one holds must refuse to start: with gRPC's default
 // SO_REUSEPORT it used to start and take half of the new connections.
 TEST_F(ServerTest, PortsInUseAreRefusedAtStart) {
@@ -606,12 +665,13 @@ TEST(ServerStartup, RefusesBadFlagsAndBadRepositories) {
   EXPECT_NE(missing.log.find("/nonexistent/repo is not a directory"), std::string::npos)
       << missing.log;
 
-  // One corrupt task: the server refuses to start and names it.
+  // One corrupt task with --require_all_tasks: the server refuses to start and names it.
   const std::string repository = MakeTempDir("corrupt");
   ASSERT_TRUE(WriteRandomRepository(repository, 1).ok());
   std::ofstream(repository + "/fr-en/config.json") << "{ not json";
   ExitResult corrupt = RunServerToExit(
-      {"--model_repository=" + repository, common, "--metrics_port=-1"}, absl::Seconds(60));
+      {"--model_repository=" + repository, common, "--metrics_port=-1", "--require_all_tasks"},
+      absl::Seconds(60));
   EXPECT_EQ(corrupt.code, 1);
   EXPECT_NE(corrupt.log.find("task fr-en:"), std::string::npos) << corrupt.log;
 }

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 import unittest
 
@@ -123,13 +124,26 @@ class ExportRoundTrip(unittest.TestCase):
         self.assertEqual(obj["tasks"][1], {"id": "en-de", "source": "en", "target": "de", "index": 1,
                                            "target_tag": "<2de>", "target_tag_id": 4})
         self.assertIsNone(obj["extracted"])
+        # The weights' digest, bound to the config (no tokenizer was exported here).
+        self.assertEqual(obj["files"],
+                         {"model.safetensors": export.file_sha256(os.path.join(out, "model.safetensors"))})
         self.assertEqual(obj["training"], {"kind": "test"})
         spec_keys = ["format_version", "architecture", "d_model", "num_heads", "encoder_layers",
                      "decoder_layers", "d_ff", "encoder_ffn_dims", "decoder_ffn_dims", "activation",
                      "norm", "layer_norm_eps", "vocab_size", "max_positions", "position_encoding",
                      "scale_embeddings", "tie_embeddings", "special_tokens", "languages", "tasks",
-                     "moe", "extracted", "training"]
+                     "moe", "extracted", "files", "training"]
         self.assertEqual(list(obj), spec_keys)
+
+    def test_loader_refuses_weights_of_another_model(self):
+        # The same architecture stored in bf16: every tensor fits, only the bytes differ.
+        out = self.roundtrip(fixtures.tiny_config("dense"), "f32")
+        other = self.roundtrip(fixtures.tiny_config("dense"), "bf16")
+        shutil.copyfile(os.path.join(other, "model.safetensors"), os.path.join(out, "model.safetensors"))
+        with self.assertRaisesRegex(export.FormatError,
+                                    r"model.safetensors has digest sha256:[0-9a-f]{64} but config.json "
+                                    r"records sha256:[0-9a-f]{64}"):
+            export.load_model_dir(out)
 
     def test_loader_refuses_shape_mismatch_and_extra_tensor(self):
         config = fixtures.tiny_config("dense")

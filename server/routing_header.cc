@@ -1,0 +1,22 @@
+// The x-taskmoe-task header against the message's task.
+#include "server/routing_header.h"
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace taskmoe::server {
+
+absl::Status CheckTaskRoutingHeader(const grpc::ServerContext& context, absl::string_view task) {
+  const auto [first, last] = context.client_metadata().equal_range(kTaskRoutingHeader);
+  for (auto it = first; it != last; ++it) {
+    const absl::string_view value(it->second.data(), it->second.size());
+    if (value == task) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        kTaskRoutingHeader, " header: '", absl::CHexEscape(value.substr(0, 64)),
+        "' is not the request's task '", absl::CHexEscape(task.substr(0, 64)),
+        "'; a gateway routes the call by the header, so send the same task id in both"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace taskmoe::server

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "kernels/activation.h"
 #include "kernels/quantize.h"
@@ -111,9 +112,19 @@ class PackedLinear {
   bool RunsReferenceKernel() const;
 
  private:
+  // What becomes of one (row block, column panel) of outputs that oneDNN wrote to a dense
+  // per-thread block (PanelsWriteIntoOutput() false): rows [first_row, first_row + rows) of
+  // panel `panel`, `block` holding rows x that panel's columns. Runs on the team thread that
+  // computed them, while they are in its cache.
+  // (A FunctionRef: the decoding loop allocates nothing.)
+  using PanelSink =
+      absl::FunctionRef<void(int64_t first_row, int64_t rows, int64_t panel, const float* block)>;
+
   // Forward without the int8 dequantisation: y holds raw products in int8 (the per-row
-  // scales stay in this thread's scratch until the next call).
-  absl::Status Multiply(const Tensor& x, Activation activation, Tensor& y) const;
+  // scales stay in this thread's scratch until the next call). With a `sink`, panels that
+  // oneDNN cannot write into y go to it instead of into y.
+  absl::Status Multiply(const Tensor& x, Activation activation, Tensor& y,
+                        const PanelSink* sink = nullptr) const;
   // How the raw products of this thread's last int8 Multiply become outputs.
   Dequantisation Int8Dequantisation() const;
 
@@ -123,7 +134,8 @@ class PackedLinear {
   // The same in panels of `width` columns (the last one narrower).
   absl::Status PackPanels(const void* weight, dnnl::memory::data_type type, int64_t width);
   // Multiply on oneDNN: every (row block, column panel) pair, across the team.
-  absl::Status MultiplyOnOneDnn(const void* src, int64_t m, Activation activation, Tensor& y) const;
+  absl::Status MultiplyOnOneDnn(const void* src, int64_t m, Activation activation, Tensor& y,
+                                const PanelSink* sink) const;
 
   // Whether oneDNN writes each panel's outputs into y's rows (one panel, or strided outputs
   // oneDNN runs as fast), rather than into a per-thread dense block that is copied out.

@@ -119,6 +119,14 @@ TASKMOE_AVX512_CLONE void ArgMaxAndLogSumExpRow(const float* row, int64_t r, int
 
 }  // namespace
 
+void ArgMaxAndLogSumExpRowsOnThisThread(const float* values, int64_t rows, int64_t n,
+                                        const Dequantisation* dequantisation, int32_t* argmax,
+                                        float* max, float* log_sum_exp) {
+  for (int64_t r = 0; r < rows; ++r) {
+    ArgMaxAndLogSumExpRow(values + r * n, r, n, dequantisation, argmax, max, log_sum_exp);
+  }
+}
+
 void ArgMaxAndLogSumExpRows(const float* values, int64_t rows, int64_t n,
                             const Dequantisation* dequantisation, int32_t* argmax, float* max,
                             float* log_sum_exp) {

@@ -31,6 +31,12 @@ void ArgMaxAndLogSumExpRows(const float* values, int64_t rows, int64_t n,
                             const Dequantisation* dequantisation, int32_t* argmax, float* max,
                             float* log_sum_exp);
 
+// ArgMaxAndLogSumExpRows on the calling thread alone: for a loop that is already shared among
+// the threads (matmul.h's column panels).
+void ArgMaxAndLogSumExpRowsOnThisThread(const float* values, int64_t rows, int64_t n,
+                                        const Dequantisation* dequantisation, int32_t* argmax,
+                                        float* max, float* log_sum_exp);
+
 // The same on one row of `count` values (count >= 1); the building blocks of the above.
 void SoftmaxRow(float* values, int64_t count);
 void LogSoftmaxRow(float* values, int64_t count);

@@ -375,8 +375,11 @@ TEST(Matmul, UsesOptimisedImplementations) {
 TEST(Matmul, ArgMaxAndLogSumExpHeadMatchesForward) {
   for (MatmulPath path : kAllMatmulPaths) {
     if (!CheckMatmulPathSupported(path).ok()) continue;
-    for (const Problem problem :
-         {Problem{1, 64, 3000}, Problem{5, 96, 1100}, Problem{70, 32, 513}}) {
+    // With more than one thread oneDNN's weights are column panels, each reduced on the
+    // thread that computed it and merged per row; 300 rows are a 256-row block and a padded
+    // remainder.
+    for (const Problem problem : {Problem{1, 64, 3000}, Problem{5, 96, 1100}, Problem{70, 32, 513},
+                                  Problem{300, 32, 2100}}) {
       const auto [m, k, n] = problem;
       absl::StatusOr<PackedLinear> linear =
           PackedLinear::Create(MakeWeight(n, k, 4), RandomTensor(Shape{n}, 5, 0.5f), path);

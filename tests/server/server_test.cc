@@ -602,9 +602,9 @@ TEST_F(ServerTest, OfflineTranslateRefusesWeightsOfAnotherTask) {
   std::filesystem::copy_file(repository_ + "/en-fr/model.safetensors",
                              repository_ + "/en-de/model.safetensors",
                              std::filesystem::copy_options::overwrite_existing);
-  const CommandResult result = RunCommand(
-      {TASKMOE_TRANSLATE_BINARY, "--model=" + repository_ + "/en-de", "--task=en-de"},
-      absl::Seconds(60));
+  const CommandResult result =
+      RunCommand({TASKMOE_TRANSLATE_BINARY, "--model=" + repository_ + "/en-de", "--task=en-de"},
+                 absl::Seconds(60));
   EXPECT_EQ(result.exit_code, 1) << result.output;
   EXPECT_NE(result.output.find("model.safetensors has digest sha256:"), std::string::npos)
       << result.output;

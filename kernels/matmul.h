@@ -91,7 +91,9 @@ class PackedLinear {
   // first of equal ones), that value and log(sum exp(y)) (see ArgMaxAndLogSumExp in
   // softmax.h); argmax s32, max and log_sum_exp f32, all [rows]. `products` is scratch: in
   // int8 it holds the raw products, which are dequantised block by block inside the
-  // reduction, so the 64k-wide output rows are never written out in f32.
+  // reduction, so the 64k-wide output rows are never written out in f32. Where oneDNN's
+  // weights are column panels it is left unwritten: each (row block, panel) is reduced on the
+  // thread that computed it, and the panels' results are merged per row.
   absl::Status ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& products, Tensor& argmax,
                                          Tensor& max, Tensor& log_sum_exp) const;
 

@@ -537,33 +537,22 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
                                                      Tensor& argmax, Tensor& max,
                                                      Tensor& log_sum_exp) const {
   const bool int8 = precision() == Precision::kInt8;
-  if (OwnInt8Kernel() || PanelsWriteIntoOutput()) {
-    // The products land in y: reduce them there.
-    if (absl::Status s = Multiply(x, Activation::kNone, products); !s.ok()) return s;
-    const int64_t rows = products.numel() / out_features_;
-    argmax.Resize(DType::kS32, Shape{rows});
-    max.Resize(DType::kF32, Shape{rows});
-    log_sum_exp.Resize(DType::kF32, Shape{rows});
-    if (rows == 0) return absl::OkStatus();
-    const Dequantisation dequantisation = Int8Dequantisation();
-    ArgMaxAndLogSumExpRows(products.data<float>(), rows, out_features_,
-                           int8 ? &dequantisation : nullptr, argmax.data<int32_t>(),
-                           max.data<float>(), log_sum_exp.data<float>());
-    return absl::OkStatus();
-  }
-  // Each (row block, panel) is reduced where it was computed, from the thread's cache, rather
-  // than copied into the [rows, vocabulary] products and read back: at batch 32 over a 64k
-  // vocabulary that saved writing and reading 8 MB per decoding step. Then the panels' partial
-  // results are merged per row.
+  // Where the products land in y they are reduced there. Otherwise each (row block, panel) is
+  // reduced where it was computed, from the thread's cache, rather than copied into the
+  // [rows, vocabulary] products and read back (at batch 32 over a 64k vocabulary, 8 MB
+  // written and read per decoding step), and the panels' partial results are merged per row.
+  const bool per_panel = !OwnInt8Kernel() && !PanelsWriteIntoOutput();
   const int64_t rows = x.valid() && in_features_ > 0 ? x.numel() / in_features_ : 0;
   const int64_t panels = static_cast<int64_t>(panels_.size());
   InputScratch& scratch = Scratch();
-  scratch.head_argmax.Resize(DType::kS32, Shape{panels, rows});
-  scratch.head_max.Resize(DType::kF32, Shape{panels, rows});
-  scratch.head_log_sum_exp.Resize(DType::kF32, Shape{panels, rows});
-  int32_t* const panel_argmax = scratch.head_argmax.data<int32_t>();
-  float* const panel_max = scratch.head_max.data<float>();
-  float* const panel_log_sum_exp = scratch.head_log_sum_exp.data<float>();
+  if (per_panel) {
+    scratch.head_argmax.Resize(DType::kS32, Shape{panels, rows});
+    scratch.head_max.Resize(DType::kF32, Shape{panels, rows});
+    scratch.head_log_sum_exp.Resize(DType::kF32, Shape{panels, rows});
+  }
+  int32_t* const panel_argmax = per_panel ? scratch.head_argmax.data<int32_t>() : nullptr;
+  float* const panel_max = per_panel ? scratch.head_max.data<float>() : nullptr;
+  float* const panel_log_sum_exp = per_panel ? scratch.head_log_sum_exp.data<float>() : nullptr;
   // The sink runs on team threads: it uses the calling thread's scratch (the row scales
   // Multiply computes for int8 inputs, written before any panel runs), never its own.
   const auto reduce = [&](int64_t first_row, int64_t block_rows, int64_t panel,
@@ -581,13 +570,23 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
                                        panel_max + at, panel_log_sum_exp + at);
   };
   const PanelSink sink(reduce);
-  if (absl::Status s = Multiply(x, Activation::kNone, products, &sink); !s.ok()) return s;
+  if (absl::Status s = Multiply(x, Activation::kNone, products, per_panel ? &sink : nullptr);
+      !s.ok()) {
+    return s;
+  }
   argmax.Resize(DType::kS32, Shape{rows});
   max.Resize(DType::kF32, Shape{rows});
   log_sum_exp.Resize(DType::kF32, Shape{rows});
+  if (rows == 0) return absl::OkStatus();
   int32_t* const out_argmax = argmax.data<int32_t>();
   float* const out_max = max.data<float>();
   float* const out_log_sum_exp = log_sum_exp.data<float>();
+  if (!per_panel) {
+    const Dequantisation dequantisation = Int8Dequantisation();
+    ArgMaxAndLogSumExpRows(products.data<float>(), rows, out_features_,
+                           int8 ? &dequantisation : nullptr, out_argmax, out_max, out_log_sum_exp);
+    return absl::OkStatus();
+  }
   ParallelFor(rows, rows * panels > 4096, [&](int64_t r) {
     // The first panel holding the largest value (so the first of equal values wins, as in
     // one pass), skipping panels whose values are all NaN; log(sum exp) of the panels' ones.

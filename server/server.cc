@@ -8,6 +8,8 @@
 #include <grpcpp/server_builder.h>
 
 #include <exception>
+#include <map>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -140,12 +142,13 @@ absl::Status TaskmoeServer::LoadModels() {
   // The overall status; gRPC sets every service's status with it, so the tasks that failed
   // to load are set NOT_SERVING after it.
   server_->GetHealthCheckService()->SetServingStatus(true);
-  for (const auto& [task, reason] : registry_.LoadErrors()) {
+  const std::map<std::string, std::string> load_errors = registry_.LoadErrors();
+  for (const auto& [task, reason] : load_errors) {
     metrics_.CountLoadFailure(task);
     metrics_.SetTaskReady(task, false);
     server_->GetHealthCheckService()->SetServingStatus(task, false);
   }
-  const size_t broken = registry_.LoadErrors().size();
+  const size_t broken = load_errors.size();
   Log(broken > 0 ? LogLevel::kWarning : LogLevel::kInfo,
       absl::StrCat("ready: ", registry_.TaskIds().size(), " tasks loaded in ",
                    absl::FormatDuration(absl::Now() - start),

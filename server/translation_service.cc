@@ -306,6 +306,13 @@ void TranslationServiceImpl::FillTaskInfo(const LoadedTask& task, v1::TaskInfo& 
   info.set_ready(ready_.load() && !draining_.load());
 }
 
+void TranslationServiceImpl::FillBrokenTaskInfo(const std::string& task, const std::string& reason,
+                                                v1::TaskInfo& info) {
+  info.set_task(task);
+  info.set_ready(false);
+  info.set_load_error(reason);
+}
+
 absl::Status TranslationServiceImpl::TaskFailedToLoad(const std::string& task) const {
   const std::string reason = registry_.LoadError(task);
   if (reason.empty()) return absl::OkStatus();
@@ -319,12 +326,7 @@ grpc::Status TranslationServiceImpl::ListTasks(grpc::ServerContext* context,
   // Loaded and broken tasks together, by id.
   std::map<std::string, v1::TaskInfo> tasks;
   for (const auto& task : registry_.List()) FillTaskInfo(*task, tasks[task->id]);
-  for (const auto& [id, reason] : registry_.LoadErrors()) {
-    v1::TaskInfo& info = tasks[id];
-    info.set_task(id);
-    info.set_ready(false);
-    info.set_load_error(reason);
-  }
+  for (const auto& [id, reason] : registry_.LoadErrors()) FillBrokenTaskInfo(id, reason, tasks[id]);
   for (auto& [id, info] : tasks) *response->add_tasks() = std::move(info);
   return grpc::Status::OK;
 }
@@ -340,10 +342,8 @@ grpc::Status TranslationServiceImpl::GetTask(grpc::ServerContext* context,
   }
   std::shared_ptr<const LoadedTask> task = registry_.Find(request->task());
   if (task == nullptr) {
-    if (std::string reason = registry_.LoadError(request->task()); !reason.empty()) {
-      response->set_task(request->task());
-      response->set_ready(false);
-      response->set_load_error(std::move(reason));
+    if (const std::string reason = registry_.LoadError(request->task()); !reason.empty()) {
+      FillBrokenTaskInfo(request->task(), reason, *response);
       return grpc::Status::OK;
     }
     return ToGrpcStatus(absl::NotFoundError(

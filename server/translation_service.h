@@ -63,6 +63,9 @@ class TranslationServiceImpl final : public v1::TranslationService::Service {
               const std::string& request_id, const absl::Status& status, absl::Time start,
               const RequestState* state, int64_t output_tokens);
   void FillTaskInfo(const LoadedTask& task, v1::TaskInfo& info) const;
+  // A task that failed to load: its id, not ready, and why (the proto's load_error).
+  static void FillBrokenTaskInfo(const std::string& task, const std::string& reason,
+                                 v1::TaskInfo& info);
   // UNAVAILABLE with the reason when `task` failed to load at start; else OK.
   absl::Status TaskFailedToLoad(const std::string& task) const;
 

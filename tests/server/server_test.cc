@@ -219,18 +219,25 @@ TEST_F(ServerTest, BadInputsGetClearStatuses) {
   }
   // The routing header must name the message's task (a gateway routed the call by it).
   {
-    const std::string mismatch = "x-taskmoe-task header: 'fr-en' is not the request's task 'en-de'";
+    // A call's context with the deadline and the routing header naming `task`.
+    const auto routed_to = [](grpc::ClientContext& context, const std::string& task) {
+      SetDeadline(context, kLongDeadline);
+      context.AddMetadata("x-taskmoe-task", task);
+    };
+    const auto expect_mismatch = [](const grpc::Status& status) {
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+      EXPECT_NE(status.error_message().find(
+                    "x-taskmoe-task header: 'fr-en' is not the request's task 'en-de'"),
+                std::string::npos)
+          << status.error_message();
+    };
     grpc::ClientContext context;
-    SetDeadline(context, kLongDeadline);
-    context.AddMetadata("x-taskmoe-task", "fr-en");
+    routed_to(context, "fr-en");
     TranslateResponse response;
-    grpc::Status status = stub->Translate(&context, Request("en-de", {"Hi"}), &response);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_NE(status.error_message().find(mismatch), std::string::npos) << status.error_message();
+    expect_mismatch(stub->Translate(&context, Request("en-de", {"Hi"}), &response));
 
     grpc::ClientContext stream_context;
-    SetDeadline(stream_context, kLongDeadline);
-    stream_context.AddMetadata("x-taskmoe-task", "fr-en");
+    routed_to(stream_context, "fr-en");
     v1::TranslateStreamRequest stream_request;
     stream_request.set_task("en-de");
     stream_request.set_text("Hi");
@@ -238,24 +245,18 @@ TEST_F(ServerTest, BadInputsGetClearStatuses) {
     v1::TranslateStreamResponse message;
     while (reader->Read(&message)) {
     }
-    status = reader->Finish();
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_NE(status.error_message().find(mismatch), std::string::npos) << status.error_message();
+    expect_mismatch(reader->Finish());
 
     grpc::ClientContext get_context;
-    SetDeadline(get_context, kLongDeadline);
-    get_context.AddMetadata("x-taskmoe-task", "fr-en");
+    routed_to(get_context, "fr-en");
     v1::GetTaskRequest get_request;
     get_request.set_task("en-de");
     v1::TaskInfo info;
-    status = stub->GetTask(&get_context, get_request, &info);
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-    EXPECT_NE(status.error_message().find(mismatch), std::string::npos) << status.error_message();
+    expect_mismatch(stub->GetTask(&get_context, get_request, &info));
 
     // The matching header is served.
     grpc::ClientContext matching;
-    SetDeadline(matching, kLongDeadline);
-    matching.AddMetadata("x-taskmoe-task", "en-de");
+    routed_to(matching, "en-de");
     EXPECT_TRUE(stub->Translate(&matching, Request("en-de", {"Hi"}), &response).ok());
   }
   // The server is still fine after all of that.

@@ -659,6 +659,13 @@ TEST(ServerStartup, RefusesBadFlagsAndBadRepositories) {
   EXPECT_EQ(bad_flag.code, 2);
   EXPECT_NE(bad_flag.log.find("--max_batch_sentences must be >= 1"), std::string::npos);
 
+  ExitResult bad_log_format =
+      RunServerToExit({"--model_repository=/nonexistent", "--log_format=xml"}, absl::Seconds(60));
+  EXPECT_EQ(bad_log_format.code, 2);
+  EXPECT_NE(bad_log_format.log.find("unknown log format 'xml' (expected text or json)"),
+            std::string::npos)
+      << bad_log_format.log;
+
   const std::string common = "--port=0";
   ExitResult missing = RunServerToExit(
       {"--model_repository=/nonexistent/repo", common, "--metrics_port=-1"}, absl::Seconds(60));

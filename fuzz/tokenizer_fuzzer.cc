@@ -8,6 +8,10 @@
 // through Tokenizer::Decode (out-of-range ids must be refused with a status), and uint16s
 // taken modulo the vocabulary size straight through SentencePieceModel::Decode; every text a
 // decode returns must be valid UTF-8, since the server puts it in protobuf string fields.
+// As a caller's text, it is also split into sentences (models/sentence_splitter.h): in order,
+// inside the text, never overlapping, without surrounding whitespace; and its unknown pieces'
+// texts are decoded back in: whatever replaces them, the decoded text is valid UTF-8 and
+// holds no " ⁇ " of ours.
 // Seeds: fuzz/corpus/tokenizer/ (sentences in the demo's languages and edge cases).
 #include <algorithm>
 #include <cstdint>
@@ -21,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_util.h"
 #include "models/config.h"
+#include "models/sentence_splitter.h"
 #include "models/sentencepiece_model.h"
 #include "models/tokenizer.h"
 
@@ -70,6 +75,32 @@ void Run(std::string_view input) {
   absl::StatusOr<std::string> text = demo.tokenizer->Decode(*pieces);
   TASKMOE_FUZZ_CHECK(text.ok(), std::string(text.status().message()));
   CheckText("the decoded encoding", *text);
+
+  // The input as a caller's text: its sentences, and its unknown pieces replaced or dropped.
+  const char* previous_end = input.data();
+  for (std::string_view sentence : models::SplitSentences(input)) {
+    TASKMOE_FUZZ_CHECK(!sentence.empty() && sentence.data() >= previous_end &&
+                           sentence.data() + sentence.size() <= input.data() + input.size(),
+                       "a sentence outside the text, empty, or out of order");
+    TASKMOE_FUZZ_CHECK(sentence.front() != ' ' && sentence.back() != ' ' &&
+                           sentence.front() != '\n' && sentence.back() != '\n',
+                       "a sentence with surrounding whitespace");
+    previous_end = sentence.data() + sentence.size();
+  }
+  std::vector<std::string> unknown_texts;
+  const std::vector<int32_t> with_unknowns = demo.spm->Encode(input, &unknown_texts);
+  TASKMOE_FUZZ_CHECK(with_unknowns == *pieces, "Encode differs when asked for unknown texts");
+  TASKMOE_FUZZ_CHECK(static_cast<size_t>(std::count(with_unknowns.begin(), with_unknowns.end(),
+                                                    demo.spm->unk_id())) == unknown_texts.size(),
+                     "not one unknown text per unknown piece");
+  for (const std::vector<std::string>& replacements : {unknown_texts, std::vector<std::string>{}}) {
+    const std::string replaced = demo.spm->DecodeReplacingUnknowns(with_unknowns, replacements);
+    CheckText("a decoding with unknown pieces replaced", replaced);
+    if (input.find("\xE2\x81\x87") == std::string_view::npos) {
+      TASKMOE_FUZZ_CHECK(replaced.find(" \xE2\x81\x87 ") == std::string::npos,
+                         "the unknown sign in a decoding that replaces it");
+    }
+  }
 
   // The input as int32 ids, any value.
   std::vector<int32_t> ids(input.size() / sizeof(int32_t));

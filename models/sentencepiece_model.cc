@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 
 namespace taskmoe::models {
 namespace {
@@ -118,7 +119,8 @@ absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::FromByte
   return model;
 }
 
-std::vector<int32_t> SentencePieceModel::Encode(std::string_view text) const {
+std::vector<int32_t> SentencePieceModel::Encode(std::string_view text,
+                                                std::vector<std::string>* unknown_texts) const {
   const std::string normalized = normalizer_->Normalize(text);
   const size_t size = normalized.size();
   if (size == 0) return {};
@@ -167,29 +169,68 @@ std::vector<int32_t> SentencePieceModel::Encode(std::string_view text) const {
     start += char_length;
   }
   std::vector<int32_t> ids;
+  // Byte ranges of normalized[] under each unknown piece, last first (as ids is built).
+  std::vector<std::pair<size_t, size_t>> unknown_spans;
   for (size_t end = size; end > 0; end = static_cast<size_t>(best[end].start)) {
+    const size_t begin = static_cast<size_t>(best[end].start);
     // A run of unknown characters becomes one unknown piece, as in SentencePiece.
-    if (best[end].id == unk_id_ && !ids.empty() && ids.back() == unk_id_) continue;
+    if (best[end].id == unk_id_ && !ids.empty() && ids.back() == unk_id_) {
+      unknown_spans.back().first = begin;
+      continue;
+    }
+    if (best[end].id == unk_id_) unknown_spans.emplace_back(begin, end);
     ids.push_back(best[end].id);
   }
   std::reverse(ids.begin(), ids.end());
+  if (unknown_texts != nullptr) {
+    unknown_texts->clear();
+    for (auto it = unknown_spans.rbegin(); it != unknown_spans.rend(); ++it) {
+      unknown_texts->push_back(
+          absl::StrReplaceAll(normalized.substr(it->first, it->second - it->first),
+                              {{std::string(kSpaceSymbol), " "}}));
+    }
+  }
   return ids;
 }
 
 std::string SentencePieceModel::Decode(const std::vector<int32_t>& ids) const {
+  return DecodeImpl(ids, nullptr);
+}
+
+std::string SentencePieceModel::DecodeReplacingUnknowns(
+    const std::vector<int32_t>& ids, const std::vector<std::string>& replacements) const {
+  return DecodeImpl(ids, &replacements);
+}
+
+std::string SentencePieceModel::DecodeImpl(const std::vector<int32_t>& ids,
+                                           const std::vector<std::string>* replacements) const {
   std::string text;
+  size_t unknowns_seen = 0;
+  // A dropped unknown piece between two spaces ("▁", unk, "▁x") must not leave two.
+  bool dropped_after_space = false;
   for (int32_t id : ids) {
     const SentencePieceEntry& entry = pieces_[id];
     if (entry.type == PieceType::kControl) continue;
     if (entry.type == PieceType::kUnknown) {
-      text += unk_surface_;
+      if (replacements == nullptr) {
+        text += unk_surface_;
+      } else if (const size_t i = unknowns_seen++;
+                 i < replacements->size() && !(*replacements)[i].empty()) {
+        text += (*replacements)[i];
+      } else {
+        dropped_after_space = dropped_after_space || text.empty() || text.back() == ' ';
+        continue;
+      }
+      dropped_after_space = false;
       continue;
     }
     std::string_view piece = entry.piece;
     // The dummy prefix space of the first word is not part of the text.
-    if (text.empty() && piece.substr(0, kSpaceSymbol.size()) == kSpaceSymbol) {
+    if ((text.empty() || dropped_after_space) &&
+        piece.substr(0, kSpaceSymbol.size()) == kSpaceSymbol) {
       piece.remove_prefix(kSpaceSymbol.size());
     }
+    dropped_after_space = false;
     for (size_t i = 0; i < piece.size();) {
       if (piece.substr(i, kSpaceSymbol.size()) == kSpaceSymbol) {
         text.push_back(' ');
@@ -199,6 +240,7 @@ std::string SentencePieceModel::Decode(const std::vector<int32_t>& ids) const {
       }
     }
   }
+  if (dropped_after_space && !text.empty() && text.back() == ' ') text.pop_back();
   return text;
 }
 

@@ -27,12 +27,20 @@ class SentencePieceModel {
   static absl::StatusOr<std::unique_ptr<SentencePieceModel>> Load(const std::string& path);
   static absl::StatusOr<std::unique_ptr<SentencePieceModel>> FromBytes(std::string_view bytes);
 
-  // Piece ids of `text` (normalised, then segmented by the Viterbi best path).
-  std::vector<int32_t> Encode(std::string_view text) const;
+  // Piece ids of `text` (normalised, then segmented by the Viterbi best path). With
+  // `unknown_texts`, also the characters each unknown piece stands for, in order: a run of
+  // characters the vocabulary lacks (normalised, "▁" shown as a space) is one unknown piece.
+  std::vector<int32_t> Encode(std::string_view text,
+                              std::vector<std::string>* unknown_texts = nullptr) const;
   // Text of piece ids: control pieces vanish, the unknown piece shows as the model's unknown
   // surface (" ⁇ "), "▁" becomes a space and the first piece's leading space is dropped.
   // Ids must be in [0, size()).
   std::string Decode(const std::vector<int32_t>& ids) const;
+  // As Decode, but the i-th unknown piece becomes `replacements[i]` rather than " ⁇ ": an
+  // unknown piece past the end of `replacements`, or with an empty one, is dropped, and so is
+  // the space it would leave doubled.
+  std::string DecodeReplacingUnknowns(const std::vector<int32_t>& ids,
+                                      const std::vector<std::string>& replacements) const;
 
   int size() const { return static_cast<int>(pieces_.size()); }
   // -1 when `piece` is not in the vocabulary.
@@ -47,6 +55,9 @@ class SentencePieceModel {
 
  private:
   SentencePieceModel() = default;
+  // Decode and DecodeReplacingUnknowns: `replacements` null shows unknown pieces as " ⁇ ".
+  std::string DecodeImpl(const std::vector<int32_t>& ids,
+                         const std::vector<std::string>* replacements) const;
 
   std::vector<SentencePieceEntry> pieces_;
   absl::flat_hash_map<std::string, int> piece_ids_;

@@ -49,26 +49,36 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodePieces(std::string_view te
   return processor_->Encode(text);
 }
 
-absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodeSource(std::string_view text,
-                                                             const TaskInfo& task) const {
-  absl::StatusOr<std::vector<int32_t>> pieces = EncodePieces(text);
-  if (!pieces.ok()) return pieces.status();
+absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodeSource(
+    std::string_view text, const TaskInfo& task, std::vector<std::string>* unknown_texts) const {
+  const std::vector<int32_t> pieces = processor_->Encode(text, unknown_texts);
   std::vector<int32_t> ids;
-  ids.reserve(pieces->size() + 2);
+  ids.reserve(pieces.size() + 2);
   ids.push_back(task.target_tag_id);
-  ids.insert(ids.end(), pieces->begin(), pieces->end());
+  ids.insert(ids.end(), pieces.begin(), pieces.end());
   ids.push_back(eos_);
   return ids;
 }
 
-absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids) const {
+absl::Status Tokenizer::CheckIds(const std::vector<int32_t>& ids) const {
   for (int32_t id : ids) {
     if (id < 0 || id >= processor_->size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("tokenizer: id ", id, " outside the vocabulary"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids) const {
+  if (absl::Status s = CheckIds(ids); !s.ok()) return s;
   return processor_->Decode(ids);
+}
+
+absl::StatusOr<std::string> Tokenizer::DecodeReplacingUnknowns(
+    const std::vector<int32_t>& ids, const std::vector<std::string>& replacements) const {
+  if (absl::Status s = CheckIds(ids); !s.ok()) return s;
+  return processor_->DecodeReplacingUnknowns(ids, replacements);
 }
 
 std::string Tokenizer::IdToPiece(int32_t id) const {

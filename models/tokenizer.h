@@ -23,18 +23,26 @@ class Tokenizer {
                                                                const ModelConfig& config);
   ~Tokenizer();
 
-  // [task's target tag] + pieces(text) + [eos].
-  absl::StatusOr<std::vector<int32_t>> EncodeSource(std::string_view text,
-                                                    const TaskInfo& task) const;
+  // [task's target tag] + pieces(text) + [eos]. With `unknown_texts`, also what each unknown
+  // piece stands for (SentencePieceModel::Encode).
+  absl::StatusOr<std::vector<int32_t>> EncodeSource(
+      std::string_view text, const TaskInfo& task,
+      std::vector<std::string>* unknown_texts = nullptr) const;
   // Pieces of `text` alone (no tag, no eos).
   absl::StatusOr<std::vector<int32_t>> EncodePieces(std::string_view text) const;
-  // Text of generated ids (special ids are skipped).
+  // Text of generated ids (special ids are skipped), unknown pieces shown as " ⁇ ".
   absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids) const;
+  // As Decode, the i-th unknown piece replaced by replacements[i], or dropped
+  // (SentencePieceModel::DecodeReplacingUnknowns).
+  absl::StatusOr<std::string> DecodeReplacingUnknowns(
+      const std::vector<int32_t>& ids, const std::vector<std::string>& replacements) const;
   std::string IdToPiece(int32_t id) const;
   int vocab_size() const;
 
  private:
   Tokenizer();
+  // INVALID_ARGUMENT naming the first id outside the vocabulary.
+  absl::Status CheckIds(const std::vector<int32_t>& ids) const;
   std::unique_ptr<SentencePieceModel> processor_;
   int32_t eos_ = 3;
 };

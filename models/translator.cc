@@ -41,29 +41,32 @@ absl::StatusOr<std::vector<Translation>> Translator::Translate(
       model_->RouteForTask(static_cast<int>(task - config.tasks.data()));
   if (!route.ok()) return route.status();
 
-  std::vector<std::vector<int32_t>> sources(texts.size());
+  // Every text's sentences, one after the other; first_sentence[t] is text t's first.
+  std::vector<SourceSentence> sentences;
+  std::vector<size_t> first_sentence = {0};
   for (size_t i = 0; i < texts.size(); ++i) {
-    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->EncodeSource(texts[i], *task);
-    if (!ids.ok()) return ids.status();
-    if (static_cast<int64_t>(ids->size()) > config.max_positions) {
-      return absl::InvalidArgumentError(absl::StrCat("text ", i, " has ", ids->size(),
-                                                     " tokens; the model takes at most ",
-                                                     config.max_positions));
+    absl::StatusOr<std::vector<SourceSentence>> prepared =
+        PrepareText(*tokenizer_, *task, texts[i], options.text, config.max_positions);
+    if (!prepared.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("text ", i, ": ", prepared.status().message()));
     }
-    sources[i] = *std::move(ids);
+    for (SourceSentence& sentence : *prepared) sentences.push_back(std::move(sentence));
+    first_sentence.push_back(sentences.size());
   }
   // Longest first, stably, so each batch holds sentences of similar length.
-  std::vector<size_t> order(texts.size());
+  std::vector<size_t> order(sentences.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return sources[a].size() > sources[b].size(); });
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return sentences[a].ids.size() > sentences[b].ids.size();
+  });
 
-  std::vector<Translation> results(texts.size());
+  std::vector<Hypothesis> hypotheses(sentences.size());
   DecodeWorkspace workspace;  // shared by the batches below
   for (size_t start = 0; start < order.size(); start += options.max_batch_size) {
     const size_t end = std::min(order.size(), start + options.max_batch_size);
     std::vector<std::vector<int32_t>> batch;
-    for (size_t i = start; i < end; ++i) batch.push_back(std::move(sources[order[i]]));
+    for (size_t i = start; i < end; ++i) batch.push_back(sentences[order[i]].ids);
     DecodeOptions decode = options.decode;
     // Callbacks speak in the caller's sentence indices, not the batch's.
     if (options.decode.is_cancelled) {
@@ -76,19 +79,30 @@ absl::StatusOr<std::vector<Translation>> Translator::Translate(
         options.decode.on_token(order[start + s], t);
       };
     }
-    absl::StatusOr<std::vector<Hypothesis>> hypotheses =
+    absl::StatusOr<std::vector<Hypothesis>> decoded =
         Decode(*model_, **route, batch, decode, &workspace);
-    if (!hypotheses.ok()) return hypotheses.status();
-    for (size_t i = start; i < end; ++i) {
-      Hypothesis& h = (*hypotheses)[i - start];
-      Translation& t = results[order[i]];
-      absl::StatusOr<std::string> text = tokenizer_->Decode(h.tokens);
-      if (!text.ok()) return text.status();
-      t.text = *std::move(text);
-      t.score = h.score;
-      t.token_ids = std::move(h.tokens);
-      t.status = h.status;
+    if (!decoded.ok()) return decoded.status();
+    for (size_t i = start; i < end; ++i) hypotheses[order[i]] = std::move((*decoded)[i - start]);
+  }
+
+  std::vector<Translation> results(texts.size());
+  for (size_t t = 0; t < texts.size(); ++t) {
+    const size_t first = first_sentence[t], count = first_sentence[t + 1] - first;
+    std::vector<const Hypothesis*> parts;
+    for (size_t i = first; i < first + count; ++i) {
+      parts.push_back(&hypotheses[i]);
+      if (!hypotheses[i].status.ok() && results[t].status.ok()) {
+        results[t].status = hypotheses[i].status;
+      }
     }
+    absl::StatusOr<TextTranslation> text =
+        AssembleText(*tokenizer_, absl::MakeConstSpan(sentences).subspan(first, count), parts,
+                     options.text.unknown_pieces);
+    if (!text.ok()) return text.status();
+    results[t].text = std::move(text->text);
+    results[t].score = text->score;
+    results[t].token_ids = std::move(text->token_ids);
+    results[t].finish_reason = text->finish_reason;
   }
   return results;
 }

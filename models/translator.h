@@ -1,6 +1,7 @@
-// Translator: texts in, texts out, for one task of one model. Tokenises, sorts the batch by
-// source length (so padding stays small), decodes in batches, detokenises, and returns the
-// results in the caller's order.
+// Translator: texts in, texts out, for one task of one model. Splits each text into sentences
+// and tokenises them (text_pipeline.h, as the server does), sorts the sentences by source
+// length (so padding stays small), decodes them in batches, puts each text back together, and
+// returns the results in the caller's order.
 #ifndef TASKMOE_MODELS_TRANSLATOR_H_
 #define TASKMOE_MODELS_TRANSLATOR_H_
 
@@ -11,13 +12,17 @@
 
 #include "absl/status/statusor.h"
 #include "models/decoding.h"
+#include "models/text_pipeline.h"
 #include "models/tokenizer.h"
 #include "models/transformer.h"
 
 namespace taskmoe::models {
 
 struct TranslateOptions {
+  // Its callbacks (is_cancelled, on_token) name a sentence by its index among the sentences
+  // of all texts, in order.
   DecodeOptions decode;
+  TextOptions text;
   // Sentences decoded together (after sorting by length).
   int max_batch_size = 32;
 };
@@ -26,7 +31,8 @@ struct Translation {
   std::string text;
   float score = 0.0f;
   std::vector<int32_t> token_ids;
-  absl::Status status;  // Cancelled when the caller cancelled this sentence
+  FinishReason finish_reason = FinishReason::kEndOfSentence;
+  absl::Status status;  // Cancelled when the caller cancelled one of its sentences
 };
 
 class Translator {

@@ -8,16 +8,36 @@
 namespace taskmoe::server {
 
 RequestState::RequestState(std::shared_ptr<const LoadedTask> task, DecodeSettings settings,
-                           std::vector<std::vector<int32_t>> sources, absl::Time deadline,
-                           bool streams_tokens)
+                           models::TextOptions text_options,
+                           std::vector<std::vector<models::SourceSentence>> texts,
+                           absl::Time deadline, bool streams_tokens)
     : task_(std::move(task)),
       settings_(settings),
-      sources_(std::move(sources)),
+      text_options_(text_options),
       received_(absl::Now()),
       deadline_(deadline),
-      streams_tokens_(streams_tokens),
-      results_(sources_.size()),
-      remaining_(static_cast<int>(sources_.size())) {}
+      streams_tokens_(streams_tokens) {
+  text_begin_.push_back(0);
+  for (std::vector<models::SourceSentence>& text : texts) {
+    for (models::SourceSentence& sentence : text) sentences_.push_back(std::move(sentence));
+    text_begin_.push_back(static_cast<int>(sentences_.size()));
+  }
+  results_.resize(sentences_.size());
+  finished_.resize(sentences_.size());
+  remaining_ = static_cast<int>(sentences_.size());
+  if (streams_tokens_) new_tokens_.resize(sentences_.size());
+}
+
+absl::Span<const models::SourceSentence> RequestState::TextSentences(int text) const {
+  return absl::MakeConstSpan(sentences_)
+      .subspan(text_begin_[text], text_begin_[text + 1] - text_begin_[text]);
+}
+
+std::vector<const models::Hypothesis*> RequestState::TextResults(int text) const {
+  std::vector<const models::Hypothesis*> results;
+  for (int s = text_begin_[text]; s < text_begin_[text + 1]; ++s) results.push_back(&results_[s]);
+  return results;
+}
 
 bool RequestState::ShouldStop() const {
   return cancelled_.load(std::memory_order_relaxed) || absl::Now() >= deadline_;
@@ -37,24 +57,29 @@ void RequestState::AddToken(int sentence, int32_t token) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!first_token_.has_value()) first_token_ = absl::Now();
   // Unary requests keep no tokens: a token nobody takes would keep Wait() from sleeping.
-  if (streams_tokens_ && sentence == 0) {
-    new_tokens_.push_back(token);
-    changed_.notify_all();
+  if (streams_tokens_) {
+    new_tokens_[sentence].push_back(token);
+    if (sentence == stream_sentence_) changed_.notify_all();
   }
 }
 
 void RequestState::Finish(int sentence, models::Hypothesis result) {
   std::lock_guard<std::mutex> lock(mu_);
   results_[sentence] = std::move(result);
-  if (--remaining_ == 0) changed_.notify_all();
+  finished_[sentence] = true;
+  if (--remaining_ == 0 || (streams_tokens_ && sentence == stream_sentence_)) {
+    changed_.notify_all();
+  }
 }
 
 void RequestState::Cancel() { cancelled_.store(true); }
 
 bool RequestState::Wait(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  changed_.wait_for(lock, absl::ToChronoMicroseconds(timeout),
-                    [&] { return remaining_ == 0 || !new_tokens_.empty(); });
+  changed_.wait_for(lock, absl::ToChronoMicroseconds(timeout), [&] {
+    return remaining_ == 0 || (streams_tokens_ && (!new_tokens_[stream_sentence_].empty() ||
+                                                   finished_[stream_sentence_]));
+  });
   return remaining_ == 0;
 }
 
@@ -63,9 +88,16 @@ bool RequestState::done() const {
   return remaining_ == 0;
 }
 
-std::vector<int32_t> RequestState::TakeTokens() {
+std::vector<int32_t> RequestState::TakeTokens(int sentence) {
   std::lock_guard<std::mutex> lock(mu_);
-  return std::exchange(new_tokens_, {});
+  if (!streams_tokens_) return {};
+  stream_sentence_ = sentence;
+  return std::exchange(new_tokens_[sentence], {});
+}
+
+bool RequestState::SentenceDone(int sentence) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return finished_[sentence];
 }
 
 std::optional<absl::Time> RequestState::first_token_time() const {

@@ -15,7 +15,9 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "models/decoding.h"
+#include "models/text_pipeline.h"
 #include "server/task_registry.h"
 
 namespace taskmoe::server {
@@ -34,18 +36,27 @@ struct DecodeSettings {
 
 class RequestState {
  public:
-  // `streams_tokens`: the handler takes tokens as they come (TranslateStream). Otherwise
-  // tokens only mark the time to first token, and Wait() wakes when every sentence is done.
+  // `texts` holds each text's sentences (models::PrepareText); workers see the sentences of
+  // all texts one after the other. `streams_tokens`: the handler takes tokens as they come
+  // (TranslateStream). Otherwise tokens only mark the time to first token, and Wait() wakes
+  // when every sentence is done.
   RequestState(std::shared_ptr<const LoadedTask> task, DecodeSettings settings,
-               std::vector<std::vector<int32_t>> sources, absl::Time deadline, bool streams_tokens);
+               models::TextOptions text_options,
+               std::vector<std::vector<models::SourceSentence>> texts, absl::Time deadline,
+               bool streams_tokens);
   RequestState(const RequestState&) = delete;
   RequestState& operator=(const RequestState&) = delete;
 
   const LoadedTask& task() const { return *task_; }
   const std::shared_ptr<const LoadedTask>& shared_task() const { return task_; }
   const DecodeSettings& settings() const { return settings_; }
-  int size() const { return static_cast<int>(sources_.size()); }
-  const std::vector<int32_t>& source(int sentence) const { return sources_[sentence]; }
+  const models::TextOptions& text_options() const { return text_options_; }
+  // Sentences, over all texts.
+  int size() const { return static_cast<int>(sentences_.size()); }
+  const std::vector<int32_t>& source(int sentence) const { return sentences_[sentence].ids; }
+  int text_count() const { return static_cast<int>(text_begin_.size()) - 1; }
+  // The sentences of text `text`.
+  absl::Span<const models::SourceSentence> TextSentences(int text) const;
   absl::Time received() const { return received_; }
   absl::Time deadline() const { return deadline_; }
 
@@ -62,21 +73,29 @@ class RequestState {
 
   // --- Handler side.
   void Cancel();
-  // Waits until every sentence is done, new tokens arrived (streams_tokens only), or
-  // `timeout` passed. Returns true once every sentence is done.
+  // Waits until every sentence is done, or (streams_tokens only) the sentence the handler
+  // last took tokens of has new tokens or is done, or `timeout` passed. Returns true once
+  // every sentence is done.
   bool Wait(absl::Duration timeout);
   bool done() const;
-  // Tokens of sentence 0 decoded since the last call (TranslateStream has one sentence).
-  std::vector<int32_t> TakeTokens();
-  // Valid once done().
+  // Tokens of `sentence` decoded since the last call; from now on the handler waits on it. A
+  // stream takes its sentences in order, moving on once SentenceDone says so.
+  std::vector<int32_t> TakeTokens(int sentence);
+  // Whether `sentence` is done: every token it will have was added before.
+  bool SentenceDone(int sentence) const;
+  // Valid once done(): per sentence, over all texts.
   const std::vector<models::Hypothesis>& results() const { return results_; }
+  // Valid once done(): the results of text `text`'s sentences.
+  std::vector<const models::Hypothesis*> TextResults(int text) const;
   // When the first token of any sentence was decoded, if one was.
   std::optional<absl::Time> first_token_time() const;
 
  private:
   const std::shared_ptr<const LoadedTask> task_;
   const DecodeSettings settings_;
-  const std::vector<std::vector<int32_t>> sources_;
+  const models::TextOptions text_options_;
+  std::vector<models::SourceSentence> sentences_;  // set in the constructor, then read only
+  std::vector<int> text_begin_;  // text t's sentences are [text_begin_[t], text_begin_[t + 1])
   const absl::Time received_;
   const absl::Time deadline_;
   const bool streams_tokens_;
@@ -85,8 +104,10 @@ class RequestState {
   mutable std::mutex mu_;
   std::condition_variable changed_;
   std::vector<models::Hypothesis> results_;  // written under mu_, read by the handler when done
+  std::vector<bool> finished_;               // per sentence
   int remaining_;
-  std::vector<int32_t> new_tokens_;
+  std::vector<std::vector<int32_t>> new_tokens_;  // per sentence, streams only
+  int stream_sentence_ = 0;                       // the sentence the stream handler waits on
   std::optional<absl::Time> first_token_;
 };
 

@@ -24,6 +24,12 @@ absl::Status Scheduler::Enqueue(const std::shared_ptr<RequestState>& request) {
   if (stopping_) return absl::UnavailableError("the server is shutting down");
   TaskQueue& queue = queues_[task];
   if (queue.metrics == nullptr) queue.metrics = &metrics_.ForTask(task);
+  // A request larger than the whole queue would never fit: the caller's to fix, not "retry".
+  if (request->size() > options_.max_queue_sentences) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "texts: ", request->size(), " sentences, more than the ", options_.max_queue_sentences,
+        " a task's queue holds (--max_queue_sentences); split the request"));
+  }
   const int64_t queued = static_cast<int64_t>(queue.items.size());
   if (queued + request->size() > options_.max_queue_sentences) {
     return absl::ResourceExhaustedError(

@@ -28,6 +28,16 @@ absl::Time DeadlineOf(const grpc::ServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
+v1::FinishReason ToProto(models::FinishReason reason) {
+  switch (reason) {
+    case models::FinishReason::kEndOfSentence:
+      return v1::FINISH_REASON_END_OF_SENTENCE;
+    case models::FinishReason::kLength:
+      return v1::FINISH_REASON_LENGTH;
+  }
+  return v1::FINISH_REASON_UNSPECIFIED;
+}
+
 }  // namespace
 
 // Counts a translation RPC as in flight for its lifetime (for draining at shutdown).
@@ -97,29 +107,28 @@ absl::StatusOr<std::shared_ptr<RequestState>> TranslationServiceImpl::Admit(
     return absl::InvalidArgumentError(
         "options.beam_size: TranslateStream decodes greedily; use beam_size 0 or 1");
   }
+  absl::StatusOr<models::TextOptions> text_options = ResolveTextOptions(options);
+  if (!text_options.ok()) return text_options.status();
   const int64_t max_positions = task->model->config().max_positions;
-  std::vector<std::vector<int32_t>> sources;
+  std::vector<std::vector<models::SourceSentence>> sources;
   for (size_t i = 0; i < texts.size(); ++i) {
     const std::string field = stream ? "text" : absl::StrCat("texts[", i, "]");
     if (absl::Status s = CheckText(texts[i], field, limits_); !s.ok()) return s;
-    absl::StatusOr<std::vector<int32_t>> ids = task->tokenizer->EncodeSource(
-        std::string_view(texts[i].data(), texts[i].size()), *task->info);
-    if (!ids.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": ", ids.status().message()));
+    absl::StatusOr<std::vector<models::SourceSentence>> prepared = models::PrepareText(
+        *task->tokenizer, *task->info, std::string_view(texts[i].data(), texts[i].size()),
+        *text_options, max_positions);
+    if (!prepared.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", prepared.status().message()));
     }
-    if (static_cast<int64_t>(ids->size()) > max_positions) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": ", ids->size(), " tokens, more than the model's limit of ", max_positions));
-    }
-    sources.push_back(*std::move(ids));
+    sources.push_back(*std::move(prepared));
   }
   const absl::Time deadline = DeadlineOf(*context);
   if (absl::Now() >= deadline) {
     return absl::DeadlineExceededError("the deadline passed before the request was queued");
   }
-  auto state =
-      std::make_shared<RequestState>(std::move(task), *settings, std::move(sources), deadline,
-                                     /*streams_tokens=*/stream);
+  auto state = std::make_shared<RequestState>(std::move(task), *settings, *text_options,
+                                              std::move(sources), deadline,
+                                              /*streams_tokens=*/stream);
   if (absl::Status s = scheduler_.Enqueue(state); !s.ok()) return s;
   return state;
 }
@@ -204,22 +213,26 @@ grpc::Status TranslationServiceImpl::Translate(grpc::ServerContext* context,
     const v1::DecodeOptions& options = request->options();
     int64_t input_tokens = 0;
     for (int i = 0; i < (*state)->size(); ++i) input_tokens += (*state)->source(i).size();
-    for (const models::Hypothesis& h : (*state)->results()) {
-      absl::StatusOr<std::string> text = task.tokenizer->Decode(h.tokens);
+    for (int t = 0; t < (*state)->text_count(); ++t) {
+      absl::StatusOr<models::TextTranslation> text =
+          models::AssembleText(*task.tokenizer, (*state)->TextSentences(t),
+                               (*state)->TextResults(t), (*state)->text_options().unknown_pieces);
       if (!text.ok()) {
         status = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
         break;
       }
-      v1::Translation* t = response->add_translations();
-      t->set_text(*std::move(text));
-      if (options.return_scores()) t->set_score(h.score);
+      v1::Translation* translation = response->add_translations();
+      translation->set_text(std::move(text->text));
+      if (options.return_scores()) translation->set_score(text->score);
       if (options.return_tokens()) {
-        for (int32_t id : h.tokens) {
-          t->add_token_ids(id);
-          t->add_tokens(task.tokenizer->IdToPiece(id));
+        for (int32_t id : text->token_ids) {
+          translation->add_token_ids(id);
+          translation->add_tokens(task.tokenizer->IdToPiece(id));
         }
       }
-      output_tokens += static_cast<int64_t>(h.tokens.size());
+      translation->set_finish_reason(ToProto(text->finish_reason));
+      translation->set_sentences(static_cast<uint32_t>((*state)->TextSentences(t).size()));
+      output_tokens += static_cast<int64_t>(text->token_ids.size());
     }
     response->set_request_id(request->request_id());
     response->set_model_version(task.version);
@@ -249,45 +262,67 @@ grpc::Status TranslationServiceImpl::TranslateStream(
   inflight.Increment();
   const LoadedTask& task = (*state)->task();
   const int32_t eos = task.model->config().special_tokens.eos;
-  std::vector<int32_t> ids;
-  std::string sent_text;  // the text the deltas so far add up to
-  bool done = false;
-  while (!done) {
-    done = WaitForProgress(context, **state);
-    for (int32_t token : (*state)->TakeTokens()) {
-      if (token == eos) continue;
-      ids.push_back(token);
-      v1::TranslateStreamResponse message;
-      message.set_token_id(token);
-      message.set_token(task.tokenizer->IdToPiece(token));
-      // The delta is what the longer prefix adds to the text; a prefix whose text is not an
-      // extension (SentencePiece may merge spaces) sends no delta until it is.
-      absl::StatusOr<std::string> text = task.tokenizer->Decode(ids);
-      size_t unused = 0;
-      if (text.ok() && text->starts_with(sent_text) && CountUtf8Chars(*text, &unused) >= 0) {
-        message.set_text_delta(text->substr(sent_text.size()));
-        sent_text = *std::move(text);
+  const absl::Span<const models::SourceSentence> sentences = (*state)->TextSentences(0);
+  const models::UnknownPieces unknowns = (*state)->text_options().unknown_pieces;
+  const int sentence_count = static_cast<int>(sentences.size());
+  int sentence = 0;                 // the sentence being streamed
+  std::vector<int32_t> ids;         // its tokens so far
+  models::SentenceJoiner finished;  // the translations of the sentences before it
+  std::string sent_text;            // the text the deltas so far add up to
+  const auto sentence_text = [&]() {
+    absl::StatusOr<std::string> text =
+        models::SentenceText(*task.tokenizer, ids, sentences[sentence], unknowns);
+    return text.ok() ? *std::move(text) : std::string();
+  };
+  while (sentence < sentence_count) {
+    WaitForProgress(context, **state);
+    while (sentence < sentence_count) {
+      // Done first: tokens are all added before a sentence is done, so none are missed.
+      const bool sentence_done = (*state)->SentenceDone(sentence);
+      for (int32_t token : (*state)->TakeTokens(sentence)) {
+        if (token == eos) continue;
+        ids.push_back(token);
+        v1::TranslateStreamResponse message;
+        message.set_token_id(token);
+        message.set_token(task.tokenizer->IdToPiece(token));
+        message.set_sentence(static_cast<uint32_t>(sentence));
+        // The delta is what the longer prefix adds to the text; a prefix whose text is not an
+        // extension (SentencePiece may merge spaces) sends no delta until it is.
+        std::string text = finished.With(sentence_text());
+        size_t unused = 0;
+        if (text.starts_with(sent_text) && CountUtf8Chars(text, &unused) >= 0) {
+          message.set_text_delta(text.substr(sent_text.size()));
+          sent_text = std::move(text);
+        }
+        if (!(*state)->ShouldStop() && !writer->Write(message)) (*state)->Cancel();
       }
-      if (!(*state)->ShouldStop() && !writer->Write(message)) (*state)->Cancel();
+      if (!sentence_done) break;
+      finished.Add(sentence_text(), sentences[sentence].separator);
+      ids.clear();
+      ++sentence;
     }
   }
   inflight.Decrement();
   absl::Status status = FinalStatus(context, **state);
-  const models::Hypothesis& h = (*state)->results()[0];
+  int64_t output_tokens = 0;
   if (status.ok()) {
-    absl::StatusOr<std::string> text = task.tokenizer->Decode(h.tokens);
+    absl::StatusOr<models::TextTranslation> text =
+        models::AssembleText(*task.tokenizer, sentences, (*state)->TextResults(0), unknowns);
     if (!text.ok()) {
       status = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
     } else {
+      output_tokens = static_cast<int64_t>(text->token_ids.size());
       v1::TranslateStreamResponse last;
       last.set_done(true);
-      last.set_text(*std::move(text));
-      last.set_score(h.score);
+      last.set_text(std::move(text->text));
+      last.set_score(text->score);
+      last.set_finish_reason(ToProto(text->finish_reason));
+      last.set_sentence(static_cast<uint32_t>(sentence_count - 1));
       if (!writer->Write(last)) status = absl::CancelledError("the client went away");
     }
   }
   Record("TranslateStream", task_label, request->request_id(), status, start, state->get(),
-         static_cast<int64_t>(h.tokens.size()));
+         output_tokens);
   return ToGrpcStatus(status);
 }
 

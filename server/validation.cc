@@ -121,4 +121,22 @@ absl::StatusOr<DecodeSettings> ResolveDecodeOptions(const v1::DecodeOptions& opt
   return s;
 }
 
+absl::StatusOr<models::TextOptions> ResolveTextOptions(const v1::DecodeOptions& options) {
+  models::TextOptions text;
+  text.split_sentences = !options.no_sentence_splitting();
+  switch (options.unknown_pieces()) {
+    case v1::UNKNOWN_PIECES_COPY_SOURCE:
+      text.unknown_pieces = models::UnknownPieces::kCopySource;
+      break;
+    case v1::UNKNOWN_PIECES_DROP:
+      text.unknown_pieces = models::UnknownPieces::kDrop;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("options.unknown_pieces: ", static_cast<int>(options.unknown_pieces()),
+                       " is not a value of UnknownPieces (0 COPY_SOURCE, 1 DROP)"));
+  }
+  return text;
+}
+
 }  // namespace taskmoe::server

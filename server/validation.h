@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "models/text_pipeline.h"
 #include "server/options.h"
 #include "server/request_state.h"
 #include "taskmoe/v1/translation.pb.h"
@@ -28,6 +29,9 @@ absl::Status CheckRequestId(absl::string_view request_id, const RequestLimits& l
 // DecodeOptions with the server's defaults filled in, after checking them.
 absl::StatusOr<DecodeSettings> ResolveDecodeOptions(const v1::DecodeOptions& options,
                                                     const RequestLimits& limits);
+
+// How texts are split and unknown pieces replaced (DecodeOptions' text fields), after checking.
+absl::StatusOr<models::TextOptions> ResolveTextOptions(const v1::DecodeOptions& options);
 
 }  // namespace taskmoe::server
 

@@ -23,11 +23,15 @@ ABSL_FLAG(int, batch_size, 32, "sentences decoded together");
 ABSL_FLAG(std::string, precision, "f32", "f32, bf16 or int8");
 ABSL_FLAG(int, threads, 0, "compute threads (0: OMP_NUM_THREADS or all cores)");
 ABSL_FLAG(bool, scores, false, "prefix each line with its score and a tab");
+ABSL_FLAG(bool, split_sentences, true,
+          "translate each sentence of a line on its own and join the translations");
+ABSL_FLAG(std::string, unknown_pieces, "copy",
+          "what replaces a piece the vocabulary lacks: copy (the source's characters) or drop");
 
 int main(int argc, char** argv) {
   taskmoe::tools::ParseToolCommandLine(
       argc, argv,
-      "Translates standard input, one sentence per line, to standard output.\n"
+      "Translates standard input, line by line, to standard output.\n"
       "  taskmoe-translate --model DIR --task en-de < input.txt > output.txt",
       "tools/translate_main.cc");
   using namespace taskmoe;
@@ -49,6 +53,15 @@ int main(int argc, char** argv) {
     std::cerr << "taskmoe-translate: --precision: " << precision.status().message() << "\n";
     return 2;
   }
+  models::TranslateOptions options;
+  if (const std::string unknowns = absl::GetFlag(FLAGS_unknown_pieces); unknowns == "drop") {
+    options.text.unknown_pieces = models::UnknownPieces::kDrop;
+  } else if (unknowns != "copy") {
+    std::cerr << "taskmoe-translate: --unknown_pieces: '" << unknowns
+              << "' is neither copy nor drop\n";
+    return 2;
+  }
+  options.text.split_sentences = absl::GetFlag(FLAGS_split_sentences);
   absl::StatusOr<std::unique_ptr<models::Translator>> translator =
       models::Translator::Load(model_dir, {.precision = *precision});
   if (!translator.ok()) {
@@ -59,7 +72,6 @@ int main(int argc, char** argv) {
   std::vector<std::string> lines;
   for (std::string line; std::getline(std::cin, line);) lines.push_back(line);
 
-  models::TranslateOptions options;
   options.decode.beam_size = absl::GetFlag(FLAGS_beam_size);
   options.decode.max_output_tokens = absl::GetFlag(FLAGS_max_output_tokens);
   options.decode.max_output_ratio = static_cast<float>(absl::GetFlag(FLAGS_max_output_ratio));
@@ -73,7 +85,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   const bool scores = absl::GetFlag(FLAGS_scores);
-  for (const models::Translation& t : *results) {
+  for (size_t i = 0; i < results->size(); ++i) {
+    const models::Translation& t = (*results)[i];
+    if (t.finish_reason == models::FinishReason::kLength) {
+      std::cerr << "taskmoe-translate: line " << i + 1
+                << ": the length cap stopped its translation, which may be cut short\n";
+    }
     if (scores) std::cout << t.score << "\t";
     std::cout << t.text << "\n";
   }

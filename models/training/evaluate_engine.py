@@ -30,7 +30,9 @@ import metrics
 
 def translate(engine: str, model_dir: str, task: str, sources: List[str],
               extra_flags: List[str]) -> List[str]:
-    command = [engine, f"--model={model_dir}", f"--task={task}", *extra_flags]
+    # The trainer decodes each line whole: so does the engine here, for a like-for-like score.
+    command = [engine, f"--model={model_dir}", f"--task={task}", "--split_sentences=false",
+               *extra_flags]
     result = subprocess.run(command, input="\n".join(sources) + "\n", capture_output=True,
                             text=True, encoding="utf-8", check=False)
     if result.returncode != 0:

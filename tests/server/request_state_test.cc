@@ -9,10 +9,19 @@
 namespace taskmoe::server {
 namespace {
 
-RequestState MakeState(bool streams_tokens, int sentences = 1) {
-  return RequestState(/*task=*/nullptr, DecodeSettings{},
-                      std::vector<std::vector<int32_t>>(sentences, {4, 10, 3}),
-                      absl::Now() + absl::Seconds(60), streams_tokens);
+// One text per entry of `sentences_per_text`, each of that many sentences.
+std::vector<std::vector<models::SourceSentence>> Texts(std::vector<int> sentences_per_text) {
+  std::vector<std::vector<models::SourceSentence>> texts;
+  for (int n : sentences_per_text) {
+    texts.emplace_back(n, models::SourceSentence{.ids = {4, 10, 3}, .separator = " "});
+  }
+  return texts;
+}
+
+RequestState MakeState(bool streams_tokens, int sentences = 1,
+                       absl::Time deadline = absl::Now() + absl::Seconds(60)) {
+  return RequestState(/*task=*/nullptr, DecodeSettings{}, models::TextOptions{}, Texts({sentences}),
+                      deadline, streams_tokens);
 }
 
 TEST(RequestState, StreamHandlerTakesTokensAsTheyCome) {
@@ -21,8 +30,8 @@ TEST(RequestState, StreamHandlerTakesTokensAsTheyCome) {
   state.AddToken(0, 18);
   // New tokens end the wait before the request is done.
   EXPECT_FALSE(state.Wait(absl::ZeroDuration()));
-  EXPECT_EQ(state.TakeTokens(), (std::vector<int32_t>{17, 18}));
-  EXPECT_TRUE(state.TakeTokens().empty());
+  EXPECT_EQ(state.TakeTokens(0), (std::vector<int32_t>{17, 18}));
+  EXPECT_TRUE(state.TakeTokens(0).empty());
   EXPECT_TRUE(state.first_token_time().has_value());
 }
 
@@ -31,7 +40,7 @@ TEST(RequestState, UnaryRequestKeepsNoTokensButTheFirstTokenTime) {
   RequestState state = MakeState(/*streams_tokens=*/false, /*sentences=*/2);
   state.AddToken(0, 17);
   state.AddToken(1, 19);
-  EXPECT_TRUE(state.TakeTokens().empty());
+  EXPECT_TRUE(state.TakeTokens(0).empty());
   EXPECT_TRUE(state.first_token_time().has_value());
   EXPECT_FALSE(state.Wait(absl::ZeroDuration()));
   state.Finish(0, models::Hypothesis{});
@@ -52,11 +61,45 @@ TEST(RequestState, StopsOnCancelAndReportsWhy) {
 }
 
 TEST(RequestState, DeadlineWinsOverCancellation) {
-  RequestState state(nullptr, DecodeSettings{}, {{4, 3}}, absl::Now() - absl::Seconds(1),
-                     /*streams_tokens=*/false);
+  RequestState state = MakeState(/*streams_tokens=*/false, 1, absl::Now() - absl::Seconds(1));
   state.Cancel();
   EXPECT_TRUE(state.ShouldStop());
   EXPECT_EQ(state.StopStatus().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(RequestState, StreamWaitsOnTheSentenceItReadsAndMovesOnWhenItIsDone) {
+  RequestState state = MakeState(/*streams_tokens=*/true, /*sentences=*/2);
+  EXPECT_TRUE(state.TakeTokens(0).empty());
+  // A later sentence's tokens do not wake a handler still reading sentence 0 (it would spin),
+  // and they wait for it.
+  state.AddToken(1, 21);
+  EXPECT_FALSE(state.Wait(absl::ZeroDuration()));
+  state.AddToken(0, 17);
+  state.Finish(0, models::Hypothesis{.tokens = {17}, .reached_eos = true});
+  EXPECT_TRUE(state.SentenceDone(0));
+  EXPECT_FALSE(state.SentenceDone(1));
+  EXPECT_EQ(state.TakeTokens(0), (std::vector<int32_t>{17}));
+  EXPECT_EQ(state.TakeTokens(1), (std::vector<int32_t>{21}));
+  state.Finish(1, models::Hypothesis{.tokens = {21}, .reached_eos = false});
+  EXPECT_TRUE(state.Wait(absl::ZeroDuration()));
+}
+
+TEST(RequestState, KeepsEachTextsSentencesTogether) {
+  RequestState state(/*task=*/nullptr, DecodeSettings{}, models::TextOptions{}, Texts({2, 1, 3}),
+                     absl::Now() + absl::Seconds(60), /*streams_tokens=*/false);
+  EXPECT_EQ(state.size(), 6);
+  ASSERT_EQ(state.text_count(), 3);
+  EXPECT_EQ(state.TextSentences(0).size(), 2u);
+  EXPECT_EQ(state.TextSentences(1).size(), 1u);
+  EXPECT_EQ(state.TextSentences(2).size(), 3u);
+  for (int s = 0; s < state.size(); ++s) {
+    state.Finish(s, models::Hypothesis{.tokens = {100 + s}});
+  }
+  ASSERT_TRUE(state.done());
+  const std::vector<const models::Hypothesis*> third = state.TextResults(2);
+  ASSERT_EQ(third.size(), 3u);
+  EXPECT_EQ(third[0]->tokens, (std::vector<int32_t>{103}));
+  EXPECT_EQ(third[2]->tokens, (std::vector<int32_t>{105}));
 }
 
 }  // namespace

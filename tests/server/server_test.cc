@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -145,8 +146,9 @@ struct BadInput {
 };
 
 TEST_F(ServerTest, BadInputsGetClearStatuses) {
-  auto server = StartServer({"--max_text_chars=50", "--max_texts_per_request=3",
-                             "--max_beam_size=4", "--max_output_tokens=16"});
+  auto server =
+      StartServer({"--max_text_chars=50", "--max_texts_per_request=3", "--max_beam_size=4",
+                   "--max_output_tokens=16", "--max_queue_sentences=8"});
   ASSERT_NE(server, nullptr);
   std::vector<BadInput> cases;
   cases.push_back({"unknown task", Request("xx-yy", {"Hi"}), grpc::StatusCode::NOT_FOUND,
@@ -185,6 +187,14 @@ TEST_F(ServerTest, BadInputsGetClearStatuses) {
   penalty.mutable_options()->set_length_penalty(std::numeric_limits<float>::quiet_NaN());
   cases.push_back(
       {"NaN penalty", penalty, grpc::StatusCode::INVALID_ARGUMENT, "options.length_penalty"});
+  TranslateRequest unknowns = Request("en-de", {"Hi"});
+  unknowns.mutable_options()->set_unknown_pieces(static_cast<v1::UnknownPieces>(9));
+  cases.push_back({"unknown pieces", unknowns, grpc::StatusCode::INVALID_ARGUMENT,
+                   "options.unknown_pieces: 9 is not a value of UnknownPieces"});
+  // Split, this text is more sentences than the queue can ever hold: no use retrying it.
+  cases.push_back({"sentences", Request("en-de", {"Aa. Bb. Cc. Dd. Ee. Ff. Gg. Hh. Ii."}),
+                   grpc::StatusCode::INVALID_ARGUMENT,
+                   "texts: 9 sentences, more than the 8 a task's queue holds"});
   TranslateRequest id = Request("en-de", {"Hi"});
   id.set_request_id("a\nb");
   cases.push_back({"request id", id, grpc::StatusCode::INVALID_ARGUMENT, "request_id:"});
@@ -294,6 +304,135 @@ TEST_F(ServerTest, StreamSendsTokensThenTheWholeTranslation) {
   EXPECT_GT(tokens, 0);
   EXPECT_EQ(final_text, unary.translations(0).text());
   EXPECT_EQ(deltas, final_text);
+}
+
+TEST_F(ServerTest, TextsAreSplitIntoSentencesAndPutBackTogether) {
+  auto server = StartServer({"--max_output_tokens=24"});
+  ASSERT_NE(server, nullptr);
+  const std::vector<std::string> sentences = {"Hello world.", "How are you today?", "Yes"};
+  const std::vector<std::string> expected =
+      TranslateOffline(repository_ + "/en-de", "en-de", sentences, "--max_output_tokens=24");
+  ASSERT_EQ(expected.size(), 3u);
+  for (const std::string& e : expected) ASSERT_FALSE(e.empty());
+
+  TranslateRequest request = Request("en-de", {"Hello world.  How are you today?\nYes"});
+  request.mutable_options()->set_return_tokens(true);
+  TranslateResponse response;
+  ASSERT_TRUE(Translate(*server, request, &response).ok());
+  ASSERT_EQ(response.translations_size(), 1);
+  const v1::Translation& split = response.translations(0);
+  EXPECT_EQ(split.text(), expected[0] + "  " + expected[1] + "\n" + expected[2]);
+  EXPECT_EQ(split.sentences(), 3u);
+  EXPECT_EQ(static_cast<int>(response.output_tokens()), split.token_ids_size());
+
+  // Off on request: one sentence, as the offline tool translates the whole line.
+  request.mutable_options()->set_no_sentence_splitting(true);
+  ASSERT_TRUE(Translate(*server, request, &response).ok());
+  EXPECT_EQ(response.translations(0).sentences(), 1u);
+
+  // The random model runs "How are you today?" into the length cap (taskmoe-translate says
+  // so too): the text ends as its sentences do. (DemoModelServerTest has texts that end.)
+  EXPECT_EQ(split.finish_reason(), v1::FINISH_REASON_LENGTH);
+}
+
+// The trained demo model's en-de subnetwork rather than random weights: it ends sentences,
+// and it writes unknown pieces for what its vocabulary lacks, which random weights never do.
+class DemoModelServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    repository_ = new std::string(MakeTempDir("demo-repository"));
+    const std::string extract =
+        absl::StrCat(TASKMOE_EXTRACT_BINARY, " --checkpoint=", TASKMOE_DEMO_MODEL_DIR,
+                     " --out=", *repository_, " --tasks=en-de > /dev/null");
+    ASSERT_EQ(std::system(extract.c_str()), 0) << extract;
+  }
+  static void TearDownTestSuite() { delete repository_; }
+
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(*repository_, {"--max_output_tokens=24"});
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  static std::string* repository_;  // owned by the suite (gtest's static set-up needs a pointer)
+  std::unique_ptr<ServerProcess> server_;
+};
+std::string* DemoModelServerTest::repository_ = nullptr;
+
+TEST_F(DemoModelServerTest, FinishReasonSaysWhetherTheLengthCapStoppedATranslation) {
+  TranslateResponse response;
+  ASSERT_TRUE(Translate(*server_, Request("en-de", {"Hello world. Thank you."}), &response).ok());
+  EXPECT_EQ(response.translations(0).sentences(), 2u);
+  EXPECT_EQ(response.translations(0).finish_reason(), v1::FINISH_REASON_END_OF_SENTENCE);
+  ASSERT_TRUE(
+      Translate(*server_, Request("en-de", {"Hello world. Thank you."}, 2), &response).ok());
+  EXPECT_EQ(response.translations(0).finish_reason(), v1::FINISH_REASON_LENGTH);
+}
+
+TEST_F(DemoModelServerTest, UnknownPiecesNeverComeBackAsTheUnknownSign) {
+  const ServerProcess* server = server_.get();
+  const std::string kUnknownSign = "\xE2\x81\x87";  // ⁇
+  const std::string kEmoji = "\xF0\x9F\x98\x80";
+  // The demo vocabulary has neither the emoji nor "Ł": the demo model writes unknown pieces
+  // for them (the offline tool showed " ⁇ " before unknown pieces were handled).
+  TranslateRequest request = Request("en-de", {"I like the caf\xC3\xA9 " + kEmoji +
+                                               " in \xC5\x81\xC3\xB3"
+                                               "d\xC5\xBA"});
+  request.mutable_options()->set_return_tokens(true);
+  TranslateResponse copied;
+  ASSERT_TRUE(Translate(*server, request, &copied).ok());
+  const v1::Translation& t = copied.translations(0);
+  ASSERT_NE(std::find(t.token_ids().begin(), t.token_ids().end(), 1), t.token_ids().end())
+      << "the model wrote no unknown piece: this test needs one";
+  EXPECT_EQ(t.text().find(kUnknownSign), std::string::npos) << t.text();
+  EXPECT_NE(t.text().find(kEmoji), std::string::npos) << t.text();
+
+  request.mutable_options()->set_unknown_pieces(v1::UNKNOWN_PIECES_DROP);
+  TranslateResponse dropped;
+  ASSERT_TRUE(Translate(*server, request, &dropped).ok());
+  EXPECT_EQ(dropped.translations(0).text().find(kUnknownSign), std::string::npos);
+  EXPECT_EQ(dropped.translations(0).text().find(kEmoji), std::string::npos);
+  EXPECT_EQ(dropped.translations(0).text().find("  "), std::string::npos)
+      << dropped.translations(0).text();
+}
+
+TEST_F(ServerTest, StreamOfSeveralSentencesAddsUpToTheUnaryTranslation) {
+  auto server = StartServer({"--max_output_tokens=20"});
+  ASSERT_NE(server, nullptr);
+  const std::string text = "Hello world.\nThe quick brown fox jumps over the lazy dog. Yes";
+  TranslateResponse unary;
+  ASSERT_TRUE(Translate(*server, Request("en-de", {text}), &unary).ok());
+  ASSERT_EQ(unary.translations(0).sentences(), 3u);
+
+  auto stub = v1::TranslationService::NewStub(server->channel());
+  v1::TranslateStreamRequest request;
+  request.set_task("en-de");
+  request.set_text(text);
+  grpc::ClientContext context;
+  SetDeadline(context, kLongDeadline);
+  auto reader = stub->TranslateStream(&context, request);
+  v1::TranslateStreamResponse message;
+  std::string deltas;
+  uint32_t last_sentence = 0;
+  bool ordered = true;
+  v1::TranslateStreamResponse last;
+  while (reader->Read(&message)) {
+    if (message.done()) {
+      last = message;
+      continue;
+    }
+    ordered = ordered && message.sentence() >= last_sentence;
+    last_sentence = message.sentence();
+    deltas += message.text_delta();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(ordered);
+  EXPECT_EQ(last_sentence, 2u);
+  EXPECT_TRUE(last.done());
+  EXPECT_EQ(last.text(), unary.translations(0).text());
+  EXPECT_EQ(deltas, last.text());
+  EXPECT_EQ(last.finish_reason(), unary.translations(0).finish_reason());
 }
 
 TEST_F(ServerTest, DeadlineStopsDecoding) {

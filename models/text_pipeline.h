@@ -1,0 +1,96 @@
+// From a caller's text to the decoder's sources and back, shared by the server and the
+// Translator so that both treat text alike: the text is split into sentences (optionally,
+// sentence_splitter.h), each sentence is tokenised for the task, and once decoded the
+// sentences' translations are put back together with the whitespace that separated the
+// sources. Unknown pieces (characters the vocabulary lacks, which the model can only write as
+// SentencePiece's " ⁇ ") never reach the caller: they become the source's unknown characters
+// again, or are dropped.
+#ifndef TASKMOE_MODELS_TEXT_PIPELINE_H_
+#define TASKMOE_MODELS_TEXT_PIPELINE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "models/config.h"
+#include "models/decoding.h"
+#include "models/tokenizer.h"
+
+namespace taskmoe::models {
+
+// What becomes of an unknown piece in a translation.
+enum class UnknownPieces {
+  // The i-th unknown piece of a sentence's translation becomes the i-th run of unknown
+  // characters of its source (emoji, names in letters the vocabulary lacks); one with no
+  // counterpart is dropped. The model copies such spans in order, which this alignment relies on.
+  kCopySource,
+  kDrop,
+};
+
+struct TextOptions {
+  bool split_sentences = true;
+  UnknownPieces unknown_pieces = UnknownPieces::kCopySource;
+};
+
+// One sentence of a caller's text, ready for the decoder.
+struct SourceSentence {
+  std::vector<int32_t> ids;                // [target tag] + pieces + [eos]
+  std::vector<std::string> unknown_texts;  // what each unknown piece of `ids` stands for
+  std::string separator;  // the whitespace before the next sentence of the text ("" if last)
+};
+
+// Why a text's translation ended.
+enum class FinishReason {
+  kEndOfSentence,  // every sentence ended with the model's end-of-sentence token
+  kLength,         // the length cap stopped at least one sentence: its translation may be cut
+};
+
+struct TextTranslation {
+  std::string text;
+  float score = 0.0f;              // the sum of its sentences' scores
+  std::vector<int32_t> token_ids;  // its sentences' tokens, one after the other
+  FinishReason finish_reason = FinishReason::kEndOfSentence;
+};
+
+// The sentences of `text` (one when splitting is off or the text is blank), tokenised for
+// `task`. INVALID_ARGUMENT when a sentence has more than `max_positions` tokens; the message
+// says how many and, when the text was split, which sentence.
+absl::StatusOr<std::vector<SourceSentence>> PrepareText(const Tokenizer& tokenizer,
+                                                        const TaskInfo& task, std::string_view text,
+                                                        const TextOptions& options,
+                                                        int64_t max_positions);
+
+// The text of one sentence's generated tokens, unknown pieces resolved against its source.
+absl::StatusOr<std::string> SentenceText(const Tokenizer& tokenizer,
+                                         const std::vector<int32_t>& tokens,
+                                         const SourceSentence& source, UnknownPieces unknowns);
+
+// Joins a text's sentence translations, in order, with the whitespace that separated their
+// sources. A sentence translated to nothing adds no separator of its own; the one kept is the
+// one with the most line breaks, so paragraphs survive it.
+class SentenceJoiner {
+ public:
+  // Appends the next sentence's translation; `separator` is what followed its source.
+  void Add(std::string_view translation, std::string_view separator);
+  // The text so far with `translation` of the next sentence appended (streams show a
+  // sentence's translation before it is done).
+  std::string With(std::string_view translation) const;
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string text_;
+  std::string pending_separator_;  // goes before the next non-empty translation
+};
+
+// Puts a text's translation together from its sentences' hypotheses (both in order).
+absl::StatusOr<TextTranslation> AssembleText(const Tokenizer& tokenizer,
+                                             absl::Span<const SourceSentence> sentences,
+                                             absl::Span<const Hypothesis* const> hypotheses,
+                                             UnknownPieces unknowns);
+
+}  // namespace taskmoe::models
+
+#endif  // TASKMOE_MODELS_TEXT_PIPELINE_H_

@@ -29,9 +29,15 @@ Metrics::Metrics()
                     .Name("taskmoe_requests_total")
                     .Help("RPCs finished, by task, method and gRPC status code")
                     .Register(*registry_)),
+      grpc_calls_(prometheus::BuildCounter()
+                      .Name("taskmoe_grpc_calls_total")
+                      .Help("gRPC calls by method and the status they ended with, gRPC's own "
+                            "refusals (e.g. Server Threadpool Exhausted) included")
+                      .Register(*registry_)),
       request_duration_(prometheus::BuildHistogram()
                             .Name("taskmoe_request_duration_seconds")
-                            .Help("Time from receiving an RPC to its reply")
+                            .Help("Time from receiving an RPC to its reply, for RPCs that "
+                                  "succeeded")
                             .Register(*registry_)),
       queue_duration_(prometheus::BuildHistogram()
                           .Name("taskmoe_queue_duration_seconds")
@@ -123,6 +129,10 @@ TaskMetrics& Metrics::ForTask(const std::string& task) {
 void Metrics::CountRequest(const std::string& task, const std::string& method,
                            const std::string& code) {
   requests_.Add({{"task", task}, {"method", method}, {"code", code}}).Increment();
+}
+
+void Metrics::CountGrpcCall(const std::string& method, const std::string& code) {
+  grpc_calls_.Add({{"method", method}, {"code", code}}).Increment();
 }
 
 void Metrics::SetModelInfo(const std::string& task, const std::string& version,

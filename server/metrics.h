@@ -42,6 +42,8 @@ class Metrics {
   TaskMetrics& ForTask(const std::string& task);
   // `task` is "" for requests naming no loaded task (so bad names add no label values).
   void CountRequest(const std::string& task, const std::string& method, const std::string& code);
+  // taskmoe_grpc_calls_total{method,code}: every call's final status (grpc_call_metrics.h).
+  void CountGrpcCall(const std::string& method, const std::string& code);
   // taskmoe_model_info{task,version,precision,matmul_path} = 1, replacing the task's previous
   // version. matmul_path is the kernel path its linear layers run (kernels/matmul.h).
   void SetModelInfo(const std::string& task, const std::string& version,
@@ -54,6 +56,7 @@ class Metrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& grpc_calls_;
   prometheus::Family<prometheus::Histogram>& request_duration_;
   prometheus::Family<prometheus::Histogram>& queue_duration_;
   prometheus::Family<prometheus::Histogram>& time_to_first_token_;

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/grpc_call_metrics.h"
 #include "server/log.h"
 #include "server/tls.h"
 
@@ -21,6 +22,7 @@ namespace taskmoe::server {
 TaskmoeServer::TaskmoeServer(const ServerOptions& options)
     : options_(options),
       process_metrics_(std::make_shared<ProcessMetrics>()),
+      grpc_core_counters_(std::make_shared<GrpcCoreCallCounters>()),
       registry_(options.model_repository, options.precision),
       scheduler_(options.batching, metrics_),
       translation_(registry_, scheduler_, metrics_, options.limits),
@@ -40,6 +42,7 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
     }
     self->exposer_->RegisterCollectable(self->metrics_.registry());
     self->exposer_->RegisterCollectable(self->process_metrics_);
+    self->exposer_->RegisterCollectable(self->grpc_core_counters_);
     const std::vector<int> ports = self->exposer_->GetListeningPorts();
     self->metrics_port_ = ports.empty() ? options.metrics_port : ports.front();
   }
@@ -63,6 +66,10 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
   grpc::ResourceQuota quota("taskmoe-server");
   quota.SetMaxThreads(options.max_concurrent_rpcs);
   builder.SetResourceQuota(quota);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counters;
+  counters.push_back(std::make_unique<CallStatusInterceptorFactory>(
+      self->metrics_, CallStatusInterceptorFactory::ServedMethods()));
+  builder.experimental().SetInterceptorCreators(std::move(counters));
   builder.RegisterService(&self->translation_);
   if (options.enable_admin) {
     self->admin_ = std::make_unique<AdminServiceImpl>(

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/admin_service.h"
+#include "server/grpc_call_metrics.h"
 #include "server/memory_trimmer.h"
 #include "server/metrics.h"
 #include "server/options.h"
@@ -49,6 +50,7 @@ class TaskmoeServer {
   const ServerOptions options_;
   Metrics metrics_;
   std::shared_ptr<ProcessMetrics> process_metrics_;
+  std::shared_ptr<GrpcCoreCallCounters> grpc_core_counters_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   TaskRegistry registry_;
   Scheduler scheduler_;

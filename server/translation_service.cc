@@ -166,7 +166,8 @@ void TranslationServiceImpl::Record(const std::string& method, const std::string
                                     int64_t output_tokens) {
   const absl::Duration elapsed = absl::Now() - start;
   metrics_.CountRequest(task_label, method, absl::StatusCodeToString(status.code()));
-  if (!task_label.empty()) {
+  // Latency of served calls only: refusals take microseconds and would hide slow service.
+  if (!task_label.empty() && status.ok()) {
     TaskMetrics& m = metrics_.ForTask(task_label);
     m.request_duration->Observe(absl::ToDoubleSeconds(elapsed));
     if (state != nullptr && state->first_token_time().has_value()) {

@@ -2,6 +2,7 @@
 // gRPC client, on a repository of tiny random subnetworks.
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -507,6 +508,88 @@ TEST_F(ServerTest, FullQueueIsResourceExhausted) {
   EXPECT_EQ(b.get().error_code(), grpc::StatusCode::CANCELLED);
   const grpc::Status g_status = g.get();
   EXPECT_TRUE(g_status.ok()) << g_status.error_message();
+}
+
+TEST_F(ServerTest, RefusalsByGrpcItselfAreCounted) {
+  // Few threads and slow decoding: concurrent calls beyond the threads are refused by gRPC's
+  // thread pool ("Server Threadpool Exhausted") before any handler runs. Messages over
+  // --max_request_bytes are refused by gRPC's core before anything else sees them.
+  std::vector<std::string> flags = kSlowFlags;
+  flags.insert(flags.end(), {"--max_concurrent_rpcs=4", "--max_request_bytes=4096"});
+  auto server = StartServer(flags);
+  ASSERT_NE(server, nullptr);
+  const std::string translate = R"(method="taskmoe.v1.TranslationService/Translate")";
+  const auto metric = [&](const std::string& series) {
+    absl::StatusOr<std::string> metrics = ScrapeMetrics(server->metrics_port());
+    EXPECT_TRUE(metrics.ok()) << metrics.status();
+    return metrics.ok() ? MetricValue(*metrics, series) : -1.0;
+  };
+  const auto core_unfinished = [&] {
+    return metric("taskmoe_grpc_core_calls_started_total") -
+           metric("taskmoe_grpc_core_calls_succeeded_total") -
+           metric("taskmoe_grpc_core_calls_failed_total");
+  };
+  const double unfinished_before = core_unfinished();
+
+  // Oversized messages: refused in core, seen by nothing but its counters.
+  auto stub = v1::TranslationService::NewStub(server->channel());
+  for (int i = 0; i < 3; ++i) {
+    TranslateResponse response;
+    const grpc::Status status =
+        Translate(*server, Request("en-de", {std::string(5000, 'a')}), &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  EXPECT_EQ(core_unfinished() - unfinished_before, 3);
+
+  // A burst of slow calls, more than the threads: the deadline ends those that get in.
+  constexpr int kCalls = 16;
+  std::vector<std::future<grpc::Status>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] {
+      TranslateResponse response;
+      return Translate(*server, Request("en-de", {"slow"}), &response, absl::Seconds(2));
+    }));
+  }
+  int exhausted = 0, deadline = 0;
+  for (auto& call : calls) {
+    const grpc::Status status = call.get();
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      EXPECT_EQ(status.error_message(), "Server Threadpool Exhausted");
+      ++exhausted;
+    } else {
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+      ++deadline;
+    }
+  }
+  ASSERT_GT(exhausted, 0) << "no call was refused by the thread pool";
+  EXPECT_TRUE(WaitForMetric(
+      *server,
+      absl::StrCat("taskmoe_grpc_calls_total{code=\"RESOURCE_EXHAUSTED\",", translate, "}"),
+      exhausted));
+  EXPECT_EQ(
+      metric(absl::StrCat("taskmoe_grpc_calls_total{code=\"RESOURCE_EXHAUSTED\",", translate, "}")),
+      exhausted);
+  // The handler's own count has only the calls it served (some of the rest expired waiting
+  // for a thread); the latency histogram only the successful ones (none here).
+  const std::string handler_deadline =
+      R"(taskmoe_requests_total{code="DEADLINE_EXCEEDED",method="Translate",task="en-de"})";
+  EXPECT_TRUE(WaitForMetric(*server, handler_deadline, 1));
+  EXPECT_LE(metric(handler_deadline), deadline);
+  EXPECT_EQ(metric(R"(taskmoe_request_duration_seconds_count{task="en-de"})"), 0);
+  // A method no service has is counted, under one label whatever its name.
+  grpc::GenericStub generic(server->channel());
+  for (const char* method : {"/no.Such/Method", "/another/one"}) {
+    grpc::ClientContext context;
+    SetDeadline(context, kLongDeadline);
+    grpc::Slice empty_message("");
+    grpc::ByteBuffer request(&empty_message, 1), response;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                      [&](grpc::Status status) { done.set_value(status); });
+    EXPECT_EQ(done.get_future().get().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  }
+  EXPECT_TRUE(WaitForMetric(
+      *server, R"(taskmoe_grpc_calls_total{code="UNIMPLEMENTED",method="unknown"})", 2));
 }
 
 TEST_F(ServerTest, SigtermDrainsInFlightRequestsAndExitsZero) {

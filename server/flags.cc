@@ -70,6 +70,19 @@ ABSL_FLAG(int, max_request_bytes, kDefaults.max_request_bytes,
           "Largest request message in bytes; larger ones are refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_concurrent_streams, kDefaults.max_concurrent_streams,
           "Concurrent calls per client connection");
+ABSL_FLAG(int, max_connections, kDefaults.max_connections,
+          "Connections to the gRPC port open at once; beyond it (and whenever the process is "
+          "short of file descriptors) new ones are closed at once (0: no cap but descriptors)");
+ABSL_FLAG(int, max_connection_idle_s,
+          static_cast<int>(absl::ToInt64Seconds(kDefaults.max_connection_idle)),
+          "Close a connection that has had no call for this long (0: never)");
+ABSL_FLAG(int, max_connection_age_s,
+          static_cast<int>(absl::ToInt64Seconds(kDefaults.max_connection_age)),
+          "Close every connection gracefully after this long, so clients rebalance over "
+          "replicas (0: never)");
+ABSL_FLAG(int, handshake_timeout_s,
+          static_cast<int>(absl::ToInt64Seconds(kDefaults.handshake_timeout)),
+          "Close a connection that has not completed its TLS and HTTP/2 handshake by then");
 ABSL_FLAG(int, grace_period_s, static_cast<int>(absl::ToInt64Seconds(kDefaults.grace_period)),
           "On SIGTERM/SIGINT: how long in-flight requests may take to finish before they are "
           "cancelled");
@@ -118,6 +131,10 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.tls.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
   o.max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   o.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  o.max_connections = absl::GetFlag(FLAGS_max_connections);
+  o.max_connection_idle = absl::Seconds(absl::GetFlag(FLAGS_max_connection_idle_s));
+  o.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
+  o.handshake_timeout = absl::Seconds(absl::GetFlag(FLAGS_handshake_timeout_s));
   o.grace_period = absl::Seconds(absl::GetFlag(FLAGS_grace_period_s));
   o.malloc_trim_interval = absl::Milliseconds(absl::GetFlag(FLAGS_malloc_trim_interval_ms));
   o.batching.workers = absl::GetFlag(FLAGS_workers);

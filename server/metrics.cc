@@ -34,6 +34,15 @@ Metrics::Metrics()
                       .Help("gRPC calls by method and the status they ended with, gRPC's own "
                             "refusals (e.g. Server Threadpool Exhausted) included")
                       .Register(*registry_)),
+      connections_accepted_(prometheus::BuildCounter()
+                                .Name("taskmoe_connections_accepted_total")
+                                .Help("Connections to the gRPC port handed to gRPC")
+                                .Register(*registry_)),
+      connections_refused_(prometheus::BuildCounter()
+                               .Name("taskmoe_connections_refused_total")
+                               .Help("Connections to the gRPC port closed at once, by reason: "
+                                     "too few file descriptors left, or --max_connections")
+                               .Register(*registry_)),
       request_duration_(prometheus::BuildHistogram()
                             .Name("taskmoe_request_duration_seconds")
                             .Help("Time from receiving an RPC to its reply, for RPCs that "
@@ -99,6 +108,11 @@ Metrics::Metrics()
                                     "and the part used by more than one task (kind=shared)")
                               .Register(*registry_)) {
   cpu_info_.Add({{"model", kernels::CpuModelName()}, {"isa", kernels::CpuIsaName()}}).Set(1);
+  // At 0 from the start, so that rate() and alerts see the first connection.
+  connections_accepted_.Add({});
+  for (const char* reason : {"file_descriptors", "max_connections"}) {
+    connections_refused_.Add({{"reason", reason}});
+  }
 }
 
 TaskMetrics& Metrics::ForTask(const std::string& task) {
@@ -133,6 +147,14 @@ void Metrics::CountRequest(const std::string& task, const std::string& method,
 
 void Metrics::CountGrpcCall(const std::string& method, const std::string& code) {
   grpc_calls_.Add({{"method", method}, {"code", code}}).Increment();
+}
+
+void Metrics::CountConnection(const std::string& refused_because) {
+  if (refused_because.empty()) {
+    connections_accepted_.Add({}).Increment();
+  } else {
+    connections_refused_.Add({{"reason", refused_because}}).Increment();
+  }
 }
 
 void Metrics::SetModelInfo(const std::string& task, const std::string& version,

@@ -44,6 +44,9 @@ class Metrics {
   void CountRequest(const std::string& task, const std::string& method, const std::string& code);
   // taskmoe_grpc_calls_total{method,code}: every call's final status (grpc_call_metrics.h).
   void CountGrpcCall(const std::string& method, const std::string& code);
+  // A connection to the gRPC port: accepted when `refused_because` is empty, else
+  // taskmoe_connections_refused_total{reason=refused_because} (server/listener.h).
+  void CountConnection(const std::string& refused_because);
   // taskmoe_model_info{task,version,precision,matmul_path} = 1, replacing the task's previous
   // version. matmul_path is the kernel path its linear layers run (kernels/matmul.h).
   void SetModelInfo(const std::string& task, const std::string& version,
@@ -57,6 +60,8 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& grpc_calls_;
+  prometheus::Family<prometheus::Counter>& connections_accepted_;
+  prometheus::Family<prometheus::Counter>& connections_refused_;
   prometheus::Family<prometheus::Histogram>& request_duration_;
   prometheus::Family<prometheus::Histogram>& queue_duration_;
   prometheus::Family<prometheus::Histogram>& time_to_first_token_;

@@ -53,7 +53,8 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
         AtLeast("max_beam_size", l.max_beam_size, 1),
         AtLeast("max_output_offset", l.max_output_offset, 0),
         AtLeast("max_request_bytes", o.max_request_bytes, 1024),
-        AtLeast("max_concurrent_streams", o.max_concurrent_streams, 1)}) {
+        AtLeast("max_concurrent_streams", o.max_concurrent_streams, 1),
+        AtLeast("max_connections", o.max_connections, 0)}) {
     if (!s.ok()) return s;
   }
   if (!(l.max_output_ratio >= 0.0f && l.max_output_ratio <= 100.0f)) {
@@ -71,6 +72,14 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         "--max_queue_delay_ms, --grace_period_s, --malloc_trim_interval_ms and "
         "--debug_step_delay_ms must be >= 0");
+  }
+  if (o.max_connection_idle < absl::ZeroDuration() || o.max_connection_age < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--max_connection_idle_s and --max_connection_age_s must be "
+        ">= 0 (0: never)");
+  }
+  if (o.handshake_timeout < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("--handshake_timeout_s must be >= 1");
   }
   return absl::OkStatus();
 }

@@ -75,6 +75,18 @@ struct ServerOptions {
   int max_request_bytes = 4 << 20;
   // Concurrent calls (HTTP/2 streams) per client connection.
   int max_concurrent_streams = 100;
+  // Connections to the gRPC port open at once (server/listener.h); beyond it, and whenever
+  // fewer than Listener::kFreeFds file descriptors are left, a new one is closed at once.
+  // 0: no cap but the descriptors.
+  int max_connections = 4096;
+  // A connection with no call for this long is closed (GOAWAY); zero: never.
+  absl::Duration max_connection_idle = absl::Minutes(5);
+  // A connection is closed gracefully after this long, so that clients spread over new
+  // replicas; zero: never.
+  absl::Duration max_connection_age = absl::ZeroDuration();
+  // A connection that has not finished its TLS and HTTP/2 handshake by then is closed (gRPC's
+  // default is 120 s: a flood of silent connections would hold descriptors that long).
+  absl::Duration handshake_timeout = absl::Seconds(10);
   absl::Duration grace_period = absl::Seconds(30);
   // How often memory the allocator holds unused goes back to the system (server/memory_trimmer.h);
   // zero: never.

@@ -1,6 +1,7 @@
 // /proc/self readers for ProcessMetrics.
 #include "server/process_metrics.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -68,6 +69,11 @@ std::vector<prometheus::MetricFamily> ProcessMetrics::Collect() const {
   out.push_back(
       Single("process_virtual_memory_bytes", "Virtual memory in bytes", MetricType::Gauge, vsize));
   out.push_back(Single("process_open_fds", "Open file descriptors", MetricType::Gauge, open_fds));
+  rlimit fd_limit{};
+  if (getrlimit(RLIMIT_NOFILE, &fd_limit) == 0 && fd_limit.rlim_cur != RLIM_INFINITY) {
+    out.push_back(Single("process_max_fds", "Soft limit on open file descriptors",
+                         MetricType::Gauge, static_cast<double>(fd_limit.rlim_cur)));
+  }
   out.push_back(Single("process_start_time_seconds", "Start time since the Unix epoch in seconds",
                        MetricType::Gauge, boot_time + start_ticks / ticks));
   return out;

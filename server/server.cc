@@ -6,6 +6,7 @@
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
+#include <sys/resource.h>
 
 #include <exception>
 #include <map>
@@ -14,10 +15,33 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/grpc_call_metrics.h"
+#include "server/listener.h"
 #include "server/log.h"
 #include "server/tls.h"
 
 namespace taskmoe::server {
+namespace {
+
+// Connections each take a descriptor, and the soft limit is often 1024 while the hard one is
+// far higher: the soft limit goes up to the hard one (an unprivileged process may do that).
+void RaiseFileDescriptorLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t before = limit.rlim_cur;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) limit.rlim_cur = before;
+  }
+  const auto text = [](rlim_t v) {
+    return v == RLIM_INFINITY ? std::string("unlimited") : absl::StrCat(v);
+  };
+  Log(LogLevel::kInfo,
+      absl::StrCat("file descriptors: ", text(limit.rlim_cur),
+                   limit.rlim_cur != before ? absl::StrCat(" (raised from ", text(before), ")")
+                                            : std::string()));
+}
+
+}  // namespace
 
 TaskmoeServer::TaskmoeServer(const ServerOptions& options)
     : options_(options),
@@ -51,15 +75,37 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
       MakeServerCredentials(options.tls);
   if (!credentials.ok()) return credentials.status();
 
+  RaiseFileDescriptorLimit();
+  // Our own listener (server/listener.h says why). It binds without SO_REUSEPORT, which gRPC
+  // would set: a second server on a port already in use fails here instead of taking half of
+  // the new connections.
+  absl::StatusOr<std::unique_ptr<Listener>> listener = Listener::Bind(options.host, options.port);
+  if (!listener.ok()) return listener.status();
+  self->listener_ = *std::move(listener);
+  self->grpc_port_ = self->listener_->port();
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  const std::string address = absl::StrCat(options.host, ":", options.port);
-  builder.AddListeningPort(address, *credentials, &self->grpc_port_);
-  // gRPC sets SO_REUSEPORT by default: a second server on a port already in use would then
-  // start and take half of the new connections. Without it the bind fails and so does Start.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  self->acceptor_ = builder.experimental().AddExternalConnectionAcceptor(
+      grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD, *credentials);
   builder.SetMaxReceiveMessageSize(options.max_request_bytes);
+  builder.AddChannelArgument(
+      GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+      static_cast<int>(absl::ToInt64Milliseconds(options.handshake_timeout)));
+  if (options.max_connection_idle > absl::ZeroDuration()) {
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(options.max_connection_idle)));
+  }
+  if (options.max_connection_age > absl::ZeroDuration()) {
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_AGE_MS,
+        static_cast<int>(absl::ToInt64Milliseconds(options.max_connection_age)));
+    // Calls in flight get the grace period to finish on the aged connection.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(options.grace_period)));
+  }
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
   // Each call in flight holds a thread while it waits for its batch; bounding the threads
   // bounds memory, and calls beyond the bound get RESOURCE_EXHAUSTED from gRPC.
@@ -94,10 +140,10 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
     }
   }
   self->server_ = builder.BuildAndStart();
-  if (self->server_ == nullptr || self->grpc_port_ == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", address, " (in use, or not an address of this host)"));
+  if (self->server_ == nullptr) {
+    return absl::InternalError("gRPC could not start the server (its log above says why)");
   }
+  self->listener_->Start(self->acceptor_.get(), options.max_connections, self->metrics_);
   // gRPC's health service starts with the overall status SERVING; not until models load.
   self->server_->GetHealthCheckService()->SetServingStatus(false);
   self->server_->GetHealthCheckService()->SetServingStatus("taskmoe.v1.TranslationService", false);
@@ -116,6 +162,8 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
 }
 
 TaskmoeServer::~TaskmoeServer() {
+  // No connection may reach gRPC once it stops (the acceptor would leave it open).
+  if (listener_ != nullptr) listener_->Stop();
   if (server_ != nullptr && !shut_down_) {
     translation_.StartDraining();
     scheduler_.Stop();
@@ -179,6 +227,7 @@ void TaskmoeServer::Shutdown() {
     translation_.WaitIdle(absl::Now() + absl::Seconds(10));
   }
   scheduler_.Stop();
+  listener_->Stop();
   // Only streams no translation owns are left (health Watch): end them promptly.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   if (admin_server_ != nullptr) admin_server_->Shutdown(std::chrono::system_clock::now());

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "server/admin_service.h"
 #include "server/grpc_call_metrics.h"
+#include "server/listener.h"
 #include "server/memory_trimmer.h"
 #include "server/metrics.h"
 #include "server/options.h"
@@ -61,9 +62,12 @@ class TaskmoeServer {
   int admin_port_ = -1;
   bool shut_down_ = false;
   MemoryTrimmer memory_trimmer_;
+  // Hands the connections listener_ accepts to server_; outlives both.
+  std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor_;
   // Last: destroyed first, so no call reaches the services after they are gone.
   std::unique_ptr<grpc::Server> admin_server_;  // only with --admin_port
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<Listener> listener_;  // stopped before server_ goes
 };
 
 }  // namespace taskmoe::server

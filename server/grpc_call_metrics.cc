@@ -24,8 +24,23 @@ class CallStatusInterceptor final : public grpc::experimental::Interceptor {
       : metrics_(metrics), method_(std::move(method)) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      // No message: its bytes did not parse (or gRPC refused the call and dropped them).
+      message_unparsed_ = methods->GetRecvMessage() == nullptr;
+    }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      metrics_.CountGrpcCall(method_, StatusCodeName(methods->GetSendStatus().error_code()));
+      grpc::Status status = methods->GetSendStatus();
+      // gRPC answers a message that does not parse with an anonymous INTERNAL; it is the
+      // caller's mistake, most often a JSON body (gRPC accepts any application/grpc+...
+      // content type and parses the body as protobuf whatever it says).
+      if (message_unparsed_ && status.error_code() == grpc::StatusCode::INTERNAL) {
+        status = grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            "request: not a valid protobuf message of this method's request type (the server "
+            "reads binary protobuf only, content-type application/grpc; JSON is not supported)");
+        methods->ModifySendStatus(status);
+      }
+      metrics_.CountGrpcCall(method_, StatusCodeName(status.error_code()));
     }
     methods->Proceed();
   }
@@ -37,6 +52,7 @@ class CallStatusInterceptor final : public grpc::experimental::Interceptor {
 
   Metrics& metrics_;
   const std::string method_;
+  bool message_unparsed_ = false;
 };
 
 }  // namespace

@@ -5,7 +5,8 @@
 //   with, by method and code, in taskmoe_grpc_calls_total. It sees the calls gRPC's C++ layer
 //   refuses without running a handler: "Server Threadpool Exhausted" (RESOURCE_EXHAUSTED,
 //   --max_concurrent_rpcs), an unparsable message (INTERNAL), an unknown method
-//   (UNIMPLEMENTED).
+//   (UNIMPLEMENTED). It also turns gRPC's anonymous INTERNAL for a request message that does
+//   not parse (a JSON body, say) into INVALID_ARGUMENT saying so.
 // - GrpcCoreCallCounters: gRPC core's own call counters (channelz), exported as
 //   taskmoe_grpc_core_calls_{started,succeeded,failed}_total. Core refuses some calls before
 //   any interceptor runs, a request message over --max_request_bytes above all; such a call

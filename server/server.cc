@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
 #include "absl/time/clock.h"
 #include "server/grpc_call_metrics.h"
 #include "server/listener.h"
@@ -85,6 +86,10 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
   self->grpc_port_ = self->listener_->port();
 
   grpc::EnableDefaultHealthCheckService(true);
+  // gRPC's health service is not built on the protobuf classes, so nothing would pull our
+  // compiled health.proto out of its static library, and reflection (which reads the
+  // protobuf descriptor pool) could list grpc.health.v1.Health but not describe it.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   self->acceptor_ = builder.experimental().AddExternalConnectionAcceptor(

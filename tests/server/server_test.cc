@@ -1,8 +1,13 @@
 // Integration tests of taskmoe-server: the real binary on a loopback port, driven by a real
 // gRPC client, on a repository of tiny random subnetworks.
+#include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/support/sync_stream.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -590,6 +595,116 @@ TEST_F(ServerTest, RefusalsByGrpcItselfAreCounted) {
   }
   EXPECT_TRUE(WaitForMetric(
       *server, R"(taskmoe_grpc_calls_total{code="UNIMPLEMENTED",method="unknown"})", 2));
+}
+
+// One call of grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo with a request
+// message encoded by hand (no reflection.proto is installed): `field` is the request's
+// oneof field number (4: file_containing_symbol, 7: list_services), `value` its string.
+// Returns the response message's bytes, or "" when the call failed.
+std::string ReflectionCall(const std::shared_ptr<grpc::Channel>& channel, int field,
+                           const std::string& value) {
+  std::string request;
+  google::protobuf::io::StringOutputStream out(&request);
+  {
+    google::protobuf::io::CodedOutputStream coded(&out);
+    coded.WriteTag(static_cast<uint32_t>(field << 3 | 2));
+    coded.WriteVarint32(static_cast<uint32_t>(value.size()));
+    coded.WriteString(value);
+  }
+  grpc::ClientContext context;
+  SetDeadline(context, kLongDeadline);
+  const grpc::internal::RpcMethod method(
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+      grpc::internal::RpcMethod::BIDI_STREAMING);
+  std::unique_ptr<grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>> stream(
+      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+          channel.get(), method, &context));
+  grpc::Slice slice(request);
+  grpc::ByteBuffer message(&slice, 1), reply;
+  if (!stream->Write(message) || !stream->WritesDone() || !stream->Read(&reply)) return "";
+  std::vector<grpc::Slice> slices;
+  if (!reply.Dump(&slices).ok()) return "";
+  std::string bytes;
+  for (const grpc::Slice& s : slices)
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  while (stream->Read(&reply)) {
+  }
+  return stream->Finish().ok() ? bytes : "";
+}
+
+// The length-delimited fields number `field` of a serialised message.
+std::vector<std::string> Fields(const std::string& message, int field) {
+  std::vector<std::string> found;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(message.data()),
+                                            static_cast<int>(message.size()));
+  for (uint32_t tag; (tag = in.ReadTag()) != 0;) {
+    if ((tag & 7) == 2) {
+      uint32_t length = 0;
+      std::string value;
+      if (!in.ReadVarint32(&length) || !in.ReadString(&value, static_cast<int>(length))) break;
+      if (static_cast<int>(tag >> 3) == field) found.push_back(value);
+    } else if (!google::protobuf::internal::WireFormatLite::SkipField(&in, tag)) {
+      break;
+    }
+  }
+  return found;
+}
+
+TEST_F(ServerTest, ReflectionDescribesEveryServiceItLists) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  // list_services: ListServiceResponse (field 6) holds ServiceResponse messages (field 1),
+  // each with its name (field 1).
+  const std::string listed = ReflectionCall(server->channel(), 7, "*");
+  ASSERT_FALSE(listed.empty());
+  std::set<std::string> services;
+  for (const std::string& list : Fields(listed, 6)) {
+    for (const std::string& service : Fields(list, 1)) {
+      for (const std::string& name : Fields(service, 1)) services.insert(name);
+    }
+  }
+  EXPECT_TRUE(services.count("grpc.health.v1.Health")) << absl::StrJoin(services, ", ");
+  EXPECT_TRUE(services.count("taskmoe.v1.TranslationService")) << absl::StrJoin(services, ", ");
+  for (const std::string& service : services) {
+    // file_containing_symbol: FileDescriptorResponse (field 4) with serialised
+    // FileDescriptorProtos (field 1); an ErrorResponse is field 7.
+    const std::string reply = ReflectionCall(server->channel(), 4, service);
+    EXPECT_TRUE(Fields(reply, 7).empty()) << service << " cannot be described";
+    bool described = false;
+    for (const std::string& response : Fields(reply, 4)) {
+      for (const std::string& file : Fields(response, 1)) {
+        google::protobuf::FileDescriptorProto proto;
+        ASSERT_TRUE(proto.ParseFromString(file));
+        for (const auto& s : proto.service()) {
+          described = described || absl::StrCat(proto.package(), ".", s.name()) == service;
+        }
+      }
+    }
+    EXPECT_TRUE(described) << service;
+  }
+}
+
+TEST_F(ServerTest, AJsonBodyIsInvalidArgumentSayingSo) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  // gRPC accepts any application/grpc+... content type and reads the body as protobuf: a
+  // JSON body arrives here whatever its content type said.
+  grpc::GenericStub generic(server->channel());
+  grpc::ClientContext context;
+  SetDeadline(context, kLongDeadline);
+  grpc::Slice json(std::string(R"({"task": "en-de", "texts": ["Hello"]})"));
+  grpc::ByteBuffer request(&json, 1), response;
+  std::promise<grpc::Status> done;
+  generic.UnaryCall(&context, "/taskmoe.v1.TranslationService/Translate", grpc::StubOptions(),
+                    &request, &response, [&](grpc::Status status) { done.set_value(status); });
+  const grpc::Status status = done.get_future().get();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("JSON is not supported"), std::string::npos)
+      << status.error_message();
+  EXPECT_TRUE(WaitForMetric(
+      *server,
+      R"(taskmoe_grpc_calls_total{code="INVALID_ARGUMENT",method="taskmoe.v1.TranslationService/Translate"})",
+      1));
 }
 
 TEST_F(ServerTest, SigtermDrainsInFlightRequestsAndExitsZero) {

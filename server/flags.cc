@@ -83,6 +83,11 @@ ABSL_FLAG(int, max_connection_age_s,
 ABSL_FLAG(int, handshake_timeout_s,
           static_cast<int>(absl::ToInt64Seconds(kDefaults.handshake_timeout)),
           "Close a connection that has not completed its TLS and HTTP/2 handshake by then");
+ABSL_FLAG(int, keepalive_time_s, static_cast<int>(absl::ToInt64Seconds(kDefaults.keepalive_time)),
+          "Ping a client after this long without data on its connection...");
+ABSL_FLAG(int, keepalive_timeout_s,
+          static_cast<int>(absl::ToInt64Seconds(kDefaults.keepalive_timeout)),
+          "...and close the connection when the ping is not answered within this");
 ABSL_FLAG(int, grace_period_s, static_cast<int>(absl::ToInt64Seconds(kDefaults.grace_period)),
           "On SIGTERM/SIGINT: how long in-flight requests may take to finish before they are "
           "cancelled");
@@ -135,6 +140,8 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.max_connection_idle = absl::Seconds(absl::GetFlag(FLAGS_max_connection_idle_s));
   o.max_connection_age = absl::Seconds(absl::GetFlag(FLAGS_max_connection_age_s));
   o.handshake_timeout = absl::Seconds(absl::GetFlag(FLAGS_handshake_timeout_s));
+  o.keepalive_time = absl::Seconds(absl::GetFlag(FLAGS_keepalive_time_s));
+  o.keepalive_timeout = absl::Seconds(absl::GetFlag(FLAGS_keepalive_timeout_s));
   o.grace_period = absl::Seconds(absl::GetFlag(FLAGS_grace_period_s));
   o.malloc_trim_interval = absl::Milliseconds(absl::GetFlag(FLAGS_malloc_trim_interval_ms));
   o.batching.workers = absl::GetFlag(FLAGS_workers);

@@ -78,8 +78,10 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
         "--max_connection_idle_s and --max_connection_age_s must be "
         ">= 0 (0: never)");
   }
-  if (o.handshake_timeout < absl::Seconds(1)) {
-    return absl::InvalidArgumentError("--handshake_timeout_s must be >= 1");
+  if (o.handshake_timeout < absl::Seconds(1) || o.keepalive_time < absl::Seconds(1) ||
+      o.keepalive_timeout < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "--handshake_timeout_s, --keepalive_time_s and --keepalive_timeout_s must be >= 1");
   }
   return absl::OkStatus();
 }

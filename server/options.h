@@ -84,6 +84,11 @@ struct ServerOptions {
   // A connection is closed gracefully after this long, so that clients spread over new
   // replicas; zero: never.
   absl::Duration max_connection_age = absl::ZeroDuration();
+  // With no data on a connection for this long the server pings the client, and closes the
+  // connection when no answer comes within keepalive_timeout: a client that vanished (its
+  // host crashed, a NAT dropped it) would otherwise hold a descriptor until the idle limit.
+  absl::Duration keepalive_time = absl::Minutes(2);
+  absl::Duration keepalive_timeout = absl::Seconds(20);
   // A connection that has not finished its TLS and HTTP/2 handshake by then is closed (gRPC's
   // default is 120 s: a flood of silent connections would hold descriptors that long).
   absl::Duration handshake_timeout = absl::Seconds(10);

@@ -996,6 +996,17 @@ TEST(ServerStartup, RefusesBadFlagsAndBadRepositories) {
   EXPECT_EQ(bad_flag.code, 2);
   EXPECT_NE(bad_flag.log.find("--max_batch_sentences must be >= 1"), std::string::npos);
 
+  for (auto [flag, message] :
+       {std::pair<std::string, std::string>{"--max_connections=-1",
+                                            "--max_connections must be >= 0"},
+        {"--handshake_timeout_s=0", "--handshake_timeout_s, --keepalive_time_s and"},
+        {"--max_connection_idle_s=-5", "--max_connection_idle_s and --max_connection_age_s"}}) {
+    ExitResult refused =
+        RunServerToExit({"--model_repository=/nonexistent", flag}, absl::Seconds(60));
+    EXPECT_EQ(refused.code, 2) << flag;
+    EXPECT_NE(refused.log.find(message), std::string::npos) << flag << ": " << refused.log;
+  }
+
   ExitResult bad_log_format =
       RunServerToExit({"--model_repository=/nonexistent", "--log_format=xml"}, absl::Seconds(60));
   EXPECT_EQ(bad_log_format.code, 2);

@@ -89,7 +89,9 @@ class EvaluateEngineTest(unittest.TestCase):
         self.run_main("--engine", logging_engine, "--repository", "/repo", "--corpus", self.corpus,
                       "--tasks", self.task, "--engine-flag=--threads=1")
         with open(args_log, encoding="utf-8") as f:
-            self.assertIn(f"--model=/repo/{self.task} --task={self.task} --threads=1", f.read())
+            # Lines are decoded whole, as the trainer decodes them (no sentence splitting).
+            self.assertIn(f"--model=/repo/{self.task} --task={self.task} "
+                          "--split_sentences=false --threads=1", f.read())
 
     def test_engine_failures_are_clear_errors(self):
         with self.assertRaisesRegex(SystemExit, "failed .3.: no such task"):

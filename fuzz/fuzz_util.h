@@ -14,8 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "models/config.h"
-#include "models/sentencepiece_normalizer.h"
 #include "models/tokenizer.h"
+#include "models/utf8.h"
 
 namespace taskmoe::fuzz {
 

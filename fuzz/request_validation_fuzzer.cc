@@ -6,9 +6,9 @@
 // queued, under the default limits and under tight ones: CheckRequestId, the text count,
 // ResolveDecodeOptions, then CheckText and, for an accepted text, the demo model's tokenizer
 // (EncodeSource), as Admit does. Beyond "no crash", the fuzzer checks that what passes really
-// is within the limits, that CheckText and CountUtf8Chars agree with the tokenizer's own UTF-8
-// decoder (models::ValidUtf8CharLength) on which texts are well formed and how many characters
-// they hold, and that a refusal names the field.
+// is within the limits, that CheckText and models::CountUtf8Chars agree with a character-by-
+// character count over models::ValidUtf8CharLength on which texts are well formed and how many
+// characters they hold, and that a refusal names the field.
 // Seeds: fuzz/corpus/request_validation/ (serialised requests written by fuzz/make_seeds.py).
 #include <algorithm>
 #include <cstdint>
@@ -75,7 +75,7 @@ int64_t ReferenceCount(std::string_view text, size_t* error_offset) {
 void CheckOneText(const Context& context, const RequestLimits& limits, std::string_view text,
                   const std::string& field, const models::TaskInfo& task) {
   size_t offset = 0, reference_offset = 0;
-  const int64_t chars = server::CountUtf8Chars(Absl(text), &offset);
+  const int64_t chars = models::CountUtf8Chars(text, &offset);
   const int64_t reference = ReferenceCount(text, &reference_offset);
   TASKMOE_FUZZ_CHECK(chars == reference, absl::StrCat("CountUtf8Chars says ", chars,
                                                       ", the tokenizer's decoder ", reference));

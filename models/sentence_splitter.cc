@@ -3,10 +3,9 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdint>
 #include <string>
 
-#include "models/sentencepiece_normalizer.h"
+#include "models/utf8.h"
 
 namespace taskmoe::models {
 namespace {
@@ -21,16 +20,10 @@ std::vector<Char> DecodeUtf8(std::string_view text) {
   std::vector<Char> chars;
   chars.reserve(text.size());
   for (size_t i = 0; i < text.size();) {
-    const int length = ValidUtf8CharLength(text.substr(i));
-    Char c{0xFFFD, i, i + std::max(length, 1)};
-    if (length > 0) {
-      const auto byte = [&](int k) { return static_cast<uint8_t>(text[i + k]); };
-      static constexpr std::array<uint8_t, 5> kLeadMask = {0, 0x7F, 0x1F, 0x0F, 0x07};
-      c.code = byte(0) & kLeadMask[length];
-      for (int k = 1; k < length; ++k) c.code = (c.code << 6) | (byte(k) & 0x3F);
-    }
-    chars.push_back(c);
-    i = c.end;
+    const Utf8Char c = DecodeUtf8Char(text.substr(i));
+    const size_t length = c.length > 0 ? static_cast<size_t>(c.length) : 1;
+    chars.push_back({c.length > 0 ? c.code : 0xFFFD, i, i + length});
+    i += length;
   }
   return chars;
 }

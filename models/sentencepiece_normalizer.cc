@@ -3,15 +3,13 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "models/utf8.h"
 
 namespace taskmoe::models {
 namespace {
 
 constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";  // U+2581, how pieces show a space
 constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";
-
-bool IsTrailByte(uint8_t byte) { return (byte & 0xC0) == 0x80; }
-bool IsValidCodepoint(uint32_t c) { return c < 0xD800 || (c >= 0xE000 && c <= 0x10FFFF); }
 
 // darts-clone's 32-bit unit layout: a label byte (bit 31 marks a leaf unit), a has-leaf bit,
 // and an offset to the children's block (with an extension bit that scales it by 256).
@@ -21,26 +19,6 @@ uint32_t UnitLabel(uint32_t unit) { return unit & ((1u << 31) | 0xFF); }
 uint32_t UnitOffset(uint32_t unit) { return (unit >> 10) << ((unit & (1u << 9)) >> 6); }
 
 }  // namespace
-
-int ValidUtf8CharLength(std::string_view text) {
-  if (text.empty()) return 0;
-  const auto* s = reinterpret_cast<const uint8_t*>(text.data());
-  const size_t n = text.size();
-  if (s[0] < 0x80) return 1;
-  if (n >= 2 && (s[0] & 0xE0) == 0xC0 && IsTrailByte(s[1])) {
-    const uint32_t c = ((s[0] & 0x1Fu) << 6) | (s[1] & 0x3Fu);
-    if (c >= 0x80) return 2;
-  } else if (n >= 3 && (s[0] & 0xF0) == 0xE0 && IsTrailByte(s[1]) && IsTrailByte(s[2])) {
-    const uint32_t c = ((s[0] & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
-    if (c >= 0x800 && IsValidCodepoint(c)) return 3;
-  } else if (n >= 4 && (s[0] & 0xF8) == 0xF0 && IsTrailByte(s[1]) && IsTrailByte(s[2]) &&
-             IsTrailByte(s[3])) {
-    const uint32_t c =
-        ((s[0] & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) | ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
-    if (c >= 0x10000 && IsValidCodepoint(c)) return 4;
-  }
-  return 0;
-}
 
 absl::StatusOr<SentencePieceNormalizer> SentencePieceNormalizer::Create(
     const SentencePieceProto& proto, const ByteTrie* user_defined) {

@@ -18,10 +18,6 @@
 
 namespace taskmoe::models {
 
-// The byte length of the UTF-8 character starting `text` if it is well formed (1 to 4),
-// else 0. Overlong forms, surrogates and code points above U+10FFFF are malformed.
-int ValidUtf8CharLength(std::string_view text);
-
 class SentencePieceNormalizer {
  public:
   // `user_defined` are the pieces matched before normalisation and copied unchanged.

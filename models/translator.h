@@ -50,8 +50,6 @@ class Translator {
 
   const TransformerModel& model() const { return *model_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
-  std::shared_ptr<const TransformerModel> shared_model() const { return model_; }
-  std::shared_ptr<const Tokenizer> shared_tokenizer() const { return tokenizer_; }
 
  private:
   std::shared_ptr<const TransformerModel> model_;

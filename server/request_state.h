@@ -48,7 +48,6 @@ class RequestState {
   RequestState& operator=(const RequestState&) = delete;
 
   const LoadedTask& task() const { return *task_; }
-  const std::shared_ptr<const LoadedTask>& shared_task() const { return task_; }
   const DecodeSettings& settings() const { return settings_; }
   const models::TextOptions& text_options() const { return text_options_; }
   // Sentences, over all texts.

@@ -131,13 +131,11 @@ absl::StatusOr<std::shared_ptr<const LoadedTask>> TaskRegistry::LoadTask(
 
   auto loaded = std::make_shared<LoadedTask>();
   loaded->id = task;
-  loaded->dir = dir;
   loaded->version = std::move(digests->version);
   loaded->model = *std::move(model);
   loaded->tokenizer = *std::move(tokenizer);
   loaded->info = info;
   loaded->route = *route;
-  loaded->loaded_at = absl::Now();
   loaded->store = store_;
   return loaded;
 }

@@ -31,13 +31,11 @@ struct LoadedTask {
   ~LoadedTask();
 
   std::string id;
-  std::string dir;
   std::string version;  // "sha256:" + 16 hex digits of the digest of its three files
   std::shared_ptr<const models::TransformerModel> model;
   std::shared_ptr<const models::Tokenizer> tokenizer;
   const models::TaskInfo* info = nullptr;    // in model->config()
   const models::TaskRoute* route = nullptr;  // in *model
-  absl::Time loaded_at;
   // Pruned when this version goes away, so weights only it used are freed.
   std::shared_ptr<models::WeightStore> store;
 };
@@ -71,7 +69,6 @@ class TaskRegistry {
   absl::StatusOr<Reloaded> Reload(const std::string& task);
 
   const models::WeightStore& store() const { return *store_; }
-  const std::string& repository() const { return repository_; }
 
  private:
   absl::StatusOr<std::shared_ptr<const LoadedTask>> LoadTask(const std::string& task) const;

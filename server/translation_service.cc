@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "models/utf8.h"
 #include "server/grpc_status.h"
 #include "server/log.h"
 #include "server/routing_header.h"
@@ -291,7 +292,7 @@ grpc::Status TranslationServiceImpl::TranslateStream(
         // extension (SentencePiece may merge spaces) sends no delta until it is.
         std::string text = finished.With(sentence_text());
         size_t unused = 0;
-        if (text.starts_with(sent_text) && CountUtf8Chars(text, &unused) >= 0) {
+        if (text.starts_with(sent_text) && models::CountUtf8Chars(text, &unused) >= 0) {
           message.set_text_delta(text.substr(sent_text.size()));
           sent_text = std::move(text);
         }

@@ -4,54 +4,9 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "models/utf8.h"
 
 namespace taskmoe::server {
-
-int64_t CountUtf8Chars(absl::string_view text, size_t* error_offset) {
-  int64_t chars = 0;
-  size_t i = 0;
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  while (i < text.size()) {
-    const unsigned char c = s[i];
-    int length = 0;
-    uint32_t code = 0;
-    if (c < 0x80) {
-      length = 1;
-      code = c;
-    } else if ((c & 0xE0) == 0xC0) {
-      length = 2;
-      code = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      length = 3;
-      code = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      length = 4;
-      code = c & 0x07;
-    } else {
-      *error_offset = i;
-      return -1;
-    }
-    if (i + length > text.size()) {
-      *error_offset = i;
-      return -1;
-    }
-    for (int k = 1; k < length; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) {
-        *error_offset = i;
-        return -1;
-      }
-      code = (code << 6) | (s[i + k] & 0x3F);
-    }
-    static constexpr uint32_t kMinimum[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (code < kMinimum[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) {
-      *error_offset = i;
-      return -1;
-    }
-    i += length;
-    ++chars;
-  }
-  return chars;
-}
 
 absl::Status CheckText(absl::string_view text, absl::string_view field,
                        const RequestLimits& limits) {
@@ -66,7 +21,7 @@ absl::Status CheckText(absl::string_view text, absl::string_view field,
                      text.size(), " bytes of UTF-8 hold at least ", (text.size() + 3) / 4, ")"));
   }
   size_t offset = 0;
-  const int64_t chars = CountUtf8Chars(text, &offset);
+  const int64_t chars = models::CountUtf8Chars(std::string_view(text.data(), text.size()), &offset);
   if (chars < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ": not valid UTF-8 (bad byte sequence at byte ", offset, ")"));

@@ -14,11 +14,6 @@
 
 namespace taskmoe::server {
 
-// Counts the code points of `text` if it is well-formed UTF-8 (no overlong forms, surrogates
-// or values past U+10FFFF); else returns the byte offset of the first bad sequence in
-// `error_offset` and -1.
-int64_t CountUtf8Chars(absl::string_view text, size_t* error_offset);
-
 // Checks one source text; `field` names it in messages ("texts[3]", "text").
 absl::Status CheckText(absl::string_view text, absl::string_view field,
                        const RequestLimits& limits);

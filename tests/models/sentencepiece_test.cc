@@ -13,6 +13,7 @@
 #include "models/sentencepiece_model.h"
 #include "models/sentencepiece_normalizer.h"
 #include "models/tokenizer.h"
+#include "models/utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace taskmoe::models {
@@ -159,6 +160,15 @@ TEST(SentencePieceModelErrors, UnknownCharactersWithoutCharsmap) {
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ((*model)->Encode("  a  ab "), (std::vector<int32_t>{3, 3, 0}));
   EXPECT_EQ((*model)->Decode({3, 0, 4}), "a \xE2\x81\x87 a");
+}
+
+TEST(Utf8, DecodesCodePoints) {
+  EXPECT_EQ(DecodeUtf8Char("a").code, U'a');
+  EXPECT_EQ(DecodeUtf8Char("\xC3\xA9x").code, U'\u00E9');
+  EXPECT_EQ(DecodeUtf8Char("\xE2\x96\x81").code, U'\u2581');
+  EXPECT_EQ(DecodeUtf8Char("\xF0\x9F\x98\x80").code, U'\U0001F600');
+  EXPECT_EQ(DecodeUtf8Char("\xF0\x9F\x98\x80").length, 4);
+  EXPECT_EQ(DecodeUtf8Char("\xFF").length, 0);
 }
 
 TEST(Utf8, ValidCharLength) {

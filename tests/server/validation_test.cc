@@ -5,6 +5,7 @@
 
 #include <limits>
 
+#include "models/utf8.h"
 #include "server/options.h"
 #include "server/task_registry.h"
 
@@ -13,9 +14,9 @@ namespace {
 
 TEST(Utf8, CountsCharactersAndFindsBadBytes) {
   size_t offset = 0;
-  EXPECT_EQ(CountUtf8Chars("", &offset), 0);
-  EXPECT_EQ(CountUtf8Chars("abc", &offset), 3);
-  EXPECT_EQ(CountUtf8Chars("Grüße, мир, 世界, 🙂", &offset), 17);
+  EXPECT_EQ(models::CountUtf8Chars("", &offset), 0);
+  EXPECT_EQ(models::CountUtf8Chars("abc", &offset), 3);
+  EXPECT_EQ(models::CountUtf8Chars("Grüße, мир, 世界, 🙂", &offset), 17);
   for (auto [bad, at] : {std::pair<std::string, size_t>{"ab\xff", 2},
                          {"\xc0\xaf", 0},          // overlong '/'
                          {"x\xed\xa0\x80", 1},     // surrogate
@@ -23,7 +24,7 @@ TEST(Utf8, CountsCharactersAndFindsBadBytes) {
                          {"\xe2\x82", 0},          // truncated
                          {"\x80", 0}}) {
     offset = 99;
-    EXPECT_EQ(CountUtf8Chars(bad, &offset), -1) << bad;
+    EXPECT_EQ(models::CountUtf8Chars(bad, &offset), -1) << bad;
     EXPECT_EQ(offset, at) << bad;
   }
 }

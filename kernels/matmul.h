@@ -26,38 +26,12 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "kernels/activation.h"
+#include "kernels/precision.h"
 #include "kernels/quantize.h"
 #include "kernels/tensor.h"
 
 namespace taskmoe::kernels {
 
-enum class Precision : uint8_t { kF32, kBF16, kInt8 };
-
-const char* PrecisionName(Precision precision);
-absl::StatusOr<Precision> ParsePrecision(std::string_view name);
-
-// How a linear layer computes.
-enum class MatmulPath : uint8_t {
-  kOneDnnF32,    // "onednn_f32": f32 on oneDNN (brgemm with AVX-512, gemm:jit on AVX2)
-  kOneDnnBF16,   // "onednn_bf16": bf16 on oneDNN; needs AVX512-BF16 or AMX (or oneDNN's
-                 // AVX-512 emulation)
-  kBF16AsF32,    // "bf16_as_f32": bf16 numerics without bf16 instructions: weights and inputs
-                 // rounded to bf16 values, multiplied on oneDNN in f32 (so f32's memory and
-                 // speed, with bf16's results up to summation order)
-  kOneDnnInt8,   // "onednn_int8": s8 x s8 on oneDNN's brgemm over blocked weights: AVX-512
-                 // VNNI or AMX (its gemm:jit elsewhere is slow and saturates on AVX2)
-  kAvx2Int8,     // "avx2_int8": our kernel (int8_gemm.h) on vpmaddubsw, any AVX2 CPU
-  kAvxVnniInt8,  // "avx_vnni_int8": our kernel on AVX-VNNI's vpdpbusd
-};
-
-inline constexpr MatmulPath kAllMatmulPaths[] = {MatmulPath::kOneDnnF32, MatmulPath::kOneDnnBF16,
-                                                 MatmulPath::kBF16AsF32, MatmulPath::kOneDnnInt8,
-                                                 MatmulPath::kAvx2Int8,  MatmulPath::kAvxVnniInt8};
-
-const char* MatmulPathName(MatmulPath path);
-absl::StatusOr<MatmulPath> ParseMatmulPath(std::string_view name);
-// The precision a path implements.
-Precision MatmulPathPrecision(MatmulPath path);
 // OK when this CPU (as capped by ONEDNN_MAX_CPU_ISA, cpu_features.h) runs `path`; otherwise
 // FailedPrecondition naming the instruction set it lacks.
 absl::Status CheckMatmulPathSupported(MatmulPath path);

@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "kernels/matmul.h"
+#include "kernels/precision.h"
 
 namespace taskmoe::server {
 

@@ -574,11 +574,11 @@ TEST_F(ServerTest, RefusalsByGrpcItselfAreCounted) {
   EXPECT_EQ(
       metric(absl::StrCat("taskmoe_grpc_calls_total{code=\"RESOURCE_EXHAUSTED\",", translate, "}")),
       exhausted);
-  // The handler's own count has only the calls it served (some of the rest expired waiting
-  // for a thread); the latency histogram only the successful ones (none here).
+  // The handler's own count has only the calls it served (the others expired waiting for a
+  // thread: on a loaded machine that may be all of them); the latency histogram only the
+  // successful ones (none here).
   const std::string handler_deadline =
       R"(taskmoe_requests_total{code="DEADLINE_EXCEEDED",method="Translate",task="en-de"})";
-  EXPECT_TRUE(WaitForMetric(*server, handler_deadline, 1));
   EXPECT_LE(metric(handler_deadline), deadline);
   EXPECT_EQ(metric(R"(taskmoe_request_duration_seconds_count{task="en-de"})"), 0);
   // A method no service has is counted, under one label whatever its name.

@@ -161,8 +161,7 @@ void Listener::Drain(int listen_fd) {
   while (!stopping_.load()) {
     const char* reason = nullptr;
     if (!HasRoom(&reason)) {
-      RefuseOne(listen_fd, reason);
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (!RefuseOne(listen_fd, reason)) return;
       continue;
     }
     const int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -171,7 +170,7 @@ void Listener::Drain(int listen_fd) {
       if (error == EAGAIN || error == EWOULDBLOCK) return;
       if (error == EINTR || error == ECONNABORTED) continue;
       if (error == EMFILE || error == ENFILE) {
-        RefuseOne(listen_fd, "file_descriptors");
+        if (!RefuseOne(listen_fd, "file_descriptors")) return;
         continue;
       }
       // ENOBUFS, ENOMEM, ...: the system is short of something; try again shortly.
@@ -210,23 +209,25 @@ bool Listener::HasRoom(const char** reason) {
   return true;
 }
 
-void Listener::RefuseOne(int listen_fd, const char* reason) {
+bool Listener::RefuseOne(int listen_fd, const char* reason) {
+  if (reserve_fd_ < 0) reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   int fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-  if (fd < 0 && (errno == EMFILE || errno == ENFILE) && reserve_fd_ >= 0) {
+  int error = errno;
+  if (fd < 0 && (error == EMFILE || error == ENFILE) && reserve_fd_ >= 0) {
     // Not one descriptor to accept with: the reserved one makes room for a moment.
     close(reserve_fd_);
     fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-    const int error = errno;
+    error = errno;
     if (fd >= 0) close(fd);
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      errno = error;
-      return;
-    }
-  } else if (fd < 0) {
-    return;  // errno says why (EAGAIN: the backlog is empty)
-  } else {
+  } else if (fd >= 0) {
     close(fd);
+  }
+  if (fd < 0) {
+    // An empty backlog ends the drain; anything else (no descriptor even with the reserve)
+    // waits a moment, or poll() would wake at once for the same connection.
+    if (error != EAGAIN && error != EWOULDBLOCK) absl::SleepFor(absl::Milliseconds(50));
+    return false;
   }
   metrics_->CountConnection(reason);
   if (absl::Now() - last_error_log_ > absl::Seconds(10)) {
@@ -237,7 +238,7 @@ void Listener::RefuseOne(int listen_fd, const char* reason) {
             SoftFdLimit(), ", ", open_sockets_ - base_sockets_, " connections",
             max_connections_ > 0 ? absl::StrCat(" of at most ", max_connections_) : std::string()));
   }
-  errno = 0;
+  return true;
 }
 
 }  // namespace taskmoe::server

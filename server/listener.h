@@ -60,8 +60,9 @@ class Listener {
   // max_connections_ open. Counts /proc/self/fd at most every kRecount.
   bool HasRoom(const char** reason);
   // Accepts the connection at the head of `listen_fd`'s backlog and closes it, using the
-  // reserved descriptor when the process has no other.
-  void RefuseOne(int listen_fd, const char* reason);
+  // reserved descriptor when the process has no other. False when none was taken: the backlog
+  // is empty, or not even the reserve helped.
+  bool RefuseOne(int listen_fd, const char* reason);
 
   std::vector<int> listen_fds_;
   int port_ = 0;

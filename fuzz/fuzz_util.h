@@ -13,9 +13,9 @@
 #include <utility>
 
 #include "absl/status/statusor.h"
-#include "models/config.h"
-#include "models/tokenizer.h"
-#include "models/utf8.h"
+#include "models/format/config.h"
+#include "models/text/tokenizer.h"
+#include "models/text/utf8.h"
 
 namespace taskmoe::fuzz {
 

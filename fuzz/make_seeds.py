@@ -217,7 +217,7 @@ def config_text(config):
 
 def model_config_seeds(models):
     seeds = {}
-    with open(os.path.join(ROOT, "models/demo/taskmoe/config.json"), "rb") as f:
+    with open(os.path.join(ROOT, "demo/taskmoe/config.json"), "rb") as f:
         seeds["demo.json"] = f.read()
     fixtures = os.path.join(ROOT, "tests/fixtures/engine")
     for kind in sorted(os.listdir(fixtures)):
@@ -290,7 +290,7 @@ def spm_model_seeds():
     # The demo model cut down to its first 300 pieces, identity-normalised (its NFKC map alone
     # is 237 KB): real scores, control, unknown and user-defined pieces.
     demo = pb.ModelProto()
-    with open(os.path.join(ROOT, "models/demo/taskmoe/spm.model"), "rb") as f:
+    with open(os.path.join(ROOT, "demo/taskmoe/spm.model"), "rb") as f:
         demo.ParseFromString(f.read())
     del demo.pieces[300:]
     demo.normalizer_spec.precompiled_charsmap = b""

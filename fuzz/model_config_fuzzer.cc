@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_util.h"
-#include "models/config.h"
+#include "models/format/config.h"
 
 namespace taskmoe::fuzz {
 namespace {

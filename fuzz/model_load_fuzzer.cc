@@ -20,9 +20,9 @@
 #include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_util.h"
 #include "kernels/matmul.h"
-#include "models/config.h"
 #include "models/decoding.h"
-#include "models/safetensors.h"
+#include "models/format/config.h"
+#include "models/format/safetensors.h"
 #include "models/transformer.h"
 
 namespace taskmoe::fuzz {

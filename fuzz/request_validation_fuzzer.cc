@@ -2,13 +2,15 @@
 // send: the input parsed as a serialised taskmoe.v1.TranslateRequest and as a
 // TranslateStreamRequest, and the raw input as one text.
 //
-// Each request goes through the checks TranslationServiceImpl::Admit makes before anything is
-// queued, under the default limits and under tight ones: CheckRequestId, the text count,
-// ResolveDecodeOptions, then CheckText and, for an accepted text, the demo model's tokenizer
-// (EncodeSource), as Admit does. Beyond "no crash", the fuzzer checks that what passes really
-// is within the limits, that CheckText and models::CountUtf8Chars agree with a character-by-
-// character count over models::ValidUtf8CharLength on which texts are well formed and how many
-// characters they hold, and that a refusal names the field.
+// Each request goes through what TranslationServiceImpl::Admit runs before anything is queued,
+// under the default limits and under tight ones: CheckRequestId and server::PrepareRequest (the
+// text count, the decode options, each text's CheckText and its preparation by a task of the
+// demo model, models::TaskModel::PrepareText), the very functions Admit calls. Beyond "no
+// crash", the fuzzer checks that what passes really is within the limits and ready for the
+// decoder (target tag, ids in the vocabulary, EOS, the length limit), that a refusal is
+// INVALID_ARGUMENT naming the field, and that CheckText and models::CountUtf8Chars agree with a
+// character-by-character count over models::ValidUtf8CharLength on which texts are well formed
+// and how many characters they hold.
 // Seeds: fuzz/corpus/request_validation/ (serialised requests written by fuzz/make_seeds.py).
 #include <algorithm>
 #include <cstdint>
@@ -21,8 +23,9 @@
 #include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_util.h"
 #include "google/protobuf/stubs/logging.h"
-#include "models/config.h"
-#include "models/tokenizer.h"
+#include "models/task_model.h"
+#include "models/text/utf8.h"
+#include "models/weight_store.h"
 #include "server/options.h"
 #include "server/validation.h"
 #include "taskmoe/v1/translation.pb.h"
@@ -32,7 +35,9 @@ namespace {
 
 using server::RequestLimits;
 
-struct Context : DemoTokenizer {
+struct Context {
+  // Two tasks of the demo model (the input's size picks one), sharing their weights.
+  std::vector<std::shared_ptr<const models::TaskModel>> tasks;
   RequestLimits limits[2];  // the server's defaults, and tight ones
 };
 
@@ -42,7 +47,14 @@ const Context& GetContext() {
     // input; the refusal is what is tested, the log line only slows the fuzzer down.
     google::protobuf::SetLogHandler(
         +[](google::protobuf::LogLevel, const char*, int, const std::string&) {});
-    auto* c = new Context{LoadDemoTokenizer(), {}};
+    auto* c = new Context;
+    auto store = std::make_shared<models::WeightStore>();
+    for (const char* task : {"en-de", "de-en"}) {
+      absl::StatusOr<std::shared_ptr<const models::TaskModel>> model =
+          models::TaskModel::Load(DemoModelDir(), task, {.weight_store = store});
+      TASKMOE_FUZZ_CHECK(model.ok(), std::string(model.status().message()));
+      c->tasks.push_back(*std::move(model));
+    }
     RequestLimits& tight = c->limits[1];
     tight.max_texts_per_request = 2;
     tight.max_text_chars = 5;
@@ -72,8 +84,8 @@ int64_t ReferenceCount(std::string_view text, size_t* error_offset) {
   return chars;
 }
 
-void CheckOneText(const Context& context, const RequestLimits& limits, std::string_view text,
-                  const std::string& field, const models::TaskInfo& task) {
+// CheckText on one text, against a count of its own.
+void CheckOneText(const RequestLimits& limits, std::string_view text, const std::string& field) {
   size_t offset = 0, reference_offset = 0;
   const int64_t chars = models::CountUtf8Chars(text, &offset);
   const int64_t reference = ReferenceCount(text, &reference_offset);
@@ -83,7 +95,6 @@ void CheckOneText(const Context& context, const RequestLimits& limits, std::stri
     TASKMOE_FUZZ_CHECK(offset == reference_offset,
                        absl::StrCat("bad byte at ", offset, " or ", reference_offset));
   }
-
   const absl::Status status = server::CheckText(Absl(text), field, limits);
   const bool acceptable = !text.empty() && chars >= 0 && chars <= limits.max_text_chars;
   TASKMOE_FUZZ_CHECK(status.ok() == acceptable,
@@ -91,12 +102,45 @@ void CheckOneText(const Context& context, const RequestLimits& limits, std::stri
   if (!status.ok()) {
     TASKMOE_FUZZ_CHECK(absl::StartsWith(status.message(), field + ": "),
                        std::string(status.message()));
+  }
+}
+
+// A whole request through PrepareRequest, as Admit sends it.
+void CheckPrepared(const RequestLimits& limits, const models::TaskModel& task,
+                   const std::vector<absl::string_view>& texts, const v1::DecodeOptions& options,
+                   bool stream) {
+  const absl::StatusOr<server::PreparedRequest> prepared =
+      server::PrepareRequest(task, texts, options, stream, limits);
+  if (!prepared.ok()) {
+    const absl::Status& status = prepared.status();
+    TASKMOE_FUZZ_CHECK(status.code() == absl::StatusCode::kInvalidArgument, status.ToString());
+    TASKMOE_FUZZ_CHECK(absl::StartsWith(status.message(), stream ? "text: " : "texts") ||
+                           absl::StartsWith(status.message(), "options."),
+                       status.ToString());
     return;
   }
-  absl::StatusOr<std::vector<int32_t>> ids = context.tokenizer->EncodeSource(text, task);
-  TASKMOE_FUZZ_CHECK(ids.ok(), std::string(ids.status().message()));
-  for (int32_t id : *ids) {
-    TASKMOE_FUZZ_CHECK(id >= 0 && id < context.tokenizer->vocab_size(), absl::StrCat(id));
+  TASKMOE_FUZZ_CHECK(!texts.empty() && prepared->texts.size() == texts.size(),
+                     absl::StrCat(prepared->texts.size(), " prepared of ", texts.size()));
+  TASKMOE_FUZZ_CHECK(stream || static_cast<int>(texts.size()) <= limits.max_texts_per_request,
+                     absl::StrCat(texts.size(), " texts"));
+  const models::DecodeSettings& settings = prepared->settings;
+  TASKMOE_FUZZ_CHECK(settings.beam_size >= 1 && settings.beam_size <= limits.max_beam_size &&
+                         (!stream || settings.beam_size == 1),
+                     absl::StrCat("beam_size ", settings.beam_size));
+  for (size_t i = 0; i < texts.size(); ++i) {
+    TASKMOE_FUZZ_CHECK(server::CheckText(texts[i], "text", limits).ok(), "an accepted bad text");
+    TASKMOE_FUZZ_CHECK(!prepared->texts[i].empty(), "a text without sentences");
+    for (const models::SourceSentence& sentence : prepared->texts[i]) {
+      const std::vector<int32_t>& ids = sentence.ids;
+      TASKMOE_FUZZ_CHECK(
+          ids.size() >= 2 && static_cast<int64_t>(ids.size()) <= task.max_source_tokens(),
+          absl::StrCat(ids.size(), " source tokens"));
+      TASKMOE_FUZZ_CHECK(ids.front() == task.info().target_tag_id && ids.back() == task.eos_id(),
+                         "a source without its target tag or EOS");
+      for (int32_t id : ids) {
+        TASKMOE_FUZZ_CHECK(id >= 0 && id < task.tokenizer().vocab_size(), absl::StrCat(id));
+      }
+    }
   }
 }
 
@@ -111,7 +155,7 @@ void CheckRequestId(const RequestLimits& limits, std::string_view request_id) {
 }
 
 void CheckOptions(const RequestLimits& limits, const v1::DecodeOptions& options) {
-  absl::StatusOr<server::DecodeSettings> settings = server::ResolveDecodeOptions(options, limits);
+  absl::StatusOr<models::DecodeSettings> settings = server::ResolveDecodeOptions(options, limits);
   if (!settings.ok()) {
     TASKMOE_FUZZ_CHECK(absl::StartsWith(settings.status().message(), "options."),
                        settings.status().ToString());
@@ -128,7 +172,7 @@ void CheckOptions(const RequestLimits& limits, const v1::DecodeOptions& options)
 
 void Run(std::string_view input) {
   const Context& context = GetContext();
-  const models::TaskInfo& task = context.config.tasks[input.size() % context.config.tasks.size()];
+  const models::TaskModel& task = *context.tasks[input.size() % context.tasks.size()];
 
   v1::TranslateRequest request;
   const bool is_request = request.ParseFromArray(input.data(), static_cast<int>(input.size()));
@@ -139,19 +183,22 @@ void Run(std::string_view input) {
     if (is_request) {
       CheckRequestId(limits, request.request_id());
       CheckOptions(limits, request.options());
-      // Admit refuses an empty or too long list before looking at any text; the texts of a
-      // refused list are checked anyway, bounded, for more coverage per input.
-      const int texts = std::min(request.texts_size(), limits.max_texts_per_request);
-      for (int i = 0; i < texts; ++i) {
-        CheckOneText(context, limits, request.texts(i), absl::StrCat("texts[", i, "]"), task);
+      // At most a few texts more than the limit, so a huge list costs little per input.
+      std::vector<absl::string_view> texts;
+      for (int i = 0; i < std::min(request.texts_size(), limits.max_texts_per_request + 2); ++i) {
+        texts.push_back(request.texts(i));
+        CheckOneText(limits, request.texts(i), absl::StrCat("texts[", i, "]"));
       }
+      CheckPrepared(limits, task, texts, request.options(), /*stream=*/false);
     }
     if (is_stream) {
       CheckRequestId(limits, stream.request_id());
       CheckOptions(limits, stream.options());
-      CheckOneText(context, limits, stream.text(), "text", task);
+      CheckOneText(limits, stream.text(), "text");
+      CheckPrepared(limits, task, {Absl(stream.text())}, stream.options(), /*stream=*/true);
     }
-    CheckOneText(context, limits, input, "text", task);
+    CheckOneText(limits, input, "text");
+    CheckPrepared(limits, task, {Absl(input)}, v1::DecodeOptions(), /*stream=*/true);
   }
 }
 

@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_util.h"
 #include "kernels/tensor.h"
-#include "models/safetensors.h"
+#include "models/format/safetensors.h"
 
 namespace taskmoe::fuzz {
 namespace {

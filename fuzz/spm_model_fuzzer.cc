@@ -17,7 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_util.h"
-#include "models/sentencepiece_model.h"
+#include "models/text/sentencepiece_model.h"
 
 namespace taskmoe::fuzz {
 namespace {

@@ -24,10 +24,10 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_util.h"
-#include "models/config.h"
-#include "models/sentence_splitter.h"
-#include "models/sentencepiece_model.h"
-#include "models/tokenizer.h"
+#include "models/format/config.h"
+#include "models/text/sentence_splitter.h"
+#include "models/text/sentencepiece_model.h"
+#include "models/text/tokenizer.h"
 
 namespace taskmoe::fuzz {
 namespace {

@@ -10,10 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "loadtest/compare.h"
 #include "loadtest/flags.h"
@@ -21,6 +17,7 @@
 #include "loadtest/report.h"
 #include "loadtest/sweep.h"
 #include "loadtest/workload.h"
+#include "util/command_line.h"
 
 namespace {
 
@@ -109,23 +106,16 @@ int RunLoadTest(const LoadTestOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  // --help lists the flags of loadtest/flags.cc (absl's default only matches files named
-  // after the binary).
-  config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "loadtest/flags.cc");
-  };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
+  const std::vector<char*> positional = taskmoe::util::ParseCommandLine(
+      argc, argv,
       "Load generator for taskmoe-server (loopback only).\n"
       "  taskmoe-loadtest --target 127.0.0.1:8500 [--loop closed --concurrency N | --loop open "
       "--rate R]\n"
       "                   [--duration 30s | --requests N] [--warmup 2s] [--api unary|stream]\n"
       "                   [--tasks en-de:3,de-en:1] [--texts FILE] [--sweep KIND:V1,V2,...]\n"
       "                   [--json report.json] [--plot sweep.svg]\n"
-      "  taskmoe-loadtest --compare NAME=report.json,... --markdown table.md --plot chart.svg");
-  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+      "  taskmoe-loadtest --compare NAME=report.json,... --markdown table.md --plot chart.svg",
+      "loadtest/flags.cc");
   if (positional.size() > 1) {
     return Fail(kUsageError, absl::InvalidArgumentError(
                                  absl::StrCat("unexpected argument '", positional[1], "'")));

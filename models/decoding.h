@@ -16,7 +16,9 @@
 
 namespace taskmoe::models {
 
-struct DecodeOptions {
+// The settings of a decode, as values: what a request asks for after defaults and limits.
+// Sentences share a batch only when these are equal (Decode takes one set per batch).
+struct DecodeSettings {
   // 1: greedy. More: beam search keeping that many hypotheses per sentence.
   int beam_size = 1;
   // Most decoding steps per sentence, EOS included (further capped by max_positions).
@@ -24,19 +26,28 @@ struct DecodeOptions {
   // Beam search ranks finished hypotheses by sum(log p) / length^length_penalty, where
   // length counts generated tokens including EOS. 0 ranks by the plain sum.
   float length_penalty = 0.0f;
-  // Asked before every step for each sentence still decoding (by its index in the batch):
-  // true makes it leave with a Cancelled status.
-  std::function<bool(int sentence)> is_cancelled;
-  // Benchmarks only: never stop at EOS, decode exactly max_output_tokens steps (greedy).
-  bool ignore_eos = false;
-  // Greedy only: told each token as soon as it is chosen (EOS included).
-  std::function<void(int sentence, int32_t token)> on_token;
   // Per-sentence length limit on top of max_output_tokens: a sentence of S source tokens
   // (target tag and EOS included) gets at most floor(max_output_ratio * S +
   // max_output_offset) steps, EOS included; 0 turns it off. The trainer decodes with 1.5 and
   // 10, so degenerate repetitions stop where the trainer's do.
   float max_output_ratio = 0.0f;
   int max_output_offset = 0;
+  // Benchmarks only: never stop at EOS, decode exactly max_output_tokens steps (greedy).
+  bool ignore_eos = false;
+
+  friend bool operator==(const DecodeSettings&, const DecodeSettings&) = default;
+};
+
+// The settings and the caller's hooks into a running decode.
+struct DecodeOptions : DecodeSettings {
+  DecodeOptions() = default;
+  explicit DecodeOptions(const DecodeSettings& settings) : DecodeSettings(settings) {}
+
+  // Asked before every step for each sentence still decoding (by its index in the batch):
+  // true makes it leave with a Cancelled status.
+  std::function<bool(int sentence)> is_cancelled;
+  // Greedy only: told each token as soon as it is chosen (EOS included).
+  std::function<void(int sentence, int32_t token)> on_token;
   // Called once before every decoding step with the step's index (0-based). The server uses
   // it to pace decoding in its tests, so that deadlines and cancellation meet a decode that is
   // still running however fast the machine is.

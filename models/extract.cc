@@ -8,8 +8,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "models/ffn.h"
-#include "models/model_files.h"
-#include "models/safetensors.h"
+#include "models/format/model_files.h"
+#include "models/format/safetensors.h"
+#include "models/format/sha256.h"
 
 namespace taskmoe::models {
 namespace {

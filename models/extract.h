@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "models/config.h"
-#include "models/safetensors.h"
+#include "models/format/config.h"
+#include "models/format/safetensors.h"
 
 namespace taskmoe::models {
 

@@ -11,7 +11,7 @@
 #include "absl/status/status.h"
 #include "kernels/matmul.h"
 #include "kernels/tensor.h"
-#include "models/config.h"
+#include "models/format/config.h"
 
 namespace taskmoe::models {
 

@@ -4,7 +4,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "models/sentence_splitter.h"
+#include "models/text/sentence_splitter.h"
+#include "models/text/utf8.h"
 
 namespace taskmoe::models {
 
@@ -55,8 +56,13 @@ void SentenceJoiner::Add(std::string_view translation, std::string_view separato
     }
     return;
   }
-  text_ = With(translation);
+  if (!text_.empty()) text_.append(pending_separator_);
+  text_.append(translation);
   pending_separator_ = separator;
+}
+
+std::string_view SentenceJoiner::SeparatorBeforeNext() const {
+  return text_.empty() ? std::string_view() : std::string_view(pending_separator_);
 }
 
 std::string SentenceJoiner::With(std::string_view translation) const {
@@ -65,6 +71,68 @@ std::string SentenceJoiner::With(std::string_view translation) const {
   std::string joined = text_;
   joined.append(pending_separator_).append(translation);
   return joined;
+}
+
+TextStream::TextStream(const Tokenizer& tokenizer, absl::Span<const SourceSentence> sentences,
+                       UnknownPieces unknowns)
+    : tokenizer_(tokenizer), sentences_(sentences), unknowns_(unknowns) {}
+
+std::string TextStream::Detokenize(size_t begin, size_t end, size_t unknowns_before) const {
+  static const std::vector<std::string> kNoReplacements;
+  const std::vector<std::string>& all = unknowns_ == UnknownPieces::kCopySource
+                                            ? sentences_[sentence_].unknown_texts
+                                            : kNoReplacements;
+  const std::vector<std::string> replacements(all.begin() + std::min(unknowns_before, all.size()),
+                                              all.end());
+  const std::vector<int32_t> window(tokens_.begin() + begin, tokens_.begin() + end);
+  absl::StatusOr<std::string> text = tokenizer_.DecodeReplacingUnknowns(window, replacements);
+  return text.ok() ? *std::move(text) : std::string();
+}
+
+std::string TextStream::AddToken(int32_t token) {
+  if (sentence_ >= static_cast<int>(sentences_.size())) return std::string();
+  tokens_.push_back(token);
+  const std::string text = Detokenize(window_begin_, tokens_.size(), unknowns_before_window_);
+  // Wait while the window's text does not extend what was sent (a piece may change how the
+  // one before it reads) or ends inside a character (a byte piece of a longer one).
+  size_t unused = 0;
+  if (text.size() <= window_text_.size() || !text.starts_with(window_text_) ||
+      CountUtf8Chars(std::string_view(text).substr(window_text_.size()), &unused) < 0) {
+    return std::string();
+  }
+  std::string delta = text.substr(window_text_.size());
+  // The next window starts at the tokens just sent, if their text alone is not empty:
+  // detokenising from a token that adds nothing would drop the leading space of the next.
+  size_t unknowns_before_sent_end = unknowns_before_window_;
+  for (size_t i = window_begin_; i < sent_end_; ++i) {
+    if (tokenizer_.IsUnknown(tokens_[i])) ++unknowns_before_sent_end;
+  }
+  std::string tail = Detokenize(sent_end_, tokens_.size(), unknowns_before_sent_end);
+  if (!tail.empty()) {
+    window_begin_ = sent_end_;
+    unknowns_before_window_ = unknowns_before_sent_end;
+    window_text_ = std::move(tail);
+  } else {
+    window_text_ = text;
+  }
+  sent_end_ = tokens_.size();
+  if (sentence_text_.empty()) delta.insert(0, joiner_.SeparatorBeforeNext());
+  sentence_text_.append(delta);
+  return delta;
+}
+
+void TextStream::EndSentence() {
+  if (sentence_ >= static_cast<int>(sentences_.size())) return;
+  // The sentence's text without the separator sent before it.
+  const std::string_view separator = joiner_.SeparatorBeforeNext();
+  std::string_view text = sentence_text_;
+  if (!text.empty()) text.remove_prefix(separator.size());
+  joiner_.Add(text, sentences_[sentence_].separator);
+  ++sentence_;
+  tokens_.clear();
+  window_begin_ = sent_end_ = unknowns_before_window_ = 0;
+  window_text_.clear();
+  sentence_text_.clear();
 }
 
 absl::StatusOr<TextTranslation> AssembleText(const Tokenizer& tokenizer,

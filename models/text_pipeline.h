@@ -15,9 +15,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "models/config.h"
 #include "models/decoding.h"
-#include "models/tokenizer.h"
+#include "models/format/config.h"
+#include "models/text/tokenizer.h"
 
 namespace taskmoe::models {
 
@@ -79,10 +79,50 @@ class SentenceJoiner {
   // sentence's translation before it is done).
   std::string With(std::string_view translation) const;
   const std::string& text() const { return text_; }
+  // What goes between the text so far and the next non-empty translation.
+  std::string_view SeparatorBeforeNext() const;
 
  private:
   std::string text_;
   std::string pending_separator_;  // goes before the next non-empty translation
+};
+
+// A text's translation as it streams in, token by token: each token's text delta, such that
+// the deltas add up to what AssembleText makes of the same tokens. Each token costs time
+// proportional to the tokens since the last delta, not to the text so far: only a short window
+// of the sentence is detokenised again, starting at a token whose text was already sent, so
+// the leading-space rule of the first piece and byte pieces that complete a character later
+// come out as in the whole sentence's text.
+class TextStream {
+ public:
+  TextStream(const Tokenizer& tokenizer, absl::Span<const SourceSentence> sentences,
+             UnknownPieces unknowns);
+
+  // A token of the current sentence (EOS excluded): the text it adds, empty while it ends
+  // inside a UTF-8 character or adds no text yet.
+  std::string AddToken(int32_t token);
+  // The current sentence is done; tokens from now on belong to the next one.
+  void EndSentence();
+  int sentence() const { return sentence_; }
+
+ private:
+  // Text of tokens_[begin, end) detokenised together, unknown pieces numbered from
+  // `unknowns_before` (the unknown pieces before `begin`).
+  std::string Detokenize(size_t begin, size_t end, size_t unknowns_before) const;
+
+  const Tokenizer& tokenizer_;
+  const absl::Span<const SourceSentence> sentences_;
+  const UnknownPieces unknowns_;
+  int sentence_ = 0;
+  std::vector<int32_t> tokens_;  // of the current sentence
+  // The window: tokens_[window_begin_, sent_end_) have been sent and detokenise to
+  // window_text_ (non-empty unless window_begin_ is 0).
+  size_t window_begin_ = 0;
+  size_t sent_end_ = 0;
+  size_t unknowns_before_window_ = 0;
+  std::string window_text_;
+  std::string sentence_text_;  // the current sentence's deltas so far
+  SentenceJoiner joiner_;      // the finished sentences
 };
 
 // Puts a text's translation together from its sentences' hypotheses (both in order).

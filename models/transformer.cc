@@ -11,7 +11,7 @@
 #include "kernels/embedding.h"
 #include "kernels/layout.h"
 #include "kernels/norm.h"
-#include "models/safetensors.h"
+#include "models/format/safetensors.h"
 
 namespace taskmoe::models {
 

@@ -20,8 +20,8 @@
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
 #include "kernels/tensor.h"
-#include "models/config.h"
 #include "models/ffn.h"
+#include "models/format/config.h"
 #include "models/weight_store.h"
 
 namespace taskmoe::models {

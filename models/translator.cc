@@ -5,48 +5,20 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "models/model_files.h"
 
 namespace taskmoe::models {
 
-absl::StatusOr<std::unique_ptr<Translator>> Translator::Load(const std::string& model_dir,
-                                                             const LoadOptions& options) {
-  absl::StatusOr<std::shared_ptr<const TransformerModel>> model =
-      TransformerModel::Load(model_dir, options);
-  if (!model.ok()) return model.status();
-  if (absl::Status s = VerifyModelFiles((*model)->config(), model_dir); !s.ok()) return s;
-  absl::StatusOr<std::shared_ptr<const Tokenizer>> tokenizer =
-      Tokenizer::Load(absl::StrCat(model_dir, "/", kTokenizerFileName), (*model)->config());
-  if (!tokenizer.ok()) return tokenizer.status();
-  return std::make_unique<Translator>(*std::move(model), *std::move(tokenizer));
-}
-
-Translator::Translator(std::shared_ptr<const TransformerModel> model,
-                       std::shared_ptr<const Tokenizer> tokenizer)
-    : model_(std::move(model)), tokenizer_(std::move(tokenizer)) {}
-
 absl::StatusOr<std::vector<Translation>> Translator::Translate(
-    std::string_view task_id, const std::vector<std::string>& texts,
-    const TranslateOptions& options) const {
-  const ModelConfig& config = model_->config();
-  const TaskInfo* task = config.FindTask(task_id);
-  if (task == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat("task '", std::string(task_id), "' is not served by this model"));
-  }
+    const std::vector<std::string>& texts, const TranslateOptions& options) const {
   if (options.max_batch_size < 1) {
     return absl::InvalidArgumentError("max_batch_size must be >= 1");
   }
-  absl::StatusOr<const TaskRoute*> route =
-      model_->RouteForTask(static_cast<int>(task - config.tasks.data()));
-  if (!route.ok()) return route.status();
-
   // Every text's sentences, one after the other; first_sentence[t] is text t's first.
   std::vector<SourceSentence> sentences;
   std::vector<size_t> first_sentence = {0};
   for (size_t i = 0; i < texts.size(); ++i) {
     absl::StatusOr<std::vector<SourceSentence>> prepared =
-        PrepareText(*tokenizer_, *task, texts[i], options.text, config.max_positions);
+        task_->PrepareText(texts[i], options.text);
     if (!prepared.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("text ", i, ": ", prepared.status().message()));
@@ -79,8 +51,7 @@ absl::StatusOr<std::vector<Translation>> Translator::Translate(
         options.decode.on_token(order[start + s], t);
       };
     }
-    absl::StatusOr<std::vector<Hypothesis>> decoded =
-        Decode(*model_, **route, batch, decode, &workspace);
+    absl::StatusOr<std::vector<Hypothesis>> decoded = task_->Decode(batch, decode, &workspace);
     if (!decoded.ok()) return decoded.status();
     for (size_t i = start; i < end; ++i) hypotheses[order[i]] = std::move((*decoded)[i - start]);
   }
@@ -95,9 +66,8 @@ absl::StatusOr<std::vector<Translation>> Translator::Translate(
         results[t].status = hypotheses[i].status;
       }
     }
-    absl::StatusOr<TextTranslation> text =
-        AssembleText(*tokenizer_, absl::MakeConstSpan(sentences).subspan(first, count), parts,
-                     options.text.unknown_pieces);
+    absl::StatusOr<TextTranslation> text = task_->FinishText(
+        absl::MakeConstSpan(sentences).subspan(first, count), parts, options.text.unknown_pieces);
     if (!text.ok()) return text.status();
     results[t].text = std::move(text->text);
     results[t].score = text->score;

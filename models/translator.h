@@ -1,7 +1,7 @@
-// Translator: texts in, texts out, for one task of one model. Splits each text into sentences
-// and tokenises them (text_pipeline.h, as the server does), sorts the sentences by source
-// length (so padding stays small), decodes them in batches, puts each text back together, and
-// returns the results in the caller's order.
+// Translator: texts in, texts out, for one task of one model, offline (taskmoe-translate).
+// Prepares each text through the task's TaskModel (sentences, tokens, limits: as the server
+// does), sorts the sentences by source length (so padding stays small), decodes them in
+// batches, puts each text back together, and returns the results in the caller's order.
 #ifndef TASKMOE_MODELS_TRANSLATOR_H_
 #define TASKMOE_MODELS_TRANSLATOR_H_
 
@@ -12,9 +12,8 @@
 
 #include "absl/status/statusor.h"
 #include "models/decoding.h"
+#include "models/task_model.h"
 #include "models/text_pipeline.h"
-#include "models/tokenizer.h"
-#include "models/transformer.h"
 
 namespace taskmoe::models {
 
@@ -37,23 +36,16 @@ struct Translation {
 
 class Translator {
  public:
-  // Loads model.safetensors, config.json and spm.model from a model directory.
-  static absl::StatusOr<std::unique_ptr<Translator>> Load(const std::string& model_dir,
-                                                          const LoadOptions& options);
-  Translator(std::shared_ptr<const TransformerModel> model,
-             std::shared_ptr<const Tokenizer> tokenizer);
+  explicit Translator(std::shared_ptr<const TaskModel> task) : task_(std::move(task)) {}
 
-  // Translates `texts` for task `task_id` ("en-de"), which the model must serve.
-  absl::StatusOr<std::vector<Translation>> Translate(std::string_view task_id,
-                                                     const std::vector<std::string>& texts,
+  // Translates `texts`; INVALID_ARGUMENT names the text ("text 3: ...") a problem is in.
+  absl::StatusOr<std::vector<Translation>> Translate(const std::vector<std::string>& texts,
                                                      const TranslateOptions& options) const;
 
-  const TransformerModel& model() const { return *model_; }
-  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const TaskModel& task() const { return *task_; }
 
  private:
-  std::shared_ptr<const TransformerModel> model_;
-  std::shared_ptr<const Tokenizer> tokenizer_;
+  std::shared_ptr<const TaskModel> task_;
 };
 
 }  // namespace taskmoe::models

@@ -11,7 +11,7 @@
 namespace taskmoe::server {
 
 AdminServiceImpl::AdminServiceImpl(TaskRegistry& registry, Metrics& metrics,
-                                   std::function<void(const LoadedTask&)> on_loaded)
+                                   std::function<void(const models::TaskModel&)> on_loaded)
     : registry_(registry), metrics_(metrics), on_loaded_(std::move(on_loaded)) {}
 
 grpc::Status AdminServiceImpl::ReloadTask(grpc::ServerContext* context,
@@ -35,12 +35,12 @@ grpc::Status AdminServiceImpl::ReloadTask(grpc::ServerContext* context,
   }
   on_loaded_(*reloaded->current);
   response->set_task(request->task());
-  if (reloaded->previous) response->set_previous_version(reloaded->previous->version);
-  response->set_version(reloaded->current->version);
+  if (reloaded->previous) response->set_previous_version(reloaded->previous->version());
+  response->set_version(reloaded->current->version());
   Log(LogLevel::kInfo, "reloaded task",
       {{"task", request->task()},
-       {"previous_version", reloaded->previous ? reloaded->previous->version : "-"},
-       {"version", reloaded->current->version},
+       {"previous_version", reloaded->previous ? reloaded->previous->version() : "-"},
+       {"version", reloaded->current->version()},
        {"time", absl::FormatDuration(absl::Now() - start)}});
   return grpc::Status::OK;
 }

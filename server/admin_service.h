@@ -16,7 +16,7 @@ class AdminServiceImpl final : public v1::AdminService::Service {
  public:
   // `on_loaded` is told of every task version swapped in (health and metrics follow it).
   AdminServiceImpl(TaskRegistry& registry, Metrics& metrics,
-                   std::function<void(const LoadedTask&)> on_loaded);
+                   std::function<void(const models::TaskModel&)> on_loaded);
 
   grpc::Status ReloadTask(grpc::ServerContext* context, const v1::ReloadTaskRequest* request,
                           v1::ReloadTaskResponse* response) override;
@@ -24,7 +24,7 @@ class AdminServiceImpl final : public v1::AdminService::Service {
  private:
   TaskRegistry& registry_;
   Metrics& metrics_;
-  std::function<void(const LoadedTask&)> on_loaded_;
+  std::function<void(const models::TaskModel&)> on_loaded_;
 };
 
 }  // namespace taskmoe::server

@@ -121,8 +121,8 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.metrics_host = absl::GetFlag(FLAGS_metrics_host);
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   o.port_file = absl::GetFlag(FLAGS_port_file);
-  absl::StatusOr<kernels::Precision> precision =
-      kernels::ParsePrecision(absl::GetFlag(FLAGS_precision));
+  absl::StatusOr<models::Precision> precision =
+      models::ParsePrecision(absl::GetFlag(FLAGS_precision));
   if (!precision.ok()) return precision.status();
   o.precision = *precision;
   o.threads = absl::GetFlag(FLAGS_threads);

@@ -9,7 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "models/utf8.h"
+#include "models/text/utf8.h"
 
 namespace taskmoe::server {
 namespace {

@@ -11,16 +11,12 @@
 #include <fstream>
 #include <string>
 
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu_budget.h"
-#include "kernels/runtime.h"
+#include "models/compute.h"
 #include "server/flags.h"
 #include "server/log.h"
 #include "server/server.h"
+#include "util/command_line.h"
 
 namespace {
 
@@ -54,19 +50,12 @@ void ForwardGrpcLog(gpr_log_func_args* args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  // --help lists the server's flags, which live in server/flags.cc (absl's default only
-  // matches files named after the binary).
-  config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "server/flags.cc");
-  };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
+  taskmoe::util::ParseCommandLine(
+      argc, argv,
       "Serves the per-task subnetworks of a TaskMoE model repository over gRPC.\n"
       "  taskmoe-server --model_repository REPO [--port 8500] [--metrics_port 9464]\n"
-      "API, limits, batching and metrics: docs/api.md. SIGTERM/SIGINT drains and exits 0.");
-  absl::ParseCommandLine(argc, argv);
+      "API, limits, batching and metrics: docs/api.md. SIGTERM/SIGINT drains and exits 0.",
+      "server/flags.cc");
   absl::StatusOr<taskmoe::server::ServerOptions> options =
       taskmoe::server::ServerOptionsFromFlags();
   if (!options.ok()) {
@@ -84,18 +73,18 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   if (options->threads > 0) {
-    if (absl::Status s = taskmoe::kernels::SetNumThreads(options->threads); !s.ok()) {
+    if (absl::Status s = taskmoe::models::SetComputeThreads(options->threads); !s.ok()) {
       std::fprintf(stderr, "taskmoe-server: --threads: %s\n", std::string(s.message()).c_str());
       return 2;
     }
   }
   Log(LogLevel::kInfo,
       absl::StrCat(
-          "compute threads per batch: ", taskmoe::kernels::NumThreads(),
+          "compute threads per batch: ", taskmoe::models::ComputeThreads(),
           options->threads > 0 ? " (--threads)"
           : std::getenv("OMP_NUM_THREADS") != nullptr
               ? " (OMP_NUM_THREADS)"
-              : absl::StrCat(" of budget ", taskmoe::kernels::DescribeComputeThreadBudget())));
+              : absl::StrCat(" of budget ", taskmoe::models::DescribeComputeThreadBudget())));
   absl::StatusOr<std::unique_ptr<taskmoe::server::TaskmoeServer>> server =
       taskmoe::server::TaskmoeServer::Start(*options);
   if (!server.ok()) {

@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "kernels/cpu_features.h"
+#include "models/compute.h"
 
 namespace taskmoe::server {
 namespace {
@@ -107,7 +107,7 @@ Metrics::Metrics()
                               .Help("Bytes of weights in memory, all tasks together (kind=total) "
                                     "and the part used by more than one task (kind=shared)")
                               .Register(*registry_)) {
-  cpu_info_.Add({{"model", kernels::CpuModelName()}, {"isa", kernels::CpuIsaName()}}).Set(1);
+  cpu_info_.Add({{"model", models::CpuModelName()}, {"isa", models::CpuIsaName()}}).Set(1);
   // At 0 from the start, so that rate() and alerts see the first connection.
   connections_accepted_.Add({});
   for (const char* reason : {"file_descriptors", "max_connections"}) {

@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-#include "kernels/precision.h"
+#include "models/compute.h"
 
 namespace taskmoe::server {
 
@@ -57,7 +57,7 @@ struct ServerOptions {
   // When set, "grpc_port=N\nmetrics_port=M\n" (and "admin_port=A\n" with its own port) is
   // written here once the ports are bound.
   std::string port_file;
-  kernels::Precision precision = kernels::Precision::kF32;
+  models::Precision precision = models::Precision::kF32;
   // Whether one task that fails to load stops the start; otherwise it is reported as not
   // ready (health, ListTasks, taskmoe_task_ready) and the others are served.
   bool require_all_tasks = false;

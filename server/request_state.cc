@@ -7,8 +7,8 @@
 
 namespace taskmoe::server {
 
-RequestState::RequestState(std::shared_ptr<const LoadedTask> task, DecodeSettings settings,
-                           models::TextOptions text_options,
+RequestState::RequestState(std::shared_ptr<const models::TaskModel> task,
+                           models::DecodeSettings settings, models::TextOptions text_options,
                            std::vector<std::vector<models::SourceSentence>> texts,
                            absl::Time deadline, bool streams_tokens)
     : task_(std::move(task)),

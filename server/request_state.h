@@ -17,22 +17,10 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "models/decoding.h"
+#include "models/task_model.h"
 #include "models/text_pipeline.h"
-#include "server/task_registry.h"
 
 namespace taskmoe::server {
-
-// The decode options of a request after defaults and limits; sentences share a batch only
-// when these are equal (models::Decode takes one set per batch).
-struct DecodeSettings {
-  int beam_size = 1;
-  int max_output_tokens = 256;
-  float length_penalty = 0.0f;
-  float max_output_ratio = 0.0f;  // server-wide (RequestLimits), carried here for the batch
-  int max_output_offset = 0;
-
-  friend bool operator==(const DecodeSettings&, const DecodeSettings&) = default;
-};
 
 class RequestState {
  public:
@@ -40,15 +28,15 @@ class RequestState {
   // all texts one after the other. `streams_tokens`: the handler takes tokens as they come
   // (TranslateStream). Otherwise tokens only mark the time to first token, and Wait() wakes
   // when every sentence is done.
-  RequestState(std::shared_ptr<const LoadedTask> task, DecodeSettings settings,
+  RequestState(std::shared_ptr<const models::TaskModel> task, models::DecodeSettings settings,
                models::TextOptions text_options,
                std::vector<std::vector<models::SourceSentence>> texts, absl::Time deadline,
                bool streams_tokens);
   RequestState(const RequestState&) = delete;
   RequestState& operator=(const RequestState&) = delete;
 
-  const LoadedTask& task() const { return *task_; }
-  const DecodeSettings& settings() const { return settings_; }
+  const models::TaskModel& task() const { return *task_; }
+  const models::DecodeSettings& settings() const { return settings_; }
   const models::TextOptions& text_options() const { return text_options_; }
   // Sentences, over all texts.
   int size() const { return static_cast<int>(sentences_.size()); }
@@ -90,8 +78,8 @@ class RequestState {
   std::optional<absl::Time> first_token_time() const;
 
  private:
-  const std::shared_ptr<const LoadedTask> task_;
-  const DecodeSettings settings_;
+  const std::shared_ptr<const models::TaskModel> task_;
+  const models::DecodeSettings settings_;
   const models::TextOptions text_options_;
   std::vector<models::SourceSentence> sentences_;  // set in the constructor, then read only
   std::vector<int> text_begin_;  // text t's sentences are [text_begin_[t], text_begin_[t + 1])

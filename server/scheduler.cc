@@ -2,6 +2,7 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -17,7 +18,7 @@ Scheduler::Scheduler(const BatchingOptions& options, Metrics& metrics)
 Scheduler::~Scheduler() { Stop(); }
 
 absl::Status Scheduler::Enqueue(const std::shared_ptr<RequestState>& request) {
-  const std::string& task = request->task().id;
+  const std::string& task = request->task().id();
   int64_t tokens = 0;
   for (int s = 0; s < request->size(); ++s) tokens += request->source(s).size();
   std::lock_guard<std::mutex> lock(mu_);
@@ -37,8 +38,15 @@ absl::Status Scheduler::Enqueue(const std::shared_ptr<RequestState>& request) {
                      options_.max_queue_sentences, " sentences and this request adds ",
                      request->size(), "; retry later"));
   }
+  // A request's sentences queue longest first (stably), as the Translator sorts them, so that
+  // the batches a long text spans hold sentences of similar length and pad little.
+  std::vector<int> order(request->size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return request->source(a).size() > request->source(b).size();
+  });
   const absl::Time now = absl::Now();
-  for (int s = 0; s < request->size(); ++s) {
+  for (int s : order) {
     queue.items.push_back({request, s, static_cast<int>(request->source(s).size()), now});
   }
   queue.tokens += tokens;
@@ -57,7 +65,7 @@ void Scheduler::Withdraw(const RequestState& request) {
   std::vector<Item> removed;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = queues_.find(request.task().id);
+    auto it = queues_.find(request.task().id());
     if (it == queues_.end()) return;
     TaskQueue& queue = it->second;
     std::deque<Item> kept;
@@ -117,8 +125,8 @@ std::vector<Scheduler::Item> Scheduler::TakeBatch(absl::Time now, absl::Time& wa
   metrics = best->metrics;
   // The head decides the model version and settings; compatible sentences behind it join in
   // queue order while the limits allow (the first one always fits, however long).
-  const LoadedTask* version = &best->items.front().request->task();
-  const DecodeSettings settings = best->items.front().request->settings();
+  const models::TaskModel* version = &best->items.front().request->task();
+  const models::DecodeSettings settings = best->items.front().request->settings();
   int64_t tokens = 0;
   std::deque<Item> kept;
   for (Item& item : best->items) {
@@ -177,8 +185,8 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
   }
   if (live.empty()) return;
   const RequestState& head = *live.front().request;
-  const LoadedTask& task = head.task();
-  const DecodeSettings& settings = head.settings();
+  const models::TaskModel& task = head.task();
+  const models::DecodeSettings& settings = head.settings();
 
   std::vector<std::vector<int32_t>> sources;
   int64_t tokens = 0;
@@ -191,16 +199,13 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
   metrics.batch_tokens->Observe(static_cast<double>(tokens));
   metrics.input_tokens->Increment(static_cast<double>(tokens));
 
-  models::DecodeOptions decode;
-  decode.beam_size = settings.beam_size;
-  decode.max_output_tokens = settings.max_output_tokens;
-  decode.length_penalty = settings.length_penalty;
+  models::DecodeOptions decode(settings);
   decode.ignore_eos = options_.ignore_eos && settings.beam_size == 1;
-  if (!decode.ignore_eos) {
+  if (decode.ignore_eos) {
     // A forced-length benchmark decodes exactly max_output_tokens; otherwise the per-sentence
     // limit applies as in taskmoe-translate.
-    decode.max_output_ratio = settings.max_output_ratio;
-    decode.max_output_offset = settings.max_output_offset;
+    decode.max_output_ratio = 0.0f;
+    decode.max_output_offset = 0;
   }
   decode.is_cancelled = [&](int s) {
     return abort_running_.load(std::memory_order_relaxed) || live[s].request->ShouldStop();
@@ -214,9 +219,9 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
     decode.on_step = [&](int64_t) { absl::SleepFor(options_.step_delay); };
   }
   absl::StatusOr<std::vector<models::Hypothesis>> hypotheses =
-      models::Decode(*task.model, *task.route, sources, decode, &workspace);
+      task.Decode(sources, decode, &workspace);
   if (!hypotheses.ok()) {
-    Log(LogLevel::kError, absl::StrCat("task ", task.id, ": decoding a batch of ", live.size(),
+    Log(LogLevel::kError, absl::StrCat("task ", task.id(), ": decoding a batch of ", live.size(),
                                        " failed: ", hypotheses.status().ToString()));
     for (const Item& item : live) {
       FinishUnrun(item, absl::InternalError(
@@ -237,7 +242,7 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
     live[i].request->Finish(live[i].sentence, std::move(h));
   }
   metrics.generated_tokens->Increment(static_cast<double>(generated));
-  Log(LogLevel::kDebug, absl::StrCat("task ", task.id, ": batch of ", live.size(), " sentences, ",
+  Log(LogLevel::kDebug, absl::StrCat("task ", task.id(), ": batch of ", live.size(), " sentences, ",
                                      tokens, " source tokens, ", generated, " generated in ",
                                      absl::FormatDuration(absl::Now() - start)));
 }

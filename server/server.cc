@@ -130,7 +130,7 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
   if (options.enable_admin) {
     self->admin_ = std::make_unique<AdminServiceImpl>(
         self->registry_, self->metrics_,
-        [raw = self.get()](const LoadedTask& task) { raw->OnTaskLoaded(task); });
+        [raw = self.get()](const models::TaskModel& task) { raw->OnTaskLoaded(task); });
     if (options.admin_port < 0) {
       builder.RegisterService(self->admin_.get());
     } else {
@@ -182,14 +182,14 @@ TaskmoeServer::~TaskmoeServer() {
   if (admin_server_ != nullptr) admin_server_->Shutdown(std::chrono::system_clock::now());
 }
 
-void TaskmoeServer::OnTaskLoaded(const LoadedTask& task) {
-  metrics_.SetModelInfo(task.id, task.version, kernels::PrecisionName(task.model->precision()),
-                        kernels::MatmulPathName(task.model->matmul_path()));
-  metrics_.ForTask(task.id).memory_bytes->Set(static_cast<double>(task.model->memory_bytes()));
-  metrics_.SetWeightStoreBytes(static_cast<double>(registry_.store().total_bytes()),
-                               static_cast<double>(registry_.store().shared_bytes()));
-  metrics_.SetTaskReady(task.id, true);
-  server_->GetHealthCheckService()->SetServingStatus(task.id, true);
+void TaskmoeServer::OnTaskLoaded(const models::TaskModel& task) {
+  const models::TaskDescription& d = task.description();
+  metrics_.SetModelInfo(d.id, d.version, d.precision, d.matmul_path);
+  metrics_.ForTask(d.id).memory_bytes->Set(static_cast<double>(d.memory_bytes));
+  metrics_.SetWeightStoreBytes(static_cast<double>(registry_.total_weight_bytes()),
+                               static_cast<double>(registry_.shared_weight_bytes()));
+  metrics_.SetTaskReady(task.id(), true);
+  server_->GetHealthCheckService()->SetServingStatus(task.id(), true);
 }
 
 absl::Status TaskmoeServer::LoadModels() {

@@ -46,7 +46,7 @@ class TaskmoeServer {
 
  private:
   explicit TaskmoeServer(const ServerOptions& options);
-  void OnTaskLoaded(const LoadedTask& task);
+  void OnTaskLoaded(const models::TaskModel& task);
 
   const ServerOptions options_;
   Metrics metrics_;

@@ -8,7 +8,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "models/utf8.h"
 #include "server/grpc_status.h"
 #include "server/log.h"
 #include "server/routing_header.h"
@@ -84,52 +83,23 @@ absl::StatusOr<std::shared_ptr<RequestState>> TranslationServiceImpl::Admit(
         "task: empty; name a task such as en-de (ListTasks lists them)");
   }
   if (absl::Status s = CheckTaskRoutingHeader(*context, task_name); !s.ok()) return s;
-  std::shared_ptr<const LoadedTask> task = registry_.Find(task_name);
+  std::shared_ptr<const models::TaskModel> task = registry_.Find(task_name);
   if (task == nullptr) {
     if (absl::Status s = TaskFailedToLoad(task_name); !s.ok()) return s;
     return absl::NotFoundError(
         absl::StrCat("task '", absl::CHexEscape(task_name.substr(0, 64)),
                      "' is not served here; tasks: ", absl::StrJoin(registry_.TaskIds(), ", ")));
   }
-  task_label = task->id;
-  if (!stream) {
-    if (texts.empty()) {
-      return absl::InvalidArgumentError("texts: no text given; send at least one");
-    }
-    if (static_cast<int>(texts.size()) > limits_.max_texts_per_request) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("texts: ", texts.size(), " texts, more than the limit of ",
-                       limits_.max_texts_per_request, " per request; split the request"));
-    }
-  }
-  absl::StatusOr<DecodeSettings> settings = ResolveDecodeOptions(options, limits_);
-  if (!settings.ok()) return settings.status();
-  if (stream && settings->beam_size > 1) {
-    return absl::InvalidArgumentError(
-        "options.beam_size: TranslateStream decodes greedily; use beam_size 0 or 1");
-  }
-  absl::StatusOr<models::TextOptions> text_options = ResolveTextOptions(options);
-  if (!text_options.ok()) return text_options.status();
-  const int64_t max_positions = task->model->config().max_positions;
-  std::vector<std::vector<models::SourceSentence>> sources;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    const std::string field = stream ? "text" : absl::StrCat("texts[", i, "]");
-    if (absl::Status s = CheckText(texts[i], field, limits_); !s.ok()) return s;
-    absl::StatusOr<std::vector<models::SourceSentence>> prepared = models::PrepareText(
-        *task->tokenizer, *task->info, std::string_view(texts[i].data(), texts[i].size()),
-        *text_options, max_positions);
-    if (!prepared.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(field, ": ", prepared.status().message()));
-    }
-    sources.push_back(*std::move(prepared));
-  }
+  task_label = task->id();
+  absl::StatusOr<PreparedRequest> prepared = PrepareRequest(*task, texts, options, stream, limits_);
+  if (!prepared.ok()) return prepared.status();
   const absl::Time deadline = DeadlineOf(*context);
   if (absl::Now() >= deadline) {
     return absl::DeadlineExceededError("the deadline passed before the request was queued");
   }
-  auto state = std::make_shared<RequestState>(std::move(task), *settings, *text_options,
-                                              std::move(sources), deadline,
-                                              /*streams_tokens=*/stream);
+  auto state = std::make_shared<RequestState>(std::move(task), prepared->settings,
+                                              prepared->text_options, std::move(prepared->texts),
+                                              deadline, /*streams_tokens=*/stream);
   if (absl::Status s = scheduler_.Enqueue(state); !s.ok()) return s;
   return state;
 }
@@ -211,14 +181,14 @@ grpc::Status TranslationServiceImpl::Translate(grpc::ServerContext* context,
   absl::Status status = FinalStatus(context, **state);
   int64_t output_tokens = 0;
   if (status.ok()) {
-    const LoadedTask& task = (*state)->task();
+    const models::TaskModel& task = (*state)->task();
     const v1::DecodeOptions& options = request->options();
     int64_t input_tokens = 0;
     for (int i = 0; i < (*state)->size(); ++i) input_tokens += (*state)->source(i).size();
     for (int t = 0; t < (*state)->text_count(); ++t) {
       absl::StatusOr<models::TextTranslation> text =
-          models::AssembleText(*task.tokenizer, (*state)->TextSentences(t),
-                               (*state)->TextResults(t), (*state)->text_options().unknown_pieces);
+          task.FinishText((*state)->TextSentences(t), (*state)->TextResults(t),
+                          (*state)->text_options().unknown_pieces);
       if (!text.ok()) {
         status = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
         break;
@@ -229,7 +199,7 @@ grpc::Status TranslationServiceImpl::Translate(grpc::ServerContext* context,
       if (options.return_tokens()) {
         for (int32_t id : text->token_ids) {
           translation->add_token_ids(id);
-          translation->add_tokens(task.tokenizer->IdToPiece(id));
+          translation->add_tokens(task.Piece(id));
         }
       }
       translation->set_finish_reason(ToProto(text->finish_reason));
@@ -237,7 +207,7 @@ grpc::Status TranslationServiceImpl::Translate(grpc::ServerContext* context,
       output_tokens += static_cast<int64_t>(text->token_ids.size());
     }
     response->set_request_id(request->request_id());
-    response->set_model_version(task.version);
+    response->set_model_version(task.version());
     response->set_input_tokens(static_cast<uint32_t>(input_tokens));
     response->set_output_tokens(static_cast<uint32_t>(output_tokens));
   }
@@ -262,46 +232,30 @@ grpc::Status TranslationServiceImpl::TranslateStream(
   }
   prometheus::Gauge& inflight = *metrics_.ForTask(task_label).inflight;
   inflight.Increment();
-  const LoadedTask& task = (*state)->task();
-  const int32_t eos = task.model->config().special_tokens.eos;
+  const models::TaskModel& task = (*state)->task();
+  const int32_t eos = task.eos_id();
   const absl::Span<const models::SourceSentence> sentences = (*state)->TextSentences(0);
   const models::UnknownPieces unknowns = (*state)->text_options().unknown_pieces;
   const int sentence_count = static_cast<int>(sentences.size());
-  int sentence = 0;                 // the sentence being streamed
-  std::vector<int32_t> ids;         // its tokens so far
-  models::SentenceJoiner finished;  // the translations of the sentences before it
-  std::string sent_text;            // the text the deltas so far add up to
-  const auto sentence_text = [&]() {
-    absl::StatusOr<std::string> text =
-        models::SentenceText(*task.tokenizer, ids, sentences[sentence], unknowns);
-    return text.ok() ? *std::move(text) : std::string();
-  };
-  while (sentence < sentence_count) {
+  // Text deltas token by token, in time linear in the tokens (TextStream).
+  models::TextStream text_stream = task.StartStream(sentences, unknowns);
+  while (text_stream.sentence() < sentence_count) {
     WaitForProgress(context, **state);
-    while (sentence < sentence_count) {
+    while (text_stream.sentence() < sentence_count) {
+      const int sentence = text_stream.sentence();
       // Done first: tokens are all added before a sentence is done, so none are missed.
       const bool sentence_done = (*state)->SentenceDone(sentence);
       for (int32_t token : (*state)->TakeTokens(sentence)) {
         if (token == eos) continue;
-        ids.push_back(token);
         v1::TranslateStreamResponse message;
         message.set_token_id(token);
-        message.set_token(task.tokenizer->IdToPiece(token));
+        message.set_token(task.Piece(token));
         message.set_sentence(static_cast<uint32_t>(sentence));
-        // The delta is what the longer prefix adds to the text; a prefix whose text is not an
-        // extension (SentencePiece may merge spaces) sends no delta until it is.
-        std::string text = finished.With(sentence_text());
-        size_t unused = 0;
-        if (text.starts_with(sent_text) && models::CountUtf8Chars(text, &unused) >= 0) {
-          message.set_text_delta(text.substr(sent_text.size()));
-          sent_text = std::move(text);
-        }
+        message.set_text_delta(text_stream.AddToken(token));
         if (!(*state)->ShouldStop() && !writer->Write(message)) (*state)->Cancel();
       }
       if (!sentence_done) break;
-      finished.Add(sentence_text(), sentences[sentence].separator);
-      ids.clear();
-      ++sentence;
+      text_stream.EndSentence();
     }
   }
   inflight.Decrement();
@@ -309,7 +263,7 @@ grpc::Status TranslationServiceImpl::TranslateStream(
   int64_t output_tokens = 0;
   if (status.ok()) {
     absl::StatusOr<models::TextTranslation> text =
-        models::AssembleText(*task.tokenizer, sentences, (*state)->TextResults(0), unknowns);
+        task.FinishText(sentences, (*state)->TextResults(0), unknowns);
     if (!text.ok()) {
       status = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
     } else {
@@ -328,18 +282,18 @@ grpc::Status TranslationServiceImpl::TranslateStream(
   return ToGrpcStatus(status);
 }
 
-void TranslationServiceImpl::FillTaskInfo(const LoadedTask& task, v1::TaskInfo& info) const {
-  info.set_task(task.id);
-  info.set_source_language(task.info->source);
-  info.set_target_language(task.info->target);
-  info.set_version(task.version);
-  info.set_parameters(static_cast<uint64_t>(task.model->parameter_count()));
-  info.set_memory_bytes(task.model->memory_bytes());
-  info.set_shared_memory_bytes(registry_.store().shared_bytes());
-  info.set_precision(kernels::PrecisionName(task.model->precision()));
-  info.set_matmul_path(kernels::MatmulPathName(task.model->matmul_path()));
-  const auto& extracted = task.model->config().extracted;
-  if (extracted.has_value()) info.set_parent_digest(extracted->parent_digest);
+void TranslationServiceImpl::FillTaskInfo(const models::TaskModel& task, v1::TaskInfo& info) const {
+  const models::TaskDescription& d = task.description();
+  info.set_task(d.id);
+  info.set_source_language(d.source_language);
+  info.set_target_language(d.target_language);
+  info.set_version(d.version);
+  info.set_parameters(static_cast<uint64_t>(d.parameters));
+  info.set_memory_bytes(d.memory_bytes);
+  info.set_shared_memory_bytes(registry_.shared_weight_bytes());
+  info.set_precision(d.precision);
+  info.set_matmul_path(d.matmul_path);
+  info.set_parent_digest(d.parent_digest);
   info.set_ready(ready_.load() && !draining_.load());
 }
 
@@ -362,7 +316,7 @@ grpc::Status TranslationServiceImpl::ListTasks(grpc::ServerContext* context,
                                                v1::ListTasksResponse* response) {
   // Loaded and broken tasks together, by id.
   std::map<std::string, v1::TaskInfo> tasks;
-  for (const auto& task : registry_.List()) FillTaskInfo(*task, tasks[task->id]);
+  for (const auto& task : registry_.List()) FillTaskInfo(*task, tasks[task->id()]);
   for (const auto& [id, reason] : registry_.LoadErrors()) FillBrokenTaskInfo(id, reason, tasks[id]);
   for (auto& [id, info] : tasks) *response->add_tasks() = std::move(info);
   return grpc::Status::OK;
@@ -377,7 +331,7 @@ grpc::Status TranslationServiceImpl::GetTask(grpc::ServerContext* context,
   if (absl::Status s = CheckTaskRoutingHeader(*context, request->task()); !s.ok()) {
     return ToGrpcStatus(s);
   }
-  std::shared_ptr<const LoadedTask> task = registry_.Find(request->task());
+  std::shared_ptr<const models::TaskModel> task = registry_.Find(request->task());
   if (task == nullptr) {
     if (const std::string reason = registry_.LoadError(request->task()); !reason.empty()) {
       FillBrokenTaskInfo(request->task(), reason, *response);

@@ -62,7 +62,7 @@ class TranslationServiceImpl final : public v1::TranslationService::Service {
   void Record(const std::string& method, const std::string& task_label,
               const std::string& request_id, const absl::Status& status, absl::Time start,
               const RequestState* state, int64_t output_tokens);
-  void FillTaskInfo(const LoadedTask& task, v1::TaskInfo& info) const;
+  void FillTaskInfo(const models::TaskModel& task, v1::TaskInfo& info) const;
   // A task that failed to load: its id, not ready, and why (the proto's load_error).
   static void FillBrokenTaskInfo(const std::string& task, const std::string& reason,
                                  v1::TaskInfo& info);

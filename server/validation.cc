@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "models/utf8.h"
+#include "models/text/utf8.h"
 
 namespace taskmoe::server {
 
@@ -48,9 +48,9 @@ absl::Status CheckRequestId(absl::string_view request_id, const RequestLimits& l
   return absl::OkStatus();
 }
 
-absl::StatusOr<DecodeSettings> ResolveDecodeOptions(const v1::DecodeOptions& options,
-                                                    const RequestLimits& limits) {
-  DecodeSettings s;
+absl::StatusOr<models::DecodeSettings> ResolveDecodeOptions(const v1::DecodeOptions& options,
+                                                            const RequestLimits& limits) {
+  models::DecodeSettings s;
   s.beam_size = options.beam_size() == 0 ? 1 : static_cast<int>(options.beam_size());
   if (options.beam_size() > static_cast<uint32_t>(limits.max_beam_size)) {
     return absl::InvalidArgumentError(absl::StrCat("options.beam_size: ", options.beam_size(),
@@ -92,6 +92,44 @@ absl::StatusOr<models::TextOptions> ResolveTextOptions(const v1::DecodeOptions& 
                        " is not a value of UnknownPieces (0 COPY_SOURCE, 1 DROP)"));
   }
   return text;
+}
+
+absl::StatusOr<PreparedRequest> PrepareRequest(const models::TaskModel& task,
+                                               absl::Span<const absl::string_view> texts,
+                                               const v1::DecodeOptions& options, bool stream,
+                                               const RequestLimits& limits) {
+  if (!stream) {
+    if (texts.empty()) {
+      return absl::InvalidArgumentError("texts: no text given; send at least one");
+    }
+    if (static_cast<int>(texts.size()) > limits.max_texts_per_request) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("texts: ", texts.size(), " texts, more than the limit of ",
+                       limits.max_texts_per_request, " per request; split the request"));
+    }
+  }
+  PreparedRequest prepared;
+  absl::StatusOr<models::DecodeSettings> settings = ResolveDecodeOptions(options, limits);
+  if (!settings.ok()) return settings.status();
+  if (stream && settings->beam_size > 1) {
+    return absl::InvalidArgumentError(
+        "options.beam_size: TranslateStream decodes greedily; use beam_size 0 or 1");
+  }
+  prepared.settings = *settings;
+  absl::StatusOr<models::TextOptions> text_options = ResolveTextOptions(options);
+  if (!text_options.ok()) return text_options.status();
+  prepared.text_options = *text_options;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const std::string field = stream ? "text" : absl::StrCat("texts[", i, "]");
+    if (absl::Status s = CheckText(texts[i], field, limits); !s.ok()) return s;
+    absl::StatusOr<std::vector<models::SourceSentence>> sentences =
+        task.PrepareText(std::string_view(texts[i].data(), texts[i].size()), prepared.text_options);
+    if (!sentences.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", sentences.status().message()));
+    }
+    prepared.texts.push_back(*std::move(sentences));
+  }
+  return prepared;
 }
 
 }  // namespace taskmoe::server

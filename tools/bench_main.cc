@@ -31,8 +31,8 @@
 #include "kernels/roofline.h"
 #include "kernels/runtime.h"
 #include "models/decoding.h"
-#include "models/random_model.h"
-#include "tools/command_line.h"
+#include "models/testing/random_model.h"
+#include "util/command_line.h"
 
 ABSL_FLAG(std::string, shape, "wmt",
           "wmt: the paper's Transformer Base (d 512, ff 2048, 8 heads, 6+6 layers, vocab 64k, "
@@ -153,9 +153,8 @@ absl::StatusOr<Measurement> Measure(const models::TransformerModel& model,
 }  // namespace
 
 int main(int argc, char** argv) {
-  tools::ParseToolCommandLine(argc, argv,
-                              "Decoding throughput of dense, TaskMoE and TokenMoE models.",
-                              "tools/bench_main.cc");
+  util::ParseCommandLine(argc, argv, "Decoding throughput of dense, TaskMoE and TokenMoE models.",
+                         "tools/bench_main.cc");
   if (absl::GetFlag(FLAGS_threads) > 0 &&
       !kernels::SetNumThreads(absl::GetFlag(FLAGS_threads)).ok()) {
     std::cerr << "taskmoe-bench: bad --threads\n";

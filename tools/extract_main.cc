@@ -11,7 +11,8 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_split.h"
 #include "models/extract.h"
-#include "tools/command_line.h"
+#include "models/format/sha256.h"
+#include "util/command_line.h"
 
 ABSL_FLAG(std::string, checkpoint, "",
           "full model directory (config.json, model.safetensors, spm.model)");
@@ -20,7 +21,7 @@ ABSL_FLAG(std::string, tasks, "", "comma-separated task ids (default: every task
 ABSL_FLAG(std::string, dtype, "", "storage dtype F32 or BF16 (default: the checkpoint's)");
 
 int main(int argc, char** argv) {
-  taskmoe::tools::ParseToolCommandLine(
+  taskmoe::util::ParseCommandLine(
       argc, argv,
       "Extracts per-task subnetworks of a TaskMoE model into a model repository.\n"
       "  taskmoe-extract --checkpoint DIR --out REPO [--tasks en-de,de-en]",

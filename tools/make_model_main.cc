@@ -9,7 +9,7 @@
 // The vocabulary size and the target-tag ids come from --spm (the SentencePiece model copied
 // into every subdirectory), since the server checks them against it.
 //
-//   taskmoe-make-model --kind taskmoe --shape wmt --spm models/demo/taskmoe/spm.model
+//   taskmoe-make-model --kind taskmoe --shape wmt --spm demo/taskmoe/spm.model
 //                      --out build/paper/taskmoe [--tasks en-de,de-en]
 #include <cstdio>
 #include <filesystem>
@@ -24,9 +24,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "models/extract.h"
-#include "models/random_model.h"
-#include "models/sentencepiece_model.h"
-#include "tools/command_line.h"
+#include "models/testing/random_model.h"
+#include "models/text/sentencepiece_model.h"
+#include "util/command_line.h"
 
 ABSL_FLAG(std::string, kind, "taskmoe",
           "taskmoe: one extracted subnetwork per task; taskmoe-full: the whole TaskMoE model, "
@@ -44,7 +44,7 @@ ABSL_FLAG(int, experts, 0, "Experts per MoE layer (0: the shape's)");
 ABSL_FLAG(int, top_k, 0, "Experts each token or task uses (0: the shape's)");
 ABSL_FLAG(std::string, spm, "",
           "SentencePiece model to copy into the repository; sets the vocabulary size and the "
-          "<2xx> tag ids (e.g. models/demo/taskmoe/spm.model, 16000 pieces). Required");
+          "<2xx> tag ids (e.g. demo/taskmoe/spm.model, 16000 pieces). Required");
 ABSL_FLAG(std::string, out, "", "Model repository to write: one subdirectory per task. Required");
 ABSL_FLAG(std::string, tasks, "",
           "Comma-separated task ids to write (default: all 16, en<->de,fr,es,it,pt,nl,pl,ru)");
@@ -173,7 +173,7 @@ int64_t CountParameters(const std::vector<OwnedTensor>& tensors) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::vector<char*> positional = taskmoe::tools::ParseToolCommandLine(
+  const std::vector<char*> positional = taskmoe::util::ParseCommandLine(
       argc, argv,
       "Writes a model repository of random weights for serving benchmarks.\n"
       "  taskmoe-make-model --kind taskmoe|taskmoe-full|tokenmoe|dense|hybrid --shape wmt "

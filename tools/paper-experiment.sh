@@ -43,7 +43,7 @@ done
 tools/setup.sh serve
 tools/build.sh Release -DTASKMOE_BUILD_TESTS=OFF
 bin=build/release
-spm=models/demo/taskmoe/spm.model
+spm=demo/taskmoe/spm.model
 task=en-de
 max_batch=$(tr ',' '\n' <<<"$batches" | sort -n | tail -1)
 mkdir -p "$out"

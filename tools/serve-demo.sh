@@ -10,7 +10,7 @@ tools/build.sh Release -DTASKMOE_BUILD_TESTS=OFF
 
 bin=build/release
 server=$bin/server/taskmoe-server
-checkpoint=models/demo/taskmoe
+checkpoint=demo/taskmoe
 repository=build/demo-repository
 port=8500
 metrics_port=9464

@@ -109,7 +109,7 @@ def main():
     if not repository:
         repository = os.path.join(work, "repository")
         subprocess.run([binary(args.build_dir, "tools/taskmoe-extract"),
-                        f"--checkpoint={ROOT}/models/demo/taskmoe", f"--out={repository}"],
+                        f"--checkpoint={ROOT}/demo/taskmoe", f"--out={repository}"],
                        check=True, stdout=subprocess.DEVNULL)
     tasks = sorted(d for d in os.listdir(repository)
                    if os.path.exists(os.path.join(repository, d, "config.json")))

@@ -38,8 +38,8 @@ tools/tsan.sh
 echo "== fuzz (10 s per target)"
 tools/fuzz.sh 10
 
-if [[ -d models/training/tests ]]; then
-  echo "== Python tests (models/training)"
-  /usr/bin/python3 -m unittest discover -s models/training/tests
+if [[ -d training/tests ]]; then
+  echo "== Python tests (training)"
+  /usr/bin/python3 -m unittest discover -s training/tests
 fi
 echo "tests: all passed in $((SECONDS - start)) s"

@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "kernels/runtime.h"
+#include "models/compute.h"
 #include "models/translator.h"
-#include "tools/command_line.h"
+#include "util/command_line.h"
 
 ABSL_FLAG(std::string, model, "", "model directory (config.json, model.safetensors, spm.model)");
 ABSL_FLAG(std::string, task, "", "task id, e.g. en-de");
@@ -29,7 +29,7 @@ ABSL_FLAG(std::string, unknown_pieces, "copy",
           "what replaces a piece the vocabulary lacks: copy (the source's characters) or drop");
 
 int main(int argc, char** argv) {
-  taskmoe::tools::ParseToolCommandLine(
+  taskmoe::util::ParseCommandLine(
       argc, argv,
       "Translates standard input, line by line, to standard output.\n"
       "  taskmoe-translate --model DIR --task en-de < input.txt > output.txt",
@@ -42,13 +42,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (absl::GetFlag(FLAGS_threads) > 0) {
-    if (absl::Status s = kernels::SetNumThreads(absl::GetFlag(FLAGS_threads)); !s.ok()) {
+    if (absl::Status s = models::SetComputeThreads(absl::GetFlag(FLAGS_threads)); !s.ok()) {
       std::cerr << "taskmoe-translate: " << s.message() << "\n";
       return 2;
     }
   }
-  absl::StatusOr<kernels::Precision> precision =
-      kernels::ParsePrecision(absl::GetFlag(FLAGS_precision));
+  absl::StatusOr<models::Precision> precision =
+      models::ParsePrecision(absl::GetFlag(FLAGS_precision));
   if (!precision.ok()) {
     std::cerr << "taskmoe-translate: --precision: " << precision.status().message() << "\n";
     return 2;
@@ -62,13 +62,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.text.split_sentences = absl::GetFlag(FLAGS_split_sentences);
-  absl::StatusOr<std::unique_ptr<models::Translator>> translator =
-      models::Translator::Load(model_dir, {.precision = *precision});
-  if (!translator.ok()) {
+  absl::StatusOr<std::shared_ptr<const models::TaskModel>> task_model =
+      models::TaskModel::Load(model_dir, task, {.precision = *precision});
+  if (!task_model.ok()) {
     std::cerr << "taskmoe-translate: cannot load " << model_dir << ": "
-              << translator.status().message() << "\n";
+              << task_model.status().message() << "\n";
     return 1;
   }
+  const models::Translator translator(*std::move(task_model));
   std::vector<std::string> lines;
   for (std::string line; std::getline(std::cin, line);) lines.push_back(line);
 
@@ -78,8 +79,7 @@ int main(int argc, char** argv) {
   options.decode.max_output_offset = absl::GetFlag(FLAGS_max_output_offset);
   options.decode.length_penalty = static_cast<float>(absl::GetFlag(FLAGS_length_penalty));
   options.max_batch_size = absl::GetFlag(FLAGS_batch_size);
-  absl::StatusOr<std::vector<models::Translation>> results =
-      (*translator)->Translate(task, lines, options);
+  absl::StatusOr<std::vector<models::Translation>> results = translator.Translate(lines, options);
   if (!results.ok()) {
     std::cerr << "taskmoe-translate: " << results.status().message() << "\n";
     return 1;

@@ -11,12 +11,9 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
-#include "absl/strings/match.h"
 #include "server/client/client.h"
 #include "server/client/client_command.h"
+#include "util/command_line.h"
 
 namespace {
 const taskmoe::client::ClientFlags kDefaults;
@@ -60,21 +57,15 @@ ABSL_FLAG(std::string, reload, "",
           "server needs --enable_admin)");
 
 int main(int argc, char** argv) {
-  absl::FlagsUsageConfig config;
-  // --help lists this file's flags (absl's default only matches files named after the binary).
-  config.contains_help_flags = [](absl::string_view file) {
-    return absl::EndsWith(file, "client_main.cc");
-  };
-  config.contains_helpshort_flags = config.contains_help_flags;
-  absl::SetFlagsUsageConfig(config);
-  absl::SetProgramUsageMessage(
+  std::vector<char*> positional = taskmoe::util::ParseCommandLine(
+      argc, argv,
       "Command-line client of taskmoe-server. Translations go to stdout, one per line; errors "
       "to stderr as 'taskmoe-client: CODE: message' with exit code 1 (2 for bad flags).\n"
       "  taskmoe-client [--target localhost:8500] --task en-de [TEXT ...]   "
       "(no TEXT: one text per stdin line)\n"
       "  taskmoe-client --task en-de --stream \"Hello world.\"\n"
-      "  taskmoe-client --list_tasks | --get_task en-de | --health [SERVICE] | --reload en-de");
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+      "  taskmoe-client --list_tasks | --get_task en-de | --health [SERVICE] | --reload en-de",
+      "client_main.cc");
   taskmoe::client::ClientFlags flags;
   flags.target = absl::GetFlag(FLAGS_target);
   flags.task = absl::GetFlag(FLAGS_task);

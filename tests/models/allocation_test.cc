@@ -16,7 +16,7 @@
 #include "kernels/matmul.h"
 #include "kernels/runtime.h"
 #include "models/decoding.h"
-#include "models/random_model.h"
+#include "models/testing/random_model.h"
 #include "models/transformer.h"
 #include "tests/models/counting_malloc.h"
 

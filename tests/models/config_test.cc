@@ -1,6 +1,6 @@
 // config.json: valid full (TaskMoE, dense) and extracted configs, derived helpers, the JSON
 // round trip, and one rejected config per validation rule.
-#include "models/config.h"
+#include "models/format/config.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "models/model_files.h"
+#include "models/format/model_files.h"
 #include "nlohmann/json.hpp"
 
 namespace taskmoe::models {

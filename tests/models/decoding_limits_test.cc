@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "models/decoding.h"
-#include "models/random_model.h"
+#include "models/testing/random_model.h"
 #include "models/transformer.h"
 
 namespace taskmoe::models {

@@ -12,7 +12,7 @@
 #include "models/decoding.h"
 #include "models/extract.h"
 #include "models/ffn.h"
-#include "models/random_model.h"
+#include "models/testing/random_model.h"
 #include "models/transformer.h"
 #include "models/weight_store.h"
 

@@ -9,9 +9,9 @@
 #include <string>
 
 #include "kernels/matmul.h"
-#include "models/config.h"
 #include "models/decoding.h"
-#include "models/safetensors.h"
+#include "models/format/config.h"
+#include "models/format/safetensors.h"
 #include "models/transformer.h"
 
 namespace taskmoe::models {

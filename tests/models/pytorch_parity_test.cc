@@ -1,5 +1,5 @@
 // The engine against the reference trainer's own forward pass: small random models built and
-// exported by models/training (tests/fixtures/make_engine_fixtures.py), with the
+// exported by training (tests/fixtures/make_engine_fixtures.py), with the
 // teacher-forced log-probabilities PyTorch computed for a fixed batch. Every kind of FFN,
 // routing and task key, tied and untied embeddings, ReLU and GELU.
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/softmax.h"
-#include "models/safetensors.h"
+#include "models/format/safetensors.h"
 #include "models/transformer.h"
 
 namespace taskmoe::models {

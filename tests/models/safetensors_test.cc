@@ -1,6 +1,6 @@
 // safetensors: write/read round trips (F32, BF16), F16 decoding, zero-copy views, SHA-256,
 // and one corrupt file per validation rule (each refused naming the tensor or field).
-#include "models/safetensors.h"
+#include "models/format/safetensors.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/dtype.h"
+#include "models/format/sha256.h"
 
 namespace taskmoe::models {
 namespace {

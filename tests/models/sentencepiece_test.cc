@@ -9,18 +9,18 @@
 
 #include "absl/strings/escaping.h"
 #include "gtest/gtest.h"
-#include "models/config.h"
-#include "models/sentencepiece_model.h"
-#include "models/sentencepiece_normalizer.h"
-#include "models/tokenizer.h"
-#include "models/utf8.h"
+#include "models/format/config.h"
+#include "models/text/sentencepiece_model.h"
+#include "models/text/sentencepiece_normalizer.h"
+#include "models/text/tokenizer.h"
+#include "models/text/utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace taskmoe::models {
 namespace {
 
 const std::string kFixtures = TASKMOE_TEST_FIXTURES_DIR;
-const std::string kSpmModel = std::string(TASKMOE_SOURCE_DIR) + "/models/demo/taskmoe/spm.model";
+const std::string kSpmModel = std::string(TASKMOE_SOURCE_DIR) + "/demo/taskmoe/spm.model";
 
 std::string ReadFile(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
@@ -184,7 +184,7 @@ TEST(Utf8, ValidCharLength) {
 }
 
 TEST(TokenizerTest, ChecksTheModelAgainstTheConfig) {
-  auto config = LoadModelConfig(std::string(TASKMOE_SOURCE_DIR) + "/models/demo/taskmoe");
+  auto config = LoadModelConfig(std::string(TASKMOE_SOURCE_DIR) + "/demo/taskmoe");
   ASSERT_TRUE(config.ok()) << config.status();
   auto tokenizer = Tokenizer::Load(kSpmModel, *config);
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();

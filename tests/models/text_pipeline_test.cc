@@ -8,15 +8,15 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "models/config.h"
-#include "models/sentence_splitter.h"
-#include "models/sentencepiece_model.h"
-#include "models/tokenizer.h"
+#include "models/format/config.h"
+#include "models/text/sentence_splitter.h"
+#include "models/text/sentencepiece_model.h"
+#include "models/text/tokenizer.h"
 
 namespace taskmoe::models {
 namespace {
 
-const std::string kDemoDir = std::string(TASKMOE_SOURCE_DIR) + "/models/demo/taskmoe";
+const std::string kDemoDir = std::string(TASKMOE_SOURCE_DIR) + "/demo/taskmoe";
 
 std::vector<std::string> Split(std::string_view text) {
   std::vector<std::string> out;

@@ -114,7 +114,7 @@ std::vector<ModelFault> ModelFaults() {
                         CopyFileOver(scratch + "/de-en/" + file, dir + "/" + file);
                       }
                     },
-                    "is named for task en-de but its config.json serves de-en"});
+                    "task en-de is not served by "});
   return faults;
 }
 

@@ -20,8 +20,8 @@ std::vector<std::vector<models::SourceSentence>> Texts(std::vector<int> sentence
 
 RequestState MakeState(bool streams_tokens, int sentences = 1,
                        absl::Time deadline = absl::Now() + absl::Seconds(60)) {
-  return RequestState(/*task=*/nullptr, DecodeSettings{}, models::TextOptions{}, Texts({sentences}),
-                      deadline, streams_tokens);
+  return RequestState(/*task=*/nullptr, models::DecodeSettings{}, models::TextOptions{},
+                      Texts({sentences}), deadline, streams_tokens);
 }
 
 TEST(RequestState, StreamHandlerTakesTokensAsTheyCome) {
@@ -85,8 +85,8 @@ TEST(RequestState, StreamWaitsOnTheSentenceItReadsAndMovesOnWhenItIsDone) {
 }
 
 TEST(RequestState, KeepsEachTextsSentencesTogether) {
-  RequestState state(/*task=*/nullptr, DecodeSettings{}, models::TextOptions{}, Texts({2, 1, 3}),
-                     absl::Now() + absl::Seconds(60), /*streams_tokens=*/false);
+  RequestState state(/*task=*/nullptr, models::DecodeSettings{}, models::TextOptions{},
+                     Texts({2, 1, 3}), absl::Now() + absl::Seconds(60), /*streams_tokens=*/false);
   EXPECT_EQ(state.size(), 6);
   ASSERT_EQ(state.text_count(), 3);
   EXPECT_EQ(state.TextSentences(0).size(), 2u);

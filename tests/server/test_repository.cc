@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "models/extract.h"
-#include "models/random_model.h"
+#include "models/testing/random_model.h"
 
 namespace taskmoe::server::testing {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <limits>
 
-#include "models/utf8.h"
+#include "models/text/utf8.h"
 #include "server/options.h"
 #include "server/task_registry.h"
 
@@ -46,7 +46,7 @@ TEST(ResolveDecodeOptions, AppliesDefaultsAndLimits) {
   limits.max_output_tokens = 100;
   limits.max_beam_size = 4;
   v1::DecodeOptions options;
-  absl::StatusOr<DecodeSettings> s = ResolveDecodeOptions(options, limits);
+  absl::StatusOr<models::DecodeSettings> s = ResolveDecodeOptions(options, limits);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->beam_size, 1);
   EXPECT_EQ(s->max_output_tokens, 100);

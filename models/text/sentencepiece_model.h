@@ -1,0 +1,78 @@
+// A SentencePiece unigram model read from spm.model, encoding and decoding exactly as the
+// SentencePiece library 0.1.97 does (tests compare the two on real text), without linking it.
+// See sentencepiece_proto.h for why we do not link libsentencepiece.
+#ifndef TASKMOE_MODELS_TEXT_SENTENCEPIECE_MODEL_H_
+#define TASKMOE_MODELS_TEXT_SENTENCEPIECE_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "models/text/byte_trie.h"
+#include "models/text/sentencepiece_normalizer.h"
+#include "models/text/sentencepiece_proto.h"
+
+namespace taskmoe::models {
+
+class SentencePieceModel {
+ public:
+  // Not movable: the normaliser keeps a pointer to user_defined_.
+  SentencePieceModel(const SentencePieceModel&) = delete;
+  SentencePieceModel& operator=(const SentencePieceModel&) = delete;
+
+  static absl::StatusOr<std::unique_ptr<SentencePieceModel>> Load(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<SentencePieceModel>> FromBytes(std::string_view bytes);
+
+  // Piece ids of `text` (normalised, then segmented by the Viterbi best path). With
+  // `unknown_texts`, also the characters each unknown piece stands for, in order: a run of
+  // characters the vocabulary lacks (normalised, "▁" shown as a space) is one unknown piece.
+  std::vector<int32_t> Encode(std::string_view text,
+                              std::vector<std::string>* unknown_texts = nullptr) const;
+  // Text of piece ids: control pieces vanish, the unknown piece shows as the model's unknown
+  // surface (" ⁇ "), "▁" becomes a space and the first piece's leading space is dropped.
+  // Ids must be in [0, size()).
+  std::string Decode(const std::vector<int32_t>& ids) const;
+  // As Decode, but the i-th unknown piece becomes `replacements[i]` rather than " ⁇ ": an
+  // unknown piece past the end of `replacements`, or with an empty one, is dropped, and so is
+  // the space it would leave doubled.
+  std::string DecodeReplacingUnknowns(const std::vector<int32_t>& ids,
+                                      const std::vector<std::string>& replacements) const;
+
+  int size() const { return static_cast<int>(pieces_.size()); }
+  // -1 when `piece` is not in the vocabulary.
+  int PieceToId(std::string_view piece) const;
+  const std::string& IdToPiece(int id) const { return pieces_[id].piece; }
+  bool IsControl(int id) const { return pieces_[id].type == PieceType::kControl; }
+  bool IsUnknown(int id) const { return pieces_[id].type == PieceType::kUnknown; }
+  int unk_id() const { return unk_id_; }
+  int bos_id() const { return bos_id_; }
+  int eos_id() const { return eos_id_; }
+  int pad_id() const { return pad_id_; }
+
+ private:
+  SentencePieceModel() = default;
+  // Decode and DecodeReplacingUnknowns: `replacements` null shows unknown pieces as " ⁇ ".
+  std::string DecodeImpl(const std::vector<int32_t>& ids,
+                         const std::vector<std::string>* replacements) const;
+
+  std::vector<SentencePieceEntry> pieces_;
+  absl::flat_hash_map<std::string, int> piece_ids_;
+  ByteTrie vocabulary_;    // normal, user-defined and unused pieces
+  ByteTrie user_defined_;  // matched verbatim by the normaliser
+  std::unique_ptr<SentencePieceNormalizer> normalizer_;
+  std::string unk_surface_;
+  float min_score_ = 0.0f;
+  float max_score_ = 0.0f;
+  int unk_id_ = 0;
+  int bos_id_ = -1;
+  int eos_id_ = -1;
+  int pad_id_ = -1;
+};
+
+}  // namespace taskmoe::models
+
+#endif  // TASKMOE_MODELS_TEXT_SENTENCEPIECE_MODEL_H_

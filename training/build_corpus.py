@@ -1,0 +1,624 @@
+"""Builds the multilingual parallel corpus (English <-> 8 languages) from Debian packages.
+
+    /usr/bin/python3 training/build_corpus.py [--out build/corpus] [--languages de,fr,...]
+        [--dev-size 500] [--test-size 500] [--seed 1] [--jobs 2] [--show-samples 10]
+
+One command, no hand steps; a second run reuses the downloaded packages.
+
+Sources (real human translations, all from Debian's archive via `apt-get download`):
+  * LibreOffice UI catalogs, `libreoffice-l10n-XX`: the compiled gettext catalogs
+    usr/lib/libreoffice/program/resource/XX/LC_MESSAGES/*.mo give (English msgid, XX msgstr)
+    pairs. The .mo format is read directly (see `read_mo`), no msgunfmt needed.
+  * LibreOffice help, `libreoffice-help-XX` and `libreoffice-help-en-us`: the same help pages,
+    generated from the same sources, in every language; each paragraph and heading carries a
+    stable id (`par_id3150457`, `hd_id...`), so paragraph i of a page in English and in XX
+    are translations of each other. Paragraphs are split into sentences where both sides
+    split into the same number of sentences.
+Packages are cached in `--deb-cache` (default OUT/debs) and unpacked with `dpkg -x` into a
+temporary directory that is removed afterwards. Language codes map to package suffixes with
+`code=suffix` (default `pt=pt-br`: Brazilian Portuguese is the more complete pack).
+
+Cleaning (per pair; `clean_pair` says why a pair is dropped, counts.json adds the reasons up):
+  * markup: XML/HTML-like tags (`<b>`, `<ahelp hid=...>`, `<font size=2>`) are removed and
+    HTML entities unescaped;
+  * accelerators (UI strings only; help text has none): every `~` (LibreOffice's marker),
+    a single `_` before a letter or digit (GTK mnemonic), `&` starting a word;
+  * product variables are expanded to what LibreOffice shows (`%PRODUCTNAME`,
+    `$[officename]` -> LibreOffice, `%PRODUCTVERSION` -> 7.4); other placeholders
+    (`%1`, `$(ARG1)`, `%s`, `$name`, `%FILENAME`, ...) are kept verbatim, and a pair whose
+    source and target do not have the same multiset of placeholders is dropped (a translation
+    that loses or invents a placeholder is not a faithful one);
+  * text is NFKC-normalized (as SentencePiece's default normalizer does to model input, so
+    references hold only what a model can output: "..." for U+2026, plain spaces);
+  * whitespace is collapsed; pairs with an empty side, a side without letters, a target
+    identical to the source (untranslated), a side over --max-chars (200) characters, or a
+    length ratio over --max-ratio (3x, in characters; pairs with both sides under 12 characters
+    are exempt because short labels vary a lot) are dropped;
+  * dedupe: one translation per English sentence (the most frequent) and one English sentence
+    per translation, so both directions have unique sources.
+
+Split (deterministic for a --seed): dev and test are multi-way parallel: the same English
+sentences for every language (in the same order), drawn from sentences with at least
+--min-eval-words words that survive cleaning in all languages. An English sentence, and its
+near-duplicates (same letters and digits ignoring case, punctuation and spaces, e.g. "Insert"
+and "Insert..."), is in one split only, for every language, and en->XX and XX->en use the same
+sentences; so no split sees another's sentences, in either direction or through another
+language.
+
+Output layout (OUT, default build/corpus), as data.py reads it:
+  {split}.{src}-{tgt}.{lang}   line-aligned UTF-8 text, split in train/dev/test, for every task
+                               en-XX and XX-en (XX-en holds the same pairs as en-XX), e.g.
+                               train.en-de.en + train.en-de.de, test.de-en.de + test.de-en.en
+  counts.json                  pairs per task and split, per-language extraction and drop
+                               counts, package versions and the settings used
+  debs/                        the downloaded .deb files (cache)
+Train files are shuffled (seeded), so their first N lines are a random sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import html
+import html.parser
+import json
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+DEFAULT_LANGUAGES = "de,fr,es,it,pt=pt-br,nl,pl,ru"
+PIVOT = "en"
+SPLITS = ("train", "dev", "test")
+
+Pair = Tuple[str, str]   # (English, other language)
+
+UI_RESOURCE_DIR = "usr/lib/libreoffice/program/resource/*/LC_MESSAGES"
+HELP_DIR = "usr/share/libreoffice/help/*"
+PRODUCT_NAME = "LibreOffice"
+PRODUCT_VERSION = "7.4"
+
+
+# --------------------------------------------------------------------------------------------
+# Packages
+# --------------------------------------------------------------------------------------------
+
+def parse_languages(spec: str) -> Dict[str, str]:
+    """'de,pt=pt-br' -> {'de': 'de', 'pt': 'pt-br'}: corpus code -> Debian package suffix."""
+    languages = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        code, _, suffix = item.partition("=")
+        if not re.fullmatch(r"[a-z]{2,3}", code) or code == PIVOT:
+            # data.py parses file names with [A-Za-z_]; a '-' in a code would break task ids.
+            raise SystemExit(f"bad language code {code!r} (two or three lowercase letters, not {PIVOT})")
+        languages[code] = suffix or code
+    return languages
+
+
+def packages_for(suffix: str) -> Dict[str, str]:
+    return {"ui": f"libreoffice-l10n-{suffix}", "help": f"libreoffice-help-{suffix}"}
+
+
+def cached_deb(cache_dir: str, package: str) -> Optional[str]:
+    found = sorted(glob.glob(os.path.join(cache_dir, f"{package}_*.deb")))
+    return found[-1] if found else None
+
+
+def fetch_packages(packages: Sequence[str], cache_dir: str) -> Dict[str, str]:
+    """Downloads the packages not yet in cache_dir (one apt-get call); returns name -> .deb."""
+    os.makedirs(cache_dir, exist_ok=True)
+    missing = [p for p in packages if cached_deb(cache_dir, p) is None]
+    if missing:
+        print(f"apt-get download {' '.join(missing)}", flush=True)
+        result = subprocess.run(["apt-get", "download", *missing], cwd=cache_dir,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"apt-get download failed:\n{result.stdout}")
+    debs = {}
+    for package in packages:
+        path = cached_deb(cache_dir, package)
+        if path is None:
+            raise SystemExit(f"{package}: not downloaded")
+        debs[package] = path
+    return debs
+
+
+def deb_version(deb: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", deb, "Version"], check=True,
+                          stdout=subprocess.PIPE, text=True).stdout.strip()
+
+
+def unpack(deb: str, dest: str) -> None:
+    subprocess.run(["dpkg", "-x", deb, dest], check=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the translations
+# --------------------------------------------------------------------------------------------
+
+def read_mo(path: str) -> Iterator[Tuple[str, str, str]]:
+    """Yields (msgctxt, msgid, msgstr) of a GNU .mo catalog, header and plurals handled.
+
+    Format (GNU gettext manual, "The Format of MO Files"): magic 0x950412de in the file's byte
+    order, revision, N, offset of the original-strings table, offset of the translations table;
+    each table holds N (length, offset) pairs of uint32. A context is stored as
+    "ctxt\\x04msgid"; plural forms as NUL-separated strings (we keep the singular).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    magic = struct.unpack("<I", data[:4])[0]
+    order = {0x950412DE: "<", 0xDE120495: ">"}.get(magic)
+    if order is None:
+        raise ValueError(f"{path}: not a .mo file")
+    count, originals, translations = struct.unpack(order + "3I", data[8:20])
+    for i in range(count):
+        olen, ooff = struct.unpack_from(order + "2I", data, originals + 8 * i)
+        tlen, toff = struct.unpack_from(order + "2I", data, translations + 8 * i)
+        key = data[ooff:ooff + olen].decode("utf-8")
+        if not key:
+            continue   # the header entry
+        context, _, msgid = key.rpartition("\x04")
+        msgstr = data[toff:toff + tlen].decode("utf-8")
+        yield context, msgid.split("\x00")[0], msgstr.split("\x00")[0]
+
+
+def ui_pairs(catalog_dir: str) -> List[Pair]:
+    """(msgid, msgstr) of every translated message of the .mo catalogs in catalog_dir."""
+    pairs = []
+    for path in sorted(glob.glob(os.path.join(catalog_dir, "*.mo"))):
+        pairs.extend((msgid, msgstr) for _, msgid, msgstr in read_mo(path) if msgstr)
+    return pairs
+
+
+class _HelpParagraphs(html.parser.HTMLParser):
+    """Collects the text of every paragraph / heading that has an id, keyed by id#occurrence.
+
+    The occurrence number keeps ids that repeat in one page apart (the same source paragraph
+    can be used twice); both languages repeat them in the same order. Inline switches
+    (`<span class="switchinline">` with hidden alternatives such as MAC "Command" vs default
+    "Ctrl", or CALC vs WRITER wording) keep only the `default...` alternative, as the help
+    viewer shows on Linux; otherwise both would run together ("CommandCtrl").
+    """
+
+    _BLOCKS = {"p", "h1", "h2", "h3", "h4", "h5", "h6"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.paragraphs: Dict[str, str] = {}
+        self._seen = collections.Counter()
+        self._open = None        # [tag, key, nesting, parts] of the paragraph being read
+        self._skip = 0           # nesting depth inside a hidden non-default alternative
+
+    def handle_starttag(self, tag, attrs):
+        if self._open is None:
+            ident = dict(attrs).get("id")
+            if tag in self._BLOCKS and ident:
+                self._seen[ident] += 1
+                self._open = [tag, f"{ident}#{self._seen[ident]}", 1, []]
+            return
+        if self._skip:
+            self._skip += tag == "span"
+            return
+        attributes = dict(attrs)
+        if tag == "span" and "hidden" in attributes and not (attributes.get("id") or "").startswith("default"):
+            self._skip = 1
+        elif tag == self._open[0]:
+            self._open[2] += 1
+        elif tag == "br":
+            self._open[3].append(" ")
+
+    def handle_endtag(self, tag):
+        if self._open is None:
+            return
+        if self._skip:
+            self._skip -= tag == "span"
+            return
+        if tag == self._open[0]:
+            self._open[2] -= 1
+            if self._open[2] == 0:
+                self.paragraphs[self._open[1]] = "".join(self._open[3])
+                self._open = None
+
+    def handle_data(self, data):
+        if self._open is not None and not self._skip:
+            self._open[3].append(data)
+
+
+def help_paragraphs(path: str) -> Dict[str, str]:
+    parser = _HelpParagraphs()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        parser.feed(f.read())
+    parser.close()
+    return parser.paragraphs
+
+
+def help_pages(help_root: str) -> Dict[str, Dict[str, str]]:
+    """Relative page path -> paragraphs, for every page under help_root/text."""
+    pages = {}
+    for path in sorted(glob.glob(os.path.join(help_root, "text", "**", "*.html"), recursive=True)):
+        pages[os.path.relpath(path, help_root)] = help_paragraphs(path)
+    return pages
+
+
+def help_pairs(english: Dict[str, Dict[str, str]], other: Dict[str, Dict[str, str]]) -> List[Pair]:
+    """Aligns paragraphs by (page, id), then sentences inside paragraphs where possible."""
+    pairs = []
+    for page, en_paragraphs in english.items():
+        xx_paragraphs = other.get(page, {})
+        for key, en_text in en_paragraphs.items():
+            xx_text = xx_paragraphs.get(key)
+            if xx_text is not None:
+                pairs.extend(align_sentences(en_text, xx_text))
+    return pairs
+
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+_SENTENCE_OPENERS = "\"'«»„“‘([¿¡"
+
+
+def split_sentences(text: str) -> List[str]:
+    """Splits after . ! ? followed by whitespace and an upper-case letter or opening mark."""
+    text = " ".join(text.split())
+    sentences, start = [], 0
+    for match in _SENTENCE_BREAK.finditer(text):
+        following = text[match.end():match.end() + 1]
+        if following and (following.isupper() or following in _SENTENCE_OPENERS):
+            sentences.append(text[start:match.start()])
+            start = match.end()
+    sentences.append(text[start:])
+    return [s for s in sentences if s]
+
+
+def align_sentences(en_text: str, xx_text: str) -> List[Pair]:
+    """Sentence pairs when both sides have the same number of sentences, else the paragraph.
+
+    Translators keep sentence boundaries almost always; where they do not, the paragraph stays
+    whole (and is usually dropped later as too long), rather than risking misaligned pairs.
+    """
+    en_sentences, xx_sentences = split_sentences(en_text), split_sentences(xx_text)
+    if len(en_sentences) == len(xx_sentences) > 1:
+        return list(zip(en_sentences, xx_sentences))
+    return [(en_text, xx_text)]
+
+
+# --------------------------------------------------------------------------------------------
+# Cleaning
+# --------------------------------------------------------------------------------------------
+
+_TAG = re.compile(r"</?([A-Za-z][\w:.-]*)(?:\s[^<>]*)?/?>")
+_BREAKING_TAGS = {"br", "p", "div", "li", "ul", "ol", "tr", "td", "th", "table", "h1", "h2", "h3", "h4", "h5", "h6"}
+_PRODUCT_VARIABLES = [
+    (re.compile(r"%?\bPRODUCTNAME\b|\$\[officename\]|%\{PRODUCTNAME\}"), PRODUCT_NAME),
+    (re.compile(r"%PRODUCTVERSION\b|\$\[officeversion\]"), PRODUCT_VERSION),
+]
+# Placeholders of LibreOffice's catalogs: %1, %s, %FILENAME, %MOD1, $(ARG1), $1, $name, {0}.
+_PLACEHOLDER = re.compile(r"%[A-Z][A-Z0-9_]*\b|%\d+|%[sdu]\b|\$\([A-Za-z0-9_]+\)|\$\d+|\$[A-Za-z_]\w*"
+                          r"|\{\d+\}")
+_MNEMONIC_UNDERSCORE = re.compile(r"_(?=[^\W_])")
+_AMPERSAND_ACCELERATOR = re.compile(r"(?<![^\W_])&(?=[^\W\d_])")   # "&File", not "major&minor"
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def strip_markup(text: str) -> str:
+    """Removes XML/HTML-like tags, then unescapes entities (so '&lt;x&gt;' stays as text).
+
+    Inline tags vanish ("<b>dialog</b>." -> "dialog."); line and block tags become a space."""
+    return html.unescape(_TAG.sub(lambda m: " " if m.group(1).lower() in _BREAKING_TAGS else "", text))
+
+
+def strip_accelerators(text: str) -> str:
+    """Removes UI mnemonic marks: '~' (LibreOffice), one '_' before a letter, '&' before a letter.
+
+    Only a lone underscore is a mnemonic; several (FILE_NAME_X) are part of an identifier. An
+    '&' counts only at the start of a word ("&File"): "major&minor" is text.
+    """
+    text = text.replace("~", "")
+    if len(_MNEMONIC_UNDERSCORE.findall(text)) == 1 and text.count("_") == 1:
+        text = _MNEMONIC_UNDERSCORE.sub("", text)
+    return _AMPERSAND_ACCELERATOR.sub("", text)
+
+
+def expand_product_variables(text: str) -> str:
+    for pattern, value in _PRODUCT_VARIABLES:
+        text = pattern.sub(value, text)
+    return text
+
+
+def placeholders(text: str) -> List[str]:
+    return sorted(_PLACEHOLDER.findall(text))
+
+
+def normalize_whitespace(text: str) -> str:
+    return " ".join(text.split())
+
+
+def clean_text(text: str, ui: bool) -> str:
+    text = strip_markup(text)
+    if ui:
+        text = strip_accelerators(text)
+    # NFKC, as SentencePiece's nmt_nfkc normalizer applies to model input: references then
+    # hold only what a model can produce ("..." not U+2026, no non-breaking spaces).
+    text = unicodedata.normalize("NFKC", expand_product_variables(text))
+    return normalize_whitespace(text)
+
+
+def length_ratio_ok(a: str, b: str, max_ratio: float, exempt_below: int = 12) -> bool:
+    short, long = sorted((len(a), len(b)))
+    return long < exempt_below or long <= max_ratio * short
+
+
+def clean_pair(en: str, xx: str, ui: bool, max_chars: int = 200,
+               max_ratio: float = 3.0) -> Tuple[Optional[Pair], str]:
+    """Returns (cleaned pair, 'kept') or (None, reason it was dropped)."""
+    en, xx = clean_text(en, ui), clean_text(xx, ui)
+    if not en or not xx:
+        return None, "empty"
+    if not _LETTER.search(en) or not _LETTER.search(xx):
+        return None, "no_letters"
+    if en == xx:
+        return None, "untranslated"
+    if max(len(en), len(xx)) > max_chars:
+        return None, "too_long"
+    if not length_ratio_ok(en, xx, max_ratio):
+        return None, "length_ratio"
+    if placeholders(en) != placeholders(xx):
+        return None, "placeholders"
+    return (en, xx), "kept"
+
+
+def dedupe(pairs: Sequence[Pair]) -> List[Pair]:
+    """One-to-one pairs: the most frequent translation of each English sentence, then the most
+    frequent English sentence of each translation (ties: sorted order, for determinism)."""
+    counts = collections.Counter(pairs)
+    ranked = sorted(counts, key=lambda pair: (-counts[pair], pair))
+    by_english: Dict[str, str] = {}
+    for en, xx in ranked:
+        by_english.setdefault(en, xx)
+    seen_targets, result = set(), []
+    for en, xx in ranked:
+        if by_english.get(en) == xx and xx not in seen_targets:
+            seen_targets.add(xx)
+            result.append((en, xx))
+    return sorted(result)
+
+
+# --------------------------------------------------------------------------------------------
+# Split
+# --------------------------------------------------------------------------------------------
+
+def group_key(sentence: str) -> str:
+    """Near-duplicate key: letters and digits only, lower case ('Insert...' ~ 'insert')."""
+    return re.sub(r"[\W_]+", "", sentence.lower())
+
+
+def assign_splits(pairs_by_lang: Dict[str, Sequence[Pair]], dev_size: int, test_size: int,
+                  seed: int, min_eval_words: int = 3) -> Dict[str, Dict[str, List[Pair]]]:
+    """lang -> split -> pairs. Dev/test English sentences are shared by all languages; no
+    English near-duplicate group appears in two splits (variants of an evaluation sentence are
+    left out of train)."""
+    english_sets = [{en for en, _ in pairs} for pairs in pairs_by_lang.values()]
+    common = sorted(set.intersection(*english_sets)) if english_sets else []
+    candidates = [en for en in common if len(en.split()) >= min_eval_words]
+    random.Random(seed).shuffle(candidates)
+    evaluation: Dict[str, str] = {}       # English sentence -> split
+    held_out_groups = set()
+    for en in candidates:
+        if len(evaluation) >= test_size + dev_size:
+            break
+        key = group_key(en)
+        if key in held_out_groups:
+            continue
+        held_out_groups.add(key)
+        evaluation[en] = "test" if len(evaluation) < test_size else "dev"
+    order = {en: i for i, en in enumerate(evaluation)}
+
+    result = {}
+    for lang, pairs in pairs_by_lang.items():
+        splits = {split: [] for split in SPLITS}
+        for en, xx in pairs:
+            if en in evaluation:
+                splits[evaluation[en]].append((en, xx))
+            elif group_key(en) not in held_out_groups:
+                splits["train"].append((en, xx))
+        for split in ("dev", "test"):
+            splits[split].sort(key=lambda pair: order[pair[0]])   # same line order in all languages
+        splits["train"].sort()
+        random.Random(f"{seed}-{lang}").shuffle(splits["train"])
+        result[lang] = splits
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Extraction of one language (runs in a worker process)
+# --------------------------------------------------------------------------------------------
+
+def extract_language(job) -> dict:
+    """Unpacks one language's packages, aligns and cleans its pairs; returns pairs and stats."""
+    lang, suffix, debs, english_help, max_chars, max_ratio = job
+    started = time.time()
+    raw = {"ui": [], "help": []}
+    with tempfile.TemporaryDirectory(prefix=f"corpus-{lang}-") as root:
+        for deb in debs:
+            unpack(deb, root)
+        raw["ui"] = ui_pairs(language_dir(root, UI_RESOURCE_DIR))
+        other_help = help_pages(os.path.dirname(language_dir(root, HELP_DIR + "/text")))
+        raw["help"] = help_pairs(english_help, other_help)
+    reasons = collections.Counter()
+    kept = []
+    for origin, pairs in raw.items():
+        for en, xx in pairs:
+            pair, reason = clean_pair(en, xx, ui=origin == "ui", max_chars=max_chars, max_ratio=max_ratio)
+            reasons[reason] += 1
+            if pair is not None:
+                kept.append(pair)
+    unique = dedupe(kept)
+    return {"lang": lang, "pairs": unique, "raw_ui": len(raw["ui"]), "raw_help": len(raw["help"]),
+            "reasons": dict(reasons), "unique": len(unique), "seconds": round(time.time() - started, 1)}
+
+
+def language_dir(root: str, pattern: str) -> str:
+    """The one language directory a package unpacked into root has (pt-br ships 'pt_BR' UI
+    catalogs but 'pt-BR' help), found rather than guessed."""
+    found = sorted(glob.glob(os.path.join(root, pattern)))
+    if len(found) != 1:
+        raise RuntimeError(f"{root}: expected one {pattern}, found {found}")
+    return found[0]
+
+
+_ENGLISH_HELP = None
+
+
+def _set_english_help(pages):
+    global _ENGLISH_HELP
+    _ENGLISH_HELP = pages
+
+
+def _extract_with_shared_english(job):
+    lang, suffix, debs, max_chars, max_ratio = job
+    return extract_language((lang, suffix, debs, _ENGLISH_HELP, max_chars, max_ratio))
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+def write_lines(path: str, lines: Sequence[str]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line.replace("\n", " ") + "\n")
+    os.replace(tmp, path)
+
+
+def write_corpus(out: str, splits_by_lang: Dict[str, Dict[str, List[Pair]]]) -> Dict[str, Dict[str, int]]:
+    """Writes both directions of every language; returns task -> split -> count."""
+    counts = {}
+    for lang in sorted(splits_by_lang):
+        for split, pairs in splits_by_lang[lang].items():
+            english = [en for en, _ in pairs]
+            other = [xx for _, xx in pairs]
+            for src, tgt in ((PIVOT, lang), (lang, PIVOT)):
+                base = os.path.join(out, f"{split}.{src}-{tgt}")
+                write_lines(f"{base}.{PIVOT}", english)
+                write_lines(f"{base}.{lang}", other)
+                counts.setdefault(f"{src}-{tgt}", {})[split] = len(pairs)
+    return dict(sorted(counts.items()))
+
+
+def remove_stale_files(out: str, tasks: Sequence[str]) -> None:
+    """Drops corpus files of tasks no longer built (e.g. after changing --languages)."""
+    pattern = re.compile(r"^(train|dev|test)\.([a-z]+-[a-z]+)\.[a-z]+$")
+    for name in os.listdir(out):
+        match = pattern.match(name)
+        if match and match.group(2) not in tasks:
+            os.remove(os.path.join(out, name))
+
+
+def print_table(counts: Dict[str, Dict[str, int]]) -> None:
+    print(f"{'task':<8} {'train':>8} {'dev':>6} {'test':>6}")
+    for task, row in counts.items():
+        print(f"{task:<8} {row['train']:>8} {row['dev']:>6} {row['test']:>6}")
+    total = {split: sum(row[split] for row in counts.values()) for split in SPLITS}
+    print(f"{'total':<8} {total['train']:>8} {total['dev']:>6} {total['test']:>6}", flush=True)
+
+
+def print_samples(splits_by_lang, count: int, seed: int) -> None:
+    rng = random.Random(seed)
+    for lang in sorted(splits_by_lang):
+        train = splits_by_lang[lang]["train"]
+        print(f"--- {count} random train pairs, en-{lang}")
+        for en, xx in rng.sample(train, min(count, len(train))):
+            print(f"  en: {en}\n  {lang}: {xx}")
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="build/corpus")
+    parser.add_argument("--deb-cache", default=None, help="default: OUT/debs")
+    parser.add_argument("--languages", default=DEFAULT_LANGUAGES,
+                        help="comma-separated codes, code=package-suffix where they differ")
+    parser.add_argument("--dev-size", type=int, default=500)
+    parser.add_argument("--test-size", type=int, default=500)
+    parser.add_argument("--min-eval-words", type=int, default=3,
+                        help="dev/test English sentences have at least this many words")
+    parser.add_argument("--max-chars", type=int, default=200)
+    parser.add_argument("--max-ratio", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--show-samples", type=int, default=0, help="print N random train pairs per language")
+    args = parser.parse_args(argv)
+
+    started = time.time()
+    languages = parse_languages(args.languages)
+    os.makedirs(args.out, exist_ok=True)
+    cache = args.deb_cache or os.path.join(args.out, "debs")
+    wanted = {"libreoffice-help-en-us"}
+    for suffix in languages.values():
+        wanted.update(packages_for(suffix).values())
+    debs = fetch_packages(sorted(wanted), cache)
+    download_bytes = sum(os.path.getsize(path) for path in debs.values())
+
+    with tempfile.TemporaryDirectory(prefix="corpus-en-") as root:
+        unpack(debs["libreoffice-help-en-us"], root)
+        english_help = help_pages(os.path.dirname(language_dir(root, HELP_DIR + "/text")))
+    print(f"English help: {len(english_help)} pages, "
+          f"{sum(map(len, english_help.values()))} paragraphs", flush=True)
+
+    jobs = [(lang, suffix, [debs[p] for p in packages_for(suffix).values()], args.max_chars, args.max_ratio)
+            for lang, suffix in languages.items()]
+    # fork: workers inherit the parsed English help instead of re-parsing or pickling it.
+    with multiprocessing.get_context("fork").Pool(min(args.jobs, len(jobs)), _set_english_help,
+                                                   (english_help,)) as pool:
+        results = pool.map(_extract_with_shared_english, jobs)
+    for r in results:
+        print(f"{r['lang']}: ui {r['raw_ui']} + help {r['raw_help']} raw pairs -> "
+              f"{r['reasons'].get('kept', 0)} clean -> {r['unique']} unique  ({r['seconds']} s)  "
+              f"dropped: { {k: v for k, v in sorted(r['reasons'].items()) if k != 'kept'} }", flush=True)
+
+    pairs_by_lang = {r["lang"]: r["pairs"] for r in results}
+    splits = assign_splits(pairs_by_lang, args.dev_size, args.test_size, args.seed, args.min_eval_words)
+    for lang, by_split in splits.items():
+        for split in ("dev", "test"):
+            wanted_size = args.dev_size if split == "dev" else args.test_size
+            if len(by_split[split]) < wanted_size:
+                print(f"warning: {lang} {split} has {len(by_split[split])} < {wanted_size} pairs", file=sys.stderr)
+    counts = write_corpus(args.out, splits)
+    remove_stale_files(args.out, list(counts))
+
+    summary = {
+        "tasks": counts,
+        "languages": {r["lang"]: {k: r[k] for k in ("raw_ui", "raw_help", "reasons", "unique")}
+                      for r in results},
+        "packages": {name: {"file": os.path.basename(path), "version": deb_version(path),
+                            "bytes": os.path.getsize(path)} for name, path in sorted(debs.items())},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "deb_cache", "jobs", "show_samples")},
+        "download_bytes": download_bytes,
+        "seconds": round(time.time() - started, 1),
+    }
+    with open(os.path.join(args.out, "counts.json"), "w") as f:
+        json.dump(summary, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+    print_table(counts)
+    if args.show_samples:
+        print_samples(splits, args.show_samples, args.seed)
+    print(f"packages: {download_bytes / 1e6:.1f} MB in {cache}; built {args.out} in "
+          f"{time.time() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,23 @@
 
 namespace taskmoe::kernels {
 
+void TopKOfRow(const float* row, int64_t n, int64_t k, float* values, int32_t* indices) {
+  int64_t filled = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float value = row[i];
+    // Strictly greater: an equal later element never displaces an earlier one.
+    if (filled == k && !(value > values[k - 1])) continue;
+    int64_t pos = filled < k ? filled++ : k - 1;
+    while (pos > 0 && value > values[pos - 1]) {
+      values[pos] = values[pos - 1];
+      indices[pos] = indices[pos - 1];
+      --pos;
+    }
+    values[pos] = value;
+    indices[pos] = static_cast<int32_t>(i);
+  }
+}
+
 absl::Status TopK(const Tensor& x, int64_t k, Tensor& values, Tensor& indices) {
   constexpr const char* kOp = "TopK";
   if (absl::Status s = CheckDType(x, DType::kF32, kOp, "x"); !s.ok()) return s;
@@ -26,23 +43,7 @@ absl::Status TopK(const Tensor& x, int64_t k, Tensor& values, Tensor& indices) {
   float* top_values = values.data<float>();
   int32_t* top_indices = indices.data<int32_t>();
   ParallelFor(rows, rows * n > (1 << 16), [&](int64_t r) {
-    const float* row = in + r * n;
-    float* v = top_values + r * k;
-    int32_t* idx = top_indices + r * k;
-    int64_t filled = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const float value = row[i];
-      // Strictly greater: an equal later element never displaces an earlier one.
-      if (filled == k && !(value > v[k - 1])) continue;
-      int64_t pos = filled < k ? filled++ : k - 1;
-      while (pos > 0 && value > v[pos - 1]) {
-        v[pos] = v[pos - 1];
-        idx[pos] = idx[pos - 1];
-        --pos;
-      }
-      v[pos] = value;
-      idx[pos] = static_cast<int32_t>(i);
-    }
+    TopKOfRow(in + r * n, n, k, top_values + r * k, top_indices + r * k);
   });
   return absl::OkStatus();
 }

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/topk.h"
 
 namespace taskmoe::models {
 
@@ -27,20 +28,18 @@ void ChooseExpertsInto(const float* logits, int num_experts, int top_k, GateScra
   const float max_logit = *std::max_element(probs.begin(), probs.end());
   for (float& p : probs) p = std::exp(p - max_logit);
   // The softmax denominator cancels in the renormalisation, so it is never computed.
-  std::vector<int>& order = scratch.order;
-  order.resize(num_experts);
-  for (int e = 0; e < num_experts; ++e) order[e] = e;
-  // partial_sort needs no buffer (stable_sort would allocate); the index breaks ties.
-  std::partial_sort(order.begin(), order.begin() + top_k, order.end(), [&](int a, int b) {
-    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
-  });
+  // The lower index wins a tie, so the choice is deterministic.
+  scratch.top_probs.resize(top_k);
+  scratch.top_experts.resize(top_k);
+  kernels::TopKOfRow(probs.data(), num_experts, top_k, scratch.top_probs.data(),
+                     scratch.top_experts.data());
   choice.experts.clear();
   choice.gates.clear();
   float chosen_sum = 0.0f;
-  for (int i = 0; i < top_k; ++i) chosen_sum += probs[order[i]];
+  for (int i = 0; i < top_k; ++i) chosen_sum += scratch.top_probs[i];
   for (int i = 0; i < top_k; ++i) {
-    choice.experts.push_back(order[i]);
-    choice.gates.push_back(probs[order[i]] / chosen_sum);
+    choice.experts.push_back(scratch.top_experts[i]);
+    choice.gates.push_back(scratch.top_probs[i] / chosen_sum);
   }
 }
 

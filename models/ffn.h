@@ -43,7 +43,8 @@ ExpertChoice ChooseExperts(const float* logits, int num_experts, int top_k);
 // Buffers of ChooseExpertsInto, kept by the caller so that per-token gating never allocates.
 struct GateScratch {
   std::vector<float> probs;
-  std::vector<int> order;
+  std::vector<float> top_probs;
+  std::vector<int32_t> top_experts;
 };
 
 // ChooseExperts into `choice`, reusing its storage and `scratch`.

@@ -92,16 +92,19 @@ std::string TextStream::Detokenize(size_t begin, size_t end, size_t unknowns_bef
 std::string TextStream::AddToken(int32_t token) {
   if (sentence_ >= static_cast<int>(sentences_.size())) return std::string();
   tokens_.push_back(token);
-  const std::string text = Detokenize(window_begin_, tokens_.size(), unknowns_before_window_);
-  // Wait while the window's text does not extend what was sent (a piece may change how the
-  // one before it reads) or ends inside a character (a byte piece of a longer one).
+  const std::string window = Detokenize(window_begin_, tokens_.size(), unknowns_before_window_);
+  // Wait while the window's text does not extend what it read before (a piece may change how
+  // the one before it reads) or ends inside a character (a byte piece of a longer one).
   size_t unused = 0;
-  if (text.size() <= window_text_.size() || !text.starts_with(window_text_) ||
-      CountUtf8Chars(std::string_view(text).substr(window_text_.size()), &unused) < 0) {
+  if (window.size() <= window_text_.size() || !window.starts_with(window_text_) ||
+      CountUtf8Chars(std::string_view(window).substr(window_text_.size()), &unused) < 0) {
     return std::string();
   }
-  std::string delta = text.substr(window_text_.size());
-  // The next window starts at the tokens just sent, if their text alone is not empty:
+  const std::string_view added = std::string_view(window).substr(window_text_.size());
+  if (sentence_text_.empty()) text_.append(joiner_.SeparatorBeforeNext());
+  text_.append(added);
+  sentence_text_.append(added);
+  // The next window starts at the tokens just read, if their text alone is not empty:
   // detokenising from a token that adds nothing would drop the leading space of the next.
   size_t unknowns_before_sent_end = unknowns_before_window_;
   for (size_t i = window_begin_; i < sent_end_; ++i) {
@@ -113,22 +116,54 @@ std::string TextStream::AddToken(int32_t token) {
     unknowns_before_window_ = unknowns_before_sent_end;
     window_text_ = std::move(tail);
   } else {
-    window_text_ = text;
+    window_text_ = window;
   }
   sent_end_ = tokens_.size();
-  if (sentence_text_.empty()) delta.insert(0, joiner_.SeparatorBeforeNext());
-  sentence_text_.append(delta);
+  return TakeUnsent();
+}
+
+std::string TextStream::TakeUnsent() {
+  // A surplus is dropped from what follows where that repeats it; where it does not, it stays
+  // in the caller's text and the rest goes on.
+  while (!surplus_.empty() && sent_ < text_.size()) {
+    if (text_[sent_] != surplus_.front()) {
+      surplus_.clear();
+      break;
+    }
+    surplus_.erase(0, 1);
+    ++sent_;
+  }
+  if (!surplus_.empty()) return std::string();
+  std::string delta = text_.substr(sent_);
+  sent_ = text_.size();
   return delta;
 }
 
 void TextStream::EndSentence() {
   if (sentence_ >= static_cast<int>(sentences_.size())) return;
-  // The sentence's text without the separator sent before it.
-  const std::string_view separator = joiner_.SeparatorBeforeNext();
-  std::string_view text = sentence_text_;
-  if (!text.empty()) text.remove_prefix(separator.size());
-  joiner_.Add(text, sentences_[sentence_].separator);
+  // The sentence's whole text, as AssembleText has it; it differs from the windows' only where
+  // its end took something back.
+  const std::string full = Detokenize(0, tokens_.size(), 0);
+  if (full != sentence_text_) {
+    const std::string separator(joiner_.SeparatorBeforeNext());
+    const std::string sent_part =
+        sent_ > sentence_begin_ ? text_.substr(sentence_begin_, sent_ - sentence_begin_) : "";
+    const std::string new_part = full.empty() ? std::string() : separator + full;
+    size_t common = 0;
+    while (common < sent_part.size() && common < new_part.size() &&
+           sent_part[common] == new_part[common]) {
+      ++common;
+    }
+    text_.resize(sentence_begin_);
+    text_.append(new_part);
+    if (!sent_part.empty()) {
+      sent_ = sentence_begin_ + common;
+      surplus_ = sent_part.substr(common) + surplus_;  // in the order the caller has them
+    }
+  }
+  joiner_.Add(full, sentences_[sentence_].separator);
   ++sentence_;
+  sentence_begin_ = text_.size();
   tokens_.clear();
   window_begin_ = sent_end_ = unknowns_before_window_ = 0;
   window_text_.clear();

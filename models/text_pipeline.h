@@ -93,6 +93,11 @@ class SentenceJoiner {
 // of the sentence is detokenised again, starting at a token whose text was already sent, so
 // the leading-space rule of the first piece and byte pieces that complete a character later
 // come out as in the whole sentence's text.
+//
+// A delta, once sent, cannot be taken back. Where a sentence's final text is shorter than what
+// was sent for it (SentencePiece drops the space before a dropped unknown piece at its end),
+// the surplus is matched against the text that follows (usually the separator) and never sent
+// twice; a surplus nothing matches stays in the caller's text (at most some whitespace).
 class TextStream {
  public:
   TextStream(const Tokenizer& tokenizer, absl::Span<const SourceSentence> sentences,
@@ -109,20 +114,28 @@ class TextStream {
   // Text of tokens_[begin, end) detokenised together, unknown pieces numbered from
   // `unknowns_before` (the unknown pieces before `begin`).
   std::string Detokenize(size_t begin, size_t end, size_t unknowns_before) const;
+  // What text_ holds beyond what was sent, once the surplus (if any) is matched.
+  std::string TakeUnsent();
 
   const Tokenizer& tokenizer_;
   const absl::Span<const SourceSentence> sentences_;
   const UnknownPieces unknowns_;
   int sentence_ = 0;
   std::vector<int32_t> tokens_;  // of the current sentence
-  // The window: tokens_[window_begin_, sent_end_) have been sent and detokenise to
-  // window_text_ (non-empty unless window_begin_ is 0).
+  // The window: tokens_[window_begin_, sent_end_) detokenise to window_text_ (non-empty unless
+  // window_begin_ is 0), and the text of tokens_[0, sent_end_) is in text_.
   size_t window_begin_ = 0;
   size_t sent_end_ = 0;
   size_t unknowns_before_window_ = 0;
   std::string window_text_;
-  std::string sentence_text_;  // the current sentence's deltas so far
-  SentenceJoiner joiner_;      // the finished sentences
+  // The text as it stands: the finished sentences joined (as SentenceJoiner does), then the
+  // current sentence's separator and text so far (sentence_text_).
+  std::string text_;
+  size_t sentence_begin_ = 0;  // where the current sentence's separator starts in text_
+  std::string sentence_text_;
+  SentenceJoiner joiner_;  // the finished sentences, for their separators
+  size_t sent_ = 0;        // text_[0, sent_) was sent
+  std::string surplus_;    // sent beyond text_[0, sent_), not (yet) in text_
 };
 
 // Puts a text's translation together from its sentences' hypotheses (both in order).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README (and of CI): installs what the tests need, checks
-# formatting and the deployment files (tools/check-deploy.sh), builds Release and ASan+UBSan,
+# formatting, the layering of includes (tools/check-includes.py) and the deployment files
+# (tools/check-deploy.sh), builds Release and ASan+UBSan,
 # and runs every test under both builds, the server's tests under ThreadSanitizer
 # (tools/tsan.sh), fuzzes each libFuzzer target briefly
 # (tools/fuzz.sh), then runs the Python tests of the reference trainer.
@@ -10,6 +11,7 @@ start=$SECONDS
 
 tools/setup.sh test
 tools/check-format.sh
+tools/check-includes.py
 tools/check-deploy.sh
 
 tools/build.sh Release -DTASKMOE_BUILD_TESTS=ON

@@ -6,6 +6,19 @@
 #include "absl/strings/str_cat.h"
 
 namespace taskmoe::models {
+
+ModelShape TinyModelShape() {
+  return {.d_model = 32,
+          .num_heads = 4,
+          .encoder_layers = 2,
+          .decoder_layers = 2,
+          .d_ff = 48,
+          .vocab_size = 50,
+          .num_experts = 4,
+          .top_k = 2,
+          .max_positions = 64,
+          .num_languages = 3};
+}
 namespace {
 
 // xorshift64*: fast enough to fill half a billion weights in a few seconds.

@@ -13,12 +13,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 
 namespace taskmoe::testing {
@@ -75,7 +78,7 @@ std::string MakeTempDir(const std::string& name) {
 }
 
 std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   std::stringstream content;
   content << in.rdbuf();
   return content.str();
@@ -98,6 +101,24 @@ CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration ti
   }
   result.exit_code = *code;
   result.output = ReadFile(log);
+  return result;
+}
+
+SeparateOutputs RunCommandWithInput(const std::vector<std::string>& argv,
+                                    const std::string& input) {
+  const std::string dir = MakeTempDir("command");
+  std::ofstream(dir + "/in", std::ios::binary) << input;
+  std::vector<std::string> quoted;
+  for (const std::string& arg : argv) {
+    quoted.push_back(absl::StrCat("'", absl::StrReplaceAll(arg, {{"'", "'\\''"}}), "'"));
+  }
+  const std::string command =
+      absl::StrCat(absl::StrJoin(quoted, " "), " < ", dir, "/in > ", dir, "/out 2> ", dir, "/err");
+  const int status = std::system(command.c_str());
+  SeparateOutputs result;
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  result.out = ReadFile(dir + "/out");
+  result.err = ReadFile(dir + "/err");
   return result;
 }
 

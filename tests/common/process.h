@@ -1,6 +1,7 @@
-// Child processes and loopback HTTP for the integration tests of every layer: run a command to
-// its end with its output captured, keep one (a server, a client) running in the background
-// and signal or stop it, and GET a page from a local HTTP endpoint. Every wait is bounded.
+// The helpers tests of every layer share: temporary directories and whole files, child
+// processes (run a command to its end with its output captured, or keep one, a server or a
+// client, running in the background and signal or stop it) and GET from a local HTTP
+// endpoint. Every wait is bounded.
 #ifndef TASKMOE_TESTS_COMMON_PROCESS_H_
 #define TASKMOE_TESTS_COMMON_PROCESS_H_
 
@@ -19,7 +20,7 @@ namespace taskmoe::testing {
 // A fresh empty directory under TEST_TMPDIR (or /tmp).
 std::string MakeTempDir(const std::string& name);
 
-// The whole content of a file ("" when unreadable).
+// The whole content of a file, byte for byte ("" when unreadable).
 std::string ReadFile(const std::string& path);
 
 struct CommandResult {
@@ -29,6 +30,16 @@ struct CommandResult {
 
 // Runs argv[0] with argv to its end, killing it after `timeout`.
 CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration timeout);
+
+struct SeparateOutputs {
+  int exit_code = -1;  // -1: killed by a signal
+  std::string out, err;
+};
+
+// Runs argv (through sh, every argument quoted) to its end with `input` on its stdin, and
+// returns stdout and stderr apart (for command-line tools whose errors go to stderr).
+SeparateOutputs RunCommandWithInput(const std::vector<std::string>& argv,
+                                    const std::string& input = "");
 
 // A background process, sent SIGTERM (then SIGKILL) when destroyed.
 class ChildProcess {

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "loadtest/compare.h"
 #include "loadtest/progress.h"
+#include "tests/common/process.h"
 
 namespace taskmoe::loadtest {
 namespace {
@@ -33,10 +34,9 @@ RunReport MakeRun(const std::string& name, int batch, double tokens_per_second) 
 }
 
 std::string TempPath(const std::string& name) {
-  const char* base = getenv("TEST_TMPDIR");
-  std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/loadtest-report-XXXXXX";
-  EXPECT_NE(mkdtemp(pattern.data()), nullptr);
-  return pattern + "/" + name;
+  const std::string dir = ::taskmoe::testing::MakeTempDir("loadtest-report");
+  EXPECT_FALSE(dir.empty());
+  return dir + "/" + name;
 }
 
 TEST(ReportTest, RunJsonRoundTrip) {

@@ -8,6 +8,7 @@
 #include <map>
 
 #include "absl/strings/str_split.h"
+#include "tests/common/process.h"
 
 namespace taskmoe::loadtest {
 namespace {
@@ -98,10 +99,8 @@ TEST(SyntheticTextTest, HasTheRequestedWordsAndIsDeterministic) {
 class TextFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* base = getenv("TEST_TMPDIR");
-    std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/loadtest-texts-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    dir_ = ::taskmoe::testing::MakeTempDir("loadtest-texts");
+    ASSERT_FALSE(dir_.empty());
   }
   void Write(const std::string& name, const std::string& content) {
     std::ofstream(dir_ + "/" + name) << content;

@@ -13,16 +13,8 @@ namespace {
 class DecodingLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const ModelShape shape{.d_model = 32,
-                           .num_heads = 4,
-                           .encoder_layers = 1,
-                           .decoder_layers = 2,
-                           .d_ff = 48,
-                           .vocab_size = 50,
-                           .num_experts = 4,
-                           .top_k = 2,
-                           .max_positions = 64,
-                           .num_languages = 3};
+    ModelShape shape = TinyModelShape();
+    shape.encoder_layers = 1;
     config_ = MakeRandomModelConfig(shape, ModelKind::kDense);
     auto weights = MakeRandomWeights(config_, 11);
     ASSERT_TRUE(weights.ok()) << weights.status();

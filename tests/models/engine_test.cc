@@ -22,19 +22,6 @@ namespace {
 using kernels::Shape;
 using kernels::Tensor;
 
-ModelShape TinyShape() {
-  return {.d_model = 32,
-          .num_heads = 4,
-          .encoder_layers = 2,
-          .decoder_layers = 2,
-          .d_ff = 48,
-          .vocab_size = 50,
-          .num_experts = 4,
-          .top_k = 2,
-          .max_positions = 64,
-          .num_languages = 3};
-}
-
 std::shared_ptr<const SafetensorsFile> Serialize(const std::vector<OwnedTensor>& tensors) {
   std::vector<TensorToWrite> to_write;
   for (const OwnedTensor& t : tensors) to_write.push_back({t.name, t.shape, t.values.data()});
@@ -93,7 +80,7 @@ std::vector<float> TeacherForcedLogProbs(const TransformerModel& model, const Ta
 class ExtractionTest : public ::testing::TestWithParam<ModelKind> {};
 
 TEST_P(ExtractionTest, SubnetworkMatchesFullModelRoutedByTask) {
-  const ModelConfig config = MakeRandomModelConfig(TinyShape(), GetParam());
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), GetParam());
   const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 7));
   const std::shared_ptr<const TransformerModel> full = MustCreate(config, *weights);
   for (size_t t = 0; t < config.tasks.size(); ++t) {
@@ -138,7 +125,7 @@ INSTANTIATE_TEST_SUITE_P(Kinds, ExtractionTest,
 // and its keep-alive list both hold every linear), two tasks' subnetworks share their common
 // layers, and unloading one makes those layers its own again and prunes its experts.
 TEST(WeightStore, CountsModelsNotReferences) {
-  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kTaskMoe);
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), ModelKind::kTaskMoe);
   const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 7));
   auto store = std::make_shared<WeightStore>();
   std::vector<std::shared_ptr<const TransformerModel>> models;
@@ -165,7 +152,7 @@ TEST(WeightStore, CountsModelsNotReferences) {
 }
 
 TEST(Extraction, TokenRoutedStacksKeepAllExperts) {
-  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kHybrid);
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), ModelKind::kHybrid);
   const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 7));
   absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(config, *weights, "en-de", "sha256:x");
   ASSERT_TRUE(sub.ok());
@@ -179,7 +166,7 @@ TEST(Extraction, TokenRoutedStacksKeepAllExperts) {
 
 TEST(Engine, BatchingAndPaddingDoNotChangeResults) {
   for (ModelKind kind : {ModelKind::kDense, ModelKind::kTokenMoe}) {
-    const ModelConfig config = MakeRandomModelConfig(TinyShape(), kind);
+    const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), kind);
     const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 3));
     const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
     const TaskRoute& route = **model->RouteForTask(0);
@@ -198,7 +185,7 @@ TEST(Engine, BatchingAndPaddingDoNotChangeResults) {
 }
 
 TEST(Engine, BeamSearchFindsAtLeastTheGreedyScoreAndIsBatchInvariant) {
-  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kDense);
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), ModelKind::kDense);
   const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 5));
   const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
   const TaskRoute& route = **model->RouteForTask(0);
@@ -224,7 +211,7 @@ TEST(Engine, BeamSearchFindsAtLeastTheGreedyScoreAndIsBatchInvariant) {
 }
 
 TEST(Engine, CancelledSentencesLeaveTheBatch) {
-  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kDense);
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), ModelKind::kDense);
   const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 5));
   const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
   const auto sources = Sources(3, 5, 1);
@@ -244,7 +231,7 @@ TEST(Engine, CancelledSentencesLeaveTheBatch) {
 }
 
 TEST(Engine, OnStepIsCalledBeforeEveryStep) {
-  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kDense);
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), ModelKind::kDense);
   const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 5));
   const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
   const auto sources = Sources(2, 5, 1);
@@ -266,7 +253,7 @@ TEST(Engine, OnStepIsCalledBeforeEveryStep) {
 }
 
 TEST(Ffn, TokenMoeMatchesPerTokenComputation) {
-  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kTokenMoe);
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), ModelKind::kTokenMoe);
   const std::vector<OwnedTensor> tensors = MakeRandomTensors(config, 11);
   const std::shared_ptr<const SafetensorsFile> weights = Serialize(tensors);
   const std::shared_ptr<const TransformerModel> model = MustCreate(config, *weights);
@@ -364,7 +351,7 @@ TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
   const size_t head_bytes = packed_bytes(vocab, d, false);
   std::map<ModelKind, StepCost> costs;
   for (ModelKind kind : {ModelKind::kDense, ModelKind::kTaskMoe, ModelKind::kTokenMoe}) {
-    const ModelConfig config = MakeRandomModelConfig(TinyShape(), kind);
+    const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), kind);
     const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 3));
     auto model =
         TransformerModel::Create(config, *weights, {.precision = kernels::Precision::kInt8});
@@ -403,7 +390,7 @@ TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
 }
 
 TEST(Loader, RefusesTensorsThatDisagreeWithTheConfig) {
-  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kTaskMoe);
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), ModelKind::kTaskMoe);
   std::vector<OwnedTensor> tensors = MakeRandomTensors(config, 1);
   // Missing tensor.
   {
@@ -435,7 +422,7 @@ TEST(Loader, RefusesTensorsThatDisagreeWithTheConfig) {
 }
 
 TEST(Loader, RefusesBadDecodeInputs) {
-  const ModelConfig config = MakeRandomModelConfig(TinyShape(), ModelKind::kDense);
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), ModelKind::kDense);
   const std::shared_ptr<const TransformerModel> model =
       MustCreate(config, *Serialize(MakeRandomTensors(config, 1)));
   const TaskRoute& route = **model->RouteForTask(0);

@@ -15,19 +15,15 @@
 #include "models/text/tokenizer.h"
 #include "models/text/utf8.h"
 #include "nlohmann/json.hpp"
+#include "tests/common/process.h"
 
 namespace taskmoe::models {
 namespace {
 
+using ::taskmoe::testing::ReadFile;
+
 const std::string kFixtures = TASKMOE_TEST_FIXTURES_DIR;
 const std::string kSpmModel = std::string(TASKMOE_SOURCE_DIR) + "/demo/taskmoe/spm.model";
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::ostringstream bytes;
-  bytes << file.rdbuf();
-  return bytes.str();
-}
 
 std::string FromHex(const std::string& hex) {
   return absl::HexStringToBytes(absl::string_view(hex.data(), hex.size()));
@@ -75,8 +71,9 @@ TEST_F(SentencePieceTest, EncodesLikeTheLibrary) {
     const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
     const std::vector<int32_t> got = model_->Encode(text);
     if (got != want && ++mismatches <= 10) {
-      ADD_FAILURE() << "text \"" << absl::CHexEscape(text) << "\": " << testing::PrintToString(got)
-                    << " != library's " << testing::PrintToString(want);
+      ADD_FAILURE() << "text \"" << absl::CHexEscape(text)
+                    << "\": " << ::testing::PrintToString(got) << " != library's "
+                    << ::testing::PrintToString(want);
     }
   }
   EXPECT_EQ(mismatches, 0) << "of " << cases.size();
@@ -88,7 +85,7 @@ TEST_F(SentencePieceTest, DecodesLikeTheLibrary) {
   for (const auto& c : cases) {
     const std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
     EXPECT_EQ(model_->Decode(ids), FromHex(c["text_hex"].get<std::string>()))
-        << testing::PrintToString(ids);
+        << ::testing::PrintToString(ids);
   }
 }
 

@@ -228,5 +228,95 @@ TEST_F(TextPipelineTest, AssembleJoinsSentencesWithTheirSeparators) {
   EXPECT_FALSE(AssembleText(*tokenizer_, *sentences, {&h0}, UnknownPieces::kDrop).ok());
 }
 
+// The deltas a stream sends, token by token, sentence by sentence.
+std::string StreamedText(const Tokenizer& tokenizer, const std::vector<SourceSentence>& sentences,
+                         const std::vector<const Hypothesis*>& hypotheses, UnknownPieces unknowns) {
+  TextStream stream(tokenizer, sentences, unknowns);
+  std::string text;
+  for (const Hypothesis* h : hypotheses) {
+    for (int32_t token : h->tokens) text += stream.AddToken(token);
+    stream.EndSentence();
+  }
+  return text;
+}
+
+TEST_F(TextPipelineTest, StreamDeltasAddUpToTheAssembledText) {
+  auto sentences = PrepareText(*tokenizer_, *task_, "\xF0\x9F\x98\x80 Yes.\n\nGood. No.", {}, 256);
+  ASSERT_TRUE(sentences.ok());
+  ASSERT_EQ(sentences->size(), 3u);
+  const int32_t unk = config_.special_tokens.unk;
+  auto pieces = [&](std::string_view text) { return *tokenizer_->EncodePieces(text); };
+  auto concat = [](std::vector<std::vector<int32_t>> parts) {
+    std::vector<int32_t> out;
+    for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
+  };
+  // Unknown pieces first, in the middle (more of them than the source has: dropped), next to
+  // spaces, and a sentence translated to nothing.
+  const std::vector<std::vector<int32_t>> cases[] = {
+      {concat({{unk}, pieces("Hallo Welt")}), {}, pieces("Gut so.")},
+      {concat({pieces("Ja"), {unk}, pieces(" und"), {unk, unk}, pieces(" nein")}),
+       concat({pieces("Gut."), {unk}}), concat({{unk}, pieces(" Nein.")})},
+      {{}, {}, pieces("Nur das.")},
+      {concat({pieces("Das kostet 5 \xE2\x82\xAC, \xC3\xBC"
+                      "ber alles!")}),
+       pieces("Ja."),
+       {}},
+  };
+  for (const auto& tokens : cases) {
+    std::vector<Hypothesis> hypotheses;
+    for (const auto& t : tokens) hypotheses.push_back({.tokens = t, .reached_eos = true});
+    const std::vector<const Hypothesis*> parts = {&hypotheses[0], &hypotheses[1], &hypotheses[2]};
+    for (UnknownPieces unknowns : {UnknownPieces::kCopySource, UnknownPieces::kDrop}) {
+      auto assembled = AssembleText(*tokenizer_, *sentences, parts, unknowns);
+      ASSERT_TRUE(assembled.ok());
+      EXPECT_EQ(StreamedText(*tokenizer_, *sentences, parts, unknowns), assembled->text);
+    }
+  }
+}
+
+TEST_F(TextPipelineTest, StreamDeltasAddUpForRandomPieceSequences) {
+  // Pieces of real words, the unknown piece and byte-level oddities, in random orders.
+  std::vector<int32_t> vocabulary = *tokenizer_->EncodePieces(
+      "Die Datei wurde nicht gefunden. \xC3\x9C"
+      "bersetzung, gr\xC3\xB6\xC3\x9F"
+      "er als 5 % \xE2\x80\x93 "
+      "\xE2\x80\x9Eja\xE2\x80\x9C (nein) ...");
+  vocabulary.push_back(config_.special_tokens.unk);
+  vocabulary.push_back(config_.special_tokens.unk);
+  auto sentences =
+      PrepareText(*tokenizer_, *task_, "\xF0\x9F\x98\x80 in \xC5\x81odz. Gut.", {}, 256);
+  ASSERT_TRUE(sentences.ok());
+  ASSERT_EQ(sentences->size(), 2u);
+  uint32_t seed = 12345;
+  auto next = [&seed]() { return seed = seed * 1664525u + 1013904223u; };
+  int surplus_cases = 0;
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<Hypothesis> hypotheses(2);
+    for (Hypothesis& h : hypotheses) {
+      const int length = static_cast<int>(next() >> 28);  // 0..15
+      for (int i = 0; i < length; ++i)
+        h.tokens.push_back(vocabulary[(next() >> 8) % vocabulary.size()]);
+    }
+    const std::vector<const Hypothesis*> parts = {&hypotheses[0], &hypotheses[1]};
+    for (UnknownPieces unknowns : {UnknownPieces::kCopySource, UnknownPieces::kDrop}) {
+      auto assembled = AssembleText(*tokenizer_, *sentences, parts, unknowns);
+      ASSERT_TRUE(assembled.ok());
+      // Exact, but for a surplus nothing after it repeats: a space the last sentence took
+      // back at its end (TextStream says why).
+      const std::string streamed = StreamedText(*tokenizer_, *sentences, parts, unknowns);
+      const bool exact = streamed == assembled->text;
+      const bool trailing_space =
+          streamed.starts_with(assembled->text) &&
+          streamed.find_first_not_of(' ', assembled->text.size()) == std::string::npos;
+      ASSERT_TRUE(exact || trailing_space)
+          << "trial " << trial << ": '" << streamed << "' against '" << assembled->text << "'";
+      surplus_cases += exact ? 0 : 1;
+    }
+  }
+  // Rare: a dropped unknown piece after a space at the very end of the text.
+  EXPECT_LT(surplus_cases, 50);
+}
+
 }  // namespace
 }  // namespace taskmoe::models

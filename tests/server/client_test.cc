@@ -15,43 +15,15 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "taskmoe/v1/translation.grpc.pb.h"
+#include "tests/common/process.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_repository.h"
 
 namespace taskmoe::server::testing {
 namespace {
 
-struct CommandResult {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::string ShellQuote(const std::string& arg) {
-  return absl::StrCat("'", absl::StrReplaceAll(arg, {{"'", "'\\''"}}), "'");
-}
-
-// Runs argv (through sh, arguments quoted) with `input` on stdin.
-CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& input = "") {
-  const std::string dir = MakeTempDir("client");
-  std::ofstream(dir + "/in") << input;
-  std::vector<std::string> quoted;
-  for (const std::string& a : argv) quoted.push_back(ShellQuote(a));
-  const std::string command =
-      absl::StrCat(absl::StrJoin(quoted, " "), " < ", dir, "/in > ", dir, "/out 2> ", dir, "/err");
-  const int status = std::system(command.c_str());
-  CommandResult r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = ReadAll(dir + "/out");
-  r.err = ReadAll(dir + "/err");
-  return r;
-}
+using ::taskmoe::testing::RunCommandWithInput;
+using CommandResult = ::taskmoe::testing::SeparateOutputs;
 
 class ClientTest : public ::testing::Test {
  protected:
@@ -98,76 +70,78 @@ TEST_F(ClientTest, CliTranslatesStreamsAndDescribes) {
   StartServer({"--max_output_tokens=16", "--enable_admin"});
   const std::string expected = Expected(kTexts, 16);
 
-  CommandResult args = RunCommand(Cli({"--task=en-de", kTexts[0], kTexts[1], kTexts[2]}));
-  EXPECT_EQ(args.code, 0) << args.err;
+  CommandResult args = RunCommandWithInput(Cli({"--task=en-de", kTexts[0], kTexts[1], kTexts[2]}));
+  EXPECT_EQ(args.exit_code, 0) << args.err;
   EXPECT_EQ(args.out, expected);
 
   // Stdin lines, one text per request, concurrently: order kept, blank lines kept.
-  CommandResult lines =
-      RunCommand(Cli({"--task=en-de", "--texts_per_request=1", "--concurrency=3", "--stats"}),
-                 absl::StrCat(kTexts[0], "\n\n", kTexts[1], "\n", kTexts[2], "\n"));
-  EXPECT_EQ(lines.code, 0) << lines.err;
+  CommandResult lines = RunCommandWithInput(
+      Cli({"--task=en-de", "--texts_per_request=1", "--concurrency=3", "--stats"}),
+      absl::StrCat(kTexts[0], "\n\n", kTexts[1], "\n", kTexts[2], "\n"));
+  EXPECT_EQ(lines.exit_code, 0) << lines.err;
   const std::vector<std::string> want = absl::StrSplit(expected, '\n');
   EXPECT_EQ(lines.out, absl::StrCat(want[0], "\n\n", want[1], "\n", want[2], "\n"));
   EXPECT_NE(lines.err.find("stats: 3 texts in 3 requests"), std::string::npos) << lines.err;
 
-  CommandResult stream = RunCommand(Cli({"--task=en-de", "--stream", kTexts[0], kTexts[2]}));
-  EXPECT_EQ(stream.code, 0) << stream.err;
+  CommandResult stream =
+      RunCommandWithInput(Cli({"--task=en-de", "--stream", kTexts[0], kTexts[2]}));
+  EXPECT_EQ(stream.exit_code, 0) << stream.err;
   EXPECT_EQ(stream.out, absl::StrCat(want[0], "\n", want[2], "\n"));
 
-  CommandResult list = RunCommand(Cli({"--list_tasks"}));
-  EXPECT_EQ(list.code, 0) << list.err;
+  CommandResult list = RunCommandWithInput(Cli({"--list_tasks"}));
+  EXPECT_EQ(list.exit_code, 0) << list.err;
   for (const std::string& task : RandomRepositoryTasks()) {
     EXPECT_NE(list.out.find("\n" + task + " "), std::string::npos) << list.out;
   }
 
-  CommandResult get = RunCommand(Cli({"--get_task=en-fr"}));
-  EXPECT_EQ(get.code, 0) << get.err;
+  CommandResult get = RunCommandWithInput(Cli({"--get_task=en-fr"}));
+  EXPECT_EQ(get.exit_code, 0) << get.err;
   EXPECT_NE(get.out.find("target_language: fr\n"), std::string::npos) << get.out;
   EXPECT_NE(get.out.find("parent_digest: " + ParentDigest(1)), std::string::npos) << get.out;
 
   for (const char* service : {"", "en-de", "taskmoe.v1.TranslationService"}) {
-    CommandResult health = RunCommand(Cli({"--health", service}));
-    EXPECT_EQ(health.code, 0) << service << ": " << health.err;
+    CommandResult health = RunCommandWithInput(Cli({"--health", service}));
+    EXPECT_EQ(health.exit_code, 0) << service << ": " << health.err;
     EXPECT_EQ(health.out, "SERVING\n") << service;
   }
 
   ASSERT_TRUE(WriteRandomTask(repository_, "en-de", 2).ok());
-  CommandResult reload = RunCommand(Cli({"--reload=en-de"}));
-  EXPECT_EQ(reload.code, 0) << reload.err;
+  CommandResult reload = RunCommandWithInput(Cli({"--reload=en-de"}));
+  EXPECT_EQ(reload.exit_code, 0) << reload.err;
   EXPECT_EQ(reload.out.rfind("reloaded en-de: sha256:", 0), 0u) << reload.out;
 }
 
 TEST_F(ClientTest, CliReportsErrorsWithTheirCode) {
   StartServer({"--max_output_tokens=16"});
-  CommandResult unknown = RunCommand(Cli({"--task=xx-yy", "Hello"}));
-  EXPECT_EQ(unknown.code, 1);
+  CommandResult unknown = RunCommandWithInput(Cli({"--task=xx-yy", "Hello"}));
+  EXPECT_EQ(unknown.exit_code, 1);
   EXPECT_EQ(unknown.out, "");
   EXPECT_NE(unknown.err.find("taskmoe-client: NOT_FOUND: task 'xx-yy' is not served here"),
             std::string::npos)
       << unknown.err;
 
-  CommandResult limit = RunCommand(Cli({"--task=en-de", "--max_output_tokens=17", "Hello"}));
-  EXPECT_EQ(limit.code, 1);
+  CommandResult limit =
+      RunCommandWithInput(Cli({"--task=en-de", "--max_output_tokens=17", "Hello"}));
+  EXPECT_EQ(limit.exit_code, 1);
   EXPECT_NE(limit.err.find("INVALID_ARGUMENT: options.max_output_tokens: 17"), std::string::npos)
       << limit.err;
 
-  CommandResult health = RunCommand(Cli({"--health", "xx-yy"}));
-  EXPECT_EQ(health.code, 1);
+  CommandResult health = RunCommandWithInput(Cli({"--health", "xx-yy"}));
+  EXPECT_EQ(health.exit_code, 1);
   EXPECT_NE(health.err.find("NOT_FOUND"), std::string::npos) << health.err;
 
-  CommandResult admin_off = RunCommand(Cli({"--reload=en-de"}));
-  EXPECT_EQ(admin_off.code, 1);
+  CommandResult admin_off = RunCommandWithInput(Cli({"--reload=en-de"}));
+  EXPECT_EQ(admin_off.exit_code, 1);
   EXPECT_NE(admin_off.err.find("UNIMPLEMENTED"), std::string::npos) << admin_off.err;
 
-  CommandResult usage = RunCommand(Cli({"Hello"}));
-  EXPECT_EQ(usage.code, 2);
+  CommandResult usage = RunCommandWithInput(Cli({"Hello"}));
+  EXPECT_EQ(usage.exit_code, 2);
   EXPECT_NE(usage.err.find("--task is required"), std::string::npos) << usage.err;
 
   // Nothing listens on port 1 of loopback.
-  CommandResult down = RunCommand(
+  CommandResult down = RunCommandWithInput(
       {TASKMOE_CLIENT_BINARY, "--target=127.0.0.1:1", "--deadline_ms=5000", "--list_tasks"});
-  EXPECT_EQ(down.code, 1);
+  EXPECT_EQ(down.exit_code, 1);
   EXPECT_NE(down.err.find("taskmoe-client: UNAVAILABLE: "), std::string::npos) << down.err;
 }
 
@@ -182,24 +156,25 @@ TEST_F(ClientTest, PythonExample) {
     args.insert(args.begin(), python.begin(), python.end());
     return args;
   };
-  CommandResult translate = RunCommand(with({"--task=en-de", kTexts[0], kTexts[1], kTexts[2]}));
-  EXPECT_EQ(translate.code, 0) << translate.err;
+  CommandResult translate =
+      RunCommandWithInput(with({"--task=en-de", kTexts[0], kTexts[1], kTexts[2]}));
+  EXPECT_EQ(translate.exit_code, 0) << translate.err;
   const std::string expected = Expected(kTexts, 16);
   EXPECT_EQ(translate.out, expected);
 
-  CommandResult stream = RunCommand(with({"--task=en-de", "--stream"}), kTexts[0] + "\n");
-  EXPECT_EQ(stream.code, 0) << stream.err;
+  CommandResult stream = RunCommandWithInput(with({"--task=en-de", "--stream"}), kTexts[0] + "\n");
+  EXPECT_EQ(stream.exit_code, 0) << stream.err;
   EXPECT_EQ(stream.out, expected.substr(0, expected.find('\n') + 1));
 
-  CommandResult list = RunCommand(with({"--list_tasks"}));
-  EXPECT_EQ(list.code, 0) << list.err;
+  CommandResult list = RunCommandWithInput(with({"--list_tasks"}));
+  EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_NE(list.out.find("fr-en\tfr->en\tsha256:"), std::string::npos) << list.out;
 
-  CommandResult health = RunCommand(with({"--health", "en-de"}));
+  CommandResult health = RunCommandWithInput(with({"--health", "en-de"}));
   EXPECT_EQ(health.out, "SERVING\n") << health.err;
 
-  CommandResult unknown = RunCommand(with({"--task=xx-yy", "Hi"}));
-  EXPECT_EQ(unknown.code, 1);
+  CommandResult unknown = RunCommandWithInput(with({"--task=xx-yy", "Hi"}));
+  EXPECT_EQ(unknown.exit_code, 1);
   EXPECT_NE(unknown.err.find("python_client: NOT_FOUND: task 'xx-yy'"), std::string::npos)
       << unknown.err;
 }

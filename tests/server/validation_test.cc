@@ -1,4 +1,5 @@
-// Unit tests of request validation: UTF-8, text limits, request ids and decode options.
+// Unit tests of request validation: UTF-8, text limits, request ids, decode options, and
+// PrepareRequest (every check of Admit that needs no transport) on a task of the demo model.
 #include "server/validation.h"
 
 #include <gtest/gtest.h>
@@ -82,6 +83,73 @@ TEST(TaskNames, OnlyPlainDirectoryNames) {
   for (const char* bad : {"", ".", "..", "../x", "a/b", ".hidden", "a b", "a\\b"}) {
     EXPECT_FALSE(IsValidTaskName(bad)) << bad;
   }
+}
+
+class PrepareRequestTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto loaded = models::TaskModel::Load(TASKMOE_DEMO_MODEL_DIR, "en-de", {});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    task_ = new std::shared_ptr<const models::TaskModel>(*std::move(loaded));
+  }
+  static void TearDownTestSuite() {
+    delete task_;
+    task_ = nullptr;
+  }
+  static absl::StatusOr<PreparedRequest> Prepare(const std::vector<absl::string_view>& texts,
+                                                 const v1::DecodeOptions& options, bool stream,
+                                                 const RequestLimits& limits = {}) {
+    return PrepareRequest(**task_, texts, options, stream, limits);
+  }
+  // The message of a refusal, which must be INVALID_ARGUMENT.
+  static std::string Refusal(const absl::StatusOr<PreparedRequest>& prepared) {
+    EXPECT_FALSE(prepared.ok());
+    EXPECT_EQ(prepared.status().code(), absl::StatusCode::kInvalidArgument) << prepared.status();
+    return std::string(prepared.status().message());
+  }
+
+  static std::shared_ptr<const models::TaskModel>* task_;
+};
+
+std::shared_ptr<const models::TaskModel>* PrepareRequestTest::task_ = nullptr;
+
+TEST_F(PrepareRequestTest, PreparesEveryTextWithTheResolvedSettings) {
+  v1::DecodeOptions options;
+  options.set_beam_size(2);
+  auto prepared = Prepare({"Open the file. Then save it.", "Close."}, options, false);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  ASSERT_EQ(prepared->texts.size(), 2u);
+  EXPECT_EQ(prepared->texts[0].size(), 2u);  // two sentences
+  EXPECT_EQ(prepared->texts[1].size(), 1u);
+  EXPECT_EQ(prepared->settings.beam_size, 2);
+  EXPECT_EQ(prepared->settings.max_output_tokens, RequestLimits{}.max_output_tokens);
+  EXPECT_TRUE(prepared->text_options.split_sentences);
+  options.set_no_sentence_splitting(true);
+  prepared = Prepare({"Open the file. Then save it."}, options, false);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  EXPECT_EQ(prepared->texts[0].size(), 1u);
+}
+
+TEST_F(PrepareRequestTest, RefusalsNameTheField) {
+  const v1::DecodeOptions defaults;
+  EXPECT_EQ(Refusal(Prepare({}, defaults, false)), "texts: no text given; send at least one");
+  RequestLimits two_texts;
+  two_texts.max_texts_per_request = 2;
+  EXPECT_TRUE(Refusal(Prepare({"a", "b", "c"}, defaults, false, two_texts))
+                  .starts_with("texts: 3 texts, more than the limit of 2"));
+  EXPECT_TRUE(Refusal(Prepare({"fine", "bad \xff"}, defaults, false))
+                  .starts_with("texts[1]: not valid UTF-8"));
+  EXPECT_TRUE(Refusal(Prepare({""}, defaults, true)).starts_with("text: empty text"));
+  v1::DecodeOptions beam;
+  beam.set_beam_size(4);
+  EXPECT_TRUE(Refusal(Prepare({"Hello."}, beam, true)).starts_with("options.beam_size:"));
+  std::string long_text;
+  for (int i = 0; i < 600; ++i) long_text += "a, ";
+  v1::DecodeOptions unsplit;
+  unsplit.set_no_sentence_splitting(true);
+  const std::string refusal = Refusal(Prepare({"ok", long_text}, unsplit, false));
+  EXPECT_TRUE(refusal.starts_with("texts[1]: ")) << refusal;
+  EXPECT_NE(refusal.find("more than the model's limit"), std::string::npos) << refusal;
 }
 
 TEST(ServerOptions, ValidationNamesTheFlag) {

@@ -21,8 +21,11 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/dtype.h"
 #include "nlohmann/json.hpp"
+#include "util/scoped_fd.h"
 
 namespace taskmoe::models {
+
+using util::ScopedFd;
 namespace {
 
 // The file stores little-endian data and we copy it as is.
@@ -153,27 +156,6 @@ absl::StatusOr<StoredTensorInfo> ParseEntry(const std::string& name, const Json&
   info.end = *end;
   return info;
 }
-
-// Closes a file descriptor on scope exit.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-  // Closes now, reporting the error that a deferred close would lose.
-  int Close() {
-    const int rc = close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
 
 absl::Status WriteAll(int fd, const void* data, size_t size, const std::string& path) {
   const auto* p = static_cast<const uint8_t*>(data);

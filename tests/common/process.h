@@ -75,6 +75,11 @@ class ChildProcess {
   std::string log_path_;
 };
 
+// A TCP connection to 127.0.0.1:<port> (blocking, close-on-exec, 10 s send and receive
+// timeouts): its descriptor, which the caller closes. UNAVAILABLE when the connection is
+// refused; RESOURCE_EXHAUSTED when no socket could be made at all (out of descriptors).
+absl::StatusOr<int> ConnectToLoopback(int port);
+
 // GET http://127.0.0.1:<port><path> over HTTP/1.0: the body of a 200 response, UNAVAILABLE
 // when nothing listens or the status is not 200 (the status line is in the message).
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);

@@ -25,13 +25,8 @@ namespace {
 using ::taskmoe::testing::RunCommandWithInput;
 using CommandResult = ::taskmoe::testing::SeparateOutputs;
 
-class ClientTest : public ::testing::Test {
+class ClientTest : public RandomRepositoryTest {
  protected:
-  void SetUp() override {
-    repository_ = MakeTempDir("repository");
-    ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
-  }
-
   void StartServer(const std::vector<std::string>& flags) {
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
         ServerProcess::Start(repository_, flags);
@@ -60,7 +55,6 @@ class ClientTest : public ::testing::Test {
     return args;
   }
 
-  std::string repository_;
   std::unique_ptr<ServerProcess> server_;
 };
 

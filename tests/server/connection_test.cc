@@ -1,12 +1,9 @@
 // The gRPC port under connection floods (server/listener.h): gRPC 1.51's own listener died for
 // good when accept4 ran out of file descriptors; ours refuses what it has no room for, and
 // serves new connections again once the flood is gone. Also --max_connections.
-#include <arpa/inet.h>
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -31,18 +28,10 @@ class Flood {
   Flood(const ServerProcess& server, int connections) {
     const int port = std::stoi(server.address().substr(server.address().rfind(':') + 1));
     for (int i = 0; i < connections; ++i) {
-      const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (fd < 0) break;
-      sockaddr_in address{};
-      address.sin_family = AF_INET;
-      address.sin_port = htons(static_cast<uint16_t>(port));
-      address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
       // Connects even when the server will close it: the kernel completes the handshake.
-      if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-        close(fd);
-        continue;
-      }
-      fds_.push_back(fd);
+      absl::StatusOr<int> fd = ::taskmoe::testing::ConnectToLoopback(port);
+      if (fd.status().code() == absl::StatusCode::kResourceExhausted) break;
+      if (fd.ok()) fds_.push_back(*fd);
     }
   }
   ~Flood() {
@@ -78,14 +67,7 @@ double Metric(const ServerProcess& server, const std::string& series) {
   return metrics.ok() ? MetricValue(*metrics, series) : -1;
 }
 
-class ConnectionTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    repository_ = MakeTempDir("repository");
-    ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
-  }
-  std::string repository_;
-};
+using ConnectionTest = RandomRepositoryTest;
 
 TEST_F(ConnectionTest, AFloodBeyondTheDescriptorLimitLeavesThePortServing) {
   // Silent connections stay until the test closes them.

@@ -306,11 +306,11 @@ std::unique_ptr<ChildProcess> StartClient(const ServerProcess& server,
   return client.ok() ? *std::move(client) : nullptr;
 }
 
-class VanishingClientTest : public ::testing::Test {
+class VanishingClientTest : public RandomRepositoryTest {
  protected:
   void SetUp() override {
-    repository_ = MakeTempDir("repository");
-    ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
+    RandomRepositoryTest::SetUp();
+    if (HasFatalFailure()) return;
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
         ServerProcess::Start(repository_, kSlowFlags);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -342,7 +342,6 @@ class VanishingClientTest : public ::testing::Test {
     EXPECT_TRUE(Translate(*server_, Request("en-de", {"Hi"}, 3), &response).ok());
   }
 
-  std::string repository_;
   std::unique_ptr<ServerProcess> server_;
 };
 
@@ -469,11 +468,11 @@ TEST(OverloadTest, BurstFarOverCapacityIsRefusedWithBoundedMemoryAndRecovers) {
 
 // --- Deadlines shorter than one decoding step (each step takes >= 200 ms here).
 
-class ShortDeadlineTest : public ::testing::Test {
+class ShortDeadlineTest : public RandomRepositoryTest {
  protected:
   void SetUp() override {
-    repository_ = MakeTempDir("repository");
-    ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
+    RandomRepositoryTest::SetUp();
+    if (HasFatalFailure()) return;
     absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
         repository_, {"--debug_ignore_eos", "--debug_step_delay_ms=200", "--max_output_tokens=50"});
     ASSERT_TRUE(server.ok()) << server.status();
@@ -488,7 +487,6 @@ class ShortDeadlineTest : public ::testing::Test {
     return metrics.ok() ? MetricValue(*metrics, series) : -1;
   }
 
-  std::string repository_;
   std::unique_ptr<ServerProcess> server_;
 };
 

@@ -71,14 +71,7 @@ grpc::Status ListTasks(const std::shared_ptr<grpc::Channel>& channel) {
   return stub->ListTasks(&context, {}, &response);
 }
 
-class SecurityTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    repository_ = MakeTempDir("repository");
-    ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
-  }
-  std::string repository_;
-};
+using SecurityTest = RandomRepositoryTest;
 
 TEST_F(SecurityTest, TlsServesOnlyTlsClients) {
   const Certificates c = MakeCertificates();

@@ -36,22 +36,14 @@ namespace {
 using v1::TranslateRequest;
 using v1::TranslateResponse;
 
-class ServerTest : public ::testing::Test {
+class ServerTest : public RandomRepositoryTest {
  protected:
-  void SetUp() override {
-    repository_ = MakeTempDir("repository");
-    ASSERT_FALSE(repository_.empty());
-    ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
-  }
-
   std::unique_ptr<ServerProcess> StartServer(const std::vector<std::string>& flags = {}) {
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
         ServerProcess::Start(repository_, flags);
     EXPECT_TRUE(server.ok()) << server.status();
     return server.ok() ? *std::move(server) : nullptr;
   }
-
-  std::string repository_;
 };
 
 // Offline decoding of the same texts with taskmoe-translate.

@@ -67,4 +67,10 @@ absl::Status WriteRandomTaskOfWidth(const std::string& dir, const std::string& t
   return WriteTasks(dir, {task}, seed, d_model);
 }
 
+void RandomRepositoryTest::SetUp() {
+  repository_ = MakeTempDir("repository");
+  ASSERT_FALSE(repository_.empty());
+  ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
+}
+
 }  // namespace taskmoe::server::testing

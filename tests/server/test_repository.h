@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "gtest/gtest.h"
 #include "tests/common/process.h"
 
 namespace taskmoe::server::testing {
@@ -28,6 +29,14 @@ absl::Status WriteRandomTask(const std::string& dir, const std::string& task, ui
 // The same with another model width (d_model; the others use 32): files of a different shape.
 absl::Status WriteRandomTaskOfWidth(const std::string& dir, const std::string& task, uint64_t seed,
                                     int d_model);
+
+// A test with a fresh repository of WriteRandomRepository(seed 1) in repository_. Fixtures
+// that set up more call RandomRepositoryTest::SetUp() first.
+class RandomRepositoryTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  std::string repository_;
+};
 
 }  // namespace taskmoe::server::testing
 

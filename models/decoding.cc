@@ -124,7 +124,7 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
   tokens.assign(batch, model.config().special_tokens.bos);
   std::vector<int32_t>& keep = w.keep;
   for (int64_t step = 0; step < max_steps && !sentence_of_row.empty(); ++step) {
-    if (options.on_step) options.on_step(step);
+    if (options.on_step) options.on_step(step, static_cast<int>(sentence_of_row.size()));
     keep.clear();
     if (options.is_cancelled) {
       for (size_t r = 0; r < sentence_of_row.size(); ++r) {
@@ -215,7 +215,7 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
   };
 
   for (int64_t step = 0; step < max_steps && !w.active.empty(); ++step) {
-    if (options.on_step) options.on_step(step);
+    if (options.on_step) options.on_step(step, static_cast<int>(w.tokens.size()));
     Tensor& logits = state.logits;
     if (absl::Status s = model.DecodeStep(w.tokens, route, state, logits); !s.ok()) return s;
     const int64_t vocab = logits.dim(1);

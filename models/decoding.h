@@ -48,10 +48,11 @@ struct DecodeOptions : DecodeSettings {
   std::function<bool(int sentence)> is_cancelled;
   // Greedy only: told each token as soon as it is chosen (EOS included).
   std::function<void(int sentence, int32_t token)> on_token;
-  // Called once before every decoding step with the step's index (0-based). The server uses
-  // it to pace decoding in its tests, so that deadlines and cancellation meet a decode that is
-  // still running however fast the machine is.
-  std::function<void(int64_t step)> on_step;
+  // Called once before every decoding step with the step's index (0-based) and the rows it
+  // decodes (sentences still decoding; for beam search, their live hypotheses). The server
+  // counts rows per step with it, and paces decoding in its tests, so that deadlines and
+  // cancellation meet a decode that is still running however fast the machine is.
+  std::function<void(int64_t step, int rows)> on_step;
 };
 
 struct Hypothesis {

@@ -15,6 +15,11 @@ Histogram::BucketBoundaries SecondsBuckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 }
 
+// Per-token times: a decoding step takes from under a millisecond to a few hundred.
+Histogram::BucketBoundaries TokenSecondsBuckets() {
+  return {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1};
+}
+
 Histogram::BucketBoundaries PowersOfTwo(double largest) {
   Histogram::BucketBoundaries b;
   for (double v = 1; v <= largest; v *= 2) b.push_back(v);
@@ -56,10 +61,20 @@ Metrics::Metrics()
                                .Name("taskmoe_time_to_first_token_seconds")
                                .Help("Time from receiving a greedy request to its first token")
                                .Register(*registry_)),
+      time_per_output_token_(prometheus::BuildHistogram()
+                                 .Name("taskmoe_time_per_output_token_seconds")
+                                 .Help("Time per generated token after the first, per greedy "
+                                       "request that succeeded with two tokens or more")
+                                 .Register(*registry_)),
       batch_size_(prometheus::BuildHistogram()
                       .Name("taskmoe_batch_size")
                       .Help("Sentences per decoded batch")
                       .Register(*registry_)),
+      step_rows_(prometheus::BuildHistogram()
+                     .Name("taskmoe_decode_step_rows")
+                     .Help("Rows each decoding step ran: sentences still decoding (beam "
+                           "search: their hypotheses)")
+                     .Register(*registry_)),
       batch_tokens_(prometheus::BuildHistogram()
                         .Name("taskmoe_batch_tokens")
                         .Help("Source tokens per decoded batch")
@@ -124,7 +139,9 @@ TaskMetrics& Metrics::ForTask(const std::string& task) {
     m->request_duration = &request_duration_.Add(labels, SecondsBuckets());
     m->queue_duration = &queue_duration_.Add(labels, SecondsBuckets());
     m->time_to_first_token = &time_to_first_token_.Add(labels, SecondsBuckets());
+    m->time_per_output_token = &time_per_output_token_.Add(labels, TokenSecondsBuckets());
     m->batch_size = &batch_size_.Add(labels, PowersOfTwo(256));
+    m->step_rows = &step_rows_.Add(labels, PowersOfTwo(1024));
     m->batch_tokens = &batch_tokens_.Add(labels, PowersOfTwo(65536));
     m->input_tokens = &input_tokens_.Add(labels);
     m->generated_tokens = &generated_tokens_.Add(labels);

@@ -22,7 +22,10 @@ struct TaskMetrics {
   prometheus::Histogram* request_duration = nullptr;  // seconds, whole RPC
   prometheus::Histogram* queue_duration = nullptr;    // seconds, per sentence
   prometheus::Histogram* time_to_first_token = nullptr;
+  // Seconds per generated token after the first, per greedy request.
+  prometheus::Histogram* time_per_output_token = nullptr;
   prometheus::Histogram* batch_size = nullptr;    // sentences
+  prometheus::Histogram* step_rows = nullptr;     // rows (sentences, beam hypotheses) per step
   prometheus::Histogram* batch_tokens = nullptr;  // source tokens
   prometheus::Counter* input_tokens = nullptr;
   prometheus::Counter* generated_tokens = nullptr;
@@ -65,7 +68,9 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>& request_duration_;
   prometheus::Family<prometheus::Histogram>& queue_duration_;
   prometheus::Family<prometheus::Histogram>& time_to_first_token_;
+  prometheus::Family<prometheus::Histogram>& time_per_output_token_;
   prometheus::Family<prometheus::Histogram>& batch_size_;
+  prometheus::Family<prometheus::Histogram>& step_rows_;
   prometheus::Family<prometheus::Histogram>& batch_tokens_;
   prometheus::Family<prometheus::Counter>& input_tokens_;
   prometheus::Family<prometheus::Counter>& generated_tokens_;

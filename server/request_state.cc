@@ -55,7 +55,10 @@ absl::Status RequestState::StopStatus() const {
 
 void RequestState::AddToken(int sentence, int32_t token) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!first_token_.has_value()) first_token_ = absl::Now();
+  const absl::Time now = absl::Now();
+  if (!first_token_.has_value()) first_token_ = now;
+  last_token_ = now;
+  ++tokens_added_;
   // Unary requests keep no tokens: a token nobody takes would keep Wait() from sleeping.
   if (streams_tokens_) {
     new_tokens_[sentence].push_back(token);
@@ -98,6 +101,12 @@ std::vector<int32_t> RequestState::TakeTokens(int sentence) {
 bool RequestState::SentenceDone(int sentence) const {
   std::lock_guard<std::mutex> lock(mu_);
   return finished_[sentence];
+}
+
+std::optional<absl::Duration> RequestState::TimePerOutputToken() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (tokens_added_ < 2) return std::nullopt;
+  return (last_token_ - *first_token_) / (tokens_added_ - 1);
 }
 
 std::optional<absl::Time> RequestState::first_token_time() const {

@@ -76,6 +76,9 @@ class RequestState {
   std::vector<const models::Hypothesis*> TextResults(int text) const;
   // When the first token of any sentence was decoded, if one was.
   std::optional<absl::Time> first_token_time() const;
+  // The mean time between its tokens (over all its sentences, first to last), once it had
+  // two or more; greedy only, like tokens.
+  std::optional<absl::Duration> TimePerOutputToken() const;
 
  private:
   const std::shared_ptr<const models::TaskModel> task_;
@@ -96,6 +99,8 @@ class RequestState {
   std::vector<std::vector<int32_t>> new_tokens_;  // per sentence, streams only
   int stream_sentence_ = 0;                       // the sentence the stream handler waits on
   std::optional<absl::Time> first_token_;
+  absl::Time last_token_;
+  int64_t tokens_added_ = 0;
 };
 
 }  // namespace taskmoe::server

@@ -215,9 +215,10 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
       live[s].request->AddToken(live[s].sentence, token);
     };
   }
-  if (options_.step_delay > absl::ZeroDuration()) {
-    decode.on_step = [&](int64_t) { absl::SleepFor(options_.step_delay); };
-  }
+  decode.on_step = [&](int64_t, int rows) {
+    metrics.step_rows->Observe(static_cast<double>(rows));
+    if (options_.step_delay > absl::ZeroDuration()) absl::SleepFor(options_.step_delay);
+  };
   absl::StatusOr<std::vector<models::Hypothesis>> hypotheses =
       task.Decode(sources, decode, &workspace);
   if (!hypotheses.ok()) {

@@ -145,6 +145,11 @@ void TranslationServiceImpl::Record(const std::string& method, const std::string
       m.time_to_first_token->Observe(
           absl::ToDoubleSeconds(*state->first_token_time() - state->received()));
     }
+    if (state != nullptr) {
+      if (std::optional<absl::Duration> per_token = state->TimePerOutputToken()) {
+        m.time_per_output_token->Observe(absl::ToDoubleSeconds(*per_token));
+      }
+    }
   }
   if (LogEnabled(LogLevel::kDebug)) {
     // The id and the error message come from the caller: fields, escaped (log.h).

@@ -122,7 +122,7 @@ absl::StatusOr<Measurement> Measure(const models::TransformerModel& model,
   options.ignore_eos = true;
   std::chrono::steady_clock::time_point first_step, last_step;
   int64_t last_step_index = 0;
-  options.on_step = [&](int64_t step) {
+  options.on_step = [&](int64_t step, int) {
     (step == 0 ? first_step : last_step) = std::chrono::steady_clock::now();
     last_step_index = step;
   };

@@ -73,7 +73,7 @@ Counts CountDecode(const TransformerModel& model, const std::vector<std::vector<
                    DecodeOptions options, DecodeWorkspace& workspace) {
   Counts counts;
   counts.at_step.reserve(options.max_output_tokens);
-  options.on_step = [&](int64_t) { counts.at_step.push_back(CurrentAllocationCounts()); };
+  options.on_step = [&](int64_t, int) { counts.at_step.push_back(CurrentAllocationCounts()); };
   const AllocationCounts before = CurrentAllocationCounts();
   absl::StatusOr<std::vector<Hypothesis>> out =
       Decode(model, **model.RouteForTask(0), sources, options, &workspace);

@@ -241,14 +241,24 @@ TEST(Engine, OnStepIsCalledBeforeEveryStep) {
     options.max_output_tokens = 6;
     options.ignore_eos = beam == 1;
     std::vector<int64_t> steps;
-    options.on_step = [&](int64_t step) { steps.push_back(step); };
+    std::vector<int> rows;
+    options.on_step = [&](int64_t step, int step_rows) {
+      steps.push_back(step);
+      rows.push_back(step_rows);
+    };
     ASSERT_TRUE(Decode(*model, **model->RouteForTask(0), sources, options).ok());
-    // Greedy with ignore_eos runs every step; beam search may finish early.
+    // Greedy with ignore_eos runs every step with both sentences; beam search may finish early,
+    // and decodes up to `beam` hypotheses of each sentence.
     if (beam == 1) {
       EXPECT_EQ(steps.size(), 6u);
+      EXPECT_EQ(rows, std::vector<int>(6, 2));
     }
     EXPECT_FALSE(steps.empty());
-    for (size_t i = 0; i < steps.size(); ++i) EXPECT_EQ(steps[i], static_cast<int64_t>(i));
+    for (size_t i = 0; i < steps.size(); ++i) {
+      EXPECT_EQ(steps[i], static_cast<int64_t>(i));
+      EXPECT_GE(rows[i], 1);
+      EXPECT_LE(rows[i], 2 * beam);
+    }
   }
 }
 

@@ -84,6 +84,22 @@ TEST(RequestState, StreamWaitsOnTheSentenceItReadsAndMovesOnWhenItIsDone) {
   EXPECT_TRUE(state.Wait(absl::ZeroDuration()));
 }
 
+TEST(RequestState, TimePerOutputTokenNeedsTwoTokens) {
+  RequestState state(/*task=*/nullptr, models::DecodeSettings{}, models::TextOptions{}, Texts({2}),
+                     absl::Now() + absl::Seconds(60), /*streams_tokens=*/false);
+  EXPECT_FALSE(state.TimePerOutputToken().has_value());
+  state.AddToken(0, 17);
+  EXPECT_FALSE(state.TimePerOutputToken().has_value());
+  absl::SleepFor(absl::Milliseconds(20));
+  state.AddToken(1, 18);
+  absl::SleepFor(absl::Milliseconds(20));
+  state.AddToken(0, 19);
+  // Two gaps of at least 20 ms between three tokens: at least 20 ms a token.
+  ASSERT_TRUE(state.TimePerOutputToken().has_value());
+  EXPECT_GE(*state.TimePerOutputToken(), absl::Milliseconds(20));
+  EXPECT_LE(*state.TimePerOutputToken(), absl::Now() - *state.first_token_time());
+}
+
 TEST(RequestState, KeepsEachTextsSentencesTogether) {
   RequestState state(/*task=*/nullptr, models::DecodeSettings{}, models::TextOptions{},
                      Texts({2, 1, 3}), absl::Now() + absl::Seconds(60), /*streams_tokens=*/false);

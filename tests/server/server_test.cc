@@ -861,6 +861,8 @@ TEST_F(ServerTest, MetricsPassPromtool) {
         R"(taskmoe_request_duration_seconds_count{task="en-de"})",
         R"(taskmoe_queue_duration_seconds_count{task="en-de"})",
         R"(taskmoe_time_to_first_token_seconds_count{task="en-de"})",
+        R"(taskmoe_time_per_output_token_seconds_count{task="en-de"})",
+        R"(taskmoe_decode_step_rows_count{task="en-de"})",
         R"(taskmoe_batch_size_count{task="en-de"})", R"(taskmoe_batch_tokens_count{task="en-de"})",
         R"(taskmoe_input_tokens_total{task="en-de"})",
         R"(taskmoe_model_memory_bytes{task="fr-en"})",

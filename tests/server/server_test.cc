@@ -507,6 +507,41 @@ TEST_F(ServerTest, FullQueueIsResourceExhausted) {
   EXPECT_TRUE(g_status.ok()) << g_status.error_message();
 }
 
+// One worker, batches of at most 4 sentences that take 20 steps of at least 10 ms each, and 8
+// callers keeping en-de's queue full: a de-en request that arrives meanwhile is served after
+// the few en-de batches queued before it (its head becomes the oldest), not after the flood.
+// This is the no-starvation invariant any scheduler of the server must keep.
+TEST_F(ServerTest, ARareTaskIsNotStarvedByAFloodOfAnother) {
+  auto server = StartServer({"--debug_ignore_eos", "--debug_step_delay_ms=10",
+                             "--max_output_tokens=20", "--workers=1", "--max_batch_sentences=4"});
+  ASSERT_NE(server, nullptr);
+  constexpr absl::Duration kFlood = absl::Seconds(5);
+  const absl::Time flood_end = absl::Now() + kFlood;
+  std::atomic<int> flood_served{0};
+  std::vector<std::thread> flood;
+  for (int i = 0; i < 8; ++i) {
+    flood.emplace_back([&] {
+      while (absl::Now() < flood_end) {
+        TranslateResponse response;
+        if (Translate(*server, Request("en-de", {"Hello"}, 20), &response).ok()) ++flood_served;
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(600));
+  absl::StatusOr<std::string> metrics = ScrapeMetrics(server->metrics_port());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  // The flood keeps sentences waiting, so de-en competes with a backlog.
+  EXPECT_GT(MetricValue(*metrics, R"(taskmoe_queue_depth{task="en-de"})"), 0) << *metrics;
+  const absl::Time start = absl::Now();
+  TranslateResponse response;
+  EXPECT_TRUE(Translate(*server, Request("de-en", {"Hallo"}, 20), &response).ok());
+  const absl::Duration rare_latency = absl::Now() - start;
+  for (std::thread& t : flood) t.join();
+  // Three batches of about 200 ms at most; starved, it would wait for the flood's end.
+  EXPECT_LT(rare_latency, kFlood / 2) << "served after " << absl::FormatDuration(rare_latency);
+  EXPECT_GT(flood_served.load(), 8);
+}
+
 TEST_F(ServerTest, RefusalsByGrpcItselfAreCounted) {
   // Few threads and slow decoding: concurrent calls beyond the threads are refused by gRPC's
   // thread pool ("Server Threadpool Exhausted") before any handler runs. Messages over

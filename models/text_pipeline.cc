@@ -41,9 +41,9 @@ absl::StatusOr<std::vector<SourceSentence>> PrepareText(const Tokenizer& tokeniz
 absl::StatusOr<std::string> SentenceText(const Tokenizer& tokenizer,
                                          const std::vector<int32_t>& tokens,
                                          const SourceSentence& source, UnknownPieces unknowns) {
-  static const std::vector<std::string> kNoReplacements;
-  return tokenizer.DecodeReplacingUnknowns(
-      tokens, unknowns == UnknownPieces::kCopySource ? source.unknown_texts : kNoReplacements);
+  return tokenizer.DecodeReplacingUnknowns(tokens, unknowns == UnknownPieces::kCopySource
+                                                       ? absl::MakeConstSpan(source.unknown_texts)
+                                                       : absl::Span<const std::string>());
 }
 
 void SentenceJoiner::Add(std::string_view translation, std::string_view separator) {
@@ -78,14 +78,14 @@ TextStream::TextStream(const Tokenizer& tokenizer, absl::Span<const SourceSenten
     : tokenizer_(tokenizer), sentences_(sentences), unknowns_(unknowns) {}
 
 std::string TextStream::Detokenize(size_t begin, size_t end, size_t unknowns_before) const {
-  static const std::vector<std::string> kNoReplacements;
-  const std::vector<std::string>& all = unknowns_ == UnknownPieces::kCopySource
-                                            ? sentences_[sentence_].unknown_texts
-                                            : kNoReplacements;
-  const std::vector<std::string> replacements(all.begin() + std::min(unknowns_before, all.size()),
-                                              all.end());
-  const std::vector<int32_t> window(tokens_.begin() + begin, tokens_.begin() + end);
-  absl::StatusOr<std::string> text = tokenizer_.DecodeReplacingUnknowns(window, replacements);
+  // Views, not copies: this runs twice per streamed token.
+  absl::Span<const std::string> replacements;
+  if (unknowns_ == UnknownPieces::kCopySource) {
+    const std::vector<std::string>& all = sentences_[sentence_].unknown_texts;
+    replacements = absl::MakeConstSpan(all).subspan(std::min(unknowns_before, all.size()));
+  }
+  absl::StatusOr<std::string> text = tokenizer_.DecodeReplacingUnknowns(
+      absl::MakeConstSpan(tokens_).subspan(begin, end - begin), replacements);
   return text.ok() ? *std::move(text) : std::string();
 }
 

@@ -193,17 +193,17 @@ std::vector<int32_t> SentencePieceModel::Encode(std::string_view text,
   return ids;
 }
 
-std::string SentencePieceModel::Decode(const std::vector<int32_t>& ids) const {
+std::string SentencePieceModel::Decode(absl::Span<const int32_t> ids) const {
   return DecodeImpl(ids, nullptr);
 }
 
 std::string SentencePieceModel::DecodeReplacingUnknowns(
-    const std::vector<int32_t>& ids, const std::vector<std::string>& replacements) const {
+    absl::Span<const int32_t> ids, absl::Span<const std::string> replacements) const {
   return DecodeImpl(ids, &replacements);
 }
 
-std::string SentencePieceModel::DecodeImpl(const std::vector<int32_t>& ids,
-                                           const std::vector<std::string>* replacements) const {
+std::string SentencePieceModel::DecodeImpl(
+    absl::Span<const int32_t> ids, const absl::Span<const std::string>* replacements) const {
   std::string text;
   size_t unknowns_seen = 0;
   // A dropped unknown piece between two spaces ("▁", unk, "▁x") must not leave two.

@@ -12,6 +12,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "models/text/byte_trie.h"
 #include "models/text/sentencepiece_normalizer.h"
 #include "models/text/sentencepiece_proto.h"
@@ -35,12 +36,12 @@ class SentencePieceModel {
   // Text of piece ids: control pieces vanish, the unknown piece shows as the model's unknown
   // surface (" ⁇ "), "▁" becomes a space and the first piece's leading space is dropped.
   // Ids must be in [0, size()).
-  std::string Decode(const std::vector<int32_t>& ids) const;
+  std::string Decode(absl::Span<const int32_t> ids) const;
   // As Decode, but the i-th unknown piece becomes `replacements[i]` rather than " ⁇ ": an
   // unknown piece past the end of `replacements`, or with an empty one, is dropped, and so is
   // the space it would leave doubled.
-  std::string DecodeReplacingUnknowns(const std::vector<int32_t>& ids,
-                                      const std::vector<std::string>& replacements) const;
+  std::string DecodeReplacingUnknowns(absl::Span<const int32_t> ids,
+                                      absl::Span<const std::string> replacements) const;
 
   int size() const { return static_cast<int>(pieces_.size()); }
   // -1 when `piece` is not in the vocabulary.
@@ -56,8 +57,8 @@ class SentencePieceModel {
  private:
   SentencePieceModel() = default;
   // Decode and DecodeReplacingUnknowns: `replacements` null shows unknown pieces as " ⁇ ".
-  std::string DecodeImpl(const std::vector<int32_t>& ids,
-                         const std::vector<std::string>* replacements) const;
+  std::string DecodeImpl(absl::Span<const int32_t> ids,
+                         const absl::Span<const std::string>* replacements) const;
 
   std::vector<SentencePieceEntry> pieces_;
   absl::flat_hash_map<std::string, int> piece_ids_;

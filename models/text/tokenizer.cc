@@ -60,7 +60,7 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::EncodeSource(
   return ids;
 }
 
-absl::Status Tokenizer::CheckIds(const std::vector<int32_t>& ids) const {
+absl::Status Tokenizer::CheckIds(absl::Span<const int32_t> ids) const {
   for (int32_t id : ids) {
     if (id < 0 || id >= processor_->size()) {
       return absl::InvalidArgumentError(
@@ -70,13 +70,13 @@ absl::Status Tokenizer::CheckIds(const std::vector<int32_t>& ids) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids) const {
+absl::StatusOr<std::string> Tokenizer::Decode(absl::Span<const int32_t> ids) const {
   if (absl::Status s = CheckIds(ids); !s.ok()) return s;
   return processor_->Decode(ids);
 }
 
 absl::StatusOr<std::string> Tokenizer::DecodeReplacingUnknowns(
-    const std::vector<int32_t>& ids, const std::vector<std::string>& replacements) const {
+    absl::Span<const int32_t> ids, absl::Span<const std::string> replacements) const {
   if (absl::Status s = CheckIds(ids); !s.ok()) return s;
   return processor_->DecodeReplacingUnknowns(ids, replacements);
 }

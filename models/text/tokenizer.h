@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "models/format/config.h"
 #include "models/text/sentencepiece_model.h"
 
@@ -31,11 +32,11 @@ class Tokenizer {
   // Pieces of `text` alone (no tag, no eos).
   absl::StatusOr<std::vector<int32_t>> EncodePieces(std::string_view text) const;
   // Text of generated ids (special ids are skipped), unknown pieces shown as " ⁇ ".
-  absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids) const;
+  absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids) const;
   // As Decode, the i-th unknown piece replaced by replacements[i], or dropped
   // (SentencePieceModel::DecodeReplacingUnknowns).
   absl::StatusOr<std::string> DecodeReplacingUnknowns(
-      const std::vector<int32_t>& ids, const std::vector<std::string>& replacements) const;
+      absl::Span<const int32_t> ids, absl::Span<const std::string> replacements) const;
   std::string IdToPiece(int32_t id) const;
   // Whether `id` is the unknown piece (false for ids outside the vocabulary).
   bool IsUnknown(int32_t id) const;
@@ -44,7 +45,7 @@ class Tokenizer {
  private:
   Tokenizer();
   // INVALID_ARGUMENT naming the first id outside the vocabulary.
-  absl::Status CheckIds(const std::vector<int32_t>& ids) const;
+  absl::Status CheckIds(absl::Span<const int32_t> ids) const;
   std::unique_ptr<SentencePieceModel> processor_;
   int32_t eos_ = 3;
 };

@@ -21,6 +21,14 @@ absl::Status Scheduler::Enqueue(const std::shared_ptr<RequestState>& request) {
   const std::string& task = request->task().id();
   int64_t tokens = 0;
   for (int s = 0; s < request->size(); ++s) tokens += request->source(s).size();
+  // A request's sentences queue longest first (stably), as the Translator sorts them, so that
+  // the batches a long text spans hold sentences of similar length and pad little.
+  // Sorted before taking the lock: it reads only the request.
+  std::vector<int> order(request->size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return request->source(a).size() > request->source(b).size();
+  });
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return absl::UnavailableError("the server is shutting down");
   TaskQueue& queue = queues_[task];
@@ -38,13 +46,6 @@ absl::Status Scheduler::Enqueue(const std::shared_ptr<RequestState>& request) {
                      options_.max_queue_sentences, " sentences and this request adds ",
                      request->size(), "; retry later"));
   }
-  // A request's sentences queue longest first (stably), as the Translator sorts them, so that
-  // the batches a long text spans hold sentences of similar length and pad little.
-  std::vector<int> order(request->size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    return request->source(a).size() > request->source(b).size();
-  });
   const absl::Time now = absl::Now();
   for (int s : order) {
     queue.items.push_back({request, s, static_cast<int>(request->source(s).size()), now});

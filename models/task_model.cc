@@ -39,7 +39,8 @@ absl::StatusOr<DirectoryDigests> HashDirectory(const std::string& dir) {
     result.files[file] = std::move(digest);
   }
   // "sha256:" and the first 16 hex digits (8 bytes) of the digest of the digests.
-  result.version = Sha256(digests).substr(0, std::string_view(kSha256Prefix).size() + 16);
+  TASKMOE_ASSIGN_OR_RETURN(const std::string all, Sha256(digests));
+  result.version = all.substr(0, std::string_view(kSha256Prefix).size() + 16);
   return result;
 }
 

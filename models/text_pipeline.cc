@@ -65,14 +65,6 @@ std::string_view SentenceJoiner::SeparatorBeforeNext() const {
   return text_.empty() ? std::string_view() : std::string_view(pending_separator_);
 }
 
-std::string SentenceJoiner::With(std::string_view translation) const {
-  if (translation.empty()) return text_;
-  if (text_.empty()) return std::string(translation);
-  std::string joined = text_;
-  joined.append(pending_separator_).append(translation);
-  return joined;
-}
-
 TextStream::TextStream(const Tokenizer& tokenizer, absl::Span<const SourceSentence> sentences,
                        UnknownPieces unknowns)
     : tokenizer_(tokenizer), sentences_(sentences), unknowns_(unknowns) {}
@@ -100,33 +92,36 @@ std::string TextStream::AddToken(int32_t token) {
       CountUtf8Chars(std::string_view(window).substr(window_text_.size()), &unused) < 0) {
     return std::string();
   }
-  const std::string_view added = std::string_view(window).substr(window_text_.size());
-  if (sentence_text_.empty()) text_.append(joiner_.SeparatorBeforeNext());
-  text_.append(added);
-  sentence_text_.append(added);
+  if (current_.empty()) current_ = joiner_.SeparatorBeforeNext();
+  current_.append(std::string_view(window).substr(window_text_.size()));
   // The next window starts at the tokens just read, if their text alone is not empty:
   // detokenising from a token that adds nothing would drop the leading space of the next.
-  size_t unknowns_before_sent_end = unknowns_before_window_;
-  for (size_t i = window_begin_; i < sent_end_; ++i) {
-    if (tokenizer_.IsUnknown(tokens_[i])) ++unknowns_before_sent_end;
+  size_t unknowns_before_read_end = unknowns_before_window_;
+  for (size_t i = window_begin_; i < read_end_; ++i) {
+    if (tokenizer_.IsUnknown(tokens_[i])) ++unknowns_before_read_end;
   }
-  std::string tail = Detokenize(sent_end_, tokens_.size(), unknowns_before_sent_end);
+  std::string tail = Detokenize(read_end_, tokens_.size(), unknowns_before_read_end);
   if (!tail.empty()) {
-    window_begin_ = sent_end_;
-    unknowns_before_window_ = unknowns_before_sent_end;
+    window_begin_ = read_end_;
+    unknowns_before_window_ = unknowns_before_read_end;
     window_text_ = std::move(tail);
   } else {
     window_text_ = window;
   }
-  sent_end_ = tokens_.size();
+  read_end_ = tokens_.size();
   return TakeUnsent();
+}
+
+char TextStream::TextAt(size_t i) const {
+  const std::string& finished = joiner_.text();
+  return i < finished.size() ? finished[i] : current_[i - finished.size()];
 }
 
 std::string TextStream::TakeUnsent() {
   // A surplus is dropped from what follows where that repeats it; where it does not, it stays
   // in the caller's text and the rest goes on.
-  while (!surplus_.empty() && sent_ < text_.size()) {
-    if (text_[sent_] != surplus_.front()) {
+  while (!surplus_.empty() && sent_ < TextSize()) {
+    if (TextAt(sent_) != surplus_.front()) {
       surplus_.clear();
       break;
     }
@@ -134,8 +129,10 @@ std::string TextStream::TakeUnsent() {
     ++sent_;
   }
   if (!surplus_.empty()) return std::string();
-  std::string delta = text_.substr(sent_);
-  sent_ = text_.size();
+  const std::string& finished = joiner_.text();
+  std::string delta = sent_ < finished.size() ? finished.substr(sent_) + current_
+                                              : current_.substr(sent_ - finished.size());
+  sent_ = TextSize();
   return delta;
 }
 
@@ -144,30 +141,27 @@ void TextStream::EndSentence() {
   // The sentence's whole text, as AssembleText has it; it differs from the windows' only where
   // its end took something back.
   const std::string full = Detokenize(0, tokens_.size(), 0);
-  if (full != sentence_text_) {
-    const std::string separator(joiner_.SeparatorBeforeNext());
-    const std::string sent_part =
-        sent_ > sentence_begin_ ? text_.substr(sentence_begin_, sent_ - sentence_begin_) : "";
-    const std::string new_part = full.empty() ? std::string() : separator + full;
+  const size_t begin = joiner_.text().size();  // where current_ starts in the text
+  const std::string new_part =
+      full.empty() ? std::string() : std::string(joiner_.SeparatorBeforeNext()) + full;
+  if (new_part != current_ && sent_ > begin) {
+    // What was sent of this sentence and no longer stands becomes surplus.
+    const std::string_view sent_part = std::string_view(current_).substr(0, sent_ - begin);
     size_t common = 0;
     while (common < sent_part.size() && common < new_part.size() &&
            sent_part[common] == new_part[common]) {
       ++common;
     }
-    text_.resize(sentence_begin_);
-    text_.append(new_part);
-    if (!sent_part.empty()) {
-      sent_ = sentence_begin_ + common;
-      surplus_ = sent_part.substr(common) + surplus_;  // in the order the caller has them
-    }
+    sent_ = begin + common;
+    // In the order the caller has them: this sentence's surplus, then any older one.
+    surplus_ = std::string(sent_part.substr(common)) + surplus_;
   }
-  joiner_.Add(full, sentences_[sentence_].separator);
+  joiner_.Add(full, sentences_[sentence_].separator);  // the text now ends with new_part
+  current_.clear();
   ++sentence_;
-  sentence_begin_ = text_.size();
   tokens_.clear();
-  window_begin_ = sent_end_ = unknowns_before_window_ = 0;
+  window_begin_ = read_end_ = unknowns_before_window_ = 0;
   window_text_.clear();
-  sentence_text_.clear();
 }
 
 absl::StatusOr<TextTranslation> AssembleText(const Tokenizer& tokenizer,

@@ -75,9 +75,6 @@ class SentenceJoiner {
  public:
   // Appends the next sentence's translation; `separator` is what followed its source.
   void Add(std::string_view translation, std::string_view separator);
-  // The text so far with `translation` of the next sentence appended (streams show a
-  // sentence's translation before it is done).
-  std::string With(std::string_view translation) const;
   const std::string& text() const { return text_; }
   // What goes between the text so far and the next non-empty translation.
   std::string_view SeparatorBeforeNext() const;
@@ -114,7 +111,10 @@ class TextStream {
   // Text of tokens_[begin, end) detokenised together, unknown pieces numbered from
   // `unknowns_before` (the unknown pieces before `begin`).
   std::string Detokenize(size_t begin, size_t end, size_t unknowns_before) const;
-  // What text_ holds beyond what was sent, once the surplus (if any) is matched.
+  // The text as it stands (joiner_.text() + current_), by position.
+  size_t TextSize() const { return joiner_.text().size() + current_.size(); }
+  char TextAt(size_t i) const;
+  // What the text holds beyond what was sent, once the surplus (if any) is matched.
   std::string TakeUnsent();
 
   const Tokenizer& tokenizer_;
@@ -122,20 +122,18 @@ class TextStream {
   const UnknownPieces unknowns_;
   int sentence_ = 0;
   std::vector<int32_t> tokens_;  // of the current sentence
-  // The window: tokens_[window_begin_, sent_end_) detokenise to window_text_ (non-empty unless
-  // window_begin_ is 0), and the text of tokens_[0, sent_end_) is in text_.
+  // The window: tokens_[window_begin_, read_end_) detokenise to window_text_ (non-empty unless
+  // window_begin_ is 0), and the text of tokens_[0, read_end_) is at the end of current_.
   size_t window_begin_ = 0;
-  size_t sent_end_ = 0;
+  size_t read_end_ = 0;
   size_t unknowns_before_window_ = 0;
   std::string window_text_;
-  // The text as it stands: the finished sentences joined (as SentenceJoiner does), then the
-  // current sentence's separator and text so far (sentence_text_).
-  std::string text_;
-  size_t sentence_begin_ = 0;  // where the current sentence's separator starts in text_
-  std::string sentence_text_;
-  SentenceJoiner joiner_;  // the finished sentences, for their separators
-  size_t sent_ = 0;        // text_[0, sent_) was sent
-  std::string surplus_;    // sent beyond text_[0, sent_), not (yet) in text_
+  // The text as it stands: the finished sentences, joined, then current_: the current
+  // sentence's separator and text so far (empty until its text starts).
+  SentenceJoiner joiner_;
+  std::string current_;
+  size_t sent_ = 0;      // the text's first sent_ bytes were sent
+  std::string surplus_;  // sent beyond those, not (yet) in the text
 };
 
 // Puts a text's translation together from its sentences' hypotheses (both in order).

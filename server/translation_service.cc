@@ -141,11 +141,10 @@ void TranslationServiceImpl::Record(const std::string& method, const std::string
   if (!task_label.empty() && status.ok()) {
     TaskMetrics& m = metrics_.ForTask(task_label);
     m.request_duration->Observe(absl::ToDoubleSeconds(elapsed));
-    if (state != nullptr && state->first_token_time().has_value()) {
-      m.time_to_first_token->Observe(
-          absl::ToDoubleSeconds(*state->first_token_time() - state->received()));
-    }
     if (state != nullptr) {
+      if (std::optional<absl::Time> first_token = state->first_token_time()) {
+        m.time_to_first_token->Observe(absl::ToDoubleSeconds(*first_token - state->received()));
+      }
       if (std::optional<absl::Duration> per_token = state->TimePerOutputToken()) {
         m.time_per_output_token->Observe(absl::ToDoubleSeconds(*per_token));
       }

@@ -2,8 +2,6 @@
 #include "models/format/model_files.h"
 
 #include "absl/strings/str_cat.h"
-#include "models/format/safetensors.h"
-#include "models/format/sha256.h"
 
 namespace taskmoe::models {
 
@@ -20,12 +18,6 @@ absl::Status CheckFileDigests(
     }
   }
   return absl::OkStatus();
-}
-
-absl::Status VerifyModelFiles(const ModelConfig& config, const std::string& model_dir) {
-  return CheckFileDigests(config, [&](const std::string& file) {
-    return FileSha256(absl::StrCat(model_dir, "/", file));
-  });
 }
 
 }  // namespace taskmoe::models

@@ -18,15 +18,12 @@ inline constexpr char kWeightsFileName[] = "model.safetensors";
 inline constexpr char kTokenizerFileName[] = "spm.model";
 
 // Checks each digest `config` records (file_digests) against the file's actual digest, which
-// `digest_of(file name)` returns ("sha256:<hex>"; FileSha256 of the file, or a digest the
-// caller already computed). A mismatch is FailedPrecondition naming the file and both digests.
+// `digest_of(file name)` returns ("sha256:<hex>"; FileSha256 (sha256.h) of the file, or a digest
+// the caller already computed). A mismatch is FailedPrecondition naming the file and both digests.
 // A config that records none passes.
 absl::Status CheckFileDigests(
     const ModelConfig& config,
     const std::function<absl::StatusOr<std::string>(const std::string& file)>& digest_of);
-
-// CheckFileDigests on the files of `model_dir`, hashing those config.json records.
-absl::Status VerifyModelFiles(const ModelConfig& config, const std::string& model_dir);
 
 }  // namespace taskmoe::models
 

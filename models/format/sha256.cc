@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -70,13 +69,10 @@ absl::StatusOr<std::string> FileSha256(const std::string& path) {
   return hasher.Finish();
 }
 
-std::string Sha256(std::string_view bytes) {
+absl::StatusOr<std::string> Sha256(std::string_view bytes) {
   Sha256Hasher hasher;
   hasher.Update(bytes.data(), bytes.size());
-  absl::StatusOr<std::string> digest = hasher.Finish();
-  // Hashing memory fails only when OpenSSL itself is broken (no SHA-256 at all).
-  if (!digest.ok()) std::abort();
-  return *std::move(digest);
+  return hasher.Finish();
 }
 
 }  // namespace taskmoe::models

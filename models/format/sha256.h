@@ -17,7 +17,7 @@ inline constexpr char kSha256Prefix[] = "sha256:";
 absl::StatusOr<std::string> FileSha256(const std::string& path);
 
 // SHA-256 of `bytes`.
-std::string Sha256(std::string_view bytes);
+absl::StatusOr<std::string> Sha256(std::string_view bytes);
 
 }  // namespace taskmoe::models
 

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "models/format/model_files.h"
+#include "models/format/sha256.h"
 #include "nlohmann/json.hpp"
 
 namespace taskmoe::models {
@@ -292,6 +293,13 @@ TEST(ModelConfig, FilesRecordDigestsAndRoundTrip) {
   EXPECT_TRUE(Json::parse(ModelConfigToJson(none))["files"].is_null());
 }
 
+TEST(ModelFiles, Sha256OfBytesIsTheStandardDigest) {
+  // FIPS 180-2's example.
+  absl::StatusOr<std::string> abc = Sha256("abc");
+  ASSERT_TRUE(abc.ok()) << abc.status();
+  EXPECT_EQ(*abc, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
 TEST(ModelFiles, DigestsAreCheckedAgainstTheFiles) {
   ModelConfig c = ParseOk(kExtractedConfig);
   const auto digests = [](const std::string& file) -> absl::StatusOr<std::string> {
@@ -308,7 +316,8 @@ TEST(ModelFiles, DigestsAreCheckedAgainstTheFiles) {
             std::string::npos)
       << mismatch;
   // A file that cannot be hashed is reported as such.
-  const absl::Status unreadable = VerifyModelFiles(c, "/nonexistent/model");
+  const absl::Status unreadable = CheckFileDigests(
+      c, [](const std::string& file) { return FileSha256("/nonexistent/model/" + file); });
   EXPECT_FALSE(unreadable.ok());
   EXPECT_NE(unreadable.message().find("/nonexistent/model/"), std::string::npos) << unreadable;
 }

@@ -230,31 +230,84 @@ absl::Status KvCache::Reset(int64_t batch, int64_t capacity, int64_t d_model, DT
   batch_ = batch;
   capacity_ = capacity;
   d_model_ = d_model;
-  length_ = 0;
+  lengths_.assign(batch, 0);
   dtype_ = dtype;
   return absl::OkStatus();
 }
 
+int64_t KvCache::length() const {
+  int64_t longest = 0;
+  for (int32_t l : lengths_) longest = std::max<int64_t>(longest, l);
+  return longest;
+}
+
+void KvCache::RelayoutInto(int64_t batch, int64_t capacity, const Tensor& from, Tensor& to) const {
+  to.Resize(dtype_, Shape{batch, capacity, d_model_});
+  const size_t position_bytes = DTypeSize(dtype_) * d_model_;
+  for (int64_t b = 0; b < batch_; ++b) {
+    std::memcpy(static_cast<char*>(to.raw_data()) + b * capacity * position_bytes,
+                static_cast<const char*>(from.raw_data()) + b * capacity_ * position_bytes,
+                lengths_[b] * position_bytes);
+  }
+}
+
+absl::Status KvCache::AddRows(int64_t count, int64_t capacity) {
+  if (count < 0 || capacity < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCache::AddRows: bad count ", count, " or capacity ", capacity));
+  }
+  if (d_model_ < 1) return absl::FailedPreconditionError("KvCache::AddRows before Reset");
+  const int64_t new_batch = batch_ + count;
+  const int64_t new_capacity = std::max(capacity_, capacity);
+  const size_t needed = DTypeSize(dtype_) * new_batch * new_capacity * d_model_;
+  if (new_capacity != capacity_ || keys_.capacity_bytes() < needed ||
+      values_.capacity_bytes() < needed) {
+    // The rows' stride changes or the storage is too small: copy what is filled into the
+    // spares (which grow once to the new size) and swap.
+    RelayoutInto(new_batch, new_capacity, keys_, spare_keys_);
+    RelayoutInto(new_batch, new_capacity, values_, spare_values_);
+    std::swap(keys_, spare_keys_);
+    std::swap(values_, spare_values_);
+  } else {
+    keys_.Resize(dtype_, Shape{new_batch, new_capacity, d_model_});
+    values_.Resize(dtype_, Shape{new_batch, new_capacity, d_model_});
+  }
+  capacity_ = new_capacity;
+  batch_ = new_batch;
+  lengths_.resize(new_batch, 0);
+  return absl::OkStatus();
+}
+
 absl::Status KvCache::Append(const Tensor& keys, const Tensor& values) {
+  return AppendToRows(0, keys, values);
+}
+
+absl::Status KvCache::AppendToRows(int64_t first_row, const Tensor& keys, const Tensor& values) {
   constexpr const char* kOp = "KvCache::Append";
   if (absl::Status s = CheckDType(keys, DType::kF32, kOp, "keys"); !s.ok()) return s;
   if (absl::Status s = CheckDType(values, DType::kF32, kOp, "values"); !s.ok()) return s;
-  if (keys.rank() != 3 || keys.dim(0) != batch_ || keys.dim(2) != d_model_) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": keys have shape ",
-                                                   keys.shape().ToString(), ", expected [", batch_,
-                                                   ", T, ", d_model_, "]"));
+  if (keys.rank() != 3 || first_row < 0 || first_row + keys.dim(0) > batch_ ||
+      (first_row == 0 && keys.dim(0) != batch_) || keys.dim(2) != d_model_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": keys have shape ", keys.shape().ToString(), " for rows from ",
+                     first_row, ", expected [", batch_ - first_row, ", T, ", d_model_, "]"));
   }
   if (absl::Status s = CheckShape(values, keys.shape(), kOp, "values"); !s.ok()) return s;
+  const int64_t rows = keys.dim(0);
   const int64_t steps = keys.dim(1);
-  if (length_ + steps > capacity_) {
-    return absl::OutOfRangeError(absl::StrCat(kOp, ": ", length_, " + ", steps,
-                                              " positions exceed the capacity of ", capacity_));
+  for (int64_t b = first_row; b < first_row + rows; ++b) {
+    if (lengths_[b] + steps > capacity_) {
+      return absl::OutOfRangeError(absl::StrCat(kOp, ": row ", b, " holds ", lengths_[b], "; ",
+                                                steps, " more positions exceed the capacity of ",
+                                                capacity_));
+    }
   }
   const int64_t count = steps * d_model_;
-  for (int64_t b = 0; b < batch_; ++b) {
-    const int64_t dst = (b * capacity_ + length_) * d_model_;
-    const float* key_src = keys.data<float>() + b * count;
-    const float* value_src = values.data<float>() + b * count;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = first_row + r;
+    const int64_t dst = (b * capacity_ + lengths_[b]) * d_model_;
+    const float* key_src = keys.data<float>() + r * count;
+    const float* value_src = values.data<float>() + r * count;
     if (dtype_ == DType::kBF16) {
       ConvertToBFloat16(key_src, count, keys_.data<BFloat16>() + dst);
       ConvertToBFloat16(value_src, count, values_.data<BFloat16>() + dst);
@@ -262,8 +315,8 @@ absl::Status KvCache::Append(const Tensor& keys, const Tensor& values) {
       std::memcpy(keys_.data<float>() + dst, key_src, sizeof(float) * count);
       std::memcpy(values_.data<float>() + dst, value_src, sizeof(float) * count);
     }
+    lengths_[b] += static_cast<int32_t>(steps);
   }
-  length_ += steps;
   return absl::OkStatus();
 }
 
@@ -275,10 +328,11 @@ void KvCache::SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Ten
   to.Resize(dtype_, Shape{std::max(new_batch, batch_), capacity_, d_model_});
   to.Resize(dtype_, Shape{new_batch, capacity_, d_model_});
   const size_t row_bytes = DTypeSize(dtype_) * capacity_ * d_model_;
-  const size_t bytes = DTypeSize(dtype_) * length_ * d_model_;
+  const size_t position_bytes = DTypeSize(dtype_) * d_model_;
   for (int64_t r = 0; r < new_batch; ++r) {
     std::memcpy(static_cast<char*>(to.raw_data()) + r * row_bytes,
-                static_cast<const char*>(from.raw_data()) + rows[r] * row_bytes, bytes);
+                static_cast<const char*>(from.raw_data()) + rows[r] * row_bytes,
+                lengths_[rows[r]] * position_bytes);
   }
 }
 
@@ -292,17 +346,20 @@ absl::Status KvCache::SelectRows(absl::Span<const int32_t> rows) {
     if (r > 0 && rows[r] <= rows[r - 1]) ascending = false;
   }
   const int64_t new_batch = static_cast<int64_t>(rows.size());
+  spare_lengths_.resize(rows.size());
+  for (size_t r = 0; r < rows.size(); ++r) spare_lengths_[r] = lengths_[rows[r]];
   if (ascending) {
     // Dropping rows (finished sentences): compact in place. Row r moves down from rows[r] >= r,
     // and every later source lies above every row written so far, so nothing is overwritten
     // before it is read.
     const size_t row_bytes = DTypeSize(dtype_) * capacity_ * d_model_;
-    const size_t bytes = DTypeSize(dtype_) * length_ * d_model_;
+    const size_t position_bytes = DTypeSize(dtype_) * d_model_;
     for (int64_t r = 0; r < new_batch; ++r) {
       if (rows[r] == r) continue;
       for (Tensor* t : {&keys_, &values_}) {
         char* base = static_cast<char*>(t->raw_data());
-        std::memcpy(base + r * row_bytes, base + rows[r] * row_bytes, bytes);
+        std::memcpy(base + r * row_bytes, base + rows[r] * row_bytes,
+                    lengths_[rows[r]] * position_bytes);
       }
     }
     keys_.Resize(dtype_, Shape{new_batch, capacity_, d_model_});
@@ -314,6 +371,7 @@ absl::Status KvCache::SelectRows(absl::Span<const int32_t> rows) {
     std::swap(keys_, spare_keys_);
     std::swap(values_, spare_values_);
   }
+  std::swap(lengths_, spare_lengths_);
   batch_ = new_batch;
   return absl::OkStatus();
 }

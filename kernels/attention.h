@@ -8,6 +8,7 @@
 #define TASKMOE_KERNELS_ATTENTION_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -33,36 +34,51 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
                                 const AttentionOptions& options, Tensor& out);
 
 // Keys and values of one attention layer for a batch of sequences decoded in step: a
-// capacity reserved once, a length that grows by Append, and row selection for beam search
-// (reorder hypotheses) and for dropping finished sentences. Storage is reused across
-// Reset calls and selections, so steady decoding does not allocate.
+// capacity reserved per row, a length per row that grows by Append (rows may have joined the
+// batch at different steps, as in continuous batching), rows added at the end (AddRows) and
+// row selection for beam search (reorder hypotheses) and for dropping finished sentences.
+// Storage is reused across Reset calls, selections and additions, so steady decoding does not
+// allocate once the buffers have reached the largest batch and capacity seen.
 class KvCache {
  public:
   // Empties the cache and makes room for [batch, capacity, d_model], stored as `dtype`: f32,
   // or bf16 (rounded to nearest even on Append; half the bytes for attention to read).
   absl::Status Reset(int64_t batch, int64_t capacity, int64_t d_model, DType dtype = DType::kF32);
 
-  // Appends f32 [batch, T, d_model] keys and values at positions [length, length + T).
+  // Appends `count` empty rows (length 0) after the existing ones and makes sure every row can
+  // hold `capacity` positions, growing the capacity (existing rows keep their contents) when it
+  // is smaller. Needs a prior Reset for d_model and dtype.
+  absl::Status AddRows(int64_t count, int64_t capacity);
+
+  // Appends f32 [batch, T, d_model] keys and values: row b at positions
+  // [length(b), length(b) + T).
   absl::Status Append(const Tensor& keys, const Tensor& values);
+  // The same for rows [first_row, first_row + keys.dim(0)) only (rows just added).
+  absl::Status AppendToRows(int64_t first_row, const Tensor& keys, const Tensor& values);
 
   // Keeps batch rows `rows` (in that order; a row may repeat, as when two beam hypotheses
   // descend from one). The new batch size is rows.size().
   absl::Status SelectRows(absl::Span<const int32_t> rows);
 
-  // [batch, capacity, d_model] of dtype(); positions >= length() are unspecified.
+  // [batch, capacity, d_model] of dtype(); positions >= length(b) of row b are unspecified.
   const Tensor& keys() const { return keys_; }
   const Tensor& values() const { return values_; }
   int64_t batch() const { return batch_; }
-  int64_t length() const { return length_; }
+  // Positions filled in row b, and the most of any row (0 for an empty batch).
+  int64_t length(int64_t b) const { return lengths_[b]; }
+  int64_t length() const;
   int64_t capacity() const { return capacity_; }
   DType dtype() const { return dtype_; }
 
  private:
   void SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Tensor& to) const;
+  // Copies every row's filled positions into `to`, laid out as [batch, capacity, d_model].
+  void RelayoutInto(int64_t batch, int64_t capacity, const Tensor& from, Tensor& to) const;
 
   Tensor keys_, values_;
-  Tensor spare_keys_, spare_values_;  // double buffers for SelectRows
-  int64_t batch_ = 0, capacity_ = 0, d_model_ = 0, length_ = 0;
+  Tensor spare_keys_, spare_values_;  // double buffers for SelectRows and growth
+  std::vector<int32_t> lengths_, spare_lengths_;
+  int64_t batch_ = 0, capacity_ = 0, d_model_ = 0;
   DType dtype_ = DType::kF32;
 };
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/activation.h"
 #include "kernels/embedding.h"
@@ -21,8 +22,98 @@ using kernels::Tensor;
 
 namespace {
 
+constexpr kernels::Activation kNone = kernels::Activation::kNone;
+
 // Self-attention, cross-attention and FFN sublayers share this shape: x += f(LayerNorm(x)).
 absl::Status ResidualAdd(const Tensor& delta, Tensor& x) { return kernels::AddInPlace(delta, x); }
+
+using SameWeights = absl::FunctionRef<bool(const RowGroup&, const RowGroup&)>;
+using RunOp = absl::FunctionRef<absl::Status(const RowGroup&, const Tensor&, Tensor&)>;
+
+// Splits `groups` into runs of neighbouring groups for which `same` holds (groups without rows
+// are skipped).
+void SplitIntoRuns(absl::Span<const RowGroup> groups, SameWeights same, std::vector<RowRun>& runs) {
+  runs.clear();
+  int64_t begin = 0;
+  for (const RowGroup& group : groups) {
+    if (group.rows == 0) continue;
+    if (!runs.empty() && same(*runs.back().group, group)) {
+      runs.back().count += group.rows;
+    } else {
+      runs.push_back({begin, group.rows, &group});
+    }
+    begin += group.rows;
+  }
+}
+
+// out = op(in) where op may differ between runs of rows: one call on the whole batch when one
+// run covers it (a batch of one task), else one per run on a view of its rows, through
+// `scratch` (a view has no storage of its own to be resized into) and copied into its rows of
+// `out`. Rows are along axis 0; the last dimension of out is `out_width`.
+absl::Status ApplyPerRun(const std::vector<RowRun>& runs, const Tensor& in, int64_t out_width,
+                         Tensor& scratch, Tensor& out, RunOp op) {
+  if (runs.size() == 1) return op(*runs.front().group, in, out);
+  out.Resize(DType::kF32, in.shape().WithLastDim(out_width));
+  if (in.dim(0) == 0) return absl::OkStatus();
+  const int64_t row_elements = out.numel() / out.dim(0);
+  for (const RowRun& run : runs) {
+    TASKMOE_ASSIGN_OR_RETURN(Tensor rows, in.Rows(run.begin, run.count));
+    TASKMOE_RETURN_IF_ERROR(op(*run.group, rows, scratch));
+    std::memcpy(out.data<float>() + run.begin * row_elements, scratch.data<float>(),
+                sizeof(float) * run.count * row_elements);
+  }
+  return absl::OkStatus();
+}
+
+bool SameFfn(const FfnWeights& a, const ExpertChoice& a_choice, const FfnWeights& b,
+             const ExpertChoice& b_choice) {
+  if (a.index() != b.index()) return false;
+  if (const auto* dense = std::get_if<DenseFfnWeights>(&a)) {
+    const auto& other = std::get<DenseFfnWeights>(b);
+    return dense->fc1 == other.fc1 && dense->fc2 == other.fc2;
+  }
+  const auto& moe = std::get<MoeFfnWeights>(a);
+  const auto& other = std::get<MoeFfnWeights>(b);
+  if (&moe != &other) {
+    if (moe.routing != other.routing || moe.top_k != other.top_k || moe.router != other.router ||
+        moe.experts.size() != other.experts.size()) {
+      return false;
+    }
+    for (size_t e = 0; e < moe.experts.size(); ++e) {
+      if (moe.experts[e].fc1 != other.experts[e].fc1 ||
+          moe.experts[e].fc2 != other.experts[e].fc2) {
+        return false;
+      }
+    }
+  }
+  return moe.routing != Routing::kTask ||
+         (a_choice.experts == b_choice.experts && a_choice.gates == b_choice.gates);
+}
+
+// Checks that `groups` cover `rows` rows of models that can share a batch; returns the first.
+absl::StatusOr<const TransformerModel*> CheckGroups(absl::Span<const RowGroup> groups,
+                                                    int64_t rows, const char* op) {
+  if (groups.empty() || groups.front().model == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": no row groups"));
+  }
+  const TransformerModel* first = groups.front().model;
+  int64_t covered = 0;
+  for (const RowGroup& group : groups) {
+    if (group.model == nullptr || group.route == nullptr || group.rows < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(op, ": a row group without model or route"));
+    }
+    if (group.model != first && !TransformerModel::CanShareBatch(*first, *group.model)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": row groups of models that cannot share a batch"));
+    }
+    covered += group.rows;
+  }
+  if (covered != rows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": row groups cover ", covered, " rows of ", rows));
+  }
+  return first;
+}
 
 }  // namespace
 
@@ -36,6 +127,9 @@ absl::Status DecoderState::SelectRows(absl::Span<const int32_t> rows) {
   selected_lengths.resize(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) selected_lengths[i] = source_lengths[rows[i]];
   std::swap(source_lengths, selected_lengths);
+  selected_positions.resize(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) selected_positions[i] = positions[rows[i]];
+  std::swap(positions, selected_positions);
   batch = static_cast<int64_t>(rows.size());
   return absl::OkStatus();
 }
@@ -95,23 +189,46 @@ absl::Status TransformerModel::RunFfn(const FfnWeights& ffn, const ExpertChoice&
   return TaskMoeForward(moe, choice, config_.activation, x, ws, y);
 }
 
+bool TransformerModel::CanShareBatch(const TransformerModel& a, const TransformerModel& b) {
+  if (&a == &b) return true;
+  const ModelConfig& x = a.config_;
+  const ModelConfig& y = b.config_;
+  return a.precision_ == b.precision_ && x.d_model == y.d_model && x.num_heads == y.num_heads &&
+         x.encoder_layers == y.encoder_layers && x.decoder_layers == y.decoder_layers &&
+         x.activation == y.activation && x.layer_norm_eps == y.layer_norm_eps &&
+         x.vocab_size == y.vocab_size && x.max_positions == y.max_positions &&
+         x.scale_embeddings == y.scale_embeddings &&
+         x.special_tokens.pad == y.special_tokens.pad &&
+         x.special_tokens.bos == y.special_tokens.bos &&
+         x.special_tokens.eos == y.special_tokens.eos;
+}
+
 absl::Status TransformerModel::Encode(const std::vector<std::vector<int32_t>>& sources,
                                       const TaskRoute& route, EncoderOutput& out) const {
+  const RowGroup group{this, &route, static_cast<int64_t>(sources.size())};
+  return Encode({&group, 1}, sources, out);
+}
+
+absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
+                                      const std::vector<std::vector<int32_t>>& sources,
+                                      EncoderOutput& out) {
   const int64_t batch = static_cast<int64_t>(sources.size());
-  const int64_t d = config_.d_model;
+  TASKMOE_ASSIGN_OR_RETURN(const TransformerModel* first, CheckGroups(groups, batch, "Encode"));
+  const ModelConfig& config = first->config_;
+  const int64_t d = config.d_model;
   int64_t max_len = 0;
   for (size_t b = 0; b < sources.size(); ++b) {
     const int64_t len = static_cast<int64_t>(sources[b].size());
-    if (len == 0 || len > config_.max_positions) {
+    if (len == 0 || len > config.max_positions) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "source ", b, " has ", len, " tokens; the model takes 1 to ", config_.max_positions));
+          "source ", b, " has ", len, " tokens; the model takes 1 to ", config.max_positions));
     }
     max_len = std::max(max_len, len);
   }
   out.lengths.resize(batch);
   std::vector<int32_t>& ids = out.ids;
   std::vector<int32_t>& positions = out.positions;
-  ids.assign(batch * max_len, config_.special_tokens.pad);
+  ids.assign(batch * max_len, config.special_tokens.pad);
   positions.resize(batch * max_len);
   for (int64_t b = 0; b < batch; ++b) {
     out.lengths[b] = static_cast<int32_t>(sources[b].size());
@@ -121,131 +238,375 @@ absl::Status TransformerModel::Encode(const std::vector<std::vector<int32_t>>& s
   Tensor &x = out.x, &normed = out.normed, &qkv = out.qkv, &q = out.q, &k = out.k, &v = out.v,
          &attn = out.attn, &delta = out.delta;
   Tensor* const qkv_parts[] = {&q, &k, &v};
-  FfnWorkspace& ffn_ws = out.ffn_ws;
-  TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(encoder_embedding_, ids, embedding_scale_,
-                                                   positions_, positions, x));
+  std::vector<RowRun>& runs = out.runs;
+  const float eps = config.layer_norm_eps;
+
+  // The embedding, per run of groups sharing a table (tokens of a run are contiguous).
+  SplitIntoRuns(
+      groups,
+      [](const RowGroup& a, const RowGroup& b) {
+        return a.model->encoder_embedding_.raw_data() == b.model->encoder_embedding_.raw_data();
+      },
+      runs);
+  if (runs.size() <= 1) {
+    TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(first->encoder_embedding_, ids,
+                                                     first->embedding_scale_, first->positions_,
+                                                     positions, x));
+  } else {
+    x.Resize(DType::kF32, Shape{batch * max_len, d});
+    for (const RowRun& run : runs) {
+      const auto span = [&](const std::vector<int32_t>& all) {
+        return absl::MakeConstSpan(all).subspan(run.begin * max_len, run.count * max_len);
+      };
+      TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(
+          run.group->model->encoder_embedding_, span(ids), first->embedding_scale_,
+          first->positions_, span(positions), out.run_out));
+      std::memcpy(x.data<float>() + run.begin * max_len * d, out.run_out.data<float>(),
+                  out.run_out.bytes());
+    }
+  }
   TASKMOE_RETURN_IF_ERROR(x.ReshapeInPlace(Shape{batch, max_len, d}));
-  const kernels::AttentionOptions attention{.num_heads = config_.num_heads};
-  for (size_t i = 0; i < encoder_layers_.size(); ++i) {
-    const LayerWeights& layer = encoder_layers_[i];
-    const float eps = config_.layer_norm_eps;
-    TASKMOE_RETURN_IF_ERROR(
-        kernels::LayerNorm(x, layer.self_attn_norm.gamma, layer.self_attn_norm.beta, eps, normed));
-    TASKMOE_RETURN_IF_ERROR(layer.self_attn.qkv->Forward(normed, kernels::Activation::kNone, qkv));
+
+  // Each layer's operations, run once per run of groups sharing the weight.
+  auto norm = [&](auto pick, const Tensor& in, Tensor& result) {
+    SplitIntoRuns(
+        groups,
+        [&](const RowGroup& a, const RowGroup& b) {
+          return pick(*a.model).gamma.raw_data() == pick(*b.model).gamma.raw_data() &&
+                 pick(*a.model).beta.raw_data() == pick(*b.model).beta.raw_data();
+        },
+        runs);
+    return ApplyPerRun(runs, in, d, out.run_out, result,
+                       [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                         const LayerNormWeights& n = pick(*g.model);
+                         return kernels::LayerNorm(rows, n.gamma, n.beta, eps, y);
+                       });
+  };
+  auto linear = [&](auto pick, const Tensor& in, Tensor& result) {
+    SplitIntoRuns(
+        groups,
+        [&](const RowGroup& a, const RowGroup& b) {
+          return pick(*a.model).get() == pick(*b.model).get();
+        },
+        runs);
+    return ApplyPerRun(runs, in, pick(*first)->out_features(), out.run_out, result,
+                       [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                         return pick(*g.model)->Forward(rows, kNone, y);
+                       });
+  };
+  const kernels::AttentionOptions attention{.num_heads = config.num_heads};
+  for (size_t i = 0; i < first->encoder_layers_.size(); ++i) {
+    auto layer = [i](const TransformerModel& m) -> const LayerWeights& {
+      return m.encoder_layers_[i];
+    };
+    TASKMOE_RETURN_IF_ERROR(norm(
+        [&](const TransformerModel& m) -> const LayerNormWeights& {
+          return layer(m).self_attn_norm;
+        },
+        x, normed));
+    TASKMOE_RETURN_IF_ERROR(linear(
+        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.qkv; },
+        normed, qkv));
     TASKMOE_RETURN_IF_ERROR(kernels::SplitLastDim(qkv, qkv_parts));
     TASKMOE_RETURN_IF_ERROR(kernels::MultiHeadAttention(q, k, v, out.lengths, attention, attn));
-    TASKMOE_RETURN_IF_ERROR(layer.self_attn.out->Forward(attn, kernels::Activation::kNone, delta));
+    TASKMOE_RETURN_IF_ERROR(linear(
+        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.out; },
+        attn, delta));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(delta, x));
-    TASKMOE_RETURN_IF_ERROR(
-        kernels::LayerNorm(x, layer.ffn_norm.gamma, layer.ffn_norm.beta, eps, normed));
-    TASKMOE_RETURN_IF_ERROR(RunFfn(layer.ffn, route.encoder[i], normed, ffn_ws, delta));
+    TASKMOE_RETURN_IF_ERROR(norm(
+        [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; },
+        x, normed));
+    SplitIntoRuns(
+        groups,
+        [&](const RowGroup& a, const RowGroup& b) {
+          return SameFfn(layer(*a.model).ffn, a.route->encoder[i], layer(*b.model).ffn,
+                         b.route->encoder[i]);
+        },
+        runs);
+    TASKMOE_RETURN_IF_ERROR(ApplyPerRun(
+        runs, normed, d, out.run_out, delta, [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+          return g.model->RunFfn(layer(*g.model).ffn, g.route->encoder[i], rows, out.ffn_ws, y);
+        }));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(delta, x));
   }
-  return kernels::LayerNorm(x, encoder_final_norm_.gamma, encoder_final_norm_.beta,
-                            config_.layer_norm_eps, out.states);
+  return norm([](const TransformerModel& m) -> const LayerNormWeights& {
+    return m.encoder_final_norm_;
+  }, x, out.states);
 }
 
 absl::Status TransformerModel::StartDecoding(const EncoderOutput& encoder, int64_t max_steps,
                                              const TaskRoute& route, DecoderState& state) const {
-  const int64_t batch = static_cast<int64_t>(encoder.lengths.size());
-  const int64_t d = config_.d_model;
   if (max_steps < 1 || max_steps > config_.max_positions) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_steps ", max_steps, " outside [1, ", config_.max_positions, "]"));
   }
+  const int64_t batch = static_cast<int64_t>(encoder.lengths.size());
   const int64_t source_len = batch == 0 ? 0 : encoder.states.dim(1);
-  state.batch = batch;
-  state.steps = 0;
-  state.source_lengths = encoder.lengths;
+  state.batch = 0;
+  state.source_lengths.clear();
+  state.positions.clear();
   state.self_cache.resize(decoder_layers_.size());
   state.cross_cache.resize(decoder_layers_.size());
   // Reduced-precision models keep their caches in bf16: attention over them is bound by
   // reading keys and values, and the linear layers already round far more than bf16 does.
   const DType cache_dtype = precision_ == kernels::Precision::kF32 ? DType::kF32 : DType::kBF16;
   for (size_t i = 0; i < decoder_layers_.size(); ++i) {
-    const AttentionWeights& cross = decoder_layers_[i].cross_attn;
-    TASKMOE_RETURN_IF_ERROR(state.self_cache[i].Reset(batch, max_steps, d, cache_dtype));
-    TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].Reset(batch, source_len, d, cache_dtype));
-    if (batch == 0) continue;
-    Tensor* const kv_parts[] = {&state.k, &state.v};
+    TASKMOE_RETURN_IF_ERROR(state.self_cache[i].Reset(0, max_steps, config_.d_model, cache_dtype));
     TASKMOE_RETURN_IF_ERROR(
-        cross.kv->Forward(encoder.states, kernels::Activation::kNone, state.qkv));
-    TASKMOE_RETURN_IF_ERROR(kernels::SplitLastDim(state.qkv, kv_parts));
-    TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].Append(state.k, state.v));
+        state.cross_cache[i].Reset(0, source_len, config_.d_model, cache_dtype));
   }
+  if (batch == 0) return absl::OkStatus();
+  const RowGroup group{this, &route, batch};
+  return AddRows({&group, 1}, encoder, max_steps, state);
+}
+
+absl::Status TransformerModel::AddRows(absl::Span<const RowGroup> groups,
+                                       const EncoderOutput& encoder, int64_t max_steps,
+                                       DecoderState& state) {
+  const int64_t added = static_cast<int64_t>(encoder.lengths.size());
+  if (added == 0) return absl::OkStatus();
+  TASKMOE_ASSIGN_OR_RETURN(const TransformerModel* first, CheckGroups(groups, added, "AddRows"));
+  const ModelConfig& config = first->config_;
+  if (max_steps < 1 || max_steps > config.max_positions) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_steps ", max_steps, " outside [1, ", config.max_positions, "]"));
+  }
+  if (state.self_cache.size() != first->decoder_layers_.size() ||
+      state.cross_cache.size() != first->decoder_layers_.size()) {
+    return absl::FailedPreconditionError("AddRows: the decoder state was not started");
+  }
+  const int64_t first_row = state.batch;
+  const int64_t source_len = encoder.states.dim(1);
+  Tensor* const kv_parts[] = {&state.k, &state.v};
+  for (size_t i = 0; i < first->decoder_layers_.size(); ++i) {
+    TASKMOE_RETURN_IF_ERROR(state.self_cache[i].AddRows(added, max_steps));
+    TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AddRows(added, source_len));
+    SplitIntoRuns(
+        groups,
+        [i](const RowGroup& a, const RowGroup& b) {
+          return a.model->decoder_layers_[i].cross_attn.kv.get() ==
+                 b.model->decoder_layers_[i].cross_attn.kv.get();
+        },
+        state.runs);
+    TASKMOE_RETURN_IF_ERROR(ApplyPerRun(
+        state.runs, encoder.states, 2 * config.d_model, state.run_out, state.qkv,
+        [i](const RowGroup& g, const Tensor& rows, Tensor& y) {
+          return g.model->decoder_layers_[i].cross_attn.kv->Forward(rows, kNone, y);
+        }));
+    TASKMOE_RETURN_IF_ERROR(kernels::SplitLastDim(state.qkv, kv_parts));
+    TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AppendToRows(first_row, state.k, state.v));
+  }
+  state.source_lengths.insert(state.source_lengths.end(), encoder.lengths.begin(),
+                              encoder.lengths.end());
+  state.positions.resize(first_row + added, 0);
+  state.batch = first_row + added;
   return absl::OkStatus();
 }
 
 absl::Status TransformerModel::DecodeStep(absl::Span<const int32_t> tokens, const TaskRoute& route,
                                           DecoderState& state, Tensor& logits) const {
-  TASKMOE_RETURN_IF_ERROR(DecoderLayers(tokens, route, state));
-  TASKMOE_RETURN_IF_ERROR(
-      output_projection_->Forward(state.normed, kernels::Activation::kNone, logits));
-  TASKMOE_RETURN_IF_ERROR(logits.ReshapeInPlace(Shape{state.batch, config_.vocab_size}));
-  ++state.steps;
-  return absl::OkStatus();
+  const RowGroup group{this, &route, state.batch};
+  return DecodeStep({&group, 1}, tokens, state, logits);
 }
 
 absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const int32_t> tokens,
                                                 const TaskRoute& route, DecoderState& state,
                                                 GreedyHead& head) const {
-  TASKMOE_RETURN_IF_ERROR(DecoderLayers(tokens, route, state));
-  TASKMOE_RETURN_IF_ERROR(output_projection_->ForwardArgMaxAndLogSumExp(
-      state.normed, state.logits, head.best, head.best_logit, head.log_sum_exp));
-  ++state.steps;
+  const RowGroup group{this, &route, state.batch};
+  return DecodeStepGreedy({&group, 1}, tokens, state, head);
+}
+
+absl::Status TransformerModel::DecodeStep(absl::Span<const RowGroup> groups,
+                                          absl::Span<const int32_t> tokens, DecoderState& state,
+                                          Tensor& logits) {
+  TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state));
+  SplitIntoRuns(
+      groups,
+      [](const RowGroup& a, const RowGroup& b) {
+        return a.model->output_projection_.get() == b.model->output_projection_.get();
+      },
+      state.runs);
+  const int64_t vocab = groups.front().model->config_.vocab_size;
+  TASKMOE_RETURN_IF_ERROR(ApplyPerRun(state.runs, state.normed, vocab, state.run_out, logits,
+                                      [](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                                        return g.model->output_projection_->Forward(rows, kNone,
+                                                                                    y);
+                                      }));
+  return logits.ReshapeInPlace(Shape{state.batch, vocab});
+}
+
+absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> groups,
+                                                absl::Span<const int32_t> tokens,
+                                                DecoderState& state, GreedyHead& head) {
+  TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state));
+  SplitIntoRuns(
+      groups,
+      [](const RowGroup& a, const RowGroup& b) {
+        return a.model->output_projection_.get() == b.model->output_projection_.get();
+      },
+      state.runs);
+  if (state.runs.size() <= 1) {
+    return groups.front().model->output_projection_->ForwardArgMaxAndLogSumExp(
+        state.normed, state.logits, head.best, head.best_logit, head.log_sum_exp);
+  }
+  // Per run into run_head, then into the run's rows of `head`.
+  head.best.Resize(DType::kS32, Shape{state.batch});
+  head.best_logit.Resize(DType::kF32, Shape{state.batch});
+  head.log_sum_exp.Resize(DType::kF32, Shape{state.batch});
+  GreedyHead& part = state.run_head;
+  for (const RowRun& run : state.runs) {
+    TASKMOE_ASSIGN_OR_RETURN(Tensor rows, state.normed.Rows(run.begin, run.count));
+    TASKMOE_RETURN_IF_ERROR(run.group->model->output_projection_->ForwardArgMaxAndLogSumExp(
+        rows, state.logits, part.best, part.best_logit, part.log_sum_exp));
+    std::memcpy(head.best.data<int32_t>() + run.begin, part.best.data<int32_t>(),
+                sizeof(int32_t) * run.count);
+    std::memcpy(head.best_logit.data<float>() + run.begin, part.best_logit.data<float>(),
+                sizeof(float) * run.count);
+    std::memcpy(head.log_sum_exp.data<float>() + run.begin, part.log_sum_exp.data<float>(),
+                sizeof(float) * run.count);
+  }
   return absl::OkStatus();
 }
 
-absl::Status TransformerModel::DecoderLayers(absl::Span<const int32_t> tokens,
-                                             const TaskRoute& route, DecoderState& state) const {
-  const int64_t batch = state.batch, d = config_.d_model;
+absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
+                                             absl::Span<const int32_t> tokens,
+                                             DecoderState& state) {
+  const int64_t batch = state.batch;
+  TASKMOE_ASSIGN_OR_RETURN(const TransformerModel* first,
+                           CheckGroups(groups, batch, "DecodeStep"));
+  const ModelConfig& config = first->config_;
+  const int64_t d = config.d_model;
   if (static_cast<int64_t>(tokens.size()) != batch) {
     return absl::InvalidArgumentError(
         absl::StrCat("DecodeStep: ", tokens.size(), " tokens for a batch of ", batch));
   }
-  if (batch > 0 && state.steps >= state.self_cache[0].capacity()) {
-    return absl::OutOfRangeError(
-        absl::StrCat("DecodeStep: the ", state.steps, " steps reserved are used up"));
+  if (state.self_cache.size() != first->decoder_layers_.size()) {
+    return absl::FailedPreconditionError("DecodeStep: the decoder state was not started");
   }
-  state.position_ids.assign(batch, static_cast<int32_t>(state.steps));
-  TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(decoder_embedding_, tokens, embedding_scale_,
-                                                   positions_, state.position_ids, state.x));
+  for (int64_t r = 0; r < batch; ++r) {
+    if (state.positions[r] >= state.self_cache[0].capacity()) {
+      return absl::OutOfRangeError(absl::StrCat("DecodeStep: row ", r, " used up the ",
+                                                state.positions[r], " steps reserved"));
+    }
+  }
+  std::vector<RowRun>& runs = state.runs;
+  const float eps = config.layer_norm_eps;
+
+  // The embedding, per run of groups sharing a table.
+  SplitIntoRuns(
+      groups,
+      [](const RowGroup& a, const RowGroup& b) {
+        return a.model->decoder_embedding_.raw_data() == b.model->decoder_embedding_.raw_data();
+      },
+      runs);
+  if (runs.size() <= 1) {
+    TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(first->decoder_embedding_, tokens,
+                                                     first->embedding_scale_, first->positions_,
+                                                     state.positions, state.x));
+  } else {
+    state.x.Resize(DType::kF32, Shape{batch, d});
+    for (const RowRun& run : runs) {
+      TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(
+          run.group->model->decoder_embedding_, tokens.subspan(run.begin, run.count),
+          first->embedding_scale_, first->positions_,
+          absl::MakeConstSpan(state.positions).subspan(run.begin, run.count), state.run_out));
+      std::memcpy(state.x.data<float>() + run.begin * d, state.run_out.data<float>(),
+                  state.run_out.bytes());
+    }
+  }
   TASKMOE_RETURN_IF_ERROR(state.x.ReshapeInPlace(Shape{batch, 1, d}));
+
+  auto norm = [&](auto pick, const Tensor& in, Tensor& result) {
+    SplitIntoRuns(
+        groups,
+        [&](const RowGroup& a, const RowGroup& b) {
+          return pick(*a.model).gamma.raw_data() == pick(*b.model).gamma.raw_data() &&
+                 pick(*a.model).beta.raw_data() == pick(*b.model).beta.raw_data();
+        },
+        runs);
+    return ApplyPerRun(runs, in, d, state.run_out, result,
+                       [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                         const LayerNormWeights& n = pick(*g.model);
+                         return kernels::LayerNorm(rows, n.gamma, n.beta, eps, y);
+                       });
+  };
+  auto linear = [&](auto pick, const Tensor& in, Tensor& result) {
+    SplitIntoRuns(
+        groups,
+        [&](const RowGroup& a, const RowGroup& b) {
+          return pick(*a.model).get() == pick(*b.model).get();
+        },
+        runs);
+    return ApplyPerRun(runs, in, pick(*first)->out_features(), state.run_out, result,
+                       [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                         return pick(*g.model)->Forward(rows, kNone, y);
+                       });
+  };
+
   Tensor* const qkv_parts[] = {&state.q, &state.k, &state.v};
-  const kernels::AttentionOptions attention{.num_heads = config_.num_heads};
-  const float eps = config_.layer_norm_eps;
-  constexpr kernels::Activation kNone = kernels::Activation::kNone;
-  state.self_lengths.assign(batch, static_cast<int32_t>(state.steps + 1));
-  for (size_t i = 0; i < decoder_layers_.size(); ++i) {
-    const LayerWeights& layer = decoder_layers_[i];
+  const kernels::AttentionOptions attention{.num_heads = config.num_heads};
+  state.self_lengths.resize(batch);
+  for (int64_t r = 0; r < batch; ++r) state.self_lengths[r] = state.positions[r] + 1;
+  for (size_t i = 0; i < first->decoder_layers_.size(); ++i) {
+    auto layer = [i](const TransformerModel& m) -> const LayerWeights& {
+      return m.decoder_layers_[i];
+    };
     kernels::KvCache& self_cache = state.self_cache[i];
     kernels::KvCache& cross_cache = state.cross_cache[i];
-    TASKMOE_RETURN_IF_ERROR(kernels::LayerNorm(state.x, layer.self_attn_norm.gamma,
-                                               layer.self_attn_norm.beta, eps, state.normed));
-    TASKMOE_RETURN_IF_ERROR(layer.self_attn.qkv->Forward(state.normed, kNone, state.qkv));
+    TASKMOE_RETURN_IF_ERROR(norm(
+        [&](const TransformerModel& m) -> const LayerNormWeights& {
+          return layer(m).self_attn_norm;
+        },
+        state.x, state.normed));
+    TASKMOE_RETURN_IF_ERROR(linear(
+        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.qkv; },
+        state.normed, state.qkv));
     TASKMOE_RETURN_IF_ERROR(kernels::SplitLastDim(state.qkv, qkv_parts));
     TASKMOE_RETURN_IF_ERROR(self_cache.Append(state.k, state.v));
     TASKMOE_RETURN_IF_ERROR(kernels::MultiHeadAttention(state.q, self_cache.keys(),
                                                         self_cache.values(), state.self_lengths,
                                                         attention, state.attn));
-    TASKMOE_RETURN_IF_ERROR(layer.self_attn.out->Forward(state.attn, kNone, state.proj));
+    TASKMOE_RETURN_IF_ERROR(linear(
+        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.out; },
+        state.attn, state.proj));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(state.proj, state.x));
-    TASKMOE_RETURN_IF_ERROR(kernels::LayerNorm(state.x, layer.cross_attn_norm.gamma,
-                                               layer.cross_attn_norm.beta, eps, state.normed));
-    TASKMOE_RETURN_IF_ERROR(layer.cross_attn.q->Forward(state.normed, kNone, state.q));
+    TASKMOE_RETURN_IF_ERROR(norm(
+        [&](const TransformerModel& m) -> const LayerNormWeights& {
+          return layer(m).cross_attn_norm;
+        },
+        state.x, state.normed));
+    TASKMOE_RETURN_IF_ERROR(linear(
+        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).cross_attn.q; },
+        state.normed, state.q));
     TASKMOE_RETURN_IF_ERROR(kernels::MultiHeadAttention(state.q, cross_cache.keys(),
                                                         cross_cache.values(), state.source_lengths,
                                                         attention, state.attn));
-    TASKMOE_RETURN_IF_ERROR(layer.cross_attn.out->Forward(state.attn, kNone, state.proj));
+    TASKMOE_RETURN_IF_ERROR(linear(
+        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).cross_attn.out; },
+        state.attn, state.proj));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(state.proj, state.x));
-    TASKMOE_RETURN_IF_ERROR(
-        kernels::LayerNorm(state.x, layer.ffn_norm.gamma, layer.ffn_norm.beta, eps, state.normed));
-    TASKMOE_RETURN_IF_ERROR(
-        RunFfn(layer.ffn, route.decoder[i], state.normed, state.ffn_ws, state.ffn_out));
+    TASKMOE_RETURN_IF_ERROR(norm(
+        [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; },
+        state.x, state.normed));
+    SplitIntoRuns(
+        groups,
+        [&](const RowGroup& a, const RowGroup& b) {
+          return SameFfn(layer(*a.model).ffn, a.route->decoder[i], layer(*b.model).ffn,
+                         b.route->decoder[i]);
+        },
+        runs);
+    TASKMOE_RETURN_IF_ERROR(ApplyPerRun(runs, state.normed, d, state.run_out, state.ffn_out,
+                                        [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                                          return g.model->RunFfn(layer(*g.model).ffn,
+                                                                 g.route->decoder[i], rows,
+                                                                 state.ffn_ws, y);
+                                        }));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(state.ffn_out, state.x));
   }
-  return kernels::LayerNorm(state.x, decoder_final_norm_.gamma, decoder_final_norm_.beta, eps,
-                            state.normed);
+  for (int64_t r = 0; r < batch; ++r) ++state.positions[r];
+  return norm([](const TransformerModel& m) -> const LayerNormWeights& {
+    return m.decoder_final_norm_;
+  }, state.x, state.normed);
 }
 
 }  // namespace taskmoe::models

@@ -59,6 +59,27 @@ struct LoadOptions {
   std::shared_ptr<WeightStore> weight_store;
 };
 
+class TransformerModel;
+struct TaskRoute;
+
+// Rows of a batch that belong to one task: `rows` consecutive rows run by `model` on `route`.
+// A batch lists its groups in row order. A batch of one task is one group; the rows of a
+// continuous batch come from many tasks, and their models must be able to share a batch
+// (TransformerModel::CanShareBatch).
+struct RowGroup {
+  const TransformerModel* model = nullptr;
+  const TaskRoute* route = nullptr;
+  int64_t rows = 0;
+};
+
+// Rows [begin, begin + count) of a batch whose groups use the same weights for the operation
+// at hand, starting at `group`: workspace of the grouped layers.
+struct RowRun {
+  int64_t begin = 0;
+  int64_t count = 0;
+  const RowGroup* group = nullptr;
+};
+
 // Encoder states of a batch of sentences: [batch, max_len, d_model], padded on the right.
 struct EncoderOutput {
   kernels::Tensor states;
@@ -68,24 +89,8 @@ struct EncoderOutput {
   kernels::Tensor x, normed, qkv, q, k, v, attn, delta;
   FfnWorkspace ffn_ws;
   std::vector<int32_t> ids, positions;
-};
-
-// Mutable state of an incremental decode over `batch` rows (sentences x beam hypotheses).
-struct DecoderState {
-  std::vector<kernels::KvCache> self_cache;   // per decoder layer
-  std::vector<kernels::KvCache> cross_cache;  // per decoder layer: keys/values of the source
-  std::vector<int32_t> source_lengths;        // per row
-  int64_t batch = 0;
-  int64_t steps = 0;  // target tokens consumed so far
-
-  // Workspace reused by every step. `logits` holds the output projection's products
-  // (DecodeStepGreedy's scratch; beam search passes it to DecodeStep).
-  kernels::Tensor x, normed, qkv, q, k, v, attn, proj, ffn_out, logits;
-  FfnWorkspace ffn_ws;
-  std::vector<int32_t> position_ids, self_lengths, selected_lengths;
-
-  // Keeps rows `rows` (reordered, repeated or dropped) in every cache.
-  absl::Status SelectRows(absl::Span<const int32_t> rows);
+  std::vector<RowRun> runs;
+  kernels::Tensor run_out;
 };
 
 // What DecodeStepGreedy writes, all [batch].
@@ -93,6 +98,31 @@ struct GreedyHead {
   kernels::Tensor best;         // s32 token ids
   kernels::Tensor best_logit;   // f32
   kernels::Tensor log_sum_exp;  // f32
+};
+
+// Mutable state of an incremental decode over `batch` rows (sentences x beam hypotheses). Rows
+// may have started at different steps (a continuous batch admits rows as others decode): each
+// has its own position and its own source length.
+struct DecoderState {
+  std::vector<kernels::KvCache> self_cache;   // per decoder layer
+  std::vector<kernels::KvCache> cross_cache;  // per decoder layer: keys/values of the source
+  std::vector<int32_t> source_lengths;        // per row
+  std::vector<int32_t> positions;             // per row: target tokens it has consumed
+  int64_t batch = 0;
+
+  // Workspace reused by every step. `logits` holds the output projection's products
+  // (DecodeStepGreedy's scratch; beam search passes it to DecodeStep).
+  kernels::Tensor x, normed, qkv, q, k, v, attn, proj, ffn_out, logits;
+  FfnWorkspace ffn_ws;
+  std::vector<int32_t> self_lengths, selected_lengths, selected_positions;
+  // Grouped layers: the runs of the operation at hand, and one run's output before it is copied
+  // into the batch's.
+  std::vector<RowRun> runs;
+  kernels::Tensor run_out;
+  GreedyHead run_head;
+
+  // Keeps rows `rows` (reordered, repeated or dropped) in every cache.
+  absl::Status SelectRows(absl::Span<const int32_t> rows);
 };
 
 // Per-task routing decisions of the task-routed MoE layers, precomputed at load.
@@ -139,14 +169,30 @@ class TransformerModel {
   // The cost of one DecodeStep for the task whose route is given.
   StepCost DecoderStepCost(const TaskRoute& route) const;
 
+  // Whether rows of `a` and `b` may share a batch (RowGroup): the same architecture,
+  // vocabulary, special tokens and precision, so that every tensor between layers has the same
+  // shape and meaning. Subnetworks of one parent always can.
+  static bool CanShareBatch(const TransformerModel& a, const TransformerModel& b);
+
   // Encodes a batch of token-id sequences (each already [tag] + pieces + [eos]).
   absl::Status Encode(const std::vector<std::vector<int32_t>>& sources, const TaskRoute& route,
                       EncoderOutput& out) const;
+  // The same for a batch of several tasks' sentences, grouped as `groups` (in order, covering
+  // every source): each layer runs once per distinct weight among the groups.
+  static absl::Status Encode(absl::Span<const RowGroup> groups,
+                             const std::vector<std::vector<int32_t>>& sources, EncoderOutput& out);
 
   // Prepares `state` to decode `encoder.lengths.size()` rows of at most `max_steps` tokens:
   // computes the cross-attention keys/values once.
   absl::Status StartDecoding(const EncoderOutput& encoder, int64_t max_steps,
                              const TaskRoute& route, DecoderState& state) const;
+  // Appends the encoded sentences to a running decode as new rows after the existing ones
+  // (grouped as `groups`, covering encoder.lengths.size() rows), each with room for at most
+  // `max_steps` tokens: their cross-attention keys/values and empty self-attention caches.
+  // `state` must have been started (StartDecoding, possibly with no rows) by a model that can
+  // share a batch with these.
+  static absl::Status AddRows(absl::Span<const RowGroup> groups, const EncoderOutput& encoder,
+                              int64_t max_steps, DecoderState& state);
 
   // Feeds one token per row and writes the next-token logits, f32 [batch, vocab]: log-
   // probabilities up to a per-row shift (kernels::LogSoftmaxInPlace or ArgMaxAndLogSumExp
@@ -161,11 +207,23 @@ class TransformerModel {
   absl::Status DecodeStepGreedy(absl::Span<const int32_t> tokens, const TaskRoute& route,
                                 DecoderState& state, GreedyHead& head) const;
 
+  // The same two for a batch whose rows belong to several tasks (`groups`, in row order,
+  // covering state.batch rows): each linear layer runs once per run of neighbouring groups
+  // that share its weight (the weight store makes shared weights one object), so rows of
+  // tasks sharing a layer go through one matmul, and a row's result does not depend on the
+  // batch it is in.
+  static absl::Status DecodeStep(absl::Span<const RowGroup> groups,
+                                 absl::Span<const int32_t> tokens, DecoderState& state,
+                                 kernels::Tensor& logits);
+  static absl::Status DecodeStepGreedy(absl::Span<const RowGroup> groups,
+                                       absl::Span<const int32_t> tokens, DecoderState& state,
+                                       GreedyHead& head);
+
  private:
   TransformerModel() = default;
   // A step up to the final layer norm: the output projection's input in state.normed.
-  absl::Status DecoderLayers(absl::Span<const int32_t> tokens, const TaskRoute& route,
-                             DecoderState& state) const;
+  static absl::Status DecoderLayers(absl::Span<const RowGroup> groups,
+                                    absl::Span<const int32_t> tokens, DecoderState& state);
   absl::Status RunFfn(const FfnWeights& ffn, const ExpertChoice& choice, const kernels::Tensor& x,
                       FfnWorkspace& ws, kernels::Tensor& y) const;
 

@@ -95,6 +95,7 @@ class TaskModel {
 
   // The engine's objects, for tools and tests that go below the seam.
   const TransformerModel& transformer() const { return *transformer_; }
+  const TaskRoute& route() const { return *route_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const TaskInfo& info() const { return *info_; }
 

@@ -3,6 +3,7 @@
 #include "models/transformer.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -30,37 +31,102 @@ absl::Status ResidualAdd(const Tensor& delta, Tensor& x) { return kernels::AddIn
 using SameWeights = absl::FunctionRef<bool(const RowGroup&, const RowGroup&)>;
 using RunOp = absl::FunctionRef<absl::Status(const RowGroup&, const Tensor&, Tensor&)>;
 
-// Splits `groups` into runs of neighbouring groups for which `same` holds (groups without rows
-// are skipped).
-void SplitIntoRuns(absl::Span<const RowGroup> groups, SameWeights same, std::vector<RowRun>& runs) {
-  runs.clear();
+// Sorts the groups of a batch into runs sharing the weight of the operation at hand (`same`
+// holds between a run's first group and each of its others); groups without rows are skipped.
+// Neighbours are compared first: in the common batch they share.
+void PlanRuns(absl::Span<const RowGroup> groups, SameWeights same, GroupedRuns& plan) {
+  plan.runs.clear();
+  plan.run_of_group.assign(groups.size(), -1);
   int64_t begin = 0;
-  for (const RowGroup& group : groups) {
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const RowGroup& group = groups[g];
     if (group.rows == 0) continue;
-    if (!runs.empty() && same(*runs.back().group, group)) {
-      runs.back().count += group.rows;
+    int32_t run = -1;
+    if (!plan.runs.empty() && same(*plan.runs.back().group, group)) {
+      run = static_cast<int32_t>(plan.runs.size()) - 1;
     } else {
-      runs.push_back({begin, group.rows, &group});
+      for (size_t r = 0; r + 1 < plan.runs.size(); ++r) {
+        if (same(*plan.runs[r].group, group)) {
+          run = static_cast<int32_t>(r);
+          break;
+        }
+      }
     }
+    if (run < 0) {
+      plan.runs.push_back({begin, group.rows, &group, true});
+      run = static_cast<int32_t>(plan.runs.size()) - 1;
+    } else {
+      RowRun& joined = plan.runs[run];
+      joined.contiguous = joined.contiguous && joined.begin + joined.count == begin;
+      joined.count += group.rows;
+    }
+    plan.run_of_group[g] = run;
     begin += group.rows;
   }
 }
 
-// out = op(in) where op may differ between runs of rows: one call on the whole batch when one
-// run covers it (a batch of one task), else one per run on a view of its rows, through
-// `scratch` (a view has no storage of its own to be resized into) and copied into its rows of
-// `out`. Rows are along axis 0; the last dimension of out is `out_width`.
-absl::Status ApplyPerRun(const std::vector<RowRun>& runs, const Tensor& in, int64_t out_width,
-                         Tensor& scratch, Tensor& out, RunOp op) {
-  if (runs.size() == 1) return op(*runs.front().group, in, out);
+// `shape` with `rows` in axis 0.
+Shape WithRows(const Shape& shape, int64_t rows) {
+  std::array<int64_t, Shape::kMaxRank> dims{};
+  std::copy(shape.dims().begin(), shape.dims().end(), dims.begin());
+  dims[0] = rows;
+  return *Shape::Make(absl::MakeConstSpan(dims.data(), shape.rank()));
+}
+
+// Copies the rows of run `run` of `all` (axis 0) into `part`, in group order, or back.
+void GatherRun(absl::Span<const RowGroup> groups, const GroupedRuns& plan, int32_t run,
+               const Tensor& all, Tensor& part) {
+  part.Resize(all.dtype(), WithRows(all.shape(), plan.runs[run].count));
+  const size_t row_bytes = all.dim(0) == 0 ? 0 : all.bytes() / all.dim(0);
+  int64_t begin = 0, at = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (plan.run_of_group[g] == run) {
+      std::memcpy(static_cast<char*>(part.raw_data()) + at * row_bytes,
+                  static_cast<const char*>(all.raw_data()) + begin * row_bytes,
+                  groups[g].rows * row_bytes);
+      at += groups[g].rows;
+    }
+    begin += groups[g].rows;
+  }
+}
+void ScatterRun(absl::Span<const RowGroup> groups, const GroupedRuns& plan, int32_t run,
+                const Tensor& part, Tensor& all) {
+  const size_t row_bytes = part.dim(0) == 0 ? 0 : part.bytes() / part.dim(0);
+  int64_t begin = 0, at = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (plan.run_of_group[g] == run) {
+      std::memcpy(static_cast<char*>(all.raw_data()) + begin * row_bytes,
+                  static_cast<const char*>(part.raw_data()) + at * row_bytes,
+                  groups[g].rows * row_bytes);
+      at += groups[g].rows;
+    }
+    begin += groups[g].rows;
+  }
+}
+
+// out = op(in) where op may differ between runs: one call on the whole batch when one run
+// covers it (a batch of one task, or a weight every task shares), else one per run: on a view
+// of its rows when they are contiguous, else on its rows gathered into plan.in; the result
+// goes through plan.out (a view has no storage of its own to be resized into) into the run's
+// rows of `out`. Rows are along axis 0; the last dimension of out is `out_width`.
+absl::Status ApplyPerRun(absl::Span<const RowGroup> groups, GroupedRuns& plan, const Tensor& in,
+                         int64_t out_width, Tensor& out, RunOp op) {
+  if (plan.runs.size() == 1) return op(*plan.runs.front().group, in, out);
   out.Resize(DType::kF32, in.shape().WithLastDim(out_width));
   if (in.dim(0) == 0) return absl::OkStatus();
   const int64_t row_elements = out.numel() / out.dim(0);
-  for (const RowRun& run : runs) {
-    TASKMOE_ASSIGN_OR_RETURN(Tensor rows, in.Rows(run.begin, run.count));
-    TASKMOE_RETURN_IF_ERROR(op(*run.group, rows, scratch));
-    std::memcpy(out.data<float>() + run.begin * row_elements, scratch.data<float>(),
-                sizeof(float) * run.count * row_elements);
+  for (size_t r = 0; r < plan.runs.size(); ++r) {
+    const RowRun& run = plan.runs[r];
+    if (run.contiguous) {
+      TASKMOE_ASSIGN_OR_RETURN(Tensor rows, in.Rows(run.begin, run.count));
+      TASKMOE_RETURN_IF_ERROR(op(*run.group, rows, plan.out));
+      std::memcpy(out.data<float>() + run.begin * row_elements, plan.out.data<float>(),
+                  sizeof(float) * run.count * row_elements);
+    } else {
+      GatherRun(groups, plan, static_cast<int32_t>(r), in, plan.in);
+      TASKMOE_RETURN_IF_ERROR(op(*run.group, plan.in, plan.out));
+      ScatterRun(groups, plan, static_cast<int32_t>(r), plan.out, out);
+    }
   }
   return absl::OkStatus();
 }
@@ -91,8 +157,8 @@ bool SameFfn(const FfnWeights& a, const ExpertChoice& a_choice, const FfnWeights
 }
 
 // Checks that `groups` cover `rows` rows of models that can share a batch; returns the first.
-absl::StatusOr<const TransformerModel*> CheckGroups(absl::Span<const RowGroup> groups,
-                                                    int64_t rows, const char* op) {
+absl::StatusOr<const TransformerModel*> CheckGroups(absl::Span<const RowGroup> groups, int64_t rows,
+                                                    const char* op) {
   if (groups.empty() || groups.front().model == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(op, ": no row groups"));
   }
@@ -197,8 +263,7 @@ bool TransformerModel::CanShareBatch(const TransformerModel& a, const Transforme
          x.encoder_layers == y.encoder_layers && x.decoder_layers == y.decoder_layers &&
          x.activation == y.activation && x.layer_norm_eps == y.layer_norm_eps &&
          x.vocab_size == y.vocab_size && x.max_positions == y.max_positions &&
-         x.scale_embeddings == y.scale_embeddings &&
-         x.special_tokens.pad == y.special_tokens.pad &&
+         x.scale_embeddings == y.scale_embeddings && x.special_tokens.pad == y.special_tokens.pad &&
          x.special_tokens.bos == y.special_tokens.bos &&
          x.special_tokens.eos == y.special_tokens.eos;
 }
@@ -238,58 +303,59 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
   Tensor &x = out.x, &normed = out.normed, &qkv = out.qkv, &q = out.q, &k = out.k, &v = out.v,
          &attn = out.attn, &delta = out.delta;
   Tensor* const qkv_parts[] = {&q, &k, &v};
-  std::vector<RowRun>& runs = out.runs;
+  GroupedRuns& plan = out.grouped;
   const float eps = config.layer_norm_eps;
 
   // The embedding, per run of groups sharing a table (tokens of a run are contiguous).
-  SplitIntoRuns(
+  PlanRuns(
       groups,
       [](const RowGroup& a, const RowGroup& b) {
         return a.model->encoder_embedding_.raw_data() == b.model->encoder_embedding_.raw_data();
       },
-      runs);
-  if (runs.size() <= 1) {
-    TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(first->encoder_embedding_, ids,
-                                                     first->embedding_scale_, first->positions_,
-                                                     positions, x));
+      plan);
+  if (plan.runs.size() <= 1) {
+    TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(
+        first->encoder_embedding_, ids, first->embedding_scale_, first->positions_, positions, x));
   } else {
+    // A lookup per group (each group's tokens are contiguous): a lookup reads only its rows.
     x.Resize(DType::kF32, Shape{batch * max_len, d});
-    for (const RowRun& run : runs) {
+    int64_t begin = 0;
+    for (const RowGroup& group : groups) {
       const auto span = [&](const std::vector<int32_t>& all) {
-        return absl::MakeConstSpan(all).subspan(run.begin * max_len, run.count * max_len);
+        return absl::MakeConstSpan(all).subspan(begin * max_len, group.rows * max_len);
       };
-      TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(
-          run.group->model->encoder_embedding_, span(ids), first->embedding_scale_,
-          first->positions_, span(positions), out.run_out));
-      std::memcpy(x.data<float>() + run.begin * max_len * d, out.run_out.data<float>(),
-                  out.run_out.bytes());
+      TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(group.model->encoder_embedding_, span(ids),
+                                                       first->embedding_scale_, first->positions_,
+                                                       span(positions), plan.out));
+      std::memcpy(x.data<float>() + begin * max_len * d, plan.out.data<float>(), plan.out.bytes());
+      begin += group.rows;
     }
   }
   TASKMOE_RETURN_IF_ERROR(x.ReshapeInPlace(Shape{batch, max_len, d}));
 
   // Each layer's operations, run once per run of groups sharing the weight.
   auto norm = [&](auto pick, const Tensor& in, Tensor& result) {
-    SplitIntoRuns(
+    PlanRuns(
         groups,
         [&](const RowGroup& a, const RowGroup& b) {
           return pick(*a.model).gamma.raw_data() == pick(*b.model).gamma.raw_data() &&
                  pick(*a.model).beta.raw_data() == pick(*b.model).beta.raw_data();
         },
-        runs);
-    return ApplyPerRun(runs, in, d, out.run_out, result,
+        plan);
+    return ApplyPerRun(groups, plan, in, d, result,
                        [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
                          const LayerNormWeights& n = pick(*g.model);
                          return kernels::LayerNorm(rows, n.gamma, n.beta, eps, y);
                        });
   };
   auto linear = [&](auto pick, const Tensor& in, Tensor& result) {
-    SplitIntoRuns(
+    PlanRuns(
         groups,
         [&](const RowGroup& a, const RowGroup& b) {
           return pick(*a.model).get() == pick(*b.model).get();
         },
-        runs);
-    return ApplyPerRun(runs, in, pick(*first)->out_features(), out.run_out, result,
+        plan);
+    return ApplyPerRun(groups, plan, in, pick(*first)->out_features(), result,
                        [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
                          return pick(*g.model)->Forward(rows, kNone, y);
                        });
@@ -299,39 +365,37 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
     auto layer = [i](const TransformerModel& m) -> const LayerWeights& {
       return m.encoder_layers_[i];
     };
-    TASKMOE_RETURN_IF_ERROR(norm(
-        [&](const TransformerModel& m) -> const LayerNormWeights& {
-          return layer(m).self_attn_norm;
-        },
-        x, normed));
+    TASKMOE_RETURN_IF_ERROR(norm([&](const TransformerModel& m)
+                                     -> const LayerNormWeights& { return layer(m).self_attn_norm; },
+                                 x, normed));
     TASKMOE_RETURN_IF_ERROR(linear(
         [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.qkv; },
         normed, qkv));
     TASKMOE_RETURN_IF_ERROR(kernels::SplitLastDim(qkv, qkv_parts));
     TASKMOE_RETURN_IF_ERROR(kernels::MultiHeadAttention(q, k, v, out.lengths, attention, attn));
     TASKMOE_RETURN_IF_ERROR(linear(
-        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.out; },
-        attn, delta));
+        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.out; }, attn,
+        delta));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(delta, x));
     TASKMOE_RETURN_IF_ERROR(norm(
-        [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; },
-        x, normed));
-    SplitIntoRuns(
+        [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; }, x,
+        normed));
+    PlanRuns(
         groups,
         [&](const RowGroup& a, const RowGroup& b) {
           return SameFfn(layer(*a.model).ffn, a.route->encoder[i], layer(*b.model).ffn,
                          b.route->encoder[i]);
         },
-        runs);
+        plan);
     TASKMOE_RETURN_IF_ERROR(ApplyPerRun(
-        runs, normed, d, out.run_out, delta, [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+        groups, plan, normed, d, delta, [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
           return g.model->RunFfn(layer(*g.model).ffn, g.route->encoder[i], rows, out.ffn_ws, y);
         }));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(delta, x));
   }
-  return norm([](const TransformerModel& m) -> const LayerNormWeights& {
-    return m.encoder_final_norm_;
-  }, x, out.states);
+  return norm(
+      [](const TransformerModel& m) -> const LayerNormWeights& { return m.encoder_final_norm_; }, x,
+      out.states);
 }
 
 absl::Status TransformerModel::StartDecoding(const EncoderOutput& encoder, int64_t max_steps,
@@ -381,18 +445,18 @@ absl::Status TransformerModel::AddRows(absl::Span<const RowGroup> groups,
   for (size_t i = 0; i < first->decoder_layers_.size(); ++i) {
     TASKMOE_RETURN_IF_ERROR(state.self_cache[i].AddRows(added, max_steps));
     TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AddRows(added, source_len));
-    SplitIntoRuns(
+    PlanRuns(
         groups,
         [i](const RowGroup& a, const RowGroup& b) {
           return a.model->decoder_layers_[i].cross_attn.kv.get() ==
                  b.model->decoder_layers_[i].cross_attn.kv.get();
         },
-        state.runs);
-    TASKMOE_RETURN_IF_ERROR(ApplyPerRun(
-        state.runs, encoder.states, 2 * config.d_model, state.run_out, state.qkv,
-        [i](const RowGroup& g, const Tensor& rows, Tensor& y) {
-          return g.model->decoder_layers_[i].cross_attn.kv->Forward(rows, kNone, y);
-        }));
+        state.grouped);
+    TASKMOE_RETURN_IF_ERROR(
+        ApplyPerRun(groups, state.grouped, encoder.states, 2 * config.d_model, state.qkv,
+                    [i](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                      return g.model->decoder_layers_[i].cross_attn.kv->Forward(rows, kNone, y);
+                    }));
     TASKMOE_RETURN_IF_ERROR(kernels::SplitLastDim(state.qkv, kv_parts));
     TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AppendToRows(first_row, state.k, state.v));
   }
@@ -420,17 +484,16 @@ absl::Status TransformerModel::DecodeStep(absl::Span<const RowGroup> groups,
                                           absl::Span<const int32_t> tokens, DecoderState& state,
                                           Tensor& logits) {
   TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state));
-  SplitIntoRuns(
+  PlanRuns(
       groups,
       [](const RowGroup& a, const RowGroup& b) {
         return a.model->output_projection_.get() == b.model->output_projection_.get();
       },
-      state.runs);
+      state.grouped);
   const int64_t vocab = groups.front().model->config_.vocab_size;
-  TASKMOE_RETURN_IF_ERROR(ApplyPerRun(state.runs, state.normed, vocab, state.run_out, logits,
+  TASKMOE_RETURN_IF_ERROR(ApplyPerRun(groups, state.grouped, state.normed, vocab, logits,
                                       [](const RowGroup& g, const Tensor& rows, Tensor& y) {
-                                        return g.model->output_projection_->Forward(rows, kNone,
-                                                                                    y);
+                                        return g.model->output_projection_->Forward(rows, kNone, y);
                                       }));
   return logits.ReshapeInPlace(Shape{state.batch, vocab});
 }
@@ -439,13 +502,13 @@ absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> group
                                                 absl::Span<const int32_t> tokens,
                                                 DecoderState& state, GreedyHead& head) {
   TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state));
-  SplitIntoRuns(
+  PlanRuns(
       groups,
       [](const RowGroup& a, const RowGroup& b) {
         return a.model->output_projection_.get() == b.model->output_projection_.get();
       },
-      state.runs);
-  if (state.runs.size() <= 1) {
+      state.grouped);
+  if (state.grouped.runs.size() <= 1) {
     return groups.front().model->output_projection_->ForwardArgMaxAndLogSumExp(
         state.normed, state.logits, head.best, head.best_logit, head.log_sum_exp);
   }
@@ -453,17 +516,17 @@ absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> group
   head.best.Resize(DType::kS32, Shape{state.batch});
   head.best_logit.Resize(DType::kF32, Shape{state.batch});
   head.log_sum_exp.Resize(DType::kF32, Shape{state.batch});
+  GroupedRuns& plan = state.grouped;
   GreedyHead& part = state.run_head;
-  for (const RowRun& run : state.runs) {
-    TASKMOE_ASSIGN_OR_RETURN(Tensor rows, state.normed.Rows(run.begin, run.count));
-    TASKMOE_RETURN_IF_ERROR(run.group->model->output_projection_->ForwardArgMaxAndLogSumExp(
-        rows, state.logits, part.best, part.best_logit, part.log_sum_exp));
-    std::memcpy(head.best.data<int32_t>() + run.begin, part.best.data<int32_t>(),
-                sizeof(int32_t) * run.count);
-    std::memcpy(head.best_logit.data<float>() + run.begin, part.best_logit.data<float>(),
-                sizeof(float) * run.count);
-    std::memcpy(head.log_sum_exp.data<float>() + run.begin, part.log_sum_exp.data<float>(),
-                sizeof(float) * run.count);
+  for (size_t r = 0; r < plan.runs.size(); ++r) {
+    const auto run = static_cast<int32_t>(r);
+    GatherRun(groups, plan, run, state.normed, plan.in);
+    TASKMOE_RETURN_IF_ERROR(
+        plan.runs[r].group->model->output_projection_->ForwardArgMaxAndLogSumExp(
+            plan.in, state.logits, part.best, part.best_logit, part.log_sum_exp));
+    ScatterRun(groups, plan, run, part.best, head.best);
+    ScatterRun(groups, plan, run, part.best_logit, head.best_logit);
+    ScatterRun(groups, plan, run, part.log_sum_exp, head.log_sum_exp);
   }
   return absl::OkStatus();
 }
@@ -472,8 +535,7 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
                                              absl::Span<const int32_t> tokens,
                                              DecoderState& state) {
   const int64_t batch = state.batch;
-  TASKMOE_ASSIGN_OR_RETURN(const TransformerModel* first,
-                           CheckGroups(groups, batch, "DecodeStep"));
+  TASKMOE_ASSIGN_OR_RETURN(const TransformerModel* first, CheckGroups(groups, batch, "DecodeStep"));
   const ModelConfig& config = first->config_;
   const int64_t d = config.d_model;
   if (static_cast<int64_t>(tokens.size()) != batch) {
@@ -489,55 +551,56 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
                                                 state.positions[r], " steps reserved"));
     }
   }
-  std::vector<RowRun>& runs = state.runs;
+  GroupedRuns& plan = state.grouped;
   const float eps = config.layer_norm_eps;
 
   // The embedding, per run of groups sharing a table.
-  SplitIntoRuns(
+  PlanRuns(
       groups,
       [](const RowGroup& a, const RowGroup& b) {
         return a.model->decoder_embedding_.raw_data() == b.model->decoder_embedding_.raw_data();
       },
-      runs);
-  if (runs.size() <= 1) {
+      plan);
+  if (plan.runs.size() <= 1) {
     TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(first->decoder_embedding_, tokens,
                                                      first->embedding_scale_, first->positions_,
                                                      state.positions, state.x));
   } else {
     state.x.Resize(DType::kF32, Shape{batch, d});
-    for (const RowRun& run : runs) {
+    int64_t begin = 0;
+    for (const RowGroup& group : groups) {
       TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(
-          run.group->model->decoder_embedding_, tokens.subspan(run.begin, run.count),
+          group.model->decoder_embedding_, tokens.subspan(begin, group.rows),
           first->embedding_scale_, first->positions_,
-          absl::MakeConstSpan(state.positions).subspan(run.begin, run.count), state.run_out));
-      std::memcpy(state.x.data<float>() + run.begin * d, state.run_out.data<float>(),
-                  state.run_out.bytes());
+          absl::MakeConstSpan(state.positions).subspan(begin, group.rows), plan.out));
+      std::memcpy(state.x.data<float>() + begin * d, plan.out.data<float>(), plan.out.bytes());
+      begin += group.rows;
     }
   }
   TASKMOE_RETURN_IF_ERROR(state.x.ReshapeInPlace(Shape{batch, 1, d}));
 
   auto norm = [&](auto pick, const Tensor& in, Tensor& result) {
-    SplitIntoRuns(
+    PlanRuns(
         groups,
         [&](const RowGroup& a, const RowGroup& b) {
           return pick(*a.model).gamma.raw_data() == pick(*b.model).gamma.raw_data() &&
                  pick(*a.model).beta.raw_data() == pick(*b.model).beta.raw_data();
         },
-        runs);
-    return ApplyPerRun(runs, in, d, state.run_out, result,
+        plan);
+    return ApplyPerRun(groups, plan, in, d, result,
                        [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
                          const LayerNormWeights& n = pick(*g.model);
                          return kernels::LayerNorm(rows, n.gamma, n.beta, eps, y);
                        });
   };
   auto linear = [&](auto pick, const Tensor& in, Tensor& result) {
-    SplitIntoRuns(
+    PlanRuns(
         groups,
         [&](const RowGroup& a, const RowGroup& b) {
           return pick(*a.model).get() == pick(*b.model).get();
         },
-        runs);
-    return ApplyPerRun(runs, in, pick(*first)->out_features(), state.run_out, result,
+        plan);
+    return ApplyPerRun(groups, plan, in, pick(*first)->out_features(), result,
                        [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
                          return pick(*g.model)->Forward(rows, kNone, y);
                        });
@@ -553,11 +616,9 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
     };
     kernels::KvCache& self_cache = state.self_cache[i];
     kernels::KvCache& cross_cache = state.cross_cache[i];
-    TASKMOE_RETURN_IF_ERROR(norm(
-        [&](const TransformerModel& m) -> const LayerNormWeights& {
-          return layer(m).self_attn_norm;
-        },
-        state.x, state.normed));
+    TASKMOE_RETURN_IF_ERROR(norm([&](const TransformerModel& m)
+                                     -> const LayerNormWeights& { return layer(m).self_attn_norm; },
+                                 state.x, state.normed));
     TASKMOE_RETURN_IF_ERROR(linear(
         [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.qkv; },
         state.normed, state.qkv));
@@ -575,9 +636,9 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
           return layer(m).cross_attn_norm;
         },
         state.x, state.normed));
-    TASKMOE_RETURN_IF_ERROR(linear(
-        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).cross_attn.q; },
-        state.normed, state.q));
+    TASKMOE_RETURN_IF_ERROR(
+        linear([&](const TransformerModel& m) -> const LinearPtr& { return layer(m).cross_attn.q; },
+               state.normed, state.q));
     TASKMOE_RETURN_IF_ERROR(kernels::MultiHeadAttention(state.q, cross_cache.keys(),
                                                         cross_cache.values(), state.source_lengths,
                                                         attention, state.attn));
@@ -588,25 +649,24 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
     TASKMOE_RETURN_IF_ERROR(norm(
         [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; },
         state.x, state.normed));
-    SplitIntoRuns(
+    PlanRuns(
         groups,
         [&](const RowGroup& a, const RowGroup& b) {
           return SameFfn(layer(*a.model).ffn, a.route->decoder[i], layer(*b.model).ffn,
                          b.route->decoder[i]);
         },
-        runs);
-    TASKMOE_RETURN_IF_ERROR(ApplyPerRun(runs, state.normed, d, state.run_out, state.ffn_out,
-                                        [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
-                                          return g.model->RunFfn(layer(*g.model).ffn,
-                                                                 g.route->decoder[i], rows,
-                                                                 state.ffn_ws, y);
-                                        }));
+        plan);
+    TASKMOE_RETURN_IF_ERROR(ApplyPerRun(
+        groups, plan, state.normed, d, state.ffn_out,
+        [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+          return g.model->RunFfn(layer(*g.model).ffn, g.route->decoder[i], rows, state.ffn_ws, y);
+        }));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(state.ffn_out, state.x));
   }
   for (int64_t r = 0; r < batch; ++r) ++state.positions[r];
-  return norm([](const TransformerModel& m) -> const LayerNormWeights& {
-    return m.decoder_final_norm_;
-  }, state.x, state.normed);
+  return norm(
+      [](const TransformerModel& m) -> const LayerNormWeights& { return m.decoder_final_norm_; },
+      state.x, state.normed);
 }
 
 }  // namespace taskmoe::models

@@ -72,12 +72,22 @@ struct RowGroup {
   int64_t rows = 0;
 };
 
-// Rows [begin, begin + count) of a batch whose groups use the same weights for the operation
-// at hand, starting at `group`: workspace of the grouped layers.
+// The groups of a batch that use the same weight for the operation at hand: `count` rows in
+// all, from group `first` on. Neighbouring groups make a contiguous run (rows [begin, begin +
+// count)); groups apart are gathered into one matmul and scattered back.
 struct RowRun {
   int64_t begin = 0;
   int64_t count = 0;
-  const RowGroup* group = nullptr;
+  const RowGroup* group = nullptr;  // the first
+  bool contiguous = true;
+};
+
+// Workspace of the grouped layers: the runs of the operation at hand, the run of each group,
+// and a run's rows gathered before and after the operation.
+struct GroupedRuns {
+  std::vector<RowRun> runs;
+  std::vector<int32_t> run_of_group;
+  kernels::Tensor in, out;
 };
 
 // Encoder states of a batch of sentences: [batch, max_len, d_model], padded on the right.
@@ -89,8 +99,7 @@ struct EncoderOutput {
   kernels::Tensor x, normed, qkv, q, k, v, attn, delta;
   FfnWorkspace ffn_ws;
   std::vector<int32_t> ids, positions;
-  std::vector<RowRun> runs;
-  kernels::Tensor run_out;
+  GroupedRuns grouped;
 };
 
 // What DecodeStepGreedy writes, all [batch].
@@ -115,11 +124,8 @@ struct DecoderState {
   kernels::Tensor x, normed, qkv, q, k, v, attn, proj, ffn_out, logits;
   FfnWorkspace ffn_ws;
   std::vector<int32_t> self_lengths, selected_lengths, selected_positions;
-  // Grouped layers: the runs of the operation at hand, and one run's output before it is copied
-  // into the batch's.
-  std::vector<RowRun> runs;
-  kernels::Tensor run_out;
-  GreedyHead run_head;
+  GroupedRuns grouped;
+  GreedyHead run_head;  // a run's part of the greedy head
 
   // Keeps rows `rows` (reordered, repeated or dropped) in every cache.
   absl::Status SelectRows(absl::Span<const int32_t> rows);
@@ -208,10 +214,9 @@ class TransformerModel {
                                 DecoderState& state, GreedyHead& head) const;
 
   // The same two for a batch whose rows belong to several tasks (`groups`, in row order,
-  // covering state.batch rows): each linear layer runs once per run of neighbouring groups
-  // that share its weight (the weight store makes shared weights one object), so rows of
-  // tasks sharing a layer go through one matmul, and a row's result does not depend on the
-  // batch it is in.
+  // covering state.batch rows): each layer runs once per distinct weight among the groups (the
+  // weight store makes shared weights one object), so the rows of every task sharing a layer
+  // go through one matmul, wherever they sit in the batch.
   static absl::Status DecodeStep(absl::Span<const RowGroup> groups,
                                  absl::Span<const int32_t> tokens, DecoderState& state,
                                  kernels::Tensor& logits);

@@ -141,6 +141,10 @@ absl::StatusOr<std::vector<Hypothesis>> TaskModel::Decode(
   return models::Decode(*transformer_, *route_, sources, options, workspace);
 }
 
+bool TaskModel::CanShareBatch(const TaskModel& other) const {
+  return TransformerModel::CanShareBatch(*transformer_, *other.transformer_);
+}
+
 absl::StatusOr<TextTranslation> TaskModel::FinishText(
     absl::Span<const SourceSentence> sentences, absl::Span<const Hypothesis* const> hypotheses,
     UnknownPieces unknowns) const {

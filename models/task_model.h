@@ -77,6 +77,11 @@ class TaskModel {
   // The vocabulary piece of a token id ("▁Haus"), for callers that return tokens.
   std::string Piece(int32_t id) const;
 
+  // Whether sentences of this task and of `other` may decode in one continuous batch
+  // (continuous_batch.h): models of the same architecture, vocabulary and precision, as the
+  // subnetworks of one parent are.
+  bool CanShareBatch(const TaskModel& other) const;
+
   // --- Serving a request: prepare, decode, finish.
   // The sentences of `text`, tokenised for this task (text_pipeline.h's PrepareText).
   // INVALID_ARGUMENT says what is wrong, without naming the field (the caller knows it).

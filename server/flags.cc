@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
 #include "server/log.h"
 
 namespace {
@@ -30,6 +31,12 @@ ABSL_FLAG(int, threads, kDefaults.threads,
 ABSL_FLAG(int, workers, kDefaults.batching.workers,
           "Batches decoded at the same time (threads shared by all tasks). With N workers, "
           "use --threads about cores / N");
+ABSL_FLAG(std::string, batching, "continuous",
+          "How greedy sentences are batched: continuous (one running batch per worker that "
+          "sentences of every task join between decoding steps) or per_task (batches of one "
+          "task, each decoded to its end); beam search always batches per task");
+ABSL_FLAG(int, max_admit_tokens, kDefaults.batching.max_admit_tokens,
+          "Continuous batching: source tokens a running batch admits between two steps");
 ABSL_FLAG(int, max_batch_sentences, kDefaults.batching.max_batch_sentences,
           "Most sentences in one batch");
 ABSL_FLAG(int, max_batch_tokens, kDefaults.batching.max_batch_tokens,
@@ -145,6 +152,16 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.grace_period = absl::Seconds(absl::GetFlag(FLAGS_grace_period_s));
   o.malloc_trim_interval = absl::Milliseconds(absl::GetFlag(FLAGS_malloc_trim_interval_ms));
   o.batching.workers = absl::GetFlag(FLAGS_workers);
+  const std::string batching = absl::GetFlag(FLAGS_batching);
+  if (batching == "continuous") {
+    o.batching.mode = BatchingOptions::Mode::kContinuous;
+  } else if (batching == "per_task") {
+    o.batching.mode = BatchingOptions::Mode::kPerTask;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batching: '", batching, "' is neither continuous nor per_task"));
+  }
+  o.batching.max_admit_tokens = absl::GetFlag(FLAGS_max_admit_tokens);
   o.batching.max_batch_sentences = absl::GetFlag(FLAGS_max_batch_sentences);
   o.batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   o.batching.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));

@@ -123,6 +123,20 @@ Metrics::Metrics()
                                     "and the part used by more than one task (kind=shared)")
                               .Register(*registry_)) {
   cpu_info_.Add({{"model", models::CpuModelName()}, {"isa", models::CpuIsaName()}}).Set(1);
+  const auto histogram = [&](const char* name, const char* help) -> prometheus::Histogram* {
+    return &prometheus::BuildHistogram()
+                .Name(name)
+                .Help(help)
+                .Register(*registry_)
+                .Add({}, PowersOfTwo(1024));
+  };
+  continuous_.step_rows = histogram("taskmoe_continuous_step_rows",
+                                    "Rows each step of a continuous batch ran, all tasks together");
+  continuous_.step_tasks = histogram("taskmoe_continuous_step_tasks",
+                                     "Distinct tasks among the rows of each continuous batch step");
+  continuous_.admitted_rows = histogram(
+      "taskmoe_continuous_admitted_rows",
+      "Sentences encoded and joining a continuous batch, per admission (between two steps)");
   // At 0 from the start, so that rate() and alerts see the first connection.
   connections_accepted_.Add({});
   for (const char* reason : {"file_descriptors", "max_connections"}) {

@@ -34,6 +34,13 @@ struct TaskMetrics {
   prometheus::Gauge* memory_bytes = nullptr;
 };
 
+// Metrics of the continuous batches (all tasks together), per decoding step.
+struct ContinuousBatchMetrics {
+  prometheus::Histogram* step_rows = nullptr;      // rows each step ran, all tasks
+  prometheus::Histogram* step_tasks = nullptr;     // distinct tasks among them
+  prometheus::Histogram* admitted_rows = nullptr;  // sentences encoded and joining, per admission
+};
+
 class Metrics {
  public:
   Metrics();
@@ -43,6 +50,7 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
   TaskMetrics& ForTask(const std::string& task);
+  const ContinuousBatchMetrics& continuous() const { return continuous_; }
   // `task` is "" for requests naming no loaded task (so bad names add no label values).
   void CountRequest(const std::string& task, const std::string& method, const std::string& code);
   // taskmoe_grpc_calls_total{method,code}: every call's final status (grpc_call_metrics.h).
@@ -82,6 +90,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& load_failures_;
   prometheus::Family<prometheus::Gauge>& task_ready_;
   prometheus::Family<prometheus::Gauge>& weight_store_bytes_;
+  ContinuousBatchMetrics continuous_;
 
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<TaskMetrics>> tasks_;

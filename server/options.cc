@@ -46,6 +46,7 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
        {AtLeast("threads", o.threads, 0), AtLeast("max_concurrent_rpcs", o.max_concurrent_rpcs, 4),
         AtLeast("max_batch_sentences", b.max_batch_sentences, 1),
         AtLeast("max_batch_tokens", b.max_batch_tokens, 1),
+        AtLeast("max_admit_tokens", b.max_admit_tokens, 1),
         AtLeast("max_queue_sentences", b.max_queue_sentences, 1), AtLeast("workers", b.workers, 1),
         AtLeast("max_texts_per_request", l.max_texts_per_request, 1),
         AtLeast("max_text_chars", l.max_text_chars, 1),

@@ -13,6 +13,12 @@ namespace taskmoe::server {
 
 // How a task's queue is cut into batches (the dynamic batcher; docs/api.md "Batching").
 struct BatchingOptions {
+  // How greedy sentences are batched (docs/api.md "Batching"). kContinuous: each worker runs
+  // one batch that sentences of every task (of models that can share a batch) join between two
+  // decoding steps and leave as they finish. kPerTask: batches of one task, each decoded to
+  // its end. Beam search always decodes in per-task batches.
+  enum class Mode { kContinuous, kPerTask };
+  Mode mode = Mode::kContinuous;
   int max_batch_sentences = 32;  // sentences decoded together
   int max_batch_tokens = 4096;   // source tokens (tags and EOS included) in one batch
   // How long the oldest queued sentence may wait for more to join before its batch runs
@@ -20,6 +26,9 @@ struct BatchingOptions {
   absl::Duration max_queue_delay = absl::Milliseconds(5);
   int max_queue_sentences = 256;  // per task; beyond it a request is RESOURCE_EXHAUSTED
   int workers = 1;                // threads decoding batches, shared by all tasks
+  // Continuous batching: source tokens a running batch admits between two steps (the first
+  // sentence always joins), so that encoding newcomers does not stall the rows decoding.
+  int max_admit_tokens = 512;
   // Tests and benchmarks only: never stop at EOS (decode max_output_tokens tokens), and sleep
   // this long before each decoding step. Both make decode time independent of the weights.
   bool ignore_eos = false;

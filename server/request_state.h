@@ -36,6 +36,7 @@ class RequestState {
   RequestState& operator=(const RequestState&) = delete;
 
   const models::TaskModel& task() const { return *task_; }
+  const std::shared_ptr<const models::TaskModel>& shared_task() const { return task_; }
   const models::DecodeSettings& settings() const { return settings_; }
   const models::TextOptions& text_options() const { return text_options_; }
   // Sentences, over all texts.

@@ -12,7 +12,16 @@ namespace taskmoe::server {
 
 Scheduler::Scheduler(const BatchingOptions& options, Metrics& metrics)
     : options_(options), metrics_(metrics) {
-  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  const bool continuous = options_.mode == BatchingOptions::Mode::kContinuous;
+  for (int i = 0; i < options_.workers; ++i) {
+    workers_.emplace_back([this, continuous] {
+      if (continuous) {
+        ContinuousWorkerLoop();
+      } else {
+        WorkerLoop();
+      }
+    });
+  }
 }
 
 Scheduler::~Scheduler() { Stop(); }
@@ -48,7 +57,8 @@ absl::Status Scheduler::Enqueue(const std::shared_ptr<RequestState>& request) {
   }
   const absl::Time now = absl::Now();
   for (int s : order) {
-    queue.items.push_back({request, s, static_cast<int>(request->source(s).size()), now});
+    queue.items.push_back(
+        {request, s, static_cast<int>(request->source(s).size()), now, queue.metrics});
   }
   queue.tokens += tokens;
   queue.metrics->queue_depth->Set(static_cast<double>(queue.items.size()));
@@ -121,30 +131,35 @@ std::vector<Scheduler::Item> Scheduler::TakeBatch(absl::Time now, absl::Time& wa
       best = &queue;
     }
   }
-  std::vector<Item> batch;
-  if (best == nullptr) return batch;
+  if (best == nullptr) return {};
   metrics = best->metrics;
+  return TakeCompatible(*best);
+}
+
+std::vector<Scheduler::Item> Scheduler::TakeCompatible(TaskQueue& queue) {
   // The head decides the model version and settings; compatible sentences behind it join in
   // queue order while the limits allow (the first one always fits, however long).
-  const models::TaskModel* version = &best->items.front().request->task();
-  const models::DecodeSettings settings = best->items.front().request->settings();
+  std::vector<Item> batch;
+  if (queue.items.empty()) return batch;
+  const models::TaskModel* version = &queue.items.front().request->task();
+  const models::DecodeSettings settings = queue.items.front().request->settings();
   int64_t tokens = 0;
   std::deque<Item> kept;
-  for (Item& item : best->items) {
+  for (Item& item : queue.items) {
     const bool compatible =
         &item.request->task() == version && item.request->settings() == settings;
     const bool fits = static_cast<int>(batch.size()) < options_.max_batch_sentences &&
                       (batch.empty() || tokens + item.tokens <= options_.max_batch_tokens);
     if (compatible && fits) {
       tokens += item.tokens;
-      best->tokens -= item.tokens;
+      queue.tokens -= item.tokens;
       batch.push_back(std::move(item));
     } else {
       kept.push_back(std::move(item));
     }
   }
-  best->items = std::move(kept);
-  best->metrics->queue_depth->Set(static_cast<double>(best->items.size()));
+  queue.items = std::move(kept);
+  queue.metrics->queue_depth->Set(static_cast<double>(queue.items.size()));
   return batch;
 }
 

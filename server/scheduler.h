@@ -1,13 +1,20 @@
-// Scheduler: the per-task dynamic batcher. Each task has a bounded queue of sentences; a pool
-// of worker threads (shared by all tasks, so the cores are not oversubscribed) takes a batch
-// from the task whose oldest sentence has waited longest, once that queue is ready: a full
-// batch (max sentences or max source tokens), or its oldest sentence has waited
-// max_queue_delay. A batch holds sentences of one model version with equal decode settings,
-// from any number of requests; a request's sentences may span batches.
+// Scheduler: the dynamic batcher. Each task has a bounded queue of sentences; a pool of worker
+// threads (shared by all tasks, so the cores are not oversubscribed) decodes them, in one of two
+// modes (docs/api.md "Batching"):
 //
-// Batching is per batch, not per step: a batch decodes to its end, and sentences that arrive
-// meanwhile form the next one (docs/api.md "Batching" says why). Within a batch, finished
-// sentences leave at once, and cancelled or expired ones at the next decoding step.
+// - Continuous (the default): each worker runs one batch of greedy sentences of every task
+//   whose models can share a batch (models::ContinuousBatch). Between two decoding steps it
+//   admits queued sentences, oldest first with a fair share of the free rows for every waiting
+//   task and at most max_admit_tokens of source per step; finished sentences leave at once,
+//   cancelled and expired ones at the next step. When the oldest queued sentence cannot join
+//   (beam search, or a model of another architecture) the worker admits nothing more, lets its
+//   batch finish, and then serves that sentence.
+// - Per task: a worker takes a batch from the task whose oldest sentence has waited longest,
+//   once that queue is ready (a full batch, or its oldest sentence has waited max_queue_delay),
+//   and decodes it to its end. Beam search always runs this way.
+//
+// A per-task batch holds sentences of one model version with equal decode settings, from any
+// number of requests; a request's sentences may span batches.
 #ifndef TASKMOE_SERVER_SCHEDULER_H_
 #define TASKMOE_SERVER_SCHEDULER_H_
 
@@ -23,6 +30,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "models/continuous_batch.h"
 #include "models/decoding.h"
 #include "server/metrics.h"
 #include "server/options.h"
@@ -56,6 +64,7 @@ class Scheduler {
     int sentence = 0;
     int tokens = 0;
     absl::Time enqueued;
+    TaskMetrics* metrics = nullptr;
   };
   struct TaskQueue {
     std::deque<Item> items;
@@ -63,11 +72,31 @@ class Scheduler {
     TaskMetrics* metrics = nullptr;
   };
 
+  // Rows of a worker's continuous batch: the item of each key (ContinuousBatch::Sentence::key).
+  struct Slots {
+    std::vector<Item> items;
+    std::vector<uint64_t> free;
+    uint64_t Add(Item item);
+    Item Release(uint64_t key);
+  };
+
   void WorkerLoop();
+  void ContinuousWorkerLoop();  // scheduler_continuous.cc
   // Picks a ready queue and removes a batch from it; empty when none is ready (then `wake`
   // says when one will be). Called with mu_ held.
   std::vector<Item> TakeBatch(absl::Time now, absl::Time& wake, TaskMetrics*& metrics);
+  // Removes the batch `queue`'s head starts: compatible sentences in queue order while the
+  // limits allow. Called with mu_ held.
+  std::vector<Item> TakeCompatible(TaskQueue& queue);
   void RunBatch(std::vector<Item>& batch, TaskMetrics& metrics, models::DecodeWorkspace& workspace);
+  // The queue whose head has waited longest; null when all are empty. Called with mu_ held.
+  TaskQueue* OldestQueue();
+  // The sentences that join `batch` now (see the file comment); called with mu_ held.
+  std::vector<Item> TakeJoining(const models::ContinuousBatch& batch);
+  // Admits `joining`, lets stopped rows leave and decodes one step of `batch`.
+  void RunContinuousStep(std::vector<Item>& joining, models::ContinuousBatch& batch, Slots& slots);
+  // Finishes every row of `batch` with `status`.
+  void FinishAll(models::ContinuousBatch& batch, Slots& slots, const absl::Status& status);
   // Finishes a sentence that never ran, with `status`.
   static void FinishUnrun(const Item& item, absl::Status status);
 

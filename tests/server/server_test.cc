@@ -899,7 +899,8 @@ TEST_F(ServerTest, MetricsPassPromtool) {
         R"(taskmoe_time_per_output_token_seconds_count{task="en-de"})",
         R"(taskmoe_decode_step_rows_count{task="en-de"})",
         R"(taskmoe_batch_size_count{task="en-de"})", R"(taskmoe_batch_tokens_count{task="en-de"})",
-        R"(taskmoe_input_tokens_total{task="en-de"})",
+        R"(taskmoe_input_tokens_total{task="en-de"})", "taskmoe_continuous_step_rows_count",
+        "taskmoe_continuous_step_tasks_count", "taskmoe_continuous_admitted_rows_count",
         R"(taskmoe_model_memory_bytes{task="fr-en"})",
         R"(taskmoe_weight_store_bytes{kind="shared"})", "process_resident_memory_bytes",
         "process_cpu_seconds_total"}) {

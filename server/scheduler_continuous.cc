@@ -1,0 +1,277 @@
+// The scheduler's continuous mode: each worker's running batch of every task, fed from the task
+// queues between decoding steps (scheduler.h says the rules).
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/log.h"
+#include "server/scheduler.h"
+
+namespace taskmoe::server {
+namespace {
+
+// Adds `count` to the entry of `metrics` in a short list of per-task counts.
+void CountFor(TaskMetrics* metrics, int64_t count,
+              std::vector<std::pair<TaskMetrics*, int64_t>>& counts) {
+  for (auto& [m, n] : counts) {
+    if (m == metrics) {
+      n += count;
+      return;
+    }
+  }
+  counts.push_back({metrics, count});
+}
+
+}  // namespace
+
+uint64_t Scheduler::Slots::Add(Item item) {
+  if (free.empty()) {
+    items.push_back(std::move(item));
+    return items.size() - 1;
+  }
+  const uint64_t key = free.back();
+  free.pop_back();
+  items[key] = std::move(item);
+  return key;
+}
+
+Scheduler::Item Scheduler::Slots::Release(uint64_t key) {
+  Item item = std::move(items[key]);
+  items[key] = Item();
+  free.push_back(key);
+  return item;
+}
+
+Scheduler::TaskQueue* Scheduler::OldestQueue() {
+  TaskQueue* oldest = nullptr;
+  for (auto& [task, queue] : queues_) {
+    if (queue.items.empty()) continue;
+    if (oldest == nullptr || queue.items.front().enqueued < oldest->items.front().enqueued) {
+      oldest = &queue;
+    }
+  }
+  return oldest;
+}
+
+std::vector<Scheduler::Item> Scheduler::TakeJoining(const models::ContinuousBatch& batch) {
+  std::vector<Item> joining;
+  int64_t free_rows = options_.max_batch_sentences - batch.rows();
+  if (free_rows <= 0) return joining;
+  // The first sentence always joins; then at most this much source per step, so that
+  // encoding newcomers never stalls the running rows for long (a fresh batch takes a full
+  // batch's worth, as a per-task batch would).
+  const int64_t budget = batch.empty() ? options_.max_batch_tokens : options_.max_admit_tokens;
+  int64_t tokens = 0;
+  const models::TaskModel* family = nullptr;  // of the first newcomer, when the batch is empty
+  auto joinable = [&](const Item& item) {
+    if (item.request->settings().beam_size != 1) return false;
+    const models::TaskModel& task = item.request->task();
+    if (!batch.CanAdmit(task)) return false;
+    return family == nullptr || family->CanShareBatch(task);
+  };
+  // Queues whose head may join, with what each took so far.
+  std::vector<std::pair<TaskQueue*, int64_t>> candidates;
+  for (auto& [task, queue] : queues_) {
+    if (!queue.items.empty()) candidates.push_back({&queue, 0});
+  }
+  if (candidates.empty()) return joining;
+  // A fair share of the free rows for every waiting task first, then the rest oldest first.
+  const int64_t share = std::max<int64_t>(1, free_rows / static_cast<int64_t>(candidates.size()));
+  for (const bool fair : {true, false}) {
+    while (free_rows > 0) {
+      std::pair<TaskQueue*, int64_t>* oldest = nullptr;
+      for (auto& candidate : candidates) {
+        TaskQueue& queue = *candidate.first;
+        if (queue.items.empty() || (fair && candidate.second >= share) ||
+            !joinable(queue.items.front())) {
+          continue;
+        }
+        if (oldest == nullptr ||
+            queue.items.front().enqueued < oldest->first->items.front().enqueued) {
+          oldest = &candidate;
+        }
+      }
+      if (oldest == nullptr) break;
+      TaskQueue& queue = *oldest->first;
+      Item& head = queue.items.front();
+      if (!joining.empty() && tokens + head.tokens > budget) {
+        free_rows = 0;  // the step's admission budget is spent
+        break;
+      }
+      if (family == nullptr) family = &head.request->task();
+      tokens += head.tokens;
+      queue.tokens -= head.tokens;
+      joining.push_back(std::move(head));
+      queue.items.pop_front();
+      queue.metrics->queue_depth->Set(static_cast<double>(queue.items.size()));
+      ++oldest->second;
+      --free_rows;
+    }
+  }
+  return joining;
+}
+
+void Scheduler::FinishAll(models::ContinuousBatch& batch, Slots& slots,
+                          const absl::Status& status) {
+  batch
+      .RemoveIf([](uint64_t) { return true; },
+                [&](uint64_t key, models::Hypothesis h) {
+                  Item item = slots.Release(key);
+                  h.status = status;
+                  item.request->Finish(item.sentence, std::move(h));
+                })
+      .IgnoreError();
+  batch.Clear();
+}
+
+void Scheduler::ContinuousWorkerLoop() {
+  // Kept for the worker's life, so that step after step reuses their buffers.
+  models::ContinuousBatch batch;
+  models::DecodeWorkspace workspace;  // per-task batches (beam search)
+  Slots slots;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    std::vector<Item> joining, per_task;
+    TaskMetrics* per_task_metrics = nullptr;
+    absl::Time wake = absl::InfiniteFuture();
+    if (TaskQueue* oldest = OldestQueue(); oldest != nullptr) {
+      const Item& head = oldest->items.front();
+      const bool can_join =
+          head.request->settings().beam_size == 1 && batch.CanAdmit(head.request->task());
+      if (can_join) {
+        joining = TakeJoining(batch);
+      } else if (batch.empty()) {
+        // Beam search, or a model of another architecture once the batch has drained: a
+        // per-task batch, when its queue is ready.
+        const absl::Time now = absl::Now();
+        const absl::Time due = head.enqueued + options_.max_queue_delay;
+        const bool ready = static_cast<int>(oldest->items.size()) >= options_.max_batch_sentences ||
+                           oldest->tokens >= options_.max_batch_tokens || now >= due;
+        if (ready) {
+          per_task_metrics = oldest->metrics;
+          per_task = TakeCompatible(*oldest);
+        } else {
+          wake = due;
+        }
+      }
+      // Otherwise the running batch admits nothing more until it has drained.
+    }
+    if (batch.empty() && joining.empty() && per_task.empty()) {
+      if (wake == absl::InfiniteFuture()) {
+        work_.wait(lock);
+      } else {
+        work_.wait_for(lock, absl::ToChronoMicroseconds(wake - absl::Now()));
+      }
+      continue;
+    }
+    if (!joining.empty() || !per_task.empty()) work_.notify_one();  // more may wait
+    lock.unlock();
+    if (!per_task.empty()) {
+      RunBatch(per_task, *per_task_metrics, workspace);
+    } else {
+      RunContinuousStep(joining, batch, slots);
+    }
+    lock.lock();
+  }
+  lock.unlock();
+  FinishAll(batch, slots, absl::UnavailableError("the server shut down before decoding finished"));
+}
+
+void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::ContinuousBatch& batch,
+                                  Slots& slots) {
+  const absl::Time start = absl::Now();
+  const ContinuousBatchMetrics& step_metrics = metrics_.continuous();
+  // Admission: newcomers whose request is still wanted, encoded together.
+  if (!joining.empty()) {
+    std::vector<models::ContinuousBatch::Sentence> sentences;
+    std::vector<uint64_t> keys;
+    for (Item& item : joining) {
+      if (item.request->ShouldStop()) {
+        FinishUnrun(item, item.request->StopStatus());
+        continue;
+      }
+      models::DecodeSettings settings = item.request->settings();
+      if (options_.ignore_eos) {
+        // A forced-length benchmark decodes exactly max_output_tokens.
+        settings.ignore_eos = true;
+        settings.max_output_ratio = 0.0f;
+        settings.max_output_offset = 0;
+      }
+      item.metrics->queue_duration->Observe(absl::ToDoubleSeconds(start - item.enqueued));
+      item.metrics->input_tokens->Increment(static_cast<double>(item.tokens));
+      std::shared_ptr<const models::TaskModel> task = item.request->shared_task();
+      std::vector<int32_t> source = item.request->source(item.sentence);
+      const uint64_t key = slots.Add(std::move(item));
+      sentences.push_back({std::move(task), std::move(source), settings, key});
+      keys.push_back(key);
+    }
+    if (!sentences.empty()) {
+      step_metrics.admitted_rows->Observe(static_cast<double>(sentences.size()));
+      // Per task: the sentences joining together and their source tokens.
+      std::vector<std::pair<TaskMetrics*, int64_t>> joined, joined_tokens;
+      for (uint64_t key : keys) {
+        CountFor(slots.items[key].metrics, 1, joined);
+        CountFor(slots.items[key].metrics, slots.items[key].tokens, joined_tokens);
+      }
+      for (const auto& [m, n] : joined) m->batch_size->Observe(static_cast<double>(n));
+      for (const auto& [m, n] : joined_tokens) m->batch_tokens->Observe(static_cast<double>(n));
+      if (absl::Status admitted = batch.Admit(std::move(sentences)); !admitted.ok()) {
+        Log(LogLevel::kError, absl::StrCat("admitting ", keys.size(),
+                                           " sentences to a batch failed: ", admitted.ToString()));
+        for (uint64_t key : keys) {
+          FinishUnrun(slots.Release(key),
+                      absl::InternalError(absl::StrCat("decoding failed: ", admitted.message())));
+        }
+      }
+    }
+  }
+  // Cancelled and expired rows leave before the step spends anything on them.
+  absl::Status left = batch.RemoveIf(
+      [&](uint64_t key) {
+        return abort_running_.load(std::memory_order_relaxed) ||
+               slots.items[key].request->ShouldStop();
+      },
+      [&](uint64_t key, models::Hypothesis h) {
+        Item item = slots.Release(key);
+        h.status = abort_running_.load()
+                       ? absl::UnavailableError("the server shut down before decoding finished")
+                       : item.request->StopStatus();
+        if (h.status.ok()) h.status = absl::CancelledError("decoding was cancelled");
+        item.metrics->generated_tokens->Increment(static_cast<double>(h.tokens.size()));
+        item.request->Finish(item.sentence, std::move(h));
+      });
+  if (!left.ok()) {
+    Log(LogLevel::kError, absl::StrCat("removing rows from a batch failed: ", left.ToString()));
+    FinishAll(batch, slots, absl::InternalError("decoding failed"));
+    return;
+  }
+  if (batch.empty()) return;
+
+  step_metrics.step_rows->Observe(static_cast<double>(batch.rows()));
+  step_metrics.step_tasks->Observe(static_cast<double>(batch.distinct_tasks()));
+  // Per task: its rows in this step.
+  std::vector<std::pair<TaskMetrics*, int64_t>> rows_per_task;
+  for (const Item& item : slots.items) {
+    if (item.request != nullptr) CountFor(item.metrics, 1, rows_per_task);
+  }
+  for (const auto& [m, n] : rows_per_task) m->step_rows->Observe(static_cast<double>(n));
+  if (options_.step_delay > absl::ZeroDuration()) absl::SleepFor(options_.step_delay);
+  absl::Status stepped = batch.Step(
+      [&](uint64_t key, int32_t token) {
+        const Item& item = slots.items[key];
+        item.request->AddToken(item.sentence, token);
+      },
+      [&](uint64_t key, models::Hypothesis h) {
+        Item item = slots.Release(key);
+        item.metrics->generated_tokens->Increment(static_cast<double>(h.tokens.size()));
+        item.request->Finish(item.sentence, std::move(h));
+      });
+  if (!stepped.ok()) {
+    Log(LogLevel::kError,
+        absl::StrCat("a decoding step of ", batch.rows(), " rows failed: ", stepped.ToString()));
+    FinishAll(batch, slots,
+              absl::InternalError(absl::StrCat("decoding failed: ", stepped.message())));
+  }
+}
+
+}  // namespace taskmoe::server

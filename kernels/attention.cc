@@ -260,8 +260,10 @@ absl::Status KvCache::AddRows(int64_t count, int64_t capacity) {
   const int64_t new_batch = batch_ + count;
   const int64_t new_capacity = std::max(capacity_, capacity);
   const size_t needed = DTypeSize(dtype_) * new_batch * new_capacity * d_model_;
-  if (new_capacity != capacity_ || keys_.capacity_bytes() < needed ||
-      values_.capacity_bytes() < needed) {
+  bool filled = false;
+  for (int32_t length : lengths_) filled = filled || length > 0;
+  if (filled && (new_capacity != capacity_ || keys_.capacity_bytes() < needed ||
+                 values_.capacity_bytes() < needed)) {
     // The rows' stride changes or the storage is too small: copy what is filled into the
     // spares (which grow once to the new size) and swap.
     RelayoutInto(new_batch, new_capacity, keys_, spare_keys_);
@@ -269,6 +271,8 @@ absl::Status KvCache::AddRows(int64_t count, int64_t capacity) {
     std::swap(keys_, spare_keys_);
     std::swap(values_, spare_values_);
   } else {
+    // Nothing to keep, or the rows keep their places: in the storage there is (which grows
+    // only when too small).
     keys_.Resize(dtype_, Shape{new_batch, new_capacity, d_model_});
     values_.Resize(dtype_, Shape{new_batch, new_capacity, d_model_});
   }

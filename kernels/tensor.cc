@@ -47,6 +47,13 @@ Shape Shape::WithLastDim(int64_t last) const {
   return shape;
 }
 
+Shape Shape::WithFirstDim(int64_t first) const {
+  assert(rank_ >= 1 && first >= 0);
+  Shape shape = *this;
+  shape.dims_[0] = first;
+  return shape;
+}
+
 std::string Shape::ToString() const { return absl::StrCat("[", absl::StrJoin(dims(), ", "), "]"); }
 
 namespace {
@@ -122,11 +129,9 @@ absl::StatusOr<Tensor> Tensor::Rows(int64_t begin, int64_t count) const {
     return absl::InvalidArgumentError(absl::StrCat("rows [", begin, ", ", begin + count,
                                                    ") out of range for ", shape_.ToString()));
   }
-  std::vector<int64_t> dims(shape_.dims().begin(), shape_.dims().end());
-  dims[0] = count;
   const size_t row_bytes = dim(0) == 0 ? 0 : bytes() / static_cast<size_t>(dim(0));
   auto* start = static_cast<std::byte*>(data_) + static_cast<size_t>(begin) * row_bytes;
-  return Tensor(dtype_, *Shape::Make(dims), storage_, start, 0);
+  return Tensor(dtype_, shape_.WithFirstDim(count), storage_, start, 0);
 }
 
 Tensor Tensor::Clone() const {

@@ -37,6 +37,8 @@ class Shape {
   std::string ToString() const;
   // The same shape with the last dimension replaced (rank >= 1). Never allocates.
   Shape WithLastDim(int64_t last) const;
+  // The same with the first dimension replaced (rank >= 1). Never allocates.
+  Shape WithFirstDim(int64_t first) const;
 
   friend bool operator==(const Shape& a, const Shape& b) { return a.dims() == b.dims(); }
 
@@ -98,7 +100,7 @@ class Tensor {
   // Gives this tensor another shape with the same element count, keeping its storage and
   // capacity (unlike assigning a Reshape view, which would make the next Resize allocate).
   absl::Status ReshapeInPlace(const Shape& shape);
-  // A view of rows [begin, begin + count) along axis 0.
+  // A view of rows [begin, begin + count) along axis 0. Never allocates.
   absl::StatusOr<Tensor> Rows(int64_t begin, int64_t count) const;
   // A deep copy into new owned storage.
   Tensor Clone() const;

@@ -3,7 +3,6 @@
 #include "models/transformer.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -65,18 +64,10 @@ void PlanRuns(absl::Span<const RowGroup> groups, SameWeights same, GroupedRuns& 
   }
 }
 
-// `shape` with `rows` in axis 0.
-Shape WithRows(const Shape& shape, int64_t rows) {
-  std::array<int64_t, Shape::kMaxRank> dims{};
-  std::copy(shape.dims().begin(), shape.dims().end(), dims.begin());
-  dims[0] = rows;
-  return *Shape::Make(absl::MakeConstSpan(dims.data(), shape.rank()));
-}
-
 // Copies the rows of run `run` of `all` (axis 0) into `part`, in group order, or back.
 void GatherRun(absl::Span<const RowGroup> groups, const GroupedRuns& plan, int32_t run,
                const Tensor& all, Tensor& part) {
-  part.Resize(all.dtype(), WithRows(all.shape(), plan.runs[run].count));
+  part.Resize(all.dtype(), all.shape().WithFirstDim(plan.runs[run].count));
   const size_t row_bytes = all.dim(0) == 0 ? 0 : all.bytes() / all.dim(0);
   int64_t begin = 0, at = 0;
   for (size_t g = 0; g < groups.size(); ++g) {

@@ -156,7 +156,11 @@ std::vector<OwnedTensor> MakeRandomTensors(const ModelConfig& config, uint64_t s
 
 absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MakeRandomWeights(const ModelConfig& config,
                                                                          uint64_t seed) {
-  const std::vector<OwnedTensor> tensors = MakeRandomTensors(config, seed);
+  return SerializeTensors(MakeRandomTensors(config, seed));
+}
+
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SerializeTensors(
+    const std::vector<OwnedTensor>& tensors) {
   std::vector<TensorToWrite> to_write;
   for (const OwnedTensor& t : tensors) to_write.push_back({t.name, t.shape, t.values.data()});
   absl::StatusOr<std::string> bytes = SerializeSafetensors(to_write, StoredDType::kF32);

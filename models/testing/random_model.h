@@ -54,6 +54,10 @@ std::vector<OwnedTensor> MakeRandomTensors(const ModelConfig& config, uint64_t s
 absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MakeRandomWeights(const ModelConfig& config,
                                                                          uint64_t seed);
 
+// Any tensors (an extracted subnetwork's, say) as an in-memory safetensors file, f32.
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SerializeTensors(
+    const std::vector<OwnedTensor>& tensors);
+
 }  // namespace taskmoe::models
 
 #endif  // TASKMOE_MODELS_TESTING_RANDOM_MODEL_H_

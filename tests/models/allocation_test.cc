@@ -16,8 +16,10 @@
 #include "kernels/matmul.h"
 #include "kernels/runtime.h"
 #include "models/decoding.h"
+#include "models/extract.h"
 #include "models/testing/random_model.h"
 #include "models/transformer.h"
+#include "models/weight_store.h"
 #include "tests/models/counting_malloc.h"
 
 namespace taskmoe::models {
@@ -143,6 +145,80 @@ INSTANTIATE_TEST_SUITE_P(KindsAndPrecisions, DecodeAllocationTest,
                                            Case{ModelKind::kTaskMoe, Precision::kF32, 4},
                                            Case{ModelKind::kHybrid, Precision::kInt8, 4}),
                          CaseName);
+
+// A continuous batch at the engine level: rows of two extracted subnetworks (sharing attention
+// and embeddings through a weight store, not their task-MoE layers) sit interleaved, so the
+// per-task layers run on gathered rows; rows leave and new rows join between steps. Once a
+// first pass has grown every buffer, the same pass again allocates nothing outside oneDNN:
+// neither its steps nor its admissions (encoder pass, appended cache rows).
+TEST_F(AllocationTest, MixedTaskStepsAndAdmissionsAllocateNothingOnceWarm) {
+  const ModelConfig config = MakeRandomModelConfig(SmallShape(), ModelKind::kTaskMoe);
+  auto weights = MakeRandomWeights(config, 5);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto store = std::make_shared<WeightStore>();
+  std::vector<std::shared_ptr<const TransformerModel>> models;
+  for (int t = 0; t < 2; ++t) {
+    auto sub =
+        ExtractSubnetwork(config, **weights, config.tasks[t].id, "sha256:" + std::string(64, '0'));
+    ASSERT_TRUE(sub.ok()) << sub.status();
+    auto file = SerializeTensors(sub->tensors);
+    ASSERT_TRUE(file.ok()) << file.status();
+    auto model = TransformerModel::Create(sub->config, **file, {.weight_store = store});
+    ASSERT_TRUE(model.ok()) << model.status();
+    models.push_back(*std::move(model));
+  }
+  const TransformerModel& a = *models[0];
+  const TransformerModel& b = *models[1];
+  const TaskRoute& route_a = **a.RouteForTask(0);
+  const TaskRoute& route_b = **b.RouteForTask(0);
+  const auto sources = Sources(config);  // kSentences
+  // Joining rows: [a a b b a], then [b a] after two rows leave.
+  const std::vector<RowGroup> first = {{&a, &route_a, 2}, {&b, &route_b, 2}, {&a, &route_a, 1}};
+  const std::vector<RowGroup> second = {{&b, &route_b, 1}, {&a, &route_a, 1}};
+  const std::vector<std::vector<int32_t>> second_sources = {sources[1], sources[3]};
+
+  EncoderOutput encoder;
+  DecoderState state;
+  GreedyHead head;
+  std::vector<RowGroup> groups;
+  std::vector<int32_t> tokens;
+  const std::vector<int32_t> keep = {0, 2, 3};  // one `a` and one `b` leave
+  auto step = [&] {
+    tokens.assign(state.batch, config.special_tokens.bos);
+    ASSERT_TRUE(TransformerModel::DecodeStepGreedy(groups, tokens, state, head).ok());
+  };
+  auto pass = [&](std::vector<AllocationCounts>& marks) {
+    const EncoderOutput empty;
+    ASSERT_TRUE(a.StartDecoding(empty, 24, route_a, state).ok());
+    marks.push_back(CurrentAllocationCounts());
+    ASSERT_TRUE(TransformerModel::Encode(first, sources, encoder).ok());
+    ASSERT_TRUE(TransformerModel::AddRows(first, encoder, 24, state).ok());
+    groups = first;
+    marks.push_back(CurrentAllocationCounts());
+    for (int i = 0; i < 4; ++i) step();
+    marks.push_back(CurrentAllocationCounts());
+    ASSERT_TRUE(state.SelectRows(keep).ok());  // rows 0, 2, 3: [a b a]
+    marks.push_back(CurrentAllocationCounts());
+    ASSERT_TRUE(TransformerModel::Encode(second, second_sources, encoder).ok());
+    marks.push_back(CurrentAllocationCounts());
+    ASSERT_TRUE(TransformerModel::AddRows(second, encoder, 24, state).ok());
+    groups = {{&a, &route_a, 1}, {&b, &route_b, 1}, {&a, &route_a, 1}, second[0], second[1]};
+    marks.push_back(CurrentAllocationCounts());
+    for (int i = 0; i < 6; ++i) step();
+    marks.push_back(CurrentAllocationCounts());
+  };
+  std::vector<AllocationCounts> warm_up, marks;
+  marks.reserve(16);  // so that taking a mark does not allocate
+  pass(warm_up);
+  pass(marks);
+  const char* stages[] = {"first admission",  "steps", "leaving", "second encoder pass",
+                          "second admission", "steps"};
+  for (size_t i = 0; i + 1 < marks.size(); ++i) {
+    const AllocationCounts made = marks[i + 1] - marks[i];
+    EXPECT_EQ(made.unattributed(), 0) << stages[i];
+    EXPECT_EQ(made.live, 0) << stages[i];
+  }
+}
 
 TEST_F(AllocationTest, LinearForwardAllocatesOnlyInsideOneDnnAfterTheFirstCall) {
   for (Precision precision : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {

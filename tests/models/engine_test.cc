@@ -23,11 +23,7 @@ using kernels::Shape;
 using kernels::Tensor;
 
 std::shared_ptr<const SafetensorsFile> Serialize(const std::vector<OwnedTensor>& tensors) {
-  std::vector<TensorToWrite> to_write;
-  for (const OwnedTensor& t : tensors) to_write.push_back({t.name, t.shape, t.values.data()});
-  absl::StatusOr<std::string> bytes = SerializeSafetensors(to_write, StoredDType::kF32);
-  EXPECT_TRUE(bytes.ok()) << bytes.status();
-  absl::StatusOr<std::shared_ptr<const SafetensorsFile>> file = SafetensorsFile::FromBytes(*bytes);
+  absl::StatusOr<std::shared_ptr<const SafetensorsFile>> file = SerializeTensors(tensors);
   EXPECT_TRUE(file.ok()) << file.status();
   return *file;
 }

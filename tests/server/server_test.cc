@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -97,6 +98,57 @@ TEST_F(ServerTest, TranslationsEqualOfflineTranslate) {
       EXPECT_GT(response.input_tokens(), kTexts.size() * 2);
       EXPECT_EQ(response.model_version().rfind("sha256:", 0), 0u);
     }
+  }
+}
+
+// Many tasks at once, greedy and beam, in both batching modes: requests arriving together
+// share continuous batches (and join them at different steps), a beam request makes the
+// running batch drain first; every translation must still be what offline decoding gives.
+TEST_F(ServerTest, ConcurrentMixedTrafficEqualsOfflineTranslateInBothBatchingModes) {
+  const std::vector<std::string> tasks = RandomRepositoryTasks();
+  std::map<std::pair<std::string, int>, std::vector<std::string>> expected;
+  for (const std::string& task : tasks) {
+    for (int beam : {1, 2}) {
+      expected[{task, beam}] =
+          TranslateOffline(repository_ + "/" + task, task, kTexts,
+                           absl::StrCat("--max_output_tokens=24 --beam_size=", beam));
+    }
+  }
+  for (const char* mode : {"--batching=continuous", "--batching=per_task"}) {
+    auto server = StartServer({"--max_output_tokens=24", mode, "--max_batch_sentences=6"});
+    ASSERT_NE(server, nullptr);
+    std::vector<std::thread> clients;
+    std::atomic<int> mismatches{0}, failures{0};
+    for (int c = 0; c < 12; ++c) {
+      clients.emplace_back([&, c] {
+        const std::string& task = tasks[c % tasks.size()];
+        const int beam = c % 5 == 4 ? 2 : 1;
+        for (int round = 0; round < 3; ++round) {
+          // Texts rotated, so that requests of one task differ and join at different steps.
+          std::vector<std::string> texts;
+          for (size_t i = 0; i < kTexts.size(); ++i) {
+            texts.push_back(kTexts[(i + c + round) % kTexts.size()]);
+          }
+          TranslateRequest request = Request(task, texts);
+          request.mutable_options()->set_beam_size(beam);
+          TranslateResponse response;
+          if (!Translate(*server, request, &response).ok() ||
+              response.translations_size() != static_cast<int>(texts.size())) {
+            ++failures;
+            continue;
+          }
+          const std::vector<std::string>& want = expected[{task, beam}];
+          for (size_t i = 0; i < texts.size(); ++i) {
+            if (response.translations(i).text() != want[(i + c + round) % kTexts.size()]) {
+              ++mismatches;
+            }
+          }
+        }
+      });
+    }
+    for (std::thread& t : clients) t.join();
+    EXPECT_EQ(failures.load(), 0) << mode;
+    EXPECT_EQ(mismatches.load(), 0) << mode;
   }
 }
 
@@ -1030,6 +1082,8 @@ TEST(ServerStartup, RefusesBadFlagsAndBadRepositories) {
        {std::pair<std::string, std::string>{"--max_connections=-1",
                                             "--max_connections must be >= 0"},
         {"--handshake_timeout_s=0", "--handshake_timeout_s, --keepalive_time_s and"},
+        {"--batching=fast", "--batching: 'fast' is neither continuous nor per_task"},
+        {"--max_admit_tokens=0", "--max_admit_tokens must be >= 1"},
         {"--max_connection_idle_s=-5", "--max_connection_idle_s and --max_connection_age_s"}}) {
     ExitResult refused =
         RunServerToExit({"--model_repository=/nonexistent", flag}, absl::Seconds(60));

@@ -47,41 +47,8 @@ fi
 mkdir -p "$out"
 rm -f "$out"/*.json
 
-server_pid=""
-stop_server() {
-  if [[ -n $server_pid ]]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
-  server_pid=""
-}
+source tools/server-process.sh
 trap stop_server EXIT
-
-start_server() {
-  local mode=$1
-  local port_file="$out/server.ports"
-  rm -f "$port_file"
-  "$bin/server/taskmoe-server" --model_repository="$repository" --host=127.0.0.1 --port=0 \
-    --metrics_port=-1 --port_file="$port_file" --threads="$threads" --batching="$mode" \
-    --log_level=warning &
-  server_pid=$!
-  for _ in $(seq 600); do
-    [[ -s "$port_file" ]] && break
-    kill -0 "$server_pid" 2>/dev/null || {
-      echo "batching-bench: the server exited" >&2
-      exit 1
-    }
-    sleep 0.1
-  done
-  target="127.0.0.1:$(sed -n 's/^grpc_port=//p' "$port_file")"
-  until "$bin/server/taskmoe-client" --target="$target" --health >/dev/null 2>&1; do
-    kill -0 "$server_pid" 2>/dev/null || {
-      echo "batching-bench: the server exited" >&2
-      exit 1
-    }
-    sleep 0.2
-  done
-}
 
 load() {
   local name=$1
@@ -94,7 +61,8 @@ load() {
 for ((round = 1; round <= rounds; ++round)); do
   for mode in per_task continuous; do
     echo "batching-bench: round $round, --batching=$mode" >&2
-    start_server "$mode"
+    start_server "$mode" "$out/server.ports" --model_repository="$repository" \
+      --threads="$threads" --batching="$mode" --log_level=warning
     load "$mode.en-de.$round" --concurrency="$concurrency" --tasks=en-de
     load "$mode.mixed.$round" --concurrency="$concurrency"
     load "$mode.idle.$round" --concurrency=1

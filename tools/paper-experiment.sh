@@ -60,14 +60,7 @@ mkdir -p "$out"
 } >"$out/machine.txt"
 cat "$out/machine.txt"
 
-server_pid=
-stop_server() {
-  if [[ -n "$server_pid" ]]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=
-  fi
-}
+source tools/server-process.sh
 trap stop_server EXIT
 
 # name:kind of taskmoe-make-model. The TaskMoE subnetwork is what the extractor leaves of a
@@ -85,30 +78,11 @@ for model in dense:dense taskmoe-subnetwork:taskmoe tokenmoe:tokenmoe; do
     echo "$experts" >"$repository/.experts"
   fi
 
-  port_file="$out/$name.ports"
-  rm -f "$port_file"
-  "$bin/server/taskmoe-server" --model_repository="$repository" --host=127.0.0.1 --port=0 \
-    --metrics_port=-1 --port_file="$port_file" --precision="$precision" --threads="$threads" \
-    --debug_ignore_eos --max_output_tokens="$output_tokens" --max_batch_sentences="$max_batch" \
+  start_server "$name" "$out/$name.ports" --model_repository="$repository" \
+    --precision="$precision" --threads="$threads" --debug_ignore_eos \
+    --max_output_tokens="$output_tokens" --max_batch_sentences="$max_batch" \
     --max_batch_tokens=1000000 --max_texts_per_request="$max_batch" \
-    --max_queue_sentences="$max_batch" --max_queue_delay_ms=0 --log_level=warning &
-  server_pid=$!
-  for _ in $(seq 600); do
-    [[ -s "$port_file" ]] && break
-    kill -0 "$server_pid" 2>/dev/null || {
-      echo "paper-experiment: the server for $name exited" >&2
-      exit 1
-    }
-    sleep 0.1
-  done
-  target="127.0.0.1:$(sed -n 's/^grpc_port=//p' "$port_file")"
-  until "$bin/server/taskmoe-client" --target="$target" --health >/dev/null 2>&1; do
-    kill -0 "$server_pid" 2>/dev/null || {
-      echo "paper-experiment: the server for $name exited" >&2
-      exit 1
-    }
-    sleep 0.2
-  done
+    --max_queue_sentences="$max_batch" --max_queue_delay_ms=0 --log_level=warning
 
   echo "paper-experiment: $name on $target"
   # --warmup=1ms: the first request of each batch size is a warm-up (it builds the oneDNN

@@ -88,7 +88,7 @@ class ContinuousBatch {
   std::vector<Row> rows_;
   DecoderState state_;
   EncoderOutput encoder_;
-  const EncoderOutput empty_encoder_;  // starts a decode with no rows
+  const EncoderOutput empty_encoder_{};  // starts a decode with no rows
   GreedyHead head_;
   std::vector<RowGroup> groups_, joining_groups_;
   std::vector<int32_t> tokens_, keep_;

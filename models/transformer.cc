@@ -122,6 +122,41 @@ absl::Status ApplyPerRun(absl::Span<const RowGroup> groups, GroupedRuns& plan, c
   return absl::OkStatus();
 }
 
+// A layer norm whose weights may differ between groups (`pick` gives a model's).
+template <typename Pick>
+absl::Status GroupedLayerNorm(absl::Span<const RowGroup> groups, GroupedRuns& plan, Pick pick,
+                              float eps, const Tensor& in, Tensor& out) {
+  PlanRuns(
+      groups,
+      [&](const RowGroup& a, const RowGroup& b) {
+        const LayerNormWeights& x = pick(*a.model);
+        const LayerNormWeights& y = pick(*b.model);
+        return x.gamma.raw_data() == y.gamma.raw_data() && x.beta.raw_data() == y.beta.raw_data();
+      },
+      plan);
+  return ApplyPerRun(groups, plan, in, in.dim(in.rank() - 1), out,
+                     [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                       const LayerNormWeights& n = pick(*g.model);
+                       return kernels::LayerNorm(rows, n.gamma, n.beta, eps, y);
+                     });
+}
+
+// A linear layer (no activation) whose weight may differ between groups.
+template <typename Pick>
+absl::Status GroupedLinear(absl::Span<const RowGroup> groups, GroupedRuns& plan, Pick pick,
+                           const Tensor& in, Tensor& out) {
+  PlanRuns(
+      groups,
+      [&](const RowGroup& a, const RowGroup& b) {
+        return pick(*a.model).get() == pick(*b.model).get();
+      },
+      plan);
+  return ApplyPerRun(groups, plan, in, pick(*groups.front().model)->out_features(), out,
+                     [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                       return pick(*g.model)->Forward(rows, kNone, y);
+                     });
+}
+
 bool SameFfn(const FfnWeights& a, const ExpertChoice& a_choice, const FfnWeights& b,
              const ExpertChoice& b_choice) {
   if (a.index() != b.index()) return false;
@@ -326,30 +361,10 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
 
   // Each layer's operations, run once per run of groups sharing the weight.
   auto norm = [&](auto pick, const Tensor& in, Tensor& result) {
-    PlanRuns(
-        groups,
-        [&](const RowGroup& a, const RowGroup& b) {
-          return pick(*a.model).gamma.raw_data() == pick(*b.model).gamma.raw_data() &&
-                 pick(*a.model).beta.raw_data() == pick(*b.model).beta.raw_data();
-        },
-        plan);
-    return ApplyPerRun(groups, plan, in, d, result,
-                       [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
-                         const LayerNormWeights& n = pick(*g.model);
-                         return kernels::LayerNorm(rows, n.gamma, n.beta, eps, y);
-                       });
+    return GroupedLayerNorm(groups, plan, pick, eps, in, result);
   };
   auto linear = [&](auto pick, const Tensor& in, Tensor& result) {
-    PlanRuns(
-        groups,
-        [&](const RowGroup& a, const RowGroup& b) {
-          return pick(*a.model).get() == pick(*b.model).get();
-        },
-        plan);
-    return ApplyPerRun(groups, plan, in, pick(*first)->out_features(), result,
-                       [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
-                         return pick(*g.model)->Forward(rows, kNone, y);
-                       });
+    return GroupedLinear(groups, plan, pick, in, result);
   };
   const kernels::AttentionOptions attention{.num_heads = config.num_heads};
   for (size_t i = 0; i < first->encoder_layers_.size(); ++i) {
@@ -436,18 +451,12 @@ absl::Status TransformerModel::AddRows(absl::Span<const RowGroup> groups,
   for (size_t i = 0; i < first->decoder_layers_.size(); ++i) {
     TASKMOE_RETURN_IF_ERROR(state.self_cache[i].AddRows(added, max_steps));
     TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AddRows(added, source_len));
-    PlanRuns(
-        groups,
-        [i](const RowGroup& a, const RowGroup& b) {
-          return a.model->decoder_layers_[i].cross_attn.kv.get() ==
-                 b.model->decoder_layers_[i].cross_attn.kv.get();
+    TASKMOE_RETURN_IF_ERROR(GroupedLinear(
+        groups, state.grouped,
+        [i](const TransformerModel& m) -> const LinearPtr& {
+          return m.decoder_layers_[i].cross_attn.kv;
         },
-        state.grouped);
-    TASKMOE_RETURN_IF_ERROR(
-        ApplyPerRun(groups, state.grouped, encoder.states, 2 * config.d_model, state.qkv,
-                    [i](const RowGroup& g, const Tensor& rows, Tensor& y) {
-                      return g.model->decoder_layers_[i].cross_attn.kv->Forward(rows, kNone, y);
-                    }));
+        encoder.states, state.qkv));
     TASKMOE_RETURN_IF_ERROR(kernels::SplitLastDim(state.qkv, kv_parts));
     TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AppendToRows(first_row, state.k, state.v));
   }
@@ -475,17 +484,11 @@ absl::Status TransformerModel::DecodeStep(absl::Span<const RowGroup> groups,
                                           absl::Span<const int32_t> tokens, DecoderState& state,
                                           Tensor& logits) {
   TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state));
-  PlanRuns(
-      groups,
-      [](const RowGroup& a, const RowGroup& b) {
-        return a.model->output_projection_.get() == b.model->output_projection_.get();
-      },
-      state.grouped);
   const int64_t vocab = groups.front().model->config_.vocab_size;
-  TASKMOE_RETURN_IF_ERROR(ApplyPerRun(groups, state.grouped, state.normed, vocab, logits,
-                                      [](const RowGroup& g, const Tensor& rows, Tensor& y) {
-                                        return g.model->output_projection_->Forward(rows, kNone, y);
-                                      }));
+  TASKMOE_RETURN_IF_ERROR(GroupedLinear(
+      groups, state.grouped,
+      [](const TransformerModel& m) -> const LinearPtr& { return m.output_projection_; },
+      state.normed, logits));
   return logits.ReshapeInPlace(Shape{state.batch, vocab});
 }
 
@@ -571,30 +574,10 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
   TASKMOE_RETURN_IF_ERROR(state.x.ReshapeInPlace(Shape{batch, 1, d}));
 
   auto norm = [&](auto pick, const Tensor& in, Tensor& result) {
-    PlanRuns(
-        groups,
-        [&](const RowGroup& a, const RowGroup& b) {
-          return pick(*a.model).gamma.raw_data() == pick(*b.model).gamma.raw_data() &&
-                 pick(*a.model).beta.raw_data() == pick(*b.model).beta.raw_data();
-        },
-        plan);
-    return ApplyPerRun(groups, plan, in, d, result,
-                       [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
-                         const LayerNormWeights& n = pick(*g.model);
-                         return kernels::LayerNorm(rows, n.gamma, n.beta, eps, y);
-                       });
+    return GroupedLayerNorm(groups, plan, pick, eps, in, result);
   };
   auto linear = [&](auto pick, const Tensor& in, Tensor& result) {
-    PlanRuns(
-        groups,
-        [&](const RowGroup& a, const RowGroup& b) {
-          return pick(*a.model).get() == pick(*b.model).get();
-        },
-        plan);
-    return ApplyPerRun(groups, plan, in, pick(*first)->out_features(), result,
-                       [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
-                         return pick(*g.model)->Forward(rows, kNone, y);
-                       });
+    return GroupedLinear(groups, plan, pick, in, result);
   };
 
   Tensor* const qkv_parts[] = {&state.q, &state.k, &state.v};

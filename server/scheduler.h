@@ -26,6 +26,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -72,10 +73,12 @@ class Scheduler {
     TaskMetrics* metrics = nullptr;
   };
 
-  // Rows of a worker's continuous batch: the item of each key (ContinuousBatch::Sentence::key).
+  // Rows of a worker's continuous batch: the item of each key (ContinuousBatch::Sentence::key),
+  // and per-task counts reused step after step for the metrics.
   struct Slots {
     std::vector<Item> items;
     std::vector<uint64_t> free;
+    std::vector<std::pair<TaskMetrics*, int64_t>> counts, token_counts;
     uint64_t Add(Item item);
     Item Release(uint64_t key);
   };

@@ -208,13 +208,16 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
     if (!sentences.empty()) {
       step_metrics.admitted_rows->Observe(static_cast<double>(sentences.size()));
       // Per task: the sentences joining together and their source tokens.
-      std::vector<std::pair<TaskMetrics*, int64_t>> joined, joined_tokens;
+      slots.counts.clear();
+      slots.token_counts.clear();
       for (uint64_t key : keys) {
-        CountFor(slots.items[key].metrics, 1, joined);
-        CountFor(slots.items[key].metrics, slots.items[key].tokens, joined_tokens);
+        CountFor(slots.items[key].metrics, 1, slots.counts);
+        CountFor(slots.items[key].metrics, slots.items[key].tokens, slots.token_counts);
       }
-      for (const auto& [m, n] : joined) m->batch_size->Observe(static_cast<double>(n));
-      for (const auto& [m, n] : joined_tokens) m->batch_tokens->Observe(static_cast<double>(n));
+      for (const auto& [m, n] : slots.counts) m->batch_size->Observe(static_cast<double>(n));
+      for (const auto& [m, n] : slots.token_counts) {
+        m->batch_tokens->Observe(static_cast<double>(n));
+      }
       if (absl::Status admitted = batch.Admit(std::move(sentences)); !admitted.ok()) {
         Log(LogLevel::kError, absl::StrCat("admitting ", keys.size(),
                                            " sentences to a batch failed: ", admitted.ToString()));
@@ -250,11 +253,11 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
   step_metrics.step_rows->Observe(static_cast<double>(batch.rows()));
   step_metrics.step_tasks->Observe(static_cast<double>(batch.distinct_tasks()));
   // Per task: its rows in this step.
-  std::vector<std::pair<TaskMetrics*, int64_t>> rows_per_task;
+  slots.counts.clear();
   for (const Item& item : slots.items) {
-    if (item.request != nullptr) CountFor(item.metrics, 1, rows_per_task);
+    if (item.request != nullptr) CountFor(item.metrics, 1, slots.counts);
   }
-  for (const auto& [m, n] : rows_per_task) m->step_rows->Observe(static_cast<double>(n));
+  for (const auto& [m, n] : slots.counts) m->step_rows->Observe(static_cast<double>(n));
   if (options_.step_delay > absl::ZeroDuration()) absl::SleepFor(options_.step_delay);
   absl::Status stepped = batch.Step(
       [&](uint64_t key, int32_t token) {

@@ -45,6 +45,8 @@ ABSL_FLAG(int, max_queue_delay_ms, absl::ToInt64Milliseconds(kDefaults.batching.
           "Longest time the oldest queued sentence waits for its batch to fill");
 ABSL_FLAG(int, max_queue_sentences, kDefaults.batching.max_queue_sentences,
           "Sentences a task's queue holds; more is refused with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_total_queue_sentences, kDefaults.batching.max_total_queue_sentences,
+          "Sentences all tasks' queues hold together; more is refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, max_texts_per_request, kDefaults.limits.max_texts_per_request,
           "Most texts in one Translate request");
 ABSL_FLAG(int, max_text_chars, kDefaults.limits.max_text_chars,
@@ -166,6 +168,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   o.batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   o.batching.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));
   o.batching.max_queue_sentences = absl::GetFlag(FLAGS_max_queue_sentences);
+  o.batching.max_total_queue_sentences = absl::GetFlag(FLAGS_max_total_queue_sentences);
   o.batching.ignore_eos = absl::GetFlag(FLAGS_debug_ignore_eos);
   o.batching.step_delay = absl::Milliseconds(absl::GetFlag(FLAGS_debug_step_delay_ms));
   o.limits.max_texts_per_request = absl::GetFlag(FLAGS_max_texts_per_request);

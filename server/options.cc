@@ -62,6 +62,11 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_output_ratio must be in [0, 100] (0: off), got ", l.max_output_ratio));
   }
+  if (b.max_queue_sentences > b.max_total_queue_sentences) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_queue_sentences (", b.max_queue_sentences,
+        ") must not exceed --max_total_queue_sentences (", b.max_total_queue_sentences, ")"));
+  }
   if (l.max_texts_per_request > b.max_queue_sentences) {
     // Otherwise a request within limits could never be queued.
     return absl::InvalidArgumentError(

@@ -25,7 +25,9 @@ struct BatchingOptions {
   // anyway. A full batch runs at once.
   absl::Duration max_queue_delay = absl::Milliseconds(5);
   int max_queue_sentences = 256;  // per task; beyond it a request is RESOURCE_EXHAUSTED
-  int workers = 1;                // threads decoding batches, shared by all tasks
+  // All tasks' queues together: many tasks each within its bound must not queue without end.
+  int max_total_queue_sentences = 1024;
+  int workers = 1;  // threads decoding batches, shared by all tasks
   // Continuous batching: source tokens a running batch admits between two steps (the first
   // sentence always joins), so that encoding newcomers does not stall the rows decoding.
   int max_admit_tokens = 512;

@@ -55,6 +55,15 @@ absl::Status Scheduler::Enqueue(const std::shared_ptr<RequestState>& request) {
                      options_.max_queue_sentences, " sentences and this request adds ",
                      request->size(), "; retry later"));
   }
+  int64_t queued_in_all = 0;
+  for (const auto& [id, other] : queues_) queued_in_all += static_cast<int64_t>(other.items.size());
+  if (queued_in_all + request->size() > options_.max_total_queue_sentences) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server is overloaded: its queues hold ", queued_in_all, " of at most ",
+                     options_.max_total_queue_sentences,
+                     " sentences in all (--max_total_queue_sentences) and this request adds ",
+                     request->size(), "; retry later"));
+  }
   const absl::Time now = absl::Now();
   for (int s : order) {
     queue.items.push_back(

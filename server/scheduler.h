@@ -47,8 +47,9 @@ class Scheduler {
   Scheduler& operator=(const Scheduler&) = delete;
 
   // Queues every sentence of `request` on its task's queue, or none of them:
-  // RESOURCE_EXHAUSTED when they do not fit, INVALID_ARGUMENT when they never could (more
-  // sentences than the queue holds), UNAVAILABLE once stopping.
+  // RESOURCE_EXHAUSTED when they do not fit (the task's queue, or all queues together),
+  // INVALID_ARGUMENT when they never could (more sentences than a task's queue holds),
+  // UNAVAILABLE once stopping.
   absl::Status Enqueue(const std::shared_ptr<RequestState>& request);
 
   // Finishes the request's sentences that are still queued with its StopStatus() (for a

@@ -524,8 +524,8 @@ TEST_F(ServerTest, ClientCancellationStopsDecoding) {
 
 TEST_F(ServerTest, FullQueueIsResourceExhausted) {
   std::vector<std::string> flags = kSlowFlags;
-  flags.insert(flags.end(),
-               {"--max_queue_sentences=4", "--max_texts_per_request=4", "--max_batch_sentences=1"});
+  flags.insert(flags.end(), {"--max_queue_sentences=4", "--max_total_queue_sentences=6",
+                             "--max_texts_per_request=4", "--max_batch_sentences=1"});
   auto server = StartServer(flags);
   ASSERT_NE(server, nullptr);
   auto stub = v1::TranslationService::NewStub(server->channel());
@@ -551,10 +551,25 @@ TEST_F(ServerTest, FullQueueIsResourceExhausted) {
   auto g = std::async(std::launch::async,
                       [&] { return Translate(*server, Request("de-en", {"g"}, 2), &g_response); });
   EXPECT_TRUE(WaitForMetric(*server, R"(taskmoe_queue_depth{task="de-en"})", 1));
+  // All queues together hold at most 6: 3 of en-de and 1 of de-en leave room for 2 more, in a
+  // task whose own queue is empty.
+  const grpc::Status all_full = Translate(*server, Request("fr-en", {"h", "i", "j"}), &response);
+  EXPECT_EQ(all_full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(all_full.error_message().find("its queues hold 4 of at most 6 sentences in all"),
+            std::string::npos)
+      << all_full.error_message();
+  grpc::ClientContext k_context;
+  TranslateResponse k_response;
+  auto k = std::async(std::launch::async, [&] {
+    return stub->Translate(&k_context, Request("fr-en", {"k", "l"}), &k_response);
+  });
+  EXPECT_TRUE(WaitForMetric(*server, R"(taskmoe_queue_depth{task="fr-en"})", 2));
   a_context.TryCancel();
   b_context.TryCancel();
+  k_context.TryCancel();
   EXPECT_EQ(a.get().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_EQ(b.get().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(k.get().error_code(), grpc::StatusCode::CANCELLED);
   const grpc::Status g_status = g.get();
   EXPECT_TRUE(g_status.ok()) << g_status.error_message();
 }
@@ -1084,6 +1099,8 @@ TEST(ServerStartup, RefusesBadFlagsAndBadRepositories) {
         {"--handshake_timeout_s=0", "--handshake_timeout_s, --keepalive_time_s and"},
         {"--batching=fast", "--batching: 'fast' is neither continuous nor per_task"},
         {"--max_admit_tokens=0", "--max_admit_tokens must be >= 1"},
+        {"--max_total_queue_sentences=100",
+         "--max_queue_sentences (256) must not exceed --max_total_queue_sentences (100)"},
         {"--max_connection_idle_s=-5", "--max_connection_idle_s and --max_connection_age_s"}}) {
     ExitResult refused =
         RunServerToExit({"--model_repository=/nonexistent", flag}, absl::Seconds(60));

@@ -82,7 +82,8 @@ for model in dense:dense taskmoe-subnetwork:taskmoe tokenmoe:tokenmoe; do
     --precision="$precision" --threads="$threads" --debug_ignore_eos \
     --max_output_tokens="$output_tokens" --max_batch_sentences="$max_batch" \
     --max_batch_tokens=1000000 --max_texts_per_request="$max_batch" \
-    --max_queue_sentences="$max_batch" --max_queue_delay_ms=0 --log_level=warning
+    --max_queue_sentences="$max_batch" --max_total_queue_sentences="$max_batch" \
+    --max_queue_delay_ms=0 --log_level=warning
 
   echo "paper-experiment: $name on $target"
   # --warmup=1ms: the first request of each batch size is a warm-up (it builds the oneDNN

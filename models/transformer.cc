@@ -122,6 +122,38 @@ absl::Status ApplyPerRun(absl::Span<const RowGroup> groups, GroupedRuns& plan, c
   return absl::OkStatus();
 }
 
+// The embedding lookup of a batch whose groups may use different tables (`pick` gives a
+// model's): one lookup when they all share one, else one per group (a group's `ids_per_row`
+// ids per row are contiguous), through plan.out. out: f32 [ids.size(), d_model].
+template <typename Pick>
+absl::Status GroupedEmbedding(absl::Span<const RowGroup> groups, GroupedRuns& plan, Pick pick,
+                              absl::Span<const int32_t> ids, absl::Span<const int32_t> position_ids,
+                              int64_t ids_per_row, float scale, const Tensor& positions,
+                              Tensor& out) {
+  PlanRuns(
+      groups,
+      [&](const RowGroup& a, const RowGroup& b) {
+        return pick(*a.model).raw_data() == pick(*b.model).raw_data();
+      },
+      plan);
+  const Tensor& first_table = pick(*groups.front().model);
+  if (plan.runs.size() <= 1) {
+    return kernels::EmbeddingLookup(first_table, ids, scale, positions, position_ids, out);
+  }
+  const int64_t d = first_table.dim(1);
+  out.Resize(DType::kF32, Shape{static_cast<int64_t>(ids.size()), d});
+  int64_t begin = 0;  // in ids
+  for (const RowGroup& group : groups) {
+    const int64_t count = group.rows * ids_per_row;
+    TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(pick(*group.model), ids.subspan(begin, count),
+                                                     scale, positions,
+                                                     position_ids.subspan(begin, count), plan.out));
+    std::memcpy(out.data<float>() + begin * d, plan.out.data<float>(), plan.out.bytes());
+    begin += count;
+  }
+  return absl::OkStatus();
+}
+
 // A layer norm whose weights may differ between groups (`pick` gives a model's).
 template <typename Pick>
 absl::Status GroupedLayerNorm(absl::Span<const RowGroup> groups, GroupedRuns& plan, Pick pick,
@@ -332,31 +364,9 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
   GroupedRuns& plan = out.grouped;
   const float eps = config.layer_norm_eps;
 
-  // The embedding, per run of groups sharing a table (tokens of a run are contiguous).
-  PlanRuns(
-      groups,
-      [](const RowGroup& a, const RowGroup& b) {
-        return a.model->encoder_embedding_.raw_data() == b.model->encoder_embedding_.raw_data();
-      },
-      plan);
-  if (plan.runs.size() <= 1) {
-    TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(
-        first->encoder_embedding_, ids, first->embedding_scale_, first->positions_, positions, x));
-  } else {
-    // A lookup per group (each group's tokens are contiguous): a lookup reads only its rows.
-    x.Resize(DType::kF32, Shape{batch * max_len, d});
-    int64_t begin = 0;
-    for (const RowGroup& group : groups) {
-      const auto span = [&](const std::vector<int32_t>& all) {
-        return absl::MakeConstSpan(all).subspan(begin * max_len, group.rows * max_len);
-      };
-      TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(group.model->encoder_embedding_, span(ids),
-                                                       first->embedding_scale_, first->positions_,
-                                                       span(positions), plan.out));
-      std::memcpy(x.data<float>() + begin * max_len * d, plan.out.data<float>(), plan.out.bytes());
-      begin += group.rows;
-    }
-  }
+  TASKMOE_RETURN_IF_ERROR(GroupedEmbedding(
+      groups, plan, [](const TransformerModel& m) -> const Tensor& { return m.encoder_embedding_; },
+      ids, positions, max_len, first->embedding_scale_, first->positions_, x));
   TASKMOE_RETURN_IF_ERROR(x.ReshapeInPlace(Shape{batch, max_len, d}));
 
   // Each layer's operations, run once per run of groups sharing the weight.
@@ -548,29 +558,9 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
   GroupedRuns& plan = state.grouped;
   const float eps = config.layer_norm_eps;
 
-  // The embedding, per run of groups sharing a table.
-  PlanRuns(
-      groups,
-      [](const RowGroup& a, const RowGroup& b) {
-        return a.model->decoder_embedding_.raw_data() == b.model->decoder_embedding_.raw_data();
-      },
-      plan);
-  if (plan.runs.size() <= 1) {
-    TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(first->decoder_embedding_, tokens,
-                                                     first->embedding_scale_, first->positions_,
-                                                     state.positions, state.x));
-  } else {
-    state.x.Resize(DType::kF32, Shape{batch, d});
-    int64_t begin = 0;
-    for (const RowGroup& group : groups) {
-      TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(
-          group.model->decoder_embedding_, tokens.subspan(begin, group.rows),
-          first->embedding_scale_, first->positions_,
-          absl::MakeConstSpan(state.positions).subspan(begin, group.rows), plan.out));
-      std::memcpy(state.x.data<float>() + begin * d, plan.out.data<float>(), plan.out.bytes());
-      begin += group.rows;
-    }
-  }
+  TASKMOE_RETURN_IF_ERROR(GroupedEmbedding(
+      groups, plan, [](const TransformerModel& m) -> const Tensor& { return m.decoder_embedding_; },
+      tokens, state.positions, 1, first->embedding_scale_, first->positions_, state.x));
   TASKMOE_RETURN_IF_ERROR(state.x.ReshapeInPlace(Shape{batch, 1, d}));
 
   auto norm = [&](auto pick, const Tensor& in, Tensor& result) {

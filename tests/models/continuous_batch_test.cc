@@ -56,7 +56,8 @@ DecodeSettings TrainerSettings() {
 class ContinuousBatchTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const std::string dir = taskmoe::testing::MakeTempDir("subnetworks");
+    dir_ = new std::string(taskmoe::testing::MakeTempDir("subnetworks"));
+    const std::string& dir = *dir_;
     ASSERT_FALSE(dir.empty());
     absl::StatusOr<ModelConfig> config = LoadModelConfig(kDemoDir);
     ASSERT_TRUE(config.ok()) << config.status();
@@ -79,6 +80,8 @@ class ContinuousBatchTest : public ::testing::Test {
   static void TearDownTestSuite() {
     delete tasks_;
     tasks_ = nullptr;
+    delete dir_;
+    dir_ = nullptr;
   }
 
   // Every text of every task, prepared: the cases in a fixed interleaved order.
@@ -158,9 +161,11 @@ class ContinuousBatchTest : public ::testing::Test {
   }
 
   static std::map<std::string, std::shared_ptr<const TaskModel>>* tasks_;
+  static std::string* dir_;  // the subnetworks' directories
 };
 
 std::map<std::string, std::shared_ptr<const TaskModel>>* ContinuousBatchTest::tasks_ = nullptr;
+std::string* ContinuousBatchTest::dir_ = nullptr;
 
 TEST_F(ContinuousBatchTest, SubnetworksShareTheirAttentionButNotTheirExperts) {
   const TransformerModel& en_de = tasks_->at("en-de")->transformer();
@@ -218,6 +223,20 @@ TEST_F(ContinuousBatchTest, TheFullCheckpointMixesTasksByRoute) {
   const std::vector<Case> cases = Cases(full);
   ExpectSameHypotheses(DecodeAlone(cases),
                        DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i % 3); }));
+}
+
+TEST_F(ContinuousBatchTest, WithoutAWeightStoreEveryLayerRunsPerTaskAndGivesTheSameTokens) {
+  // Loaded apart, no two tasks share a weight object: embeddings, norms and every linear layer
+  // run per group (gathered where a task's rows sit apart).
+  std::map<std::string, std::shared_ptr<const TaskModel>> apart;
+  for (const std::string task : {"en-de", "fr-en", "en-ru"}) {
+    auto loaded = TaskModel::Load(*dir_ + "/" + task, task, {});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    apart[task] = *std::move(loaded);
+  }
+  const std::vector<Case> cases = Cases(apart);
+  ExpectSameHypotheses(DecodeAlone(cases),
+                       DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i / 3); }));
 }
 
 TEST_F(ContinuousBatchTest, RowsLeaveWhenTheCallerSaysAndTheOthersAreUnaffected) {

@@ -64,31 +64,26 @@ void PlanRuns(absl::Span<const RowGroup> groups, SameWeights same, GroupedRuns& 
   }
 }
 
-// Copies the rows of run `run` of `all` (axis 0) into `part`, in group order, or back.
-void GatherRun(absl::Span<const RowGroup> groups, const GroupedRuns& plan, int32_t run,
-               const Tensor& all, Tensor& part) {
-  part.Resize(all.dtype(), all.shape().WithFirstDim(plan.runs[run].count));
-  const size_t row_bytes = all.dim(0) == 0 ? 0 : all.bytes() / all.dim(0);
-  int64_t begin = 0, at = 0;
-  for (size_t g = 0; g < groups.size(); ++g) {
-    if (plan.run_of_group[g] == run) {
-      std::memcpy(static_cast<char*>(part.raw_data()) + at * row_bytes,
-                  static_cast<const char*>(all.raw_data()) + begin * row_bytes,
-                  groups[g].rows * row_bytes);
-      at += groups[g].rows;
-    }
-    begin += groups[g].rows;
+// Copies the rows of run `run` between `all` (axis 0, the whole batch) and `part` (the run's
+// rows in group order): gathered into `part` (resized) or scattered back into `all`.
+enum class Direction { kGather, kScatter };
+void CopyRun(absl::Span<const RowGroup> groups, const GroupedRuns& plan, int32_t run,
+             Direction direction, const Tensor& from, Tensor& to) {
+  if (direction == Direction::kGather) {
+    to.Resize(from.dtype(), from.shape().WithFirstDim(plan.runs[run].count));
   }
-}
-void ScatterRun(absl::Span<const RowGroup> groups, const GroupedRuns& plan, int32_t run,
-                const Tensor& part, Tensor& all) {
-  const size_t row_bytes = part.dim(0) == 0 ? 0 : part.bytes() / part.dim(0);
-  int64_t begin = 0, at = 0;
+  const size_t row_bytes = from.dim(0) == 0 ? 0 : from.bytes() / from.dim(0);
+  const auto* source = static_cast<const char*>(from.raw_data());
+  auto* target = static_cast<char*>(to.raw_data());
+  int64_t begin = 0, at = 0;  // row in the batch, row in the run
   for (size_t g = 0; g < groups.size(); ++g) {
     if (plan.run_of_group[g] == run) {
-      std::memcpy(static_cast<char*>(all.raw_data()) + begin * row_bytes,
-                  static_cast<const char*>(part.raw_data()) + at * row_bytes,
-                  groups[g].rows * row_bytes);
+      const size_t bytes = groups[g].rows * row_bytes;
+      if (direction == Direction::kGather) {
+        std::memcpy(target + at * row_bytes, source + begin * row_bytes, bytes);
+      } else {
+        std::memcpy(target + begin * row_bytes, source + at * row_bytes, bytes);
+      }
       at += groups[g].rows;
     }
     begin += groups[g].rows;
@@ -114,9 +109,9 @@ absl::Status ApplyPerRun(absl::Span<const RowGroup> groups, GroupedRuns& plan, c
       std::memcpy(out.data<float>() + run.begin * row_elements, plan.out.data<float>(),
                   sizeof(float) * run.count * row_elements);
     } else {
-      GatherRun(groups, plan, static_cast<int32_t>(r), in, plan.in);
+      CopyRun(groups, plan, static_cast<int32_t>(r), Direction::kGather, in, plan.in);
       TASKMOE_RETURN_IF_ERROR(op(*run.group, plan.in, plan.out));
-      ScatterRun(groups, plan, static_cast<int32_t>(r), plan.out, out);
+      CopyRun(groups, plan, static_cast<int32_t>(r), Direction::kScatter, plan.out, out);
     }
   }
   return absl::OkStatus();
@@ -524,13 +519,13 @@ absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> group
   GreedyHead& part = state.run_head;
   for (size_t r = 0; r < plan.runs.size(); ++r) {
     const auto run = static_cast<int32_t>(r);
-    GatherRun(groups, plan, run, state.normed, plan.in);
+    CopyRun(groups, plan, run, Direction::kGather, state.normed, plan.in);
     TASKMOE_RETURN_IF_ERROR(
         plan.runs[r].group->model->output_projection_->ForwardArgMaxAndLogSumExp(
             plan.in, state.logits, part.best, part.best_logit, part.log_sum_exp));
-    ScatterRun(groups, plan, run, part.best, head.best);
-    ScatterRun(groups, plan, run, part.best_logit, head.best_logit);
-    ScatterRun(groups, plan, run, part.log_sum_exp, head.log_sum_exp);
+    CopyRun(groups, plan, run, Direction::kScatter, part.best, head.best);
+    CopyRun(groups, plan, run, Direction::kScatter, part.best_logit, head.best_logit);
+    CopyRun(groups, plan, run, Direction::kScatter, part.log_sum_exp, head.log_sum_exp);
   }
   return absl::OkStatus();
 }

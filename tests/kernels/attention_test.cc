@@ -192,6 +192,60 @@ TEST(KvCache, RefusesOverflowAndBadShapes) {
   EXPECT_FALSE(cache.Append(ToBFloat16(one), ToBFloat16(one)).ok());  // Append takes f32
 }
 
+// Continuous batching: rows join a running cache (AddRows) with their own length, the capacity
+// grows without losing what rows hold, only the new rows are filled (AppendToRows), and
+// selection keeps each row's length.
+TEST(KvCache, RowsJoinWithTheirOwnLengthsAndTheCapacityGrows) {
+  const int64_t d = 4;
+  KvCache cache;
+  ASSERT_TRUE(cache.Reset(2, 3, d).ok());
+  const Tensor first = RandomTensor(Shape{2, 2, d}, 1);
+  ASSERT_TRUE(cache.Append(first, first).ok());
+  ASSERT_TRUE(cache.AddRows(1, 5).ok());  // a third row, room for 5 positions in every row
+  EXPECT_EQ(cache.batch(), 3);
+  EXPECT_EQ(cache.capacity(), 5);
+  EXPECT_EQ(cache.length(0), 2);
+  EXPECT_EQ(cache.length(2), 0);
+  const Tensor joining = RandomTensor(Shape{1, 4, d}, 2);
+  ASSERT_TRUE(cache.AppendToRows(2, joining, joining).ok());
+  EXPECT_EQ(cache.length(2), 4);
+  EXPECT_EQ(cache.length(), 4);
+  // The first rows kept their keys through the growth; the new row holds its own.
+  const std::vector<float> keys = ToVector(cache.keys());
+  const std::vector<float> old_keys = ToVector(first);
+  const std::vector<float> new_keys = ToVector(joining);
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t i = 0; i < 2 * d; ++i) {
+      EXPECT_EQ(keys[b * 5 * d + i], old_keys[b * 2 * d + i]) << b << " " << i;
+    }
+  }
+  for (int64_t i = 0; i < 4 * d; ++i) EXPECT_EQ(keys[2 * 5 * d + i], new_keys[i]) << i;
+  // One step for every row appends at each row's own position.
+  const Tensor step = RandomTensor(Shape{3, 1, d}, 3);
+  ASSERT_TRUE(cache.Append(step, step).ok());
+  EXPECT_EQ(cache.length(0), 3);
+  EXPECT_EQ(cache.length(2), 5);
+  // The joined row is full: one more step overflows, naming it.
+  absl::Status full = cache.Append(step, step);
+  EXPECT_EQ(full.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(full.message().find("row 2 holds 5"), std::string::npos) << full.message();
+  ASSERT_TRUE(cache.SelectRows(std::vector<int32_t>{2, 0}).ok());
+  EXPECT_EQ(cache.length(0), 5);
+  EXPECT_EQ(cache.length(1), 3);
+}
+
+TEST(KvCache, AddRowsAndAppendToRowsRefuseBadArguments) {
+  KvCache cache;
+  EXPECT_EQ(cache.AddRows(1, 4).code(), absl::StatusCode::kFailedPrecondition);  // no Reset
+  ASSERT_TRUE(cache.Reset(2, 4, 4).ok());
+  EXPECT_EQ(cache.AddRows(-1, 4).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache.AddRows(1, -4).code(), absl::StatusCode::kInvalidArgument);
+  const Tensor one = RandomTensor(Shape{1, 1, 4}, 1);
+  EXPECT_EQ(cache.AppendToRows(2, one, one).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache.AppendToRows(-1, one, one).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(cache.AppendToRows(1, one, one).ok());
+}
+
 // A bf16 cache stores the rounded keys and values, keeps them through both kinds of row
 // selection, and attention over it equals attention over the rounded values in f32.
 TEST(KvCache, Bf16CacheHoldsRoundedValues) {

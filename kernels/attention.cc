@@ -340,6 +340,12 @@ void KvCache::SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Ten
   }
 }
 
+int64_t KvCache::MovedRows(absl::Span<const int32_t> rows) {
+  int64_t moved = 0;
+  for (size_t r = 0; r < rows.size(); ++r) moved += rows[r] != static_cast<int32_t>(r) ? 1 : 0;
+  return moved;
+}
+
 absl::Status KvCache::SelectRows(absl::Span<const int32_t> rows) {
   bool ascending = true;
   for (size_t r = 0; r < rows.size(); ++r) {
@@ -368,8 +374,34 @@ absl::Status KvCache::SelectRows(absl::Span<const int32_t> rows) {
     }
     keys_.Resize(dtype_, Shape{new_batch, capacity_, d_model_});
     values_.Resize(dtype_, Shape{new_batch, capacity_, d_model_});
+  } else if (int64_t moved = MovedRows(rows); new_batch <= batch_ && 2 * moved < new_batch) {
+    // Most rows stay where they are (a continuous batch's greedy rows beside a beam, or beam
+    // hypotheses that extend their own row): only the rows that change are copied, their
+    // sources first gathered into the spare buffers, so none is overwritten before it is read.
+    const size_t row_bytes = DTypeSize(dtype_) * capacity_ * d_model_;
+    const size_t position_bytes = DTypeSize(dtype_) * d_model_;
+    for (auto [data, spare] :
+         {std::pair{&keys_, &spare_keys_}, std::pair{&values_, &spare_values_}}) {
+      const int64_t spare_rows = spare->valid() ? spare->dim(0) : 0;
+      spare->Resize(dtype_, Shape{std::max(moved, spare_rows), capacity_, d_model_});
+      char* base = static_cast<char*>(data->raw_data());
+      char* staging = static_cast<char*>(spare->raw_data());
+      int64_t i = 0;
+      for (int64_t r = 0; r < new_batch; ++r) {
+        if (rows[r] == r) continue;
+        std::memcpy(staging + i++ * row_bytes, base + rows[r] * row_bytes,
+                    lengths_[rows[r]] * position_bytes);
+      }
+      i = 0;
+      for (int64_t r = 0; r < new_batch; ++r) {
+        if (rows[r] == r) continue;
+        std::memcpy(base + r * row_bytes, staging + i++ * row_bytes,
+                    lengths_[rows[r]] * position_bytes);
+      }
+      data->Resize(dtype_, Shape{new_batch, capacity_, d_model_});
+    }
   } else {
-    // Reordering or repeating rows (beam search): through the spare buffers.
+    // Reordering or repeating most rows (beam search): through the spare buffers.
     SelectInto(rows, keys_, spare_keys_);
     SelectInto(rows, values_, spare_values_);
     std::swap(keys_, spare_keys_);

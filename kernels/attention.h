@@ -72,6 +72,8 @@ class KvCache {
 
  private:
   void SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Tensor& to) const;
+  // How many of the selected rows are not already in place (rows[r] != r).
+  static int64_t MovedRows(absl::Span<const int32_t> rows);
   // Copies every row's filled positions into `to`, laid out as [batch, capacity, d_model].
   void RelayoutInto(int64_t batch, int64_t capacity, const Tensor& from, Tensor& to) const;
 

@@ -1,12 +1,33 @@
-// Greedy decoding of a batch that sentences join and leave between steps.
+// Greedy and beam-search decoding of a batch that sentences join and leave between steps.
 #include "models/continuous_batch.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/softmax.h"
+#include "kernels/topk.h"
 #include "util/status_macros.h"
 
 namespace taskmoe::models {
+namespace {
+
+constexpr float kNegativeInfinity = -std::numeric_limits<float>::infinity();
+
+}  // namespace
+
+int32_t ContinuousBatch::TakeBeamSlot() {
+  if (free_beams_.empty()) {
+    beams_.push_back(std::make_unique<BeamSearch>());
+    return static_cast<int32_t>(beams_.size()) - 1;
+  }
+  const int32_t slot = free_beams_.back();
+  free_beams_.pop_back();
+  return slot;
+}
+
+void ContinuousBatch::ReleaseBeamSlot(int32_t slot) { free_beams_.push_back(slot); }
 
 int ContinuousBatch::distinct_tasks() const {
   int distinct = 0;
@@ -29,10 +50,12 @@ void ContinuousBatch::BuildGroups(const std::vector<Row>& rows,
                                   std::vector<RowGroup>& groups) const {
   groups.clear();
   const TaskModel* current = nullptr;
+  bool beam = false;
   for (const Row& row : rows) {
-    if (row.task.get() != current) {
+    if (row.task.get() != current || (row.beam >= 0) != beam) {
       current = row.task.get();
-      groups.push_back({&current->transformer(), &current->route(), 0});
+      beam = row.beam >= 0;
+      groups.push_back({&current->transformer(), &current->route(), 0, beam});
     }
     ++groups.back().rows;
   }
@@ -53,15 +76,16 @@ absl::Status ContinuousBatch::Admit(std::vector<Sentence> sentences) {
           absl::StrCat("task ", s.task->id(), " cannot share a batch with task ", reference->id(),
                        " (a different architecture, vocabulary or precision)"));
     }
-    if (s.settings.beam_size != 1) {
+    if (s.settings.beam_size < 1) {
       return absl::InvalidArgumentError(
-          absl::StrCat("a continuous batch decodes greedily; sentence ", i, " asks for beam ",
-                       s.settings.beam_size));
+          absl::StrCat("sentence ", i, ": beam size must be >= 1, got ", s.settings.beam_size));
     }
     if (s.settings.max_output_tokens < 1 || !(s.settings.max_output_ratio >= 0.0f) ||
-        s.settings.max_output_offset < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sentence ", i, ": output limits must be >= 1 token, ratio and offset >= 0"));
+        s.settings.max_output_offset < 0 || !(s.settings.length_penalty >= 0.0f)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sentence ", i,
+                       ": output limits must be >= 1 token, ratio, offset and length penalty "
+                       ">= 0"));
     }
   }
   // One group per task: the joining rows are ordered by task (stably), so that each task's
@@ -72,7 +96,9 @@ absl::Status ContinuousBatch::Admit(std::vector<Sentence> sentences) {
   std::vector<std::vector<int32_t>> sources;
   sources.reserve(sentences.size());
   std::vector<Row> joining(sentences.size());
+  std::vector<int> beam_sizes(sentences.size());
   int64_t largest_limit = 1;
+  bool any_beam = false;
   for (size_t i = 0; i < sentences.size(); ++i) {
     Sentence& s = sentences[i];
     const ModelConfig& config = s.task->transformer().config();
@@ -91,7 +117,9 @@ absl::Status ContinuousBatch::Admit(std::vector<Sentence> sentences) {
     row.step_limit = limit;
     row.last_token = config.special_tokens.bos;
     row.ignore_eos = s.settings.ignore_eos;
-    row.hypothesis.tokens.reserve(limit);
+    beam_sizes[i] = s.settings.beam_size;
+    any_beam = any_beam || beam_sizes[i] > 1;
+    if (beam_sizes[i] == 1) row.hypothesis.tokens.reserve(limit);
     row.task = std::move(s.task);
     sources.push_back(std::move(s.source));
   }
@@ -104,16 +132,51 @@ absl::Status ContinuousBatch::Admit(std::vector<Sentence> sentences) {
     TASKMOE_RETURN_IF_ERROR(
         first.transformer().StartDecoding(empty_encoder_, largest_limit, first.route(), state_));
   }
-  if (absl::Status added =
-          TransformerModel::AddRows(joining_groups_, encoder_, largest_limit, state_);
-      !added.ok()) {
-    // Some layers may have taken the new rows: back to the running ones.
+  // On a failure, some layers may have taken the new rows: back to the running ones.
+  auto restore = [&](absl::Status failure) {
     keep_.resize(running);
     for (int64_t r = 0; r < running; ++r) keep_[r] = static_cast<int32_t>(r);
     state_.SelectRows(keep_).IgnoreError();
-    return added;
+    return failure;
+  };
+  if (absl::Status added =
+          TransformerModel::AddRows(joining_groups_, encoder_, largest_limit, state_);
+      !added.ok()) {
+    return restore(added);
   }
-  for (Row& row : joining) rows_.push_back(std::move(row));
+  if (any_beam) {
+    // A beam-searched sentence's row becomes `beam_size` copies, of which only the first is a
+    // live hypothesis at the first step (so it does not pick the same token `beam_size` times).
+    keep_.resize(running);
+    for (int64_t r = 0; r < running; ++r) keep_[r] = static_cast<int32_t>(r);
+    for (size_t i = 0; i < joining.size(); ++i) {
+      keep_.insert(keep_.end(), beam_sizes[i], static_cast<int32_t>(running + i));
+    }
+    if (absl::Status expanded = state_.SelectRows(keep_); !expanded.ok()) {
+      return restore(expanded);
+    }
+  }
+  sentences_ += static_cast<int64_t>(joining.size());
+  for (size_t i = 0; i < joining.size(); ++i) {
+    Row& row = joining[i];
+    const int beam = beam_sizes[i];
+    if (beam == 1) {
+      rows_.push_back(std::move(row));
+      continue;
+    }
+    row.beam = TakeBeamSlot();
+    BeamSearch& search = *beams_[row.beam];
+    search.size = beam;
+    search.length_penalty = sentences[i].settings.length_penalty;
+    search.steps = 0;
+    search.back.resize(row.step_limit * beam);
+    search.finished.clear();
+    search.finished.reserve(2 * beam);
+    for (int k = 0; k < beam; ++k) {
+      rows_.push_back(row);
+      rows_.back().beam_score = k == 0 ? 0.0f : kNegativeInfinity;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -132,14 +195,111 @@ absl::Status ContinuousBatch::RemoveIf(
     absl::FunctionRef<bool(uint64_t key)> leave,
     absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_left) {
   keep_.clear();
-  for (size_t r = 0; r < rows_.size(); ++r) {
-    if (leave(rows_[r].key)) {
-      on_left(rows_[r].key, std::move(rows_[r].hypothesis));
+  for (size_t r = 0; r < rows_.size();) {
+    Row& row = rows_[r];
+    const size_t block = row.beam < 0 ? 1 : beams_[row.beam]->size;
+    if (leave(row.key)) {
+      --sentences_;
+      if (row.beam >= 0) {
+        ReleaseBeamSlot(row.beam);
+        on_left(row.key, Hypothesis());
+      } else {
+        on_left(row.key, std::move(row.hypothesis));
+      }
     } else {
-      keep_.push_back(static_cast<int32_t>(r));
+      for (size_t k = 0; k < block; ++k) keep_.push_back(static_cast<int32_t>(r + k));
     }
+    r += block;
   }
   return KeepRows();
+}
+
+bool ContinuousBatch::StepBeam(
+    size_t first, int64_t first_logits, int64_t per_row,
+    absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished) {
+  // decoding.cc's BeamDecode for one sentence: the same candidates, order and ranking.
+  const Row& head_row = rows_[first];
+  BeamSearch& search = *beams_[head_row.beam];
+  const int beam = search.size;
+  const int64_t step = search.steps;
+  const int64_t candidates_per_row = std::min<int64_t>(2 * beam, top_values_.dim(1));
+  const float alpha = search.length_penalty;
+  auto normalise = [alpha](float sum, int64_t length) {
+    return alpha == 0.0f ? sum : sum / std::pow(static_cast<float>(length), alpha);
+  };
+  search.candidates.clear();
+  for (int k = 0; k < beam; ++k) {
+    const float row_score = rows_[first + k].beam_score;
+    if (row_score == kNegativeInfinity) continue;
+    const int64_t at = (first_logits + k) * per_row;
+    const float shift = log_sum_exp_.data<float>()[first_logits + k];
+    for (int64_t j = 0; j < candidates_per_row; ++j) {
+      search.candidates.push_back({row_score + (top_values_.data<float>()[at + j] - shift),
+                                   static_cast<int32_t>(k), top_indices_.data<int32_t>()[at + j],
+                                   static_cast<int32_t>(search.candidates.size())});
+    }
+  }
+  // A stable order without stable_sort, which would allocate a buffer every step.
+  std::sort(search.candidates.begin(), search.candidates.end(),
+            [](const BeamSearch::Candidate& a, const BeamSearch::Candidate& b) {
+              return a.score > b.score || (a.score == b.score && a.order < b.order);
+            });
+  const int32_t eos = head_row.task->eos_id();
+  search.live.clear();
+  for (const BeamSearch::Candidate& c : search.candidates) {
+    if (static_cast<int>(search.live.size()) == beam) break;
+    if (c.token == eos) {
+      if (static_cast<int>(search.finished.size()) < beam) {
+        search.finished.push_back(
+            {normalise(c.score, step + 1), static_cast<int32_t>(step), c.parent, -1, true});
+      }
+    } else {
+      search.live.push_back(c);
+    }
+  }
+  const bool last_step = step + 1 >= head_row.step_limit;
+  if (last_step || static_cast<int>(search.finished.size()) >= beam) {
+    // Hypotheses cut by the length limit compete with finished ones.
+    for (const BeamSearch::Candidate& c : search.live) {
+      search.finished.push_back(
+          {normalise(c.score, step + 1), static_cast<int32_t>(step), c.parent, c.token, false});
+    }
+    Hypothesis h;
+    if (!search.finished.empty()) {
+      const BeamSearch::Finished& best =
+          *std::max_element(search.finished.begin(), search.finished.end(),
+                            [](const BeamSearch::Finished& a, const BeamSearch::Finished& b) {
+                              return a.score < b.score;
+                            });
+      h.tokens.resize(best.step + (best.last >= 0 ? 1 : 0));
+      int32_t rank = best.rank;
+      for (int64_t s = best.step - 1; s >= 0; --s) {
+        const BeamSearch::BackPointer& p = search.back[s * beam + rank];
+        h.tokens[s] = p.token;
+        rank = p.parent;
+      }
+      if (best.last >= 0) h.tokens.back() = best.last;
+      h.score = best.score;
+      h.reached_eos = best.reached_eos;
+    }
+    const uint64_t key = head_row.key;
+    ReleaseBeamSlot(head_row.beam);
+    --sentences_;
+    on_finished(key, std::move(h));
+    return true;
+  }
+  for (int k = 0; k < beam; ++k) {
+    const bool has_live = k < static_cast<int>(search.live.size());
+    const int32_t parent = has_live ? search.live[k].parent : 0;
+    const int32_t token = has_live ? search.live[k].token : eos;
+    search.back[step * beam + k] = {parent, token};
+    keep_.push_back(static_cast<int32_t>(first + parent));
+    next_rows_.push_back(rows_[first + parent]);
+    next_rows_.back().last_token = token;
+    next_rows_.back().beam_score = has_live ? search.live[k].score : kNegativeInfinity;
+  }
+  search.steps = step + 1;
+  return false;
 }
 
 absl::Status ContinuousBatch::Step(
@@ -148,11 +308,38 @@ absl::Status ContinuousBatch::Step(
   if (rows_.empty()) return absl::OkStatus();
   BuildGroups(rows_, groups_);
   tokens_.resize(rows_.size());
-  for (size_t r = 0; r < rows_.size(); ++r) tokens_[r] = rows_[r].last_token;
-  TASKMOE_RETURN_IF_ERROR(TransformerModel::DecodeStepGreedy(groups_, tokens_, state_, head_));
-  keep_.clear();
+  int64_t beam_rows = 0;
+  int largest_beam = 1;
   for (size_t r = 0; r < rows_.size(); ++r) {
+    tokens_[r] = rows_[r].last_token;
+    if (rows_[r].beam >= 0) {
+      ++beam_rows;
+      largest_beam = std::max(largest_beam, beams_[rows_[r].beam]->size);
+    }
+  }
+  TASKMOE_RETURN_IF_ERROR(TransformerModel::DecodeStepGreedy(groups_, tokens_, state_, head_));
+  // Beam search ranks the best 2 * beam continuations of each row (enough: at most `beam` of
+  // the chosen ones end in EOS); one top-k for every beam row, each sentence reading the first
+  // 2 * its beam of them (the top-k is sorted, ties by index, so those are its own top-k).
+  int64_t per_row = 0;
+  if (beam_rows > 0) {
+    per_row = std::min<int64_t>(2 * largest_beam, head_.logits.dim(1));
+    TASKMOE_RETURN_IF_ERROR(kernels::TopK(head_.logits, per_row, top_values_, top_indices_));
+    TASKMOE_RETURN_IF_ERROR(kernels::ArgMaxAndLogSumExp(head_.logits, best_, log_sum_exp_));
+  }
+  // The next step's rows: greedy rows that go on, and each going beam's rebuilt block.
+  keep_.clear();
+  next_rows_.clear();
+  int64_t logits_row = 0;
+  for (size_t r = 0; r < rows_.size();) {
     Row& row = rows_[r];
+    if (row.beam >= 0) {
+      const int beam = beams_[row.beam]->size;
+      StepBeam(r, logits_row, per_row, on_finished);
+      logits_row += beam;
+      r += beam;
+      continue;
+    }
     const int32_t best = head_.best.data<int32_t>()[r];
     Hypothesis& h = row.hypothesis;
     h.score += head_.best_logit.data<float>()[r] - head_.log_sum_exp.data<float>()[r];
@@ -167,14 +354,29 @@ absl::Status ContinuousBatch::Step(
       finished = state_.positions[r] >= row.step_limit;
     }
     if (finished) {
+      --sentences_;
       on_finished(row.key, std::move(h));
     } else {
       keep_.push_back(static_cast<int32_t>(r));
+      next_rows_.push_back(std::move(row));
     }
+    ++r;
   }
-  return KeepRows();
+  if (keep_.size() != rows_.size() || beam_rows > 0) {
+    TASKMOE_RETURN_IF_ERROR(state_.SelectRows(keep_));
+  }
+  std::swap(rows_, next_rows_);
+  return absl::OkStatus();
 }
 
-void ContinuousBatch::Clear() { rows_.clear(); }
+void ContinuousBatch::Clear() {
+  for (size_t r = 0; r < rows_.size(); ++r) {
+    if (rows_[r].beam >= 0 && (r == 0 || rows_[r - 1].beam != rows_[r].beam)) {
+      ReleaseBeamSlot(rows_[r].beam);
+    }
+  }
+  rows_.clear();
+  sentences_ = 0;
+}
 
 }  // namespace taskmoe::models

@@ -1,14 +1,19 @@
-// ContinuousBatch: greedy decoding whose rows come and go at step boundaries (step-level, or
+// ContinuousBatch: decoding whose sentences come and go at step boundaries (step-level, or
 // continuous, batching) and may belong to different tasks. New sentences join a running batch
 // between two steps (Admit: their encoder pass, then their cross-attention keys/values and
-// empty self-attention caches are appended as new rows); finished rows leave at once and
+// empty self-attention caches are appended as new rows); finished sentences leave at once and
 // cancelled ones whenever the caller says (RemoveIf), so the batch always decodes the rows it
 // really has. Rows of tasks whose models can share a batch (subnetworks of one parent: the
 // same architecture, vocabulary and precision) decode in one step, every layer running once
 // per distinct weight among them (TransformerModel::DecodeStepGreedy with row groups).
 //
-// A row's tokens are those a per-task Decode (decoding.h) of the sentence alone gives: the
-// same step limits, EOS rule and scores; only the batch it shares each step differs.
+// A greedy sentence is one row. A beam-searched sentence is `beam_size` neighbouring rows (its
+// hypotheses) with its own search state: its rows get full logits from the step, and after
+// each step its block is rebuilt from the surviving hypotheses' parents, in place, so greedy
+// and beam sentences of any tasks share every step.
+//
+// A sentence's tokens are those a per-task Decode (decoding.h) of it alone gives: the same step
+// limits, EOS rule, beam ranking and scores; only the batch it shares each step differs.
 //
 // One ContinuousBatch is used by one thread at a time (a server worker keeps one for its
 // life); its buffers grow to the largest batch seen and are reused.
@@ -33,37 +38,48 @@ class ContinuousBatch {
   struct Sentence {
     std::shared_ptr<const TaskModel> task;
     std::vector<int32_t> source;  // [tag] + pieces + [eos], as TaskModel::PrepareText makes it
-    DecodeSettings settings;      // greedy: beam_size 1
+    DecodeSettings settings;      // beam_size 1: greedy, more: beam search
     uint64_t key = 0;
   };
+
+  // Rows a sentence with these settings takes in the batch.
+  static int64_t RowsOf(const DecodeSettings& settings) {
+    return settings.beam_size > 1 ? settings.beam_size : 1;
+  }
 
   ContinuousBatch() = default;
   ContinuousBatch(const ContinuousBatch&) = delete;
   ContinuousBatch& operator=(const ContinuousBatch&) = delete;
 
-  // Rows decoding now, and the distinct tasks among them.
+  // Rows decoding now (a beam-searched sentence counts its hypotheses), and the distinct tasks
+  // among them.
   int64_t rows() const { return static_cast<int64_t>(rows_.size()); }
+  // Sentences decoding now (rows() when all are greedy).
+  int64_t sentences() const { return sentences_; }
   int distinct_tasks() const;
   bool empty() const { return rows_.empty(); }
 
   // Whether a sentence of `task` can join the rows decoding now (any task when none is).
   bool CanAdmit(const TaskModel& task) const;
 
-  // Encodes `sentences` (all of tasks CanAdmit accepts, greedy settings) in one encoder pass,
-  // grouped by task, and adds them as rows that decode from the next Step on. On an error
-  // nothing was added (INVALID_ARGUMENT for a sentence that cannot join; the engine's status
-  // otherwise) and the running rows are unaffected.
+  // Encodes `sentences` (all of tasks CanAdmit accepts) in one encoder pass, grouped by task,
+  // and adds them as rows that decode from the next Step on. On an error nothing was added
+  // (INVALID_ARGUMENT for a sentence that cannot join; the engine's status otherwise) and the
+  // running rows are unaffected.
   absl::Status Admit(std::vector<Sentence> sentences);
 
-  // Every row whose key `leave` selects leaves the batch now, unfinished: `on_left` gets its
-  // key and its hypothesis so far (tokens decoded, score), whose status the caller sets.
+  // Every sentence whose key `leave` selects leaves the batch now, unfinished: `on_left` gets
+  // its key and its hypothesis so far (greedy: tokens decoded and score; beam search, like a
+  // cancelled Decode: none), whose status the caller sets.
   absl::Status RemoveIf(absl::FunctionRef<bool(uint64_t key)> leave,
                         absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_left);
 
-  // One decoding step for every row: `on_token` hears each row's chosen token (EOS included),
-  // and `on_finished` each row that ended (EOS or its length limit) with its hypothesis; those
-  // rows have left when Step returns. On an engine error every row is still in the batch, and
-  // the caller should remove them all (the state of a failed step is not resumable).
+  // One decoding step for every row: `on_token` hears each greedy sentence's chosen token (EOS
+  // included; beam search has no token to stream before it ends), and `on_finished` each
+  // sentence that ended (EOS, its length limit, or for beam search `beam_size` finished
+  // hypotheses) with its hypothesis; those sentences have left when Step returns. On an engine
+  // error every row is still in the batch, and the caller should remove them all (the state of
+  // a failed step is not resumable).
   absl::Status Step(absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
                     absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished);
 
@@ -72,24 +88,69 @@ class ContinuousBatch {
   void Clear();
 
  private:
+  // The search state of a beam-searched sentence, whose `size` rows are neighbours in the
+  // batch (rank k is the block's k-th row). Kept in a pool and reused, so that admitting and
+  // stepping beams allocates nothing once warm.
+  struct BeamSearch {
+    // How a hypothesis came to be: its parent's rank at the step before, and its last token.
+    struct BackPointer {
+      int32_t parent;
+      int32_t token;
+    };
+    // A hypothesis that left the beam: the tokens of the row of rank `rank` as it entered step
+    // `step` (read back through the pointers), then `last` when >= 0.
+    struct Finished {
+      float score;
+      int32_t step;
+      int32_t rank;
+      int32_t last;
+      bool reached_eos;
+    };
+    struct Candidate {
+      float score;
+      int32_t parent;  // rank
+      int32_t token;
+      int32_t order;  // among the sentence's candidates: ties keep this order
+    };
+    int size = 0;
+    float length_penalty = 0.0f;
+    int64_t steps = 0;               // taken so far
+    std::vector<BackPointer> back;   // [step][rank]
+    std::vector<Finished> finished;  // at most `size`, plus the cut ones at the last step
+    std::vector<Candidate> candidates, live;
+  };
   struct Row {
     uint64_t key = 0;
     std::shared_ptr<const TaskModel> task;
     int64_t step_limit = 0;  // steps this row may take, EOS included
     int32_t last_token = 0;  // fed at the next step
     bool ignore_eos = false;
-    Hypothesis hypothesis;
+    Hypothesis hypothesis;  // greedy
+    int32_t beam = -1;      // beam search: the sentence's slot in beams_
+    float beam_score = 0;   // beam search: the hypothesis's log-probability (-inf: none)
   };
-  // The row groups of the running rows: maximal stretches of neighbouring rows of one task.
+  // The row groups of the running rows: maximal stretches of neighbouring rows of one task and
+  // one kind of search.
   void BuildGroups(const std::vector<Row>& rows, std::vector<RowGroup>& groups) const;
   // Keeps rows_[keep_[i]] (ascending), in the rows and in the decoder state.
   absl::Status KeepRows();
+  // One step of the beam-searched sentence whose block starts at row `first` (its logits at
+  // row `first_logits` of head_.logits): ranks its candidates, and either finishes it or
+  // appends its next rows to keep_ and next_rows_. Returns whether it finished.
+  bool StepBeam(size_t first, int64_t first_logits, int64_t per_row,
+                absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished);
+  int32_t TakeBeamSlot();
+  void ReleaseBeamSlot(int32_t slot);
 
-  std::vector<Row> rows_;
+  std::vector<Row> rows_, next_rows_;
+  int64_t sentences_ = 0;
   DecoderState state_;
   EncoderOutput encoder_;
   const EncoderOutput empty_encoder_{};  // starts a decode with no rows
   GreedyHead head_;
+  kernels::Tensor top_values_, top_indices_, best_, log_sum_exp_;  // beam search
+  std::vector<std::unique_ptr<BeamSearch>> beams_;
+  std::vector<int32_t> free_beams_;
   std::vector<RowGroup> groups_, joining_groups_;
   std::vector<int32_t> tokens_, keep_;
 };

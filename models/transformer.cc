@@ -501,31 +501,64 @@ absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> group
                                                 absl::Span<const int32_t> tokens,
                                                 DecoderState& state, GreedyHead& head) {
   TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state));
+  // Runs share an output projection and a kind of head (greedy or full logits).
   PlanRuns(
       groups,
       [](const RowGroup& a, const RowGroup& b) {
-        return a.model->output_projection_.get() == b.model->output_projection_.get();
+        return a.model->output_projection_.get() == b.model->output_projection_.get() &&
+               a.full_logits == b.full_logits;
       },
       state.grouped);
-  if (state.grouped.runs.size() <= 1) {
+  GroupedRuns& plan = state.grouped;
+  int64_t logit_rows = 0;
+  for (const RowGroup& group : groups) logit_rows += group.full_logits ? group.rows : 0;
+  if (logit_rows == 0 && plan.runs.size() <= 1) {
     return groups.front().model->output_projection_->ForwardArgMaxAndLogSumExp(
         state.normed, state.logits, head.best, head.best_logit, head.log_sum_exp);
   }
-  // Per run into run_head, then into the run's rows of `head`.
+  const int64_t vocab = groups.front().model->config_.vocab_size;
+  if (logit_rows == state.batch && plan.runs.size() <= 1) {
+    TASKMOE_RETURN_IF_ERROR(
+        groups.front().model->output_projection_->Forward(state.normed, kNone, head.logits));
+    return head.logits.ReshapeInPlace(Shape{logit_rows, vocab});
+  }
+  // Per run: a greedy run into run_head, then into the run's rows of `head`; a run of full
+  // logits into its rows of head.logits, which hold only such rows.
   head.best.Resize(DType::kS32, Shape{state.batch});
   head.best_logit.Resize(DType::kF32, Shape{state.batch});
   head.log_sum_exp.Resize(DType::kF32, Shape{state.batch});
-  GroupedRuns& plan = state.grouped;
+  if (logit_rows > 0) head.logits.Resize(DType::kF32, Shape{logit_rows, vocab});
   GreedyHead& part = state.run_head;
   for (size_t r = 0; r < plan.runs.size(); ++r) {
     const auto run = static_cast<int32_t>(r);
+    const RowRun& this_run = plan.runs[r];
+    const kernels::PackedLinear& projection = *this_run.group->model->output_projection_;
     CopyRun(groups, plan, run, Direction::kGather, state.normed, plan.in);
-    TASKMOE_RETURN_IF_ERROR(
-        plan.runs[r].group->model->output_projection_->ForwardArgMaxAndLogSumExp(
-            plan.in, state.logits, part.best, part.best_logit, part.log_sum_exp));
-    CopyRun(groups, plan, run, Direction::kScatter, part.best, head.best);
-    CopyRun(groups, plan, run, Direction::kScatter, part.best_logit, head.best_logit);
-    CopyRun(groups, plan, run, Direction::kScatter, part.log_sum_exp, head.log_sum_exp);
+    if (!this_run.group->full_logits) {
+      TASKMOE_RETURN_IF_ERROR(projection.ForwardArgMaxAndLogSumExp(
+          plan.in, state.logits, part.best, part.best_logit, part.log_sum_exp));
+      CopyRun(groups, plan, run, Direction::kScatter, part.best, head.best);
+      CopyRun(groups, plan, run, Direction::kScatter, part.best_logit, head.best_logit);
+      CopyRun(groups, plan, run, Direction::kScatter, part.log_sum_exp, head.log_sum_exp);
+      continue;
+    }
+    if (this_run.count == logit_rows) {
+      // Every row asking for logits, in batch order: straight into head.logits.
+      TASKMOE_RETURN_IF_ERROR(projection.Forward(plan.in, kNone, head.logits));
+      TASKMOE_RETURN_IF_ERROR(head.logits.ReshapeInPlace(Shape{logit_rows, vocab}));
+      continue;
+    }
+    TASKMOE_RETURN_IF_ERROR(projection.Forward(plan.in, kNone, plan.out));
+    int64_t at = 0, packed = 0;  // row in the run, row in head.logits
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (!groups[g].full_logits) continue;
+      if (plan.run_of_group[g] == run) {
+        std::memcpy(head.logits.data<float>() + packed * vocab, plan.out.data<float>() + at * vocab,
+                    sizeof(float) * groups[g].rows * vocab);
+        at += groups[g].rows;
+      }
+      packed += groups[g].rows;
+    }
   }
   return absl::OkStatus();
 }

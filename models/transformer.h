@@ -70,6 +70,9 @@ struct RowGroup {
   const TransformerModel* model = nullptr;
   const TaskRoute* route = nullptr;
   int64_t rows = 0;
+  // DecodeStepGreedy only: these rows are beam-searched and need their full next-token logits
+  // (GreedyHead::logits) rather than the greedy head.
+  bool full_logits = false;
 };
 
 // The groups of a batch that use the same weight for the operation at hand: `count` rows in
@@ -102,11 +105,14 @@ struct EncoderOutput {
   GroupedRuns grouped;
 };
 
-// What DecodeStepGreedy writes, all [batch].
+// What DecodeStepGreedy writes: the greedy head of every row, all [batch] (unspecified for rows
+// of groups asking for full logits), and the logits of those rows.
 struct GreedyHead {
   kernels::Tensor best;         // s32 token ids
   kernels::Tensor best_logit;   // f32
   kernels::Tensor log_sum_exp;  // f32
+  // f32 [rows of the full_logits groups, vocab], in batch order; untouched when no group asks.
+  kernels::Tensor logits;
 };
 
 // Mutable state of an incremental decode over `batch` rows (sentences x beam hypotheses). Rows
@@ -216,7 +222,9 @@ class TransformerModel {
   // The same two for a batch whose rows belong to several tasks (`groups`, in row order,
   // covering state.batch rows): each layer runs once per distinct weight among the groups (the
   // weight store makes shared weights one object), so the rows of every task sharing a layer
-  // go through one matmul, wherever they sit in the batch.
+  // go through one matmul, wherever they sit in the batch. DecodeStepGreedy also serves a batch
+  // that mixes greedy and beam-searched rows: groups marked full_logits get their logits in
+  // head.logits (the output projection runs once per weight and kind of head).
   static absl::Status DecodeStep(absl::Span<const RowGroup> groups,
                                  absl::Span<const int32_t> tokens, DecoderState& state,
                                  kernels::Tensor& logits);

@@ -2,16 +2,17 @@
 // threads (shared by all tasks, so the cores are not oversubscribed) decodes them, in one of two
 // modes (docs/api.md "Batching"):
 //
-// - Continuous (the default): each worker runs one batch of greedy sentences of every task
-//   whose models can share a batch (models::ContinuousBatch). Between two decoding steps it
-//   admits queued sentences, oldest first with a fair share of the free rows for every waiting
-//   task and at most max_admit_tokens of source per step; finished sentences leave at once,
-//   cancelled and expired ones at the next step. When the oldest queued sentence cannot join
-//   (beam search, or a model of another architecture) the worker admits nothing more, lets its
-//   batch finish, and then serves that sentence.
+// - Continuous (the default): each worker runs one batch of sentences (greedy and beam search)
+//   of every task whose models can share a batch (models::ContinuousBatch). Between two
+//   decoding steps it admits queued sentences, oldest first with a fair share of the free rows
+//   for every waiting task, at most max_batch_sentences sentences (a beam-searched one is
+//   beam_size rows) and max_admit_tokens of source per step. Finished sentences leave at once,
+//   cancelled and expired ones at the next step. When the oldest queued sentence's model cannot
+//   share the running batch (another architecture or precision), the worker admits nothing more,
+//   lets its batch drain, and starts the next one.
 // - Per task: a worker takes a batch from the task whose oldest sentence has waited longest,
 //   once that queue is ready (a full batch, or its oldest sentence has waited max_queue_delay),
-//   and decodes it to its end. Beam search always runs this way.
+//   and decodes it to its end.
 //
 // A per-task batch holds sentences of one model version with equal decode settings, from any
 // number of requests; a request's sentences may span batches.

@@ -55,7 +55,8 @@ Scheduler::TaskQueue* Scheduler::OldestQueue() {
 
 std::vector<Scheduler::Item> Scheduler::TakeJoining(const models::ContinuousBatch& batch) {
   std::vector<Item> joining;
-  int64_t free_rows = options_.max_batch_sentences - batch.rows();
+  // Sentences, as in a per-task batch (a beam-searched one is beam_size rows).
+  int64_t free_rows = options_.max_batch_sentences - batch.sentences();
   if (free_rows <= 0) return joining;
   // The first sentence always joins; then at most this much source per step, so that
   // encoding newcomers never stalls the running rows for long (a fresh batch takes a full
@@ -64,7 +65,6 @@ std::vector<Scheduler::Item> Scheduler::TakeJoining(const models::ContinuousBatc
   int64_t tokens = 0;
   const models::TaskModel* family = nullptr;  // of the first newcomer, when the batch is empty
   auto joinable = [&](const Item& item) {
-    if (item.request->settings().beam_size != 1) return false;
     const models::TaskModel& task = item.request->task();
     if (!batch.CanAdmit(task)) return false;
     return family == nullptr || family->CanShareBatch(task);
@@ -127,50 +127,24 @@ void Scheduler::FinishAll(models::ContinuousBatch& batch, Slots& slots,
 void Scheduler::ContinuousWorkerLoop() {
   // Kept for the worker's life, so that step after step reuses their buffers.
   models::ContinuousBatch batch;
-  models::DecodeWorkspace workspace;  // per-task batches (beam search)
   Slots slots;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    std::vector<Item> joining, per_task;
-    TaskMetrics* per_task_metrics = nullptr;
-    absl::Time wake = absl::InfiniteFuture();
-    if (TaskQueue* oldest = OldestQueue(); oldest != nullptr) {
-      const Item& head = oldest->items.front();
-      const bool can_join =
-          head.request->settings().beam_size == 1 && batch.CanAdmit(head.request->task());
-      if (can_join) {
-        joining = TakeJoining(batch);
-      } else if (batch.empty()) {
-        // Beam search, or a model of another architecture once the batch has drained: a
-        // per-task batch, when its queue is ready.
-        const absl::Time now = absl::Now();
-        const absl::Time due = head.enqueued + options_.max_queue_delay;
-        const bool ready = static_cast<int>(oldest->items.size()) >= options_.max_batch_sentences ||
-                           oldest->tokens >= options_.max_batch_tokens || now >= due;
-        if (ready) {
-          per_task_metrics = oldest->metrics;
-          per_task = TakeCompatible(*oldest);
-        } else {
-          wake = due;
-        }
-      }
-      // Otherwise the running batch admits nothing more until it has drained.
+    std::vector<Item> joining;
+    // When the oldest queued sentence's model cannot share the running batch (another
+    // architecture or precision), nothing joins until the batch has drained; then it starts
+    // the next one.
+    if (TaskQueue* oldest = OldestQueue();
+        oldest != nullptr && batch.CanAdmit(oldest->items.front().request->task())) {
+      joining = TakeJoining(batch);
     }
-    if (batch.empty() && joining.empty() && per_task.empty()) {
-      if (wake == absl::InfiniteFuture()) {
-        work_.wait(lock);
-      } else {
-        work_.wait_for(lock, absl::ToChronoMicroseconds(wake - absl::Now()));
-      }
+    if (batch.empty() && joining.empty()) {
+      work_.wait(lock);
       continue;
     }
-    if (!joining.empty() || !per_task.empty()) work_.notify_one();  // more may wait
+    if (!joining.empty()) work_.notify_one();  // more may wait
     lock.unlock();
-    if (!per_task.empty()) {
-      RunBatch(per_task, *per_task_metrics, workspace);
-    } else {
-      RunContinuousStep(joining, batch, slots);
-    }
+    RunContinuousStep(joining, batch, slots);
     lock.lock();
   }
   lock.unlock();
@@ -191,7 +165,7 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
         continue;
       }
       models::DecodeSettings settings = item.request->settings();
-      if (options_.ignore_eos) {
+      if (options_.ignore_eos && settings.beam_size == 1) {
         // A forced-length benchmark decodes exactly max_output_tokens.
         settings.ignore_eos = true;
         settings.max_output_ratio = 0.0f;
@@ -252,10 +226,13 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
 
   step_metrics.step_rows->Observe(static_cast<double>(batch.rows()));
   step_metrics.step_tasks->Observe(static_cast<double>(batch.distinct_tasks()));
-  // Per task: its rows in this step.
+  // Per task: its rows in this step (a beam-searched sentence's hypotheses).
   slots.counts.clear();
   for (const Item& item : slots.items) {
-    if (item.request != nullptr) CountFor(item.metrics, 1, slots.counts);
+    if (item.request != nullptr) {
+      CountFor(item.metrics, models::ContinuousBatch::RowsOf(item.request->settings()),
+               slots.counts);
+    }
   }
   for (const auto& [m, n] : slots.counts) m->step_rows->Observe(static_cast<double>(n));
   if (options_.step_delay > absl::ZeroDuration()) absl::SleepFor(options_.step_delay);

@@ -3,8 +3,11 @@
 # tasks mixed, and en-de alone, at one concurrency, closed loop, one text per request, streamed
 # (so that time to first token is measured), for each --batching mode, the modes interleaved
 # round by round on one machine; then the idle time to first token (concurrency 1, all tasks).
-# Prints a table of medians over the rounds and the ratios the issue asks for.
+# Prints a table of medians over the rounds and the ratios the issue asks for. With
+# --beam_size above 1 every request is beam-searched, through unary calls (TranslateStream is
+# greedy only), so there is no time to first token.
 # Usage: tools/batching-bench.sh [--rounds=2] [--seconds=15] [--concurrency=32] [--threads=N]
+#                                [--beam_size=1]
 # Needs build/release (tools/build.sh Release). Texts: the corpus test sets when
 # build/corpus exists (training/build_corpus.py), else synthetic 20-word texts. Takes about
 # 2 minutes per round.
@@ -17,12 +20,14 @@ rounds=2
 seconds=15
 concurrency=32
 threads=0
+beam_size=1
 for arg in "$@"; do
   case "$arg" in
     --rounds=*) rounds=${arg#*=} ;;
     --seconds=*) seconds=${arg#*=} ;;
     --concurrency=*) concurrency=${arg#*=} ;;
     --threads=*) threads=${arg#*=} ;;
+    --beam_size=*) beam_size=${arg#*=} ;;
     *)
       echo "batching-bench: unknown argument $arg" >&2
       exit 2
@@ -50,10 +55,13 @@ rm -f "$out"/*.json
 source tools/server-process.sh
 trap stop_server EXIT
 
+api=stream
+if ((beam_size > 1)); then api=unary; fi
 load() {
   local name=$1
   shift
-  "$bin/loadtest/taskmoe-loadtest" --target="$target" --api=stream --loop=closed \
+  "$bin/loadtest/taskmoe-loadtest" --target="$target" --api="$api" --beam_size="$beam_size" \
+    --loop=closed \
     --duration="${seconds}s" --warmup=3s "${texts[@]}" --json="$out/$name.json" --progress=false \
     "$@" >/dev/null
 }
@@ -71,7 +79,7 @@ for ((round = 1; round <= rounds; ++round)); do
 done
 
 echo "CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores; texts: $texts_name;" \
-  "concurrency $concurrency, ${seconds} s per run, median of $rounds rounds"
+  "concurrency $concurrency, beam size $beam_size, ${seconds} s per run, median of $rounds rounds"
 /usr/bin/python3 - "$out" "$rounds" <<'EOF'
 import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
@@ -86,6 +94,8 @@ def median(mode, load, key):
         elif key == "errors":
             values.append(sum(s["errors"].values()))
         elif key.startswith("ttft"):
+            if s.get("ttft_ms") is None:
+                return float("nan")  # unary calls (beam search)
             values.append(s["ttft_ms"][key.split()[1]])
         else:
             values.append(s["latency_ms"][key])

@@ -173,6 +173,40 @@ TEST(KvCache, SelectRowsReordersAndDropsRows) {
   EXPECT_EQ(cache.length(), 2);
 }
 
+TEST(KvCache, SelectRowsThatMostlyStayCopiesOnlyTheMovedOnes) {
+  // A continuous batch: greedy rows stay in place beside a beam whose rows swap and repeat
+  // (rows 5 and 6 of a block [4, 7)), and rows of their own lengths; then the same with the
+  // last row dropped. Every selected row must hold its source row's keys and values.
+  const int64_t d = 4, capacity = 6, batch = 8;
+  KvCache cache;
+  ASSERT_TRUE(cache.Reset(0, capacity, d).ok());
+  std::vector<Tensor> k, v;
+  for (int64_t r = 0; r < batch; ++r) {
+    // Row r joins holding 1 + r % 3 positions.
+    k.push_back(RandomTensor(Shape{1, 1 + r % 3, d}, 10 + r));
+    v.push_back(RandomTensor(Shape{1, 1 + r % 3, d}, 50 + r));
+    ASSERT_TRUE(cache.AddRows(1, capacity).ok());
+    ASSERT_TRUE(cache.AppendToRows(r, k.back(), v.back()).ok());
+  }
+  auto expect_rows = [&](const std::vector<int32_t>& rows) {
+    ASSERT_EQ(cache.batch(), static_cast<int64_t>(rows.size()));
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const int32_t from = rows[r];
+      ASSERT_EQ(cache.length(r), 1 + from % 3) << "row " << r;
+      for (int64_t i = 0; i < cache.length(r) * d; ++i) {
+        EXPECT_EQ(cache.keys().data<float>()[r * capacity * d + i], k[from].data<float>()[i]);
+        EXPECT_EQ(cache.values().data<float>()[r * capacity * d + i], v[from].data<float>()[i]);
+      }
+    }
+  };
+  const std::vector<int32_t> beam_moves = {0, 1, 2, 3, 6, 4, 4, 7};
+  ASSERT_TRUE(cache.SelectRows(beam_moves).ok());
+  expect_rows(beam_moves);
+  // Composed with the selection before: rows 0, 1, 2, 3, 6, 4, 4 of the original.
+  ASSERT_TRUE(cache.SelectRows(std::vector<int32_t>{0, 1, 2, 3, 4, 6, 5}).ok());
+  expect_rows({0, 1, 2, 3, 6, 4, 4});
+}
+
 TEST(KvCache, RefusesOverflowAndBadShapes) {
   KvCache cache;
   EXPECT_FALSE(cache.Reset(1, 2, 0).ok());

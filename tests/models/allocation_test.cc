@@ -150,7 +150,9 @@ INSTANTIATE_TEST_SUITE_P(KindsAndPrecisions, DecodeAllocationTest,
 // and embeddings through a weight store, not their task-MoE layers) sit interleaved, so the
 // per-task layers run on gathered rows; rows leave and new rows join between steps. Once a
 // first pass has grown every buffer, the same pass again allocates nothing outside oneDNN:
-// neither its steps nor its admissions (encoder pass, appended cache rows).
+// neither its steps nor its admissions (encoder pass, appended cache rows), nor the steps of
+// greedy rows beside beam-searched ones (full logits for some groups) and the beam's row
+// reordering.
 TEST_F(AllocationTest, MixedTaskStepsAndAdmissionsAllocateNothingOnceWarm) {
   const ModelConfig config = MakeRandomModelConfig(SmallShape(), ModelKind::kTaskMoe);
   auto weights = MakeRandomWeights(config, 5);
@@ -183,6 +185,7 @@ TEST_F(AllocationTest, MixedTaskStepsAndAdmissionsAllocateNothingOnceWarm) {
   std::vector<RowGroup> groups;
   std::vector<int32_t> tokens;
   const std::vector<int32_t> keep = {0, 2, 3};  // one `a` and one `b` leave
+  const std::vector<int32_t> beam_moves = {0, 1, 2, 4, 3};
   auto step = [&] {
     tokens.assign(state.batch, config.special_tokens.bos);
     ASSERT_TRUE(TransformerModel::DecodeStepGreedy(groups, tokens, state, head).ok());
@@ -206,13 +209,25 @@ TEST_F(AllocationTest, MixedTaskStepsAndAdmissionsAllocateNothingOnceWarm) {
     marks.push_back(CurrentAllocationCounts());
     for (int i = 0; i < 6; ++i) step();
     marks.push_back(CurrentAllocationCounts());
+    // Rows [a b a b a], the last two asking for full logits as beam rows do, then swapping.
+    groups = {{&a, &route_a, 1},
+              {&b, &route_b, 1},
+              {&a, &route_a, 1},
+              {&b, &route_b, 1, true},
+              {&a, &route_a, 1, true}};
+    for (int i = 0; i < 3; ++i) {
+      step();
+      ASSERT_TRUE(state.SelectRows(beam_moves).ok());
+    }
+    marks.push_back(CurrentAllocationCounts());
   };
   std::vector<AllocationCounts> warm_up, marks;
   marks.reserve(16);  // so that taking a mark does not allocate
   pass(warm_up);
   pass(marks);
-  const char* stages[] = {"first admission",  "steps", "leaving", "second encoder pass",
-                          "second admission", "steps"};
+  const char* stages[] = {
+      "first admission",    "steps", "leaving", "second encoder pass", "second admission", "steps",
+      "steps beside a beam"};
   for (size_t i = 0; i + 1 < marks.size(); ++i) {
     const AllocationCounts made = marks[i + 1] - marks[i];
     EXPECT_EQ(made.unattributed(), 0) << stages[i];

@@ -4,10 +4,13 @@
 // different steps and leave at different steps; every sentence's tokens must be those of
 // decoding it alone and those of its per-task batch (f32 greedy, with the trainer's length
 // limits), and scores equal within 1e-4 (a row's arithmetic does not depend on its batch, but
-// oneDNN may block a GEMM differently for other row counts). Also: the full checkpoint mixing
-// tasks by route, leaving early (RemoveIf), and the refusals.
+// oneDNN may block a GEMM differently for other row counts). The same for beam search, alone
+// and beside greedy sentences of other tasks. Also: the full checkpoint mixing tasks by route,
+// leaving early (RemoveIf), and the refusals.
 #include "models/continuous_batch.h"
 
+#include <algorithm>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -100,11 +103,26 @@ class ContinuousBatchTest : public ::testing::Test {
     return cases;
   }
 
+  using SettingsOf = std::function<DecodeSettings(size_t case_index)>;
+  static DecodeSettings Greedy(size_t) { return TrainerSettings(); }
+  // Greedy, beam 2, beam 4 with a length penalty, in turn.
+  static DecodeSettings GreedyAndBeams(size_t i) {
+    DecodeSettings settings = TrainerSettings();
+    if (i % 3 == 1) settings.beam_size = 2;
+    if (i % 3 == 2) {
+      settings.beam_size = 4;
+      settings.length_penalty = 0.6f;
+    }
+    return settings;
+  }
+
   // The hypothesis of each case decoded alone.
-  static std::vector<Hypothesis> DecodeAlone(const std::vector<Case>& cases) {
+  static std::vector<Hypothesis> DecodeAlone(const std::vector<Case>& cases,
+                                             const SettingsOf& settings_of = Greedy) {
     std::vector<Hypothesis> results;
-    for (const Case& c : cases) {
-      auto h = c.task->Decode({c.source}, DecodeOptions(TrainerSettings()), nullptr);
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const Case& c = cases[i];
+      auto h = c.task->Decode({c.source}, DecodeOptions(settings_of(i)), nullptr);
       EXPECT_TRUE(h.ok()) << h.status();
       results.push_back(std::move((*h)[0]));
     }
@@ -112,9 +130,11 @@ class ContinuousBatchTest : public ::testing::Test {
   }
 
   // Runs `cases` through one ContinuousBatch, case i joining before step join_step(i); also
-  // checks that each case's streamed tokens are its final ones (plus EOS).
+  // checks that each greedy case's streamed tokens are its final ones (plus EOS), and that
+  // beam search streams none.
   static std::vector<Hypothesis> DecodeContinuously(const std::vector<Case>& cases,
-                                                    const std::function<int(size_t)>& join_step) {
+                                                    const std::function<int(size_t)>& join_step,
+                                                    const SettingsOf& settings_of = Greedy) {
     ContinuousBatch batch;
     std::vector<Hypothesis> results(cases.size());
     std::vector<std::vector<int32_t>> streamed(cases.size());
@@ -124,7 +144,7 @@ class ContinuousBatchTest : public ::testing::Test {
       std::vector<ContinuousBatch::Sentence> joining;
       for (size_t i = 0; i < cases.size(); ++i) {
         if (join_step(i) == step) {
-          joining.push_back({cases[i].task, cases[i].source, TrainerSettings(), i});
+          joining.push_back({cases[i].task, cases[i].source, settings_of(i), i});
         }
       }
       EXPECT_TRUE(batch.Admit(std::move(joining)).ok());
@@ -144,6 +164,7 @@ class ContinuousBatchTest : public ::testing::Test {
     for (size_t i = 0; i < cases.size(); ++i) {
       std::vector<int32_t> expected = results[i].tokens;
       if (results[i].reached_eos) expected.push_back(cases[i].task->eos_id());
+      if (settings_of(i).beam_size > 1) expected.clear();
       EXPECT_EQ(streamed[i], expected) << "case " << i;
     }
     return results;
@@ -239,50 +260,184 @@ TEST_F(ContinuousBatchTest, WithoutAWeightStoreEveryLayerRunsPerTaskAndGivesTheS
                        DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i / 3); }));
 }
 
-TEST_F(ContinuousBatchTest, RowsLeaveWhenTheCallerSaysAndTheOthersAreUnaffected) {
+TEST_F(ContinuousBatchTest, BeamSearchBesideGreedyRowsGivesTheHypothesesOfDecodingAlone) {
   const std::vector<Case> cases = Cases(*tasks_);
-  const std::vector<Hypothesis> alone = DecodeAlone(cases);
+  const std::vector<Hypothesis> alone = DecodeAlone(cases, GreedyAndBeams);
+  // Beam search must differ from greedy somewhere, or this would test nothing beyond greedy.
+  const std::vector<Hypothesis> greedy = DecodeAlone(cases);
+  int differ = 0;
+  for (size_t i = 0; i < cases.size(); ++i) differ += alone[i].tokens != greedy[i].tokens;
+  EXPECT_GT(differ, 0);
+  ExpectSameHypotheses(alone, DecodeContinuously(
+                                  cases, [](size_t) { return 0; }, GreedyAndBeams));
+  ExpectSameHypotheses(alone,
+                       DecodeContinuously(
+                           cases, [](size_t i) { return static_cast<int>(i); }, GreedyAndBeams));
+  ExpectSameHypotheses(
+      alone, DecodeContinuously(
+                 cases, [](size_t i) { return static_cast<int>(i / 4) * 3; }, GreedyAndBeams));
+}
+
+TEST_F(ContinuousBatchTest, BeamSearchMatchesPerTaskBeamBatches) {
+  // Every case beam 3: the per-task batches of decoding.h's BeamDecode against one continuous
+  // batch of every task, sentences joining over seven steps.
+  const std::vector<Case> cases = Cases(*tasks_);
+  DecodeSettings beam = TrainerSettings();
+  beam.beam_size = 3;
+  beam.length_penalty = 1.0f;
+  std::vector<Hypothesis> per_task(cases.size());
+  DecodeWorkspace workspace;
+  for (const auto& [id, task] : *tasks_) {
+    std::vector<std::vector<int32_t>> sources;
+    std::vector<size_t> index;
+    for (size_t i = 0; i < cases.size(); ++i) {
+      if (cases[i].task == task) {
+        sources.push_back(cases[i].source);
+        index.push_back(i);
+      }
+    }
+    auto batch = task->Decode(sources, DecodeOptions(beam), &workspace);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    for (size_t j = 0; j < index.size(); ++j) per_task[index[j]] = std::move((*batch)[j]);
+  }
+  ExpectSameHypotheses(per_task, DecodeContinuously(
+                                     cases, [](size_t i) { return static_cast<int>(i % 7); },
+                                     [&](size_t) { return beam; }));
+}
+
+// The engine under a batch mixing greedy and beam rows: groups marked full_logits get the
+// logits DecodeStep gives them (in batch order, packed), the other rows the greedy head of
+// those logits. Through one shared output projection (a run of logits straight into place),
+// through projections of their own (tasks loaded apart: each group its own run, copied into
+// place), and with every row asking for logits.
+TEST_F(ContinuousBatchTest, FullLogitsGroupsGetTheLogitsOfDecodeStep) {
+  std::map<std::string, std::shared_ptr<const TaskModel>> apart;
+  for (const std::string task : {"en-de", "fr-en", "en-ru"}) {
+    auto loaded = TaskModel::Load(*dir_ + "/" + task, task, {});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    apart[task] = *std::move(loaded);
+  }
+  const std::vector<std::string> order = {"en-de", "fr-en", "en-de", "en-ru", "fr-en"};
+  const std::vector<std::vector<bool>> logit_choices = {{false, true, false, true, false},
+                                                        {true, false, false, false, true},
+                                                        {true, true, true, true, true}};
+  for (const auto* tasks : {tasks_, &apart}) {
+    std::vector<std::vector<int32_t>> sources;
+    std::vector<RowGroup> groups;
+    for (const std::string& id : order) {
+      const TaskModel& task = *tasks->at(id);
+      auto prepared = task.PrepareText(kTexts.at(task.description().source_language)[0], {});
+      ASSERT_TRUE(prepared.ok()) << prepared.status();
+      sources.push_back((*prepared)[0].ids);
+      groups.push_back({&task.transformer(), &task.route(), 1});
+    }
+    const TaskModel& first = *tasks->at(order[0]);
+    auto started = [&](DecoderState& state) {
+      EncoderOutput encoder;
+      ASSERT_TRUE(TransformerModel::Encode(groups, sources, encoder).ok());
+      ASSERT_TRUE(first.transformer().StartDecoding(EncoderOutput(), 8, first.route(), state).ok());
+      ASSERT_TRUE(TransformerModel::AddRows(groups, encoder, 8, state).ok());
+    };
+    const std::vector<int32_t> tokens(order.size(),
+                                      first.transformer().config().special_tokens.bos);
+    DecoderState reference_state;
+    started(reference_state);
+    kernels::Tensor reference;
+    ASSERT_TRUE(TransformerModel::DecodeStep(groups, tokens, reference_state, reference).ok());
+    const int64_t vocab = reference.dim(1);
+    for (const std::vector<bool>& wants_logits : logit_choices) {
+      for (size_t g = 0; g < groups.size(); ++g) groups[g].full_logits = wants_logits[g];
+      DecoderState state;
+      started(state);
+      GreedyHead head;
+      ASSERT_TRUE(TransformerModel::DecodeStepGreedy(groups, tokens, state, head).ok());
+      int64_t packed = 0;
+      for (size_t r = 0; r < order.size(); ++r) {
+        const float* expected = reference.data<float>() + r * vocab;
+        if (wants_logits[r]) {
+          const float* actual = head.logits.data<float>() + packed * vocab;
+          for (int64_t j = 0; j < vocab; ++j) ASSERT_NEAR(actual[j], expected[j], 1e-4) << r;
+          ++packed;
+        } else {
+          const int32_t best = head.best.data<int32_t>()[r];
+          EXPECT_EQ(best, std::max_element(expected, expected + vocab) - expected) << r;
+          EXPECT_NEAR(head.best_logit.data<float>()[r], expected[best], 1e-4) << r;
+        }
+      }
+      EXPECT_EQ(head.logits.dim(0), packed);
+    }
+  }
+}
+
+TEST_F(ContinuousBatchTest, RowsLeaveWhenTheCallerSaysAndTheOthersAreUnaffected) {
+  // Greedy and beam-searched sentences; a leaving beam takes all its rows.
+  const std::vector<Case> cases = Cases(*tasks_);
+  const std::vector<Hypothesis> alone = DecodeAlone(cases, GreedyAndBeams);
   ContinuousBatch batch;
   std::vector<ContinuousBatch::Sentence> joining;
+  int64_t rows = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
-    joining.push_back({cases[i].task, cases[i].source, TrainerSettings(), i});
+    joining.push_back({cases[i].task, cases[i].source, GreedyAndBeams(i), i});
+    rows += ContinuousBatch::RowsOf(GreedyAndBeams(i));
   }
   ASSERT_TRUE(batch.Admit(std::move(joining)).ok());
+  EXPECT_EQ(batch.rows(), rows);
+  EXPECT_EQ(batch.sentences(), static_cast<int64_t>(cases.size()));
   std::vector<Hypothesis> results(cases.size());
   std::vector<bool> left(cases.size(), false);
-  auto finish = [&](uint64_t key, Hypothesis h) { results[key] = std::move(h); };
+  int64_t finished_count = 0;
+  auto finish = [&](uint64_t key, Hypothesis h) {
+    results[key] = std::move(h);
+    ++finished_count;
+  };
   for (int step = 0; !batch.empty(); ++step) {
     if (step == 2) {
       const int64_t before = batch.rows();
+      int64_t leaving_rows = 0;
       ASSERT_TRUE(batch
-                      .RemoveIf([](uint64_t key) { return key % 3 == 1; },
+                      .RemoveIf([](uint64_t key) { return key % 4 < 2; },
                                 [&](uint64_t key, Hypothesis h) {
+                                  EXPECT_FALSE(left[key]) << "told twice";
                                   left[key] = true;
+                                  leaving_rows += ContinuousBatch::RowsOf(GreedyAndBeams(key));
                                   EXPECT_LE(h.tokens.size(), 2u);
                                   results[key] = std::move(h);
                                 })
                       .ok());
-      EXPECT_LT(batch.rows(), before);
+      EXPECT_EQ(batch.rows(), before - leaving_rows);
     }
     ASSERT_TRUE(batch.Step([](uint64_t, int32_t) {}, finish).ok());
+    // Every sentence is counted once, whatever its rows.
+    const auto gone = finished_count + std::count(left.begin(), left.end(), true);
+    EXPECT_EQ(batch.sentences(), static_cast<int64_t>(cases.size()) - gone) << "step " << step;
   }
+  EXPECT_EQ(batch.sentences(), 0);
+  bool beam_left = false;
   for (size_t i = 0; i < cases.size(); ++i) {
+    beam_left = beam_left || (left[i] && GreedyAndBeams(i).beam_size > 1);
     if (left[i]) continue;
     EXPECT_EQ(results[i].tokens, alone[i].tokens) << "case " << i;
   }
   EXPECT_TRUE(std::count(left.begin(), left.end(), true) > 0);
+  EXPECT_TRUE(beam_left);
 }
 
 TEST_F(ContinuousBatchTest, RefusesWhatCannotJoinAndKeepsTheRunningRows) {
   const std::vector<Case> cases = Cases(*tasks_);
   ContinuousBatch batch;
   ASSERT_TRUE(batch.Admit({{cases[0].task, cases[0].source, TrainerSettings(), 0}}).ok());
-  // Beam search, a missing task, bad limits, another precision: refused, naming why.
+  // A bad beam size, a missing task, bad limits, another precision: refused, naming why.
   DecodeSettings beam = TrainerSettings();
-  beam.beam_size = 4;
+  beam.beam_size = 0;
   absl::Status s = batch.Admit({{cases[1].task, cases[1].source, beam, 1}});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("beam"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("beam size"), std::string::npos) << s;
+  DecodeSettings penalty = TrainerSettings();
+  penalty.beam_size = 4;
+  penalty.length_penalty = -1.0f;
+  s = batch.Admit({{cases[1].task, cases[1].source, penalty, 1}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("length penalty"), std::string::npos) << s;
   EXPECT_EQ(batch.Admit({{nullptr, cases[1].source, TrainerSettings(), 1}}).code(),
             absl::StatusCode::kInvalidArgument);
   DecodeSettings no_tokens = TrainerSettings();

@@ -108,7 +108,7 @@ TEST_F(ServerTest, ConcurrentMixedTrafficEqualsOfflineTranslateInBothBatchingMod
   const std::vector<std::string> tasks = RandomRepositoryTasks();
   std::map<std::pair<std::string, int>, std::vector<std::string>> expected;
   for (const std::string& task : tasks) {
-    for (int beam : {1, 2}) {
+    for (int beam : {1, 2, 3}) {
       expected[{task, beam}] =
           TranslateOffline(repository_ + "/" + task, task, kTexts,
                            absl::StrCat("--max_output_tokens=24 --beam_size=", beam));
@@ -122,7 +122,8 @@ TEST_F(ServerTest, ConcurrentMixedTrafficEqualsOfflineTranslateInBothBatchingMod
     for (int c = 0; c < 12; ++c) {
       clients.emplace_back([&, c] {
         const std::string& task = tasks[c % tasks.size()];
-        const int beam = c % 5 == 4 ? 2 : 1;
+        // Greedy and beam search of several widths, sharing the continuous batch's steps.
+        const int beam = c % 5 == 4 ? 2 : (c % 5 == 2 ? 3 : 1);
         for (int round = 0; round < 3; ++round) {
           // Texts rotated, so that requests of one task differ and join at different steps.
           std::vector<std::string> texts;
@@ -577,7 +578,8 @@ TEST_F(ServerTest, FullQueueIsResourceExhausted) {
 // One worker, batches of at most 4 sentences that take 20 steps of at least 10 ms each, and 8
 // callers keeping en-de's queue full: a de-en request that arrives meanwhile is served after
 // the few en-de batches queued before it (its head becomes the oldest), not after the flood.
-// This is the no-starvation invariant any scheduler of the server must keep.
+// This is the no-starvation invariant any scheduler of the server must keep. The same for a
+// beam-4 sentence, which decodes as four rows beside the flood's.
 TEST_F(ServerTest, ARareTaskIsNotStarvedByAFloodOfAnother) {
   auto server = StartServer({"--debug_ignore_eos", "--debug_step_delay_ms=10",
                              "--max_output_tokens=20", "--workers=1", "--max_batch_sentences=4"});
@@ -603,9 +605,17 @@ TEST_F(ServerTest, ARareTaskIsNotStarvedByAFloodOfAnother) {
   TranslateResponse response;
   EXPECT_TRUE(Translate(*server, Request("de-en", {"Hallo"}, 20), &response).ok());
   const absl::Duration rare_latency = absl::Now() - start;
+  const absl::Time beam_start = absl::Now();
+  TranslateRequest beam = Request("de-en", {"Hallo"}, 20);
+  beam.mutable_options()->set_beam_size(4);
+  EXPECT_TRUE(Translate(*server, beam, &response).ok());
+  const absl::Duration beam_latency = absl::Now() - beam_start;
+  const bool flooded_throughout = absl::Now() < flood_end;
   for (std::thread& t : flood) t.join();
   // Three batches of about 200 ms at most; starved, it would wait for the flood's end.
   EXPECT_LT(rare_latency, kFlood / 2) << "served after " << absl::FormatDuration(rare_latency);
+  EXPECT_LT(beam_latency, kFlood / 2) << "served after " << absl::FormatDuration(beam_latency);
+  EXPECT_TRUE(flooded_throughout);
   EXPECT_GT(flood_served.load(), 8);
 }
 

@@ -71,6 +71,94 @@ absl::Status TaskMoeForward(const MoeFfnWeights& moe, const ExpertChoice& choice
   return absl::OkStatus();
 }
 
+absl::Status GroupedTaskMoeForward(const std::vector<TaskMoeBlock>& blocks,
+                                   kernels::Activation activation, const Tensor& x,
+                                   FfnWorkspace& ws, Tensor& y) {
+  const int64_t d = x.dim(x.rank() - 1);
+  const int64_t rows = x.numel() / d;
+  int64_t covered = 0;
+  size_t slots = 0;
+  std::vector<const DenseFfnWeights*>& distinct = ws.distinct_experts;
+  distinct.clear();
+  for (const TaskMoeBlock& block : blocks) {
+    covered += block.rows;
+    slots = std::max(slots, block.choice->experts.size());
+    for (int e : block.choice->experts) {
+      if (e < 0 || e >= static_cast<int>(block.moe->experts.size())) {
+        return absl::InvalidArgumentError(absl::StrCat("task MoE: expert ", e, " out of range"));
+      }
+      const DenseFfnWeights* expert = &block.moe->experts[e];
+      const auto same = [expert](const DenseFfnWeights* seen) {
+        return seen->fc1 == expert->fc1 && seen->fc2 == expert->fc2;
+      };
+      if (std::none_of(distinct.begin(), distinct.end(), same)) distinct.push_back(expert);
+    }
+  }
+  if (covered != rows) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("task MoE: blocks cover ", covered, " rows of ", rows));
+  }
+  // The slot at which `block` chose `expert`, or -1.
+  const auto slot_of = [](const TaskMoeBlock& block, const DenseFfnWeights* expert) {
+    for (size_t s = 0; s < block.choice->experts.size(); ++s) {
+      const DenseFfnWeights& chosen = block.moe->experts[block.choice->experts[s]];
+      if (chosen.fc1 == expert->fc1 && chosen.fc2 == expert->fc2) return static_cast<int>(s);
+    }
+    return -1;
+  };
+  const auto slot_count = static_cast<int64_t>(slots);
+  ws.slot_outputs.Resize(DType::kF32, Shape{rows, slot_count, d});
+  const float* in = x.data<float>();
+  float* outputs = ws.slot_outputs.data<float>();
+  for (const DenseFfnWeights* expert : distinct) {
+    // Gather the rows of every block that chose it, run it once, scatter by slot.
+    int64_t count = 0;
+    for (const TaskMoeBlock& block : blocks) count += slot_of(block, expert) >= 0 ? block.rows : 0;
+    ws.gathered.Resize(DType::kF32, Shape{count, d});
+    int64_t first = 0, at = 0;
+    for (const TaskMoeBlock& block : blocks) {
+      if (slot_of(block, expert) >= 0) {
+        std::memcpy(ws.gathered.data<float>() + at * d, in + first * d,
+                    sizeof(float) * block.rows * d);
+        at += block.rows;
+      }
+      first += block.rows;
+    }
+    if (absl::Status s = DenseFfnForward(*expert, activation, ws.gathered, ws, ws.expert_out);
+        !s.ok()) {
+      return s;
+    }
+    first = 0;
+    at = 0;
+    for (const TaskMoeBlock& block : blocks) {
+      if (const int slot = slot_of(block, expert); slot >= 0) {
+        for (int64_t r = 0; r < block.rows; ++r) {
+          std::memcpy(outputs + ((first + r) * slot_count + slot) * d,
+                      ws.expert_out.data<float>() + (at + r) * d, sizeof(float) * d);
+        }
+        at += block.rows;
+      }
+      first += block.rows;
+    }
+  }
+  // y = sum over the choice, in its order, of gate * expert output: TaskMoeForward's sums.
+  y.Resize(DType::kF32, x.shape());
+  std::memset(y.raw_data(), 0, y.bytes());
+  int64_t first = 0;
+  for (const TaskMoeBlock& block : blocks) {
+    for (size_t s = 0; s < block.choice->experts.size(); ++s) {
+      const float g = block.choice->gates[s];
+      for (int64_t r = first; r < first + block.rows; ++r) {
+        const float* src = outputs + (r * slot_count + static_cast<int64_t>(s)) * d;
+        float* dst = y.data<float>() + r * d;
+        for (int64_t j = 0; j < d; ++j) dst[j] += g * src[j];
+      }
+    }
+    first += block.rows;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status TokenMoeForward(const MoeFfnWeights& moe, kernels::Activation activation,
                              const Tensor& x, FfnWorkspace& ws, Tensor& y) {
   const int num_experts = static_cast<int>(moe.experts.size());

@@ -1,7 +1,7 @@
 // The feed-forward block of a Transformer layer, in its three forms: dense (any width), a
-// task-routed Mixture-of-Experts (one fixed expert choice for the whole batch, from the task)
-// and a token-routed Mixture-of-Experts (a choice per token: gather, per-expert GEMM,
-// weighted scatter-add).
+// task-routed Mixture-of-Experts (one fixed expert choice for the whole batch, from the task,
+// or one per block of rows in a batch of several tasks) and a token-routed Mixture-of-Experts
+// (a choice per token: gather, per-expert GEMM, weighted scatter-add).
 #ifndef TASKMOE_MODELS_FFN_H_
 #define TASKMOE_MODELS_FFN_H_
 
@@ -51,6 +51,13 @@ struct GateScratch {
 void ChooseExpertsInto(const float* logits, int num_experts, int top_k, GateScratch& scratch,
                        ExpertChoice& choice);
 
+// Consecutive rows of a batch that go through one task-routed MoE layer with one choice.
+struct TaskMoeBlock {
+  const MoeFfnWeights* moe = nullptr;
+  const ExpertChoice* choice = nullptr;
+  int64_t rows = 0;
+};
+
 // Buffers reused from call to call so that a decoding loop does not allocate.
 struct FfnWorkspace {
   kernels::Tensor hidden;
@@ -61,6 +68,11 @@ struct FfnWorkspace {
   std::vector<std::vector<float>> gates_per_expert;
   GateScratch gate_scratch;
   ExpertChoice token_choice;
+  // GroupedTaskMoeForward: the blocks, the distinct experts among them, and each row's expert
+  // outputs by slot, [rows, top_k, d_model].
+  std::vector<TaskMoeBlock> blocks;
+  std::vector<const DenseFfnWeights*> distinct_experts;
+  kernels::Tensor slot_outputs;
 };
 
 // y = fc2(act(fc1(x))). x: f32 [..., d_model]; y resized to x's shape.
@@ -71,6 +83,16 @@ absl::Status DenseFfnForward(const DenseFfnWeights& ffn, kernels::Activation act
 absl::Status TaskMoeForward(const MoeFfnWeights& moe, const ExpertChoice& choice,
                             kernels::Activation activation, const kernels::Tensor& x,
                             FfnWorkspace& ws, kernels::Tensor& y);
+
+// TaskMoeForward for a batch whose consecutive row blocks chose different experts (rows of
+// several tasks, x: f32 [rows, d_model] or [sentences, length, d_model] with the blocks' rows
+// counted along the flattened leading dimensions): every distinct expert (the same weight
+// object, whichever MoeFfnWeights holds it) runs once over the rows of every block that chose
+// it, as a token-routed layer runs its experts. A row's output is summed in its choice's order,
+// as TaskMoeForward sums it, so rows get TaskMoeForward's arithmetic.
+absl::Status GroupedTaskMoeForward(const std::vector<TaskMoeBlock>& blocks,
+                                   kernels::Activation activation, const kernels::Tensor& x,
+                                   FfnWorkspace& ws, kernels::Tensor& y);
 
 // Per row r: y[r] = sum over its top_k experts of g_i Expert_i(x[r]).
 absl::Status TokenMoeForward(const MoeFfnWeights& moe, kernels::Activation activation,

@@ -308,6 +308,46 @@ absl::Status TransformerModel::RunFfn(const FfnWeights& ffn, const ExpertChoice&
   return TaskMoeForward(moe, choice, config_.activation, x, ws, y);
 }
 
+absl::Status TransformerModel::GroupedFfn(absl::Span<const RowGroup> groups, Stack stack,
+                                          size_t layer, int64_t rows_per_row, const Tensor& in,
+                                          GroupedRuns& plan, FfnWorkspace& ws, Tensor& out) {
+  const bool decoder = stack == Stack::kDecoder;
+  auto ffn_of = [&](const TransformerModel& m) -> const FfnWeights& {
+    return (decoder ? m.decoder_layers_ : m.encoder_layers_)[layer].ffn;
+  };
+  auto choice_of = [&](const RowGroup& g) -> const ExpertChoice& {
+    return (decoder ? g.route->decoder : g.route->encoder)[layer];
+  };
+  PlanRuns(
+      groups,
+      [&](const RowGroup& a, const RowGroup& b) {
+        return SameFfn(ffn_of(*a.model), choice_of(a), ffn_of(*b.model), choice_of(b));
+      },
+      plan);
+  if (plan.runs.size() > 1) {
+    // Task-routed MoE layers whose choices differ: each distinct expert once, over the rows of
+    // every task that chose it, rather than each task's choice over its own rows.
+    ws.blocks.clear();
+    bool task_moe = true;
+    for (const RowGroup& g : groups) {
+      const auto* moe = std::get_if<MoeFfnWeights>(&ffn_of(*g.model));
+      if (moe == nullptr || moe->routing != Routing::kTask) {
+        task_moe = false;
+        break;
+      }
+      ws.blocks.push_back({moe, &choice_of(g), g.rows * rows_per_row});
+    }
+    if (task_moe) {
+      return GroupedTaskMoeForward(ws.blocks, groups.front().model->config_.activation, in, ws,
+                                   out);
+    }
+  }
+  return ApplyPerRun(groups, plan, in, in.dim(in.rank() - 1), out,
+                     [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
+                       return g.model->RunFfn(ffn_of(*g.model), choice_of(g), rows, ws, y);
+                     });
+}
+
 bool TransformerModel::CanShareBatch(const TransformerModel& a, const TransformerModel& b) {
   if (&a == &b) return true;
   const ModelConfig& x = a.config_;
@@ -391,17 +431,8 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
     TASKMOE_RETURN_IF_ERROR(norm(
         [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; }, x,
         normed));
-    PlanRuns(
-        groups,
-        [&](const RowGroup& a, const RowGroup& b) {
-          return SameFfn(layer(*a.model).ffn, a.route->encoder[i], layer(*b.model).ffn,
-                         b.route->encoder[i]);
-        },
-        plan);
-    TASKMOE_RETURN_IF_ERROR(ApplyPerRun(
-        groups, plan, normed, d, delta, [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
-          return g.model->RunFfn(layer(*g.model).ffn, g.route->encoder[i], rows, out.ffn_ws, y);
-        }));
+    TASKMOE_RETURN_IF_ERROR(
+        GroupedFfn(groups, Stack::kEncoder, i, max_len, normed, plan, out.ffn_ws, delta));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(delta, x));
   }
   return norm(
@@ -641,18 +672,8 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
     TASKMOE_RETURN_IF_ERROR(norm(
         [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; },
         state.x, state.normed));
-    PlanRuns(
-        groups,
-        [&](const RowGroup& a, const RowGroup& b) {
-          return SameFfn(layer(*a.model).ffn, a.route->decoder[i], layer(*b.model).ffn,
-                         b.route->decoder[i]);
-        },
-        plan);
-    TASKMOE_RETURN_IF_ERROR(ApplyPerRun(
-        groups, plan, state.normed, d, state.ffn_out,
-        [&](const RowGroup& g, const Tensor& rows, Tensor& y) {
-          return g.model->RunFfn(layer(*g.model).ffn, g.route->decoder[i], rows, state.ffn_ws, y);
-        }));
+    TASKMOE_RETURN_IF_ERROR(
+        GroupedFfn(groups, Stack::kDecoder, i, 1, state.normed, plan, state.ffn_ws, state.ffn_out));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(state.ffn_out, state.x));
   }
   for (int64_t r = 0; r < batch; ++r) ++state.positions[r];

@@ -2,10 +2,12 @@
 # The paper's throughput comparison redone as it matters for serving (issue 20): all 16 tasks
 # at once, one sentence per request, through the real server with continuous batching. The
 # TaskMoE per-task subnetworks (16 models sharing their attention, embeddings and dense layers
-# through the weight store, each step running every layer once per distinct weight) against the
-# whole TokenMoE model serving the same mix (every task's rows in one batch, every token routed
-# to its own top-2 experts), and the TaskMoE subnetworks again with per-task batching (the
-# serving before continuous batching). Paper's WMT shape (tools/paper-experiment.sh), random
+# through the weight store, each step running every layer once per distinct weight), the whole
+# TaskMoE model routed by task at run time (every task's rows in one batch, each task-routed
+# layer running each distinct expert once over the rows of every task that chose it), against
+# the whole TokenMoE model serving the same mix (every task's rows in one batch, every token
+# routed to its own top-2 experts), and the TaskMoE subnetworks again with per-task batching
+# (the serving before continuous batching). Paper's WMT shape (tools/paper-experiment.sh), random
 # weights, forced output length, closed loop at each --concurrencies value; peak tokens/s and
 # resident memory after loading per model, and the ratios to TokenMoE.
 #
@@ -13,7 +15,7 @@
 #          [--seconds 15] [--words 20] [--precision f32] [--threads N] [--experts 32]
 #          [--out DIR]
 # Writes DIR (default build/paper-experiment-mixed): one JSON report per model, table.md and
-# machine.txt. Needs about 10 GB of disk for the models (stored bf16) and 15 minutes.
+# machine.txt. Needs about 12 GB of disk for the models (stored bf16) and 20 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,8 +69,8 @@ trap stop_server EXIT
 
 : >"$out/memory.txt"
 # name:kind of taskmoe-make-model:batching of the server.
-for model in taskmoe-subnetworks:taskmoe:continuous tokenmoe:tokenmoe:continuous \
-  taskmoe-subnetworks-per-task:taskmoe:per_task; do
+for model in taskmoe-subnetworks:taskmoe:continuous taskmoe-full:taskmoe-full:continuous \
+  tokenmoe:tokenmoe:continuous taskmoe-subnetworks-per-task:taskmoe:per_task; do
   IFS=: read -r name kind batching <<<"$model"
   repository="$out/models/$kind"
   made_with=$(cat "$repository/.experts" 2>/dev/null || true)
@@ -97,7 +99,7 @@ done
 /usr/bin/python3 - "$out" <<'EOF' | tee "$out/table.md"
 import json, sys
 out = sys.argv[1]
-names = ["taskmoe-subnetworks", "tokenmoe", "taskmoe-subnetworks-per-task"]
+names = ["taskmoe-subnetworks", "taskmoe-full", "tokenmoe", "taskmoe-subnetworks-per-task"]
 runs = {n: json.load(open(f"{out}/{n}.json"))["runs"] for n in names}
 memory = dict(line.split() for line in open(f"{out}/memory.txt"))
 concurrencies = [r["concurrency"] for r in runs[names[0]]]

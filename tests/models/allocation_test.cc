@@ -235,6 +235,47 @@ TEST_F(AllocationTest, MixedTaskStepsAndAdmissionsAllocateNothingOnceWarm) {
   }
 }
 
+// The full TaskMoE model serving two tasks in one batch: their task-routed layers run each
+// distinct expert once over the rows of both (GroupedTaskMoeForward), in the encoder and the
+// decoder. Warm, an admission and its steps allocate nothing outside oneDNN.
+TEST_F(AllocationTest, TaskMoeLayersGroupedByExpertAllocateNothingOnceWarm) {
+  const ModelConfig config = MakeRandomModelConfig(SmallShape(), ModelKind::kTaskMoe);
+  auto weights = MakeRandomWeights(config, 6);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto model = TransformerModel::Create(config, **weights, {});
+  ASSERT_TRUE(model.ok()) << model.status();
+  const TransformerModel& m = **model;
+  const std::vector<RowGroup> groups = {
+      {&m, *m.RouteForTask(0), 2}, {&m, *m.RouteForTask(1), 2}, {&m, *m.RouteForTask(0), 1}};
+  const auto sources = Sources(config);
+  EncoderOutput encoder;
+  DecoderState state;
+  GreedyHead head;
+  std::vector<int32_t> tokens;
+  auto pass = [&](std::vector<AllocationCounts>& marks) {
+    ASSERT_TRUE(m.StartDecoding(EncoderOutput(), 24, **m.RouteForTask(0), state).ok());
+    marks.push_back(CurrentAllocationCounts());
+    ASSERT_TRUE(TransformerModel::Encode(groups, sources, encoder).ok());
+    ASSERT_TRUE(TransformerModel::AddRows(groups, encoder, 24, state).ok());
+    marks.push_back(CurrentAllocationCounts());
+    for (int i = 0; i < 5; ++i) {
+      tokens.assign(state.batch, config.special_tokens.bos);
+      ASSERT_TRUE(TransformerModel::DecodeStepGreedy(groups, tokens, state, head).ok());
+    }
+    marks.push_back(CurrentAllocationCounts());
+  };
+  std::vector<AllocationCounts> warm_up, marks;
+  marks.reserve(8);
+  pass(warm_up);
+  pass(marks);
+  const char* stages[] = {"admission", "steps"};
+  for (size_t i = 0; i + 1 < marks.size(); ++i) {
+    const AllocationCounts made = marks[i + 1] - marks[i];
+    EXPECT_EQ(made.unattributed(), 0) << stages[i];
+    EXPECT_EQ(made.live, 0) << stages[i];
+  }
+}
+
 TEST_F(AllocationTest, LinearForwardAllocatesOnlyInsideOneDnnAfterTheFirstCall) {
   for (Precision precision : {Precision::kF32, Precision::kBF16, Precision::kInt8}) {
     std::vector<float> values(96 * 64);

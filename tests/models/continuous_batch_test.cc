@@ -232,15 +232,30 @@ TEST_F(ContinuousBatchTest, MatchesPerTaskBatches) {
 }
 
 TEST_F(ContinuousBatchTest, TheFullCheckpointMixesTasksByRoute) {
-  // One model object per task through one store: every weight shared, the task-MoE layers
-  // grouped by each task's expert choice.
+  // One model object per task through one store: every weight shared; each task-MoE layer
+  // runs each distinct expert once over the rows of every task that chose it.
   auto store = std::make_shared<WeightStore>();
   std::map<std::string, std::shared_ptr<const TaskModel>> full;
-  for (const std::string task : {"en-de", "de-en", "en-ru"}) {
+  for (const std::string& task : kTasks) {
     auto loaded = TaskModel::Load(kDemoDir, task, {.weight_store = store});
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     full[task] = *std::move(loaded);
   }
+  // What makes the experts' grouping matter: two tasks whose choices in a layer share one
+  // expert but not both.
+  bool partial_overlap = false;
+  for (const auto& [a_id, a] : full) {
+    for (const auto& [b_id, b] : full) {
+      for (size_t i = 0; i < a->route().decoder.size(); ++i) {
+        const std::vector<int>& x = a->route().decoder[i].experts;
+        const std::vector<int>& y = b->route().decoder[i].experts;
+        const auto shared = std::count_if(
+            x.begin(), x.end(), [&](int e) { return std::find(y.begin(), y.end(), e) != y.end(); });
+        partial_overlap = partial_overlap || (shared > 0 && shared < static_cast<long>(x.size()));
+      }
+    }
+  }
+  EXPECT_TRUE(partial_overlap);
   const std::vector<Case> cases = Cases(full);
   ExpectSameHypotheses(DecodeAlone(cases),
                        DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i % 3); }));

@@ -1,6 +1,7 @@
 // The engine on random-weight models: extracted subnetworks against the full model routed by
 // task, batching and padding invariance, beam search, token-routed MoE against a naive
-// per-token computation, cancellation, and the loader's refusals.
+// per-token computation, task-routed MoE over blocks of several tasks' rows against each
+// block alone, cancellation, and the loader's refusals.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -323,6 +324,78 @@ TEST(Ffn, TokenMoeMatchesPerTokenComputation) {
     }
     for (int64_t j = 0; j < d; ++j) EXPECT_NEAR(y.data<float>()[r * d + j], expected[j], 1e-5);
   }
+}
+
+// Rows of several tasks through one task-routed MoE layer: each block's rows must get what
+// TaskMoeForward gives them alone. The blocks overlap in experts at different slots, one chose
+// three experts (where the order of the sum matters), and one reaches the same expert objects
+// through another MoeFfnWeights (as subnetworks sharing experts through a weight store would).
+TEST(TaskMoe, GroupedBlocksGetTheirOwnChoicesOutputs) {
+  const int64_t e = 5, ff = 24, d = 16;
+  auto random_linear = [](int64_t out, int64_t in, uint32_t seed) {
+    std::vector<float> w(out * in), b(out);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(0.61f * i + seed) / 4;
+    for (size_t i = 0; i < b.size(); ++i) b[i] = std::cos(0.29f * i + seed) / 8;
+    auto linear =
+        kernels::PackedLinear::Create(Tensor::FromVector(Shape{out, in}, w),
+                                      Tensor::FromVector(Shape{out}, b), kernels::Precision::kF32);
+    EXPECT_TRUE(linear.ok()) << linear.status();
+    return std::make_shared<const kernels::PackedLinear>(*std::move(linear));
+  };
+  MoeFfnWeights moe;
+  moe.routing = Routing::kTask;
+  moe.top_k = 2;
+  for (int64_t i = 0; i < e; ++i) {
+    moe.experts.push_back({random_linear(ff, d, 10 + i), random_linear(d, ff, 50 + i)});
+  }
+  MoeFfnWeights other = moe;  // experts 3 and 1 only, the same objects
+  other.experts = {moe.experts[3], moe.experts[1]};
+  const std::vector<ExpertChoice> choices = {{{1, 3}, {0.7f, 0.3f}},
+                                             {{3, 0}, {0.55f, 0.45f}},
+                                             {{2, 4, 1}, {0.5f, 0.3f, 0.2f}},
+                                             {{1, 3}, {0.7f, 0.3f}},
+                                             {{0, 1}, {0.6f, 0.4f}}};
+  const std::vector<const MoeFfnWeights*> owners = {&moe, &moe, &moe, &moe, &other};
+  const std::vector<int64_t> block_rows = {3, 2, 4, 1, 2};
+  std::vector<TaskMoeBlock> blocks;
+  int64_t rows = 0;
+  for (size_t b = 0; b < choices.size(); ++b) {
+    blocks.push_back({owners[b], &choices[b], block_rows[b]});
+    rows += block_rows[b];
+  }
+  std::vector<float> xs(rows * d);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = std::sin(0.37f * i);
+  const Tensor x = Tensor::FromVector(Shape{rows, d}, xs);
+  FfnWorkspace ws;
+  Tensor y;
+  ASSERT_TRUE(GroupedTaskMoeForward(blocks, kernels::Activation::kRelu, x, ws, y).ok());
+  EXPECT_EQ(ws.distinct_experts.size(), 5u);  // expert 3 and 1 of `other` are moe's
+  int64_t first = 0;
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const Tensor block = Tensor::FromVector(
+        Shape{block_rows[b], d},
+        std::vector<float>(xs.begin() + first * d, xs.begin() + (first + block_rows[b]) * d));
+    FfnWorkspace alone_ws;
+    Tensor alone;
+    ASSERT_TRUE(
+        TaskMoeForward(*owners[b], choices[b], kernels::Activation::kRelu, block, alone_ws, alone)
+            .ok());
+    for (int64_t i = 0; i < block_rows[b] * d; ++i) {
+      EXPECT_NEAR(y.data<float>()[first * d + i], alone.data<float>()[i], 1e-5) << "block " << b;
+    }
+    first += block_rows[b];
+  }
+  // Blocks that do not cover the rows, or name an expert the layer lacks: refused.
+  blocks.back().rows = 1;
+  absl::Status s = GroupedTaskMoeForward(blocks, kernels::Activation::kRelu, x, ws, y);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("cover"), std::string::npos) << s;
+  blocks.back().rows = 2;
+  const ExpertChoice missing = {{0, 7}, {0.5f, 0.5f}};
+  blocks.front().choice = &missing;
+  s = GroupedTaskMoeForward(blocks, kernels::Activation::kRelu, x, ws, y);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("expert 7"), std::string::npos) << s;
 }
 
 TEST(Gating, SoftmaxTopKRenormalise) {

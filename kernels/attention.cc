@@ -282,6 +282,29 @@ absl::Status KvCache::AddRows(int64_t count, int64_t capacity) {
   return absl::OkStatus();
 }
 
+absl::Status KvCache::AppendRowsOf(const KvCache& other) {
+  if (&other == this) return absl::InvalidArgumentError("KvCache::AppendRowsOf: itself");
+  if (other.batch_ == 0) return absl::OkStatus();
+  if (other.d_model_ != d_model_ || other.dtype_ != dtype_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KvCache::AppendRowsOf: rows of d_model ", other.d_model_, " (", DTypeName(other.dtype_),
+        ") cannot join a cache of d_model ", d_model_, " (", DTypeName(dtype_), ")"));
+  }
+  const int64_t first = batch_;
+  if (absl::Status s = AddRows(other.batch_, other.capacity_); !s.ok()) return s;
+  const size_t position_bytes = DTypeSize(dtype_) * d_model_;
+  for (int64_t r = 0; r < other.batch_; ++r) {
+    const size_t bytes = other.lengths_[r] * position_bytes;
+    for (auto [to, from] : {std::pair{&keys_, &other.keys_}, std::pair{&values_, &other.values_}}) {
+      std::memcpy(static_cast<char*>(to->raw_data()) + (first + r) * capacity_ * position_bytes,
+                  static_cast<const char*>(from->raw_data()) + r * other.capacity_ * position_bytes,
+                  bytes);
+    }
+    lengths_[first + r] = other.lengths_[r];
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KvCache::Append(const Tensor& keys, const Tensor& values) {
   return AppendToRows(0, keys, values);
 }

@@ -50,6 +50,11 @@ class KvCache {
   // is smaller. Needs a prior Reset for d_model and dtype.
   absl::Status AddRows(int64_t count, int64_t capacity);
 
+  // Appends every row of `other` (same d_model and dtype) after the existing ones, with its
+  // filled positions, growing the capacity to other's when that is larger: rows decoded apart
+  // joining this batch.
+  absl::Status AppendRowsOf(const KvCache& other);
+
   // Appends f32 [batch, T, d_model] keys and values: row b at positions
   // [length(b), length(b) + T).
   absl::Status Append(const Tensor& keys, const Tensor& values);

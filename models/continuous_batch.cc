@@ -180,6 +180,52 @@ absl::Status ContinuousBatch::Admit(std::vector<Sentence> sentences) {
   return absl::OkStatus();
 }
 
+absl::Status ContinuousBatch::AdmitWithFirstStep(
+    std::vector<Sentence> sentences, absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+    absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished) {
+  for (size_t i = 0; i < sentences.size(); ++i) {
+    const Sentence& s = sentences[i];
+    if (s.settings.beam_size != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sentence ", i, " asks for beam ", s.settings.beam_size,
+          "; only greedy sentences take their first step apart (Admit beam-searched ones)"));
+    }
+    if (s.task != nullptr && !CanAdmit(*s.task)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "task ", s.task->id(), " cannot share a batch with task ", rows_.front().task->id(),
+          " (a different architecture, vocabulary or precision)"));
+    }
+  }
+  if (newcomers_ == nullptr) newcomers_ = std::make_unique<ContinuousBatch>();
+  ContinuousBatch& newcomers = *newcomers_;
+  newcomers.Clear();
+  TASKMOE_RETURN_IF_ERROR(newcomers.Admit(std::move(sentences)));
+  // From here on every sentence is told or joins.
+  auto fail_all = [&](const absl::Status& failure) {
+    for (Row& row : newcomers.rows_) {
+      row.hypothesis.status = failure;
+      on_finished(row.key, std::move(row.hypothesis));
+    }
+    newcomers.Clear();
+  };
+  if (absl::Status stepped = newcomers.Step(on_token, on_finished); !stepped.ok()) {
+    fail_all(stepped);
+    return absl::OkStatus();
+  }
+  if (newcomers.empty()) return absl::OkStatus();
+  if (rows_.empty()) {
+    // Nothing running: the newcomers become the batch, state and all (buffers swap).
+    std::swap(state_, newcomers.state_);
+  } else if (absl::Status joined = state_.AppendRows(newcomers.state_); !joined.ok()) {
+    fail_all(joined);
+    return absl::OkStatus();
+  }
+  for (Row& row : newcomers.rows_) rows_.push_back(std::move(row));
+  sentences_ += newcomers.sentences_;
+  newcomers.Clear();
+  return absl::OkStatus();
+}
+
 absl::Status ContinuousBatch::KeepRows() {
   if (keep_.size() == rows_.size()) return absl::OkStatus();
   TASKMOE_RETURN_IF_ERROR(state_.SelectRows(keep_));

@@ -68,6 +68,18 @@ class ContinuousBatch {
   // running rows are unaffected.
   absl::Status Admit(std::vector<Sentence> sentences);
 
+  // Admit for greedy sentences, who first take their first step by themselves (a step of
+  // their rows alone, on a batch of their own), then join the running rows: their first token
+  // does not wait for a step of the whole batch, at the cost of that extra, smaller step
+  // (prefill first, as LLM servers schedule it). `on_token` and `on_finished` are Step's.
+  // Returned errors are Admit's: nothing joined and no sentence was told. Otherwise every
+  // sentence has joined or been told through `on_finished`: ended by its first token, or,
+  // should the step or the joining fail, with the engine's error as its status.
+  absl::Status AdmitWithFirstStep(
+      std::vector<Sentence> sentences,
+      absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+      absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished);
+
   // Every sentence whose key `leave` selects leaves the batch now, unfinished: `on_left` gets
   // its key and its hypothesis so far (greedy: tokens decoded and score; beam search, like a
   // cancelled Decode: none), whose status the caller sets.
@@ -144,6 +156,8 @@ class ContinuousBatch {
 
   std::vector<Row> rows_, next_rows_;
   int64_t sentences_ = 0;
+  // AdmitWithFirstStep's batch of newcomers, kept for its buffers.
+  std::unique_ptr<ContinuousBatch> newcomers_;
   DecoderState state_;
   EncoderOutput encoder_;
   const EncoderOutput empty_encoder_{};  // starts a decode with no rows

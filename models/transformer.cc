@@ -253,6 +253,38 @@ absl::Status DecoderState::SelectRows(absl::Span<const int32_t> rows) {
   return absl::OkStatus();
 }
 
+absl::Status DecoderState::AppendRows(const DecoderState& other) {
+  if (&other == this) return absl::InvalidArgumentError("DecoderState::AppendRows: itself");
+  if (other.batch == 0) return absl::OkStatus();
+  if (other.self_cache.size() != self_cache.size() ||
+      other.cross_cache.size() != cross_cache.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DecoderState::AppendRows: ", other.self_cache.size(),
+                     " decoder layers cannot join ", self_cache.size()));
+  }
+  const int64_t own = batch;
+  for (size_t i = 0; i < self_cache.size(); ++i) {
+    absl::Status s = self_cache[i].AppendRowsOf(other.self_cache[i]);
+    if (s.ok()) s = cross_cache[i].AppendRowsOf(other.cross_cache[i]);
+    if (!s.ok()) {
+      // Back to this state's own rows in every cache (ascending: a cut, no copies).
+      selected_positions.resize(own);
+      for (int64_t r = 0; r < own; ++r) selected_positions[r] = static_cast<int32_t>(r);
+      for (size_t j = 0; j <= i; ++j) {
+        for (kernels::KvCache* cache : {&self_cache[j], &cross_cache[j]}) {
+          if (cache->batch() > own) cache->SelectRows(selected_positions).IgnoreError();
+        }
+      }
+      return s;
+    }
+  }
+  source_lengths.insert(source_lengths.end(), other.source_lengths.begin(),
+                        other.source_lengths.end());
+  positions.insert(positions.end(), other.positions.begin(), other.positions.end());
+  batch = own + other.batch;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<const TaskRoute*> TransformerModel::RouteForTask(int task_position) const {
   if (task_position < 0 || task_position >= static_cast<int>(task_routes_.size())) {
     return absl::InvalidArgumentError(absl::StrCat(

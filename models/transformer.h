@@ -135,6 +135,10 @@ struct DecoderState {
 
   // Keeps rows `rows` (reordered, repeated or dropped) in every cache.
   absl::Status SelectRows(absl::Span<const int32_t> rows);
+  // Appends every row of `other`, a decode of models that can share a batch with this one's
+  // (caches, source lengths and positions), after this state's rows. On an error this state
+  // keeps its own rows only.
+  absl::Status AppendRows(const DecoderState& other);
 };
 
 // Per-task routing decisions of the task-routed MoE layers, precomputed at load.

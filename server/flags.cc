@@ -32,9 +32,12 @@ ABSL_FLAG(int, workers, kDefaults.batching.workers,
           "Batches decoded at the same time (threads shared by all tasks). With N workers, "
           "use --threads about cores / N");
 ABSL_FLAG(std::string, batching, "continuous",
-          "How greedy sentences are batched: continuous (one running batch per worker that "
+          "How sentences are batched: continuous (one running batch per worker that "
           "sentences of every task join between decoding steps) or per_task (batches of one "
-          "task, each decoded to its end); beam search always batches per task");
+          "task, each decoded to its end)");
+ABSL_FLAG(bool, prefill_first, kDefaults.batching.prefill_first,
+          "Continuous batching: greedy newcomers take their first step by themselves before "
+          "joining the running batch (shorter time to first token, fewer tokens/s)");
 ABSL_FLAG(int, max_admit_tokens, kDefaults.batching.max_admit_tokens,
           "Continuous batching: source tokens a running batch admits between two steps");
 ABSL_FLAG(int, max_batch_sentences, kDefaults.batching.max_batch_sentences,
@@ -164,6 +167,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
         absl::StrCat("--batching: '", batching, "' is neither continuous nor per_task"));
   }
   o.batching.max_admit_tokens = absl::GetFlag(FLAGS_max_admit_tokens);
+  o.batching.prefill_first = absl::GetFlag(FLAGS_prefill_first);
   o.batching.max_batch_sentences = absl::GetFlag(FLAGS_max_batch_sentences);
   o.batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   o.batching.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));

@@ -62,6 +62,10 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--max_output_ratio must be in [0, 100] (0: off), got ", l.max_output_ratio));
   }
+  if (b.prefill_first && b.mode != BatchingOptions::Mode::kContinuous) {
+    return absl::InvalidArgumentError(
+        "--prefill_first needs --batching=continuous (per-task batches start together)");
+  }
   if (b.max_queue_sentences > b.max_total_queue_sentences) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_queue_sentences (", b.max_queue_sentences,

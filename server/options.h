@@ -31,6 +31,11 @@ struct BatchingOptions {
   // Continuous batching: source tokens a running batch admits between two steps (the first
   // sentence always joins), so that encoding newcomers does not stall the rows decoding.
   int max_admit_tokens = 512;
+  // Continuous batching: greedy newcomers to a running batch are encoded and take their first
+  // decoding step by themselves before they join (ContinuousBatch::AdmitWithFirstStep), so
+  // their first token does not wait for a step of the whole batch; the running rows wait for
+  // that extra step.
+  bool prefill_first = false;
   // Tests and benchmarks only: never stop at EOS (decode max_output_tokens tokens), and sleep
   // this long before each decoding step. Both make decode time independent of the weights.
   bool ignore_eos = false;

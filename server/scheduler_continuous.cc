@@ -155,6 +155,19 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
                                   Slots& slots) {
   const absl::Time start = absl::Now();
   const ContinuousBatchMetrics& step_metrics = metrics_.continuous();
+  auto on_token = [&](uint64_t key, int32_t token) {
+    const Item& item = slots.items[key];
+    item.request->AddToken(item.sentence, token);
+  };
+  auto on_finished = [&](uint64_t key, models::Hypothesis h) {
+    Item item = slots.Release(key);
+    if (!h.status.ok()) {
+      // A newcomer's first step apart (--prefill_first) failed in the engine.
+      h.status = absl::InternalError(absl::StrCat("decoding failed: ", h.status.message()));
+    }
+    item.metrics->generated_tokens->Increment(static_cast<double>(h.tokens.size()));
+    item.request->Finish(item.sentence, std::move(h));
+  };
   // Admission: newcomers whose request is still wanted, encoded together.
   if (!joining.empty()) {
     std::vector<models::ContinuousBatch::Sentence> sentences;
@@ -192,13 +205,35 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
       for (const auto& [m, n] : slots.token_counts) {
         m->batch_tokens->Observe(static_cast<double>(n));
       }
-      if (absl::Status admitted = batch.Admit(std::move(sentences)); !admitted.ok()) {
-        Log(LogLevel::kError, absl::StrCat("admitting ", keys.size(),
+      auto refused = [&](const absl::Status& admitted, const std::vector<uint64_t>& refused_keys) {
+        if (admitted.ok()) return;
+        Log(LogLevel::kError, absl::StrCat("admitting ", refused_keys.size(),
                                            " sentences to a batch failed: ", admitted.ToString()));
-        for (uint64_t key : keys) {
+        for (uint64_t key : refused_keys) {
           FinishUnrun(slots.Release(key),
                       absl::InternalError(absl::StrCat("decoding failed: ", admitted.message())));
         }
+      };
+      // With --prefill_first, greedy newcomers to a running batch take their first step apart.
+      std::vector<models::ContinuousBatch::Sentence> apart;
+      std::vector<uint64_t> apart_keys;
+      if (options_.prefill_first && !batch.empty()) {
+        size_t kept = 0;
+        for (size_t i = 0; i < sentences.size(); ++i) {
+          if (sentences[i].settings.beam_size == 1) {
+            apart.push_back(std::move(sentences[i]));
+            apart_keys.push_back(keys[i]);
+          } else {
+            if (kept != i) sentences[kept] = std::move(sentences[i]);  // never onto itself
+            keys[kept++] = keys[i];
+          }
+        }
+        sentences.resize(kept);
+        keys.resize(kept);
+      }
+      if (!sentences.empty()) refused(batch.Admit(std::move(sentences)), keys);
+      if (!apart.empty()) {
+        refused(batch.AdmitWithFirstStep(std::move(apart), on_token, on_finished), apart_keys);
       }
     }
   }
@@ -236,16 +271,7 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
   }
   for (const auto& [m, n] : slots.counts) m->step_rows->Observe(static_cast<double>(n));
   if (options_.step_delay > absl::ZeroDuration()) absl::SleepFor(options_.step_delay);
-  absl::Status stepped = batch.Step(
-      [&](uint64_t key, int32_t token) {
-        const Item& item = slots.items[key];
-        item.request->AddToken(item.sentence, token);
-      },
-      [&](uint64_t key, models::Hypothesis h) {
-        Item item = slots.Release(key);
-        item.metrics->generated_tokens->Increment(static_cast<double>(h.tokens.size()));
-        item.request->Finish(item.sentence, std::move(h));
-      });
+  absl::Status stepped = batch.Step(on_token, on_finished);
   if (!stepped.ok()) {
     Log(LogLevel::kError,
         absl::StrCat("a decoding step of ", batch.rows(), " rows failed: ", stepped.ToString()));

@@ -207,6 +207,56 @@ TEST(KvCache, SelectRowsThatMostlyStayCopiesOnlyTheMovedOnes) {
   expect_rows({0, 1, 2, 3, 6, 4, 4});
 }
 
+TEST(KvCache, AppendRowsOfAnotherCacheKeepsEveryRowsPositions) {
+  // Rows decoded apart (capacity 7, longer than this cache's 3) join a running cache: the
+  // capacity grows, the running rows keep their contents, the joining rows bring theirs.
+  const int64_t d = 4;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    KvCache running, apart;
+    ASSERT_TRUE(running.Reset(2, 3, d, dtype).ok());
+    ASSERT_TRUE(apart.Reset(0, 7, d, dtype).ok());
+    const Tensor k = RandomTensor(Shape{2, 2, d}, 1), v = RandomTensor(Shape{2, 2, d}, 2);
+    ASSERT_TRUE(running.Append(k, v).ok());
+    std::vector<Tensor> apart_k, apart_v;
+    for (int64_t r = 0; r < 3; ++r) {
+      apart_k.push_back(RandomTensor(Shape{1, 5 - r, d}, 10 + r));
+      apart_v.push_back(RandomTensor(Shape{1, 5 - r, d}, 20 + r));
+      ASSERT_TRUE(apart.AddRows(1, 7).ok());
+      ASSERT_TRUE(apart.AppendToRows(r, apart_k.back(), apart_v.back()).ok());
+    }
+    ASSERT_TRUE(running.AppendRowsOf(apart).ok());
+    ASSERT_EQ(running.batch(), 5);
+    EXPECT_EQ(running.capacity(), 7);
+    // Stored bf16 rounds, so compare against what the apart cache itself stores.
+    auto at = [&](const KvCache& cache, const Tensor& t, int64_t row, int64_t i) {
+      const int64_t index = row * cache.capacity() * d + i;
+      return dtype == DType::kF32 ? t.data<float>()[index]
+                                  : BFloat16ToFloat(t.data<BFloat16>()[index]);
+    };
+    for (int64_t r = 0; r < 2; ++r) {
+      ASSERT_EQ(running.length(r), 2);
+      for (int64_t i = 0; i < 2 * d; ++i) {
+        EXPECT_NEAR(at(running, running.keys(), r, i), k.data<float>()[r * 2 * d + i], 1e-2);
+      }
+    }
+    for (int64_t r = 0; r < 3; ++r) {
+      ASSERT_EQ(running.length(2 + r), 5 - r);
+      for (int64_t i = 0; i < (5 - r) * d; ++i) {
+        EXPECT_EQ(at(running, running.keys(), 2 + r, i), at(apart, apart.keys(), r, i));
+        EXPECT_EQ(at(running, running.values(), 2 + r, i), at(apart, apart.values(), r, i));
+      }
+    }
+  }
+  KvCache wide, narrow;
+  ASSERT_TRUE(wide.Reset(1, 2, 8).ok());
+  ASSERT_TRUE(narrow.Reset(1, 2, 4).ok());
+  absl::Status s = wide.AppendRowsOf(narrow);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("d_model 4"), std::string::npos) << s;
+  EXPECT_FALSE(wide.AppendRowsOf(wide).ok());
+  EXPECT_EQ(wide.batch(), 1);
+}
+
 TEST(KvCache, RefusesOverflowAndBadShapes) {
   KvCache cache;
   EXPECT_FALSE(cache.Reset(1, 2, 0).ok());

@@ -129,34 +129,42 @@ class ContinuousBatchTest : public ::testing::Test {
     return results;
   }
 
-  // Runs `cases` through one ContinuousBatch, case i joining before step join_step(i); also
+  // Runs `cases` through one ContinuousBatch, case i joining before step join_step(i) (with
+  // `first_step`, greedy newcomers to a running batch join through AdmitWithFirstStep); also
   // checks that each greedy case's streamed tokens are its final ones (plus EOS), and that
   // beam search streams none.
   static std::vector<Hypothesis> DecodeContinuously(const std::vector<Case>& cases,
                                                     const std::function<int(size_t)>& join_step,
-                                                    const SettingsOf& settings_of = Greedy) {
+                                                    const SettingsOf& settings_of = Greedy,
+                                                    bool first_step = false) {
     ContinuousBatch batch;
     std::vector<Hypothesis> results(cases.size());
     std::vector<std::vector<int32_t>> streamed(cases.size());
     std::vector<bool> done(cases.size(), false);
     size_t finished = 0;
+    auto on_token = [&](uint64_t key, int32_t token) { streamed[key].push_back(token); };
+    auto on_finished = [&](uint64_t key, Hypothesis h) {
+      EXPECT_FALSE(done[key]);
+      EXPECT_TRUE(h.status.ok()) << h.status;
+      done[key] = true;
+      results[key] = std::move(h);
+      ++finished;
+    };
     for (int step = 0; finished < cases.size(); ++step) {
-      std::vector<ContinuousBatch::Sentence> joining;
+      std::vector<ContinuousBatch::Sentence> joining, greedy;
       for (size_t i = 0; i < cases.size(); ++i) {
-        if (join_step(i) == step) {
-          joining.push_back({cases[i].task, cases[i].source, settings_of(i), i});
-        }
+        if (join_step(i) != step) continue;
+        const bool apart = first_step && !batch.empty() && settings_of(i).beam_size == 1;
+        (apart ? greedy : joining).push_back({cases[i].task, cases[i].source, settings_of(i), i});
       }
       EXPECT_TRUE(batch.Admit(std::move(joining)).ok());
+      const int64_t before = batch.sentences();
+      const size_t newcomers = greedy.size(), finished_before = finished;
+      EXPECT_TRUE(batch.AdmitWithFirstStep(std::move(greedy), on_token, on_finished).ok());
+      EXPECT_EQ(batch.sentences() + static_cast<int64_t>(finished - finished_before),
+                before + static_cast<int64_t>(newcomers));
       EXPECT_LE(batch.distinct_tasks(), static_cast<int>(kTasks.size()));
-      absl::Status s =
-          batch.Step([&](uint64_t key, int32_t token) { streamed[key].push_back(token); },
-                     [&](uint64_t key, Hypothesis h) {
-                       EXPECT_FALSE(done[key]);
-                       done[key] = true;
-                       results[key] = std::move(h);
-                       ++finished;
-                     });
+      absl::Status s = batch.Step(on_token, on_finished);
       EXPECT_TRUE(s.ok()) << s;
       if (!s.ok() || step > 1000) break;
     }
@@ -208,6 +216,19 @@ TEST_F(ContinuousBatchTest, JoiningAtAnyStepGivesTheTokensOfDecodingAlone) {
                        DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i); }));
   ExpectSameHypotheses(
       alone, DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i / 4) * 3; }));
+}
+
+TEST_F(ContinuousBatchTest, NewcomersTakingTheirFirstStepApartGetTheTokensOfDecodingAlone) {
+  // AdmitWithFirstStep: greedy newcomers step once by themselves, then their rows (caches,
+  // lengths, positions) join the running batch; beside beam-searched sentences too.
+  const std::vector<Case> cases = Cases(*tasks_);
+  ExpectSameHypotheses(DecodeAlone(cases),
+                       DecodeContinuously(
+                           cases, [](size_t i) { return static_cast<int>(i); }, Greedy, true));
+  ExpectSameHypotheses(
+      DecodeAlone(cases, GreedyAndBeams),
+      DecodeContinuously(
+          cases, [](size_t i) { return static_cast<int>(i / 4) * 3; }, GreedyAndBeams, true));
 }
 
 TEST_F(ContinuousBatchTest, MatchesPerTaskBatches) {
@@ -467,6 +488,22 @@ TEST_F(ContinuousBatchTest, RefusesWhatCannotJoinAndKeepsTheRunningRows) {
   EXPECT_NE(s.message().find("cannot share a batch"), std::string::npos) << s;
   // An empty source is the engine's refusal; nothing joins.
   EXPECT_FALSE(batch.Admit({{cases[1].task, {}, TrainerSettings(), 1}}).ok());
+  EXPECT_EQ(batch.rows(), 1);
+  // Taking a first step apart: greedy sentences of a compatible task only; refused, nobody is
+  // told and nothing joins.
+  int told = 0;
+  auto tell = [&](uint64_t, Hypothesis) { ++told; };
+  auto ignore = [](uint64_t, int32_t) {};
+  DecodeSettings beam_two = TrainerSettings();
+  beam_two.beam_size = 2;
+  s = batch.AdmitWithFirstStep({{cases[1].task, cases[1].source, beam_two, 1}}, ignore, tell);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("beam 2"), std::string::npos) << s;
+  s = batch.AdmitWithFirstStep({{*int8, cases[1].source, TrainerSettings(), 1}}, ignore, tell);
+  EXPECT_NE(s.message().find("cannot share a batch"), std::string::npos) << s;
+  EXPECT_FALSE(
+      batch.AdmitWithFirstStep({{cases[1].task, {}, TrainerSettings(), 1}}, ignore, tell).ok());
+  EXPECT_EQ(told, 0);
   EXPECT_EQ(batch.rows(), 1);
   // The running row decodes on to the tokens it has alone.
   Hypothesis result;

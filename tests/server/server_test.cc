@@ -114,8 +114,11 @@ TEST_F(ServerTest, ConcurrentMixedTrafficEqualsOfflineTranslateInBothBatchingMod
                            absl::StrCat("--max_output_tokens=24 --beam_size=", beam));
     }
   }
-  for (const char* mode : {"--batching=continuous", "--batching=per_task"}) {
-    auto server = StartServer({"--max_output_tokens=24", mode, "--max_batch_sentences=6"});
+  for (const char* mode :
+       {"--batching=continuous", "--batching=continuous --prefill_first", "--batching=per_task"}) {
+    std::vector<std::string> flags = {"--max_output_tokens=24", "--max_batch_sentences=6"};
+    for (absl::string_view flag : absl::StrSplit(mode, ' ')) flags.emplace_back(flag);
+    auto server = StartServer(flags);
     ASSERT_NE(server, nullptr);
     std::vector<std::thread> clients;
     std::atomic<int> mismatches{0}, failures{0};
@@ -133,8 +136,9 @@ TEST_F(ServerTest, ConcurrentMixedTrafficEqualsOfflineTranslateInBothBatchingMod
           TranslateRequest request = Request(task, texts);
           request.mutable_options()->set_beam_size(beam);
           TranslateResponse response;
-          if (!Translate(*server, request, &response).ok() ||
-              response.translations_size() != static_cast<int>(texts.size())) {
+          const grpc::Status status = Translate(*server, request, &response);
+          if (!status.ok() || response.translations_size() != static_cast<int>(texts.size())) {
+            ADD_FAILURE() << mode << ": " << status.error_message();
             ++failures;
             continue;
           }
@@ -1108,12 +1112,14 @@ TEST(ServerStartup, RefusesBadFlagsAndBadRepositories) {
                                             "--max_connections must be >= 0"},
         {"--handshake_timeout_s=0", "--handshake_timeout_s, --keepalive_time_s and"},
         {"--batching=fast", "--batching: 'fast' is neither continuous nor per_task"},
+        {"--batching=per_task --prefill_first", "--prefill_first needs --batching=continuous"},
         {"--max_admit_tokens=0", "--max_admit_tokens must be >= 1"},
         {"--max_total_queue_sentences=100",
          "--max_queue_sentences (256) must not exceed --max_total_queue_sentences (100)"},
         {"--max_connection_idle_s=-5", "--max_connection_idle_s and --max_connection_age_s"}}) {
-    ExitResult refused =
-        RunServerToExit({"--model_repository=/nonexistent", flag}, absl::Seconds(60));
+    std::vector<std::string> args = {"--model_repository=/nonexistent"};
+    for (absl::string_view part : absl::StrSplit(flag, ' ')) args.emplace_back(part);
+    ExitResult refused = RunServerToExit(args, absl::Seconds(60));
     EXPECT_EQ(refused.code, 2) << flag;
     EXPECT_NE(refused.log.find(message), std::string::npos) << flag << ": " << refused.log;
   }

@@ -1,4 +1,4 @@
-// Folding a task's experts into dense layers, and writing model directories.
+// Folding (or keeping apart) a task's experts, and writing model directories.
 #include "models/extract.h"
 
 #include <filesystem>
@@ -59,12 +59,38 @@ absl::StatusOr<std::vector<OwnedTensor>> FoldExperts(const SafetensorsFile& weig
                                   std::move(fc2_b)};
 }
 
+// Experts `choice` of the stacked expert tensors under `prefix` (".ffn"), unchanged and in the
+// choice's order: the same stacked names with k experts instead of all.
+absl::StatusOr<std::vector<OwnedTensor>> KeepExperts(const SafetensorsFile& weights,
+                                                     const std::string& prefix,
+                                                     const ExpertChoice& choice) {
+  std::vector<OwnedTensor> kept;
+  for (const char* part :
+       {".experts.fc1.weight", ".experts.fc1.bias", ".experts.fc2.weight", ".experts.fc2.bias"}) {
+    const std::string name = prefix + part;
+    absl::StatusOr<kernels::Tensor> stacked = weights.GetFloat(name);
+    if (!stacked.ok()) return stacked.status();
+    const int64_t per_expert = stacked->numel() / stacked->dim(0);
+    OwnedTensor t{name,
+                  {static_cast<int64_t>(choice.experts.size())},
+                  std::vector<float>(choice.experts.size() * per_expert)};
+    for (int64_t axis = 1; axis < stacked->rank(); ++axis) t.shape.push_back(stacked->dim(axis));
+    for (size_t i = 0; i < choice.experts.size(); ++i) {
+      std::copy_n(stacked->data<float>() + choice.experts[i] * per_expert, per_expert,
+                  t.values.begin() + i * per_expert);
+    }
+    kept.push_back(std::move(t));
+  }
+  return kept;
+}
+
 }  // namespace
 
 absl::StatusOr<Subnetwork> ExtractSubnetwork(const ModelConfig& config,
                                              const SafetensorsFile& weights,
                                              std::string_view task_id,
-                                             const std::string& parent_digest) {
+                                             const std::string& parent_digest,
+                                             const ExtractOptions& options) {
   const TaskInfo* task = config.FindTask(task_id);
   if (task == nullptr) {
     return absl::NotFoundError(
@@ -113,13 +139,16 @@ absl::StatusOr<Subnetwork> ExtractSubnetwork(const ModelConfig& config,
       }
       const ExpertChoice choice =
           ChooseExperts(table->data<float>() + *key * experts, experts, config.moe->top_k);
-      absl::StatusOr<std::vector<OwnedTensor>> folded =
-          FoldExperts(weights, layer_name + ".ffn", choice, config.d_model, config.d_ff);
-      if (!folded.ok()) return folded.status();
-      for (OwnedTensor& t : *folded) sub.tensors.push_back(std::move(t));
+      absl::StatusOr<std::vector<OwnedTensor>> replaced =
+          options.keep_experts
+              ? KeepExperts(weights, layer_name + ".ffn", choice)
+              : FoldExperts(weights, layer_name + ".ffn", choice, config.d_model, config.d_ff);
+      if (!replaced.ok()) return replaced.status();
+      for (OwnedTensor& t : *replaced) sub.tensors.push_back(std::move(t));
       folded_prefixes.insert(layer_name + ".ffn");
       dims[layer] = config.moe->top_k * config.d_ff;
-      info.layers.push_back({layer_name, false, choice.experts, choice.gates});
+      info.layers.push_back(
+          {layer_name, false, choice.experts, choice.gates, options.keep_experts});
     }
   }
   for (const auto& [name, entry] : weights.tensors()) {

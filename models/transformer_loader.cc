@@ -177,6 +177,31 @@ absl::StatusOr<FfnWeights> LoadFfn(WeightLoader& loader, const ModelConfig& conf
                                    int layer, const std::string& prefix,
                                    kernels::Precision precision) {
   const int64_t d = config.d_model;
+  const ExtractedLayer* extracted =
+      config.extracted.has_value()
+          ? config.extracted->FindLayer(absl::StrCat(StackName(stack), ".layers.", layer))
+          : nullptr;
+  if (extracted != nullptr && extracted->unfolded) {
+    // The task's experts kept apart: a task-routed MoE layer of k experts whose choice (all of
+    // them, with the recorded gates) is fixed (TaskRoute). Each expert goes through the weight
+    // store on its own, so subnetworks sharing it hold one copy.
+    const int64_t k = static_cast<int64_t>(extracted->experts.size()), ff = config.d_ff;
+    MoeFfnWeights moe;
+    moe.routing = Routing::kTask;
+    moe.top_k = static_cast<int>(k);
+    const std::string fc1 = prefix + ".experts.fc1", fc2 = prefix + ".experts.fc2";
+    TASKMOE_ASSIGN_OR_RETURN(Tensor w1, loader.Fetch(fc1 + ".weight", Shape{k, ff, d}));
+    TASKMOE_ASSIGN_OR_RETURN(Tensor b1, loader.Fetch(fc1 + ".bias", Shape{k, ff}));
+    TASKMOE_ASSIGN_OR_RETURN(Tensor w2, loader.Fetch(fc2 + ".weight", Shape{k, d, ff}));
+    TASKMOE_ASSIGN_OR_RETURN(Tensor b2, loader.Fetch(fc2 + ".bias", Shape{k, d}));
+    for (int e = 0; e < k; ++e) {
+      DenseFfnWeights expert;
+      TASKMOE_ASSIGN_OR_RETURN(expert.fc1, loader.ExpertLinear(w1, b1, fc1, e, precision));
+      TASKMOE_ASSIGN_OR_RETURN(expert.fc2, loader.ExpertLinear(w2, b2, fc2, e, precision));
+      moe.experts.push_back(std::move(expert));
+    }
+    return moe;
+  }
   if (!config.is_moe_layer(stack, layer)) {
     const int64_t ff = config.ffn_dim(stack, layer);
     DenseFfnWeights dense;
@@ -293,6 +318,16 @@ absl::StatusOr<std::shared_ptr<const TransformerModel>> TransformerModel::Create
       for (size_t i = 0; i < layers.size(); ++i) {
         const auto* moe = std::get_if<MoeFfnWeights>(&layers[i].ffn);
         if (moe == nullptr || moe->routing != Routing::kTask) continue;
+        if (!moe->task_logits.valid()) {
+          // A subnetwork's unfolded layer: its experts, in the recorded gate order.
+          const ExtractedLayer* kept =
+              config.extracted->FindLayer(absl::StrCat(StackName(stack), ".layers.", i));
+          choices[i].gates = kept->gates;
+          for (int e = 0; e < static_cast<int>(kept->experts.size()); ++e) {
+            choices[i].experts.push_back(e);
+          }
+          continue;
+        }
         TASKMOE_ASSIGN_OR_RETURN(const int key, config.TaskKeyIndex(stack, task));
         choices[i] = ChooseExperts(moe->task_logits.data<float>() + key * moe->experts.size(),
                                    static_cast<int>(moe->experts.size()), moe->top_k);

@@ -3,6 +3,7 @@
 // model.
 //
 //   taskmoe-extract --checkpoint DIR --out REPO [--tasks en-de,de-en] [--dtype bf16]
+//                   [--keep_experts]
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -19,6 +20,10 @@ ABSL_FLAG(std::string, checkpoint, "",
 ABSL_FLAG(std::string, out, "", "model repository to write: one subdirectory per task");
 ABSL_FLAG(std::string, tasks, "", "comma-separated task ids (default: every task)");
 ABSL_FLAG(std::string, dtype, "", "storage dtype F32 or BF16 (default: the checkpoint's)");
+ABSL_FLAG(bool, keep_experts, false,
+          "keep each task's experts apart (gates applied at run time) rather than folded into "
+          "one FFN: the server then holds an expert shared by tasks once and runs it once per "
+          "step for all of them; the trainer reads only folded subnetworks");
 
 int main(int argc, char** argv) {
   taskmoe::util::ParseCommandLine(
@@ -80,7 +85,8 @@ int main(int argc, char** argv) {
   std::printf("%-8s %14lld %12.1f %9.1f%%\n", "(full)", static_cast<long long>(full_parameters),
               (*weights)->file_size() / 1e6, 100.0);
   for (const std::string& task : tasks) {
-    absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(*config, **weights, task, *digest);
+    absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(
+        *config, **weights, task, *digest, {.keep_experts = absl::GetFlag(FLAGS_keep_experts)});
     if (!sub.ok()) {
       std::cerr << "taskmoe-extract: " << task << ": " << sub.status().message() << "\n";
       return 1;

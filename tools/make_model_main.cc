@@ -50,6 +50,9 @@ ABSL_FLAG(std::string, tasks, "",
           "Comma-separated task ids to write (default: all 16, en<->de,fr,es,it,pt,nl,pl,ru)");
 ABSL_FLAG(std::string, dtype, "f32", "Storage dtype: f32 or bf16");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the random weights");
+ABSL_FLAG(bool, keep_experts, false,
+          "taskmoe and hybrid: extract with each task's experts kept apart (taskmoe-extract "
+          "--keep_experts)");
 
 namespace {
 
@@ -245,7 +248,8 @@ int main(int argc, char** argv) {
       MakeRandomWeights(config, absl::GetFlag(FLAGS_seed));
   if (!weights.ok()) return Fail(kRunError, weights.status());
   for (const std::string& task : tasks) {
-    absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(config, **weights, task, "");
+    absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(
+        config, **weights, task, "", {.keep_experts = absl::GetFlag(FLAGS_keep_experts)});
     if (!sub.ok()) return Fail(kRunError, sub.status());
     if (absl::Status s = WriteModelDirectory(out + "/" + task, *sub, dtype, spm_path); !s.ok()) {
       return Fail(kRunError, s);

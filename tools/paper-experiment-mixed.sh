@@ -2,9 +2,11 @@
 # The paper's throughput comparison redone as it matters for serving (issue 20): all 16 tasks
 # at once, one sentence per request, through the real server with continuous batching. The
 # TaskMoE per-task subnetworks (16 models sharing their attention, embeddings and dense layers
-# through the weight store, each step running every layer once per distinct weight), the whole
-# TaskMoE model routed by task at run time (every task's rows in one batch, each task-routed
-# layer running each distinct expert once over the rows of every task that chose it), against
+# through the weight store, each step running every layer once per distinct weight), the same
+# subnetworks extracted with their experts kept apart (taskmoe-extract --keep_experts: an
+# expert two tasks chose is held once, and each task-routed layer of a step runs each distinct
+# expert once over the rows of every task that chose it), the whole TaskMoE model routed by
+# task at run time (grouped by expert in the same way, at the full model's memory), against
 # the whole TokenMoE model serving the same mix (every task's rows in one batch, every token
 # routed to its own top-2 experts), and the TaskMoE subnetworks again with per-task batching
 # (the serving before continuous batching). Paper's WMT shape (tools/paper-experiment.sh), random
@@ -15,7 +17,7 @@
 #          [--seconds 15] [--words 20] [--precision f32] [--threads N] [--experts 32]
 #          [--out DIR]
 # Writes DIR (default build/paper-experiment-mixed): one JSON report per model, table.md and
-# machine.txt. Needs about 12 GB of disk for the models (stored bf16) and 20 minutes.
+# machine.txt. Needs about 14 GB of disk for the models (stored bf16) and 25 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,16 +70,18 @@ source tools/server-process.sh
 trap stop_server EXIT
 
 : >"$out/memory.txt"
-# name:kind of taskmoe-make-model:batching of the server.
-for model in taskmoe-subnetworks:taskmoe:continuous taskmoe-full:taskmoe-full:continuous \
-  tokenmoe:tokenmoe:continuous taskmoe-subnetworks-per-task:taskmoe:per_task; do
-  IFS=: read -r name kind batching <<<"$model"
-  repository="$out/models/$kind"
+# name:kind of taskmoe-make-model:batching of the server:repository directory:make-model flag.
+for model in taskmoe-subnetworks:taskmoe:continuous:taskmoe: \
+  taskmoe-unfolded:taskmoe:continuous:taskmoe-unfolded:--keep_experts \
+  taskmoe-full:taskmoe-full:continuous:taskmoe-full: tokenmoe:tokenmoe:continuous:tokenmoe: \
+  taskmoe-subnetworks-per-task:taskmoe:per_task:taskmoe:; do
+  IFS=: read -r name kind batching directory make_flag <<<"$model"
+  repository="$out/models/$directory"
   made_with=$(cat "$repository/.experts" 2>/dev/null || true)
   if [[ ! -f "$repository/en-de/config.json" || "$made_with" != "$experts" ]]; then
     rm -rf "$repository"
     "$bin/tools/taskmoe-make-model" --kind="$kind" --shape=wmt --experts="$experts" --spm="$spm" \
-      --dtype=bf16 --out="$repository"
+      --dtype=bf16 --out="$repository" ${make_flag:+"$make_flag"}
     echo "$experts" >"$repository/.experts"
   fi
 
@@ -99,7 +103,8 @@ done
 /usr/bin/python3 - "$out" <<'EOF' | tee "$out/table.md"
 import json, sys
 out = sys.argv[1]
-names = ["taskmoe-subnetworks", "taskmoe-full", "tokenmoe", "taskmoe-subnetworks-per-task"]
+names = ["taskmoe-subnetworks", "taskmoe-unfolded", "taskmoe-full", "tokenmoe",
+         "taskmoe-subnetworks-per-task"]
 runs = {n: json.load(open(f"{out}/{n}.json"))["runs"] for n in names}
 memory = dict(line.split() for line in open(f"{out}/memory.txt"))
 concurrencies = [r["concurrency"] for r in runs[names[0]]]

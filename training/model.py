@@ -205,6 +205,12 @@ class ModelConfig:
         require(self.activation in ACTIVATIONS, f"activation {self.activation!r}")
         require(self.norm == "pre", "norm must be 'pre'")
         require(self.position_encoding == "sinusoidal", "position_encoding must be 'sinusoidal'")
+        for layer, kept in ((self.extracted or {}).get("experts_kept") or {}).items():
+            # Subnetworks with their experts kept apart are for the C++ server (taskmoe-extract
+            # --keep_experts); this model builds only folded ones.
+            form = kept.get("form", "folded") if isinstance(kept, dict) else "folded"
+            require(form == "folded", f"extracted.experts_kept.{layer}.form is {form!r}: the "
+                    "trainer reads only folded subnetworks (extract without --keep_experts)")
         for stack in STACKS:
             dims = self.ffn_dims(stack)
             require(dims is None or len(dims) == self.num_layers(stack),

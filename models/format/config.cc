@@ -274,6 +274,14 @@ std::optional<ExtractedInfo> ReadExtracted(JsonReader& r, const Json& root) {
               static_cast<float>(r.Number((*gates)[i], Index(Join(field, "gates"), i))));
         }
       }
+      if (const Json* form = r.Optional(entry, field, "form"); form != nullptr) {
+        const std::string value = r.String(*form, Join(field, "form"));
+        if (r.ok() && value != "folded" && value != "unfolded") {
+          r.Fail(Join(field, "form"),
+                 absl::StrCat("expected \"folded\" or \"unfolded\", got \"", value, "\""));
+        }
+        layer.unfolded = value == "unfolded";
+      }
     }
     if (!r.ok()) break;
     info.layers.push_back(std::move(layer));
@@ -930,6 +938,7 @@ std::string ModelConfigToJson(const ModelConfig& c) {
       Json gates = Json::array();
       for (float g : layer.gates) gates.push_back(ShortestDouble(g));
       kept[layer.layer] = Json{{"experts", layer.experts}, {"gates", std::move(gates)}};
+      if (layer.unfolded) kept[layer.layer]["form"] = "unfolded";
     }
     j["extracted"] =
         Json{{"task", e.task},

@@ -57,8 +57,12 @@ struct MoeConfig {
 struct ExtractedLayer {
   std::string layer;         // "decoder.layers.1"
   bool all_experts = false;  // token-routed: kept whole
-  std::vector<int> experts;  // folded experts, largest gate first
+  std::vector<int> experts;  // the task's experts, largest gate first
   std::vector<float> gates;
+  // false: the experts are folded into one dense FFN ({layer}.ffn.fc1/fc2). true: they are
+  // kept apart ({layer}.ffn.experts.*, in gate order) and their gates applied at run time, so
+  // subnetworks sharing an expert hold the same bytes ("form": "unfolded" in the file).
+  bool unfolded = false;
 
   friend bool operator==(const ExtractedLayer&, const ExtractedLayer&) = default;
 };

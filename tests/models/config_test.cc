@@ -257,6 +257,21 @@ TEST(ModelConfig, ParsesExtractedConfig) {
   EXPECT_EQ(c.tasks[0].index, 1);
   EXPECT_FALSE(c.is_moe_layer(Stack::kDecoder, 1));
   EXPECT_EQ(c.ffn_dim(Stack::kDecoder, 1), 4096);
+  EXPECT_FALSE(folded->unfolded);  // no "form": folded, as files before the form existed
+}
+
+TEST(ModelConfig, ExtractedLayerFormRoundTrips) {
+  Json j = Json::parse(kExtractedConfig);
+  j["extracted"]["experts_kept"]["decoder.layers.1"]["form"] = "unfolded";
+  j["extracted"]["experts_kept"]["decoder.layers.3"]["form"] = "folded";
+  const ModelConfig c = ParseOk(j.dump());
+  EXPECT_TRUE(c.extracted->FindLayer("decoder.layers.1")->unfolded);
+  EXPECT_FALSE(c.extracted->FindLayer("decoder.layers.3")->unfolded);
+  const Json written = Json::parse(ModelConfigToJson(c));
+  EXPECT_EQ(written["extracted"]["experts_kept"]["decoder.layers.1"]["form"], "unfolded");
+  // Folded is the default and is not written, so folded subnetworks' files stay as they were.
+  EXPECT_FALSE(written["extracted"]["experts_kept"]["decoder.layers.3"].contains("form"));
+  EXPECT_EQ(ParseOk(ModelConfigToJson(c)), c);
 }
 
 TEST(ModelConfig, ExtractedGateMayBeZero) {
@@ -855,6 +870,12 @@ INSTANTIATE_TEST_SUITE_P(
                         {"experts", Json::array()}, {"gates", Json::array()}};
                   },
                   {"extracted.experts_kept.decoder.layers.1.experts", "empty"}},
+        BadConfig{
+            "UnknownExpertForm",
+            kExtracted,
+            [](Json& j) { j["extracted"]["experts_kept"]["decoder.layers.1"]["form"] = "stacked"; },
+            {"extracted.experts_kept.decoder.layers.1.form",
+             "expected \"folded\" or \"unfolded\", got \"stacked\""}},
         BadConfig{"FoldedWidthMismatch",
                   kExtracted,
                   [](Json& j) { j["decoder_ffn_dims"][3] = 2048; },

@@ -282,6 +282,53 @@ TEST_F(ContinuousBatchTest, TheFullCheckpointMixesTasksByRoute) {
                        DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i % 3); }));
 }
 
+TEST_F(ContinuousBatchTest, UnfoldedSubnetworksShareExpertsAndGiveTheTokensOfTheFullModel) {
+  // Subnetworks extracted with their experts kept apart, through one store: an expert two
+  // tasks chose is one object, and a mixed step runs it once for both. Their arithmetic is the
+  // full checkpoint's routed by task, so their tokens are those of the full model alone.
+  absl::StatusOr<ModelConfig> config = LoadModelConfig(kDemoDir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto weights = SafetensorsFile::Open(kDemoDir + "/model.safetensors");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto store = std::make_shared<WeightStore>();
+  std::map<std::string, std::shared_ptr<const TaskModel>> unfolded, full;
+  for (const std::string& task : kTasks) {
+    absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(
+        *config, **weights, task, "sha256:" + std::string(64, '0'), {.keep_experts = true});
+    ASSERT_TRUE(sub.ok()) << sub.status();
+    const std::string dir = *dir_ + "/unfolded/" + task;
+    ASSERT_TRUE(WriteModelDirectory(dir, *sub, StoredDType::kF32, kDemoDir + "/spm.model").ok());
+    auto loaded = TaskModel::Load(dir, task, {.weight_store = store});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    unfolded[task] = *std::move(loaded);
+    auto whole = TaskModel::Load(kDemoDir, task, {});
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    full[task] = *std::move(whole);
+  }
+  // The five subnetworks hold fewer bytes than the five folded ones through a store of their
+  // own: the experts their tasks share are held once.
+  auto folded_store = std::make_shared<WeightStore>();
+  std::vector<std::shared_ptr<const TaskModel>> folded;
+  for (const std::string& task : kTasks) {
+    auto loaded = TaskModel::Load(*dir_ + "/" + task, task, {.weight_store = folded_store});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    folded.push_back(*std::move(loaded));
+  }
+  EXPECT_LT(store->total_bytes(), folded_store->total_bytes());
+  EXPECT_GT(store->shared_bytes(), folded_store->shared_bytes());
+  const std::vector<Case> alone_cases = Cases(full);
+  const std::vector<Case> cases = Cases(unfolded);
+  ASSERT_EQ(cases.size(), alone_cases.size());
+  const std::vector<Hypothesis> alone = DecodeAlone(alone_cases);
+  ExpectSameHypotheses(alone, DecodeAlone(cases));
+  ExpectSameHypotheses(alone,
+                       DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i % 5); }));
+  ExpectSameHypotheses(
+      DecodeAlone(alone_cases, GreedyAndBeams),
+      DecodeContinuously(
+          cases, [](size_t i) { return static_cast<int>(i / 3); }, GreedyAndBeams));
+}
+
 TEST_F(ContinuousBatchTest, WithoutAWeightStoreEveryLayerRunsPerTaskAndGivesTheSameTokens) {
   // Loaded apart, no two tasks share a weight object: embeddings, norms and every linear layer
   // run per group (gathered where a task's rows sit apart).

@@ -74,21 +74,32 @@ std::vector<float> TeacherForcedLogProbs(const TransformerModel& model, const Ta
   return all;
 }
 
-class ExtractionTest : public ::testing::TestWithParam<ModelKind> {};
+// Folded (false) and unfolded (true, ExtractOptions::keep_experts) subnetworks.
+class ExtractionTest : public ::testing::TestWithParam<std::tuple<ModelKind, bool>> {};
 
 TEST_P(ExtractionTest, SubnetworkMatchesFullModelRoutedByTask) {
-  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), GetParam());
+  const auto [kind, keep_experts] = GetParam();
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), kind);
   const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 7));
   const std::shared_ptr<const TransformerModel> full = MustCreate(config, *weights);
   for (size_t t = 0; t < config.tasks.size(); ++t) {
     const TaskInfo& task = config.tasks[t];
-    absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(config, *weights, task.id, "sha256:test");
+    absl::StatusOr<Subnetwork> sub =
+        ExtractSubnetwork(config, *weights, task.id, "sha256:" + std::string(64, 'a'),
+                          {.keep_experts = keep_experts});
     ASSERT_TRUE(sub.ok()) << sub.status();
     EXPECT_LT(sub->parameters, full->parameter_count());
+    // Through config.json and back, as a repository holds it (the form and the gates).
+    absl::StatusOr<ModelConfig> reread = ParseModelConfig(ModelConfigToJson(sub->config));
+    ASSERT_TRUE(reread.ok()) << reread.status();
+    EXPECT_EQ(*reread, sub->config);
+    for (const ExtractedLayer& layer : sub->config.extracted->layers) {
+      EXPECT_EQ(layer.unfolded, keep_experts && !layer.all_experts) << layer.layer;
+    }
     ASSERT_TRUE(sub->config.extracted.has_value());
     EXPECT_EQ(sub->config.extracted->task, task.id);
     const std::shared_ptr<const SafetensorsFile> sub_weights = Serialize(sub->tensors);
-    const std::shared_ptr<const TransformerModel> small = MustCreate(sub->config, *sub_weights);
+    const std::shared_ptr<const TransformerModel> small = MustCreate(*reread, *sub_weights);
 
     const auto sources = Sources(5, task.target_tag_id, 100 + t);
     const std::vector<int32_t> path = {9, 17, 23, 11, 30};
@@ -100,8 +111,12 @@ TEST_P(ExtractionTest, SubnetworkMatchesFullModelRoutedByTask) {
     float worst = 0;
     for (size_t i = 0; i < actual.size(); ++i)
       worst = std::max(worst, std::fabs(actual[i] - expected[i]));
-    // Folding changes only the summation order of the expert outputs: f32 rounding.
+    // Folding changes only the summation order of the expert outputs: f32 rounding. Kept
+    // apart, the experts run as the full model runs them: the same arithmetic.
     EXPECT_LT(worst, 1e-4f) << task.id;
+    if (keep_experts) {
+      EXPECT_EQ(worst, 0.0f) << task.id;
+    }
 
     DecodeOptions greedy;
     greedy.max_output_tokens = 12;
@@ -116,7 +131,53 @@ TEST_P(ExtractionTest, SubnetworkMatchesFullModelRoutedByTask) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, ExtractionTest,
-                         ::testing::Values(ModelKind::kTaskMoe, ModelKind::kHybrid));
+                         ::testing::Combine(::testing::Values(ModelKind::kTaskMoe,
+                                                              ModelKind::kHybrid),
+                                            ::testing::Bool()));
+
+// Unfolded subnetworks of tasks whose choices share an expert hold it once in the store (the
+// folded ones cannot: each folds its own pair with its own gates); their parameters are the
+// folded ones' plus the k - 1 fc2 biases that folding sums into one.
+TEST(WeightStore, UnfoldedSubnetworksShareTheExpertsTheirTasksShare) {
+  const ModelConfig config = MakeRandomModelConfig(TinyModelShape(), ModelKind::kTaskMoe);
+  const std::shared_ptr<const SafetensorsFile> weights = Serialize(MakeRandomTensors(config, 7));
+  size_t shared[2] = {0, 0};
+  int64_t parameters[2] = {0, 0}, task_layers = 0;
+  std::vector<std::vector<ExtractedLayer>> layers(2);
+  for (bool keep : {false, true}) {
+    auto store = std::make_shared<WeightStore>();
+    std::vector<std::shared_ptr<const TransformerModel>> models;
+    for (const TaskInfo& task : config.tasks) {
+      absl::StatusOr<Subnetwork> sub =
+          ExtractSubnetwork(config, *weights, task.id, "sha256:test", {.keep_experts = keep});
+      ASSERT_TRUE(sub.ok()) << sub.status();
+      if (keep) {
+        layers[models.size() % 2] = sub->config.extracted->layers;
+        task_layers += static_cast<int64_t>(sub->config.extracted->layers.size());
+      }
+      auto model =
+          TransformerModel::Create(sub->config, *Serialize(sub->tensors), {.weight_store = store});
+      ASSERT_TRUE(model.ok()) << model.status();
+      parameters[keep] += (*model)->parameter_count();
+      models.push_back(*std::move(model));
+    }
+    shared[keep] = store->shared_bytes();
+  }
+  EXPECT_EQ(parameters[1] - parameters[0], task_layers * (config.moe->top_k - 1) * config.d_model);
+  // Some expert chosen by two tasks in one layer (random routing tables: checked, not assumed).
+  bool overlap = false;
+  for (size_t i = 0; i < layers[0].size(); ++i) {
+    for (int e : layers[0][i].experts) {
+      const std::vector<int>& other = layers[1][i].experts;
+      overlap = overlap || std::find(other.begin(), other.end(), e) != other.end();
+    }
+  }
+  if (overlap) {
+    EXPECT_GT(shared[1], shared[0]);
+  } else {
+    EXPECT_GE(shared[1], shared[0]);
+  }
+}
 
 // The store counts models, not references: one model shares nothing (even though its layers
 // and its keep-alive list both hold every linear), two tasks' subnetworks share their common

@@ -92,6 +92,18 @@ class Extraction(unittest.TestCase):
                 assert_close_on_tokens(self, sub(src, tgt, tasks)[0], full(src, tgt, tasks)[0], tgt,
                                        config.pad_id)
 
+    def test_unfolded_subnetworks_are_refused_by_name(self):
+        # `taskmoe-extract --keep_experts` writes them for the server; the trainer reads only
+        # folded ones and says which field stops it.
+        config = fixtures.tiny_config("taskmoe")
+        sub, _ = extract_reference.extract(config, self.full_model(config).state_dict(), "en-fr")
+        layer = next(iter(sub.extracted["experts_kept"]))
+        sub.extracted["experts_kept"][layer]["form"] = "unfolded"
+        with self.assertRaisesRegex(ValueError, f"experts_kept.{layer}.form is 'unfolded'"):
+            sub.validate()
+        sub.extracted["experts_kept"][layer]["form"] = "folded"
+        sub.validate()
+
 
 if __name__ == "__main__":
     unittest.main()

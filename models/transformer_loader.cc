@@ -173,6 +173,29 @@ absl::StatusOr<AttentionWeights> LoadAttention(WeightLoader& loader, const std::
   return attn;
 }
 
+// The `count` experts stacked under `prefix` (".ffn"): {prefix}.experts.fc1/fc2, each expert
+// packed on its own, so that the weight store shares an expert wherever its bytes recur.
+absl::StatusOr<std::vector<DenseFfnWeights>> LoadStackedExperts(WeightLoader& loader,
+                                                                const ModelConfig& config,
+                                                                const std::string& prefix,
+                                                                int64_t count,
+                                                                kernels::Precision precision) {
+  const int64_t d = config.d_model, ff = config.d_ff;
+  const std::string fc1 = prefix + ".experts.fc1", fc2 = prefix + ".experts.fc2";
+  TASKMOE_ASSIGN_OR_RETURN(Tensor w1, loader.Fetch(fc1 + ".weight", Shape{count, ff, d}));
+  TASKMOE_ASSIGN_OR_RETURN(Tensor b1, loader.Fetch(fc1 + ".bias", Shape{count, ff}));
+  TASKMOE_ASSIGN_OR_RETURN(Tensor w2, loader.Fetch(fc2 + ".weight", Shape{count, d, ff}));
+  TASKMOE_ASSIGN_OR_RETURN(Tensor b2, loader.Fetch(fc2 + ".bias", Shape{count, d}));
+  std::vector<DenseFfnWeights> experts;
+  for (int e = 0; e < count; ++e) {
+    DenseFfnWeights expert;
+    TASKMOE_ASSIGN_OR_RETURN(expert.fc1, loader.ExpertLinear(w1, b1, fc1, e, precision));
+    TASKMOE_ASSIGN_OR_RETURN(expert.fc2, loader.ExpertLinear(w2, b2, fc2, e, precision));
+    experts.push_back(std::move(expert));
+  }
+  return experts;
+}
+
 absl::StatusOr<FfnWeights> LoadFfn(WeightLoader& loader, const ModelConfig& config, Stack stack,
                                    int layer, const std::string& prefix,
                                    kernels::Precision precision) {
@@ -185,21 +208,11 @@ absl::StatusOr<FfnWeights> LoadFfn(WeightLoader& loader, const ModelConfig& conf
     // The task's experts kept apart: a task-routed MoE layer of k experts whose choice (all of
     // them, with the recorded gates) is fixed (TaskRoute). Each expert goes through the weight
     // store on its own, so subnetworks sharing it hold one copy.
-    const int64_t k = static_cast<int64_t>(extracted->experts.size()), ff = config.d_ff;
     MoeFfnWeights moe;
     moe.routing = Routing::kTask;
-    moe.top_k = static_cast<int>(k);
-    const std::string fc1 = prefix + ".experts.fc1", fc2 = prefix + ".experts.fc2";
-    TASKMOE_ASSIGN_OR_RETURN(Tensor w1, loader.Fetch(fc1 + ".weight", Shape{k, ff, d}));
-    TASKMOE_ASSIGN_OR_RETURN(Tensor b1, loader.Fetch(fc1 + ".bias", Shape{k, ff}));
-    TASKMOE_ASSIGN_OR_RETURN(Tensor w2, loader.Fetch(fc2 + ".weight", Shape{k, d, ff}));
-    TASKMOE_ASSIGN_OR_RETURN(Tensor b2, loader.Fetch(fc2 + ".bias", Shape{k, d}));
-    for (int e = 0; e < k; ++e) {
-      DenseFfnWeights expert;
-      TASKMOE_ASSIGN_OR_RETURN(expert.fc1, loader.ExpertLinear(w1, b1, fc1, e, precision));
-      TASKMOE_ASSIGN_OR_RETURN(expert.fc2, loader.ExpertLinear(w2, b2, fc2, e, precision));
-      moe.experts.push_back(std::move(expert));
-    }
+    moe.top_k = static_cast<int>(extracted->experts.size());
+    TASKMOE_ASSIGN_OR_RETURN(moe.experts,
+                             LoadStackedExperts(loader, config, prefix, moe.top_k, precision));
     return moe;
   }
   if (!config.is_moe_layer(stack, layer)) {
@@ -210,21 +223,12 @@ absl::StatusOr<FfnWeights> LoadFfn(WeightLoader& loader, const ModelConfig& conf
     return dense;
   }
   const MoeConfig& moe_config = *config.moe;
-  const int64_t experts = moe_config.num_experts, ff = config.d_ff;
+  const int64_t experts = moe_config.num_experts;
   MoeFfnWeights moe;
   moe.routing = config.stack_moe(stack)->routing;
   moe.top_k = moe_config.top_k;
-  const std::string fc1 = prefix + ".experts.fc1", fc2 = prefix + ".experts.fc2";
-  TASKMOE_ASSIGN_OR_RETURN(Tensor w1, loader.Fetch(fc1 + ".weight", Shape{experts, ff, d}));
-  TASKMOE_ASSIGN_OR_RETURN(Tensor b1, loader.Fetch(fc1 + ".bias", Shape{experts, ff}));
-  TASKMOE_ASSIGN_OR_RETURN(Tensor w2, loader.Fetch(fc2 + ".weight", Shape{experts, d, ff}));
-  TASKMOE_ASSIGN_OR_RETURN(Tensor b2, loader.Fetch(fc2 + ".bias", Shape{experts, d}));
-  for (int e = 0; e < experts; ++e) {
-    DenseFfnWeights expert;
-    TASKMOE_ASSIGN_OR_RETURN(expert.fc1, loader.ExpertLinear(w1, b1, fc1, e, precision));
-    TASKMOE_ASSIGN_OR_RETURN(expert.fc2, loader.ExpertLinear(w2, b2, fc2, e, precision));
-    moe.experts.push_back(std::move(expert));
-  }
+  TASKMOE_ASSIGN_OR_RETURN(moe.experts,
+                           LoadStackedExperts(loader, config, prefix, experts, precision));
   if (moe.routing == Routing::kToken) {
     // The router stays f32 whatever the precision: it is tiny, and a flipped top-k choice
     // changes the output far more than rounding does.

@@ -129,6 +129,29 @@ class ContinuousBatchTest : public ::testing::Test {
     return results;
   }
 
+  // The hypothesis of each case decoded in its task's per-task batch (decoding.h's Decode of
+  // every case of the task at once).
+  static std::vector<Hypothesis> DecodePerTask(const std::vector<Case>& cases,
+                                               const DecodeSettings& settings) {
+    std::vector<Hypothesis> per_task(cases.size());
+    DecodeWorkspace workspace;
+    for (const auto& [id, task] : *tasks_) {
+      std::vector<std::vector<int32_t>> sources;
+      std::vector<size_t> index;
+      for (size_t i = 0; i < cases.size(); ++i) {
+        if (cases[i].task == task) {
+          sources.push_back(cases[i].source);
+          index.push_back(i);
+        }
+      }
+      auto batch = task->Decode(sources, DecodeOptions(settings), &workspace);
+      EXPECT_TRUE(batch.ok()) << batch.status();
+      if (!batch.ok()) continue;
+      for (size_t j = 0; j < index.size(); ++j) per_task[index[j]] = std::move((*batch)[j]);
+    }
+    return per_task;
+  }
+
   // Runs `cases` through one ContinuousBatch, case i joining before step join_step(i) (with
   // `first_step`, greedy newcomers to a running batch join through AdmitWithFirstStep); also
   // checks that each greedy case's streamed tokens are its final ones (plus EOS), and that
@@ -233,22 +256,7 @@ TEST_F(ContinuousBatchTest, NewcomersTakingTheirFirstStepApartGetTheTokensOfDeco
 
 TEST_F(ContinuousBatchTest, MatchesPerTaskBatches) {
   const std::vector<Case> cases = Cases(*tasks_);
-  std::vector<Hypothesis> per_task(cases.size());
-  DecodeWorkspace workspace;
-  for (const auto& [id, task] : *tasks_) {
-    std::vector<std::vector<int32_t>> sources;
-    std::vector<size_t> index;
-    for (size_t i = 0; i < cases.size(); ++i) {
-      if (cases[i].task == task) {
-        sources.push_back(cases[i].source);
-        index.push_back(i);
-      }
-    }
-    auto batch = task->Decode(sources, DecodeOptions(TrainerSettings()), &workspace);
-    ASSERT_TRUE(batch.ok()) << batch.status();
-    for (size_t j = 0; j < index.size(); ++j) per_task[index[j]] = std::move((*batch)[j]);
-  }
-  ExpectSameHypotheses(per_task,
+  ExpectSameHypotheses(DecodePerTask(cases, TrainerSettings()),
                        DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i % 7); }));
 }
 
@@ -368,24 +376,10 @@ TEST_F(ContinuousBatchTest, BeamSearchMatchesPerTaskBeamBatches) {
   DecodeSettings beam = TrainerSettings();
   beam.beam_size = 3;
   beam.length_penalty = 1.0f;
-  std::vector<Hypothesis> per_task(cases.size());
-  DecodeWorkspace workspace;
-  for (const auto& [id, task] : *tasks_) {
-    std::vector<std::vector<int32_t>> sources;
-    std::vector<size_t> index;
-    for (size_t i = 0; i < cases.size(); ++i) {
-      if (cases[i].task == task) {
-        sources.push_back(cases[i].source);
-        index.push_back(i);
-      }
-    }
-    auto batch = task->Decode(sources, DecodeOptions(beam), &workspace);
-    ASSERT_TRUE(batch.ok()) << batch.status();
-    for (size_t j = 0; j < index.size(); ++j) per_task[index[j]] = std::move((*batch)[j]);
-  }
-  ExpectSameHypotheses(per_task, DecodeContinuously(
-                                     cases, [](size_t i) { return static_cast<int>(i % 7); },
-                                     [&](size_t) { return beam; }));
+  ExpectSameHypotheses(
+      DecodePerTask(cases, beam),
+      DecodeContinuously(
+          cases, [](size_t i) { return static_cast<int>(i % 7); }, [&](size_t) { return beam; }));
 }
 
 // The engine under a batch mixing greedy and beam rows: groups marked full_logits get the

@@ -29,6 +29,13 @@ std::shared_ptr<const SafetensorsFile> Serialize(const std::vector<OwnedTensor>&
   return *file;
 }
 
+// Inputs for the FFN tests: sin(0.37 i), i = 0..n-1.
+std::vector<float> SineValues(int64_t n) {
+  std::vector<float> values(n);
+  for (int64_t i = 0; i < n; ++i) values[i] = std::sin(0.37f * static_cast<float>(i));
+  return values;
+}
+
 std::shared_ptr<const TransformerModel> MustCreate(const ModelConfig& config,
                                                    const SafetensorsFile& weights) {
   absl::StatusOr<std::shared_ptr<const TransformerModel>> model =
@@ -360,8 +367,7 @@ TEST(Ffn, TokenMoeMatchesPerTokenComputation) {
   ASSERT_TRUE(packed_router.ok());
   moe.router = std::make_shared<const kernels::PackedLinear>(*std::move(packed_router));
 
-  std::vector<float> xs(rows * d);
-  for (size_t i = 0; i < xs.size(); ++i) xs[i] = std::sin(0.37f * i);
+  const std::vector<float> xs = SineValues(rows * d);
   const Tensor x = Tensor::FromVector(Shape{rows, d}, xs);
   FfnWorkspace ws;
   Tensor y;
@@ -424,8 +430,7 @@ TEST(TaskMoe, GroupedBlocksGetTheirOwnChoicesOutputs) {
     blocks.push_back({owners[b], &choices[b], block_rows[b]});
     rows += block_rows[b];
   }
-  std::vector<float> xs(rows * d);
-  for (size_t i = 0; i < xs.size(); ++i) xs[i] = std::sin(0.37f * i);
+  const std::vector<float> xs = SineValues(rows * d);
   const Tensor x = Tensor::FromVector(Shape{rows, d}, xs);
   FfnWorkspace ws;
   Tensor y;

@@ -2,12 +2,12 @@
 #include "models/continuous_batch.h"
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/softmax.h"
 #include "kernels/topk.h"
+#include "models/beam_search.h"
 #include "util/status_macros.h"
 
 namespace taskmoe::models {
@@ -263,71 +263,36 @@ absl::Status ContinuousBatch::RemoveIf(
 bool ContinuousBatch::StepBeam(
     size_t first, int64_t first_logits, int64_t per_row,
     absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished) {
-  // decoding.cc's BeamDecode for one sentence: the same candidates, order and ranking.
   const Row& head_row = rows_[first];
   BeamSearch& search = *beams_[head_row.beam];
   const int beam = search.size;
   const int64_t step = search.steps;
-  const int64_t candidates_per_row = std::min<int64_t>(2 * beam, top_values_.dim(1));
-  const float alpha = search.length_penalty;
-  auto normalise = [alpha](float sum, int64_t length) {
-    return alpha == 0.0f ? sum : sum / std::pow(static_cast<float>(length), alpha);
-  };
-  search.candidates.clear();
-  for (int k = 0; k < beam; ++k) {
-    const float row_score = rows_[first + k].beam_score;
-    if (row_score == kNegativeInfinity) continue;
-    const int64_t at = (first_logits + k) * per_row;
-    const float shift = log_sum_exp_.data<float>()[first_logits + k];
-    for (int64_t j = 0; j < candidates_per_row; ++j) {
-      search.candidates.push_back({row_score + (top_values_.data<float>()[at + j] - shift),
-                                   static_cast<int32_t>(k), top_indices_.data<int32_t>()[at + j],
-                                   static_cast<int32_t>(search.candidates.size())});
-    }
-  }
-  // A stable order without stable_sort, which would allocate a buffer every step.
-  std::sort(search.candidates.begin(), search.candidates.end(),
-            [](const BeamSearch::Candidate& a, const BeamSearch::Candidate& b) {
-              return a.score > b.score || (a.score == b.score && a.order < b.order);
-            });
+  // The block's row scores, indexed like its logits rows (rank k at first_logits + k).
+  search.scores.resize(first_logits + beam);
+  for (int k = 0; k < beam; ++k) search.scores[first_logits + k] = rows_[first + k].beam_score;
   const int32_t eos = head_row.task->eos_id();
-  search.live.clear();
-  for (const BeamSearch::Candidate& c : search.candidates) {
-    if (static_cast<int>(search.live.size()) == beam) break;
-    if (c.token == eos) {
-      if (static_cast<int>(search.finished.size()) < beam) {
-        search.finished.push_back(
-            {normalise(c.score, step + 1), static_cast<int32_t>(step), c.parent, -1, true});
-      }
-    } else {
-      search.live.push_back(c);
-    }
+  const BeamStepInput in{.beam = beam,
+                         .step = step,
+                         .last_step = step + 1 >= head_row.step_limit,
+                         .length_penalty = search.length_penalty,
+                         .eos = eos,
+                         .first_row = first_logits,
+                         .row_scores = search.scores.data(),
+                         .top_logits = top_values_.data<float>(),
+                         .top_tokens = top_indices_.data<int32_t>(),
+                         .log_sum_exp = log_sum_exp_.data<float>(),
+                         .top_width = per_row,
+                         .candidates_per_row = std::min<int64_t>(2 * beam, per_row)};
+  const size_t finished_before = search.finished.size();
+  const bool done = RankBeamCandidates(in, search.candidates, search.live, search.finished);
+  // Finished rows come numbered like this step's logits rows; the back pointers go by rank.
+  for (size_t i = finished_before; i < search.finished.size(); ++i) {
+    search.finished[i].row -= static_cast<int32_t>(first_logits);
   }
-  const bool last_step = step + 1 >= head_row.step_limit;
-  if (last_step || static_cast<int>(search.finished.size()) >= beam) {
-    // Hypotheses cut by the length limit compete with finished ones.
-    for (const BeamSearch::Candidate& c : search.live) {
-      search.finished.push_back(
-          {normalise(c.score, step + 1), static_cast<int32_t>(step), c.parent, c.token, false});
-    }
-    Hypothesis h;
-    if (!search.finished.empty()) {
-      const BeamSearch::Finished& best =
-          *std::max_element(search.finished.begin(), search.finished.end(),
-                            [](const BeamSearch::Finished& a, const BeamSearch::Finished& b) {
-                              return a.score < b.score;
-                            });
-      h.tokens.resize(best.step + (best.last >= 0 ? 1 : 0));
-      int32_t rank = best.rank;
-      for (int64_t s = best.step - 1; s >= 0; --s) {
-        const BeamSearch::BackPointer& p = search.back[s * beam + rank];
-        h.tokens[s] = p.token;
-        rank = p.parent;
-      }
-      if (best.last >= 0) h.tokens.back() = best.last;
-      h.score = best.score;
-      h.reached_eos = best.reached_eos;
-    }
+  if (done) {
+    Hypothesis h = search.finished.empty()
+                       ? Hypothesis()
+                       : BestFinished(search.finished, search.back.data(), beam);
     const uint64_t key = head_row.key;
     ReleaseBeamSlot(head_row.beam);
     --sentences_;

@@ -26,6 +26,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "models/beam_search.h"
 #include "models/decoding.h"
 #include "models/task_model.h"
 #include "models/transformer.h"
@@ -104,32 +105,13 @@ class ContinuousBatch {
   // batch (rank k is the block's k-th row). Kept in a pool and reused, so that admitting and
   // stepping beams allocates nothing once warm.
   struct BeamSearch {
-    // How a hypothesis came to be: its parent's rank at the step before, and its last token.
-    struct BackPointer {
-      int32_t parent;
-      int32_t token;
-    };
-    // A hypothesis that left the beam: the tokens of the row of rank `rank` as it entered step
-    // `step` (read back through the pointers), then `last` when >= 0.
-    struct Finished {
-      float score;
-      int32_t step;
-      int32_t rank;
-      int32_t last;
-      bool reached_eos;
-    };
-    struct Candidate {
-      float score;
-      int32_t parent;  // rank
-      int32_t token;
-      int32_t order;  // among the sentence's candidates: ties keep this order
-    };
     int size = 0;
     float length_penalty = 0.0f;
-    int64_t steps = 0;               // taken so far
-    std::vector<BackPointer> back;   // [step][rank]
-    std::vector<Finished> finished;  // at most `size`, plus the cut ones at the last step
-    std::vector<Candidate> candidates, live;
+    int64_t steps = 0;                   // taken so far
+    std::vector<BackPointer> back;       // [step][rank]; parents are ranks
+    std::vector<FinishedBeam> finished;  // rows are ranks, once the sentence is done
+    std::vector<BeamCandidate> candidates, live;
+    std::vector<float> scores;  // the block's row scores, placed as its logits rows are
   };
   struct Row {
     uint64_t key = 0;

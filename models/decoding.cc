@@ -2,13 +2,13 @@
 #include "models/decoding.h"
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/softmax.h"
 #include "kernels/topk.h"
+#include "models/beam_search.h"
 
 namespace taskmoe::models {
 namespace {
@@ -20,29 +20,6 @@ constexpr float kNegativeInfinity = -std::numeric_limits<float>::infinity();
 int64_t StepLimit(const TransformerModel& model, const DecodeOptions& options) {
   return std::min<int64_t>(options.max_output_tokens, model.config().max_positions);
 }
-
-struct BeamCandidate {
-  float score;
-  int32_t parent;  // row within the sentence's beam
-  int32_t token;
-  int32_t order;  // position among the sentence's candidates: ties keep this order
-};
-
-// How a beam row came to be: its parent row in the previous step's layout and its last token.
-struct BackPointer {
-  int32_t parent;
-  int32_t token;
-};
-
-// A hypothesis that left the beam, by reference into the back pointers until its tokens are
-// needed: the tokens of `row` as it entered step `step`, then `last` when >= 0.
-struct FinishedBeam {
-  float score;
-  int32_t step;
-  int32_t row;
-  int32_t last;
-  bool reached_eos;
-};
 
 }  // namespace
 
@@ -57,9 +34,8 @@ struct DecodeWorkspace::Buffers {
   std::vector<int32_t> active, next_active, next_rows, next_tokens;
   std::vector<float> row_scores, next_scores;
   std::vector<BeamCandidate> candidates, live;
-  std::vector<BackPointer> back;        // [step][row]
-  std::vector<FinishedBeam> finished;   // [sentence][2 * beam]
-  std::vector<int32_t> finished_count;  // [sentence]
+  std::vector<BackPointer> back;                    // [step][row]
+  std::vector<std::vector<FinishedBeam>> finished;  // [sentence]
 };
 
 DecodeWorkspace::DecodeWorkspace() : buffers_(std::make_unique<Buffers>()) {}
@@ -166,10 +142,6 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
   const int64_t batch = static_cast<int64_t>(encoder.lengths.size());
   const int beam = options.beam_size;
   const int32_t eos = model.config().special_tokens.eos;
-  const float alpha = options.length_penalty;
-  auto normalise = [alpha](float sum, int64_t length) {
-    return alpha == 0.0f ? sum : sum / std::pow(static_cast<float>(length), alpha);
-  };
 
   const int64_t max_steps =
       SentenceStepLimits(encoder, options, StepLimit(model, options), w.step_limits);
@@ -191,28 +163,12 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
   for (int64_t b = 0; b < batch; ++b) w.row_scores[b * beam] = 0.0f;
   w.tokens.assign(stride, model.config().special_tokens.bos);
   w.back.resize(max_steps * stride);
-  w.finished.resize(batch * 2 * beam);
-  w.finished_count.assign(batch, 0);
+  if (static_cast<int64_t>(w.finished.size()) < batch) w.finished.resize(batch);
+  for (int64_t b = 0; b < batch; ++b) {
+    w.finished[b].clear();
+    w.finished[b].reserve(2 * beam);
+  }
   std::vector<Hypothesis> results(batch);
-
-  // The best of a sentence's finished hypotheses, its tokens read back through the pointers.
-  auto take_best = [&](int32_t sentence) {
-    const FinishedBeam* first = w.finished.data() + sentence * 2 * beam;
-    const FinishedBeam& best = *std::max_element(
-        first, first + w.finished_count[sentence],
-        [](const FinishedBeam& a, const FinishedBeam& b) { return a.score < b.score; });
-    Hypothesis& h = results[sentence];
-    h.tokens.resize(best.step + (best.last >= 0 ? 1 : 0));
-    int32_t row = best.row;
-    for (int64_t s = best.step - 1; s >= 0; --s) {
-      const BackPointer& p = w.back[s * stride + row];
-      h.tokens[s] = p.token;
-      row = p.parent;
-    }
-    if (best.last >= 0) h.tokens.back() = best.last;
-    h.score = best.score;
-    h.reached_eos = best.reached_eos;
-  };
 
   for (int64_t step = 0; step < max_steps && !w.active.empty(); ++step) {
     if (options.on_step) options.on_step(step, static_cast<int>(w.tokens.size()));
@@ -226,10 +182,6 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
     absl::Status ranked = kernels::TopK(logits, per_row, w.top_values, w.top_indices);
     if (ranked.ok()) ranked = kernels::ArgMaxAndLogSumExp(logits, w.best, w.log_sum_exp);
     if (!ranked.ok()) return ranked;
-    for (int64_t row = 0; row < w.top_values.dim(0); ++row) {
-      float* values = w.top_values.data<float>() + row * per_row;
-      for (int64_t j = 0; j < per_row; ++j) values[j] -= w.log_sum_exp.data<float>()[row];
-    }
     w.next_active.clear();
     w.next_rows.clear();
     w.next_tokens.clear();
@@ -237,52 +189,25 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
     BackPointer* back = w.back.data() + step * stride;
     for (size_t block = 0; block < w.active.size(); ++block) {
       const int32_t sentence = w.active[block];
-      const bool cancelled = options.is_cancelled && options.is_cancelled(sentence);
-      w.candidates.clear();
-      for (int k = 0; k < beam; ++k) {
-        const int64_t row = block * beam + k;
-        if (w.row_scores[row] == kNegativeInfinity) continue;
-        for (int64_t j = 0; j < per_row; ++j) {
-          w.candidates.push_back({w.row_scores[row] + w.top_values.data<float>()[row * per_row + j],
-                                  static_cast<int32_t>(k),
-                                  w.top_indices.data<int32_t>()[row * per_row + j],
-                                  static_cast<int32_t>(w.candidates.size())});
-        }
+      std::vector<FinishedBeam>& finished = w.finished[sentence];
+      const BeamStepInput in{.beam = beam,
+                             .step = step,
+                             .last_step = step + 1 >= step_limits[sentence],
+                             .length_penalty = options.length_penalty,
+                             .eos = eos,
+                             .first_row = static_cast<int64_t>(block) * beam,
+                             .row_scores = w.row_scores.data(),
+                             .top_logits = w.top_values.data<float>(),
+                             .top_tokens = w.top_indices.data<int32_t>(),
+                             .log_sum_exp = w.log_sum_exp.data<float>(),
+                             .top_width = per_row,
+                             .candidates_per_row = per_row};
+      if (options.is_cancelled && options.is_cancelled(sentence)) {
+        results[sentence].status = absl::CancelledError("decoding cancelled");
+        continue;
       }
-      // A stable order without stable_sort, which would allocate a buffer every step.
-      std::sort(w.candidates.begin(), w.candidates.end(),
-                [](const BeamCandidate& a, const BeamCandidate& b) {
-                  return a.score > b.score || (a.score == b.score && a.order < b.order);
-                });
-      FinishedBeam* finished = w.finished.data() + sentence * 2 * beam;
-      int32_t& finished_count = w.finished_count[sentence];
-      w.live.clear();
-      for (const BeamCandidate& c : w.candidates) {
-        if (static_cast<int>(w.live.size()) == beam) break;
-        const auto parent = static_cast<int32_t>(block * beam + c.parent);
-        if (c.token == eos) {
-          if (finished_count < beam) {
-            finished[finished_count++] = {normalise(c.score, step + 1), static_cast<int32_t>(step),
-                                          parent, -1, true};
-          }
-        } else {
-          w.live.push_back(c);
-        }
-      }
-      const bool last_step = step + 1 >= step_limits[sentence];
-      const bool done = cancelled || last_step || finished_count >= beam;
-      if (done) {
-        if (cancelled) {
-          results[sentence].status = absl::CancelledError("decoding cancelled");
-          continue;
-        }
-        // Hypotheses cut by the length limit compete with finished ones.
-        for (const BeamCandidate& c : w.live) {
-          finished[finished_count++] = {normalise(c.score, step + 1), static_cast<int32_t>(step),
-                                        static_cast<int32_t>(block * beam + c.parent), c.token,
-                                        false};
-        }
-        if (finished_count > 0) take_best(sentence);
+      if (RankBeamCandidates(in, w.candidates, w.live, finished)) {
+        if (!finished.empty()) results[sentence] = BestFinished(finished, w.back.data(), stride);
         continue;
       }
       w.next_active.push_back(sentence);

@@ -154,7 +154,15 @@ def tiny_tensors(config, rng):
                 for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
                     add(f"{p}.{attention}.{proj}.weight", [d, d])
                     add(f"{p}.{attention}.{proj}.bias", [d], 0.1)
-            if i in moe_layers:
+            kept = ((config.get("extracted") or {}).get("experts_kept") or {}).get(p)
+            if isinstance(kept, dict) and kept.get("form") == "unfolded":
+                # The task's experts kept apart: stacked like a parent's, only top_k of them.
+                k, ff = len(kept["experts"]), config["d_ff"]
+                add(f"{p}.ffn.experts.fc1.weight", [k, ff, d])
+                add(f"{p}.ffn.experts.fc1.bias", [k, ff], 0.1)
+                add(f"{p}.ffn.experts.fc2.weight", [k, d, ff])
+                add(f"{p}.ffn.experts.fc2.bias", [k, d], 0.1)
+            elif i in moe_layers:
                 experts, ff = moe["num_experts"], config["d_ff"]
                 add(f"{p}.ffn.experts.fc1.weight", [experts, ff, d])
                 add(f"{p}.ffn.experts.fc1.bias", [experts, ff], 0.1)
@@ -204,6 +212,17 @@ def tiny_models():
                        "parent_parameters": 1234,
                        "experts_kept": {"encoder.layers.0": "all",
                                         "decoder.layers.1": {"experts": [1], "gates": [1.0]}}},
+            training={"kind": "taskmoe", "notes": "fuzz seed"}),
+        # The same with the decoder's experts kept apart (taskmoe-extract --keep_experts). Last,
+        # so that the seeds before it keep their bytes.
+        "extracted-unfolded": tiny_config(
+            decoder_layers=2, tasks=[TASKS[0]], decoder_ffn_dims=[4, 4],
+            moe=dict(hybrid_moe, decoder_layers=[]),
+            extracted={"task": "en-de", "parent_digest": "sha256:" + "ab" * 32,
+                       "parent_parameters": 1234,
+                       "experts_kept": {"encoder.layers.0": "all",
+                                        "decoder.layers.1": {"experts": [1], "gates": [1.0],
+                                                             "form": "unfolded"}}},
             training={"kind": "taskmoe", "notes": "fuzz seed"}),
     }
     rng = random.Random(9)

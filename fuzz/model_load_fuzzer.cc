@@ -7,8 +7,8 @@
 // the config tensor by tensor and packed (Create, at the precision size % 3 picks), and a model
 // that loads decodes one short source for its first task, greedy or with a beam of 2: weights
 // may be anything, NaN and infinities included, so routing and search see such values too.
-// Seeds: fuzz/corpus/model_load/ (tiny dense, TaskMoE, TokenMoE, extracted and untied-
-// embedding models written by fuzz/make_seeds.py).
+// Seeds: fuzz/corpus/model_load/ (tiny dense, TaskMoE, TokenMoE, extracted (folded and
+// unfolded) and untied-embedding models written by fuzz/make_seeds.py).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>

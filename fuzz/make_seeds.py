@@ -190,6 +190,17 @@ def tiny_models():
     hybrid_moe = {"num_experts": 2, "top_k": 1, "encoder_layers": [0], "decoder_layers": [1],
                   "encoder_routing": "token", "decoder_routing": "task",
                   "encoder_task_key": None, "decoder_task_key": "target"}
+
+    def extracted_config(decoder_kept):
+        # en-de's subnetwork of the hybrid: the encoder's token-routed layer kept whole, the
+        # decoder's task-routed layer 1 as `decoder_kept` says.
+        return tiny_config(
+            decoder_layers=2, tasks=[TASKS[0]], decoder_ffn_dims=[4, 4],
+            moe=dict(hybrid_moe, decoder_layers=[]),
+            extracted={"task": "en-de", "parent_digest": "sha256:" + "ab" * 32,
+                       "parent_parameters": 1234,
+                       "experts_kept": {"encoder.layers.0": "all", "decoder.layers.1": decoder_kept}},
+            training={"kind": "taskmoe", "notes": "fuzz seed"})
     models = {
         "dense": tiny_config(),
         "dense-untied-gelu": tiny_config(tie_embeddings=False, activation="gelu",
@@ -205,25 +216,11 @@ def tiny_models():
             "encoder_task_key": None, "decoder_task_key": None}),
         # A subnetwork as extraction writes it: the task-routed decoder layer folded (top_k
         # experts of d_ff into one dense layer), the token-routed encoder layer kept whole.
-        "extracted": tiny_config(
-            decoder_layers=2, tasks=[TASKS[0]], decoder_ffn_dims=[4, 4],
-            moe=dict(hybrid_moe, decoder_layers=[]),
-            extracted={"task": "en-de", "parent_digest": "sha256:" + "ab" * 32,
-                       "parent_parameters": 1234,
-                       "experts_kept": {"encoder.layers.0": "all",
-                                        "decoder.layers.1": {"experts": [1], "gates": [1.0]}}},
-            training={"kind": "taskmoe", "notes": "fuzz seed"}),
+        "extracted": extracted_config({"experts": [1], "gates": [1.0]}),
         # The same with the decoder's experts kept apart (taskmoe-extract --keep_experts). Last,
         # so that the seeds before it keep their bytes.
-        "extracted-unfolded": tiny_config(
-            decoder_layers=2, tasks=[TASKS[0]], decoder_ffn_dims=[4, 4],
-            moe=dict(hybrid_moe, decoder_layers=[]),
-            extracted={"task": "en-de", "parent_digest": "sha256:" + "ab" * 32,
-                       "parent_parameters": 1234,
-                       "experts_kept": {"encoder.layers.0": "all",
-                                        "decoder.layers.1": {"experts": [1], "gates": [1.0],
-                                                             "form": "unfolded"}}},
-            training={"kind": "taskmoe", "notes": "fuzz seed"}),
+        "extracted-unfolded": extracted_config(
+            {"experts": [1], "gates": [1.0], "form": "unfolded"}),
     }
     rng = random.Random(9)
     return {name: (config, safetensors(tiny_tensors(config, rng), metadata={"format": "pt"}))

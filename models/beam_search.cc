@@ -16,7 +16,7 @@ bool RankBeamCandidates(const BeamStepInput& in, std::vector<BeamCandidate>& can
   candidates.clear();
   for (int k = 0; k < in.beam; ++k) {
     const int64_t row = in.first_row + k;
-    const float row_score = in.row_scores[row];
+    const float row_score = in.scores[k];
     if (row_score == -std::numeric_limits<float>::infinity()) continue;
     for (int64_t j = 0; j < in.candidates_per_row; ++j) {
       const int64_t at = row * in.top_width + j;

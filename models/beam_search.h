@@ -37,10 +37,10 @@ struct FinishedBeam {
   bool reached_eos;
 };
 
-// The step's inputs for one sentence: its block's rows (rank k at row first_row + k of the
-// scores and of the top-k arrays), each with the best `candidates_per_row` continuations in
-// descending order at top_tokens/top_logits[row * top_width ...], and the row's log-sum-exp
-// (a logit minus it is a log-probability).
+// The step's inputs for one sentence: its hypotheses' scores by rank, and their rows (rank k
+// at row first_row + k of the top-k arrays), each with the best `candidates_per_row`
+// continuations in descending order at top_tokens/top_logits[row * top_width ...] and the
+// row's log-sum-exp (a logit minus it is a log-probability).
 struct BeamStepInput {
   int beam = 0;
   int64_t step = 0;        // 0-based index of this step
@@ -48,7 +48,7 @@ struct BeamStepInput {
   float length_penalty = 0.0f;
   int32_t eos = 0;
   int64_t first_row = 0;
-  const float* row_scores = nullptr;  // [rows]; -inf: no hypothesis in that row
+  const float* scores = nullptr;  // [beam], by rank; -inf: no hypothesis of that rank
   const float* top_logits = nullptr;
   const int32_t* top_tokens = nullptr;
   const float* log_sum_exp = nullptr;  // [rows]

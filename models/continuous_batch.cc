@@ -267,9 +267,8 @@ bool ContinuousBatch::StepBeam(
   BeamSearch& search = *beams_[head_row.beam];
   const int beam = search.size;
   const int64_t step = search.steps;
-  // The block's row scores, indexed like its logits rows (rank k at first_logits + k).
-  search.scores.resize(first_logits + beam);
-  for (int k = 0; k < beam; ++k) search.scores[first_logits + k] = rows_[first + k].beam_score;
+  search.scores.resize(beam);
+  for (int k = 0; k < beam; ++k) search.scores[k] = rows_[first + k].beam_score;
   const int32_t eos = head_row.task->eos_id();
   const BeamStepInput in{.beam = beam,
                          .step = step,
@@ -277,7 +276,7 @@ bool ContinuousBatch::StepBeam(
                          .length_penalty = search.length_penalty,
                          .eos = eos,
                          .first_row = first_logits,
-                         .row_scores = search.scores.data(),
+                         .scores = search.scores.data(),
                          .top_logits = top_values_.data<float>(),
                          .top_tokens = top_indices_.data<int32_t>(),
                          .log_sum_exp = log_sum_exp_.data<float>(),

@@ -111,7 +111,7 @@ class ContinuousBatch {
     std::vector<BackPointer> back;       // [step][rank]; parents are ranks
     std::vector<FinishedBeam> finished;  // rows are ranks, once the sentence is done
     std::vector<BeamCandidate> candidates, live;
-    std::vector<float> scores;  // the block's row scores, placed as its logits rows are
+    std::vector<float> scores;  // the hypotheses' scores by rank, for the step
   };
   struct Row {
     uint64_t key = 0;

@@ -196,7 +196,7 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
                              .length_penalty = options.length_penalty,
                              .eos = eos,
                              .first_row = static_cast<int64_t>(block) * beam,
-                             .row_scores = w.row_scores.data(),
+                             .scores = w.row_scores.data() + block * beam,
                              .top_logits = w.top_values.data<float>(),
                              .top_tokens = w.top_indices.data<int32_t>(),
                              .log_sum_exp = w.log_sum_exp.data<float>(),

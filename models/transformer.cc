@@ -268,11 +268,11 @@ absl::Status DecoderState::AppendRows(const DecoderState& other) {
     if (s.ok()) s = cross_cache[i].AppendRowsOf(other.cross_cache[i]);
     if (!s.ok()) {
       // Back to this state's own rows in every cache (ascending: a cut, no copies).
-      selected_positions.resize(own);
-      for (int64_t r = 0; r < own; ++r) selected_positions[r] = static_cast<int32_t>(r);
+      std::vector<int32_t> own_rows(own);
+      for (int64_t r = 0; r < own; ++r) own_rows[r] = static_cast<int32_t>(r);
       for (size_t j = 0; j <= i; ++j) {
         for (kernels::KvCache* cache : {&self_cache[j], &cross_cache[j]}) {
-          if (cache->batch() > own) cache->SelectRows(selected_positions).IgnoreError();
+          if (cache->batch() > own) cache->SelectRows(own_rows).IgnoreError();
         }
       }
       return s;

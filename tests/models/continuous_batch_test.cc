@@ -546,6 +546,18 @@ TEST_F(ContinuousBatchTest, RefusesWhatCannotJoinAndKeepsTheRunningRows) {
       batch.AdmitWithFirstStep({{cases[1].task, {}, TrainerSettings(), 1}}, ignore, tell).ok());
   EXPECT_EQ(told, 0);
   EXPECT_EQ(batch.rows(), 1);
+  // Decoder states join only states of as many decoder layers, and never themselves.
+  DecoderState running, layerless;
+  ASSERT_TRUE(cases[0]
+                  .task->transformer()
+                  .StartDecoding(EncoderOutput(), 8, cases[0].task->route(), running)
+                  .ok());
+  layerless.batch = 1;
+  s = running.AppendRows(layerless);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("0 decoder layers cannot join"), std::string::npos) << s;
+  EXPECT_FALSE(running.AppendRows(running).ok());
+  EXPECT_EQ(running.batch, 0);
   // The running row decodes on to the tokens it has alone.
   Hypothesis result;
   while (!batch.empty()) {

@@ -382,6 +382,29 @@ def request_seeds():
     }
 
 
+def http_json_seeds():
+    """Bodies of the HTTP gateway's translate endpoints (server/http_json.h)."""
+    return {
+        "translate.json": b'{"task": "en-de", "texts": ["Open the file.", "Close it."], '
+                          b'"request_id": "req-1"}',
+        "options.json": b'{"task": "de-en", "texts": ["\\u00d6ffnen"], "options": {"beam_size": 4, '
+                        b'"max_output_tokens": 64, "length_penalty": 0.6, "return_scores": true, '
+                        b'"return_tokens": true, "no_sentence_splitting": false, '
+                        b'"unknown_pieces": "DROP"}}',
+        "stream.json": b'{"task": "en-fr", "text": "Insert a new table.", "options": {}}',
+        "wrong-types.json": b'{"task": 1, "texts": [null, 2.5, {}], "options": []}',
+        "unknown-field.json": b'{"task": "en-de", "textz": ["x"]}',
+        "big-numbers.json": b'{"task": "en-de", "texts": ["x"], "options": {"beam_size": '
+                            b'18446744073709551616, "max_output_tokens": -3}}',
+        "bad-utf8.json": b'{"task": "en-de", "texts": ["\xff\xfe"]}',
+        "escapes.json": b'{"task": "en\\u0000de", "texts": ["\\ud800", "\\ud83d\\ude00"]}',
+        "nested.json": b"[" * 64 + b"]" * 64,
+        "not-object.json": b'"just a string"',
+        "truncated.json": b'{"task": "en-de", "texts": ["Open',
+        "empty.json": b"",
+    }
+
+
 def main():
     models = tiny_models()
     write_seeds("model_config", model_config_seeds(models))
@@ -394,6 +417,7 @@ def main():
     write_seeds("tokenizer", tokenizer_seeds())
     write_seeds("spm_model", spm_model_seeds())
     write_seeds("request_validation", request_seeds())
+    write_seeds("http_json", http_json_seeds())
 
 
 if __name__ == "__main__":

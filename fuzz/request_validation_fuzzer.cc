@@ -2,7 +2,7 @@
 // send: the input parsed as a serialised taskmoe.v1.TranslateRequest and as a
 // TranslateStreamRequest, and the raw input as one text.
 //
-// Each request goes through what TranslationServiceImpl::Admit runs before anything is queued,
+// Each request goes through what TranslationCore::Admit runs before anything is queued,
 // under the default limits and under tight ones: CheckRequestId and server::PrepareRequest (the
 // text count, the decode options, each text's CheckText and its preparation by a task of the
 // demo model, models::TaskModel::PrepareText), the very functions Admit calls. Beyond "no

@@ -5,7 +5,10 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "server/log.h"
 
 namespace {
@@ -15,6 +18,10 @@ const taskmoe::server::ServerOptions kDefaults;
 ABSL_FLAG(std::string, model_repository, "",
           "Model repository: one subdirectory per task (named by its task id, e.g. en-de), "
           "each an extracted subnetwork (config.json, model.safetensors, spm.model). Required.");
+ABSL_FLAG(std::string, tasks, "",
+          "Serve only these task ids of --model_repository (comma-separated, e.g. "
+          "en-de,en-fr: a shard of a repository shared with other servers); every one must be "
+          "in it. Default: every task");
 ABSL_FLAG(std::string, host, kDefaults.host, "Address the gRPC server listens on");
 ABSL_FLAG(int, port, kDefaults.port, "gRPC port (0: any free port; see --port_file)");
 ABSL_FLAG(std::string, metrics_host, kDefaults.metrics_host,
@@ -22,9 +29,18 @@ ABSL_FLAG(std::string, metrics_host, kDefaults.metrics_host,
 ABSL_FLAG(int, metrics_port, kDefaults.metrics_port,
           "Port of the Prometheus metrics endpoint, served at /metrics (0: any free port, -1: "
           "off)");
+ABSL_FLAG(int, http_port, kDefaults.http_port,
+          "Port of the HTTP/JSON API (docs/api.md, HTTP/JSON; 0: any free port, -1: off). "
+          "Plaintext: not with --tls_cert_file");
+ABSL_FLAG(std::string, http_host, kDefaults.http_host, "Address of --http_port");
+ABSL_FLAG(int, http_threads, kDefaults.http_threads,
+          "HTTP calls served at once (each holds a thread while it waits for its batch)");
+ABSL_FLAG(bool, playground, kDefaults.playground,
+          "Serve the playground page (pick a task, type, see the translation stream in) at / "
+          "of --http_port");
 ABSL_FLAG(std::string, port_file, "",
           "If set, write 'grpc_port=N' and 'metrics_port=M' lines (and 'admin_port=A' with "
-          "--admin_port) here once the ports are bound");
+          "--admin_port, 'http_port=H' with --http_port) here once the ports are bound");
 ABSL_FLAG(std::string, precision, "f32", "Weight precision: f32, bf16 or int8");
 ABSL_FLAG(int, threads, kDefaults.threads,
           "Compute threads per batch (0: OMP_NUM_THREADS, else all cores)");
@@ -128,11 +144,19 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   SetLogFormat(*format);
   ServerOptions o;
   o.model_repository = absl::GetFlag(FLAGS_model_repository);
+  for (absl::string_view task :
+       absl::StrSplit(absl::GetFlag(FLAGS_tasks), ',', absl::SkipWhitespace())) {
+    o.tasks.emplace_back(absl::StripAsciiWhitespace(task));
+  }
   o.host = absl::GetFlag(FLAGS_host);
   o.port = absl::GetFlag(FLAGS_port);
   o.metrics_host = absl::GetFlag(FLAGS_metrics_host);
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   o.port_file = absl::GetFlag(FLAGS_port_file);
+  o.http_port = absl::GetFlag(FLAGS_http_port);
+  o.http_host = absl::GetFlag(FLAGS_http_host);
+  o.http_threads = absl::GetFlag(FLAGS_http_threads);
+  o.playground = absl::GetFlag(FLAGS_playground);
   absl::StatusOr<models::Precision> precision =
       models::ParsePrecision(absl::GetFlag(FLAGS_precision));
   if (!precision.ok()) return precision.status();

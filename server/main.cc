@@ -24,12 +24,14 @@ using taskmoe::server::Log;
 using taskmoe::server::LogLevel;
 
 // Written to a temporary name and renamed, so a reader never sees half a file.
-bool WritePortFile(const std::string& path, int grpc_port, int metrics_port, int admin_port) {
+bool WritePortFile(const std::string& path, int grpc_port, int metrics_port, int admin_port,
+                   int http_port) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << "grpc_port=" << grpc_port << "\nmetrics_port=" << metrics_port << "\n";
     if (admin_port >= 0) out << "admin_port=" << admin_port << "\n";
+    if (http_port >= 0) out << "http_port=" << http_port << "\n";
     if (!out.good()) return false;
   }
   std::error_code ec;
@@ -93,7 +95,7 @@ int main(int argc, char** argv) {
   }
   if (!options->port_file.empty() &&
       !WritePortFile(options->port_file, (*server)->grpc_port(), (*server)->metrics_port(),
-                     (*server)->admin_port())) {
+                     (*server)->admin_port(), (*server)->http_port())) {
     Log(LogLevel::kError, absl::StrCat("cannot write --port_file ", options->port_file));
     return 1;
   }

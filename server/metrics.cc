@@ -39,6 +39,10 @@ Metrics::Metrics()
                       .Help("gRPC calls by method and the status they ended with, gRPC's own "
                             "refusals (e.g. Server Threadpool Exhausted) included")
                       .Register(*registry_)),
+      http_requests_(prometheus::BuildCounter()
+                         .Name("taskmoe_http_requests_total")
+                         .Help("Requests to the HTTP/JSON gateway by route and HTTP status code")
+                         .Register(*registry_)),
       connections_accepted_(prometheus::BuildCounter()
                                 .Name("taskmoe_connections_accepted_total")
                                 .Help("Connections to the gRPC port handed to gRPC")
@@ -178,6 +182,10 @@ void Metrics::CountRequest(const std::string& task, const std::string& method,
 
 void Metrics::CountGrpcCall(const std::string& method, const std::string& code) {
   grpc_calls_.Add({{"method", method}, {"code", code}}).Increment();
+}
+
+void Metrics::CountHttpRequest(const std::string& route, int http_status) {
+  http_requests_.Add({{"route", route}, {"code", std::to_string(http_status)}}).Increment();
 }
 
 void Metrics::CountConnection(const std::string& refused_because) {

@@ -55,6 +55,9 @@ class Metrics {
   void CountRequest(const std::string& task, const std::string& method, const std::string& code);
   // taskmoe_grpc_calls_total{method,code}: every call's final status (grpc_call_metrics.h).
   void CountGrpcCall(const std::string& method, const std::string& code);
+  // taskmoe_http_requests_total{route,code}: every request to the HTTP gateway, by its route
+  // (a fixed set, http_gateway.h) and HTTP status code.
+  void CountHttpRequest(const std::string& route, int http_status);
   // A connection to the gRPC port: accepted when `refused_because` is empty, else
   // taskmoe_connections_refused_total{reason=refused_because} (server/listener.h).
   void CountConnection(const std::string& refused_because);
@@ -71,6 +74,7 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& grpc_calls_;
+  prometheus::Family<prometheus::Counter>& http_requests_;
   prometheus::Family<prometheus::Counter>& connections_accepted_;
   prometheus::Family<prometheus::Counter>& connections_refused_;
   prometheus::Family<prometheus::Histogram>& request_duration_;

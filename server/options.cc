@@ -1,7 +1,11 @@
 // Validation of ServerOptions.
 #include "server/options.h"
 
+#include <set>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "models/task_model.h"
 
 namespace taskmoe::server {
 namespace {
@@ -18,6 +22,17 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
   if (o.model_repository.empty()) {
     return absl::InvalidArgumentError("--model_repository is required");
   }
+  std::set<std::string> tasks;
+  for (const std::string& task : o.tasks) {
+    if (!models::IsValidTaskName(task)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tasks: '", absl::CHexEscape(task),
+                       "' is not a task id (letters, digits, '-', '_' and '.')"));
+    }
+    if (!tasks.insert(task).second) {
+      return absl::InvalidArgumentError(absl::StrCat("--tasks: ", task, " is listed twice"));
+    }
+  }
   if (o.port < 0 || o.port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("--port must be in [0, 65535], got ", o.port));
   }
@@ -32,6 +47,18 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
   if (o.admin_port >= 0 && !o.enable_admin) {
     return absl::InvalidArgumentError("--admin_port is set but --enable_admin is not");
   }
+  if (o.http_port < -1 || o.http_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--http_port must be -1 (off) or in [0, 65535], got ", o.http_port));
+  }
+  if (o.playground && o.http_port < 0) {
+    return absl::InvalidArgumentError("--playground is served on --http_port, which is off");
+  }
+  if (o.http_port >= 0 && !o.tls.cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--http_port serves plaintext HTTP, which would bypass --tls_cert_file; terminate TLS "
+        "in a proxy in front of the HTTP port, or leave --http_port off");
+  }
   if (o.tls.cert_file.empty() != o.tls.key_file.empty()) {
     return absl::InvalidArgumentError(
         "--tls_cert_file and --tls_key_file go together: give both or neither");
@@ -44,6 +71,7 @@ absl::Status ValidateServerOptions(const ServerOptions& o) {
   const RequestLimits& l = o.limits;
   for (absl::Status s :
        {AtLeast("threads", o.threads, 0), AtLeast("max_concurrent_rpcs", o.max_concurrent_rpcs, 4),
+        AtLeast("http_threads", o.http_threads, 1),
         AtLeast("max_batch_sentences", b.max_batch_sentences, 1),
         AtLeast("max_batch_tokens", b.max_batch_tokens, 1),
         AtLeast("max_admit_tokens", b.max_admit_tokens, 1),

@@ -4,6 +4,7 @@
 #define TASKMOE_SERVER_OPTIONS_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -66,6 +67,8 @@ struct TlsOptions {
 
 struct ServerOptions {
   std::string model_repository;
+  // Serve only these task ids of the repository (a shard of a shared repository); empty: all.
+  std::vector<std::string> tasks;
   std::string host = "0.0.0.0";
   int port = 8500;          // 0: any free port (see port_file)
   int metrics_port = 9464;  // 0: any free port; -1: no metrics endpoint
@@ -77,7 +80,13 @@ struct ServerOptions {
   // Whether one task that fails to load stops the start; otherwise it is reported as not
   // ready (health, ListTasks, taskmoe_task_ready) and the others are served.
   bool require_all_tasks = false;
-  int threads = 0;  // compute threads per batch; 0: OMP_NUM_THREADS or all cores
+  // The HTTP/JSON gateway (http_gateway.h): -1 off; 0 any free port. Plaintext only, so it
+  // cannot be combined with TLS (terminate TLS in a proxy in front of it instead).
+  int http_port = -1;
+  std::string http_host = "0.0.0.0";
+  int http_threads = 32;    // HTTP calls served at once
+  bool playground = false;  // the playground page at / of the HTTP port
+  int threads = 0;          // compute threads per batch; 0: OMP_NUM_THREADS or all cores
   int max_concurrent_rpcs = 512;
   bool enable_admin = false;
   // Where AdminService is served when enable_admin: -1 on the gRPC port with the translation

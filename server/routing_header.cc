@@ -6,10 +6,10 @@
 
 namespace taskmoe::server {
 
-absl::Status CheckTaskRoutingHeader(const grpc::ServerContext& context, absl::string_view task) {
-  const auto [first, last] = context.client_metadata().equal_range(kTaskRoutingHeader);
-  for (auto it = first; it != last; ++it) {
-    const absl::string_view value(it->second.data(), it->second.size());
+absl::Status CheckTaskRoutingHeader(absl::Span<const std::string> header_values,
+                                    absl::string_view task) {
+  for (const std::string& value_string : header_values) {
+    const absl::string_view value(value_string);
     if (value == task) continue;
     return absl::InvalidArgumentError(absl::StrCat(
         kTaskRoutingHeader, " header: '", absl::CHexEscape(value.substr(0, 64)),
@@ -17,6 +17,17 @@ absl::Status CheckTaskRoutingHeader(const grpc::ServerContext& context, absl::st
         "'; a gateway routes the call by the header, so send the same task id in both"));
   }
   return absl::OkStatus();
+}
+
+std::vector<std::string> TaskRoutingHeaderValues(const grpc::ServerContext& context) {
+  std::vector<std::string> values;
+  const auto [first, last] = context.client_metadata().equal_range(kTaskRoutingHeader);
+  for (auto it = first; it != last; ++it) values.emplace_back(it->second.data(), it->second.size());
+  return values;
+}
+
+absl::Status CheckTaskRoutingHeader(const grpc::ServerContext& context, absl::string_view task) {
+  return CheckTaskRoutingHeader(TaskRoutingHeaderValues(context), task);
 }
 
 }  // namespace taskmoe::server

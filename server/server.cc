@@ -48,9 +48,10 @@ TaskmoeServer::TaskmoeServer(const ServerOptions& options)
     : options_(options),
       process_metrics_(std::make_shared<ProcessMetrics>()),
       grpc_core_counters_(std::make_shared<GrpcCoreCallCounters>()),
-      registry_(options.model_repository, options.precision),
+      registry_(options.model_repository, options.precision, options.tasks),
       scheduler_(options.batching, metrics_),
-      translation_(registry_, scheduler_, metrics_, options.limits),
+      core_(registry_, scheduler_, metrics_, options.limits),
+      translation_(core_),
       memory_trimmer_(options.malloc_trim_interval) {}
 
 absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const ServerOptions& options) {
@@ -154,6 +155,19 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
     return absl::InternalError("gRPC could not start the server (its log above says why)");
   }
   self->listener_->Start(self->acceptor_.get(), options.max_connections, self->metrics_);
+  if (options.http_port >= 0) {
+    HttpGatewayOptions http;
+    http.host = options.http_host;
+    http.port = options.http_port;
+    http.threads = options.http_threads;
+    http.max_request_bytes = options.max_request_bytes;
+    http.playground = options.playground;
+    absl::StatusOr<std::unique_ptr<HttpGateway>> gateway =
+        HttpGateway::Start(http, self->core_, self->metrics_);
+    if (!gateway.ok()) return gateway.status();
+    self->http_ = *std::move(gateway);
+    self->http_port_ = self->http_->port();
+  }
   // gRPC's health service starts with the overall status SERVING; not until models load.
   self->server_->GetHealthCheckService()->SetServingStatus(false);
   self->server_->GetHealthCheckService()->SetServingStatus("taskmoe.v1.TranslationService", false);
@@ -163,6 +177,10 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
           self->metrics_port_ >= 0 ? absl::StrCat(", metrics on ", options.metrics_host, ":",
                                                   self->metrics_port_, "/metrics")
                                    : std::string(),
+          self->http_port_ >= 0
+              ? absl::StrCat(", HTTP/JSON on ", options.http_host, ":", self->http_port_,
+                             options.playground ? " (playground at /)" : "")
+              : std::string(),
           ", ", TransportName(options.tls),
           !options.enable_admin ? ", admin service off"
           : options.admin_port < 0
@@ -175,8 +193,9 @@ TaskmoeServer::~TaskmoeServer() {
   // No connection may reach gRPC once it stops (the acceptor would leave it open).
   if (listener_ != nullptr) listener_->Stop();
   if (server_ != nullptr && !shut_down_) {
-    translation_.StartDraining();
+    core_.StartDraining();
     scheduler_.Stop();
+    http_.reset();
     server_->Shutdown(std::chrono::system_clock::now());
   }
   if (admin_server_ != nullptr) admin_server_->Shutdown(std::chrono::system_clock::now());
@@ -202,7 +221,7 @@ absl::Status TaskmoeServer::LoadModels() {
     return s;
   }
   for (const auto& task : registry_.List()) OnTaskLoaded(*task);
-  translation_.SetReady();
+  core_.SetReady();
   server_->GetHealthCheckService()->SetServingStatus("taskmoe.v1.TranslationService", true);
   // The overall status; gRPC sets every service's status with it, so the tasks that failed
   // to load are set NOT_SERVING after it.
@@ -230,14 +249,15 @@ void TaskmoeServer::Shutdown() {
                                     absl::FormatDuration(options_.grace_period), " to finish"));
   // Every health status NOT_SERVING (and fixed so), then new calls are refused.
   server_->GetHealthCheckService()->Shutdown();
-  translation_.StartDraining();
-  if (!translation_.WaitIdle(start + options_.grace_period)) {
+  core_.StartDraining();
+  if (!core_.WaitIdle(start + options_.grace_period)) {
     Log(LogLevel::kWarning, "grace period over: cancelling the requests still in flight");
     scheduler_.Stop();
-    translation_.WaitIdle(absl::Now() + absl::Seconds(10));
+    core_.WaitIdle(absl::Now() + absl::Seconds(10));
   }
   scheduler_.Stop();
   listener_->Stop();
+  http_.reset();  // no call is in flight: it only stops listening
   // Only streams no translation owns are left (health Watch): end them promptly.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
   if (admin_server_ != nullptr) admin_server_->Shutdown(std::chrono::system_clock::now());

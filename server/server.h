@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "server/admin_service.h"
 #include "server/grpc_call_metrics.h"
+#include "server/http_gateway.h"
 #include "server/listener.h"
 #include "server/memory_trimmer.h"
 #include "server/metrics.h"
@@ -19,6 +20,7 @@
 #include "server/process_metrics.h"
 #include "server/scheduler.h"
 #include "server/task_registry.h"
+#include "server/translation_core.h"
 #include "server/translation_service.h"
 
 namespace taskmoe::server {
@@ -43,6 +45,7 @@ class TaskmoeServer {
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }
   int admin_port() const { return admin_port_; }  // -1 unless AdminService has its own port
+  int http_port() const { return http_port_; }    // -1 without --http_port
 
  private:
   explicit TaskmoeServer(const ServerOptions& options);
@@ -55,15 +58,19 @@ class TaskmoeServer {
   std::unique_ptr<prometheus::Exposer> exposer_;
   TaskRegistry registry_;
   Scheduler scheduler_;
+  TranslationCore core_;
   TranslationServiceImpl translation_;
   std::unique_ptr<AdminServiceImpl> admin_;
   int grpc_port_ = 0;
   int metrics_port_ = -1;
   int admin_port_ = -1;
+  int http_port_ = -1;
   bool shut_down_ = false;
   MemoryTrimmer memory_trimmer_;
   // Hands the connections listener_ accepts to server_; outlives both.
   std::unique_ptr<grpc::experimental::ExternalConnectionAcceptor> acceptor_;
+  // Stopped before the core it calls is destroyed (declared after it).
+  std::unique_ptr<HttpGateway> http_;
   // Last: destroyed first, so no call reaches the services after they are gone.
   std::unique_ptr<grpc::Server> admin_server_;  // only with --admin_port
   std::unique_ptr<grpc::Server> server_;

@@ -1,6 +1,8 @@
 // Loading, listing and reloading the repository's tasks.
 #include "server/task_registry.h"
 
+#include <algorithm>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -10,8 +12,10 @@
 
 namespace taskmoe::server {
 
-TaskRegistry::TaskRegistry(std::string repository, models::Precision precision)
+TaskRegistry::TaskRegistry(std::string repository, models::Precision precision,
+                           std::vector<std::string> only_tasks)
     : repository_(std::move(repository)),
+      only_tasks_(std::move(only_tasks)),
       precision_(precision),
       store_(std::make_shared<models::WeightStore>()) {}
 
@@ -31,6 +35,18 @@ absl::StatusOr<std::shared_ptr<const models::TaskModel>> TaskRegistry::LoadTask(
 absl::Status TaskRegistry::LoadAll(bool require_all) {
   absl::StatusOr<std::vector<std::string>> names = models::ListTaskDirectories(repository_);
   if (!names.ok()) return names.status();
+  if (!only_tasks_.empty()) {
+    std::vector<std::string> missing;
+    for (const std::string& task : only_tasks_) {
+      if (std::find(names->begin(), names->end(), task) == names->end()) missing.push_back(task);
+    }
+    if (!missing.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--tasks: ", absl::StrJoin(missing, ", "), " not in the model repository ", repository_,
+          " (it holds ", names->empty() ? "no task" : absl::StrJoin(*names, ", "), ")"));
+    }
+    *names = only_tasks_;
+  }
   const models::MatmulPath path = models::DefaultMatmulPath(precision_);
   Log(path == models::MatmulPath::kBF16AsF32 ? LogLevel::kWarning : LogLevel::kInfo,
       absl::StrCat("compute: ", models::CpuSummary(), "; ", models::PrecisionName(precision_),
@@ -116,6 +132,13 @@ absl::StatusOr<TaskRegistry::Reloaded> TaskRegistry::Reload(const std::string& t
                      "' is not a task name (letters, digits, '-', '_' and '.')"));
   }
   std::lock_guard<std::mutex> reload_lock(reload_mu_);
+  if (!only_tasks_.empty() &&
+      std::find(only_tasks_.begin(), only_tasks_.end(), task) == only_tasks_.end()) {
+    return absl::NotFoundError(absl::StrCat("task ", task,
+                                            " is not among the tasks this server "
+                                            "serves (--tasks=",
+                                            absl::StrJoin(only_tasks_, ","), ")"));
+  }
   Reloaded result;
   result.previous = Find(task);
   if (result.previous == nullptr && !models::HasTaskDirectory(repository_, task)) {

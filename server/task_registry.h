@@ -31,10 +31,14 @@ namespace taskmoe::server {
 
 class TaskRegistry {
  public:
-  TaskRegistry(std::string repository, models::Precision precision);
+  // `only_tasks`: serve just these task ids of the repository (a shard of it); empty: all.
+  TaskRegistry(std::string repository, models::Precision precision,
+               std::vector<std::string> only_tasks = {});
   ~TaskRegistry();
 
-  // Loads every task subdirectory (one with a config.json). A task that fails to load is kept
+  // Loads every task subdirectory (one with a config.json), or only those of `only_tasks`,
+  // which must all be in the repository (FAILED_PRECONDITION naming the missing ones, with the
+  // repository's tasks). A task that fails to load is kept
   // as broken, with the reason (LoadErrors), and the others are served; with `require_all`
   // the first failure fails the whole load instead, naming the task. Fails as well when the
   // repository holds no task, or none loads.
@@ -66,6 +70,7 @@ class TaskRegistry {
   absl::StatusOr<std::shared_ptr<const models::TaskModel>> LoadTask(const std::string& task) const;
 
   const std::string repository_;
+  const std::vector<std::string> only_tasks_;
   const models::Precision precision_;
   const std::shared_ptr<models::WeightStore> store_;
   std::mutex reload_mu_;  // serialises Reload; held while loading, unlike mu_

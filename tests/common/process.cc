@@ -19,9 +19,13 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 
 namespace taskmoe::testing {
@@ -187,29 +191,72 @@ absl::StatusOr<int> ConnectToLoopback(int port) {
   return fd;
 }
 
-absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+namespace {
+
+// The body of a chunked transfer, decoded; nullopt when malformed.
+std::optional<std::string> Unchunk(absl::string_view chunked) {
+  std::string body;
+  for (;;) {
+    const size_t line_end = chunked.find("\r\n");
+    if (line_end == absl::string_view::npos) return std::nullopt;
+    size_t size = 0;
+    if (!absl::SimpleHexAtoi(chunked.substr(0, line_end), &size)) return std::nullopt;
+    chunked.remove_prefix(line_end + 2);
+    if (size == 0) return body;
+    if (chunked.size() < size + 2) return std::nullopt;
+    body.append(chunked.data(), size);
+    chunked.remove_prefix(size + 2);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<HttpResponse> HttpRequest(int port, const std::string& method,
+                                         const std::string& path,
+                                         const std::vector<std::string>& headers,
+                                         const std::string& body) {
   absl::StatusOr<int> connected = ConnectToLoopback(port);
   if (!connected.ok()) return connected.status();
   const int fd = *connected;
-  // HTTP/1.0: the server closes the connection after the (unchunked) body.
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
-    close(fd);
-    return absl::InternalError("write failed");
+  std::string request =
+      absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+  for (const std::string& header : headers) absl::StrAppend(&request, header, "\r\n");
+  if (!body.empty() || method == "POST") {
+    absl::StrAppend(&request, "Content-Length: ", body.size(), "\r\n");
+  }
+  absl::StrAppend(&request, "\r\n", body);
+  for (size_t sent = 0; sent < request.size();) {
+    const ssize_t n = write(fd, request.data() + sent, request.size() - sent);
+    if (n <= 0) break;  // the server may answer (413) before reading everything
+    sent += static_cast<size_t>(n);
   }
   std::string response;
   char buffer[4096];
   for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, n);
   close(fd);
-  const size_t body = response.find("\r\n\r\n");
-  if (response.rfind("HTTP/1.", 0) != 0 || body == std::string::npos) {
+  const size_t body_start = response.find("\r\n\r\n");
+  HttpResponse result;
+  if (response.rfind("HTTP/1.", 0) != 0 || body_start == std::string::npos ||
+      !absl::SimpleAtoi(absl::string_view(response).substr(9, 3), &result.status)) {
     return absl::InternalError("bad HTTP response: " + response.substr(0, 200));
   }
-  if (response.find(" 200 ") > response.find("\r\n")) {
-    return absl::UnavailableError("HTTP error: " + response.substr(0, response.find("\r\n")));
+  result.headers = response.substr(0, body_start);
+  result.body = response.substr(body_start + 4);
+  if (absl::StrContains(absl::AsciiStrToLower(result.headers), "transfer-encoding: chunked")) {
+    std::optional<std::string> unchunked = Unchunk(result.body);
+    if (!unchunked) return absl::InternalError("bad chunked body: " + result.body.substr(0, 200));
+    result.body = *std::move(unchunked);
   }
-  return response.substr(body + 4);
+  return result;
+}
+
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+  absl::StatusOr<HttpResponse> response = HttpRequest(port, "GET", path);
+  if (!response.ok()) return response.status();
+  if (response->status != 200) {
+    return absl::UnavailableError(absl::StrCat("HTTP error: status ", response->status));
+  }
+  return std::move(response->body);
 }
 
 }  // namespace taskmoe::testing

@@ -80,8 +80,23 @@ class ChildProcess {
 // refused; RESOURCE_EXHAUSTED when no socket could be made at all (out of descriptors).
 absl::StatusOr<int> ConnectToLoopback(int port);
 
-// GET http://127.0.0.1:<port><path> over HTTP/1.0: the body of a 200 response, UNAVAILABLE
-// when nothing listens or the status is not 200 (the status line is in the message).
+// An HTTP response: its status code, header lines as sent, and body (chunked transfer
+// decoded).
+struct HttpResponse {
+  int status = 0;
+  std::string headers;
+  std::string body;
+};
+
+// One HTTP/1.1 request to 127.0.0.1:<port> on a connection of its own (Connection: close);
+// `headers` are extra header lines ("name: value"). UNAVAILABLE when nothing listens.
+absl::StatusOr<HttpResponse> HttpRequest(int port, const std::string& method,
+                                         const std::string& path,
+                                         const std::vector<std::string>& headers = {},
+                                         const std::string& body = "");
+
+// GET http://127.0.0.1:<port><path>: the body of a 200 response, UNAVAILABLE when nothing
+// listens or the status is not 200 (the status is in the message).
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
 
 }  // namespace taskmoe::testing

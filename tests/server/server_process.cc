@@ -46,6 +46,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
       if (kv.first == "admin_port" && !absl::SimpleAtoi(kv.second, &p->admin_port_)) {
         p->admin_port_ = -1;
       }
+      if (kv.first == "http_port" && !absl::SimpleAtoi(kv.second, &p->http_port_)) {
+        p->http_port_ = -1;
+      }
     }
     if (grpc_port != 0) break;
     if (!p->process_->Running()) {

@@ -22,6 +22,8 @@ namespace taskmoe::server::testing {
 using ::taskmoe::testing::ChildProcess;
 using ::taskmoe::testing::CommandResult;
 using ::taskmoe::testing::HttpGet;
+using ::taskmoe::testing::HttpRequest;
+using ::taskmoe::testing::HttpResponse;
 using ::taskmoe::testing::MakeTempDir;
 using ::taskmoe::testing::ReadFile;
 using ::taskmoe::testing::RunCommand;
@@ -41,6 +43,7 @@ class ServerProcess {
   const std::string& address() const { return address_; }
   int metrics_port() const { return metrics_port_; }
   int admin_port() const { return admin_port_; }  // -1 unless started with --admin_port
+  int http_port() const { return http_port_; }    // -1 unless started with --http_port
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   pid_t pid() const { return process_->pid(); }
 
@@ -57,6 +60,7 @@ class ServerProcess {
   std::string dir_, log_path_, address_;
   int metrics_port_ = -1;
   int admin_port_ = -1;
+  int http_port_ = -1;
   std::shared_ptr<grpc::Channel> channel_;
 };
 

@@ -865,6 +865,52 @@ TEST_F(ServerTest, SigtermCancelsWhatOutlivesTheGracePeriod) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(8));
 }
 
+// --tasks: a shard of a shared repository serves only its tasks, and says so for the others;
+// the list is checked against the repository before anything loads.
+TEST_F(ServerTest, TasksFlagServesOnlyThoseTasks) {
+  auto server = StartServer({"--tasks=en-de, fr-en", "--enable_admin"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TranslationService::NewStub(server->channel());
+  grpc::ClientContext context;
+  SetDeadline(context, kLongDeadline);
+  v1::ListTasksResponse list;
+  ASSERT_TRUE(stub->ListTasks(&context, v1::ListTasksRequest(), &list).ok());
+  std::vector<std::string> ids;
+  for (const v1::TaskInfo& task : list.tasks()) ids.push_back(task.task());
+  EXPECT_EQ(ids, (std::vector<std::string>{"en-de", "fr-en"}));
+  TranslateResponse response;
+  EXPECT_TRUE(Translate(*server, Request("fr-en", {"Bonjour"}), &response).ok());
+  const grpc::Status other = Translate(*server, Request("de-en", {"Hallo"}), &response);
+  EXPECT_EQ(other.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(other.error_message().find("tasks: en-de, fr-en"), std::string::npos);
+  // Nor can a reload bring in a task of the repository outside the list.
+  auto admin = v1::AdminService::NewStub(server->channel());
+  grpc::ClientContext reload_context;
+  SetDeadline(reload_context, kLongDeadline);
+  v1::ReloadTaskRequest reload;
+  reload.set_task("de-en");
+  v1::ReloadTaskResponse reloaded;
+  const grpc::Status refused = admin->ReloadTask(&reload_context, reload, &reloaded);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(refused.error_message().find("not among the tasks this server serves (--tasks="),
+            std::string::npos)
+      << refused.error_message();
+
+  const std::string repo = "--model_repository=" + repository_;
+  ExitResult missing = RunServerToExit(
+      {repo, "--port=0", "--metrics_port=-1", "--tasks=en-de,xx-yy,zz"}, absl::Seconds(60));
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.log.find("--tasks: xx-yy, zz not in the model repository"), std::string::npos)
+      << missing.log;
+  EXPECT_NE(missing.log.find("(it holds de-en, en-de, en-fr, fr-en)"), std::string::npos);
+  ExitResult twice = RunServerToExit({repo, "--tasks=en-de,en-de"}, absl::Seconds(60));
+  EXPECT_EQ(twice.code, 2);
+  EXPECT_NE(twice.log.find("--tasks: en-de is listed twice"), std::string::npos) << twice.log;
+  ExitResult bad = RunServerToExit({repo, "--tasks=en-de,../x"}, absl::Seconds(60));
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.log.find("--tasks: '../x' is not a task id"), std::string::npos) << bad.log;
+}
+
 TEST_F(ServerTest, ReloadUnderTrafficDropsNothing) {
   auto server = StartServer({"--enable_admin", "--max_output_tokens=8"});
   ASSERT_NE(server, nullptr);

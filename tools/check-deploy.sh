@@ -2,7 +2,7 @@
 # Offline checks of deploy/ (run by tools/test.sh; needs no cluster, registry or network):
 #   - every kustomization under deploy/k8s (the base and each overlay) renders with
 #     `kubectl kustomize`, to YAML that parses into objects with apiVersion, kind and name;
-#     a GRPCRoute routes exactly each shard's tasks (SHARD_TASKS) to that shard's Service;
+#     a GRPCRoute routes exactly each shard's tasks (TASKS) to that shard's Service;
 #   - yamllint passes on deploy/ with deploy/.yamllint;
 #   - promtool accepts deploy/prometheus/prometheus.yml and its alerting rules;
 #   - deploy/grafana/*.json parse as Grafana dashboards, and every metric name that they and
@@ -55,7 +55,7 @@ for o in objects:
         sys.exit(f"check-deploy: {directory}: a {o['kind']} without a name")
 kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
 
-# A GRPCRoute must route exactly the tasks each shard serves (SHARD_TASKS of the shard's
+# A GRPCRoute must route exactly the tasks each shard serves (TASKS of the shard's
 # ConfigMap) to that shard's Service, within the Gateway API's limits on rules and matches.
 shard_label = "taskmoe.dev/shard"
 shard_of_service = {o["metadata"]["name"]: o["metadata"].get("labels", {}).get(shard_label)
@@ -63,8 +63,8 @@ shard_of_service = {o["metadata"]["name"]: o["metadata"].get("labels", {}).get(s
 tasks_of_shard = {}
 for o in objects:
     shard = o["metadata"].get("labels", {}).get(shard_label)
-    if o["kind"] == "ConfigMap" and shard and "SHARD_TASKS" in o.get("data", {}):
-        tasks_of_shard[shard] = set(o["data"]["SHARD_TASKS"].split(","))
+    if o["kind"] == "ConfigMap" and shard and o.get("data", {}).get("TASKS"):
+        tasks_of_shard[shard] = set(o["data"]["TASKS"].split(","))
 for route in (o for o in objects if o["kind"] == "GRPCRoute"):
     name = route["metadata"]["name"]
     rules = route["spec"].get("rules", [])

@@ -23,6 +23,10 @@ build_packages=(
 # their certificates.
 test_packages=(python3 python3-numpy python3-sentencepiece python3-torch gettext
   prometheus python3-grpcio python3-grpc-tools yamllint python3-yaml openssl)
+# The playground's browser test (tests/server/playground_test.py): Debian's Chromium, its
+# WebDriver and Selenium. tools/docker-test.sh: Docker's daemon and client, debootstrap for the
+# base image and curl; tools/shard-test.sh: HAProxy in front of two servers.
+test_packages+=(chromium chromium-driver python3-selenium docker.io debootstrap curl haproxy)
 # tools/fuzz.sh (docs/fuzzing.md): clang, its libFuzzer and sanitizer runtimes (libclang-rt-dev,
 # which clang only recommends), its OpenMP runtime (libomp-dev) and llvm-symbolizer (llvm) for
 # readable crash reports.

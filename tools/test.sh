@@ -2,7 +2,8 @@
 # The test command of the README (and of CI): installs what the tests need, checks
 # formatting, the layering of includes (tools/check-includes.py) and the deployment files
 # (tools/check-deploy.sh), builds Release and ASan+UBSan,
-# and runs every test under both builds, the server's tests under ThreadSanitizer
+# and runs every test under both builds, the sharded deployment behind HAProxy and the
+# container image (built and run), the server's tests under ThreadSanitizer
 # (tools/tsan.sh), fuzzes each libFuzzer target briefly
 # (tools/fuzz.sh), then runs the Python tests of the reference trainer.
 set -euo pipefail
@@ -28,6 +29,14 @@ ctest --test-dir build/release --output-on-failure -j 2
 echo "== ctest (ASan+UBSan, kernel paths of an AVX2-only CPU)"
 ONEDNN_MAX_CPU_ISA=AVX2 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/asan --output-on-failure -j 2
+
+# Deployment, for real: the sharded topology behind HAProxy (tools/shard-test.sh, ~10 s), and
+# deploy/Dockerfile built and run (tools/docker-test.sh: about 4 min on 2 cores from nothing,
+# most of it the image's own build of the server; under a minute once its layers are cached).
+echo "== sharded topology behind HAProxy"
+tools/shard-test.sh
+echo "== container image"
+tools/docker-test.sh
 
 # ThreadSanitizer over the server's tests (build/tsan: only the server and its tests, about
 # 2.5 min of build and 2 min of tests on 2 cores; tools/tsan.sh says how uninstrumented

@@ -2,7 +2,8 @@
 # Offline checks of deploy/ (run by tools/test.sh; needs no cluster, registry or network):
 #   - every kustomization under deploy/k8s (the base and each overlay) renders with
 #     `kubectl kustomize`, to YAML that parses into objects with apiVersion, kind and name;
-#     a GRPCRoute routes exactly each shard's tasks (TASKS) to that shard's Service;
+#     the GRPCRoute and the HTTPRoute route exactly each shard's tasks (TASKS) to that
+#     shard's Service, on its grpc and http port;
 #   - yamllint passes on deploy/ with deploy/.yamllint;
 #   - promtool accepts deploy/prometheus/prometheus.yml and its alerting rules;
 #   - deploy/grafana/*.json parse as Grafana dashboards, and every metric name that they and
@@ -55,40 +56,51 @@ for o in objects:
         sys.exit(f"check-deploy: {directory}: a {o['kind']} without a name")
 kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in objects)
 
-# A GRPCRoute must route exactly the tasks each shard serves (TASKS of the shard's
-# ConfigMap) to that shard's Service, within the Gateway API's limits on rules and matches.
+# Each route (GRPCRoute for gRPC, HTTPRoute for the HTTP/JSON API) must route exactly the tasks
+# each shard serves (TASKS of the shard's ConfigMap) to that shard's Service, on the Service's
+# port for its protocol, within the Gateway API's limits on rules and matches.
 shard_label = "taskmoe.dev/shard"
-shard_of_service = {o["metadata"]["name"]: o["metadata"].get("labels", {}).get(shard_label)
-                    for o in objects if o["kind"] == "Service"}
+port_name_of_route = {"GRPCRoute": "grpc", "HTTPRoute": "http"}
+services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+shard_of_service = {name: o["metadata"].get("labels", {}).get(shard_label)
+                    for name, o in services.items()}
 tasks_of_shard = {}
 for o in objects:
     shard = o["metadata"].get("labels", {}).get(shard_label)
     if o["kind"] == "ConfigMap" and shard and o.get("data", {}).get("TASKS"):
         tasks_of_shard[shard] = set(o["data"]["TASKS"].split(","))
-for route in (o for o in objects if o["kind"] == "GRPCRoute"):
-    name = route["metadata"]["name"]
+for route in (o for o in objects if o["kind"] in port_name_of_route):
+    name = f"{route['kind']} {route['metadata']['name']}"
     rules = route["spec"].get("rules", [])
     if len(rules) > 16:
-        sys.exit(f"check-deploy: {directory}: GRPCRoute {name}: {len(rules)} rules, more than 16")
+        sys.exit(f"check-deploy: {directory}: {name}: {len(rules)} rules, more than 16")
     routed = {}
     for i, rule in enumerate(rules):
         matches = rule.get("matches", [])
         if len(matches) > 8:
-            sys.exit(f"check-deploy: {directory}: GRPCRoute {name} rule {i}: "
+            sys.exit(f"check-deploy: {directory}: {name} rule {i}: "
                      f"{len(matches)} matches, more than 8")
-        shards = {shard_of_service.get(b["name"]) for b in rule.get("backendRefs", [])}
+        backends = rule.get("backendRefs", [])
+        shards = {shard_of_service.get(b["name"]) for b in backends}
         if len(shards) != 1 or None in shards:
-            sys.exit(f"check-deploy: {directory}: GRPCRoute {name} rule {i}: backends "
-                     f"{rule.get('backendRefs')} are not the Service of one shard")
+            sys.exit(f"check-deploy: {directory}: {name} rule {i}: backends "
+                     f"{backends} are not the Service of one shard")
+        for b in backends:
+            wanted = [p["port"] for p in services[b["name"]]["spec"]["ports"]
+                      if p["name"] == port_name_of_route[route["kind"]]]
+            if b.get("port") not in wanted:
+                sys.exit(f"check-deploy: {directory}: {name} rule {i}: port {b.get('port')} "
+                         f"of {b['name']} is not its {port_name_of_route[route['kind']]} port "
+                         f"{wanted}")
         shard = shards.pop()
         for match in matches:
             for header in match.get("headers", []):
                 if header.get("name") == "x-taskmoe-task":
                     routed.setdefault(shard, set()).add(header["value"])
     if routed != tasks_of_shard:
-        sys.exit(f"check-deploy: {directory}: GRPCRoute {name} routes {routed}, but the shards "
+        sys.exit(f"check-deploy: {directory}: {name} routes {routed}, but the shards "
                  f"serve {tasks_of_shard}")
-    kinds.append(f"(route covers {sum(len(t) for t in routed.values())} tasks)")
+    kinds.append(f"({name} covers {sum(len(t) for t in routed.values())} tasks)")
 print(f"check-deploy: {directory}: {len(objects)} objects ({', '.join(kinds)})")
 EOF
 done

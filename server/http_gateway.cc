@@ -130,8 +130,10 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(const HttpGatewa
                                     // this, Nagle's algorithm holds the body back until the
                                     // client's delayed ACK (40 ms).
                                     "tcp_nodelay", "1",
-                                    // A client that sends its request this slowly is cut off.
-                                    "request_timeout_ms", "30000", nullptr};
+                                    // Reads and writes that stall this long end the
+                                    // connection: a client trickling its request in holds a
+                                    // thread, so it gets seconds, not minutes.
+                                    "request_timeout_ms", "10000", nullptr};
   mg_callbacks callbacks{};
   // civetweb prints its errors itself; ours go through the server's log.
   callbacks.log_message = [](const mg_connection*, const char* message) {

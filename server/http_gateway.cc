@@ -154,11 +154,29 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(const HttpGatewa
   return self;
 }
 
+HttpGateway::~HttpGateway() {
+  std::unique_lock<std::mutex> lock(active_mu_);
+  if (!idle_.wait_for(lock, absl::ToChronoMicroseconds(kStopWait), [&] { return active_ == 0; })) {
+    Log(LogLevel::kWarning, absl::StrCat("http: ", active_, " replies still being written after ",
+                                         absl::FormatDuration(kStopWait), "; stopping anyway"));
+  }
+  lock.unlock();
+  context_.reset();
+}
+
 int HttpGateway::HandleRequest(mg_connection* connection, void* gateway) {
   auto& self = *static_cast<HttpGateway*>(gateway);
+  {
+    std::lock_guard<std::mutex> lock(self.active_mu_);
+    ++self.active_;
+  }
   absl::string_view route = "other";
   const int status = self.Serve(connection, route);
   self.metrics_.CountHttpRequest(std::string(route), status);
+  {
+    std::lock_guard<std::mutex> lock(self.active_mu_);
+    if (--self.active_ == 0) self.idle_.notify_all();
+  }
   return status;  // civetweb: a non-zero return means the request was handled
 }
 

@@ -12,11 +12,14 @@
 #ifndef TASKMOE_SERVER_HTTP_GATEWAY_H_
 #define TASKMOE_SERVER_HTTP_GATEWAY_H_
 
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "server/metrics.h"
 #include "server/translation_core.h"
 
@@ -42,14 +45,20 @@ class HttpGateway {
   static absl::StatusOr<std::unique_ptr<HttpGateway>> Start(const HttpGatewayOptions& options,
                                                             TranslationCore& core,
                                                             Metrics& metrics);
-  // Stops listening and waits for the calls being served (TranslationCore drains them first).
-  ~HttpGateway() = default;
+  // Waits (up to kStopWait) for the requests being answered to finish writing their replies,
+  // then stops civetweb. Call it once TranslationCore has drained: civetweb drops whatever a
+  // handler writes after it is told to stop, so a reply cut off here would reach the client
+  // as a broken response.
+  ~HttpGateway();
   HttpGateway(const HttpGateway&) = delete;
   HttpGateway& operator=(const HttpGateway&) = delete;
 
   int port() const { return port_; }
 
  private:
+  // Replies still being written after the calls drained (a slow client's socket) get this long.
+  static constexpr absl::Duration kStopWait = absl::Seconds(5);
+
   HttpGateway(const HttpGatewayOptions& options, TranslationCore& core, Metrics& metrics)
       : options_(options), core_(core), metrics_(metrics) {}
   static int HandleRequest(mg_connection* connection, void* gateway);
@@ -65,6 +74,10 @@ class HttpGateway {
   Metrics& metrics_;
   std::unique_ptr<mg_context, Stopper> context_;
   int port_ = -1;
+  // Requests in a handler (reading, waiting for the core, or writing the reply).
+  std::mutex active_mu_;
+  std::condition_variable idle_;
+  int active_ = 0;
 };
 
 }  // namespace taskmoe::server

@@ -33,16 +33,25 @@ absl::StatusOr<Json> ParseObject(absl::string_view body) {
   } catch (const TooDeep&) {
     return absl::InvalidArgumentError(
         absl::StrCat("body: JSON nested deeper than ", kMaxDepth, " levels"));
-  } catch (const Json::parse_error& e) {
-    // The parser's reason without its echo of the input ("; last read: '...'"), which may hold
-    // any bytes.
+  } catch (const Json::exception& e) {
+    // Every parser error: parse_error for malformed text, but also out_of_range for a number
+    // beyond double (1e999), which once escaped this function and crashed the server (found
+    // by fuzz/http_json_fuzzer.cc). The reason without the parser's echo of the input ("; last
+    // read: '...'"), which may hold any bytes.
+    // e.what(): "[json.exception.<kind>.<id>] " and, for parse errors, "parse error at line L,
+    // column C: " before the reason.
     absl::string_view reason = e.what();
-    if (const size_t colon = reason.find(": "); colon != absl::string_view::npos) {
+    if (const size_t tag_end = reason.find("] "); tag_end != absl::string_view::npos) {
+      reason.remove_prefix(tag_end + 2);
+    }
+    const auto* parse_error = dynamic_cast<const Json::parse_error*>(&e);
+    if (const size_t colon = reason.find(": "); parse_error && colon != absl::string_view::npos) {
       reason.remove_prefix(colon + 2);
     }
     reason = reason.substr(0, reason.find("; last read"));
-    return absl::InvalidArgumentError(
-        absl::StrCat("body: not valid JSON at byte ", e.byte, ": ", reason));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "body: not valid JSON", parse_error ? absl::StrCat(" at byte ", parse_error->byte) : "",
+        ": ", reason));
   }
   if (!json.is_object()) return absl::InvalidArgumentError("body: not a JSON object");
   return json;

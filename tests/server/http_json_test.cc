@@ -67,6 +67,21 @@ TEST(HttpJsonTest, RefusalsNameTheField) {
   }
 }
 
+// fuzz/corpus/http_json/regression-number-overflow.json: a number beyond double made the parser
+// throw out_of_range, which escaped and would have taken the server down.
+TEST(HttpJsonTest, NumbersBeyondDoubleAreRefusedNotThrown) {
+  for (const char* body : {R"({"options": {"beam_size": 1e999}})", R"({"task": -1e400})",
+                           R"({"texts": ["a"], "request_id": 8e467440737095})"}) {
+    absl::StatusOr<v1::TranslateRequest> request = ParseTranslateRequest(body);
+    ASSERT_FALSE(request.ok()) << body;
+    EXPECT_EQ(request.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(request.status().message().find("body: not valid JSON: number overflow"),
+              std::string::npos)
+        << request.status().message();
+    EXPECT_FALSE(ParseTranslateStreamRequest(body).ok());
+  }
+}
+
 TEST(HttpJsonTest, DeepNestingIsRefusedWithoutBuildingIt) {
   const std::string deep = std::string(1 << 20, '[') + std::string(1 << 20, ']');
   absl::StatusOr<v1::TranslateRequest> request = ParseTranslateRequest(deep);

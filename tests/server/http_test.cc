@@ -204,6 +204,12 @@ TEST_F(HttpTest, MalformedRequestsGetClearErrors) {
        400,
        "body: not valid JSON"},
       {"/v1/translate", std::string(10, '[') + std::string(10, ']'), {}, 400, "nested deeper"},
+      // Once an exception out of the parser (fuzz/corpus/http_json/regression-*).
+      {"/v1/translate",
+       R"({"task": "en-de", "texts": ["Hi"], "options": {"beam_size": 1e999}})",
+       {},
+       400,
+       "body: not valid JSON: number overflow parsing '1e999'"},
       {"/v1/translate",
        R"({"task": 7, "texts": ["Hi"]})",
        {},

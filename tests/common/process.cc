@@ -14,7 +14,9 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -74,10 +76,38 @@ std::optional<int> WaitFor(pid_t pid, absl::Duration timeout) {
 
 }  // namespace
 
+namespace {
+
+// The directories MakeTempDir made in this process, removed when it exits. Never destroyed:
+// used at exit.
+std::mutex& TempDirsMutex() {
+  static auto* mu = new std::mutex();
+  return *mu;
+}
+std::vector<std::string>& TempDirsToRemove() {
+  static auto* dirs = new std::vector<std::string>();
+  return *dirs;
+}
+
+void RemoveTempDirs() {
+  if (getenv("TASKMOE_KEEP_TEST_TMP") != nullptr) return;
+  std::lock_guard<std::mutex> lock(TempDirsMutex());
+  for (const std::string& dir : TempDirsToRemove()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  }
+}
+
+}  // namespace
+
 std::string MakeTempDir(const std::string& name) {
   const char* base = getenv("TEST_TMPDIR");
   std::string pattern = absl::StrCat(base != nullptr ? base : "/tmp", "/taskmoe-", name, "-XXXXXX");
   if (mkdtemp(pattern.data()) == nullptr) return "";
+  static const bool registered = std::atexit(RemoveTempDirs) == 0;
+  (void)registered;
+  std::lock_guard<std::mutex> lock(TempDirsMutex());
+  TempDirsToRemove().push_back(pattern);
   return pattern;
 }
 

@@ -17,7 +17,10 @@
 
 namespace taskmoe::testing {
 
-// A fresh empty directory under TEST_TMPDIR (or /tmp).
+// A fresh empty directory under TEST_TMPDIR (or /tmp), removed with everything in it when the
+// test process exits normally (set TASKMOE_KEEP_TEST_TMP to keep them for a post-mortem). Test
+// binaries run one test per process under ctest, so what a test writes there lives as long as
+// the test; without the removal a full ctest run left gigabytes behind in /tmp.
 std::string MakeTempDir(const std::string& name);
 
 // The whole content of a file, byte for byte ("" when unreadable).

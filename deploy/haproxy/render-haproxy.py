@@ -62,32 +62,34 @@ def json_error(code, message):
     return "'" + body + "'"
 
 
+# (gRPC code, its name, the HTTP status the gateway maps it to): docs/api.md, HTTP/JSON.
+NOT_FOUND = (5, "NOT_FOUND", 404)
+UNAVAILABLE = (14, "UNAVAILABLE", 503)
+
+
+def refusal(grpc, status, message, condition):
+    """An answer of the proxy's own: for gRPC a status, trailers only (HTTP 200 with
+    grpc-status), else the HTTP gateway's JSON error with its HTTP status."""
+    number, name, http_status = status
+    if grpc:
+        return (f"    http-request return status 200 hdr grpc-status {number} "
+                f"hdr grpc-message \"{message}\" {condition}")
+    return (f"    http-request return status {http_status} content-type application/json "
+            f"string {json_error(name, message)} {condition}")
+
+
 def frontend(name, bind, rules, grpc, backend_suffix):
     """A frontend routing `rules`; `grpc`: answer in gRPC statuses, else in HTTP/JSON."""
     lines = ["", f"frontend {name}", f"    bind {bind}" + (" proto h2" if grpc else "")]
     acls = [f"rule_{i}" for i in range(len(rules))]
     for acl, (_, tasks) in zip(acls, rules):
         lines.append(f"    acl {acl} req.hdr({HEADER}) -m str {' '.join(tasks)}")
-    unrouted = f"if !{' !'.join(acls)}"
-    if grpc:
-        # No rule matched: a gRPC status of the proxy's own (trailers only: HTTP 200 with
-        # grpc-status), NOT_FOUND, as the server says of a task it does not serve.
-        lines.append(f"    http-request return status 200 hdr grpc-status 5 "
-                     f"hdr grpc-message \"{UNROUTED_MESSAGE}\" {unrouted}")
-    else:
-        lines.append(f"    http-request return status 404 content-type application/json "
-                     f"string {json_error('NOT_FOUND', UNROUTED_MESSAGE)} {unrouted}")
+    # No rule matched: NOT_FOUND, as the server says of a task it does not serve.
+    lines.append(refusal(grpc, NOT_FOUND, UNROUTED_MESSAGE, f"if !{' !'.join(acls)}"))
     # A shard with no server up: UNAVAILABLE at once, naming it (the client may retry later).
     for acl, (service, _) in zip(acls, rules):
-        backend = service + backend_suffix
-        message = f"no server of {service} is up; retry later"
-        down = f"if {acl} {{ nbsrv({backend}) eq 0 }}"
-        if grpc:
-            lines.append(f"    http-request return status 200 hdr grpc-status 14 "
-                         f"hdr grpc-message \"{message}\" {down}")
-        else:
-            lines.append(f"    http-request return status 503 content-type application/json "
-                         f"string {json_error('UNAVAILABLE', message)} {down}")
+        lines.append(refusal(grpc, UNAVAILABLE, f"no server of {service} is up; retry later",
+                             f"if {acl} {{ nbsrv({service + backend_suffix}) eq 0 }}"))
     for acl, (service, _) in zip(acls, rules):
         lines.append(f"    use_backend {service + backend_suffix} if {acl}")
     return lines

@@ -1,7 +1,7 @@
 """Trains the shared SentencePiece model of the corpus (one vocabulary for all languages).
 
     /usr/bin/python3 training/train_spm.py [--corpus build/corpus] [--out build/corpus]
-        [--vocab-size 16000] [--sentences-per-language 40000] [--seed 1]
+        [--vocab-size 16000] [--sentences-per-language 40000] [--seed 1] [--byte-fallback]
 
 Input: the train files of a corpus directory written by build_corpus.py
 (`train.{src}-{tgt}.{lang}`). Every language's distinct training sentences are pooled (English
@@ -11,7 +11,10 @@ sampled (seeded), so that English, or a large language, does not dominate the vo
 Output: OUT/spm.model and OUT/spm.vocab, a unigram model with the ids docs/model-format.md
 fixes: pad=0, unk=1, bos=2, eos=3, then the user-defined target tags `<2xx>` of every language
 (sorted, so `<2de>` = 4, `<2en>` = 5, ...), character coverage 0.9995 and the default
-nmt_nfkc normalization. Trains with python3-sentencepiece when it is installed, else with
+nmt_nfkc normalization. With --byte-fallback the model also holds the 256 byte pieces
+<0x00>..<0xFF> and encodes a character it lacks as its UTF-8 bytes instead of the unknown
+piece, so no character of any text maps to " ⁇ " (the C++ engine reads such models:
+docs/model-format.md). Trains with python3-sentencepiece when it is installed, else with
 Debian's `spm_train` binary (same options).
 """
 
@@ -61,8 +64,10 @@ def balanced_sample(sentences: Dict[str, List[str]], per_language: int, seed: in
 
 
 def trainer_options(input_path: str, model_prefix: str, vocab_size: int, languages: List[str],
-                    character_coverage: float, threads: int) -> Dict[str, object]:
+                    character_coverage: float, threads: int,
+                    byte_fallback: bool = False) -> Dict[str, object]:
     return {
+        "byte_fallback": byte_fallback,
         "input": input_path, "model_prefix": model_prefix, "vocab_size": vocab_size,
         "model_type": "unigram", "character_coverage": character_coverage,
         "user_defined_symbols": ",".join(language_tag(lang) for lang in languages),
@@ -113,14 +118,16 @@ def check_model(model_path: str, languages: List[str], samples: Dict[str, List[s
         tags[tag] = tag_id
     print(f"vocab {processor.get_piece_size()}  specials {found}")
     print("tags  " + "  ".join(f"{tag}={tag_id}" for tag, tag_id in tags.items()))
-    print(f"{'lang':<5} {'pieces/sent':>11} {'chars/piece':>11} {'unk/1k':>7}")
+    print(f"{'lang':<5} {'pieces/sent':>11} {'chars/piece':>11} {'unk/1k':>7} {'bytes/1k':>8}")
     for lang, lines in samples.items():
         lines = lines[:2000]
         ids = processor.encode(lines)
         pieces = sum(map(len, ids)) or 1
         unknown = sum(seq.count(processor.unk_id()) for seq in ids)
+        byte_pieces = sum(processor.is_byte(i) for seq in ids for i in seq)
         chars = sum(len(line) for line in lines)
-        print(f"{lang:<5} {pieces / max(len(lines), 1):>11.1f} {chars / pieces:>11.2f} {1000 * unknown / pieces:>7.2f}")
+        print(f"{lang:<5} {pieces / max(len(lines), 1):>11.1f} {chars / pieces:>11.2f} "
+              f"{1000 * unknown / pieces:>7.2f} {1000 * byte_pieces / pieces:>8.2f}")
 
 
 def main(argv=None) -> int:
@@ -131,6 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sentences-per-language", type=int, default=40000)
     parser.add_argument("--character-coverage", type=float, default=0.9995)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--byte-fallback", action="store_true",
+                        help="characters the vocabulary lacks encode as byte pieces, never unk")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
@@ -149,7 +158,8 @@ def main(argv=None) -> int:
             f.writelines(line + "\n" for line in sample)
         prefix = os.path.join(tmp, "spm")
         trainer = train(trainer_options(input_path, prefix, args.vocab_size, languages,
-                                        args.character_coverage, args.threads))
+                                        args.character_coverage, args.threads,
+                                        args.byte_fallback))
         for suffix in (".model", ".vocab"):
             # Copy, then rename: a reader never sees a half-written model.
             shutil.copyfile(prefix + suffix, os.path.join(out, f"spm{suffix}.tmp"))

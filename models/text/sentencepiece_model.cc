@@ -2,6 +2,7 @@
 #include "models/text/sentencepiece_model.h"
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -9,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "models/text/utf8.h"
 
 namespace taskmoe::models {
 namespace {
@@ -48,15 +50,17 @@ absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::FromByte
     return absl::UnimplementedError(absl::StrCat("SentencePiece model type ", proto->model_type,
                                                  " is not supported (only unigram)"));
   }
-  if (proto->byte_fallback || proto->treat_whitespace_as_suffix) {
-    return absl::UnimplementedError(
-        "SentencePiece byte_fallback and treat_whitespace_as_suffix are not supported");
+  if (proto->treat_whitespace_as_suffix) {
+    return absl::UnimplementedError("SentencePiece treat_whitespace_as_suffix is not supported");
   }
   if (!proto->denormalizer_charsmap.empty()) {
     return absl::UnimplementedError("SentencePiece denormalization is not supported");
   }
   if (proto->pieces.empty()) return absl::InvalidArgumentError("SentencePiece model has no pieces");
   std::unique_ptr<SentencePieceModel> model(new SentencePieceModel());
+  model->byte_fallback_ = proto->byte_fallback;
+  model->byte_ids_.fill(-1);
+  model->byte_values_.assign(proto->pieces.size(), 0);
   model->min_score_ = std::numeric_limits<float>::max();
   // SentencePiece starts the maximum at FLT_MIN (the smallest positive float), not at the
   // lowest float; user-defined pieces' scores depend on it, so we start from the same value.
@@ -89,8 +93,35 @@ absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::FromByte
         break;
       case PieceType::kControl:
         break;
-      case PieceType::kByte:
-        return absl::UnimplementedError("SentencePiece byte pieces are not supported");
+      case PieceType::kByte: {
+        // "<0xHH>", as SentencePiece names them; only a byte-fallback model may have them.
+        int value = -1;
+        if (entry.piece.size() == 6 && entry.piece.substr(0, 3) == "<0x" &&
+            entry.piece.back() == '>') {
+          const std::string hex = entry.piece.substr(3, 2);
+          if (std::isxdigit(static_cast<uint8_t>(hex[0])) &&
+              std::isxdigit(static_cast<uint8_t>(hex[1]))) {
+            value = std::stoi(hex, nullptr, 16);
+          }
+        }
+        if (!proto->byte_fallback || value < 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "SentencePiece byte piece ", id, " \"", entry.piece, "\"",
+              value < 0 ? " is not named <0xHH>" : " in a model without byte_fallback"));
+        }
+        model->byte_ids_[value] = static_cast<int32_t>(id);
+        model->byte_values_[id] = static_cast<uint8_t>(value);
+        break;
+      }
+    }
+  }
+  if (model->byte_fallback_) {
+    for (int value = 0; value < 256; ++value) {
+      if (model->byte_ids_[value] < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("SentencePiece model has byte_fallback but no byte piece <0x",
+                         absl::Hex(value, absl::kZeroPad2), ">"));
+      }
     }
   }
   const int size = static_cast<int>(proto->pieces.size());
@@ -182,6 +213,24 @@ std::vector<int32_t> SentencePieceModel::Encode(std::string_view text,
     ids.push_back(best[end].id);
   }
   std::reverse(ids.begin(), ids.end());
+  if (byte_fallback_ && !unknown_spans.empty()) {
+    // Each run of unknown characters becomes the pieces of its (normalised) bytes.
+    std::vector<int32_t> with_bytes;
+    with_bytes.reserve(ids.size() + size);
+    auto span = unknown_spans.rbegin();
+    for (int32_t id : ids) {
+      if (id != unk_id_) {
+        with_bytes.push_back(id);
+        continue;
+      }
+      for (size_t i = span->first; i < span->second; ++i) {
+        with_bytes.push_back(byte_ids_[static_cast<uint8_t>(normalized[i])]);
+      }
+      ++span;
+    }
+    if (unknown_texts != nullptr) unknown_texts->clear();
+    return with_bytes;
+  }
   if (unknown_texts != nullptr) {
     unknown_texts->clear();
     for (auto it = unknown_spans.rbegin(); it != unknown_spans.rend(); ++it) {
@@ -208,8 +257,30 @@ std::string SentencePieceModel::DecodeImpl(
   size_t unknowns_seen = 0;
   // A dropped unknown piece between two spaces ("▁", unk, "▁x") must not leave two.
   bool dropped_after_space = false;
+  // Bytes of the byte pieces seen since the last other piece, decoded together (a character
+  // may span several).
+  std::string bytes;
+  const auto flush_bytes = [&] {
+    for (std::string_view rest = bytes; !rest.empty();) {
+      const int length = ValidUtf8CharLength(rest);
+      if (length == 0) {
+        text += "\xEF\xBF\xBD";  // U+FFFD for a byte that starts no character
+        rest.remove_prefix(1);
+      } else {
+        text.append(rest.substr(0, static_cast<size_t>(length)));
+        rest.remove_prefix(static_cast<size_t>(length));
+      }
+    }
+    if (!bytes.empty()) dropped_after_space = false;
+    bytes.clear();
+  };
   for (int32_t id : ids) {
     const SentencePieceEntry& entry = pieces_[id];
+    if (entry.type == PieceType::kByte) {
+      bytes.push_back(static_cast<char>(byte_values_[id]));
+      continue;
+    }
+    flush_bytes();
     if (entry.type == PieceType::kControl) continue;
     if (entry.type == PieceType::kUnknown) {
       if (replacements == nullptr) {
@@ -240,6 +311,7 @@ std::string SentencePieceModel::DecodeImpl(
       }
     }
   }
+  flush_bytes();
   if (dropped_after_space && !text.empty() && text.back() == ' ') text.pop_back();
   return text;
 }

@@ -3,11 +3,13 @@
 // with the demo model's spm.model (tests/fixtures/make_spm_fixtures.py). Also: the wire-format
 // parser and the loader refuse malformed or unsupported models with clear errors.
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "models/format/config.h"
 #include "models/text/sentencepiece_model.h"
@@ -95,6 +97,63 @@ TEST_F(SentencePieceTest, RoundTripOfCleanText) {
   }
 }
 
+// A model trained with byte_fallback (tests/fixtures/spm/byte_fallback.model, 400 pieces from
+// English and German text): characters it lacks encode as byte pieces, as the library does.
+class ByteFallbackTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto model = SentencePieceModel::Load(kFixtures + "/spm/byte_fallback.model");
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = *std::move(model);
+    cases_ = nlohmann::json::parse(ReadFile(kFixtures + "/spm/byte_fallback_cases.json"));
+  }
+  std::unique_ptr<SentencePieceModel> model_;
+  nlohmann::json cases_;
+};
+
+TEST_F(ByteFallbackTest, EncodesLikeTheLibrary) {
+  ASSERT_TRUE(model_->byte_fallback());
+  const auto& cases = cases_["encode"];
+  ASSERT_GT(cases.size(), 400u);
+  int mismatches = 0, with_bytes = 0;
+  for (const auto& c : cases) {
+    const std::string text = FromHex(c["text_hex"].get<std::string>());
+    const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
+    std::vector<std::string> unknowns;
+    const std::vector<int32_t> got = model_->Encode(text, &unknowns);
+    EXPECT_TRUE(unknowns.empty());
+    for (int32_t id : got) {
+      EXPECT_FALSE(model_->IsUnknown(id)) << absl::CHexEscape(text);
+      if (model_->IsByte(id)) ++with_bytes;
+    }
+    if (got != want && ++mismatches <= 10) {
+      ADD_FAILURE() << "text \"" << absl::CHexEscape(text)
+                    << "\": " << ::testing::PrintToString(got) << " != library's "
+                    << ::testing::PrintToString(want);
+    }
+  }
+  EXPECT_EQ(mismatches, 0) << "of " << cases.size();
+  EXPECT_GT(with_bytes, 1000);  // Cyrillic, CJK, emoji, ...: the cases do exercise bytes
+}
+
+TEST_F(ByteFallbackTest, DecodesLikeTheLibrary) {
+  const auto& cases = cases_["decode"];
+  ASSERT_GT(cases.size(), 200u);
+  for (const auto& c : cases) {
+    const std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(model_->Decode(ids), FromHex(c["text_hex"].get<std::string>()))
+        << ::testing::PrintToString(ids);
+  }
+}
+
+TEST_F(ByteFallbackTest, EveryCharacterRoundTrips) {
+  // Nothing maps to the unknown piece any more: what the vocabulary lacks comes back whole.
+  for (const char* text : {"Привет, мир!", "日本語のテキスト", "¿Qué? ¡Sí!", "Łódź Ёлка Щ",
+                           "emoji 😀 and 🚀", "Übergröße"}) {
+    EXPECT_EQ(model_->Decode(model_->Encode(text)), text);
+  }
+}
+
 TEST(SentencePieceModelErrors, RefusesMalformedFiles) {
   const std::string good = ReadFile(kSpmModel);
   ASSERT_FALSE(good.empty());
@@ -134,9 +193,28 @@ TEST(SentencePieceModelErrors, RefusesUnsupportedFeaturesAndBadVocabularies) {
   const std::string bpe = LengthDelimited(2, Varint(3 << 3) + Varint(2));  // model_type BPE
   EXPECT_EQ(SentencePieceModel::FromBytes(base + bpe).status().code(),
             absl::StatusCode::kUnimplemented);
-  const std::string byte_fallback = LengthDelimited(2, Varint(35 << 3) + Varint(1));
-  EXPECT_EQ(SentencePieceModel::FromBytes(base + byte_fallback).status().code(),
+  const std::string suffix_space = LengthDelimited(2, Varint(24 << 3) + Varint(1));
+  EXPECT_EQ(SentencePieceModel::FromBytes(base + suffix_space).status().code(),
             absl::StatusCode::kUnimplemented);
+  // Byte fallback needs all 256 byte pieces, named <0xHH>; without it there may be none.
+  const std::string byte_fallback = LengthDelimited(2, Varint(35 << 3) + Varint(1));
+  std::string bytes;
+  for (int b = 0; b < 256; ++b) {
+    bytes += Piece(absl::StrCat("<0x", absl::Hex(b, absl::kZeroPad2), ">"), 6);
+  }
+  ASSERT_TRUE(SentencePieceModel::FromBytes(base + bytes + byte_fallback).ok());
+  const auto message = [](const absl::StatusOr<std::unique_ptr<SentencePieceModel>>& model) {
+    return std::string(model.status().message());
+  };
+  EXPECT_NE(message(SentencePieceModel::FromBytes(base + byte_fallback))
+                .find("has byte_fallback but no byte piece <0x00>"),
+            std::string::npos);
+  EXPECT_NE(message(SentencePieceModel::FromBytes(base + bytes))
+                .find("byte piece 4 \"<0x00>\" in a model without byte_fallback"),
+            std::string::npos);
+  EXPECT_NE(message(SentencePieceModel::FromBytes(base + Piece("<0xZZ>", 6) + byte_fallback))
+                .find("is not named <0xHH>"),
+            std::string::npos);
   EXPECT_FALSE(SentencePieceModel::FromBytes(base + Piece("<unk>", 1)).ok());  // duplicate
   EXPECT_FALSE(SentencePieceModel::FromBytes(Piece("a", 1)).ok());             // no unknown piece
   const std::string eos_is_normal = LengthDelimited(2, Varint(42 << 3) + Varint(3));

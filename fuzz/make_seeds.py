@@ -286,12 +286,17 @@ def spm_model_seeds():
         "rules": dict(normalization_rule_tsv=rules_path),
         "no-dummy-prefix": dict(normalization_rule_name="identity", add_dummy_prefix=False,
                                 remove_extra_whitespaces=False),
+        # Characters the vocabulary lacks encode as <0xHH> byte pieces, never the unknown one.
+        # (256 byte pieces need a bigger vocabulary.)
+        "byte-fallback": dict(normalization_rule_name="identity", byte_fallback=True,
+                              character_coverage=0.98, vocab_size=420),
     }
     try:
         for name, options in variants.items():
             out = io.BytesIO()
+            options = {"vocab_size": 150, **options}
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(text), model_writer=out, vocab_size=150, model_type="unigram",
+                sentence_iterator=iter(text), model_writer=out, model_type="unigram",
                 hard_vocab_limit=False, user_defined_symbols=["<2de>", "<2en>"], pad_id=0,
                 unk_id=1, bos_id=2, eos_id=3, minloglevel=2, num_threads=1, **options)
             seeds[f"{name}.model"] = out.getvalue()

@@ -7,8 +7,10 @@
 // accepted must then encode sample texts, the model's own pieces run together and the input
 // itself without crashing (the charsmap trie is walked with untrusted offsets), giving ids in
 // the vocabulary that are never control pieces, and decode every one of its ids.
+// A byte-fallback model must never encode to the unknown piece.
 // Seeds: fuzz/corpus/spm_model/ (tiny unigram models trained by fuzz/make_seeds.py with
-// identity, custom-rule and whitespace-option normalisers, user-defined and unused pieces).
+// identity, custom-rule and whitespace-option normalisers, user-defined and unused pieces,
+// byte fallback).
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -35,6 +37,9 @@ void CheckIds(const models::SentencePieceModel& model, const std::vector<int32_t
   for (int32_t id : ids) {
     TASKMOE_FUZZ_CHECK(id >= 0 && id < model.size(), absl::StrCat("encoded id ", id));
     TASKMOE_FUZZ_CHECK(!model.IsControl(id), absl::StrCat("encoded control id ", id));
+    // With byte fallback every character encodes, as pieces or as bytes.
+    TASKMOE_FUZZ_CHECK(!model.byte_fallback() || !model.IsUnknown(id),
+                       absl::StrCat("unknown id ", id, " in a byte-fallback model"));
   }
   (void)model.Decode(ids);
 }

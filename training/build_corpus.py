@@ -1,7 +1,7 @@
 """Builds the multilingual parallel corpus (English <-> 8 languages) from Debian packages.
 
     /usr/bin/python3 training/build_corpus.py [--out build/corpus] [--languages de,fr,...]
-        [--dev-size 500] [--test-size 500] [--seed 1] [--jobs 2] [--show-samples 10]
+        [--dev-size 500] [--test-size 500] [--seed 1] [--jobs 2] [--show-samples 10] [--gettext]
 
 One command, no hand steps; a second run reuses the downloaded packages.
 
@@ -14,6 +14,11 @@ Sources (real human translations, all from Debian's archive via `apt-get downloa
     stable id (`par_id3150457`, `hd_id...`), so paragraph i of a page in English and in XX
     are translations of each other. Paragraphs are split into sentences where both sides
     split into the same number of sentences.
+  * With --gettext, also the gettext catalogs other packages install under
+    usr/share/locale/LL/LC_MESSAGES (GETTEXT_PACKAGES: GTK, GLib, GNOME Shell, apt, dpkg,
+    debconf, GNU utilities, iso-codes' country and language names, ...), one pair per message,
+    multi-line messages line by line; cleaned as UI strings. Never the reserved sources
+    (RESERVED_CATALOGS, and no DDTP package descriptions): they feed a private evaluation.
 Packages are cached in `--deb-cache` (default OUT/debs) and unpacked with `dpkg -x` into a
 temporary directory that is removed afterwards. Language codes map to package suffixes with
 `code=suffix` (default `pt=pt-br`: Brazilian Portuguese is the more complete pack).
@@ -83,6 +88,24 @@ SPLITS = ("train", "dev", "test")
 Pair = Tuple[str, str]   # (English, other language)
 
 UI_RESOURCE_DIR = "usr/lib/libreoffice/program/resource/*/LC_MESSAGES"
+GETTEXT_LOCALE_DIR = "usr/share/locale"
+
+# --gettext: the gettext catalogs these Debian packages install under usr/share/locale (UI
+# strings and messages of desktop libraries, the GNOME shell, package tools, GNU utilities,
+# country and language names), beside LibreOffice's. Off by default, so the corpus the demo
+# model was trained on stays reproducible.
+GETTEXT_PACKAGES = (
+    "apt", "bash", "coreutils", "debconf-i18n", "diffutils", "dpkg", "e2fsprogs-l10n",
+    "findutils", "gettext", "gnome-shell-common", "grep", "iso-codes", "libglib2.0-data",
+    "libgtk-3-common", "sed", "tar", "util-linux-locales", "wget",
+)
+# Reserved for a private evaluation and never read: Debian's package-description translations
+# (DDTP, no source here reads them) and the catalogs of these programs. A package or catalog
+# (.mo domain) whose name starts with one of them is refused or skipped.
+RESERVED_CATALOGS = (
+    "audacity", "evince", "evolution", "filezilla", "gedit", "gimp", "gnome-control-center",
+    "gnucash", "gnumeric", "inkscape", "nautilus", "thunar", "vlc",
+)
 HELP_DIR = "usr/share/libreoffice/help/*"
 PRODUCT_NAME = "LibreOffice"
 PRODUCT_VERSION = "7.4"
@@ -102,6 +125,26 @@ def parse_languages(spec: str) -> Dict[str, str]:
             raise SystemExit(f"bad language code {code!r} (two or three lowercase letters, not {PIVOT})")
         languages[code] = suffix or code
     return languages
+
+
+def is_reserved(name: str) -> bool:
+    """Whether a package or catalog belongs to the private evaluation (RESERVED_CATALOGS)."""
+    name = name.lower()
+    return any(name.startswith(reserved) for reserved in RESERVED_CATALOGS)
+
+
+def check_gettext_packages(packages: Sequence[str]) -> None:
+    reserved = [p for p in packages if is_reserved(p)]
+    if reserved:
+        raise SystemExit(f"reserved for the private evaluation, never read: {', '.join(reserved)}")
+
+
+def gettext_locales(code: str, suffix: str) -> List[str]:
+    """Locale directory names to try for a language, most specific first: package suffix
+    'pt-br' is locale 'pt_BR', then the plain code."""
+    base, _, country = suffix.partition("-")
+    candidates = [f"{base}_{country.upper()}"] if country else []
+    return candidates + [code]
 
 
 def packages_for(suffix: str) -> Dict[str, str]:
@@ -160,15 +203,62 @@ def read_mo(path: str) -> Iterator[Tuple[str, str, str]]:
     if order is None:
         raise ValueError(f"{path}: not a .mo file")
     count, originals, translations = struct.unpack(order + "3I", data[8:20])
+    entries = []
     for i in range(count):
         olen, ooff = struct.unpack_from(order + "2I", data, originals + 8 * i)
         tlen, toff = struct.unpack_from(order + "2I", data, translations + 8 * i)
-        key = data[ooff:ooff + olen].decode("utf-8")
+        entries.append((data[ooff:ooff + olen], data[toff:toff + tlen]))
+    # The header (the empty msgid) names the catalog's charset; a few old catalogs are not
+    # UTF-8 (ISO-8859-x, KOI8-R).
+    charset = "utf-8"
+    for key, value in entries:
         if not key:
+            match = re.search(rb"charset=([-\w.:]+)", value)
+            if match and match.group(1).lower() not in (b"charset", b"utf-8"):
+                charset = match.group(1).decode("ascii")
+    for key_bytes, value in entries:
+        if not key_bytes:
             continue   # the header entry
-        context, _, msgid = key.rpartition("\x04")
-        msgstr = data[toff:toff + tlen].decode("utf-8")
+        context, _, msgid = key_bytes.decode(charset).rpartition("\x04")
+        msgstr = value.decode(charset)
         yield context, msgid.split("\x00")[0], msgstr.split("\x00")[0]
+
+
+def message_lines(msgid: str, msgstr: str) -> List[Pair]:
+    """A catalog message as pairs of lines: multi-line messages (program help, tables) pair
+    line by line when both sides have as many non-blank lines, else they are left out."""
+    en_lines = [line for line in msgid.split("\n") if line.strip()]
+    xx_lines = [line for line in msgstr.split("\n") if line.strip()]
+    return list(zip(en_lines, xx_lines)) if len(en_lines) == len(xx_lines) else []
+
+
+def gettext_pairs(root: str, locales: Sequence[str]) -> Tuple[List[Pair], Dict[str, int]]:
+    """(English, translation) lines of every catalog installed for the first of `locales` that
+    root holds, and the raw count per catalog; reserved catalogs are skipped (counted under
+    'reserved:<name>')."""
+    counts: Dict[str, int] = {}
+    for locale in locales:
+        paths = sorted(glob.glob(os.path.join(root, GETTEXT_LOCALE_DIR, locale, "LC_MESSAGES", "*.mo")))
+        if not paths:
+            continue
+        pairs = []
+        for path in paths:
+            domain = os.path.basename(path)[:-len(".mo")]
+            if is_reserved(domain):
+                counts[f"reserved:{domain}"] = 0
+                continue
+            try:
+                found = [line for _, msgid, msgstr in read_mo(path) if msgstr
+                         for line in message_lines(msgid, msgstr)]
+            except (ValueError, LookupError, struct.error):
+                # Not a .mo file, an unknown charset, text that does not decode, a truncated
+                # table (UnicodeDecodeError is a ValueError): the catalog is left out, counted.
+                counts[f"unreadable:{domain}"] = 0
+                continue
+            counts[domain] = len(found)
+            pairs.extend(found)
+        return pairs, counts
+    return [], counts
 
 
 def ui_pairs(catalog_dir: str) -> List[Pair]:
@@ -443,25 +533,30 @@ def assign_splits(pairs_by_lang: Dict[str, Sequence[Pair]], dev_size: int, test_
 
 def extract_language(job) -> dict:
     """Unpacks one language's packages, aligns and cleans its pairs; returns pairs and stats."""
-    lang, suffix, debs, english_help, max_chars, max_ratio = job
+    lang, suffix, debs, english_help, max_chars, max_ratio, gettext_root = job
     started = time.time()
-    raw = {"ui": [], "help": []}
+    raw = {"ui": [], "help": [], "gettext": []}
+    catalogs: Dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix=f"corpus-{lang}-") as root:
         for deb in debs:
             unpack(deb, root)
         raw["ui"] = ui_pairs(language_dir(root, UI_RESOURCE_DIR))
         other_help = help_pages(os.path.dirname(language_dir(root, HELP_DIR + "/text")))
         raw["help"] = help_pairs(english_help, other_help)
+    if gettext_root is not None:
+        raw["gettext"], catalogs = gettext_pairs(gettext_root, gettext_locales(lang, suffix))
     reasons = collections.Counter()
     kept = []
     for origin, pairs in raw.items():
         for en, xx in pairs:
-            pair, reason = clean_pair(en, xx, ui=origin == "ui", max_chars=max_chars, max_ratio=max_ratio)
+            pair, reason = clean_pair(en, xx, ui=origin != "help", max_chars=max_chars,
+                                      max_ratio=max_ratio)
             reasons[reason] += 1
             if pair is not None:
                 kept.append(pair)
     unique = dedupe(kept)
     return {"lang": lang, "pairs": unique, "raw_ui": len(raw["ui"]), "raw_help": len(raw["help"]),
+            "raw_gettext": len(raw["gettext"]), "gettext_catalogs": catalogs,
             "reasons": dict(reasons), "unique": len(unique), "seconds": round(time.time() - started, 1)}
 
 
@@ -483,8 +578,8 @@ def _set_english_help(pages):
 
 
 def _extract_with_shared_english(job):
-    lang, suffix, debs, max_chars, max_ratio = job
-    return extract_language((lang, suffix, debs, _ENGLISH_HELP, max_chars, max_ratio))
+    lang, suffix, debs, max_chars, max_ratio, gettext_root = job
+    return extract_language((lang, suffix, debs, _ENGLISH_HELP, max_chars, max_ratio, gettext_root))
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,7 +655,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--show-samples", type=int, default=0, help="print N random train pairs per language")
+    parser.add_argument("--gettext", action="store_true",
+                        help="also the gettext catalogs of GETTEXT_PACKAGES (off: the demo's corpus)")
     args = parser.parse_args(argv)
+    check_gettext_packages(GETTEXT_PACKAGES)
 
     started = time.time()
     languages = parse_languages(args.languages)
@@ -569,23 +667,30 @@ def main(argv=None) -> int:
     wanted = {"libreoffice-help-en-us"}
     for suffix in languages.values():
         wanted.update(packages_for(suffix).values())
+    if args.gettext:
+        wanted.update(GETTEXT_PACKAGES)
     debs = fetch_packages(sorted(wanted), cache)
     download_bytes = sum(os.path.getsize(path) for path in debs.values())
 
-    with tempfile.TemporaryDirectory(prefix="corpus-en-") as root:
+    with tempfile.TemporaryDirectory(prefix="corpus-en-") as root, \
+            tempfile.TemporaryDirectory(prefix="corpus-gettext-") as gettext_root:
         unpack(debs["libreoffice-help-en-us"], root)
         english_help = help_pages(os.path.dirname(language_dir(root, HELP_DIR + "/text")))
-    print(f"English help: {len(english_help)} pages, "
-          f"{sum(map(len, english_help.values()))} paragraphs", flush=True)
+        print(f"English help: {len(english_help)} pages, "
+              f"{sum(map(len, english_help.values()))} paragraphs", flush=True)
+        # The gettext packages hold every language: unpacked once, read by every worker.
+        for package in GETTEXT_PACKAGES if args.gettext else ():
+            unpack(debs[package], gettext_root)
 
-    jobs = [(lang, suffix, [debs[p] for p in packages_for(suffix).values()], args.max_chars, args.max_ratio)
-            for lang, suffix in languages.items()]
-    # fork: workers inherit the parsed English help instead of re-parsing or pickling it.
-    with multiprocessing.get_context("fork").Pool(min(args.jobs, len(jobs)), _set_english_help,
-                                                   (english_help,)) as pool:
-        results = pool.map(_extract_with_shared_english, jobs)
+        jobs = [(lang, suffix, [debs[p] for p in packages_for(suffix).values()], args.max_chars,
+                 args.max_ratio, gettext_root if args.gettext else None)
+                for lang, suffix in languages.items()]
+        # fork: workers inherit the parsed English help instead of re-parsing or pickling it.
+        with multiprocessing.get_context("fork").Pool(min(args.jobs, len(jobs)), _set_english_help,
+                                                       (english_help,)) as pool:
+            results = pool.map(_extract_with_shared_english, jobs)
     for r in results:
-        print(f"{r['lang']}: ui {r['raw_ui']} + help {r['raw_help']} raw pairs -> "
+        print(f"{r['lang']}: ui {r['raw_ui']} + help {r['raw_help']} + gettext {r['raw_gettext']} raw pairs -> "
               f"{r['reasons'].get('kept', 0)} clean -> {r['unique']} unique  ({r['seconds']} s)  "
               f"dropped: { {k: v for k, v in sorted(r['reasons'].items()) if k != 'kept'} }", flush=True)
 
@@ -601,7 +706,8 @@ def main(argv=None) -> int:
 
     summary = {
         "tasks": counts,
-        "languages": {r["lang"]: {k: r[k] for k in ("raw_ui", "raw_help", "reasons", "unique")}
+        "languages": {r["lang"]: {k: r[k] for k in ("raw_ui", "raw_help", "raw_gettext",
+                                                    "gettext_catalogs", "reasons", "unique")}
                       for r in results},
         "packages": {name: {"file": os.path.basename(path), "version": deb_version(path),
                             "bytes": os.path.getsize(path)} for name, path in sorted(debs.items())},

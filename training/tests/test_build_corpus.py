@@ -162,6 +162,56 @@ class Cleaning(unittest.TestCase):
                 bc.parse_languages(bad)
 
 
+class GettextCatalogs(unittest.TestCase):
+    def test_reads_every_catalog_of_the_locale_but_reserved_ones(self):
+        with tempfile.TemporaryDirectory() as root:
+            for locale, messages in (("pt_BR", {"Open": "Abrir", "Usage: %s\n  -a  all": "Uso: %s\n  -a  tudo"}),
+                                     ("pt", {"Open": "Abrir (pt)"})):
+                catalogs = os.path.join(root, "usr/share/locale", locale, "LC_MESSAGES")
+                os.makedirs(catalogs)
+                write_mo(os.path.join(catalogs, "gtk30.mo"), messages)
+                # A reserved program's catalog: never read, only counted as skipped.
+                write_mo(os.path.join(catalogs, "gimp20-std-plug-ins.mo"), {"Blur": "Desfocar"})
+            pairs, counts = bc.gettext_pairs(root, bc.gettext_locales("pt", "pt-br"))
+            self.assertEqual(sorted(pairs), [("  -a  all", "  -a  tudo"), ("Open", "Abrir"),
+                                             ("Usage: %s", "Uso: %s")])
+            self.assertEqual(counts, {"gtk30": 3, "reserved:gimp20-std-plug-ins": 0})
+            # No locale directory at all: nothing, not an error.
+            self.assertEqual(bc.gettext_pairs(root, ["ru"]), ([], {}))
+
+    def test_catalog_charset_and_unreadable_catalogs(self):
+        with tempfile.TemporaryDirectory() as root:
+            catalogs = os.path.join(root, "usr/share/locale/ru/LC_MESSAGES")
+            os.makedirs(catalogs)
+            # A KOI8-R catalog, as some old GNU packages still ship: decoded by its header.
+            path = os.path.join(catalogs, "old.mo")
+            write_mo(path, {"": "Content-Type: text/plain; charset=KOI8-R\n", "File": "XXXX"})
+            with open(path, "rb") as f:
+                data = f.read()
+            with open(path, "wb") as f:
+                f.write(data.replace(b"XXXX", "Файл".encode("koi8-r")))
+            with open(os.path.join(catalogs, "broken.mo"), "wb") as f:
+                f.write(b"not a catalog at all")
+            pairs, counts = bc.gettext_pairs(root, ["ru"])
+            self.assertEqual(pairs, [("File", "Файл")])
+            self.assertEqual(counts, {"old": 1, "unreadable:broken": 0})
+
+    def test_multi_line_messages_pair_line_by_line_or_not_at_all(self):
+        self.assertEqual(bc.message_lines("One\n\nTwo\n", "Eins\nZwei"),
+                         [("One", "Eins"), ("Two", "Zwei")])
+        self.assertEqual(bc.message_lines("One\nTwo", "Eins und zwei"), [])
+
+    def test_locales_and_reserved_names(self):
+        self.assertEqual(bc.gettext_locales("pt", "pt-br"), ["pt_BR", "pt"])
+        self.assertEqual(bc.gettext_locales("de", "de"), ["de"])
+        for reserved in ("gimp20", "evolution-data-server", "gnome-control-center-2.0", "Thunar",
+                         "vlc", "gnucash"):
+            self.assertTrue(bc.is_reserved(reserved), reserved)
+        self.assertFalse(any(bc.is_reserved(p) for p in bc.GETTEXT_PACKAGES))
+        with self.assertRaises(SystemExit):
+            bc.check_gettext_packages(["apt", "inkscape"])
+
+
 def synthetic_pairs(lang, count, skip_every=0):
     """English sentences 'word i of the corpus' with a fake translation; some missing."""
     return [(f"sentence number {i} of the corpus", f"{lang} satz {i}") for i in range(count)

@@ -3,6 +3,7 @@
 // with the demo model's spm.model (tests/fixtures/make_spm_fixtures.py). Also: the wire-format
 // parser and the loader refuse malformed or unsupported models with clear errors.
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -64,14 +65,18 @@ TEST_F(SentencePieceTest, SpecialPiecesOfTheDemoModel) {
   EXPECT_FALSE(model_->IsControl(4));  // target tags are user-defined, not control
 }
 
-TEST_F(SentencePieceTest, EncodesLikeTheLibrary) {
-  const auto& cases = (*cases_)["encode"];
+// Every "encode" case of a fixture file: our ids against the library's (the first ten
+// mismatches reported). `check_ids` sees each of our encodings, for further checks.
+void ExpectEncodesLikeTheLibrary(
+    const SentencePieceModel& model, const nlohmann::json& cases,
+    const std::function<void(const std::string&, const std::vector<int32_t>&)>& check_ids = {}) {
   ASSERT_GT(cases.size(), 400u);
   int mismatches = 0;
   for (const auto& c : cases) {
     const std::string text = FromHex(c["text_hex"].get<std::string>());
     const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
-    const std::vector<int32_t> got = model_->Encode(text);
+    const std::vector<int32_t> got = model.Encode(text);
+    if (check_ids) check_ids(text, got);
     if (got != want && ++mismatches <= 10) {
       ADD_FAILURE() << "text \"" << absl::CHexEscape(text)
                     << "\": " << ::testing::PrintToString(got) << " != library's "
@@ -81,14 +86,22 @@ TEST_F(SentencePieceTest, EncodesLikeTheLibrary) {
   EXPECT_EQ(mismatches, 0) << "of " << cases.size();
 }
 
-TEST_F(SentencePieceTest, DecodesLikeTheLibrary) {
-  const auto& cases = (*cases_)["decode"];
+// Every "decode" case of a fixture file: our text against the library's.
+void ExpectDecodesLikeTheLibrary(const SentencePieceModel& model, const nlohmann::json& cases) {
   ASSERT_GT(cases.size(), 200u);
   for (const auto& c : cases) {
     const std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
-    EXPECT_EQ(model_->Decode(ids), FromHex(c["text_hex"].get<std::string>()))
+    EXPECT_EQ(model.Decode(ids), FromHex(c["text_hex"].get<std::string>()))
         << ::testing::PrintToString(ids);
   }
+}
+
+TEST_F(SentencePieceTest, EncodesLikeTheLibrary) {
+  ExpectEncodesLikeTheLibrary(*model_, (*cases_)["encode"]);
+}
+
+TEST_F(SentencePieceTest, DecodesLikeTheLibrary) {
+  ExpectDecodesLikeTheLibrary(*model_, (*cases_)["decode"]);
 }
 
 TEST_F(SentencePieceTest, RoundTripOfCleanText) {
@@ -113,37 +126,22 @@ class ByteFallbackTest : public ::testing::Test {
 
 TEST_F(ByteFallbackTest, EncodesLikeTheLibrary) {
   ASSERT_TRUE(model_->byte_fallback());
-  const auto& cases = cases_["encode"];
-  ASSERT_GT(cases.size(), 400u);
-  int mismatches = 0, with_bytes = 0;
-  for (const auto& c : cases) {
-    const std::string text = FromHex(c["text_hex"].get<std::string>());
-    const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
-    std::vector<std::string> unknowns;
-    const std::vector<int32_t> got = model_->Encode(text, &unknowns);
-    EXPECT_TRUE(unknowns.empty());
-    for (int32_t id : got) {
-      EXPECT_FALSE(model_->IsUnknown(id)) << absl::CHexEscape(text);
-      if (model_->IsByte(id)) ++with_bytes;
-    }
-    if (got != want && ++mismatches <= 10) {
-      ADD_FAILURE() << "text \"" << absl::CHexEscape(text)
-                    << "\": " << ::testing::PrintToString(got) << " != library's "
-                    << ::testing::PrintToString(want);
-    }
-  }
-  EXPECT_EQ(mismatches, 0) << "of " << cases.size();
+  int with_bytes = 0;
+  ExpectEncodesLikeTheLibrary(*model_, cases_["encode"],
+                              [&](const std::string& text, const std::vector<int32_t>& ids) {
+                                std::vector<std::string> unknowns;
+                                model_->Encode(text, &unknowns);
+                                EXPECT_TRUE(unknowns.empty());
+                                for (int32_t id : ids) {
+                                  EXPECT_FALSE(model_->IsUnknown(id)) << absl::CHexEscape(text);
+                                  if (model_->IsByte(id)) ++with_bytes;
+                                }
+                              });
   EXPECT_GT(with_bytes, 1000);  // Cyrillic, CJK, emoji, ...: the cases do exercise bytes
 }
 
 TEST_F(ByteFallbackTest, DecodesLikeTheLibrary) {
-  const auto& cases = cases_["decode"];
-  ASSERT_GT(cases.size(), 200u);
-  for (const auto& c : cases) {
-    const std::vector<int32_t> ids = c["ids"].get<std::vector<int32_t>>();
-    EXPECT_EQ(model_->Decode(ids), FromHex(c["text_hex"].get<std::string>()))
-        << ::testing::PrintToString(ids);
-  }
+  ExpectDecodesLikeTheLibrary(*model_, cases_["decode"]);
 }
 
 TEST_F(ByteFallbackTest, EveryCharacterRoundTrips) {

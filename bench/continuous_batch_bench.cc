@@ -4,19 +4,26 @@
 //     over the tasks: one batch per task, one after another), and
 //   - as one models::ContinuousBatch holding every row,
 // the four interleaved round after round in one process, medians printed with the CPU. No
-// server, no queueing: the figures isolate what sharing one batch across tasks saves.
+// server, no queueing: the figures isolate what sharing one batch across tasks saves. Given
+// several repositories (e.g. one checkpoint's subnetworks folded and unfolded), every scenario
+// runs on each, all interleaved, so their figures compare within one run.
 //
-//   build/release/bench/continuous_batch_bench [--repository=build/demo-repository]
-//       [--rows=32] [--steps=32] [--rounds=5] [--precision=f32] [--threads=0]
+//   build/release/bench/continuous_batch_bench [--repository=build/demo-repository[,DIR...]]
+//       [--rows=32] [--steps=32] [--rounds=5] [--precision=f32] [--threads=0] [--only=2,4]
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "models/compute.h"
 #include "models/continuous_batch.h"
@@ -25,12 +32,15 @@
 #include "util/command_line.h"
 
 ABSL_FLAG(std::string, repository, "build/demo-repository",
-          "Model repository of subnetworks of one parent (tools/serve-demo.sh makes this one)");
+          "Model repositories of subnetworks of one parent each, comma-separated "
+          "(tools/serve-demo.sh makes build/demo-repository)");
 ABSL_FLAG(int, rows, 32, "Sentences decoded together");
 ABSL_FLAG(int, steps, 32, "Tokens each sentence decodes (EOS ignored)");
 ABSL_FLAG(int, rounds, 5, "Interleaved repetitions; medians are printed");
 ABSL_FLAG(std::string, precision, "f32", "f32, bf16 or int8");
 ABSL_FLAG(int, threads, 0, "Compute threads (0: the default budget)");
+ABSL_FLAG(std::string, only, "",
+          "Run only the scenarios with these numbers (1-4, comma-separated; for profiling one)");
 
 namespace taskmoe::models {
 namespace {
@@ -93,12 +103,39 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Every task of `repository`, loaded into one weight store; exits on an error.
+TaskList LoadRepository(const std::string& repository, Precision precision) {
+  absl::StatusOr<std::vector<std::string>> ids = ListTaskDirectories(repository);
+  if (!ids.ok()) {
+    std::fprintf(stderr, "continuous_batch_bench: %s (run tools/serve-demo.sh once)\n",
+                 ids.status().ToString().c_str());
+    std::exit(2);
+  }
+  auto store = std::make_shared<WeightStore>();
+  TaskList all;
+  for (const std::string& id : *ids) {
+    auto task =
+        TaskModel::Load(repository + "/" + id, id, {.precision = precision, .weight_store = store});
+    if (!task.ok()) {
+      std::fprintf(stderr, "continuous_batch_bench: %s\n", task.status().ToString().c_str());
+      std::exit(2);
+    }
+    all.push_back(*std::move(task));
+  }
+  return all;
+}
+
 int Main() {
-  const std::string repository = absl::GetFlag(FLAGS_repository);
+  const std::vector<std::string> repositories =
+      absl::StrSplit(absl::GetFlag(FLAGS_repository), ',', absl::SkipEmpty());
   const int rows = absl::GetFlag(FLAGS_rows), steps = absl::GetFlag(FLAGS_steps);
   absl::StatusOr<Precision> precision = ParsePrecision(absl::GetFlag(FLAGS_precision));
   if (!precision.ok()) {
     std::fprintf(stderr, "continuous_batch_bench: %s\n", precision.status().ToString().c_str());
+    return 2;
+  }
+  if (repositories.empty()) {
+    std::fprintf(stderr, "continuous_batch_bench: --repository: no repository given\n");
     return 2;
   }
   if (absl::GetFlag(FLAGS_threads) > 0) {
@@ -107,27 +144,32 @@ int Main() {
       return 2;
     }
   }
-  absl::StatusOr<std::vector<std::string>> ids = ListTaskDirectories(repository);
-  if (!ids.ok()) {
-    std::fprintf(stderr, "continuous_batch_bench: %s (run tools/serve-demo.sh once)\n",
-                 ids.status().ToString().c_str());
-    return 2;
-  }
-  auto store = std::make_shared<WeightStore>();
-  TaskList all;
-  for (const std::string& id : *ids) {
-    auto task = TaskModel::Load(repository + "/" + id, id,
-                                {.precision = *precision, .weight_store = store});
-    if (!task.ok()) {
-      std::fprintf(stderr, "continuous_batch_bench: %s\n", task.status().ToString().c_str());
+  std::vector<int> only;
+  for (absl::string_view number :
+       absl::StrSplit(absl::GetFlag(FLAGS_only), ',', absl::SkipEmpty())) {
+    int index = 0;
+    if (!absl::SimpleAtoi(number, &index) || index < 1 || index > 4) {
+      std::fprintf(stderr, "continuous_batch_bench: --only: expected numbers 1-4, got '%s'\n",
+                   absl::GetFlag(FLAGS_only).c_str());
       return 2;
     }
-    all.push_back(*std::move(task));
+    only.push_back(index);
   }
-  const TaskList one = {all.front()};
-  std::printf("CPU: %s (%s), %s; %s, %d rows x %d steps, %zu tasks loaded\n",
-              CpuModelName().c_str(), CpuIsaName(), DescribeComputeThreadBudget().c_str(),
-              PrecisionName(*precision), rows, steps, all.size());
+  if (only.empty()) only = {1, 2, 3, 4};
+
+  struct Repository {
+    std::string name;
+    TaskList all, one;
+  };
+  std::vector<Repository> loaded;
+  for (const std::string& repository : repositories) {
+    TaskList all = LoadRepository(repository, *precision);
+    TaskList one = {all.front()};
+    loaded.push_back({repository, std::move(all), std::move(one)});
+  }
+  std::printf("CPU: %s (%s), %s; %s, %d rows x %d steps, %zu tasks in %s\n", CpuModelName().c_str(),
+              CpuIsaName(), DescribeComputeThreadBudget().c_str(), PrecisionName(*precision), rows,
+              steps, loaded.front().all.size(), absl::StrJoin(repositories, ", ").c_str());
 
   struct Scenario {
     std::string name;
@@ -135,11 +177,17 @@ int Main() {
     bool continuous;
     std::vector<double> tokens_per_second;
   };
-  std::vector<Scenario> scenarios = {
-      {"1 task, per-task batch", &one, false, {}},
-      {"1 task, continuous batch", &one, true, {}},
-      {absl::StrFormat("%zu tasks, per-task batches", all.size()), &all, false, {}},
-      {absl::StrFormat("%zu tasks, continuous batch", all.size()), &all, true, {}}};
+  std::vector<Scenario> scenarios;
+  for (const Repository& r : loaded) {
+    const std::string in = loaded.size() > 1 ? absl::StrCat(", ", r.name) : "";
+    const std::string kinds[4] = {"1 task, per-task batch", "1 task, continuous batch",
+                                  absl::StrFormat("%zu tasks, per-task batches", r.all.size()),
+                                  absl::StrFormat("%zu tasks, continuous batch", r.all.size())};
+    for (int index : only) {
+      scenarios.push_back(
+          {absl::StrCat(kinds[index - 1], in), index <= 2 ? &r.one : &r.all, index % 2 == 0, {}});
+    }
+  }
   DecodeWorkspace workspace;
   ContinuousBatch batch;
   for (int round = 0; round <= absl::GetFlag(FLAGS_rounds); ++round) {  // round 0 warms up
@@ -152,15 +200,21 @@ int Main() {
       if (round > 0) s.tokens_per_second.push_back(static_cast<double>(tokens) / seconds);
     }
   }
-  std::printf("\n| scenario | tokens/s | vs 1 task, per-task batch |\n|---|---:|---:|\n");
+  std::printf("\n| scenario | tokens/s | vs the first row |\n|---|---:|---:|\n");
   const double base = Median(scenarios[0].tokens_per_second);
   for (const Scenario& s : scenarios) {
     const double median = Median(s.tokens_per_second);
     std::printf("| %s | %.0f | %.2fx |\n", s.name.c_str(), median, median / base);
   }
-  std::printf("\nmixed / single task: per-task batches %.2fx, continuous %.2fx\n",
-              Median(scenarios[2].tokens_per_second) / Median(scenarios[0].tokens_per_second),
-              Median(scenarios[3].tokens_per_second) / Median(scenarios[1].tokens_per_second));
+  if (only.size() == 4) {
+    for (size_t r = 0; r < loaded.size(); ++r) {
+      const Scenario* four = &scenarios[4 * r];
+      std::printf("\n%s: mixed / single task: per-task batches %.2fx, continuous %.2fx\n",
+                  loaded[r].name.c_str(),
+                  Median(four[2].tokens_per_second) / Median(four[0].tokens_per_second),
+                  Median(four[3].tokens_per_second) / Median(four[1].tokens_per_second));
+    }
+  }
   return 0;
 }
 

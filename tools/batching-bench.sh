@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
 # Continuous against per-task batching through the server (issue 20): the demo repository's 16
 # tasks mixed, and en-de alone, at one concurrency, closed loop, one text per request, streamed
-# (so that time to first token is measured), for each --batching mode, the modes interleaved
-# round by round on one machine; then the idle time to first token (concurrency 1, all tasks).
+# (so that time to first token is measured), for each server mode, the modes interleaved round
+# by round on one machine; then the idle time to first token (concurrency 1, all tasks).
 # Prints a table of medians over the rounds and the ratios the issue asks for. With
 # --beam_size above 1 every request is beam-searched, through unary calls (TranslateStream is
-# greedy only), so there is no time to first token. --prefill_first adds a third server,
-# continuous batching with --prefill_first, to the rounds.
+# greedy only), so there is no time to first token.
+# A mode is a batching (per_task or continuous) with optional '+'-joined options:
+#   +prefill_first  the server's --prefill_first
+#   +folded         subnetworks extracted folded (taskmoe-extract's default) instead of with
+#                   --keep_experts (experts apart, shared by tasks: what tools/serve-demo.sh
+#                   serves)
+# The default modes are per_task+folded (the server before issue 20), continuous+folded and
+# continuous. --prefill_first (kept for old command lines) adds continuous+prefill_first.
 # Usage: tools/batching-bench.sh [--rounds=2] [--seconds=15] [--concurrency=32] [--threads=N]
-#                                [--beam_size=1] [--prefill_first]
+#                                [--beam_size=1] [--modes=MODE,...] [--prefill_first]
 # Needs build/release (tools/build.sh Release). Texts: the corpus test sets when
 # build/corpus exists (training/build_corpus.py), else synthetic 20-word texts. Takes about
-# 2 minutes per round.
+# 1 minute per mode and round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/release
 repository=build/demo-repository
+folded_repository=build/demo-repository-folded
 out=build/batching-bench
 rounds=2
 seconds=15
 concurrency=32
 threads=0
 beam_size=1
-modes=(per_task continuous)
+modes=(per_task+folded continuous+folded continuous)
 for arg in "$@"; do
   case "$arg" in
     --rounds=*) rounds=${arg#*=} ;;
@@ -30,7 +37,8 @@ for arg in "$@"; do
     --concurrency=*) concurrency=${arg#*=} ;;
     --threads=*) threads=${arg#*=} ;;
     --beam_size=*) beam_size=${arg#*=} ;;
-    --prefill_first) modes+=(prefill_first) ;;
+    --modes=*) IFS=, read -r -a modes <<<"${arg#*=}" ;;
+    --prefill_first) modes+=(continuous+prefill_first) ;;
     *)
       echo "batching-bench: unknown argument $arg" >&2
       exit 2
@@ -43,9 +51,34 @@ for tool in server/taskmoe-server server/taskmoe-client loadtest/taskmoe-loadtes
     exit 2
   fi
 done
-if [[ ! -f $repository/en-de/config.json ]]; then
-  "$bin/tools/taskmoe-extract" --checkpoint=demo/taskmoe --out="$repository"
-fi
+# The server flags of a mode, into the array `flags`; exits on a mode it does not know.
+mode_flags() {
+  local mode=$1 part models=$repository
+  local -a parts
+  IFS=+ read -r -a parts <<<"$mode"
+  case "${parts[0]}" in
+    per_task | continuous) flags=(--batching="${parts[0]}") ;;
+    *)
+      echo "batching-bench: mode $mode: expected per_task or continuous first" >&2
+      exit 2
+      ;;
+  esac
+  for part in "${parts[@]:1}"; do
+    case "$part" in
+      prefill_first) flags+=(--prefill_first) ;;
+      folded) models=$folded_repository ;;
+      *)
+        echo "batching-bench: mode $mode: unknown option $part (prefill_first, folded)" >&2
+        exit 2
+        ;;
+    esac
+  done
+  flags+=(--model_repository="$models")
+}
+for mode in "${modes[@]}"; do mode_flags "$mode"; done
+source tools/demo-repository.sh
+demo_repository "$repository" --keep_experts
+demo_repository "$folded_repository"
 texts=(--synthetic_words=20)
 texts_name="synthetic 20-word texts"
 if [[ -f build/corpus/test.en-de.en ]]; then
@@ -72,10 +105,9 @@ load() {
 for ((round = 1; round <= rounds; ++round)); do
   for mode in "${modes[@]}"; do
     echo "batching-bench: round $round, $mode" >&2
-    batching=(--batching="$mode")
-    if [[ $mode == prefill_first ]]; then batching=(--batching=continuous --prefill_first); fi
-    start_server "$mode" "$out/server.ports" --model_repository="$repository" \
-      --threads="$threads" "${batching[@]}" --log_level=warning
+    mode_flags "$mode"
+    start_server "$mode" "$out/server.ports" --threads="$threads" "${flags[@]}" \
+      --log_level=warning
     load "$mode.en-de.$round" --concurrency="$concurrency" --tasks=en-de
     load "$mode.mixed.$round" --concurrency="$concurrency"
     load "$mode.idle.$round" --concurrency=1
@@ -119,15 +151,14 @@ for mode in modes:
     ttft = median(mode, "mixed", "ttft p50") / median(mode, "idle", "ttft p50")
     print(f"{mode}: mixed / en-de alone throughput {mixed:.2f}x; "
           f"TTFT p50 mixed / idle {ttft:.1f}x")
-print(f"continuous / per_task, mixed: throughput "
-      f"{median('continuous', 'mixed', 'tokens/s') / median('per_task', 'mixed', 'tokens/s'):.2f}x, "
-      f"p99 {median('continuous', 'mixed', 'p99') / median('per_task', 'mixed', 'p99'):.2f}x; "
-      f"en-de alone: throughput "
-      f"{median('continuous', 'en-de', 'tokens/s') / median('per_task', 'en-de', 'tokens/s'):.2f}x")
-if "prefill_first" in modes:
-    def ratio(load, key):
-        return median("prefill_first", load, key) / median("continuous", load, key)
-    print(f"prefill_first / continuous, mixed: throughput {ratio('mixed', 'tokens/s'):.2f}x, "
-          f"TTFT p50 {ratio('mixed', 'ttft p50'):.2f}x, p99 {ratio('mixed', 'p99'):.2f}x; "
-          f"en-de alone: throughput {ratio('en-de', 'tokens/s'):.2f}x")
+before = next((m for m in modes if m.startswith("per_task")), None)
+if before is not None:
+    for mode in modes:
+        if mode == before:
+            continue
+        def ratio(load, key):
+            return median(mode, load, key) / median(before, load, key)
+        print(f"{mode} / {before}, mixed: throughput {ratio('mixed', 'tokens/s'):.2f}x, "
+              f"p99 {ratio('mixed', 'p99'):.2f}x; "
+              f"en-de alone: throughput {ratio('en-de', 'tokens/s'):.2f}x")
 EOF

@@ -131,7 +131,7 @@ image_bytes=$("${docker[@]}" image inspect --format '{{.Size}}' "$image")
 
 # ---- The local build on the same checkpoint, to compare translations with. ----
 "$bin/tools/taskmoe-extract" --checkpoint=demo/taskmoe --out="$work/demo-repository" \
-  >"$work/extract.log" 2>&1 || fail "extracting the demo repository: $(tail -3 "$work/extract.log")"
+  --keep_experts >"$work/extract.log" 2>&1 || fail "extracting the demo repository: $(tail -3 "$work/extract.log")"
 start_server local "$work/local.ports" --model_repository="$work/demo-repository"
 local_target=$target
 

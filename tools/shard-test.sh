@@ -76,7 +76,7 @@ http_translate() {
 
 # ---- The demo model's subnetworks, and each shard's tasks from the overlay's route. ----
 "$bin/tools/taskmoe-extract" --checkpoint=demo/taskmoe --out="$work/demo-repository" \
-  >"$work/extract.log" 2>&1 || fail "extracting the demo repository: $(tail -3 "$work/extract.log")"
+  --keep_experts >"$work/extract.log" 2>&1 || fail "extracting the demo repository: $(tail -3 "$work/extract.log")"
 while read -r shard tasks; do tasks_of[$shard]=$tasks; done \
   < <(deploy/haproxy/render-haproxy.py --list-tasks)
 shards=("${!tasks_of[@]}")

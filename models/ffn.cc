@@ -66,7 +66,8 @@ absl::Status TaskMoeForward(const MoeFfnWeights& moe, const ExpertChoice& choice
     const float g = choice.gates[i];
     const float* src = ws.expert_out.data<float>();
     float* dst = y.data<float>();
-    for (int64_t j = 0; j < y.numel(); ++j) dst[j] += g * src[j];
+    const int64_t count = y.numel();  // hoisted: a call per element kept the loop scalar
+    for (int64_t j = 0; j < count; ++j) dst[j] += g * src[j];
   }
   return absl::OkStatus();
 }

@@ -2,6 +2,7 @@
 
     /usr/bin/python3 training/build_corpus.py [--out build/corpus] [--languages de,fr,...]
         [--dev-size 500] [--test-size 500] [--seed 1] [--jobs 2] [--show-samples 10] [--gettext]
+        [--debconf [--debconf-max-bytes 1000000]]
 
 One command, no hand steps; a second run reuses the downloaded packages.
 
@@ -19,6 +20,11 @@ Sources (real human translations, all from Debian's archive via `apt-get downloa
     debconf, GNU utilities, iso-codes' country and language names, ...), one pair per message,
     multi-line messages line by line; cleaned as UI strings. Never the reserved sources
     (RESERVED_CATALOGS, and no DDTP package descriptions): they feed a private evaluation.
+  * With --debconf, also the translated debconf templates (the questions packages ask at
+    install time, debconf_templates.py) of every Debian package that depends on debconf and
+    whose .deb is at most --debconf-max-bytes: short descriptions, extended descriptions
+    paragraph by paragraph then sentence by sentence, choices item by item; cleaned as prose.
+    These come from the debconf translation work (debian/po), not from DDTP.
 Packages are cached in `--deb-cache` (default OUT/debs) and unpacked with `dpkg -x` into a
 temporary directory that is removed afterwards. Language codes map to package suffixes with
 `code=suffix` (default `pt=pt-br`: Brazilian Portuguese is the more complete pack).
@@ -81,6 +87,8 @@ import time
 import unicodedata
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from debconf_templates import parse_templates, template_pairs
+
 DEFAULT_LANGUAGES = "de,fr,es,it,pt=pt-br,nl,pl,ru"
 PIVOT = "en"
 SPLITS = ("train", "dev", "test")
@@ -106,6 +114,8 @@ RESERVED_CATALOGS = (
     "audacity", "evince", "evolution", "filezilla", "gedit", "gimp", "gnome-control-center",
     "gnucash", "gnumeric", "inkscape", "nautilus", "thunar", "vlc",
 )
+# --debconf: packages whose .deb is larger are skipped (their templates are no richer).
+DEBCONF_MAX_DEB_BYTES = 1_000_000
 HELP_DIR = "usr/share/libreoffice/help/*"
 PRODUCT_NAME = "LibreOffice"
 PRODUCT_VERSION = "7.4"
@@ -182,6 +192,51 @@ def deb_version(deb: str) -> str:
 
 def unpack(deb: str, dest: str) -> None:
     subprocess.run(["dpkg", "-x", deb, dest], check=True)
+
+
+def debconf_packages(max_bytes: int) -> List[str]:
+    """The packages of the archive that depend on debconf (so may ask questions) and whose .deb
+    is at most max_bytes, reserved ones left out; sorted."""
+    listing = subprocess.run(["apt-cache", "rdepends", "debconf"], check=True,
+                             stdout=subprocess.PIPE, text=True).stdout.splitlines()
+    names = sorted({line.strip().lstrip("|") for line in listing[2:] if line.strip()})
+    shown = subprocess.run(["apt-cache", "show", "--no-all-versions", *names],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    sizes = {}
+    for stanza in shown.split("\n\n"):
+        fields = dict(re.findall(r"^(Package|Size): (\S+)$", stanza, re.MULTILINE))
+        if "Package" in fields and "Size" in fields:
+            sizes[fields["Package"]] = int(fields["Size"])
+    return sorted(name for name, size in sizes.items()
+                  if size <= max_bytes and not is_reserved(name))
+
+
+def collect_templates(debs: Dict[str, str], dest: str) -> int:
+    """Copies the debconf templates of each .deb (its control area's `templates`) to
+    dest/PACKAGE.templates; returns how many packages have one."""
+    found = 0
+    for package, deb in sorted(debs.items()):
+        with tempfile.TemporaryDirectory(prefix="corpus-control-") as control:
+            subprocess.run(["dpkg-deb", "-e", deb, control], check=True)
+            templates = os.path.join(control, "templates")
+            if os.path.isfile(templates):
+                shutil.copyfile(templates, os.path.join(dest, f"{package}.templates"))
+                found += 1
+    return found
+
+
+def debconf_pairs(root: str, locales: Sequence[str]) -> Tuple[List[Pair], Dict[str, int]]:
+    """(English, translation) pairs of every templates file under root for the first of
+    `locales` each template has, and the raw count per package that has any."""
+    pairs: List[Pair] = []
+    counts: Dict[str, int] = {}
+    for path in sorted(glob.glob(os.path.join(root, "*.templates"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            found = template_pairs(parse_templates(f.read()), locales, align_sentences)
+        if found:
+            counts[os.path.basename(path)[:-len(".templates")]] = len(found)
+            pairs.extend(found)
+    return pairs, counts
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,9 +588,9 @@ def assign_splits(pairs_by_lang: Dict[str, Sequence[Pair]], dev_size: int, test_
 
 def extract_language(job) -> dict:
     """Unpacks one language's packages, aligns and cleans its pairs; returns pairs and stats."""
-    lang, suffix, debs, english_help, max_chars, max_ratio, gettext_root = job
+    lang, suffix, debs, english_help, max_chars, max_ratio, gettext_root, debconf_root = job
     started = time.time()
-    raw = {"ui": [], "help": [], "gettext": []}
+    raw = {"ui": [], "help": [], "gettext": [], "debconf": []}
     catalogs: Dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix=f"corpus-{lang}-") as root:
         for deb in debs:
@@ -545,18 +600,25 @@ def extract_language(job) -> dict:
         raw["help"] = help_pairs(english_help, other_help)
     if gettext_root is not None:
         raw["gettext"], catalogs = gettext_pairs(gettext_root, gettext_locales(lang, suffix))
+    templates: Dict[str, int] = {}
+    if debconf_root is not None:
+        raw["debconf"], templates = debconf_pairs(debconf_root, gettext_locales(lang, suffix))
     reasons = collections.Counter()
     kept = []
+    kept_by_source = collections.Counter()  # clean pairs per source, before dedupe
     for origin, pairs in raw.items():
         for en, xx in pairs:
-            pair, reason = clean_pair(en, xx, ui=origin != "help", max_chars=max_chars,
+            pair, reason = clean_pair(en, xx, ui=origin in ("ui", "gettext"), max_chars=max_chars,
                                       max_ratio=max_ratio)
             reasons[reason] += 1
             if pair is not None:
                 kept.append(pair)
+                kept_by_source[origin] += 1
     unique = dedupe(kept)
     return {"lang": lang, "pairs": unique, "raw_ui": len(raw["ui"]), "raw_help": len(raw["help"]),
             "raw_gettext": len(raw["gettext"]), "gettext_catalogs": catalogs,
+            "raw_debconf": len(raw["debconf"]), "debconf_packages": templates,
+            "clean_by_source": dict(kept_by_source),
             "reasons": dict(reasons), "unique": len(unique), "seconds": round(time.time() - started, 1)}
 
 
@@ -578,8 +640,9 @@ def _set_english_help(pages):
 
 
 def _extract_with_shared_english(job):
-    lang, suffix, debs, max_chars, max_ratio, gettext_root = job
-    return extract_language((lang, suffix, debs, _ENGLISH_HELP, max_chars, max_ratio, gettext_root))
+    lang, suffix, debs, max_chars, max_ratio, gettext_root, debconf_root = job
+    return extract_language((lang, suffix, debs, _ENGLISH_HELP, max_chars, max_ratio, gettext_root,
+                             debconf_root))
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,6 +720,11 @@ def main(argv=None) -> int:
     parser.add_argument("--show-samples", type=int, default=0, help="print N random train pairs per language")
     parser.add_argument("--gettext", action="store_true",
                         help="also the gettext catalogs of GETTEXT_PACKAGES (off: the demo's corpus)")
+    parser.add_argument("--debconf", action="store_true",
+                        help="also the translated debconf templates of the packages that depend "
+                             "on debconf (off: the demo's corpus)")
+    parser.add_argument("--debconf-max-bytes", type=int, default=DEBCONF_MAX_DEB_BYTES,
+                        help="--debconf reads only packages whose .deb is at most this large")
     args = parser.parse_args(argv)
     check_gettext_packages(GETTEXT_PACKAGES)
 
@@ -669,11 +737,20 @@ def main(argv=None) -> int:
         wanted.update(packages_for(suffix).values())
     if args.gettext:
         wanted.update(GETTEXT_PACKAGES)
+    debconf_debs: Dict[str, str] = {}
+    if args.debconf:
+        templated = debconf_packages(args.debconf_max_bytes)
+        print(f"debconf: {len(templated)} packages depend on debconf and are at most "
+              f"{args.debconf_max_bytes} bytes", flush=True)
+        wanted.update(templated)
     debs = fetch_packages(sorted(wanted), cache)
+    if args.debconf:
+        debconf_debs = {name: debs[name] for name in templated}
     download_bytes = sum(os.path.getsize(path) for path in debs.values())
 
     with tempfile.TemporaryDirectory(prefix="corpus-en-") as root, \
-            tempfile.TemporaryDirectory(prefix="corpus-gettext-") as gettext_root:
+            tempfile.TemporaryDirectory(prefix="corpus-gettext-") as gettext_root, \
+            tempfile.TemporaryDirectory(prefix="corpus-debconf-") as debconf_root:
         unpack(debs["libreoffice-help-en-us"], root)
         english_help = help_pages(os.path.dirname(language_dir(root, HELP_DIR + "/text")))
         print(f"English help: {len(english_help)} pages, "
@@ -682,17 +759,23 @@ def main(argv=None) -> int:
         for package in GETTEXT_PACKAGES if args.gettext else ():
             unpack(debs[package], gettext_root)
 
+        if args.debconf:
+            print(f"debconf: {collect_templates(debconf_debs, debconf_root)} of "
+                  f"{len(debconf_debs)} packages have templates", flush=True)
         jobs = [(lang, suffix, [debs[p] for p in packages_for(suffix).values()], args.max_chars,
-                 args.max_ratio, gettext_root if args.gettext else None)
+                 args.max_ratio, gettext_root if args.gettext else None,
+                 debconf_root if args.debconf else None)
                 for lang, suffix in languages.items()]
         # fork: workers inherit the parsed English help instead of re-parsing or pickling it.
         with multiprocessing.get_context("fork").Pool(min(args.jobs, len(jobs)), _set_english_help,
                                                        (english_help,)) as pool:
             results = pool.map(_extract_with_shared_english, jobs)
     for r in results:
-        print(f"{r['lang']}: ui {r['raw_ui']} + help {r['raw_help']} + gettext {r['raw_gettext']} raw pairs -> "
+        print(f"{r['lang']}: ui {r['raw_ui']} + help {r['raw_help']} + gettext {r['raw_gettext']} + "
+              f"debconf {r['raw_debconf']} raw pairs -> "
               f"{r['reasons'].get('kept', 0)} clean -> {r['unique']} unique  ({r['seconds']} s)  "
               f"dropped: { {k: v for k, v in sorted(r['reasons'].items()) if k != 'kept'} }", flush=True)
+        print(f"    clean by source: {r['clean_by_source']}", flush=True)
 
     pairs_by_lang = {r["lang"]: r["pairs"] for r in results}
     splits = assign_splits(pairs_by_lang, args.dev_size, args.test_size, args.seed, args.min_eval_words)
@@ -707,7 +790,9 @@ def main(argv=None) -> int:
     summary = {
         "tasks": counts,
         "languages": {r["lang"]: {k: r[k] for k in ("raw_ui", "raw_help", "raw_gettext",
-                                                    "gettext_catalogs", "reasons", "unique")}
+                                                    "gettext_catalogs", "raw_debconf",
+                                                    "debconf_packages", "clean_by_source",
+                                                    "reasons", "unique")}
                       for r in results},
         "packages": {name: {"file": os.path.basename(path), "version": deb_version(path),
                             "bytes": os.path.getsize(path)} for name, path in sorted(debs.items())},

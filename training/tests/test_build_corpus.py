@@ -14,6 +14,7 @@ if TRAINING_DIR not in sys.path:
     sys.path.insert(0, TRAINING_DIR)
 
 import build_corpus as bc  # noqa: E402
+import debconf_templates as dct  # noqa: E402
 
 
 def write_mo(path, messages):
@@ -210,6 +211,96 @@ class GettextCatalogs(unittest.TestCase):
         self.assertFalse(any(bc.is_reserved(p) for p in bc.GETTEXT_PACKAGES))
         with self.assertRaises(SystemExit):
             bc.check_gettext_packages(["apt", "inkscape"])
+
+
+# A templates file as po2debconf leaves it in a package's control area (two templates, German,
+# Brazilian and European Portuguese, an escaped comma in the choices, a verbatim list line).
+TEMPLATES = """Template: demo/restart
+Type: boolean
+Default: true
+Description: Restart services during package upgrades without asking?
+ There are services installed on your system which need to be restarted when
+ certain libraries are upgraded. Since these restarts may cause interruptions
+ of service, you will normally be prompted on each upgrade.
+ .
+ Services to restart:
+   ssh, cron
+Description-de.UTF-8: Dienste bei Paket-Upgrades ohne Nachfrage neu starten?
+ Auf Ihrem System sind Dienste installiert, die beim Upgrade bestimmter
+ Bibliotheken neu gestartet werden müssen. Da diese Neustarts zu Unterbrechungen
+ führen können, werden Sie normalerweise bei jedem Upgrade gefragt.
+ .
+ Neu zu startende Dienste:
+   ssh, cron
+Description-pt.UTF-8: Reiniciar serviços (pt)?
+Description-pt_BR.UTF-8: Reiniciar serviços durante atualizações de pacotes sem perguntar?
+
+Template: demo/mode
+Type: select
+Choices: local only, internet site, mail sent by smarthost\, no local mail, Campo_Grande
+Choices-de.UTF-8: nur lokal, Internet-Site, Versand über Sendezentrale\, keine lokale E-Mail, Campo Grande
+Choices-ru.UTF-8: только локально, интернет-сайт
+Description: General type of mail configuration:
+Description-de.UTF-8: Allgemeine Art der E-Mail-Konfiguration:
+ Ein zweiter Absatz, den das Englische nicht hat.
+"""
+
+
+class DebconfTemplates(unittest.TestCase):
+    def test_stanzas_fields_and_continuations(self):
+        stanzas = dct.parse_templates(TEMPLATES)
+        self.assertEqual([s["Template"] for s in stanzas], ["demo/restart", "demo/mode"])
+        short, paragraphs = dct.description_parts(stanzas[0]["Description"])
+        self.assertEqual(short, "Restart services during package upgrades without asking?")
+        self.assertEqual(len(paragraphs), 3)  # prose, "Services to restart:", the verbatim list
+        self.assertTrue(paragraphs[0].startswith("There are services installed on your system "
+                                                 "which need to be restarted when certain"))
+        self.assertEqual(paragraphs[2], "ssh, cron")
+        self.assertEqual(dct.split_choices(stanzas[1]["Choices"]),
+                         ["local only", "internet site", "mail sent by smarthost, no local mail",
+                          "Campo_Grande"])
+
+    def test_pairs_line_up_or_are_left_out(self):
+        stanzas = dct.parse_templates(TEMPLATES)
+        pairs = dct.template_pairs(stanzas, ["de"], bc.align_sentences)
+        self.assertIn(("Restart services during package upgrades without asking?",
+                       "Dienste bei Paket-Upgrades ohne Nachfrage neu starten?"), pairs)
+        # The extended description sentence by sentence (both sides have two).
+        self.assertIn(("Since these restarts may cause interruptions of service, you will normally "
+                       "be prompted on each upgrade.", "Da diese Neustarts zu Unterbrechungen führen "
+                       "können, werden Sie normalerweise bei jedem Upgrade gefragt."), pairs)
+        self.assertIn(("Services to restart:", "Neu zu startende Dienste:"), pairs)
+        self.assertIn(("mail sent by smarthost, no local mail",
+                       "Versand über Sendezentrale, keine lokale E-Mail"), pairs)
+        # demo/mode's German description has a paragraph the English lacks: only its short line.
+        self.assertIn(("General type of mail configuration:",
+                       "Allgemeine Art der E-Mail-Konfiguration:"), pairs)
+        self.assertFalse(any(xx.startswith("Ein zweiter Absatz") for _, xx in pairs))
+        # An identifier among the choices is not text to translate.
+        self.assertNotIn(("Campo_Grande", "Campo Grande"), pairs)
+        self.assertEqual(len(pairs), 2 + 3 + 3 + 1)
+        # Russian lists two choices for four: left out; no Russian description.
+        self.assertEqual(dct.template_pairs(stanzas, ["ru"], bc.align_sentences), [])
+        # pt_BR before pt, as for the gettext catalogs.
+        self.assertEqual(dct.template_pairs(stanzas, bc.gettext_locales("pt", "pt-br"),
+                                            bc.align_sentences)[0][1],
+                         "Reiniciar serviços durante atualizações de pacotes sem perguntar?")
+
+    def test_read_from_a_directory_of_templates_files(self):
+        with tempfile.TemporaryDirectory() as root:
+            with open(os.path.join(root, "demo.templates"), "w", encoding="utf-8") as f:
+                f.write(TEMPLATES)
+            with open(os.path.join(root, "untranslated.templates"), "w", encoding="utf-8") as f:
+                f.write("Template: x/y\nType: note\nDescription: Only English\n")
+            pairs, counts = bc.debconf_pairs(root, ["de"])
+            self.assertEqual(counts, {"demo": 9})
+            self.assertEqual(len(pairs), 9)
+
+    def test_malformed_input_is_skipped_not_fatal(self):
+        stanzas = dct.parse_templates(" stray continuation\nno colon here\nDescription: x\n"
+                                      "Description-de.UTF-8: y\n")
+        self.assertEqual(stanzas, [{"Description": "x", "Description-de.UTF-8": "y"}])
+        self.assertEqual(dct.parse_templates(""), [])
 
 
 def synthetic_pairs(lang, count, skip_every=0):

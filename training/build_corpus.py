@@ -17,7 +17,8 @@ Sources (real human translations, all from Debian's archive via `apt-get downloa
     split into the same number of sentences.
   * With --gettext, also the gettext catalogs other packages install under
     usr/share/locale/LL/LC_MESSAGES (GETTEXT_PACKAGES: GTK, GLib, GNOME Shell, apt, dpkg,
-    debconf, GNU utilities, iso-codes' country and language names, ...), one pair per message,
+    debconf, GNU utilities, iso-codes' country and language names, GNOME, Xfce and KDE
+    applications, ...), one pair per message,
     multi-line messages line by line; cleaned as UI strings. Never the reserved sources
     (RESERVED_CATALOGS, and no DDTP package descriptions): they feed a private evaluation.
   * With --debconf, also the translated debconf templates (the questions packages ask at
@@ -100,12 +101,31 @@ GETTEXT_LOCALE_DIR = "usr/share/locale"
 
 # --gettext: the gettext catalogs these Debian packages install under usr/share/locale (UI
 # strings and messages of desktop libraries, the GNOME shell, package tools, GNU utilities,
-# country and language names), beside LibreOffice's. Off by default, so the corpus the demo
+# country and language names, GNOME, Xfce and KDE applications), beside LibreOffice's. Off by default, so the corpus the demo
 # model was trained on stays reproducible.
 GETTEXT_PACKAGES = (
+    # Base system and libraries.
     "apt", "bash", "coreutils", "debconf-i18n", "diffutils", "dpkg", "e2fsprogs-l10n",
     "findutils", "gettext", "gnome-shell-common", "grep", "iso-codes", "libglib2.0-data",
     "libgtk-3-common", "sed", "tar", "util-linux-locales", "wget",
+    # GNOME applications (not the reserved ones: no gedit, evince, nautilus,
+    # gnome-control-center).
+    "baobab", "cheese-common", "eog", "file-roller", "gnome-calculator", "gnome-calendar",
+    "gnome-characters", "gnome-clocks", "gnome-contacts", "gnome-disk-utility",
+    "gnome-font-viewer", "gnome-logs", "gnome-maps", "gnome-online-accounts",
+    "gnome-session-common", "gnome-settings-daemon-common", "gnome-shell-extensions",
+    "gnome-software-common", "gnome-sound-recorder", "gnome-system-monitor",
+    "gnome-terminal-data", "gnome-text-editor", "gnome-weather", "network-manager-gnome",
+    "rhythmbox-data", "seahorse", "simple-scan", "totem-common", "yelp",
+    # Xfce (not thunar).
+    "mousepad", "orage", "parole", "ristretto", "xfce4-panel", "xfce4-power-manager-data",
+    "xfce4-session", "xfce4-settings", "xfce4-terminal", "xfdesktop4-data", "xfwm4",
+    # KDE (packages of at most 5 MB).
+    "ark", "dolphin", "kate", "kcalc", "kde-cli-tools", "kio", "konsole", "systemsettings",
+    # Other desktop programs and tools.
+    "blueman", "brasero-common", "claws-mail-i18n", "geany-common", "gparted", "gthumb-data",
+    "hexchat-common", "lightdm-gtk-greeter", "network-manager", "pavucontrol", "pidgin-data",
+    "shotwell-common", "software-properties-common", "synaptic", "transmission-common",
 )
 # Reserved for a private evaluation and never read: Debian's package-description translations
 # (DDTP, no source here reads them) and the catalogs of these programs. A package or catalog

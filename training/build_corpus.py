@@ -127,6 +127,17 @@ GETTEXT_PACKAGES = (
     "hexchat-common", "lightdm-gtk-greeter", "network-manager", "pavucontrol", "pidgin-data",
     "shotwell-common", "software-properties-common", "synaptic", "transmission-common",
 )
+# Held out of training, for the general dev set (general.{task}.{lang}): with --gettext, these
+# programs' catalogs (none in GETTEXT_PACKAGES, none reserved or a fork of a reserved one), and
+# with --debconf every DEBCONF_GENERAL_EVERY-th package that has templates; their English
+# sentences, and near-duplicates, are in no other split. Text from programs and packages the
+# model never saw, as the private evaluation's is.
+GENERAL_GETTEXT_PACKAGES = (
+    "catfish", "deja-dup", "galculator", "gigolo", "gnome-boxes", "gnome-chess", "gnome-mines",
+    "gnome-music", "gnome-nettool", "gnome-tweaks", "kmines", "lollypop", "meld",
+    "xfburn", "xfce4-notifyd", "xfce4-screenshooter", "xfce4-taskmanager",
+)
+DEBCONF_GENERAL_EVERY = 10
 # Reserved for a private evaluation and never read: Debian's package-description translations
 # (DDTP, no source here reads them) and the catalogs of these programs. A package or catalog
 # (.mo domain) whose name starts with one of them is refused or skipped.
@@ -608,8 +619,9 @@ def assign_splits(pairs_by_lang: Dict[str, Sequence[Pair]], dev_size: int, test_
 
 def extract_language(job) -> dict:
     """Unpacks one language's packages, aligns and cleans its pairs; returns pairs and stats."""
-    lang, suffix, debs, english_help, max_chars, max_ratio, gettext_root, debconf_root = job
+    lang, suffix, debs, english_help, max_chars, max_ratio, roots = job
     started = time.time()
+    locales = gettext_locales(lang, suffix)
     raw = {"ui": [], "help": [], "gettext": [], "debconf": []}
     catalogs: Dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix=f"corpus-{lang}-") as root:
@@ -618,11 +630,24 @@ def extract_language(job) -> dict:
         raw["ui"] = ui_pairs(language_dir(root, UI_RESOURCE_DIR))
         other_help = help_pages(os.path.dirname(language_dir(root, HELP_DIR + "/text")))
         raw["help"] = help_pairs(english_help, other_help)
-    if gettext_root is not None:
-        raw["gettext"], catalogs = gettext_pairs(gettext_root, gettext_locales(lang, suffix))
+    if roots.get("gettext") is not None:
+        raw["gettext"], catalogs = gettext_pairs(roots["gettext"], locales)
     templates: Dict[str, int] = {}
-    if debconf_root is not None:
-        raw["debconf"], templates = debconf_pairs(debconf_root, gettext_locales(lang, suffix))
+    if roots.get("debconf") is not None:
+        raw["debconf"], templates = debconf_pairs(roots["debconf"], locales)
+    # The general dev set's sources, cleaned the same way, kept apart.
+    general_raw = {"gettext": [], "debconf": []}
+    if roots.get("general_gettext") is not None:
+        general_raw["gettext"] = gettext_pairs(roots["general_gettext"], locales)[0]
+    if roots.get("general_debconf") is not None:
+        general_raw["debconf"] = debconf_pairs(roots["general_debconf"], locales)[0]
+    general = []
+    for origin, pairs in general_raw.items():
+        for en, xx in pairs:
+            pair, _ = clean_pair(en, xx, ui=origin == "gettext", max_chars=max_chars,
+                                 max_ratio=max_ratio)
+            if pair is not None:
+                general.append(pair)
     reasons = collections.Counter()
     kept = []
     kept_by_source = collections.Counter()  # clean pairs per source, before dedupe
@@ -638,7 +663,7 @@ def extract_language(job) -> dict:
     return {"lang": lang, "pairs": unique, "raw_ui": len(raw["ui"]), "raw_help": len(raw["help"]),
             "raw_gettext": len(raw["gettext"]), "gettext_catalogs": catalogs,
             "raw_debconf": len(raw["debconf"]), "debconf_packages": templates,
-            "clean_by_source": dict(kept_by_source),
+            "clean_by_source": dict(kept_by_source), "general_pairs": dedupe(general),
             "reasons": dict(reasons), "unique": len(unique), "seconds": round(time.time() - started, 1)}
 
 
@@ -660,9 +685,8 @@ def _set_english_help(pages):
 
 
 def _extract_with_shared_english(job):
-    lang, suffix, debs, max_chars, max_ratio, gettext_root, debconf_root = job
-    return extract_language((lang, suffix, debs, _ENGLISH_HELP, max_chars, max_ratio, gettext_root,
-                             debconf_root))
+    lang, suffix, debs, max_chars, max_ratio, roots = job
+    return extract_language((lang, suffix, debs, _ENGLISH_HELP, max_chars, max_ratio, roots))
 
 
 # --------------------------------------------------------------------------------------------
@@ -675,6 +699,28 @@ def write_lines(path: str, lines: Sequence[str]) -> None:
         for line in lines:
             f.write(line.replace("\n", " ") + "\n")
     os.replace(tmp, path)
+
+
+def general_split(general_by_lang: Dict[str, Sequence[Pair]],
+                  splits_by_lang: Dict[str, Dict[str, List[Pair]]], size: int,
+                  seed: int) -> Dict[str, List[Pair]]:
+    """Up to `size` pairs per language from the held-out sources whose English sentence (or a
+    near-duplicate of it) is in no split of any language, chosen at random for `seed`."""
+    seen = {group_key(en) for by_split in splits_by_lang.values()
+            for pairs in by_split.values() for en, _ in pairs}
+    chosen = {}
+    for lang in sorted(general_by_lang):
+        fresh, keys = [], set()
+        for en, xx in general_by_lang[lang]:
+            key = group_key(en)
+            if key and key not in seen and key not in keys:
+                keys.add(key)
+                fresh.append((en, xx))
+        random.Random(f"{seed}-general-{lang}").shuffle(fresh)
+        chosen[lang] = fresh[:size]
+        print(f"general {lang}: {len(chosen[lang])} of {len(fresh)} held-out pairs "
+              f"({len(general_by_lang[lang]) - len(fresh)} also in training text)", flush=True)
+    return chosen
 
 
 def write_corpus(out: str, splits_by_lang: Dict[str, Dict[str, List[Pair]]]) -> Dict[str, Dict[str, int]]:
@@ -694,7 +740,7 @@ def write_corpus(out: str, splits_by_lang: Dict[str, Dict[str, List[Pair]]]) -> 
 
 def remove_stale_files(out: str, tasks: Sequence[str]) -> None:
     """Drops corpus files of tasks no longer built (e.g. after changing --languages)."""
-    pattern = re.compile(r"^(train|dev|test)\.([a-z]+-[a-z]+)\.[a-z]+$")
+    pattern = re.compile(r"^(train|dev|test|general)\.([a-z]+-[a-z]+)\.[a-z]+$")
     for name in os.listdir(out):
         match = pattern.match(name)
         if match and match.group(2) not in tasks:
@@ -702,11 +748,17 @@ def remove_stale_files(out: str, tasks: Sequence[str]) -> None:
 
 
 def print_table(counts: Dict[str, Dict[str, int]]) -> None:
-    print(f"{'task':<8} {'train':>8} {'dev':>6} {'test':>6}")
+    general = any("general" in row for row in counts.values())
+    extra = f" {'general':>8}" if general else ""
+    print(f"{'task':<8} {'train':>8} {'dev':>6} {'test':>6}{extra}")
     for task, row in counts.items():
-        print(f"{task:<8} {row['train']:>8} {row['dev']:>6} {row['test']:>6}")
-    total = {split: sum(row[split] for row in counts.values()) for split in SPLITS}
-    print(f"{'total':<8} {total['train']:>8} {total['dev']:>6} {total['test']:>6}", flush=True)
+        extra = f" {row.get('general', 0):>8}" if general else ""
+        print(f"{task:<8} {row['train']:>8} {row['dev']:>6} {row['test']:>6}{extra}")
+    total = {split: sum(row.get(split, 0) for row in counts.values())
+             for split in (*SPLITS, "general")}
+    extra = f" {total['general']:>8}" if general else ""
+    print(f"{'total':<8} {total['train']:>8} {total['dev']:>6} {total['test']:>6}{extra}",
+          flush=True)
 
 
 def print_samples(splits_by_lang, count: int, seed: int) -> None:
@@ -743,6 +795,9 @@ def main(argv=None) -> int:
     parser.add_argument("--debconf", action="store_true",
                         help="also the translated debconf templates of the packages that depend "
                              "on debconf (off: the demo's corpus)")
+    parser.add_argument("--general-size", type=int, default=500,
+                        help="with --gettext or --debconf: general dev pairs per language, from "
+                             "sources held out of training")
     parser.add_argument("--debconf-max-bytes", type=int, default=DEBCONF_MAX_DEB_BYTES,
                         help="--debconf reads only packages whose .deb is at most this large")
     args = parser.parse_args(argv)
@@ -757,34 +812,49 @@ def main(argv=None) -> int:
         wanted.update(packages_for(suffix).values())
     if args.gettext:
         wanted.update(GETTEXT_PACKAGES)
-    debconf_debs: Dict[str, str] = {}
+        wanted.update(GENERAL_GETTEXT_PACKAGES)
+    templated: List[str] = []
     if args.debconf:
         templated = debconf_packages(args.debconf_max_bytes)
         print(f"debconf: {len(templated)} packages depend on debconf and are at most "
               f"{args.debconf_max_bytes} bytes", flush=True)
         wanted.update(templated)
     debs = fetch_packages(sorted(wanted), cache)
-    if args.debconf:
-        debconf_debs = {name: debs[name] for name in templated}
     download_bytes = sum(os.path.getsize(path) for path in debs.values())
 
     with tempfile.TemporaryDirectory(prefix="corpus-en-") as root, \
-            tempfile.TemporaryDirectory(prefix="corpus-gettext-") as gettext_root, \
-            tempfile.TemporaryDirectory(prefix="corpus-debconf-") as debconf_root:
+            tempfile.TemporaryDirectory(prefix="corpus-sources-") as sources:
         unpack(debs["libreoffice-help-en-us"], root)
         english_help = help_pages(os.path.dirname(language_dir(root, HELP_DIR + "/text")))
         print(f"English help: {len(english_help)} pages, "
               f"{sum(map(len, english_help.values()))} paragraphs", flush=True)
-        # The gettext packages hold every language: unpacked once, read by every worker.
-        for package in GETTEXT_PACKAGES if args.gettext else ():
-            unpack(debs[package], gettext_root)
+        # The gettext and debconf sources hold every language: unpacked once, read by every
+        # worker; those of the general dev set apart.
+        roots: Dict[str, Optional[str]] = {}
+        if args.gettext:
+            for name, packages in (("gettext", GETTEXT_PACKAGES),
+                                   ("general_gettext", GENERAL_GETTEXT_PACKAGES)):
+                roots[name] = os.path.join(sources, name)
+                for package in packages:
+                    unpack(debs[package], roots[name])
 
         if args.debconf:
-            print(f"debconf: {collect_templates(debconf_debs, debconf_root)} of "
-                  f"{len(debconf_debs)} packages have templates", flush=True)
+            everything = os.path.join(sources, "all-templates")
+            os.makedirs(everything)
+            found = collect_templates({name: debs[name] for name in templated}, everything)
+            with_templates = sorted(name[:-len(".templates")] for name in os.listdir(everything))
+            held_out = set(with_templates[::DEBCONF_GENERAL_EVERY])
+            for name, keep in (("debconf", lambda p: p not in held_out),
+                               ("general_debconf", lambda p: p in held_out)):
+                roots[name] = os.path.join(sources, name)
+                os.makedirs(roots[name])
+                for package in filter(keep, with_templates):
+                    os.rename(os.path.join(everything, f"{package}.templates"),
+                              os.path.join(roots[name], f"{package}.templates"))
+            print(f"debconf: {found} of {len(templated)} packages have templates; "
+                  f"{len(held_out)} held out for the general dev set", flush=True)
         jobs = [(lang, suffix, [debs[p] for p in packages_for(suffix).values()], args.max_chars,
-                 args.max_ratio, gettext_root if args.gettext else None,
-                 debconf_root if args.debconf else None)
+                 args.max_ratio, roots)
                 for lang, suffix in languages.items()]
         # fork: workers inherit the parsed English help instead of re-parsing or pickling it.
         with multiprocessing.get_context("fork").Pool(min(args.jobs, len(jobs)), _set_english_help,
@@ -805,6 +875,12 @@ def main(argv=None) -> int:
             if len(by_split[split]) < wanted_size:
                 print(f"warning: {lang} {split} has {len(by_split[split])} < {wanted_size} pairs", file=sys.stderr)
     counts = write_corpus(args.out, splits)
+    if args.gettext or args.debconf:
+        general = general_split({r["lang"]: r["general_pairs"] for r in results}, splits,
+                                args.general_size, args.seed)
+        for task, row in write_corpus(args.out, {lang: {"general": pairs}
+                                                 for lang, pairs in general.items()}).items():
+            counts[task].update(row)
     remove_stale_files(args.out, list(counts))
 
     summary = {

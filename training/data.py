@@ -23,6 +23,9 @@ import numpy as np
 import torch
 
 SPLITS = ("train", "dev", "test")
+# Splits a model can be scored on: dev and test, and `general` (build_corpus.py --gettext or
+# --debconf: text from programs and packages held out of training).
+EVAL_SPLITS = ("dev", "test", "general", "train")
 _FILE_RE = re.compile(r"^(train|dev|test)\.([A-Za-z_]+)-([A-Za-z_]+)\.([A-Za-z_]+)$")
 
 

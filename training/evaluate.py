@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--model", required=True, help="model dir, run dir or checkpoint file")
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--spm", default=None, help="default: the model's spm.model")
-    parser.add_argument("--split", default="test", choices=data_lib.SPLITS)
+    parser.add_argument("--split", default="test", choices=data_lib.EVAL_SPLITS)
     parser.add_argument("--max-sentences", type=int, default=500, help="per task")
     parser.add_argument("--tasks", default=None, help="comma-separated task ids (default: all)")
     parser.add_argument("--beam", type=int, default=1)

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="model directory (full model serving every task)")
     parser.add_argument("--repository", help="model repository: one extracted subnetwork per task")
     parser.add_argument("--corpus", required=True)
-    parser.add_argument("--split", default="test", choices=data_lib.SPLITS)
+    parser.add_argument("--split", default="test", choices=data_lib.EVAL_SPLITS)
     parser.add_argument("--max-sentences", type=int, default=500, help="per task")
     parser.add_argument("--tasks", default=None, help="comma-separated task ids (default: all)")
     parser.add_argument("--compare", default=None, help="evaluate.py --json result to compare with")

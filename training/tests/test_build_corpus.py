@@ -303,6 +303,30 @@ class DebconfTemplates(unittest.TestCase):
         self.assertEqual(dct.parse_templates(""), [])
 
 
+class GeneralDevSet(unittest.TestCase):
+    def test_held_out_sentences_never_in_training_text(self):
+        splits = {"de": {"train": [("Open the file", "Datei öffnen")], "dev": [], "test": []},
+                  "fr": {"train": [("Save as...", "Enregistrer sous...")], "dev": [], "test": []}}
+        held_out = {"de": [("Open the file.", "Die Datei öffnen."),      # near-duplicate of train
+                           ("Save as", "Speichern unter"),              # of French train text
+                           ("Burn the disc", "Die CD brennen"),
+                           ("Cannot open image.", "Bild kann nicht geöffnet werden.")],
+                    "fr": [("Burn the disc", "Graver le disque")]}
+        general = bc.general_split(held_out, splits, size=5, seed=1)
+        self.assertEqual(sorted(general["de"]), [("Burn the disc", "Die CD brennen"),
+                                                 ("Cannot open image.",
+                                                  "Bild kann nicht geöffnet werden.")])
+        self.assertEqual(general["fr"], [("Burn the disc", "Graver le disque")])
+        # At most `size`, the same ones for a seed.
+        one = bc.general_split(held_out, splits, size=1, seed=7)["de"]
+        self.assertEqual(len(one), 1)
+        self.assertEqual(one, bc.general_split(held_out, splits, size=1, seed=7)["de"])
+
+    def test_held_out_packages_are_neither_trained_on_nor_reserved(self):
+        self.assertFalse(set(bc.GENERAL_GETTEXT_PACKAGES) & set(bc.GETTEXT_PACKAGES))
+        self.assertFalse(any(bc.is_reserved(p) for p in bc.GENERAL_GETTEXT_PACKAGES))
+
+
 def synthetic_pairs(lang, count, skip_every=0):
     """English sentences 'word i of the corpus' with a fake translation; some missing."""
     return [(f"sentence number {i} of the corpus", f"{lang} satz {i}") for i in range(count)

@@ -101,7 +101,8 @@ GETTEXT_LOCALE_DIR = "usr/share/locale"
 
 # --gettext: the gettext catalogs these Debian packages install under usr/share/locale (UI
 # strings and messages of desktop libraries, the GNOME shell, package tools, GNU utilities,
-# country and language names, GNOME, Xfce and KDE applications), beside LibreOffice's. Off by default, so the corpus the demo
+# country and language names, GNOME, Xfce and KDE applications), beside LibreOffice's. Off by
+# default, so the corpus the demo
 # model was trained on stays reproducible.
 GETTEXT_PACKAGES = (
     # Base system and libraries.
@@ -617,6 +618,24 @@ def assign_splits(pairs_by_lang: Dict[str, Sequence[Pair]], dev_size: int, test_
 # Extraction of one language (runs in a worker process)
 # --------------------------------------------------------------------------------------------
 
+def clean_pairs(raw: Dict[str, Sequence[Pair]], max_chars: int,
+                max_ratio: float) -> Tuple[List[Pair], collections.Counter, collections.Counter]:
+    """Cleans pairs by source ("ui", "help", "gettext", "debconf"; UI strings lose their
+    accelerators); returns the kept pairs, the count per reason and the kept count per source."""
+    reasons: collections.Counter = collections.Counter()
+    kept_by_source: collections.Counter = collections.Counter()
+    kept = []
+    for origin, pairs in raw.items():
+        for en, xx in pairs:
+            pair, reason = clean_pair(en, xx, ui=origin in ("ui", "gettext"), max_chars=max_chars,
+                                      max_ratio=max_ratio)
+            reasons[reason] += 1
+            if pair is not None:
+                kept.append(pair)
+                kept_by_source[origin] += 1
+    return kept, reasons, kept_by_source
+
+
 def extract_language(job) -> dict:
     """Unpacks one language's packages, aligns and cleans its pairs; returns pairs and stats."""
     lang, suffix, debs, english_help, max_chars, max_ratio, roots = job
@@ -641,24 +660,8 @@ def extract_language(job) -> dict:
         general_raw["gettext"] = gettext_pairs(roots["general_gettext"], locales)[0]
     if roots.get("general_debconf") is not None:
         general_raw["debconf"] = debconf_pairs(roots["general_debconf"], locales)[0]
-    general = []
-    for origin, pairs in general_raw.items():
-        for en, xx in pairs:
-            pair, _ = clean_pair(en, xx, ui=origin == "gettext", max_chars=max_chars,
-                                 max_ratio=max_ratio)
-            if pair is not None:
-                general.append(pair)
-    reasons = collections.Counter()
-    kept = []
-    kept_by_source = collections.Counter()  # clean pairs per source, before dedupe
-    for origin, pairs in raw.items():
-        for en, xx in pairs:
-            pair, reason = clean_pair(en, xx, ui=origin in ("ui", "gettext"), max_chars=max_chars,
-                                      max_ratio=max_ratio)
-            reasons[reason] += 1
-            if pair is not None:
-                kept.append(pair)
-                kept_by_source[origin] += 1
+    general, _, _ = clean_pairs(general_raw, max_chars, max_ratio)
+    kept, reasons, kept_by_source = clean_pairs(raw, max_chars, max_ratio)
     unique = dedupe(kept)
     return {"lang": lang, "pairs": unique, "raw_ui": len(raw["ui"]), "raw_help": len(raw["help"]),
             "raw_gettext": len(raw["gettext"]), "gettext_catalogs": catalogs,
@@ -875,6 +878,8 @@ def main(argv=None) -> int:
             if len(by_split[split]) < wanted_size:
                 print(f"warning: {lang} {split} has {len(by_split[split])} < {wanted_size} pairs", file=sys.stderr)
     counts = write_corpus(args.out, splits)
+    for stale in glob.glob(os.path.join(args.out, "general.*")):
+        os.remove(stale)  # of an earlier run: never beside another corpus' training text
     if args.gettext or args.debconf:
         general = general_split({r["lang"]: r["general_pairs"] for r in results}, splits,
                                 args.general_size, args.seed)

@@ -148,6 +148,14 @@ RESERVED_CATALOGS = (
 )
 # --debconf: packages whose .deb is larger are skipped (their templates are no richer).
 DEBCONF_MAX_DEB_BYTES = 1_000_000
+# Forks of reserved programs, whose catalogs largely hold the reserved ones' translations
+# (MATE's atril of evince, pluma of gedit, caja of nautilus; Cinnamon's nemo of nautilus; the
+# control centers forked from gnome-control-center): never read either, so the private
+# evaluation's text cannot reach training through them.
+RESERVED_FORKS = (
+    "atril", "budgie-control-center", "caja", "cinnamon-control-center", "mate-control-center",
+    "nemo", "pluma", "xed", "xreader",
+)
 HELP_DIR = "usr/share/libreoffice/help/*"
 PRODUCT_NAME = "LibreOffice"
 PRODUCT_VERSION = "7.4"
@@ -170,9 +178,10 @@ def parse_languages(spec: str) -> Dict[str, str]:
 
 
 def is_reserved(name: str) -> bool:
-    """Whether a package or catalog belongs to the private evaluation (RESERVED_CATALOGS)."""
+    """Whether a package or catalog belongs to the private evaluation (RESERVED_CATALOGS), or
+    to a fork of a reserved program (RESERVED_FORKS)."""
     name = name.lower()
-    return any(name.startswith(reserved) for reserved in RESERVED_CATALOGS)
+    return any(name.startswith(reserved) for reserved in RESERVED_CATALOGS + RESERVED_FORKS)
 
 
 def check_gettext_packages(packages: Sequence[str]) -> None:

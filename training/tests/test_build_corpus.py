@@ -206,7 +206,8 @@ class GettextCatalogs(unittest.TestCase):
         self.assertEqual(bc.gettext_locales("pt", "pt-br"), ["pt_BR", "pt"])
         self.assertEqual(bc.gettext_locales("de", "de"), ["de"])
         for reserved in ("gimp20", "evolution-data-server", "gnome-control-center-2.0", "Thunar",
-                         "vlc", "gnucash"):
+                         "vlc", "gnucash", "atril", "pluma", "caja", "nemo",
+                         "cinnamon-control-center"):
             self.assertTrue(bc.is_reserved(reserved), reserved)
         self.assertFalse(any(bc.is_reserved(p) for p in bc.GETTEXT_PACKAGES))
         with self.assertRaises(SystemExit):

@@ -156,6 +156,9 @@ int Main() {
     only.push_back(index);
   }
   if (only.empty()) only = {1, 2, 3, 4};
+  // Ascending and once each: scenarios then keep their order, and four numbers mean all four.
+  std::sort(only.begin(), only.end());
+  only.erase(std::unique(only.begin(), only.end()), only.end());
 
   struct Repository {
     std::string name;

@@ -2,8 +2,8 @@
 # The serve command of the README: installs what is needed, builds Release, extracts the
 # per-task subnetworks of the bundled demo TaskMoE model into a model repository (again only
 # when the checkpoint changes; tools/demo-repository.sh), and runs the server on it in the
-# foreground (Ctrl-C stops it): gRPC, HTTP/JSON with the playground page, metrics. Extra arguments go to the server,
-# e.g. --precision=int8 or --port=9000.
+# foreground (Ctrl-C stops it): gRPC, HTTP/JSON with the playground page, metrics. Extra
+# arguments go to the server, e.g. --precision=int8 or --port=9000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh serve

@@ -234,6 +234,19 @@ absl::StatusOr<const TransformerModel*> CheckGroups(absl::Span<const RowGroup> g
   return first;
 }
 
+// `groups` (which CheckGroups accepted for lengths.size() sentences) with each group's rows
+// counted in its sentences' tokens: the groups of the packed encoder states.
+void TokenGroups(absl::Span<const RowGroup> groups, absl::Span<const int32_t> lengths,
+                 std::vector<RowGroup>& token_groups) {
+  token_groups.assign(groups.begin(), groups.end());
+  size_t sentence = 0;
+  for (RowGroup& group : token_groups) {
+    int64_t tokens = 0;
+    for (int64_t r = 0; r < group.rows; ++r) tokens += lengths[sentence++];
+    group.rows = tokens;
+  }
+}
+
 }  // namespace
 
 absl::Status DecoderState::SelectRows(absl::Span<const int32_t> rows) {
@@ -405,8 +418,7 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
   const int64_t batch = static_cast<int64_t>(sources.size());
   TASKMOE_ASSIGN_OR_RETURN(const TransformerModel* first, CheckGroups(groups, batch, "Encode"));
   const ModelConfig& config = first->config_;
-  const int64_t d = config.d_model;
-  int64_t max_len = 0;
+  int64_t max_len = 0, tokens = 0;
   for (size_t b = 0; b < sources.size(); ++b) {
     const int64_t len = static_cast<int64_t>(sources[b].size());
     if (len == 0 || len > config.max_positions) {
@@ -414,34 +426,42 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
           "source ", b, " has ", len, " tokens; the model takes 1 to ", config.max_positions));
     }
     max_len = std::max(max_len, len);
+    tokens += len;
   }
+  out.max_len = max_len;
   out.lengths.resize(batch);
+  // Packed: every source's tokens right after the previous one's.
   std::vector<int32_t>& ids = out.ids;
   std::vector<int32_t>& positions = out.positions;
-  ids.assign(batch * max_len, config.special_tokens.pad);
-  positions.resize(batch * max_len);
-  for (int64_t b = 0; b < batch; ++b) {
-    out.lengths[b] = static_cast<int32_t>(sources[b].size());
-    std::copy(sources[b].begin(), sources[b].end(), ids.begin() + b * max_len);
-    for (int64_t t = 0; t < max_len; ++t) positions[b * max_len + t] = static_cast<int32_t>(t);
+  ids.resize(tokens);
+  positions.resize(tokens);
+  for (int64_t b = 0, at = 0; b < batch; ++b) {
+    const auto len = static_cast<int32_t>(sources[b].size());
+    out.lengths[b] = len;
+    std::copy(sources[b].begin(), sources[b].end(), ids.begin() + at);
+    for (int32_t t = 0; t < len; ++t) positions[at + t] = t;
+    at += len;
   }
+  // The same groups, counting their sentences' tokens: what every per-token operation sees.
+  TokenGroups(groups, out.lengths, out.token_groups);
+  const absl::Span<const RowGroup> token_groups = out.token_groups;
   Tensor &x = out.x, &normed = out.normed, &qkv = out.qkv, &q = out.q, &k = out.k, &v = out.v,
-         &attn = out.attn, &delta = out.delta;
+         &attn = out.attn, &packed_attn = out.packed_attn, &delta = out.delta;
   Tensor* const qkv_parts[] = {&q, &k, &v};
   GroupedRuns& plan = out.grouped;
   const float eps = config.layer_norm_eps;
 
   TASKMOE_RETURN_IF_ERROR(GroupedEmbedding(
-      groups, plan, [](const TransformerModel& m) -> const Tensor& { return m.encoder_embedding_; },
-      ids, positions, max_len, first->embedding_scale_, first->positions_, x));
-  TASKMOE_RETURN_IF_ERROR(x.ReshapeInPlace(Shape{batch, max_len, d}));
+      token_groups, plan,
+      [](const TransformerModel& m) -> const Tensor& { return m.encoder_embedding_; }, ids,
+      positions, 1, first->embedding_scale_, first->positions_, x));
 
   // Each layer's operations, run once per run of groups sharing the weight.
   auto norm = [&](auto pick, const Tensor& in, Tensor& result) {
-    return GroupedLayerNorm(groups, plan, pick, eps, in, result);
+    return GroupedLayerNorm(token_groups, plan, pick, eps, in, result);
   };
   auto linear = [&](auto pick, const Tensor& in, Tensor& result) {
-    return GroupedLinear(groups, plan, pick, in, result);
+    return GroupedLinear(token_groups, plan, pick, in, result);
   };
   const kernels::AttentionOptions attention{.num_heads = config.num_heads};
   for (size_t i = 0; i < first->encoder_layers_.size(); ++i) {
@@ -454,17 +474,19 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
     TASKMOE_RETURN_IF_ERROR(linear(
         [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.qkv; },
         normed, qkv));
-    TASKMOE_RETURN_IF_ERROR(kernels::SplitLastDim(qkv, qkv_parts));
+    // Attention per sentence, on [batch, max_len, d] copies (padding masked by the lengths).
+    TASKMOE_RETURN_IF_ERROR(kernels::UnpackSequences(qkv, out.lengths, max_len, qkv_parts));
     TASKMOE_RETURN_IF_ERROR(kernels::MultiHeadAttention(q, k, v, out.lengths, attention, attn));
+    TASKMOE_RETURN_IF_ERROR(kernels::PackSequences(attn, out.lengths, packed_attn));
     TASKMOE_RETURN_IF_ERROR(linear(
-        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.out; }, attn,
-        delta));
+        [&](const TransformerModel& m) -> const LinearPtr& { return layer(m).self_attn.out; },
+        packed_attn, delta));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(delta, x));
     TASKMOE_RETURN_IF_ERROR(norm(
         [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; }, x,
         normed));
     TASKMOE_RETURN_IF_ERROR(
-        GroupedFfn(groups, Stack::kEncoder, i, max_len, normed, plan, out.ffn_ws, delta));
+        GroupedFfn(token_groups, Stack::kEncoder, i, 1, normed, plan, out.ffn_ws, delta));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(delta, x));
   }
   return norm(
@@ -479,7 +501,7 @@ absl::Status TransformerModel::StartDecoding(const EncoderOutput& encoder, int64
         absl::StrCat("max_steps ", max_steps, " outside [1, ", config_.max_positions, "]"));
   }
   const int64_t batch = static_cast<int64_t>(encoder.lengths.size());
-  const int64_t source_len = batch == 0 ? 0 : encoder.states.dim(1);
+  const int64_t source_len = batch == 0 ? 0 : encoder.max_len;
   state.batch = 0;
   state.source_lengths.clear();
   state.positions.clear();
@@ -514,18 +536,21 @@ absl::Status TransformerModel::AddRows(absl::Span<const RowGroup> groups,
     return absl::FailedPreconditionError("AddRows: the decoder state was not started");
   }
   const int64_t first_row = state.batch;
-  const int64_t source_len = encoder.states.dim(1);
+  const int64_t source_len = encoder.max_len;
+  // The projections run on the packed states (real tokens only); the cache takes them padded.
+  TokenGroups(groups, encoder.lengths, state.token_groups);
   Tensor* const kv_parts[] = {&state.k, &state.v};
   for (size_t i = 0; i < first->decoder_layers_.size(); ++i) {
     TASKMOE_RETURN_IF_ERROR(state.self_cache[i].AddRows(added, max_steps));
     TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AddRows(added, source_len));
     TASKMOE_RETURN_IF_ERROR(GroupedLinear(
-        groups, state.grouped,
+        state.token_groups, state.grouped,
         [i](const TransformerModel& m) -> const LinearPtr& {
           return m.decoder_layers_[i].cross_attn.kv;
         },
         encoder.states, state.qkv));
-    TASKMOE_RETURN_IF_ERROR(kernels::SplitLastDim(state.qkv, kv_parts));
+    TASKMOE_RETURN_IF_ERROR(
+        kernels::UnpackSequences(state.qkv, encoder.lengths, source_len, kv_parts));
     TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AppendToRows(first_row, state.k, state.v));
   }
   state.source_lengths.insert(state.source_lengths.end(), encoder.lengths.begin(),

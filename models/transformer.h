@@ -93,15 +93,20 @@ struct GroupedRuns {
   kernels::Tensor in, out;
 };
 
-// Encoder states of a batch of sentences: [batch, max_len, d_model], padded on the right.
+// Encoder states of a batch of sentences, packed: sentence b's lengths[b] rows follow sentence
+// b - 1's, with no padding ([sum(lengths), d_model]); max_len is the longest length. Every
+// per-token layer of the encoder runs on the real tokens only (a batch of one long and many
+// short sentences costs what its tokens cost); attention alone reads a padded copy.
 struct EncoderOutput {
   kernels::Tensor states;
   std::vector<int32_t> lengths;
+  int64_t max_len = 0;
 
   // Workspace of Encode, reused when the same EncoderOutput encodes the next batch.
-  kernels::Tensor x, normed, qkv, q, k, v, attn, delta;
+  kernels::Tensor x, normed, qkv, q, k, v, attn, packed_attn, delta;
   FfnWorkspace ffn_ws;
   std::vector<int32_t> ids, positions;
+  std::vector<RowGroup> token_groups;  // the row groups with their sentences' tokens as rows
   GroupedRuns grouped;
 };
 
@@ -130,6 +135,7 @@ struct DecoderState {
   kernels::Tensor x, normed, qkv, q, k, v, attn, proj, ffn_out, logits;
   FfnWorkspace ffn_ws;
   std::vector<int32_t> self_lengths, selected_lengths, selected_positions;
+  std::vector<RowGroup> token_groups;  // AddRows: the groups over packed encoder states
   GroupedRuns grouped;
   GreedyHead run_head;  // a run's part of the greedy head
 

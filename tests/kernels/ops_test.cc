@@ -145,6 +145,60 @@ TEST(Layout, SplitLastDimCopiesColumnBlocks) {
   EXPECT_FALSE(SplitLastDim(ints, two).ok());
 }
 
+TEST(Layout, UnpackAndPackSequencesMoveBetweenPackedAndPadded) {
+  const std::vector<int32_t> lengths = {2, 0, 3, 1};
+  const Tensor packed = RandomTensor(Shape{6, 8}, 12);  // 2 + 0 + 3 + 1 rows, 2 parts of 4
+  Tensor first = RandomTensor(Shape{9}, 1), second;     // stale contents get overwritten
+  std::vector<Tensor*> parts = {&first, &second};
+  ASSERT_TRUE(UnpackSequences(packed, lengths, 4, parts).ok());
+  for (Tensor* part : parts) ASSERT_EQ(part->shape(), (Shape{4, 4, 4}));
+  int64_t row = 0;
+  for (int64_t b = 0; b < 4; ++b) {
+    for (int64_t t = 0; t < 4; ++t) {
+      for (int64_t i = 0; i < 2; ++i) {
+        for (int64_t c = 0; c < 4; ++c) {
+          const float want = t < lengths[b] ? packed.data<float>()[(row + t) * 8 + i * 4 + c] : 0;
+          EXPECT_EQ(parts[i]->data<float>()[(b * 4 + t) * 4 + c], want) << b << " " << t;
+        }
+      }
+    }
+    row += lengths[b];
+  }
+  // Packing a part back gives its columns of the packed rows.
+  Tensor repacked;
+  ASSERT_TRUE(PackSequences(second, lengths, repacked).ok());
+  ASSERT_EQ(repacked.shape(), (Shape{6, 4}));
+  for (int64_t r = 0; r < 6; ++r) {
+    for (int64_t c = 0; c < 4; ++c) {
+      EXPECT_EQ(repacked.data<float>()[r * 4 + c], packed.data<float>()[r * 8 + 4 + c]);
+    }
+  }
+  // Enough rows to run in parallel.
+  const Tensor big = RandomTensor(Shape{300, 512}, 4);
+  const std::vector<int32_t> long_lengths = {100, 150, 50};
+  std::vector<Tensor*> one = {&first};
+  ASSERT_TRUE(UnpackSequences(big, long_lengths, 160, one).ok());
+  ASSERT_TRUE(PackSequences(first, long_lengths, repacked).ok());
+  EXPECT_EQ(ToVector(repacked), ToVector(big));
+
+  const std::vector<int32_t> too_long = {2, 0, 5, 1};
+  EXPECT_FALSE(UnpackSequences(packed, too_long, 4, parts).ok());  // 5 > max_len, 8 rows != 6
+  const std::vector<int32_t> short_sum = {2, 0, 2, 1};
+  EXPECT_FALSE(UnpackSequences(packed, short_sum, 4, parts).ok());
+  const std::vector<int32_t> negative = {2, -1, 4, 1};
+  EXPECT_FALSE(UnpackSequences(packed, negative, 4, parts).ok());
+  EXPECT_FALSE(UnpackSequences(packed, lengths, -1, parts).ok());
+  std::vector<Tensor*> three = {&first, &second, &repacked};
+  EXPECT_FALSE(UnpackSequences(packed, lengths, 4, three).ok());  // 8 columns, 3 parts
+  std::vector<Tensor*> repeated = {&first, &first};
+  EXPECT_FALSE(UnpackSequences(packed, lengths, 4, repeated).ok());
+  EXPECT_FALSE(PackSequences(packed, lengths, repacked).ok());  // not [batch, max_len, w]
+  EXPECT_FALSE(PackSequences(second, too_long, repacked).ok());
+  EXPECT_FALSE(PackSequences(second, {2, 0, 3}, repacked).ok());  // 3 lengths, 4 sequences
+  Tensor ints = Tensor::Allocate(DType::kS32, Shape{6, 8});
+  EXPECT_FALSE(UnpackSequences(ints, lengths, 4, parts).ok());
+}
+
 TEST(Activation, ReluGeluAndResidual) {
   Tensor x = Tensor::FromVector<float>(Shape{5}, {-2.0f, -0.5f, 0.0f, 0.5f, 3.0f});
   Tensor r = x.Clone();

@@ -8,11 +8,23 @@
 // several repositories (e.g. one checkpoint's subnetworks folded and unfolded), every scenario
 // runs on each, all interleaved, so their figures compare within one run.
 //
+// Scenario 5 is the server's regime without the server: every task mixed, real sentences
+// (--texts, e.g. the corpus test sets) decoded greedily to EOS with the server's length limits,
+// R in flight, and each one that finishes replaced by the next at the following step boundary,
+// as closed-loop clients keep a server's continuous batch full. Its tokens/s, set beside the
+// server's under the same load (tools/batching-bench.sh), is what the server costs on top of
+// the engine; it also prints how the time splits between admitting and stepping.
+//
+// --encoder_only times the encoder alone instead: R of scenario 5's sentences of the first task,
+// in their file order (lengths as they come, as a queue delivers them), encoded as one batch.
+//
 //   build/release/bench/continuous_batch_bench [--repository=build/demo-repository[,DIR...]]
-//       [--rows=32] [--steps=32] [--rounds=5] [--precision=f32] [--threads=0] [--only=2,4]
+//       [--rows=32] [--steps=32] [--rounds=5] [--precision=f32] [--threads=0] [--only=2,4,5]
+//       [--texts='build/corpus/test.{task}.{src}'] [--rolling_sentences=512] [--encoder_only]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "models/compute.h"
@@ -40,7 +53,14 @@ ABSL_FLAG(int, rounds, 5, "Interleaved repetitions; medians are printed");
 ABSL_FLAG(std::string, precision, "f32", "f32, bf16 or int8");
 ABSL_FLAG(int, threads, 0, "Compute threads (0: the default budget)");
 ABSL_FLAG(std::string, only, "",
-          "Run only the scenarios with these numbers (1-4, comma-separated; for profiling one)");
+          "Run only the scenarios with these numbers (1-5, comma-separated; for profiling one)");
+ABSL_FLAG(std::string, texts, "build/corpus/test.{task}.{src}",
+          "Scenario 5's sentences: a file per task, one text per line, {task} and {src} "
+          "replaced by the task's id and source language (a fixed set of sentences when a "
+          "task's file is missing)");
+ABSL_FLAG(int, rolling_sentences, 512, "Sentences scenario 5 decodes per round");
+ABSL_FLAG(bool, encoder_only, false,
+          "Time only the encoder: --rows of the first task's sentences in one batch");
 
 namespace taskmoe::models {
 namespace {
@@ -98,9 +118,126 @@ int64_t RunContinuous(const TaskList& tasks, const std::vector<std::vector<int32
   return tokens;
 }
 
+// Scenario 5's sentences of every task, interleaved task by task (sentence i is of task
+// i % tasks): the task's --texts file, else fixed sentences of several lengths.
+struct RollingSentence {
+  size_t task;
+  std::vector<int32_t> source;
+};
+std::vector<RollingSentence> RollingSentences(const TaskList& tasks, int count) {
+  static constexpr const char* kFallback[] = {
+      "Save the file.",
+      "The file could not be saved because the disk is full; choose another place.",
+      "Select the cells that you want to format, then choose Format - Cells.",
+      "If the document contains tracked changes, they are shown in the margin, and you can "
+      "accept or reject each of them from the Edit menu.",
+  };
+  std::vector<std::vector<std::vector<int32_t>>> per_task(tasks.size());
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    const std::string& id = tasks[t]->id();
+    const std::string path = absl::StrReplaceAll(
+        absl::GetFlag(FLAGS_texts), {{"{task}", id}, {"{src}", id.substr(0, id.find('-'))}});
+    std::vector<std::string> texts;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line) && static_cast<int>(texts.size()) < count;) {
+      if (!line.empty()) texts.push_back(line);
+    }
+    if (texts.empty()) texts.assign(std::begin(kFallback), std::end(kFallback));
+    for (const std::string& text : texts) {
+      auto sentences = tasks[t]->PrepareText(text, {});
+      if (!sentences.ok()) continue;
+      for (const SourceSentence& sentence : *sentences) per_task[t].push_back(sentence.ids);
+    }
+    if (per_task[t].empty()) std::abort();
+  }
+  std::vector<RollingSentence> all;
+  for (int i = 0; i < count; ++i) {
+    const size_t t = i % tasks.size();
+    const auto& own = per_task[t];
+    all.push_back({t, own[(i / tasks.size()) % own.size()]});
+  }
+  return all;
+}
+
+// Time spent admitting and stepping in scenario 5, summed over its rounds.
+struct RollingTimes {
+  absl::Duration admitting, stepping;
+  int64_t steps = 0, rows = 0, admissions = 0;
+};
+
+// `rows` sentences in flight, each finished one replaced at the next step boundary, until
+// every sentence is decoded (greedy, EOS and the server's length limits). Returns tokens.
+int64_t RunRolling(const TaskList& tasks, const std::vector<RollingSentence>& sentences, int rows,
+                   ContinuousBatch& batch, RollingTimes& times) {
+  DecodeSettings settings;
+  settings.max_output_ratio = 1.5f;  // the server's default limits (server/options.h)
+  settings.max_output_offset = 10;
+  size_t next = 0;
+  int64_t tokens = 0;
+  std::vector<ContinuousBatch::Sentence> joining;
+  while (next < sentences.size() || !batch.empty()) {
+    joining.clear();
+    while (next < sentences.size() &&
+           batch.sentences() + static_cast<int64_t>(joining.size()) < rows) {
+      const RollingSentence& s = sentences[next];
+      joining.push_back({tasks[s.task], s.source, settings, next});
+      ++next;
+    }
+    if (!joining.empty()) {
+      const absl::Time start = absl::Now();
+      if (!batch.Admit(std::move(joining)).ok()) std::abort();
+      times.admitting += absl::Now() - start;
+      ++times.admissions;
+    }
+    const absl::Time start = absl::Now();
+    times.rows += batch.rows();
+    absl::Status s = batch.Step([](uint64_t, int32_t) {},
+                                [&](uint64_t, Hypothesis h) { tokens += h.tokens.size(); });
+    if (!s.ok()) std::abort();
+    times.stepping += absl::Now() - start;
+    ++times.steps;
+  }
+  return tokens;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// --encoder_only: the first task's first `rows` sentences (file order) encoded as one batch,
+// round after round; prints the median time per batch and source tokens per second.
+void TimeEncoder(const std::string& name, const TaskList& tasks, int rows, int rounds) {
+  const std::vector<RollingSentence> all =
+      RollingSentences(tasks, rows * static_cast<int>(tasks.size()));
+  std::vector<std::vector<int32_t>> batch;
+  int64_t tokens = 0, longest = 0;
+  for (const RollingSentence& s : all) {
+    if (s.task != 0) continue;
+    batch.push_back(s.source);
+    tokens += static_cast<int64_t>(s.source.size());
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(s.source.size()));
+  }
+  const TaskModel& task = *tasks.front();
+  EncoderOutput out;
+  std::vector<double> milliseconds;
+  for (int round = 0; round <= rounds; ++round) {  // round 0 warms up
+    const absl::Time start = absl::Now();
+    int batches = 0;
+    do {
+      if (!task.transformer().Encode(batch, task.route(), out).ok()) std::abort();
+      ++batches;
+    } while (absl::Now() - start < absl::Milliseconds(500));
+    if (round > 0) {
+      milliseconds.push_back(absl::ToDoubleMilliseconds(absl::Now() - start) / batches);
+    }
+  }
+  const double ms = Median(milliseconds);
+  std::printf(
+      "%s, %s: encoder, %zu sentences (%lld tokens, the longest %lld): %.2f ms a batch, "
+      "%.0f source tokens/s\n",
+      name.c_str(), task.id().c_str(), batch.size(), static_cast<long long>(tokens),
+      static_cast<long long>(longest), ms, static_cast<double>(tokens) / ms * 1000.0);
 }
 
 // Every task of `repository`, loaded into one weight store; exits on an error.
@@ -148,15 +285,15 @@ int Main() {
   for (absl::string_view number :
        absl::StrSplit(absl::GetFlag(FLAGS_only), ',', absl::SkipEmpty())) {
     int index = 0;
-    if (!absl::SimpleAtoi(number, &index) || index < 1 || index > 4) {
-      std::fprintf(stderr, "continuous_batch_bench: --only: expected numbers 1-4, got '%s'\n",
+    if (!absl::SimpleAtoi(number, &index) || index < 1 || index > 5) {
+      std::fprintf(stderr, "continuous_batch_bench: --only: expected numbers 1-5, got '%s'\n",
                    absl::GetFlag(FLAGS_only).c_str());
       return 2;
     }
     only.push_back(index);
   }
-  if (only.empty()) only = {1, 2, 3, 4};
-  // Ascending and once each: scenarios then keep their order, and four numbers mean all four.
+  if (only.empty()) only = {1, 2, 3, 4, 5};
+  // Ascending and once each: scenarios then keep their order, and five numbers mean all five.
   std::sort(only.begin(), only.end());
   only.erase(std::unique(only.begin(), only.end()), only.end());
 
@@ -173,22 +310,39 @@ int Main() {
   std::printf("CPU: %s (%s), %s; %s, %d rows x %d steps, %zu tasks in %s\n", CpuModelName().c_str(),
               CpuIsaName(), DescribeComputeThreadBudget().c_str(), PrecisionName(*precision), rows,
               steps, loaded.front().all.size(), absl::StrJoin(repositories, ", ").c_str());
+  if (absl::GetFlag(FLAGS_encoder_only)) {
+    for (const Repository& r : loaded) {
+      TimeEncoder(r.name, r.all, rows, absl::GetFlag(FLAGS_rounds));
+    }
+    return 0;
+  }
 
+  enum class Kind { kPerTask, kContinuous, kRolling };
   struct Scenario {
     std::string name;
     const TaskList* tasks;
-    bool continuous;
+    Kind kind;
     std::vector<double> tokens_per_second;
+    std::vector<RollingSentence> rolling;  // scenario 5's sentences
+    RollingTimes times;
   };
   std::vector<Scenario> scenarios;
   for (const Repository& r : loaded) {
     const std::string in = loaded.size() > 1 ? absl::StrCat(", ", r.name) : "";
-    const std::string kinds[4] = {"1 task, per-task batch", "1 task, continuous batch",
-                                  absl::StrFormat("%zu tasks, per-task batches", r.all.size()),
-                                  absl::StrFormat("%zu tasks, continuous batch", r.all.size())};
+    const std::string names[5] = {
+        "1 task, per-task batch", "1 task, continuous batch",
+        absl::StrFormat("%zu tasks, per-task batches", r.all.size()),
+        absl::StrFormat("%zu tasks, continuous batch", r.all.size()),
+        absl::StrFormat("%zu tasks, rolling admission, real sentences", r.all.size())};
     for (int index : only) {
-      scenarios.push_back(
-          {absl::StrCat(kinds[index - 1], in), index <= 2 ? &r.one : &r.all, index % 2 == 0, {}});
+      Scenario s{absl::StrCat(names[index - 1], in), index <= 2 ? &r.one : &r.all,
+                 index == 5       ? Kind::kRolling
+                 : index % 2 == 0 ? Kind::kContinuous
+                                  : Kind::kPerTask};
+      if (index == 5) {
+        s.rolling = RollingSentences(r.all, absl::GetFlag(FLAGS_rolling_sentences));
+      }
+      scenarios.push_back(std::move(s));
     }
   }
   DecodeWorkspace workspace;
@@ -196,11 +350,29 @@ int Main() {
   for (int round = 0; round <= absl::GetFlag(FLAGS_rounds); ++round) {  // round 0 warms up
     for (Scenario& s : scenarios) {
       const auto sources = Sources(*s.tasks, rows);
+      RollingTimes times;
       const absl::Time start = absl::Now();
-      const int64_t tokens = s.continuous ? RunContinuous(*s.tasks, sources, steps, batch)
-                                          : RunPerTask(*s.tasks, sources, steps, workspace);
+      int64_t tokens = 0;
+      switch (s.kind) {
+        case Kind::kPerTask:
+          tokens = RunPerTask(*s.tasks, sources, steps, workspace);
+          break;
+        case Kind::kContinuous:
+          tokens = RunContinuous(*s.tasks, sources, steps, batch);
+          break;
+        case Kind::kRolling:
+          tokens = RunRolling(*s.tasks, s.rolling, rows, batch, times);
+          break;
+      }
       const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-      if (round > 0) s.tokens_per_second.push_back(static_cast<double>(tokens) / seconds);
+      if (round > 0) {
+        s.tokens_per_second.push_back(static_cast<double>(tokens) / seconds);
+        s.times.admitting += times.admitting;
+        s.times.stepping += times.stepping;
+        s.times.steps += times.steps;
+        s.times.rows += times.rows;
+        s.times.admissions += times.admissions;
+      }
     }
   }
   std::printf("\n| scenario | tokens/s | vs the first row |\n|---|---:|---:|\n");
@@ -209,9 +381,21 @@ int Main() {
     const double median = Median(s.tokens_per_second);
     std::printf("| %s | %.0f | %.2fx |\n", s.name.c_str(), median, median / base);
   }
-  if (only.size() == 4) {
+  for (const Scenario& s : scenarios) {
+    if (s.kind != Kind::kRolling || s.times.steps == 0) continue;
+    const double admitting = absl::ToDoubleMilliseconds(s.times.admitting);
+    const double stepping = absl::ToDoubleMilliseconds(s.times.stepping);
+    std::printf(
+        "\n%s: %.1f rows per step; per step %.2f ms stepping + %.2f ms admitting (%.0f%% of the "
+        "time; %.2f ms per admission, %.2f admissions per step)\n",
+        s.name.c_str(), static_cast<double>(s.times.rows) / s.times.steps, stepping / s.times.steps,
+        admitting / s.times.steps, 100.0 * admitting / (admitting + stepping),
+        admitting / std::max<int64_t>(1, s.times.admissions),
+        static_cast<double>(s.times.admissions) / s.times.steps);
+  }
+  if (only.size() >= 4 && only[3] == 4) {
     for (size_t r = 0; r < loaded.size(); ++r) {
-      const Scenario* four = &scenarios[4 * r];
+      const Scenario* four = &scenarios[only.size() * r];
       std::printf("\n%s: mixed / single task: per-task batches %.2fx, continuous %.2fx\n",
                   loaded[r].name.c_str(),
                   Median(four[2].tokens_per_second) / Median(four[0].tokens_per_second),

@@ -11,6 +11,7 @@
 #   +folded         subnetworks extracted folded (taskmoe-extract's default) instead of with
 #                   --keep_experts (experts apart, shared by tasks: what tools/serve-demo.sh
 #                   serves)
+#   +int8, +bf16    the server's --precision (f32 otherwise)
 # The default modes are per_task+folded (the server before issue 20), continuous+folded and
 # continuous. --prefill_first (kept for old command lines) adds continuous+prefill_first.
 # Usage: tools/batching-bench.sh [--rounds=2] [--seconds=15] [--concurrency=32] [--threads=N]
@@ -67,8 +68,9 @@ mode_flags() {
     case "$part" in
       prefill_first) flags+=(--prefill_first) ;;
       folded) models=$folded_repository ;;
+      int8 | bf16 | f32) flags+=(--precision="$part") ;;
       *)
-        echo "batching-bench: mode $mode: unknown option $part (prefill_first, folded)" >&2
+        echo "batching-bench: mode $mode: unknown option $part (prefill_first, folded, int8, bf16)" >&2
         exit 2
         ;;
     esac
@@ -151,11 +153,17 @@ for mode in modes:
     ttft = median(mode, "mixed", "ttft p50") / median(mode, "idle", "ttft p50")
     print(f"{mode}: mixed / en-de alone throughput {mixed:.2f}x; "
           f"TTFT p50 mixed / idle {ttft:.1f}x")
-before = next((m for m in modes if m.startswith("per_task")), None)
-if before is not None:
+PRECISIONS = ("int8", "bf16", "f32")
+def precision(mode):
+    return next((p for p in mode.split("+") if p in PRECISIONS), "f32")
+# Each continuous mode is compared with the per-task mode of its precision (the first
+# per-task mode when none has it).
+per_task = [m for m in modes if m.startswith("per_task")]
+if per_task:
     for mode in modes:
-        if mode == before:
+        if mode in per_task:
             continue
+        before = next((m for m in per_task if precision(m) == precision(mode)), per_task[0])
         def ratio(load, key):
             return median(mode, load, key) / median(before, load, key)
         print(f"{mode} / {before}, mixed: throughput {ratio('mixed', 'tokens/s'):.2f}x, "

@@ -372,11 +372,30 @@ absl::Status ContinuousBatch::Step(
     }
     ++r;
   }
+  if (beam_rows == 0 && keep_.size() != rows_.size()) FillHolesFromTheEnd();
   if (keep_.size() != rows_.size() || beam_rows > 0) {
     TASKMOE_RETURN_IF_ERROR(state_.SelectRows(keep_));
   }
   std::swap(rows_, next_rows_);
   return absl::OkStatus();
+}
+
+void ContinuousBatch::FillHolesFromTheEnd() {
+  // keep_ ascends; the n survivors below index n stay where they are, and those at n or above
+  // (the last ones of keep_) fill the holes finished rows left, in order.
+  const auto n = static_cast<int32_t>(keep_.size());
+  const auto first_tail =
+      static_cast<size_t>(std::lower_bound(keep_.begin(), keep_.end(), n) - keep_.begin());
+  filled_keep_.resize(n);
+  filled_rows_.resize(n);
+  size_t staying = 0, tail = first_tail;
+  for (int32_t position = 0; position < n; ++position) {
+    const size_t from = staying < first_tail && keep_[staying] == position ? staying++ : tail++;
+    filled_keep_[position] = keep_[from];
+    filled_rows_[position] = std::move(next_rows_[from]);
+  }
+  std::swap(keep_, filled_keep_);
+  std::swap(next_rows_, filled_rows_);
 }
 
 void ContinuousBatch::Clear() {

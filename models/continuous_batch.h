@@ -128,6 +128,10 @@ class ContinuousBatch {
   void BuildGroups(const std::vector<Row>& rows, std::vector<RowGroup>& groups) const;
   // Keeps rows_[keep_[i]] (ascending), in the rows and in the decoder state.
   absl::Status KeepRows();
+  // After a greedy step: reorders keep_ and next_rows_ so that surviving rows keep their place
+  // and the last ones move into the holes finished rows left. The caches then copy one row per
+  // finished sentence, not every row after it (a row's tokens do not depend on its place).
+  void FillHolesFromTheEnd();
   // One step of the beam-searched sentence whose block starts at row `first` (its logits at
   // row `first_logits` of head_.logits): ranks its candidates, and either finishes it or
   // appends its next rows to keep_ and next_rows_. Returns whether it finished.
@@ -148,7 +152,8 @@ class ContinuousBatch {
   std::vector<std::unique_ptr<BeamSearch>> beams_;
   std::vector<int32_t> free_beams_;
   std::vector<RowGroup> groups_, joining_groups_;
-  std::vector<int32_t> tokens_, keep_;
+  std::vector<int32_t> tokens_, keep_, filled_keep_;
+  std::vector<Row> filled_rows_;  // FillHolesFromTheEnd's buffer
 };
 
 }  // namespace taskmoe::models

@@ -1,21 +1,42 @@
 // Content-addressed sharing of packed weights.
 #include "models/weight_store.h"
 
+#include <cstring>
+
 #include "absl/hash/hash.h"
 
 namespace taskmoe::models {
 
-WeightStore::Key WeightStore::ContentKey(std::string_view a, std::string_view b, int tag) {
-  // FNV-1a as a second hash, independent of absl's, makes a silent collision (which would
-  // hand one model another's weights) practically impossible.
-  uint64_t fnv = 1469598103934665603ull;
-  for (std::string_view part : {a, b}) {
-    for (unsigned char c : part) fnv = (fnv ^ c) * 1099511628211ull;
-    fnv = (fnv ^ part.size()) * 1099511628211ull;
+namespace {
+
+// A second hash of `bytes`, of another construction than absl's, so that a silent collision of
+// both (which would hand one model another's weights) is practically impossible. Eight bytes
+// at a time with a multiply and a shift (a byte at a time, FNV-1a, took a third of the
+// server's start); the length goes in last.
+uint64_t WordHash(std::string_view bytes, uint64_t h) {
+  constexpr uint64_t kMultiplier = 0x9e3779b97f4a7c15ull;
+  size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, bytes.data() + i, 8);
+    h = (h ^ word) * kMultiplier;
+    h ^= h >> 29;
   }
+  uint64_t tail = 0;
+  if (i < bytes.size()) std::memcpy(&tail, bytes.data() + i, bytes.size() - i);
+  h = (h ^ tail) * kMultiplier;
+  h ^= h >> 29;
+  h = (h ^ bytes.size()) * kMultiplier;
+  return h ^ (h >> 32);
+}
+
+}  // namespace
+
+WeightStore::Key WeightStore::ContentKey(std::string_view a, std::string_view b, int tag) {
+  const uint64_t second = WordHash(b, WordHash(a, 0x243f6a8885a308d3ull));
   const uint64_t h = absl::HashOf(absl::string_view(a.data(), a.size()),
                                   absl::string_view(b.data(), b.size()), tag);
-  return {h, fnv ^ static_cast<uint64_t>(tag)};
+  return {h, second ^ static_cast<uint64_t>(tag)};
 }
 
 template <typename T, typename Factory>

@@ -10,39 +10,26 @@
 
 namespace taskmoe::kernels {
 
-absl::Status SplitLastDim(const Tensor& x, absl::Span<Tensor* const> parts) {
-  constexpr const char* kOp = "SplitLastDim";
-  if (absl::Status s = CheckDType(x, DType::kF32, kOp, "x"); !s.ok()) return s;
-  const int64_t n = static_cast<int64_t>(parts.size());
-  if (n == 0 || x.rank() < 1 || x.dim(x.rank() - 1) % n != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(kOp, ": x of shape ", x.shape().ToString(),
-                                                   " does not split into ", n, " parts"));
-  }
-  const int64_t cols = x.dim(x.rank() - 1), width = cols / n;
-  const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
-  for (int64_t i = 0; i < n; ++i) {
-    if (parts[i] == nullptr || parts[i] == &x) {
-      return absl::InvalidArgumentError(absl::StrCat(kOp, ": part ", i, " is null or x itself"));
+namespace {
+
+// Checks that `parts` are distinct tensors other than `source` (named `source_name` in errors
+// of `op`) and makes each f32 `shape`, reusing its storage.
+absl::Status ResizeParts(const char* op, const Tensor& source, const char* source_name,
+                         const Shape& shape, absl::Span<Tensor* const> parts) {
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i] == nullptr || parts[i] == &source) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(op, ": part ", i, " is null or ", source_name, " itself"));
     }
-    for (int64_t j = 0; j < i; ++j) {
+    for (size_t j = 0; j < i; ++j) {
       if (parts[j] == parts[i]) {
-        return absl::InvalidArgumentError(absl::StrCat(kOp, ": parts ", j, " and ", i, " alias"));
+        return absl::InvalidArgumentError(absl::StrCat(op, ": parts ", j, " and ", i, " alias"));
       }
     }
-    parts[i]->Resize(DType::kF32, x.shape().WithLastDim(width));
   }
-  if (rows == 0 || width == 0) return absl::OkStatus();
-  const float* in = x.data<float>();
-  ParallelFor(rows, rows * cols > (1 << 16), [&](int64_t r) {
-    for (int64_t i = 0; i < n; ++i) {
-      std::memcpy(parts[i]->data<float>() + r * width, in + r * cols + i * width,
-                  sizeof(float) * width);
-    }
-  });
+  for (Tensor* part : parts) part->Resize(DType::kF32, shape);
   return absl::OkStatus();
 }
-
-namespace {
 
 // Checks lengths against max_len (when max_len >= 0) and returns each sequence's first packed
 // row in `starts` and their sum, or an error naming the operation.
@@ -71,6 +58,30 @@ std::vector<int64_t>& StartsBuffer() {
 
 }  // namespace
 
+absl::Status SplitLastDim(const Tensor& x, absl::Span<Tensor* const> parts) {
+  constexpr const char* kOp = "SplitLastDim";
+  if (absl::Status s = CheckDType(x, DType::kF32, kOp, "x"); !s.ok()) return s;
+  const int64_t n = static_cast<int64_t>(parts.size());
+  if (n == 0 || x.rank() < 1 || x.dim(x.rank() - 1) % n != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": x of shape ", x.shape().ToString(),
+                                                   " does not split into ", n, " parts"));
+  }
+  const int64_t cols = x.dim(x.rank() - 1), width = cols / n;
+  const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  if (absl::Status s = ResizeParts(kOp, x, "x", x.shape().WithLastDim(width), parts); !s.ok()) {
+    return s;
+  }
+  if (rows == 0 || width == 0) return absl::OkStatus();
+  const float* in = x.data<float>();
+  ParallelFor(rows, rows * cols > (1 << 16), [&](int64_t r) {
+    for (int64_t i = 0; i < n; ++i) {
+      std::memcpy(parts[i]->data<float>() + r * width, in + r * cols + i * width,
+                  sizeof(float) * width);
+    }
+  });
+  return absl::OkStatus();
+}
+
 absl::Status UnpackSequences(const Tensor& packed, absl::Span<const int32_t> lengths,
                              int64_t max_len, absl::Span<Tensor* const> parts) {
   constexpr const char* kOp = "UnpackSequences";
@@ -91,16 +102,9 @@ absl::Status UnpackSequences(const Tensor& packed, absl::Span<const int32_t> len
   }
   const int64_t cols = packed.dim(1), width = cols / n;
   const auto batch = static_cast<int64_t>(lengths.size());
-  for (int64_t i = 0; i < n; ++i) {
-    if (parts[i] == nullptr || parts[i] == &packed) {
-      return absl::InvalidArgumentError(absl::StrCat(kOp, ": part ", i, " is null or packed"));
-    }
-    for (int64_t j = 0; j < i; ++j) {
-      if (parts[j] == parts[i]) {
-        return absl::InvalidArgumentError(absl::StrCat(kOp, ": parts ", j, " and ", i, " alias"));
-      }
-    }
-    parts[i]->Resize(DType::kF32, Shape{batch, max_len, width});
+  if (absl::Status s = ResizeParts(kOp, packed, "packed", Shape{batch, max_len, width}, parts);
+      !s.ok()) {
+    return s;
   }
   if (batch == 0 || max_len == 0 || width == 0) return absl::OkStatus();
   const float* in = packed.data<float>();

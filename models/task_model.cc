@@ -95,8 +95,35 @@ absl::StatusOr<std::shared_ptr<const TaskModel>> TaskModel::Load(const std::stri
   }
   TASKMOE_ASSIGN_OR_RETURN(const TaskRoute* route,
                            transformer->RouteForTask(static_cast<int>(info - config.tasks.data())));
-  TASKMOE_ASSIGN_OR_RETURN(std::shared_ptr<const Tokenizer> tokenizer,
-                           Tokenizer::Load(absl::StrCat(dir, "/", kTokenizerFileName), config));
+  const std::string spm_path = absl::StrCat(dir, "/", kTokenizerFileName);
+  std::shared_ptr<const Tokenizer> tokenizer;
+  std::shared_ptr<const void> tokenizer_handle;
+  if (options.weight_store != nullptr) {
+    // Every task of one parent has the same vocabulary: read once, shared by content. Errors
+    // read as Tokenizer::Load's.
+    auto read_shared = [&]() -> absl::StatusOr<WeightStore::Use<SentencePieceModel>> {
+      TASKMOE_ASSIGN_OR_RETURN(const std::string bytes, SentencePieceModel::ReadFile(spm_path));
+      return options.weight_store->GetSentencePiece(
+          bytes, [&]() -> absl::StatusOr<std::unique_ptr<SentencePieceModel>> {
+            absl::StatusOr<std::unique_ptr<SentencePieceModel>> parsed =
+                SentencePieceModel::FromBytes(bytes);
+            if (!parsed.ok()) {
+              return absl::Status(parsed.status().code(),
+                                  absl::StrCat(spm_path, ": ", parsed.status().message()));
+            }
+            return parsed;
+          });
+    };
+    absl::StatusOr<WeightStore::Use<SentencePieceModel>> model = read_shared();
+    if (!model.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot load SentencePiece model: ", model.status().message()));
+    }
+    TASKMOE_ASSIGN_OR_RETURN(tokenizer, Tokenizer::FromModel(model->value, spm_path, config));
+    tokenizer_handle = std::move(model->handle);
+  } else {
+    TASKMOE_ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(spm_path, config));
+  }
 
   std::shared_ptr<TaskModel> loaded(new TaskModel());
   TaskDescription& d = loaded->description_;
@@ -111,6 +138,7 @@ absl::StatusOr<std::shared_ptr<const TaskModel>> TaskModel::Load(const std::stri
   if (config.extracted.has_value()) d.parent_digest = config.extracted->parent_digest;
   loaded->transformer_ = std::move(transformer);
   loaded->tokenizer_ = std::move(tokenizer);
+  loaded->tokenizer_handle_ = std::move(tokenizer_handle);
   loaded->info_ = info;
   loaded->route_ = route;
   loaded->weight_store_ = options.weight_store;
@@ -121,6 +149,8 @@ TaskModel::~TaskModel() {
   // Drop this model's hold on its weights first, then let the store free what no other model
   // uses.
   transformer_.reset();
+  tokenizer_.reset();
+  tokenizer_handle_.reset();
   if (weight_store_ != nullptr) weight_store_->Prune();
 }
 

@@ -112,6 +112,8 @@ class TaskModel {
   std::shared_ptr<const Tokenizer> tokenizer_;
   const TaskInfo* info_ = nullptr;    // in transformer_->config()
   const TaskRoute* route_ = nullptr;  // in *transformer_
+  // With a weight store: this model's hold on the store's SentencePiece model.
+  std::shared_ptr<const void> tokenizer_handle_;
   // Pruned when this model goes away, so weights only it used are freed.
   std::shared_ptr<WeightStore> weight_store_;
 };

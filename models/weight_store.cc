@@ -47,10 +47,10 @@ absl::StatusOr<WeightStore::Use<T>> WeightStore::GetOrMake(EntryMap<T>& map, con
     if (auto it = map.find(key); it != map.end()) return Use<T>{it->second->value, it->second};
   }
   // Made outside the lock: packing a large matrix takes milliseconds.
-  absl::StatusOr<T> made = make();
+  absl::StatusOr<std::shared_ptr<const T>> made = make();
   if (!made.ok()) return made.status();
   auto entry = std::make_shared<Entry<T>>();
-  entry->value = std::make_shared<const T>(*std::move(made));
+  entry->value = *std::move(made);
   std::lock_guard<std::mutex> lock(mu_);
   auto [it, inserted] = map.emplace(key, std::move(entry));  // a racing maker may have won
   return Use<T>{it->second->value, it->second};
@@ -60,12 +60,31 @@ absl::StatusOr<WeightStore::Use<kernels::PackedLinear>> WeightStore::GetLinear(
     std::string_view weight_bytes, std::string_view bias_bytes, kernels::Precision precision,
     const LinearFactory& make) {
   return GetOrMake(linears_, ContentKey(weight_bytes, bias_bytes, static_cast<int>(precision)),
-                   make);
+                   [&]() -> absl::StatusOr<std::shared_ptr<const kernels::PackedLinear>> {
+                     absl::StatusOr<kernels::PackedLinear> made = make();
+                     if (!made.ok()) return made.status();
+                     return std::make_shared<const kernels::PackedLinear>(*std::move(made));
+                   });
 }
 
 absl::StatusOr<WeightStore::Use<kernels::Tensor>> WeightStore::GetTensor(
     std::string_view bytes, const TensorFactory& make) {
-  return GetOrMake(tensors_, ContentKey(bytes, {}, -1), make);
+  return GetOrMake(tensors_, ContentKey(bytes, {}, -1),
+                   [&]() -> absl::StatusOr<std::shared_ptr<const kernels::Tensor>> {
+                     absl::StatusOr<kernels::Tensor> made = make();
+                     if (!made.ok()) return made.status();
+                     return std::make_shared<const kernels::Tensor>(*std::move(made));
+                   });
+}
+
+absl::StatusOr<WeightStore::Use<SentencePieceModel>> WeightStore::GetSentencePiece(
+    std::string_view spm_bytes, const SentencePieceFactory& make) {
+  return GetOrMake(sentence_pieces_, ContentKey(spm_bytes, {}, -2),
+                   [&]() -> absl::StatusOr<std::shared_ptr<const SentencePieceModel>> {
+                     absl::StatusOr<std::unique_ptr<SentencePieceModel>> made = make();
+                     if (!made.ok()) return made.status();
+                     return std::shared_ptr<const SentencePieceModel>(*std::move(made));
+                   });
 }
 
 // An entry's handle count is 1 (the store's) plus one per model that uses it.
@@ -73,6 +92,7 @@ void WeightStore::Prune() {
   std::lock_guard<std::mutex> lock(mu_);
   std::erase_if(linears_, [](const auto& entry) { return entry.second.use_count() == 1; });
   std::erase_if(tensors_, [](const auto& entry) { return entry.second.use_count() == 1; });
+  std::erase_if(sentence_pieces_, [](const auto& entry) { return entry.second.use_count() == 1; });
 }
 
 size_t WeightStore::shared_bytes() const {

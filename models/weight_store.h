@@ -1,6 +1,7 @@
 // WeightStore: keeps packed weights that are byte-identical across models once in memory.
 // The subnetworks extracted from one TaskMoE share their embeddings, attention and dense
 // layers; loading N tasks through one store costs those once plus each task's own experts.
+// Their SentencePiece vocabulary, the same file in every task, is kept once in the same way.
 // Identity is by content (two independent 64-bit hashes of the stored bytes, shape and
 // precision), so it needs no naming convention and survives re-extraction.
 #ifndef TASKMOE_MODELS_WEIGHT_STORE_H_
@@ -17,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/matmul.h"
 #include "kernels/tensor.h"
+#include "models/text/sentencepiece_model.h"
 
 namespace taskmoe::models {
 
@@ -24,6 +26,7 @@ class WeightStore {
  public:
   using LinearFactory = std::function<absl::StatusOr<kernels::PackedLinear>()>;
   using TensorFactory = std::function<absl::StatusOr<kernels::Tensor>()>;
+  using SentencePieceFactory = std::function<absl::StatusOr<std::unique_ptr<SentencePieceModel>>()>;
 
   // A stored weight, and the handle by which a model declares that it uses it. A model keeps
   // one handle per distinct entry for as long as it lives (however many of its layers hold
@@ -41,6 +44,9 @@ class WeightStore {
                                                        kernels::Precision precision,
                                                        const LinearFactory& make);
   absl::StatusOr<Use<kernels::Tensor>> GetTensor(std::string_view bytes, const TensorFactory& make);
+  // The SentencePiece model read from these spm.model bytes, or make()'s.
+  absl::StatusOr<Use<SentencePieceModel>> GetSentencePiece(std::string_view spm_bytes,
+                                                           const SentencePieceFactory& make);
 
   // Drops entries no model uses any more (call after unloading a model).
   void Prune();
@@ -59,12 +65,14 @@ class WeightStore {
   };
   template <typename T>
   using EntryMap = std::map<Key, std::shared_ptr<Entry<T>>>;
+  // make() returns absl::StatusOr<std::shared_ptr<const T>>.
   template <typename T, typename Factory>
   absl::StatusOr<Use<T>> GetOrMake(EntryMap<T>& map, const Key& key, const Factory& make);
 
   mutable std::mutex mu_;
   EntryMap<kernels::PackedLinear> linears_;
   EntryMap<kernels::Tensor> tensors_;
+  EntryMap<SentencePieceModel> sentence_pieces_;
 };
 
 }  // namespace taskmoe::models

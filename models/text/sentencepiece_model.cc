@@ -27,14 +27,20 @@ int CharLengthFromLeadByte(char lead) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Load(
-    const std::string& path) {
+absl::StatusOr<std::string> SentencePieceModel::ReadFile(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   std::ostringstream bytes;
   bytes << file.rdbuf();
   if (file.bad()) return absl::DataLossError(absl::StrCat("cannot read ", path));
-  absl::StatusOr<std::unique_ptr<SentencePieceModel>> model = FromBytes(bytes.str());
+  return std::move(bytes).str();
+}
+
+absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Load(
+    const std::string& path) {
+  absl::StatusOr<std::string> bytes = ReadFile(path);
+  if (!bytes.ok()) return bytes.status();
+  absl::StatusOr<std::unique_ptr<SentencePieceModel>> model = FromBytes(*bytes);
   if (!model.ok()) {
     return absl::Status(model.status().code(),
                         absl::StrCat(path, ": ", std::string(model.status().message())));

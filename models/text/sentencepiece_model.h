@@ -30,6 +30,8 @@ class SentencePieceModel {
 
   static absl::StatusOr<std::unique_ptr<SentencePieceModel>> Load(const std::string& path);
   static absl::StatusOr<std::unique_ptr<SentencePieceModel>> FromBytes(std::string_view bytes);
+  // The bytes of an spm.model file (what Load parses), or why it cannot be read.
+  static absl::StatusOr<std::string> ReadFile(const std::string& path);
 
   // Piece ids of `text` (normalised, then segmented by the Viterbi best path). With
   // `unknown_texts`, also the characters each unknown piece stands for, in order: a run of

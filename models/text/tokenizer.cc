@@ -10,13 +10,20 @@ Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::Load(const std::string& spm_path,
                                                                  const ModelConfig& config) {
-  std::shared_ptr<Tokenizer> tokenizer(new Tokenizer());
   absl::StatusOr<std::unique_ptr<SentencePieceModel>> model = SentencePieceModel::Load(spm_path);
   if (!model.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("cannot load SentencePiece model: ", std::string(model.status().message())));
   }
-  tokenizer->processor_ = *std::move(model);
+  return FromModel(*std::move(model), spm_path, config);
+}
+
+absl::StatusOr<std::shared_ptr<const Tokenizer>> Tokenizer::FromModel(
+    std::shared_ptr<const SentencePieceModel> model, const std::string& spm_path,
+    const ModelConfig& config) {
+  if (model == nullptr) return absl::InvalidArgumentError("Tokenizer::FromModel: no model");
+  std::shared_ptr<Tokenizer> tokenizer(new Tokenizer());
+  tokenizer->processor_ = std::move(model);
   const SentencePieceModel& sp = *tokenizer->processor_;
   if (sp.size() != config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(spm_path, " has ", sp.size(),

@@ -22,6 +22,11 @@ class Tokenizer {
   // pad/unk/bos/eos, and every task's target tag piece and id.
   static absl::StatusOr<std::shared_ptr<const Tokenizer>> Load(const std::string& spm_path,
                                                                const ModelConfig& config);
+  // The same checks on a model already read (from spm_path: named in errors), which the
+  // tokenizer shares with its other users (the tasks of one vocabulary).
+  static absl::StatusOr<std::shared_ptr<const Tokenizer>> FromModel(
+      std::shared_ptr<const SentencePieceModel> model, const std::string& spm_path,
+      const ModelConfig& config);
   ~Tokenizer();
 
   // [task's target tag] + pieces(text) + [eos]. With `unknown_texts`, also what each unknown
@@ -41,12 +46,15 @@ class Tokenizer {
   // Whether `id` is the unknown piece (false for ids outside the vocabulary).
   bool IsUnknown(int32_t id) const;
   int vocab_size() const;
+  // The SentencePiece model underneath (shared by the tasks of one vocabulary loaded through
+  // one WeightStore).
+  const SentencePieceModel& model() const { return *processor_; }
 
  private:
   Tokenizer();
   // INVALID_ARGUMENT naming the first id outside the vocabulary.
   absl::Status CheckIds(absl::Span<const int32_t> ids) const;
-  std::unique_ptr<SentencePieceModel> processor_;
+  std::shared_ptr<const SentencePieceModel> processor_;
   int32_t eos_ = 3;
 };
 

@@ -226,6 +226,8 @@ TEST_F(ContinuousBatchTest, SubnetworksShareTheirAttentionButNotTheirExperts) {
   // What makes the grouping matter: both kinds of layer in one batch.
   const StepCost a = en_de.DecoderStepCost(tasks_->at("en-de")->route());
   EXPECT_GT(a.weight_bytes, 0u);
+  // One vocabulary file, read once for every task of the store.
+  EXPECT_EQ(&tasks_->at("en-de")->tokenizer().model(), &tasks_->at("fr-en")->tokenizer().model());
 }
 
 TEST_F(ContinuousBatchTest, JoiningAtAnyStepGivesTheTokensOfDecodingAlone) {
@@ -346,6 +348,7 @@ TEST_F(ContinuousBatchTest, WithoutAWeightStoreEveryLayerRunsPerTaskAndGivesTheS
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     apart[task] = *std::move(loaded);
   }
+  EXPECT_NE(&apart.at("en-de")->tokenizer().model(), &apart.at("fr-en")->tokenizer().model());
   const std::vector<Case> cases = Cases(apart);
   ExpectSameHypotheses(DecodeAlone(cases),
                        DecodeContinuously(cases, [](size_t i) { return static_cast<int>(i / 3); }));

@@ -104,15 +104,7 @@ absl::StatusOr<std::shared_ptr<const TaskModel>> TaskModel::Load(const std::stri
     auto read_shared = [&]() -> absl::StatusOr<WeightStore::Use<SentencePieceModel>> {
       TASKMOE_ASSIGN_OR_RETURN(const std::string bytes, SentencePieceModel::ReadFile(spm_path));
       return options.weight_store->GetSentencePiece(
-          bytes, [&]() -> absl::StatusOr<std::unique_ptr<SentencePieceModel>> {
-            absl::StatusOr<std::unique_ptr<SentencePieceModel>> parsed =
-                SentencePieceModel::FromBytes(bytes);
-            if (!parsed.ok()) {
-              return absl::Status(parsed.status().code(),
-                                  absl::StrCat(spm_path, ": ", parsed.status().message()));
-            }
-            return parsed;
-          });
+          bytes, [&] { return SentencePieceModel::FromBytes(bytes, spm_path); });
     };
     absl::StatusOr<WeightStore::Use<SentencePieceModel>> model = read_shared();
     if (!model.ok()) {

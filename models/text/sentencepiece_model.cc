@@ -40,15 +40,20 @@ absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Load(
     const std::string& path) {
   absl::StatusOr<std::string> bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
-  absl::StatusOr<std::unique_ptr<SentencePieceModel>> model = FromBytes(*bytes);
-  if (!model.ok()) {
-    return absl::Status(model.status().code(),
-                        absl::StrCat(path, ": ", std::string(model.status().message())));
+  return FromBytes(*bytes, path);
+}
+
+absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::FromBytes(
+    std::string_view bytes, std::string_view origin) {
+  absl::StatusOr<std::unique_ptr<SentencePieceModel>> model = Parse(bytes);
+  if (!model.ok() && !origin.empty()) {
+    return absl::Status(model.status().code(), absl::StrCat(std::string(origin), ": ",
+                                                            std::string(model.status().message())));
   }
   return model;
 }
 
-absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::FromBytes(
+absl::StatusOr<std::unique_ptr<SentencePieceModel>> SentencePieceModel::Parse(
     std::string_view bytes) {
   absl::StatusOr<SentencePieceProto> proto = ParseSentencePieceProto(bytes);
   if (!proto.ok()) return proto.status();

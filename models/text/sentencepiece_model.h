@@ -29,7 +29,9 @@ class SentencePieceModel {
   SentencePieceModel& operator=(const SentencePieceModel&) = delete;
 
   static absl::StatusOr<std::unique_ptr<SentencePieceModel>> Load(const std::string& path);
-  static absl::StatusOr<std::unique_ptr<SentencePieceModel>> FromBytes(std::string_view bytes);
+  // Parses spm.model bytes; errors start with `origin` (the file's path) when one is given.
+  static absl::StatusOr<std::unique_ptr<SentencePieceModel>> FromBytes(
+      std::string_view bytes, std::string_view origin = {});
   // The bytes of an spm.model file (what Load parses), or why it cannot be read.
   static absl::StatusOr<std::string> ReadFile(const std::string& path);
 
@@ -64,6 +66,7 @@ class SentencePieceModel {
   int pad_id() const { return pad_id_; }
 
  private:
+  static absl::StatusOr<std::unique_ptr<SentencePieceModel>> Parse(std::string_view bytes);
   SentencePieceModel() = default;
   // Decode and DecodeReplacingUnknowns: `replacements` null shows unknown pieces as " ⁇ ".
   std::string DecodeImpl(absl::Span<const int32_t> ids,

@@ -1,5 +1,6 @@
 // models::TaskModel, the serving seam: loading a task of the demo model (what it says about
-// itself, refusals of a task it does not serve and of files outside a repository), the
+// itself, refusals of a task it does not serve and of files outside a repository, one
+// vocabulary shared by the tasks of a weight store), the
 // request pipeline through it against the Translator's, and the repository listing.
 #include "models/task_model.h"
 
@@ -10,6 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "models/translator.h"
+#include "models/weight_store.h"
 #include "tests/common/process.h"
 
 namespace taskmoe::models {
@@ -115,6 +117,34 @@ TEST(TaskModelLoad, RefusesFilesOutsideItsRepository) {
       << refused.status();
   // Without a repository to stay in, the same directory loads.
   EXPECT_TRUE(TaskModel::Load(repository + "/en-de", "en-de", {}).ok());
+}
+
+TEST(TaskModelLoad, TasksOfOneStoreShareTheVocabularyAndABadOneIsRefused) {
+  const std::string dir = ::taskmoe::testing::MakeTempDir("task-model-vocabulary");
+  ASSERT_FALSE(dir.empty());
+  for (const char* file : {"config.json", "model.safetensors"}) {
+    std::filesystem::create_symlink(kDemoDir + "/" + file, dir + "/" + file);
+  }
+  auto store = std::make_shared<WeightStore>();
+  // Missing, then another file than config.json records: refused, naming the file.
+  auto refused = TaskModel::Load(dir, "en-de", {.weight_store = store});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kNotFound) << refused.status();
+  EXPECT_NE(refused.status().message().find("spm.model"), std::string::npos) << refused.status();
+  std::ofstream(dir + "/spm.model", std::ios::binary) << "not a model";
+  refused = TaskModel::Load(dir, "en-de", {.weight_store = store});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_NE(refused.status().message().find("spm.model"), std::string::npos) << refused.status();
+
+  std::filesystem::copy_file(kDemoDir + "/spm.model", dir + "/spm.model",
+                             std::filesystem::copy_options::overwrite_existing);
+  auto en_de = TaskModel::Load(dir, "en-de", {.weight_store = store});
+  auto fr_en = TaskModel::Load(kDemoDir, "fr-en", {.weight_store = store});
+  ASSERT_TRUE(en_de.ok()) << en_de.status();
+  ASSERT_TRUE(fr_en.ok()) << fr_en.status();
+  // Two directories, one vocabulary file's content: one model.
+  EXPECT_EQ(&(*en_de)->tokenizer().model(), &(*fr_en)->tokenizer().model());
 }
 
 TEST(TaskRepository, ListsTaskDirectoriesByValidName) {

@@ -1,7 +1,7 @@
 // models::TaskModel, the serving seam: loading a task of the demo model (what it says about
 // itself, refusals of a task it does not serve and of files outside a repository, one
-// vocabulary shared by the tasks of a weight store), the
-// request pipeline through it against the Translator's, and the repository listing.
+// vocabulary shared by the tasks of a weight store), the request pipeline through it against
+// the Translator's, and the repository listing.
 #include "models/task_model.h"
 
 #include <filesystem>

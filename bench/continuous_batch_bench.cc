@@ -118,13 +118,9 @@ int64_t RunContinuous(const TaskList& tasks, const std::vector<std::vector<int32
   return tokens;
 }
 
-// Scenario 5's sentences of every task, interleaved task by task (sentence i is of task
-// i % tasks): the task's --texts file, else fixed sentences of several lengths.
-struct RollingSentence {
-  size_t task;
-  std::vector<int32_t> source;
-};
-std::vector<RollingSentence> RollingSentences(const TaskList& tasks, int count) {
+// The sentences of `task`'s first `count` texts: its --texts file, else fixed texts of several
+// lengths. Exits when none can be prepared.
+std::vector<std::vector<int32_t>> TaskSentences(const TaskModel& task, int count) {
   static constexpr const char* kFallback[] = {
       "Save the file.",
       "The file could not be saved because the disk is full; choose another place.",
@@ -132,29 +128,44 @@ std::vector<RollingSentence> RollingSentences(const TaskList& tasks, int count) 
       "If the document contains tracked changes, they are shown in the margin, and you can "
       "accept or reject each of them from the Edit menu.",
   };
-  std::vector<std::vector<std::vector<int32_t>>> per_task(tasks.size());
-  for (size_t t = 0; t < tasks.size(); ++t) {
-    const std::string& id = tasks[t]->id();
-    const std::string path = absl::StrReplaceAll(
-        absl::GetFlag(FLAGS_texts), {{"{task}", id}, {"{src}", id.substr(0, id.find('-'))}});
-    std::vector<std::string> texts;
-    std::ifstream in(path);
-    for (std::string line; std::getline(in, line) && static_cast<int>(texts.size()) < count;) {
-      if (!line.empty()) texts.push_back(line);
-    }
-    if (texts.empty()) texts.assign(std::begin(kFallback), std::end(kFallback));
-    for (const std::string& text : texts) {
-      auto sentences = tasks[t]->PrepareText(text, {});
-      if (!sentences.ok()) continue;
-      for (const SourceSentence& sentence : *sentences) per_task[t].push_back(sentence.ids);
-    }
-    if (per_task[t].empty()) std::abort();
+  const std::string& id = task.id();
+  const std::string path = absl::StrReplaceAll(
+      absl::GetFlag(FLAGS_texts), {{"{task}", id}, {"{src}", id.substr(0, id.find('-'))}});
+  std::vector<std::string> texts;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line) && static_cast<int>(texts.size()) < count;) {
+    if (!line.empty()) texts.push_back(line);
   }
+  if (texts.empty()) texts.assign(std::begin(kFallback), std::end(kFallback));
+  std::vector<std::vector<int32_t>> sentences;
+  for (const std::string& text : texts) {
+    auto prepared = task.PrepareText(text, {});
+    if (!prepared.ok()) continue;
+    for (const SourceSentence& sentence : *prepared) sentences.push_back(sentence.ids);
+  }
+  if (sentences.empty()) {
+    std::fprintf(stderr, "continuous_batch_bench: no sentence of %s could be prepared\n",
+                 path.c_str());
+    std::exit(2);
+  }
+  return sentences;
+}
+
+// Scenario 5's sentences of every task, interleaved task by task (sentence i is of task
+// i % tasks), each task's in file order.
+struct RollingSentence {
+  size_t task;
+  std::vector<int32_t> source;
+};
+std::vector<RollingSentence> RollingSentences(const TaskList& tasks, int count) {
+  const int per_task =
+      (count + static_cast<int>(tasks.size()) - 1) / static_cast<int>(tasks.size());
+  std::vector<std::vector<std::vector<int32_t>>> own(tasks.size());
+  for (size_t t = 0; t < tasks.size(); ++t) own[t] = TaskSentences(*tasks[t], per_task);
   std::vector<RollingSentence> all;
   for (int i = 0; i < count; ++i) {
     const size_t t = i % tasks.size();
-    const auto& own = per_task[t];
-    all.push_back({t, own[(i / tasks.size()) % own.size()]});
+    all.push_back({t, own[t][(i / tasks.size()) % own[t].size()]});
   }
   return all;
 }
@@ -208,17 +219,14 @@ double Median(std::vector<double> v) {
 // --encoder_only: the first task's first `rows` sentences (file order) encoded as one batch,
 // round after round; prints the median time per batch and source tokens per second.
 void TimeEncoder(const std::string& name, const TaskList& tasks, int rows, int rounds) {
-  const std::vector<RollingSentence> all =
-      RollingSentences(tasks, rows * static_cast<int>(tasks.size()));
-  std::vector<std::vector<int32_t>> batch;
-  int64_t tokens = 0, longest = 0;
-  for (const RollingSentence& s : all) {
-    if (s.task != 0) continue;
-    batch.push_back(s.source);
-    tokens += static_cast<int64_t>(s.source.size());
-    longest = std::max<int64_t>(longest, static_cast<int64_t>(s.source.size()));
-  }
   const TaskModel& task = *tasks.front();
+  std::vector<std::vector<int32_t>> batch = TaskSentences(task, rows);
+  batch.resize(std::min<size_t>(batch.size(), rows));  // a text may be several sentences
+  int64_t tokens = 0, longest = 0;
+  for (const std::vector<int32_t>& source : batch) {
+    tokens += static_cast<int64_t>(source.size());
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(source.size()));
+  }
   EncoderOutput out;
   std::vector<double> milliseconds;
   for (int round = 0; round <= rounds; ++round) {  // round 0 warms up
@@ -274,6 +282,17 @@ int Main() {
   if (repositories.empty()) {
     std::fprintf(stderr, "continuous_batch_bench: --repository: no repository given\n");
     return 2;
+  }
+  for (const auto& [name, value] :
+       {std::pair{"rows", rows},
+        {"steps", steps},
+        {"rounds", absl::GetFlag(FLAGS_rounds)},
+        {"rolling_sentences", absl::GetFlag(FLAGS_rolling_sentences)}}) {
+    if (value < 1) {
+      std::fprintf(stderr, "continuous_batch_bench: --%s: expected at least 1, got %d\n", name,
+                   value);
+      return 2;
+    }
   }
   if (absl::GetFlag(FLAGS_threads) > 0) {
     if (absl::Status s = SetComputeThreads(absl::GetFlag(FLAGS_threads)); !s.ok()) {
@@ -350,7 +369,6 @@ int Main() {
   for (int round = 0; round <= absl::GetFlag(FLAGS_rounds); ++round) {  // round 0 warms up
     for (Scenario& s : scenarios) {
       const auto sources = Sources(*s.tasks, rows);
-      RollingTimes times;
       const absl::Time start = absl::Now();
       int64_t tokens = 0;
       switch (s.kind) {
@@ -361,17 +379,14 @@ int Main() {
           tokens = RunContinuous(*s.tasks, sources, steps, batch);
           break;
         case Kind::kRolling:
-          tokens = RunRolling(*s.tasks, s.rolling, rows, batch, times);
+          tokens = RunRolling(*s.tasks, s.rolling, rows, batch, s.times);
           break;
       }
       const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-      if (round > 0) {
+      if (round == 0) {
+        s.times = {};  // the warm-up round counts for nothing
+      } else {
         s.tokens_per_second.push_back(static_cast<double>(tokens) / seconds);
-        s.times.admitting += times.admitting;
-        s.times.stepping += times.stepping;
-        s.times.steps += times.steps;
-        s.times.rows += times.rows;
-        s.times.admissions += times.admissions;
       }
     }
   }

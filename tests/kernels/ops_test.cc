@@ -192,7 +192,10 @@ TEST(Layout, UnpackAndPackSequencesMoveBetweenPackedAndPadded) {
   EXPECT_FALSE(UnpackSequences(packed, lengths, 4, three).ok());  // 8 columns, 3 parts
   std::vector<Tensor*> repeated = {&first, &first};
   EXPECT_FALSE(UnpackSequences(packed, lengths, 4, repeated).ok());
-  EXPECT_FALSE(PackSequences(packed, lengths, repacked).ok());  // not [batch, max_len, w]
+  const std::vector<Tensor*> with_packed = {&first, const_cast<Tensor*>(&packed)};
+  EXPECT_FALSE(UnpackSequences(packed, lengths, 4, with_packed).ok());  // a part is the input
+  EXPECT_FALSE(PackSequences(second, lengths, second).ok());            // output is the input
+  EXPECT_FALSE(PackSequences(packed, lengths, repacked).ok());          // not [batch, max_len, w]
   EXPECT_FALSE(PackSequences(second, too_long, repacked).ok());
   EXPECT_FALSE(PackSequences(second, {2, 0, 3}, repacked).ok());  // 3 lengths, 4 sequences
   Tensor ints = Tensor::Allocate(DType::kS32, Shape{6, 8});

@@ -118,13 +118,12 @@ absl::Status ApplyPerRun(absl::Span<const RowGroup> groups, GroupedRuns& plan, c
 }
 
 // The embedding lookup of a batch whose groups may use different tables (`pick` gives a
-// model's): one lookup when they all share one, else one per group (a group's `ids_per_row`
-// ids per row are contiguous), through plan.out. out: f32 [ids.size(), d_model].
+// model's): one lookup when they all share one, else one per group (one id per row, a group's
+// contiguous), through plan.out. out: f32 [ids.size(), d_model].
 template <typename Pick>
 absl::Status GroupedEmbedding(absl::Span<const RowGroup> groups, GroupedRuns& plan, Pick pick,
                               absl::Span<const int32_t> ids, absl::Span<const int32_t> position_ids,
-                              int64_t ids_per_row, float scale, const Tensor& positions,
-                              Tensor& out) {
+                              float scale, const Tensor& positions, Tensor& out) {
   PlanRuns(
       groups,
       [&](const RowGroup& a, const RowGroup& b) {
@@ -139,7 +138,7 @@ absl::Status GroupedEmbedding(absl::Span<const RowGroup> groups, GroupedRuns& pl
   out.Resize(DType::kF32, Shape{static_cast<int64_t>(ids.size()), d});
   int64_t begin = 0;  // in ids
   for (const RowGroup& group : groups) {
-    const int64_t count = group.rows * ids_per_row;
+    const int64_t count = group.rows;
     TASKMOE_RETURN_IF_ERROR(kernels::EmbeddingLookup(pick(*group.model), ids.subspan(begin, count),
                                                      scale, positions,
                                                      position_ids.subspan(begin, count), plan.out));
@@ -354,8 +353,8 @@ absl::Status TransformerModel::RunFfn(const FfnWeights& ffn, const ExpertChoice&
 }
 
 absl::Status TransformerModel::GroupedFfn(absl::Span<const RowGroup> groups, Stack stack,
-                                          size_t layer, int64_t rows_per_row, const Tensor& in,
-                                          GroupedRuns& plan, FfnWorkspace& ws, Tensor& out) {
+                                          size_t layer, const Tensor& in, GroupedRuns& plan,
+                                          FfnWorkspace& ws, Tensor& out) {
   const bool decoder = stack == Stack::kDecoder;
   auto ffn_of = [&](const TransformerModel& m) -> const FfnWeights& {
     return (decoder ? m.decoder_layers_ : m.encoder_layers_)[layer].ffn;
@@ -380,7 +379,7 @@ absl::Status TransformerModel::GroupedFfn(absl::Span<const RowGroup> groups, Sta
         task_moe = false;
         break;
       }
-      ws.blocks.push_back({moe, &choice_of(g), g.rows * rows_per_row});
+      ws.blocks.push_back({moe, &choice_of(g), g.rows});
     }
     if (task_moe) {
       return GroupedTaskMoeForward(ws.blocks, groups.front().model->config_.activation, in, ws,
@@ -454,7 +453,7 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
   TASKMOE_RETURN_IF_ERROR(GroupedEmbedding(
       token_groups, plan,
       [](const TransformerModel& m) -> const Tensor& { return m.encoder_embedding_; }, ids,
-      positions, 1, first->embedding_scale_, first->positions_, x));
+      positions, first->embedding_scale_, first->positions_, x));
 
   // Each layer's operations, run once per run of groups sharing the weight.
   auto norm = [&](auto pick, const Tensor& in, Tensor& result) {
@@ -486,7 +485,7 @@ absl::Status TransformerModel::Encode(absl::Span<const RowGroup> groups,
         [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; }, x,
         normed));
     TASKMOE_RETURN_IF_ERROR(
-        GroupedFfn(token_groups, Stack::kEncoder, i, 1, normed, plan, out.ffn_ws, delta));
+        GroupedFfn(token_groups, Stack::kEncoder, i, normed, plan, out.ffn_ws, delta));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(delta, x));
   }
   return norm(
@@ -676,7 +675,7 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
 
   TASKMOE_RETURN_IF_ERROR(GroupedEmbedding(
       groups, plan, [](const TransformerModel& m) -> const Tensor& { return m.decoder_embedding_; },
-      tokens, state.positions, 1, first->embedding_scale_, first->positions_, state.x));
+      tokens, state.positions, first->embedding_scale_, first->positions_, state.x));
   TASKMOE_RETURN_IF_ERROR(state.x.ReshapeInPlace(Shape{batch, 1, d}));
 
   auto norm = [&](auto pick, const Tensor& in, Tensor& result) {
@@ -730,7 +729,7 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
         [&](const TransformerModel& m) -> const LayerNormWeights& { return layer(m).ffn_norm; },
         state.x, state.normed));
     TASKMOE_RETURN_IF_ERROR(
-        GroupedFfn(groups, Stack::kDecoder, i, 1, state.normed, plan, state.ffn_ws, state.ffn_out));
+        GroupedFfn(groups, Stack::kDecoder, i, state.normed, plan, state.ffn_ws, state.ffn_out));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(state.ffn_out, state.x));
   }
   for (int64_t r = 0; r < batch; ++r) ++state.positions[r];

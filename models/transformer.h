@@ -249,13 +249,13 @@ class TransformerModel {
                                     absl::Span<const int32_t> tokens, DecoderState& state);
   absl::Status RunFfn(const FfnWeights& ffn, const ExpertChoice& choice, const kernels::Tensor& x,
                       FfnWorkspace& ws, kernels::Tensor& y) const;
-  // The FFN of layer `layer` of `stack` over a batch of groups (`rows_per_row` rows of `in` per
-  // batch row: the source length in the encoder, 1 in the decoder): once per run of groups
+  // The FFN of layer `layer` of `stack` over a batch of groups (a row of `in` per group row:
+  // the packed tokens in the encoder, one per hypothesis in the decoder): once per run of groups
   // with the same FFN and expert choice; where every group's is a task-routed MoE and the
   // choices differ, once per distinct expert over the rows of every group that chose it.
   static absl::Status GroupedFfn(absl::Span<const RowGroup> groups, Stack stack, size_t layer,
-                                 int64_t rows_per_row, const kernels::Tensor& in, GroupedRuns& plan,
-                                 FfnWorkspace& ws, kernels::Tensor& out);
+                                 const kernels::Tensor& in, GroupedRuns& plan, FfnWorkspace& ws,
+                                 kernels::Tensor& out);
 
   ModelConfig config_;
   kernels::Precision precision_ = kernels::Precision::kF32;

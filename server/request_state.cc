@@ -54,25 +54,30 @@ absl::Status RequestState::StopStatus() const {
 }
 
 void RequestState::AddToken(int sentence, int32_t token) {
-  std::lock_guard<std::mutex> lock(mu_);
-  const absl::Time now = absl::Now();
-  if (!first_token_.has_value()) first_token_ = now;
-  last_token_ = now;
-  ++tokens_added_;
-  // Unary requests keep no tokens: a token nobody takes would keep Wait() from sleeping.
-  if (streams_tokens_) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const absl::Time now = absl::Now();
+    if (!first_token_.has_value()) first_token_ = now;
+    last_token_ = now;
+    ++tokens_added_;
+    // Unary requests keep no tokens: a token nobody takes would keep Wait() from sleeping.
+    if (!streams_tokens_) return;
     new_tokens_[sentence].push_back(token);
     if (sentence == stream_sentence_) changed_.notify_all();
   }
+  if (listener_) listener_();
 }
 
 void RequestState::Finish(int sentence, models::Hypothesis result) {
-  std::lock_guard<std::mutex> lock(mu_);
-  results_[sentence] = std::move(result);
-  finished_[sentence] = true;
-  if (--remaining_ == 0 || (streams_tokens_ && sentence == stream_sentence_)) {
-    changed_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    results_[sentence] = std::move(result);
+    finished_[sentence] = true;
+    if (--remaining_ == 0 || (streams_tokens_ && sentence == stream_sentence_)) {
+      changed_.notify_all();
+    }
   }
+  if (listener_) listener_();
 }
 
 void RequestState::Cancel() { cancelled_.store(true); }

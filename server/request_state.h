@@ -2,12 +2,14 @@
 // The handler creates it with the tokenised sources, queues it, and waits; workers decode its
 // sentences (possibly in several batches) and report tokens and results here. Only the
 // handler touches the gRPC call itself, so cancellation reaches workers through Cancel().
+// A handler either waits (Wait) or is told of progress by a listener (SetProgressListener).
 #ifndef TASKMOE_SERVER_REQUEST_STATE_H_
 #define TASKMOE_SERVER_REQUEST_STATE_H_
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -60,6 +62,11 @@ class RequestState {
   void Finish(int sentence, models::Hypothesis result);
 
   // --- Handler side.
+  // Called, from the worker's thread and outside the state's lock, after each token added to
+  // a streamed request and after each sentence finishes: for handlers that do not wait
+  // (gRPC's callback API). Set it before the request is queued; it must be cheap, and it
+  // must not call Finish or AddToken.
+  void SetProgressListener(std::function<void()> listener) { listener_ = std::move(listener); }
   void Cancel();
   // Waits until every sentence is done, or (streams_tokens only) the sentence the handler
   // last took tokens of has new tokens or is done, or `timeout` passed. Returns true once
@@ -91,6 +98,7 @@ class RequestState {
   const absl::Time deadline_;
   const bool streams_tokens_;
   std::atomic<bool> cancelled_{false};
+  std::function<void()> listener_;  // set before workers see the request, then read only
 
   mutable std::mutex mu_;
   std::condition_variable changed_;

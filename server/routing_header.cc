@@ -19,14 +19,15 @@ absl::Status CheckTaskRoutingHeader(absl::Span<const std::string> header_values,
   return absl::OkStatus();
 }
 
-std::vector<std::string> TaskRoutingHeaderValues(const grpc::ServerContext& context) {
+std::vector<std::string> TaskRoutingHeaderValues(const grpc::ServerContextBase& context) {
   std::vector<std::string> values;
   const auto [first, last] = context.client_metadata().equal_range(kTaskRoutingHeader);
   for (auto it = first; it != last; ++it) values.emplace_back(it->second.data(), it->second.size());
   return values;
 }
 
-absl::Status CheckTaskRoutingHeader(const grpc::ServerContext& context, absl::string_view task) {
+absl::Status CheckTaskRoutingHeader(const grpc::ServerContextBase& context,
+                                    absl::string_view task) {
   return CheckTaskRoutingHeader(TaskRoutingHeaderValues(context), task);
 }
 

@@ -24,10 +24,10 @@ absl::Status CheckTaskRoutingHeader(absl::Span<const std::string> header_values,
                                     absl::string_view task);
 
 // Every value of the header in a gRPC call's metadata.
-std::vector<std::string> TaskRoutingHeaderValues(const grpc::ServerContext& context);
+std::vector<std::string> TaskRoutingHeaderValues(const grpc::ServerContextBase& context);
 
 // The same check on a gRPC call's metadata.
-absl::Status CheckTaskRoutingHeader(const grpc::ServerContext& context, absl::string_view task);
+absl::Status CheckTaskRoutingHeader(const grpc::ServerContextBase& context, absl::string_view task);
 
 }  // namespace taskmoe::server
 

@@ -51,7 +51,7 @@ TaskmoeServer::TaskmoeServer(const ServerOptions& options)
       registry_(options.model_repository, options.precision, options.tasks),
       scheduler_(options.batching, metrics_),
       core_(registry_, scheduler_, metrics_, options.limits),
-      translation_(core_),
+      translation_(core_, options.max_concurrent_rpcs),
       memory_trimmer_(options.malloc_trim_interval) {}
 
 absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const ServerOptions& options) {

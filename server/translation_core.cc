@@ -3,6 +3,7 @@
 
 #include <map>
 
+#include "absl/memory/memory.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -70,7 +71,8 @@ absl::Status TranslationCore::UnknownTask(const std::string& task) const {
 absl::StatusOr<std::shared_ptr<RequestState>> TranslationCore::Admit(
     const CallContext& call, const std::string& task_name,
     const std::vector<absl::string_view>& texts, const v1::DecodeOptions& options,
-    const std::string& request_id, bool stream, std::string& task_label) {
+    const std::string& request_id, bool stream, std::string& task_label,
+    std::function<void()> on_progress) {
   if (draining_.load()) {
     return absl::UnavailableError("the server is shutting down; send the request elsewhere");
   }
@@ -95,6 +97,7 @@ absl::StatusOr<std::shared_ptr<RequestState>> TranslationCore::Admit(
   auto state = std::make_shared<RequestState>(std::move(task), prepared->settings,
                                               prepared->text_options, std::move(prepared->texts),
                                               call.deadline, /*streams_tokens=*/stream);
+  if (on_progress) state->SetProgressListener(std::move(on_progress));
   if (absl::Status s = scheduler_.Enqueue(state); !s.ok()) return s;
   return state;
 }
@@ -216,74 +219,128 @@ absl::Status TranslationCore::Translate(const v1::TranslateRequest& request,
 absl::Status TranslationCore::TranslateStream(
     const v1::TranslateStreamRequest& request, const CallContext& call,
     absl::FunctionRef<bool(const v1::TranslateStreamResponse&)> write) {
+  absl::StatusOr<std::unique_ptr<TranslationStream>> stream =
+      StartStream(request, call, /*on_progress=*/nullptr);
+  if (!stream.ok()) return stream.status();
+  std::vector<v1::TranslateStreamResponse> messages;
+  for (;;) {
+    const bool complete = (*stream)->TakeMessages(messages);
+    for (const v1::TranslateStreamResponse& message : messages) {
+      if (!write(message)) {
+        (*stream)->WriteFailed();
+        break;
+      }
+    }
+    messages.clear();
+    if (complete) break;
+    (*stream)->WaitForProgress();
+  }
+  return (*stream)->Finish();
+}
+
+absl::StatusOr<std::unique_ptr<TranslationStream>> TranslationCore::StartStream(
+    const v1::TranslateStreamRequest& request, CallContext call,
+    std::function<void()> on_progress) {
   const absl::Time start = absl::Now();
-  InFlight in_flight(*this);
+  // Counted from the start, so that shutdown waits for a call being admitted.
+  auto in_flight = std::make_unique<InFlight>(*this);
   std::string task_label;
   absl::StatusOr<std::shared_ptr<RequestState>> state =
       Admit(call, request.task(), {request.text()}, request.options(), request.request_id(),
-            /*stream=*/true, task_label);
+            /*stream=*/true, task_label, std::move(on_progress));
   if (!state.ok()) {
     Record("TranslateStream", task_label, request.request_id(), state.status(), start, nullptr, 0);
     return state.status();
   }
-  prometheus::Gauge& inflight = *metrics_.ForTask(task_label).inflight;
-  inflight.Increment();
-  const models::TaskModel& task = (*state)->task();
-  const int32_t eos = task.eos_id();
-  const absl::Span<const models::SourceSentence> sentences = (*state)->TextSentences(0);
-  const models::UnknownPieces unknowns = (*state)->text_options().unknown_pieces;
-  const int sentence_count = static_cast<int>(sentences.size());
-  // Text deltas token by token, in time linear in the tokens (TextStream).
-  models::TextStream text_stream = task.StartStream(sentences, unknowns);
-  bool caller_gone = false;
-  while (text_stream.sentence() < sentence_count) {
-    WaitForProgress(call, **state);
-    while (text_stream.sentence() < sentence_count) {
-      const int sentence = text_stream.sentence();
-      // Done first: tokens are all added before a sentence is done, so none are missed.
-      const bool sentence_done = (*state)->SentenceDone(sentence);
-      for (int32_t token : (*state)->TakeTokens(sentence)) {
-        if (token == eos) continue;
-        v1::TranslateStreamResponse message;
-        message.set_token_id(token);
-        message.set_token(task.Piece(token));
-        message.set_sentence(static_cast<uint32_t>(sentence));
-        message.set_text_delta(text_stream.AddToken(token));
-        if (!(*state)->ShouldStop() && !write(message)) {
-          caller_gone = true;
-          (*state)->Cancel();
-        }
-      }
-      if (!sentence_done) break;
-      text_stream.EndSentence();
+  auto stream = absl::WrapUnique(new TranslationStream(*this, std::move(call), request.request_id(),
+                                                       task_label, start, *std::move(state)));
+  stream->in_flight_ = std::move(in_flight);
+  return stream;
+}
+
+TranslationStream::TranslationStream(TranslationCore& core, CallContext call,
+                                     std::string request_id, std::string task_label,
+                                     absl::Time start, std::shared_ptr<RequestState> state)
+    : core_(core),
+      call_(std::move(call)),
+      request_id_(std::move(request_id)),
+      task_label_(std::move(task_label)),
+      start_(start),
+      state_(std::move(state)),
+      inflight_gauge_(*core_.metrics_.ForTask(task_label_).inflight),
+      eos_(state_->task().eos_id()),
+      sentence_count_(static_cast<int>(state_->TextSentences(0).size())),
+      text_stream_(state_->task().StartStream(state_->TextSentences(0),
+                                              state_->text_options().unknown_pieces)) {
+  inflight_gauge_.Increment();
+}
+
+TranslationStream::~TranslationStream() { inflight_gauge_.Decrement(); }
+
+bool TranslationStream::TakeMessages(std::vector<v1::TranslateStreamResponse>& out) {
+  if (complete_) return true;
+  const models::TaskModel& task = state_->task();
+  while (text_stream_.sentence() < sentence_count_) {
+    const int sentence = text_stream_.sentence();
+    // Done first: tokens are all added before a sentence is done, so none are missed.
+    const bool sentence_done = state_->SentenceDone(sentence);
+    for (int32_t token : state_->TakeTokens(sentence)) {
+      if (token == eos_) continue;
+      v1::TranslateStreamResponse message;
+      message.set_token_id(token);
+      message.set_token(task.Piece(token));
+      message.set_sentence(static_cast<uint32_t>(sentence));
+      message.set_text_delta(text_stream_.AddToken(token));
+      // A stopped request's tokens go nowhere: its call is ending.
+      if (!state_->ShouldStop()) out.push_back(std::move(message));
     }
+    if (!sentence_done) return false;
+    text_stream_.EndSentence();
   }
-  inflight.Decrement();
-  absl::Status status = FinalStatus(call, **state);
-  if (!status.ok() && caller_gone && !Cancelled(call)) {
+  complete_ = true;
+  status_ = core_.FinalStatus(call_, *state_);
+  if (!status_.ok()) return true;
+  const absl::Span<const models::SourceSentence> sentences = state_->TextSentences(0);
+  absl::StatusOr<models::TextTranslation> text =
+      task.FinishText(sentences, state_->TextResults(0), state_->text_options().unknown_pieces);
+  if (!text.ok()) {
+    status_ = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
+    return true;
+  }
+  output_tokens_ = static_cast<int64_t>(text->token_ids.size());
+  v1::TranslateStreamResponse& last = out.emplace_back();
+  last.set_done(true);
+  last.set_text(std::move(text->text));
+  last.set_score(text->score);
+  last.set_finish_reason(ToProto(text->finish_reason));
+  last.set_sentence(static_cast<uint32_t>(sentence_count_ - 1));
+  return true;
+}
+
+absl::Status TranslationStream::Finish() {
+  absl::Status status = status_;
+  // A write failed: the caller is gone, whatever decoding made of it (unless the call was
+  // cancelled or expired, which says more).
+  if (write_failed_.load() && (status.ok() || !Cancelled(call_))) {
     status = absl::CancelledError("the client went away");
   }
-  int64_t output_tokens = 0;
-  if (status.ok()) {
-    absl::StatusOr<models::TextTranslation> text =
-        task.FinishText(sentences, (*state)->TextResults(0), unknowns);
-    if (!text.ok()) {
-      status = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
-    } else {
-      output_tokens = static_cast<int64_t>(text->token_ids.size());
-      v1::TranslateStreamResponse last;
-      last.set_done(true);
-      last.set_text(std::move(text->text));
-      last.set_score(text->score);
-      last.set_finish_reason(ToProto(text->finish_reason));
-      last.set_sentence(static_cast<uint32_t>(sentence_count - 1));
-      if (!write(last)) status = absl::CancelledError("the client went away");
-    }
-  }
-  Record("TranslateStream", task_label, request.request_id(), status, start, state->get(),
-         output_tokens);
+  if (!status.ok()) output_tokens_ = 0;
+  core_.Record("TranslateStream", task_label_, request_id_, status, start_, state_.get(),
+               output_tokens_);
   return status;
 }
+
+void TranslationStream::Stop() {
+  state_->Cancel();
+  core_.scheduler_.Withdraw(*state_);
+}
+
+void TranslationStream::WriteFailed() {
+  write_failed_.store(true);
+  Stop();
+}
+
+void TranslationStream::WaitForProgress() { core_.WaitForProgress(call_, *state_); }
 
 void TranslationCore::FillTaskInfo(const models::TaskModel& task, v1::TaskInfo& info) const {
   const models::TaskDescription& d = task.description();

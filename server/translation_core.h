@@ -1,7 +1,9 @@
 // TranslationCore (DESIGN.md §4): the translation API with no transport. Admission
 // (validation, task lookup, the routing header, tokenisation, the scheduler's queue), waiting
-// for the batch workers while watching for cancellation and the deadline, the replies as the
-// API's messages, the request metrics, and the count of calls in flight that shutdown drains.
+// for the batch workers while watching for cancellation and the deadline (or, for a stream on
+// a transport that does not wait, a TranslationStream it pumps when told of progress), the
+// replies as the API's messages, the request metrics, and the count of calls in flight that
+// shutdown drains.
 // Every front end calls it the same way: the gRPC service (translation_service.h) and the
 // HTTP/JSON gateway (http_gateway.h) only carry messages and map statuses.
 #ifndef TASKMOE_SERVER_TRANSLATION_CORE_H_
@@ -20,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "models/text_pipeline.h"
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/scheduler.h"
@@ -33,10 +36,13 @@ struct CallContext {
   absl::Time deadline = absl::InfiniteFuture();
   // Values of the x-taskmoe-task header (routing_header.h); empty when absent.
   std::vector<std::string> routing_header;
-  // True once the caller went away. Polled only by the thread that made the call (gRPC allows
-  // IsCancelled on the handler's thread only); empty: never.
+  // True once the caller went away; empty: never. A transport that waits polls it from the
+  // thread that made the call (gRPC's sync API allows IsCancelled there only); one that
+  // listens (TranslateStreamReactor) reads a flag its OnCancel set.
   std::function<bool()> cancelled;
 };
+
+class TranslationStream;
 
 class TranslationCore {
  public:
@@ -50,8 +56,16 @@ class TranslationCore {
                          v1::TranslateResponse& response);
   // Translates one text, handing each decoded token to `write` as it comes and the whole
   // translation last (done). `write` returns false when the caller is gone: decoding stops.
+  // The calling thread waits throughout (for transports that block: the HTTP gateway).
   absl::Status TranslateStream(const v1::TranslateStreamRequest& request, const CallContext& call,
                                absl::FunctionRef<bool(const v1::TranslateStreamResponse&)> write);
+  // Starts translating one text for a transport that does not wait: `on_progress` is called
+  // from a batch worker's thread (RequestState::SetProgressListener) whenever the stream's
+  // TakeMessages may have more, and possibly before this returns. A refused call's status
+  // comes back, recorded.
+  absl::StatusOr<std::unique_ptr<TranslationStream>> StartStream(
+      const v1::TranslateStreamRequest& request, CallContext call,
+      std::function<void()> on_progress);
   // Loaded tasks and tasks that failed to load, by id.
   void ListTasks(v1::ListTasksResponse& response) const;
   absl::Status GetTask(const v1::GetTaskRequest& request, const CallContext& call,
@@ -69,15 +83,18 @@ class TranslationCore {
   const RequestLimits& limits() const { return limits_; }
 
  private:
+  friend class TranslationStream;
   class InFlight;
 
   // Everything up to the queue: returns the request state, queued, or why not.
+  // `on_progress`: the state's progress listener, when not empty.
   absl::StatusOr<std::shared_ptr<RequestState>> Admit(const CallContext& call,
                                                       const std::string& task_name,
                                                       const std::vector<absl::string_view>& texts,
                                                       const v1::DecodeOptions& options,
                                                       const std::string& request_id, bool stream,
-                                                      std::string& task_label);
+                                                      std::string& task_label,
+                                                      std::function<void()> on_progress = nullptr);
   // Waits up to the poll interval for `state` to finish or, for streams, to have new tokens,
   // and withdraws it once the caller went away. True when it is done.
   bool WaitForProgress(const CallContext& call, RequestState& state);
@@ -105,6 +122,54 @@ class TranslationCore {
   std::mutex inflight_mu_;
   std::condition_variable idle_;
   int inflight_ = 0;
+};
+
+// One TranslateStream call in flight (TranslationCore::StartStream): its messages as decoding
+// produces them, for a transport to write. TakeMessages and Finish are called by one thread at
+// a time; Stop and WriteFailed from any thread.
+class TranslationStream {
+ public:
+  ~TranslationStream();  // the call is no longer in flight
+  TranslationStream(const TranslationStream&) = delete;
+  TranslationStream& operator=(const TranslationStream&) = delete;
+
+  // Appends the messages ready now to `out`: one per token decoded since the last call and,
+  // once every sentence is done and the translation succeeded, the whole translation (done).
+  // Returns true once nothing more will come; then write what it gave and call Finish.
+  bool TakeMessages(std::vector<v1::TranslateStreamResponse>& out);
+  // How the call ended; records its metrics. Once, after TakeMessages returned true and its
+  // messages were written (or failed to be).
+  absl::Status Finish();
+  // The caller went away (or its deadline passed): queued sentences leave now, running ones
+  // at the next decoding step; the call then completes with the reason.
+  void Stop();
+  // A message could not be written: as Stop, and the call ends CANCELLED.
+  void WriteFailed();
+  // For a transport that waits instead of listening: waits up to the poll interval for
+  // progress, and stops decoding once the call's `cancelled` says the caller went away.
+  void WaitForProgress();
+
+ private:
+  friend class TranslationCore;
+  TranslationStream(TranslationCore& core, CallContext call, std::string request_id,
+                    std::string task_label, absl::Time start, std::shared_ptr<RequestState> state);
+
+  TranslationCore& core_;
+  const CallContext call_;
+  const std::string request_id_;
+  const std::string task_label_;
+  const absl::Time start_;
+  const std::shared_ptr<RequestState> state_;
+  std::unique_ptr<TranslationCore::InFlight> in_flight_;
+  prometheus::Gauge& inflight_gauge_;
+  const int32_t eos_;
+  const int sentence_count_;
+  // Text deltas token by token, in time linear in the tokens.
+  models::TextStream text_stream_;
+  std::atomic<bool> write_failed_{false};
+  bool complete_ = false;
+  absl::Status status_;  // set when complete_
+  int64_t output_tokens_ = 0;
 };
 
 }  // namespace taskmoe::server

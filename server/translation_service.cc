@@ -1,28 +1,15 @@
 // TranslationService: gRPC calls handed to TranslationCore.
 #include "server/translation_service.h"
 
-#include <chrono>
-
+#include "server/grpc_call_context.h"
 #include "server/grpc_status.h"
-#include "server/routing_header.h"
+#include "server/translate_stream_reactor.h"
 
 namespace taskmoe::server {
 namespace {
 
-absl::Time DeadlineOf(const grpc::ServerContext& context) {
-  const auto deadline = context.deadline();
-  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
-    return absl::InfiniteFuture();
-  }
-  return absl::FromChrono(deadline);
-}
-
 CallContext CallContextOf(grpc::ServerContext& context) {
-  CallContext call;
-  call.deadline = DeadlineOf(context);
-  call.routing_header = TaskRoutingHeaderValues(context);
-  call.cancelled = [&context] { return context.IsCancelled(); };
-  return call;
+  return GrpcCallContext(context, [&context] { return context.IsCancelled(); });
 }
 
 }  // namespace
@@ -33,12 +20,9 @@ grpc::Status TranslationServiceImpl::Translate(grpc::ServerContext* context,
   return ToGrpcStatus(core_.Translate(*request, CallContextOf(*context), *response));
 }
 
-grpc::Status TranslationServiceImpl::TranslateStream(
-    grpc::ServerContext* context, const v1::TranslateStreamRequest* request,
-    grpc::ServerWriter<v1::TranslateStreamResponse>* writer) {
-  return ToGrpcStatus(core_.TranslateStream(
-      *request, CallContextOf(*context),
-      [writer](const v1::TranslateStreamResponse& message) { return writer->Write(message); }));
+grpc::ServerWriteReactor<v1::TranslateStreamResponse>* TranslationServiceImpl::TranslateStream(
+    grpc::CallbackServerContext* context, const v1::TranslateStreamRequest* request) {
+  return TranslateStreamReactor::Start(core_, stream_limit_, *context, *request);
 }
 
 grpc::Status TranslationServiceImpl::ListTasks(grpc::ServerContext* context,

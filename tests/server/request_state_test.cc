@@ -51,6 +51,35 @@ TEST(RequestState, UnaryRequestKeepsNoTokensButTheFirstTokenTime) {
   EXPECT_EQ(state.results().size(), 2u);
 }
 
+TEST(RequestState, ProgressListenerHearsOfEveryStreamedTokenAndEverySentenceDone) {
+  RequestState state = MakeState(/*streams_tokens=*/true, /*sentences=*/2);
+  int calls = 0;
+  std::vector<int32_t> seen;
+  // The listener runs outside the state's lock: it may take the tokens itself.
+  state.SetProgressListener([&] {
+    ++calls;
+    for (int32_t token : state.TakeTokens(0)) seen.push_back(token);
+  });
+  state.AddToken(0, 17);
+  state.AddToken(0, 18);
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(seen, (std::vector<int32_t>{17, 18}));
+  state.Finish(0, models::Hypothesis{});
+  state.Finish(1, models::Hypothesis{});
+  EXPECT_EQ(calls, 4);
+  EXPECT_TRUE(state.done());
+}
+
+TEST(RequestState, ProgressListenerOfAUnaryRequestHearsOnlyOfSentencesDone) {
+  RequestState state = MakeState(/*streams_tokens=*/false);
+  int calls = 0;
+  state.SetProgressListener([&] { ++calls; });
+  state.AddToken(0, 17);
+  EXPECT_EQ(calls, 0);
+  state.Finish(0, models::Hypothesis{});
+  EXPECT_EQ(calls, 1);
+}
+
 TEST(RequestState, StopsOnCancelAndReportsWhy) {
   RequestState state = MakeState(/*streams_tokens=*/false);
   EXPECT_FALSE(state.ShouldStop());

@@ -1,0 +1,83 @@
+// TranslateStream on gRPC's callback API. No thread waits for a stream: the batch worker that
+// decodes a token hands the message to gRPC itself (StartWrite does not block), gRPC's
+// OnWriteDone writes whatever came meanwhile, and OnCancel stops decoding at once. A blocking
+// handler instead cost a thread per stream, woken for every token, and a context switch or
+// two per token on the cores the decoder needs (docs/benchmarks.md, issue 20).
+//
+// Writes are one at a time, in order (gRPC allows one outstanding write); whoever finds none
+// in flight (the worker's progress listener, OnWriteDone, or the handler at the start) takes
+// the messages that are ready and starts the next. The reactor owns itself: the listener
+// holds it weakly, so a worker never touches it after gRPC is done with it.
+#ifndef TASKMOE_SERVER_TRANSLATE_STREAM_REACTOR_H_
+#define TASKMOE_SERVER_TRANSLATE_STREAM_REACTOR_H_
+
+#include <grpcpp/server_context.h>
+#include <grpcpp/support/server_callback.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "server/translation_core.h"
+#include "taskmoe/v1/translation.pb.h"
+
+namespace taskmoe::server {
+
+// Bounds the streams in flight (gRPC's thread quota bounds only calls that hold a thread).
+class StreamLimit {
+ public:
+  explicit StreamLimit(int max_streams) : max_streams_(max_streams) {}
+  // True, counting one more stream, unless max_streams are in flight.
+  bool TryAcquire();
+  void Release() { in_flight_.fetch_sub(1); }
+  int max_streams() const { return max_streams_; }
+
+ private:
+  const int max_streams_;
+  std::atomic<int> in_flight_{0};
+};
+
+class TranslateStreamReactor final : public grpc::ServerWriteReactor<v1::TranslateStreamResponse> {
+ public:
+  // Serves the call (or refuses it: beyond `limit`, or whatever the core refuses); gRPC owns
+  // the result until OnDone.
+  static grpc::ServerWriteReactor<v1::TranslateStreamResponse>* Start(
+      TranslationCore& core, StreamLimit& limit, grpc::CallbackServerContext& context,
+      const v1::TranslateStreamRequest& request);
+
+  // Use Start.
+  explicit TranslateStreamReactor(StreamLimit& limit) : limit_(limit) {}
+  ~TranslateStreamReactor() override;
+  TranslateStreamReactor(const TranslateStreamReactor&) = delete;
+  TranslateStreamReactor& operator=(const TranslateStreamReactor&) = delete;
+
+  void OnWriteDone(bool ok) override;
+  void OnCancel() override;
+  void OnDone() override;
+
+ private:
+  // Writes what is ready if no write is in flight, or finishes the call once the stream is
+  // complete and written; else notes that there may be more, for whoever is writing.
+  void Pump();
+
+  StreamLimit& limit_;
+  bool limited_ = false;                          // holds one of limit_'s places
+  std::shared_ptr<TranslateStreamReactor> self_;  // until OnDone
+  std::atomic<bool> cancelled_{false};            // OnCancel came
+  // Set once, under mu_, before the first Pump that uses it.
+  std::unique_ptr<TranslationStream> stream_;
+
+  std::mutex mu_;
+  bool busy_ = false;      // someone is in Pump, or a write is in flight
+  bool again_ = false;     // progress arrived while busy_
+  bool complete_ = false;  // the stream said nothing more will come
+  bool finished_ = false;  // Finish was called
+  bool write_failed_ = false;
+  std::vector<v1::TranslateStreamResponse> messages_;  // ready; [0, next_) are written
+  size_t next_ = 0;
+};
+
+}  // namespace taskmoe::server
+
+#endif  // TASKMOE_SERVER_TRANSLATE_STREAM_REACTOR_H_

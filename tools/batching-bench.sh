@@ -117,7 +117,11 @@ for ((round = 1; round <= rounds; ++round)); do
   done
 done
 
-echo "CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores; texts: $texts_name;" \
+# The vector instruction sets the kernels choose between (figures differ per ISA).
+isa=$(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512_bf16|avx_vnni|amx_tile' /proc/cpuinfo | sort -u |
+  paste -sd ' ' -)
+echo "CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores, ISA: ${isa:-unknown};" \
+  "texts: $texts_name;" \
   "concurrency $concurrency, beam size $beam_size, ${seconds} s per run, median of $rounds rounds"
 /usr/bin/python3 - "$out" "$rounds" "${modes[@]}" <<'EOF'
 import json, statistics, sys

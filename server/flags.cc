@@ -78,7 +78,8 @@ ABSL_FLAG(double, max_output_ratio, kDefaults.limits.max_output_ratio,
 ABSL_FLAG(int, max_output_offset, kDefaults.limits.max_output_offset, "See --max_output_ratio");
 ABSL_FLAG(int, max_beam_size, kDefaults.limits.max_beam_size, "Largest beam size accepted");
 ABSL_FLAG(int, max_concurrent_rpcs, kDefaults.max_concurrent_rpcs,
-          "Threads serving RPCs; calls beyond them are refused with RESOURCE_EXHAUSTED");
+          "Translate and TranslateStream calls in flight, and threads serving the other RPCs; "
+          "calls beyond them are refused with RESOURCE_EXHAUSTED");
 ABSL_FLAG(bool, require_all_tasks, kDefaults.require_all_tasks,
           "Refuse to start when any task fails to load; by default such a task is reported as "
           "not ready (health, ListTasks, taskmoe_task_ready) and the others are served");

@@ -18,6 +18,9 @@ namespace {
 
 using grpc::experimental::InterceptionHookPoints;
 
+// The method label of every method no service here has.
+constexpr char kUnknownMethod[] = "unknown";
+
 class CallStatusInterceptor final : public grpc::experimental::Interceptor {
  public:
   CallStatusInterceptor(Metrics& metrics, std::string method)
@@ -30,10 +33,15 @@ class CallStatusInterceptor final : public grpc::experimental::Interceptor {
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       grpc::Status status = methods->GetSendStatus();
-      // gRPC answers a message that does not parse with an anonymous INTERNAL; it is the
-      // caller's mistake, most often a JSON body (gRPC accepts any application/grpc+...
-      // content type and parses the body as protobuf whatever it says).
-      if (message_unparsed_ && status.error_code() == grpc::StatusCode::INTERNAL) {
+      // gRPC answers a message that does not parse with an anonymous INTERNAL (sync methods)
+      // or UNIMPLEMENTED (callback methods: Translate, TranslateStream); it is the caller's
+      // mistake, most often a JSON body (gRPC accepts any application/grpc+... content type
+      // and parses the body as protobuf whatever it says). An unknown method is UNIMPLEMENTED
+      // too, and stays so.
+      const bool anonymous_refusal = status.error_code() == grpc::StatusCode::INTERNAL ||
+                                     (status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
+                                      status.error_message().empty() && method_ != kUnknownMethod);
+      if (message_unparsed_ && anonymous_refusal) {
         status = grpc::Status(
             grpc::StatusCode::INVALID_ARGUMENT,
             "request: not a valid protobuf message of this method's request type (the server "
@@ -67,7 +75,7 @@ grpc::experimental::Interceptor* CallStatusInterceptorFactory::CreateServerInter
   // The label is bounded: a method name is the client's to choose.
   const bool known = method != nullptr && methods_.count(method) > 0;
   // gRPC takes ownership of the interceptor (a raw pointer is its interface).
-  return new CallStatusInterceptor(metrics_, known ? std::string(method + 1) : "unknown");
+  return new CallStatusInterceptor(metrics_, known ? std::string(method + 1) : kUnknownMethod);
 }
 
 std::set<std::string> CallStatusInterceptorFactory::ServedMethods() {

@@ -2,11 +2,13 @@
 // (taskmoe_requests_total): gRPC refuses some calls itself, and those must not be invisible.
 //
 // - CallStatusInterceptorFactory: a server interceptor that counts every status a call ends
-//   with, by method and code, in taskmoe_grpc_calls_total. It sees the calls gRPC's C++ layer
-//   refuses without running a handler: "Server Threadpool Exhausted" (RESOURCE_EXHAUSTED,
-//   --max_concurrent_rpcs), an unparsable message (INTERNAL), an unknown method
-//   (UNIMPLEMENTED). It also turns gRPC's anonymous INTERNAL for a request message that does
-//   not parse (a JSON body, say) into INVALID_ARGUMENT saying so.
+//   with, by method and code, in taskmoe_grpc_calls_total. It sees the calls refused before
+//   the translation core runs: beyond --max_concurrent_rpcs (RESOURCE_EXHAUSTED: "too many
+//   calls in flight" from the callback handlers' CallLimit, "Server Threadpool Exhausted" from
+//   gRPC's thread quota for the sync methods), an unparsable message, an unknown method
+//   (UNIMPLEMENTED). It also turns gRPC's anonymous status for a request message that does not
+//   parse (a JSON body, say: INTERNAL on sync methods, UNIMPLEMENTED on callback ones) into
+//   INVALID_ARGUMENT saying so.
 // - GrpcCoreCallCounters: gRPC core's own call counters (channelz), exported as
 //   taskmoe_grpc_core_calls_{started,succeeded,failed}_total. Core refuses some calls before
 //   any interceptor runs, a request message over --max_request_bytes above all; such a call

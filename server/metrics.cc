@@ -36,8 +36,8 @@ Metrics::Metrics()
                     .Register(*registry_)),
       grpc_calls_(prometheus::BuildCounter()
                       .Name("taskmoe_grpc_calls_total")
-                      .Help("gRPC calls by method and the status they ended with, gRPC's own "
-                            "refusals (e.g. Server Threadpool Exhausted) included")
+                      .Help("gRPC calls by method and the status they ended with, refusals "
+                            "before any handler (e.g. beyond --max_concurrent_rpcs) included")
                       .Register(*registry_)),
       http_requests_(prometheus::BuildCounter()
                          .Name("taskmoe_http_requests_total")

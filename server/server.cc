@@ -118,8 +118,9 @@ absl::StatusOr<std::unique_ptr<TaskmoeServer>> TaskmoeServer::Start(const Server
                                static_cast<int>(absl::ToInt64Milliseconds(options.grace_period)));
   }
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_concurrent_streams);
-  // Each call in flight holds a thread while it waits for its batch; bounding the threads
-  // bounds memory, and calls beyond the bound get RESOURCE_EXHAUSTED from gRPC.
+  // The sync methods (ListTasks, GetTask, health, admin) hold a thread per call; bounding the
+  // threads bounds memory, and calls beyond the bound get RESOURCE_EXHAUSTED from gRPC. The
+  // translation calls hold none: TranslationServiceImpl bounds them to the same number.
   grpc::ResourceQuota quota("taskmoe-server");
   quota.SetMaxThreads(options.max_concurrent_rpcs);
   builder.SetResourceQuota(quota);

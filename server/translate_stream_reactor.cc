@@ -1,28 +1,19 @@
 // TranslateStreamReactor: a stream's messages written as the workers decode them.
 #include "server/translate_stream_reactor.h"
 
-#include "absl/strings/str_cat.h"
 #include "server/grpc_call_context.h"
 #include "server/grpc_status.h"
 
 namespace taskmoe::server {
 
-bool StreamLimit::TryAcquire() {
-  if (in_flight_.fetch_add(1) < max_streams_) return true;
-  in_flight_.fetch_sub(1);
-  return false;
-}
-
 grpc::ServerWriteReactor<v1::TranslateStreamResponse>* TranslateStreamReactor::Start(
-    TranslationCore& core, StreamLimit& limit, grpc::CallbackServerContext& context,
+    TranslationCore& core, CallLimit& limit, grpc::CallbackServerContext& context,
     const v1::TranslateStreamRequest& request) {
   auto reactor = std::make_shared<TranslateStreamReactor>(limit);
   reactor->self_ = reactor;
   if (!limit.TryAcquire()) {
     reactor->finished_ = true;
-    reactor->Finish(ToGrpcStatus(absl::ResourceExhaustedError(
-        absl::StrCat("too many streams in flight (--max_concurrent_rpcs=", limit.max_streams(),
-                     "); retry later, or on another replica"))));
+    reactor->Finish(ToGrpcStatus(limit.Refusal()));
     return reactor.get();
   }
   reactor->limited_ = true;

@@ -19,35 +19,22 @@
 #include <mutex>
 #include <vector>
 
-#include "server/translation_core.h"
+#include "server/call_limit.h"
+#include "server/translation_call.h"
 #include "taskmoe/v1/translation.pb.h"
 
 namespace taskmoe::server {
-
-// Bounds the streams in flight (gRPC's thread quota bounds only calls that hold a thread).
-class StreamLimit {
- public:
-  explicit StreamLimit(int max_streams) : max_streams_(max_streams) {}
-  // True, counting one more stream, unless max_streams are in flight.
-  bool TryAcquire();
-  void Release() { in_flight_.fetch_sub(1); }
-  int max_streams() const { return max_streams_; }
-
- private:
-  const int max_streams_;
-  std::atomic<int> in_flight_{0};
-};
 
 class TranslateStreamReactor final : public grpc::ServerWriteReactor<v1::TranslateStreamResponse> {
  public:
   // Serves the call (or refuses it: beyond `limit`, or whatever the core refuses); gRPC owns
   // the result until OnDone.
   static grpc::ServerWriteReactor<v1::TranslateStreamResponse>* Start(
-      TranslationCore& core, StreamLimit& limit, grpc::CallbackServerContext& context,
+      TranslationCore& core, CallLimit& limit, grpc::CallbackServerContext& context,
       const v1::TranslateStreamRequest& request);
 
   // Use Start.
-  explicit TranslateStreamReactor(StreamLimit& limit) : limit_(limit) {}
+  explicit TranslateStreamReactor(CallLimit& limit) : limit_(limit) {}
   ~TranslateStreamReactor() override;
   TranslateStreamReactor(const TranslateStreamReactor&) = delete;
   TranslateStreamReactor& operator=(const TranslateStreamReactor&) = delete;
@@ -61,7 +48,7 @@ class TranslateStreamReactor final : public grpc::ServerWriteReactor<v1::Transla
   // complete and written; else notes that there may be more, for whoever is writing.
   void Pump();
 
-  StreamLimit& limit_;
+  CallLimit& limit_;
   bool limited_ = false;                          // holds one of limit_'s places
   std::shared_ptr<TranslateStreamReactor> self_;  // until OnDone
   std::atomic<bool> cancelled_{false};            // OnCancel came

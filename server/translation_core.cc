@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "server/log.h"
 #include "server/routing_header.h"
+#include "server/translation_call.h"
 #include "server/validation.h"
 
 namespace taskmoe::server {
@@ -19,37 +20,19 @@ namespace {
 // decoder within this plus one decoding step.
 constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
 
-v1::FinishReason ToProto(models::FinishReason reason) {
-  switch (reason) {
-    case models::FinishReason::kEndOfSentence:
-      return v1::FINISH_REASON_END_OF_SENTENCE;
-    case models::FinishReason::kLength:
-      return v1::FINISH_REASON_LENGTH;
-  }
-  return v1::FINISH_REASON_UNSPECIFIED;
-}
-
 bool Cancelled(const CallContext& call) { return call.cancelled && call.cancelled(); }
 
 }  // namespace
 
-// Counts a translation call as in flight for its lifetime (for draining at shutdown).
-class TranslationCore::InFlight {
- public:
-  explicit InFlight(TranslationCore& core) : core_(core) {
-    std::lock_guard<std::mutex> lock(core_.inflight_mu_);
-    ++core_.inflight_;
-  }
-  ~InFlight() {
-    std::lock_guard<std::mutex> lock(core_.inflight_mu_);
-    if (--core_.inflight_ == 0) core_.idle_.notify_all();
-  }
-  InFlight(const InFlight&) = delete;
-  InFlight& operator=(const InFlight&) = delete;
+TranslationCore::InFlight::InFlight(TranslationCore& core) : core_(core) {
+  std::lock_guard<std::mutex> lock(core_.inflight_mu_);
+  ++core_.inflight_;
+}
 
- private:
-  TranslationCore& core_;
-};
+TranslationCore::InFlight::~InFlight() {
+  std::lock_guard<std::mutex> lock(core_.inflight_mu_);
+  if (--core_.inflight_ == 0) core_.idle_.notify_all();
+}
 
 TranslationCore::TranslationCore(TaskRegistry& registry, Scheduler& scheduler, Metrics& metrics,
                                  const RequestLimits& limits)
@@ -162,58 +145,31 @@ void TranslationCore::Record(const std::string& method, const std::string& task_
 
 absl::Status TranslationCore::Translate(const v1::TranslateRequest& request,
                                         const CallContext& call, v1::TranslateResponse& response) {
+  absl::StatusOr<std::unique_ptr<PendingTranslation>> pending =
+      StartTranslate(request, call, /*on_progress=*/nullptr);
+  if (!pending.ok()) return pending.status();
+  while (!(*pending)->done()) (*pending)->WaitForProgress();
+  return (*pending)->Finish(response);
+}
+
+absl::StatusOr<std::unique_ptr<PendingTranslation>> TranslationCore::StartTranslate(
+    const v1::TranslateRequest& request, CallContext call, std::function<void()> on_progress) {
   const absl::Time start = absl::Now();
-  InFlight in_flight(*this);
+  // Counted from the start, so that shutdown waits for a call being admitted.
+  auto in_flight = std::make_unique<InFlight>(*this);
   std::string task_label;
   std::vector<absl::string_view> texts(request.texts().begin(), request.texts().end());
   absl::StatusOr<std::shared_ptr<RequestState>> state =
       Admit(call, request.task(), texts, request.options(), request.request_id(),
-            /*stream=*/false, task_label);
+            /*stream=*/false, task_label, std::move(on_progress));
   if (!state.ok()) {
     Record("Translate", task_label, request.request_id(), state.status(), start, nullptr, 0);
     return state.status();
   }
-  prometheus::Gauge& inflight = *metrics_.ForTask(task_label).inflight;
-  inflight.Increment();
-  while (!WaitForProgress(call, **state)) {
-  }
-  inflight.Decrement();
-  absl::Status status = FinalStatus(call, **state);
-  int64_t output_tokens = 0;
-  if (status.ok()) {
-    const models::TaskModel& task = (*state)->task();
-    const v1::DecodeOptions& options = request.options();
-    int64_t input_tokens = 0;
-    for (int i = 0; i < (*state)->size(); ++i) input_tokens += (*state)->source(i).size();
-    for (int t = 0; t < (*state)->text_count(); ++t) {
-      absl::StatusOr<models::TextTranslation> text =
-          task.FinishText((*state)->TextSentences(t), (*state)->TextResults(t),
-                          (*state)->text_options().unknown_pieces);
-      if (!text.ok()) {
-        status = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
-        break;
-      }
-      v1::Translation* translation = response.add_translations();
-      translation->set_text(std::move(text->text));
-      if (options.return_scores()) translation->set_score(text->score);
-      if (options.return_tokens()) {
-        for (int32_t id : text->token_ids) {
-          translation->add_token_ids(id);
-          translation->add_tokens(task.Piece(id));
-        }
-      }
-      translation->set_finish_reason(ToProto(text->finish_reason));
-      translation->set_sentences(static_cast<uint32_t>((*state)->TextSentences(t).size()));
-      output_tokens += static_cast<int64_t>(text->token_ids.size());
-    }
-    response.set_request_id(request.request_id());
-    response.set_model_version(task.version());
-    response.set_input_tokens(static_cast<uint32_t>(input_tokens));
-    response.set_output_tokens(static_cast<uint32_t>(output_tokens));
-  }
-  if (!status.ok()) response.Clear();
-  Record("Translate", task_label, request.request_id(), status, start, state->get(), output_tokens);
-  return status;
+  auto pending = absl::WrapUnique(new PendingTranslation(*this, std::move(call), request,
+                                                         task_label, start, *std::move(state)));
+  pending->in_flight_ = std::move(in_flight);
+  return pending;
 }
 
 absl::Status TranslationCore::TranslateStream(
@@ -257,90 +213,6 @@ absl::StatusOr<std::unique_ptr<TranslationStream>> TranslationCore::StartStream(
   stream->in_flight_ = std::move(in_flight);
   return stream;
 }
-
-TranslationStream::TranslationStream(TranslationCore& core, CallContext call,
-                                     std::string request_id, std::string task_label,
-                                     absl::Time start, std::shared_ptr<RequestState> state)
-    : core_(core),
-      call_(std::move(call)),
-      request_id_(std::move(request_id)),
-      task_label_(std::move(task_label)),
-      start_(start),
-      state_(std::move(state)),
-      inflight_gauge_(*core_.metrics_.ForTask(task_label_).inflight),
-      eos_(state_->task().eos_id()),
-      sentence_count_(static_cast<int>(state_->TextSentences(0).size())),
-      text_stream_(state_->task().StartStream(state_->TextSentences(0),
-                                              state_->text_options().unknown_pieces)) {
-  inflight_gauge_.Increment();
-}
-
-TranslationStream::~TranslationStream() { inflight_gauge_.Decrement(); }
-
-bool TranslationStream::TakeMessages(std::vector<v1::TranslateStreamResponse>& out) {
-  if (complete_) return true;
-  const models::TaskModel& task = state_->task();
-  while (text_stream_.sentence() < sentence_count_) {
-    const int sentence = text_stream_.sentence();
-    // Done first: tokens are all added before a sentence is done, so none are missed.
-    const bool sentence_done = state_->SentenceDone(sentence);
-    for (int32_t token : state_->TakeTokens(sentence)) {
-      if (token == eos_) continue;
-      v1::TranslateStreamResponse message;
-      message.set_token_id(token);
-      message.set_token(task.Piece(token));
-      message.set_sentence(static_cast<uint32_t>(sentence));
-      message.set_text_delta(text_stream_.AddToken(token));
-      // A stopped request's tokens go nowhere: its call is ending.
-      if (!state_->ShouldStop()) out.push_back(std::move(message));
-    }
-    if (!sentence_done) return false;
-    text_stream_.EndSentence();
-  }
-  complete_ = true;
-  status_ = core_.FinalStatus(call_, *state_);
-  if (!status_.ok()) return true;
-  const absl::Span<const models::SourceSentence> sentences = state_->TextSentences(0);
-  absl::StatusOr<models::TextTranslation> text =
-      task.FinishText(sentences, state_->TextResults(0), state_->text_options().unknown_pieces);
-  if (!text.ok()) {
-    status_ = absl::InternalError(absl::StrCat("detokenising: ", text.status().message()));
-    return true;
-  }
-  output_tokens_ = static_cast<int64_t>(text->token_ids.size());
-  v1::TranslateStreamResponse& last = out.emplace_back();
-  last.set_done(true);
-  last.set_text(std::move(text->text));
-  last.set_score(text->score);
-  last.set_finish_reason(ToProto(text->finish_reason));
-  last.set_sentence(static_cast<uint32_t>(sentence_count_ - 1));
-  return true;
-}
-
-absl::Status TranslationStream::Finish() {
-  absl::Status status = status_;
-  // A write failed: the caller is gone, whatever decoding made of it (unless the call was
-  // cancelled or expired, which says more).
-  if (write_failed_.load() && (status.ok() || !Cancelled(call_))) {
-    status = absl::CancelledError("the client went away");
-  }
-  if (!status.ok()) output_tokens_ = 0;
-  core_.Record("TranslateStream", task_label_, request_id_, status, start_, state_.get(),
-               output_tokens_);
-  return status;
-}
-
-void TranslationStream::Stop() {
-  state_->Cancel();
-  core_.scheduler_.Withdraw(*state_);
-}
-
-void TranslationStream::WriteFailed() {
-  write_failed_.store(true);
-  Stop();
-}
-
-void TranslationStream::WaitForProgress() { core_.WaitForProgress(call_, *state_); }
 
 void TranslationCore::FillTaskInfo(const models::TaskModel& task, v1::TaskInfo& info) const {
   const models::TaskDescription& d = task.description();

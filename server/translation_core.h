@@ -22,7 +22,6 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "models/text_pipeline.h"
 #include "server/metrics.h"
 #include "server/options.h"
 #include "server/scheduler.h"
@@ -42,6 +41,8 @@ struct CallContext {
   std::function<bool()> cancelled;
 };
 
+class TranslationCall;
+class PendingTranslation;
 class TranslationStream;
 
 class TranslationCore {
@@ -51,18 +52,23 @@ class TranslationCore {
   TranslationCore(const TranslationCore&) = delete;
   TranslationCore& operator=(const TranslationCore&) = delete;
 
-  // Translates `request`'s texts; on error `response` is left empty.
+  // Translates `request`'s texts; on error `response` is left empty. The calling thread
+  // waits throughout (for transports that block: the HTTP gateway).
   absl::Status Translate(const v1::TranslateRequest& request, const CallContext& call,
                          v1::TranslateResponse& response);
+  // Starts translating `request`'s texts for a transport that does not wait (translation_call.h):
+  // `on_progress` is called from a batch worker's thread (RequestState::SetProgressListener)
+  // after each sentence finishes, possibly before this returns; once the call is done(), its
+  // Finish gives the response. A refused call's status comes back, recorded.
+  absl::StatusOr<std::unique_ptr<PendingTranslation>> StartTranslate(
+      const v1::TranslateRequest& request, CallContext call, std::function<void()> on_progress);
   // Translates one text, handing each decoded token to `write` as it comes and the whole
   // translation last (done). `write` returns false when the caller is gone: decoding stops.
   // The calling thread waits throughout (for transports that block: the HTTP gateway).
   absl::Status TranslateStream(const v1::TranslateStreamRequest& request, const CallContext& call,
                                absl::FunctionRef<bool(const v1::TranslateStreamResponse&)> write);
-  // Starts translating one text for a transport that does not wait: `on_progress` is called
-  // from a batch worker's thread (RequestState::SetProgressListener) whenever the stream's
-  // TakeMessages may have more, and possibly before this returns. A refused call's status
-  // comes back, recorded.
+  // Starts translating one text for a transport that does not wait: as StartTranslate, with
+  // `on_progress` called whenever the stream's TakeMessages may have more.
   absl::StatusOr<std::unique_ptr<TranslationStream>> StartStream(
       const v1::TranslateStreamRequest& request, CallContext call,
       std::function<void()> on_progress);
@@ -83,8 +89,20 @@ class TranslationCore {
   const RequestLimits& limits() const { return limits_; }
 
  private:
+  friend class TranslationCall;
+  friend class PendingTranslation;
   friend class TranslationStream;
-  class InFlight;
+  // Counts a translation call as in flight for its lifetime (for draining at shutdown).
+  class InFlight {
+   public:
+    explicit InFlight(TranslationCore& core);
+    ~InFlight();
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+
+   private:
+    TranslationCore& core_;
+  };
 
   // Everything up to the queue: returns the request state, queued, or why not.
   // `on_progress`: the state's progress listener, when not empty.
@@ -122,54 +140,6 @@ class TranslationCore {
   std::mutex inflight_mu_;
   std::condition_variable idle_;
   int inflight_ = 0;
-};
-
-// One TranslateStream call in flight (TranslationCore::StartStream): its messages as decoding
-// produces them, for a transport to write. TakeMessages and Finish are called by one thread at
-// a time; Stop and WriteFailed from any thread.
-class TranslationStream {
- public:
-  ~TranslationStream();  // the call is no longer in flight
-  TranslationStream(const TranslationStream&) = delete;
-  TranslationStream& operator=(const TranslationStream&) = delete;
-
-  // Appends the messages ready now to `out`: one per token decoded since the last call and,
-  // once every sentence is done and the translation succeeded, the whole translation (done).
-  // Returns true once nothing more will come; then write what it gave and call Finish.
-  bool TakeMessages(std::vector<v1::TranslateStreamResponse>& out);
-  // How the call ended; records its metrics. Once, after TakeMessages returned true and its
-  // messages were written (or failed to be).
-  absl::Status Finish();
-  // The caller went away (or its deadline passed): queued sentences leave now, running ones
-  // at the next decoding step; the call then completes with the reason.
-  void Stop();
-  // A message could not be written: as Stop, and the call ends CANCELLED.
-  void WriteFailed();
-  // For a transport that waits instead of listening: waits up to the poll interval for
-  // progress, and stops decoding once the call's `cancelled` says the caller went away.
-  void WaitForProgress();
-
- private:
-  friend class TranslationCore;
-  TranslationStream(TranslationCore& core, CallContext call, std::string request_id,
-                    std::string task_label, absl::Time start, std::shared_ptr<RequestState> state);
-
-  TranslationCore& core_;
-  const CallContext call_;
-  const std::string request_id_;
-  const std::string task_label_;
-  const absl::Time start_;
-  const std::shared_ptr<RequestState> state_;
-  std::unique_ptr<TranslationCore::InFlight> in_flight_;
-  prometheus::Gauge& inflight_gauge_;
-  const int32_t eos_;
-  const int sentence_count_;
-  // Text deltas token by token, in time linear in the tokens.
-  models::TextStream text_stream_;
-  std::atomic<bool> write_failed_{false};
-  bool complete_ = false;
-  absl::Status status_;  // set when complete_
-  int64_t output_tokens_ = 0;
 };
 
 }  // namespace taskmoe::server

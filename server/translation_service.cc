@@ -3,6 +3,7 @@
 
 #include "server/grpc_call_context.h"
 #include "server/grpc_status.h"
+#include "server/translate_reactor.h"
 #include "server/translate_stream_reactor.h"
 
 namespace taskmoe::server {
@@ -14,15 +15,15 @@ CallContext CallContextOf(grpc::ServerContext& context) {
 
 }  // namespace
 
-grpc::Status TranslationServiceImpl::Translate(grpc::ServerContext* context,
-                                               const v1::TranslateRequest* request,
-                                               v1::TranslateResponse* response) {
-  return ToGrpcStatus(core_.Translate(*request, CallContextOf(*context), *response));
+grpc::ServerUnaryReactor* TranslationServiceImpl::Translate(grpc::CallbackServerContext* context,
+                                                            const v1::TranslateRequest* request,
+                                                            v1::TranslateResponse* response) {
+  return TranslateReactor::Start(core_, call_limit_, *context, *request, *response);
 }
 
 grpc::ServerWriteReactor<v1::TranslateStreamResponse>* TranslationServiceImpl::TranslateStream(
     grpc::CallbackServerContext* context, const v1::TranslateStreamRequest* request) {
-  return TranslateStreamReactor::Start(core_, stream_limit_, *context, *request);
+  return TranslateStreamReactor::Start(core_, call_limit_, *context, *request);
 }
 
 grpc::Status TranslationServiceImpl::ListTasks(grpc::ServerContext* context,

@@ -1,7 +1,8 @@
-// Integration tests of TranslateStream on gRPC's callback API (server/translate_stream_reactor.h):
-// no thread waits for a stream, so everything a waiting handler did by polling (the caller
-// going away, the deadline, shutdown) must reach decoding through callbacks, and the streams in
-// flight must be bounded by the server itself.
+// Integration tests of TranslateStream on gRPC's callback API (server/translate_stream_reactor.h;
+// Translate's reactor is driven by the rest of the server tests): no thread waits for a call,
+// so everything a waiting handler did by polling (the caller going away, the deadline,
+// shutdown) must reach decoding through callbacks, and the calls in flight must be bounded by
+// the server itself.
 #include <grpcpp/client_context.h>
 #include <grpcpp/support/sync_stream.h>
 #include <gtest/gtest.h>
@@ -22,15 +23,7 @@
 namespace taskmoe::server::testing {
 namespace {
 
-class StreamTest : public RandomRepositoryTest {
- protected:
-  std::unique_ptr<ServerProcess> StartServer(const std::vector<std::string>& flags = {}) {
-    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start(repository_, flags);
-    EXPECT_TRUE(server.ok()) << server.status();
-    return server.ok() ? *std::move(server) : nullptr;
-  }
-};
+using StreamTest = RandomRepositoryTest;
 
 v1::TranslateStreamRequest StreamRequest(const std::string& task, const std::string& text,
                                          int max_output_tokens = 0) {
@@ -162,7 +155,7 @@ TEST_F(StreamTest, DeadlineAndCancellationStopDecoding) {
   EXPECT_EQ(next.tokens, 3);
 }
 
-TEST_F(StreamTest, StreamsBeyondTheLimitAreRefusedAndTheirPlacesComeBack) {
+TEST_F(StreamTest, CallsBeyondTheLimitAreRefusedAndTheirPlacesComeBack) {
   std::vector<std::string> flags = kSlowFlags;
   flags.push_back("--max_concurrent_rpcs=4");
   auto server = StartServer(flags);
@@ -187,6 +180,12 @@ TEST_F(StreamTest, StreamsBeyondTheLimitAreRefusedAndTheirPlacesComeBack) {
       *server,
       R"(taskmoe_grpc_calls_total{code="RESOURCE_EXHAUSTED",method="taskmoe.v1.TranslationService/TranslateStream"})",
       1));
+  // Unary calls share the places.
+  v1::TranslateResponse unary;
+  const grpc::Status unary_refused = Translate(*server, Request("en-de", {"Hello"}), &unary);
+  EXPECT_EQ(unary_refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(unary_refused.error_message().find("too many calls in flight"), std::string::npos)
+      << unary_refused.error_message();
   // Once they end, their places are free again.
   for (auto& context : contexts) context->TryCancel();
   for (auto& reader : readers) {

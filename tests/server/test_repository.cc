@@ -73,4 +73,11 @@ void RandomRepositoryTest::SetUp() {
   ASSERT_TRUE(WriteRandomRepository(repository_, 1).ok());
 }
 
+std::unique_ptr<ServerProcess> RandomRepositoryTest::StartServer(
+    const std::vector<std::string>& flags) {
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(repository_, flags);
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? *std::move(server) : nullptr;
+}
+
 }  // namespace taskmoe::server::testing

@@ -5,12 +5,14 @@
 #define TASKMOE_TESTS_SERVER_TEST_REPOSITORY_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "tests/common/process.h"
+#include "tests/server/server_process.h"
 
 namespace taskmoe::server::testing {
 
@@ -35,6 +37,10 @@ absl::Status WriteRandomTaskOfWidth(const std::string& dir, const std::string& t
 class RandomRepositoryTest : public ::testing::Test {
  protected:
   void SetUp() override;
+  // A server on repository_ with `flags`, ready; nullptr (the test failed) when it did not
+  // start.
+  std::unique_ptr<ServerProcess> StartServer(const std::vector<std::string>& flags = {});
+
   std::string repository_;
 };
 

@@ -1,19 +1,19 @@
 // Translate on gRPC's callback API: no thread waits for a call. The batch worker that finishes
 // a call's last sentence builds the response and hands it to gRPC (Finish does not block);
 // OnCancel stops decoding at once. A blocking handler instead held one of gRPC's threads per
-// call, woken every 20 ms to look for cancellation. The reactor owns itself until OnDone; the
-// worker's progress listener holds it weakly (as TranslateStreamReactor's does).
+// call, woken every 20 ms to look for cancellation. The start, the limit and cancellation are
+// CallbackCall's (callback_call.h).
 #ifndef TASKMOE_SERVER_TRANSLATE_REACTOR_H_
 #define TASKMOE_SERVER_TRANSLATE_REACTOR_H_
 
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/server_callback.h>
 
-#include <atomic>
 #include <memory>
 #include <mutex>
 
 #include "server/call_limit.h"
+#include "server/callback_call.h"
 #include "server/translation_call.h"
 #include "taskmoe/v1/translation.pb.h"
 
@@ -30,8 +30,7 @@ class TranslateReactor final : public grpc::ServerUnaryReactor {
 
   // Use Start.
   TranslateReactor(CallLimit& limit, v1::TranslateResponse& response)
-      : limit_(limit), response_(response) {}
-  ~TranslateReactor() override;
+      : response_(response), call_(limit) {}
   TranslateReactor(const TranslateReactor&) = delete;
   TranslateReactor& operator=(const TranslateReactor&) = delete;
 
@@ -42,15 +41,11 @@ class TranslateReactor final : public grpc::ServerUnaryReactor {
   // Finishes the call once every sentence is done (once, whoever gets there first).
   void FinishIfDone();
 
-  CallLimit& limit_;
   v1::TranslateResponse& response_;         // gRPC's, valid until OnDone
-  bool limited_ = false;                    // holds one of limit_'s places
   std::shared_ptr<TranslateReactor> self_;  // until OnDone
-  std::atomic<bool> cancelled_{false};      // OnCancel came
-
+  CallbackCall<PendingTranslation> call_;
   std::mutex mu_;
-  std::unique_ptr<PendingTranslation> pending_;  // set once, under mu_
-  bool finished_ = false;                        // Finish was called
+  bool finished_ = false;  // Finish was called
 };
 
 }  // namespace taskmoe::server

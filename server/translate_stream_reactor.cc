@@ -1,7 +1,6 @@
 // TranslateStreamReactor: a stream's messages written as the workers decode them.
 #include "server/translate_stream_reactor.h"
 
-#include "server/grpc_call_context.h"
 #include "server/grpc_status.h"
 
 namespace taskmoe::server {
@@ -11,44 +10,19 @@ grpc::ServerWriteReactor<v1::TranslateStreamResponse>* TranslateStreamReactor::S
     const v1::TranslateStreamRequest& request) {
   auto reactor = std::make_shared<TranslateStreamReactor>(limit);
   reactor->self_ = reactor;
-  if (!limit.TryAcquire()) {
-    reactor->finished_ = true;
-    reactor->Finish(ToGrpcStatus(limit.Refusal()));
-    return reactor.get();
-  }
-  reactor->limited_ = true;
-  TranslateStreamReactor* raw = reactor.get();
-  CallContext call = GrpcCallContext(context, [raw] { return raw->cancelled_.load(); });
-  std::weak_ptr<TranslateStreamReactor> weak = reactor;
-  absl::StatusOr<std::unique_ptr<TranslationStream>> stream =
-      core.StartStream(request, std::move(call), [weak] {
-        if (std::shared_ptr<TranslateStreamReactor> alive = weak.lock()) alive->Pump();
-      });
-  if (!stream.ok()) {
-    {
-      std::lock_guard<std::mutex> lock(reactor->mu_);
-      reactor->finished_ = true;
-    }
-    reactor->Finish(ToGrpcStatus(stream.status()));
-    return raw;
-  }
-  {
-    std::lock_guard<std::mutex> lock(reactor->mu_);
-    reactor->stream_ = *std::move(stream);
-  }
-  // The caller may have gone before the stream existed for OnCancel to stop.
-  if (reactor->cancelled_.load()) reactor->stream_->Stop();
-  reactor->Pump();
-  return raw;
-}
-
-TranslateStreamReactor::~TranslateStreamReactor() {
-  if (limited_) limit_.Release();
+  CallbackCall<TranslationStream>::Begin(
+      reactor, &TranslateStreamReactor::call_, context,
+      [&](CallContext call, std::function<void()> listener) {
+        return core.StartStream(request, std::move(call), std::move(listener));
+      },
+      &TranslateStreamReactor::Pump);
+  return reactor.get();
 }
 
 void TranslateStreamReactor::Pump() {
+  TranslationStream* const stream = call_.get();
   std::unique_lock<std::mutex> lock(mu_);
-  if (busy_ || finished_ || stream_ == nullptr) {
+  if (busy_ || finished_ || stream == nullptr) {
     again_ = true;
     return;
   }
@@ -58,7 +32,7 @@ void TranslateStreamReactor::Pump() {
     if (next_ == messages_.size() && !complete_) {
       messages_.clear();
       next_ = 0;
-      complete_ = stream_->TakeMessages(messages_);
+      complete_ = stream->TakeMessages(messages_);
       if (write_failed_) messages_.clear();  // nobody reads them
     }
     if (next_ < messages_.size()) {
@@ -71,7 +45,7 @@ void TranslateStreamReactor::Pump() {
     if (complete_) {
       finished_ = true;
       lock.unlock();
-      Finish(ToGrpcStatus(stream_->Finish()));
+      Finish(ToGrpcStatus(stream->Finish()));
       return;
     }
     if (!again_) {
@@ -91,19 +65,11 @@ void TranslateStreamReactor::OnWriteDone(bool ok) {
     }
   }
   // Outside the lock: stopping finishes queued sentences, whose listener pumps.
-  if (!ok) stream_->WriteFailed();
+  if (!ok) call_.get()->WriteFailed();
   Pump();
 }
 
-void TranslateStreamReactor::OnCancel() {
-  cancelled_.store(true);
-  TranslationStream* stream = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stream = stream_.get();
-  }
-  if (stream != nullptr) stream->Stop();
-}
+void TranslateStreamReactor::OnCancel() { call_.Cancel(); }
 
 void TranslateStreamReactor::OnDone() {
   // The last reference may be a worker's, in its listener; it ends there.

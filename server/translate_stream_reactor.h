@@ -6,20 +6,20 @@
 //
 // Writes are one at a time, in order (gRPC allows one outstanding write); whoever finds none
 // in flight (the worker's progress listener, OnWriteDone, or the handler at the start) takes
-// the messages that are ready and starts the next. The reactor owns itself: the listener
-// holds it weakly, so a worker never touches it after gRPC is done with it.
+// the messages that are ready and starts the next. The start, the limit and cancellation are
+// CallbackCall's (callback_call.h).
 #ifndef TASKMOE_SERVER_TRANSLATE_STREAM_REACTOR_H_
 #define TASKMOE_SERVER_TRANSLATE_STREAM_REACTOR_H_
 
 #include <grpcpp/server_context.h>
 #include <grpcpp/support/server_callback.h>
 
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "server/call_limit.h"
+#include "server/callback_call.h"
 #include "server/translation_call.h"
 #include "taskmoe/v1/translation.pb.h"
 
@@ -34,8 +34,7 @@ class TranslateStreamReactor final : public grpc::ServerWriteReactor<v1::Transla
       const v1::TranslateStreamRequest& request);
 
   // Use Start.
-  explicit TranslateStreamReactor(CallLimit& limit) : limit_(limit) {}
-  ~TranslateStreamReactor() override;
+  explicit TranslateStreamReactor(CallLimit& limit) : call_(limit) {}
   TranslateStreamReactor(const TranslateStreamReactor&) = delete;
   TranslateStreamReactor& operator=(const TranslateStreamReactor&) = delete;
 
@@ -48,12 +47,8 @@ class TranslateStreamReactor final : public grpc::ServerWriteReactor<v1::Transla
   // complete and written; else notes that there may be more, for whoever is writing.
   void Pump();
 
-  CallLimit& limit_;
-  bool limited_ = false;                          // holds one of limit_'s places
   std::shared_ptr<TranslateStreamReactor> self_;  // until OnDone
-  std::atomic<bool> cancelled_{false};            // OnCancel came
-  // Set once, under mu_, before the first Pump that uses it.
-  std::unique_ptr<TranslationStream> stream_;
+  CallbackCall<TranslationStream> call_;
 
   std::mutex mu_;
   bool busy_ = false;      // someone is in Pump, or a write is in flight

@@ -4,10 +4,13 @@
 // shutdown) must reach decoding through callbacks, and the calls in flight must be bounded by
 // the server itself.
 #include <grpcpp/client_context.h>
+#include <grpcpp/completion_queue.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/support/sync_stream.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <cstdint>
 #include <future>
 #include <memory>
 #include <string>
@@ -204,6 +207,58 @@ TEST_F(StreamTest, CallsBeyondTheLimitAreRefusedAndTheirPlacesComeBack) {
     EXPECT_TRUE(result.status.ok()) << result.status.error_message();
     EXPECT_EQ(result.tokens, 5);
   }
+}
+
+// A TranslateStream call whose request message is `body` as it stands (not a serialised
+// TranslateStreamRequest): gRPC's generic stub, on a completion queue.
+grpc::Status RawStreamCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& body) {
+  grpc::GenericStub generic(channel);
+  grpc::ClientContext context;
+  SetDeadline(context, kLongDeadline);
+  grpc::CompletionQueue queue;
+  auto call =
+      generic.PrepareCall(&context, "/taskmoe.v1.TranslationService/TranslateStream", &queue);
+  // Each operation's tag is its number; this waits for each in turn.
+  void* tag = nullptr;
+  bool ok = false;
+  auto wait_for = [&](intptr_t expected) {
+    while (queue.Next(&tag, &ok) && reinterpret_cast<intptr_t>(tag) != expected) {
+    }
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  wait_for(1);
+  grpc::Slice slice(body);
+  grpc::ByteBuffer request(&slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  wait_for(2);
+  call->WritesDone(reinterpret_cast<void*>(3));
+  wait_for(3);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  wait_for(4);
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
+TEST_F(StreamTest, AJsonBodyIsInvalidArgumentSayingSo) {
+  // gRPC answers a callback method's unparsable message UNIMPLEMENTED with no message; the
+  // server's interceptor says what is wrong instead, as for the sync methods.
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  const grpc::Status status =
+      RawStreamCall(server->channel(), R"({"task": "en-de", "text": "Hello"})");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_NE(status.error_message().find("JSON is not supported"), std::string::npos)
+      << status.error_message();
+  EXPECT_TRUE(WaitForMetric(
+      *server,
+      R"(taskmoe_grpc_calls_total{code="INVALID_ARGUMENT",method="taskmoe.v1.TranslationService/TranslateStream"})",
+      1));
+  // And a well-formed stream still works.
+  const StreamResult next = Stream(*server, StreamRequest("en-de", "Hi", 3));
+  EXPECT_TRUE(next.status.ok()) << next.status.error_message();
 }
 
 TEST_F(StreamTest, SigtermDrainsAStreamInFlight) {

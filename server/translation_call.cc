@@ -6,6 +6,10 @@
 namespace taskmoe::server {
 namespace {
 
+// How often a waiting transport checks whether its caller went away. Cancellation reaches the
+// decoder within this plus one decoding step.
+constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
+
 v1::FinishReason ToProto(models::FinishReason reason) {
   switch (reason) {
     case models::FinishReason::kEndOfSentence:
@@ -18,15 +22,17 @@ v1::FinishReason ToProto(models::FinishReason reason) {
 
 }  // namespace
 
-TranslationCall::TranslationCall(TranslationCore& core, CallContext call, std::string request_id,
-                                 std::string task_label, absl::Time start,
-                                 std::shared_ptr<RequestState> state)
+TranslationCall::TranslationCall(TranslationCore& core,
+                                 std::unique_ptr<TranslationCore::InFlight> in_flight,
+                                 CallContext call, std::string request_id, std::string task_label,
+                                 absl::Time start, std::shared_ptr<RequestState> state)
     : core_(core),
       call_(std::move(call)),
       request_id_(std::move(request_id)),
       task_label_(std::move(task_label)),
       start_(start),
       state_(std::move(state)),
+      in_flight_(std::move(in_flight)),
       inflight_gauge_(*core_.metrics_.ForTask(task_label_).inflight) {
   inflight_gauge_.Increment();
 }
@@ -38,18 +44,26 @@ void TranslationCall::Stop() {
   core_.scheduler_.Withdraw(*state_);
 }
 
-void TranslationCall::WaitForProgress() { core_.WaitForProgress(call_, *state_); }
+void TranslationCall::WaitForProgress() {
+  if (state_->Wait(kPollInterval)) return;
+  if (Cancelled()) state_->Cancel();
+  // Queued sentences of a stopped (cancelled or expired) request leave the queue now, not
+  // when a worker gets to them; running ones leave their batch at its next step.
+  if (state_->ShouldStop()) core_.scheduler_.Withdraw(*state_);
+}
 
 void TranslationCall::Record(const char* method, const absl::Status& status,
                              int64_t output_tokens) {
   core_.Record(method, task_label_, request_id_, status, start_, state_.get(), output_tokens);
 }
 
-PendingTranslation::PendingTranslation(TranslationCore& core, CallContext call,
-                                       const v1::TranslateRequest& request, std::string task_label,
-                                       absl::Time start, std::shared_ptr<RequestState> state)
-    : TranslationCall(core, std::move(call), request.request_id(), std::move(task_label), start,
-                      std::move(state)),
+PendingTranslation::PendingTranslation(TranslationCore& core,
+                                       std::unique_ptr<TranslationCore::InFlight> in_flight,
+                                       CallContext call, const v1::TranslateRequest& request,
+                                       std::string task_label, absl::Time start,
+                                       std::shared_ptr<RequestState> state)
+    : TranslationCall(core, std::move(in_flight), std::move(call), request.request_id(),
+                      std::move(task_label), start, std::move(state)),
       return_scores_(request.options().return_scores()),
       return_tokens_(request.options().return_tokens()) {}
 
@@ -93,11 +107,13 @@ absl::Status PendingTranslation::Finish(v1::TranslateResponse& response) {
   return status;
 }
 
-TranslationStream::TranslationStream(TranslationCore& core, CallContext call,
-                                     std::string request_id, std::string task_label,
-                                     absl::Time start, std::shared_ptr<RequestState> state)
-    : TranslationCall(core, std::move(call), std::move(request_id), std::move(task_label), start,
-                      std::move(state)),
+TranslationStream::TranslationStream(TranslationCore& core,
+                                     std::unique_ptr<TranslationCore::InFlight> in_flight,
+                                     CallContext call, const v1::TranslateStreamRequest& request,
+                                     std::string task_label, absl::Time start,
+                                     std::shared_ptr<RequestState> state)
+    : TranslationCall(core, std::move(in_flight), std::move(call), request.request_id(),
+                      std::move(task_label), start, std::move(state)),
       eos_(state_->task().eos_id()),
       sentence_count_(static_cast<int>(state_->TextSentences(0).size())),
       text_stream_(state_->task().StartStream(state_->TextSentences(0),

@@ -38,8 +38,10 @@ class TranslationCall {
 
  protected:
   friend class TranslationCore;
-  TranslationCall(TranslationCore& core, CallContext call, std::string request_id,
-                  std::string task_label, absl::Time start, std::shared_ptr<RequestState> state);
+  // `in_flight` counted the call from before its admission.
+  TranslationCall(TranslationCore& core, std::unique_ptr<TranslationCore::InFlight> in_flight,
+                  CallContext call, std::string request_id, std::string task_label,
+                  absl::Time start, std::shared_ptr<RequestState> state);
   bool Cancelled() const { return call_.cancelled && call_.cancelled(); }
   // Records the call's metrics (TranslationCore::Record) under `method`.
   void Record(const char* method, const absl::Status& status, int64_t output_tokens);
@@ -67,8 +69,9 @@ class PendingTranslation final : public TranslationCall {
 
  private:
   friend class TranslationCore;
-  PendingTranslation(TranslationCore& core, CallContext call, const v1::TranslateRequest& request,
-                     std::string task_label, absl::Time start, std::shared_ptr<RequestState> state);
+  PendingTranslation(TranslationCore& core, std::unique_ptr<TranslationCore::InFlight> in_flight,
+                     CallContext call, const v1::TranslateRequest& request, std::string task_label,
+                     absl::Time start, std::shared_ptr<RequestState> state);
 
   const bool return_scores_;
   const bool return_tokens_;
@@ -90,7 +93,8 @@ class TranslationStream final : public TranslationCall {
 
  private:
   friend class TranslationCore;
-  TranslationStream(TranslationCore& core, CallContext call, std::string request_id,
+  TranslationStream(TranslationCore& core, std::unique_ptr<TranslationCore::InFlight> in_flight,
+                    CallContext call, const v1::TranslateStreamRequest& request,
                     std::string task_label, absl::Time start, std::shared_ptr<RequestState> state);
 
   const int32_t eos_;

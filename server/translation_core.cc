@@ -16,10 +16,6 @@
 namespace taskmoe::server {
 namespace {
 
-// How often a waiting call checks whether its caller went away. Cancellation reaches the
-// decoder within this plus one decoding step.
-constexpr absl::Duration kPollInterval = absl::Milliseconds(20);
-
 bool Cancelled(const CallContext& call) { return call.cancelled && call.cancelled(); }
 
 }  // namespace
@@ -85,17 +81,6 @@ absl::StatusOr<std::shared_ptr<RequestState>> TranslationCore::Admit(
   return state;
 }
 
-bool TranslationCore::WaitForProgress(const CallContext& call, RequestState& state) {
-  const bool done = state.Wait(kPollInterval);
-  if (!done) {
-    if (Cancelled(call)) state.Cancel();
-    // Queued sentences of a stopped request leave the queue now, not when a worker gets to
-    // them; running ones leave their batch at its next step.
-    if (state.ShouldStop()) scheduler_.Withdraw(state);
-  }
-  return done;
-}
-
 absl::Status TranslationCore::FinalStatus(const CallContext& call,
                                           const RequestState& state) const {
   for (const models::Hypothesis& h : state.results()) {
@@ -152,24 +137,30 @@ absl::Status TranslationCore::Translate(const v1::TranslateRequest& request,
   return (*pending)->Finish(response);
 }
 
-absl::StatusOr<std::unique_ptr<PendingTranslation>> TranslationCore::StartTranslate(
-    const v1::TranslateRequest& request, CallContext call, std::function<void()> on_progress) {
+template <typename Call, typename Request>
+absl::StatusOr<std::unique_ptr<Call>> TranslationCore::StartCall(
+    const char* method, const Request& request, const std::vector<absl::string_view>& texts,
+    bool stream, CallContext call, std::function<void()> on_progress) {
   const absl::Time start = absl::Now();
   // Counted from the start, so that shutdown waits for a call being admitted.
   auto in_flight = std::make_unique<InFlight>(*this);
   std::string task_label;
-  std::vector<absl::string_view> texts(request.texts().begin(), request.texts().end());
   absl::StatusOr<std::shared_ptr<RequestState>> state =
-      Admit(call, request.task(), texts, request.options(), request.request_id(),
-            /*stream=*/false, task_label, std::move(on_progress));
+      Admit(call, request.task(), texts, request.options(), request.request_id(), stream,
+            task_label, std::move(on_progress));
   if (!state.ok()) {
-    Record("Translate", task_label, request.request_id(), state.status(), start, nullptr, 0);
+    Record(method, task_label, request.request_id(), state.status(), start, nullptr, 0);
     return state.status();
   }
-  auto pending = absl::WrapUnique(new PendingTranslation(*this, std::move(call), request,
-                                                         task_label, start, *std::move(state)));
-  pending->in_flight_ = std::move(in_flight);
-  return pending;
+  return absl::WrapUnique(new Call(*this, std::move(in_flight), std::move(call), request,
+                                   std::move(task_label), start, *std::move(state)));
+}
+
+absl::StatusOr<std::unique_ptr<PendingTranslation>> TranslationCore::StartTranslate(
+    const v1::TranslateRequest& request, CallContext call, std::function<void()> on_progress) {
+  return StartCall<PendingTranslation>("Translate", request,
+                                       {request.texts().begin(), request.texts().end()},
+                                       /*stream=*/false, std::move(call), std::move(on_progress));
 }
 
 absl::Status TranslationCore::TranslateStream(
@@ -197,21 +188,8 @@ absl::Status TranslationCore::TranslateStream(
 absl::StatusOr<std::unique_ptr<TranslationStream>> TranslationCore::StartStream(
     const v1::TranslateStreamRequest& request, CallContext call,
     std::function<void()> on_progress) {
-  const absl::Time start = absl::Now();
-  // Counted from the start, so that shutdown waits for a call being admitted.
-  auto in_flight = std::make_unique<InFlight>(*this);
-  std::string task_label;
-  absl::StatusOr<std::shared_ptr<RequestState>> state =
-      Admit(call, request.task(), {request.text()}, request.options(), request.request_id(),
-            /*stream=*/true, task_label, std::move(on_progress));
-  if (!state.ok()) {
-    Record("TranslateStream", task_label, request.request_id(), state.status(), start, nullptr, 0);
-    return state.status();
-  }
-  auto stream = absl::WrapUnique(new TranslationStream(*this, std::move(call), request.request_id(),
-                                                       task_label, start, *std::move(state)));
-  stream->in_flight_ = std::move(in_flight);
-  return stream;
+  return StartCall<TranslationStream>("TranslateStream", request, {request.text()},
+                                      /*stream=*/true, std::move(call), std::move(on_progress));
 }
 
 void TranslationCore::FillTaskInfo(const models::TaskModel& task, v1::TaskInfo& info) const {

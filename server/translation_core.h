@@ -113,9 +113,13 @@ class TranslationCore {
                                                       const std::string& request_id, bool stream,
                                                       std::string& task_label,
                                                       std::function<void()> on_progress = nullptr);
-  // Waits up to the poll interval for `state` to finish or, for streams, to have new tokens,
-  // and withdraws it once the caller went away. True when it is done.
-  bool WaitForProgress(const CallContext& call, RequestState& state);
+  // StartTranslate and StartStream: admits `texts` of `request` (recording a refusal under
+  // `method`) and returns the call in flight.
+  template <typename Call, typename Request>
+  absl::StatusOr<std::unique_ptr<Call>> StartCall(const char* method, const Request& request,
+                                                  const std::vector<absl::string_view>& texts,
+                                                  bool stream, CallContext call,
+                                                  std::function<void()> on_progress);
   // The status of a finished request: OK, or the first sentence's error (CANCELLED when
   // the caller went away).
   absl::Status FinalStatus(const CallContext& call, const RequestState& state) const;

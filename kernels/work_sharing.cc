@@ -49,6 +49,10 @@ bool SpinWhile(Predicate keep_waiting, std::chrono::microseconds limit) {
 WorkSharingTeam::WorkSharingTeam(int helpers) {
   threads_.reserve(std::max(helpers, 0));
   for (int i = 0; i < helpers; ++i) threads_.emplace_back([this, i] { HelperLoop(i + 1); });
+  for (int started = started_.load(std::memory_order_acquire); started < helpers;
+       started = started_.load(std::memory_order_acquire)) {
+    started_.wait(started, std::memory_order_acquire);
+  }
 }
 
 WorkSharingTeam::~WorkSharingTeam() {
@@ -113,6 +117,8 @@ void WorkSharingTeam::HelperLoop(int slot) {
   // use in some loop, so that it allocates once, when the team starts.
   UseOneDnnOnCallingThread();
   (void)ThreadStream();
+  started_.fetch_add(1, std::memory_order_release);
+  started_.notify_all();
   uint32_t seen = 0;
   while (true) {
     const auto nothing_new = [&] {

@@ -23,7 +23,9 @@ namespace taskmoe::kernels {
 
 class WorkSharingTeam {
  public:
-  // Starts `helpers` helper threads (0: every loop runs on the owner alone).
+  // Starts `helpers` helper threads (0: every loop runs on the owner alone), and returns once
+  // each has made what it allocates at start (its oneDNN stream), so that a team allocates
+  // only while it is being built, never during a later loop on a helper the OS ran late.
   explicit WorkSharingTeam(int helpers);
   // Stops and joins the helpers. Not while Run is running.
   ~WorkSharingTeam();
@@ -51,7 +53,8 @@ class WorkSharingTeam {
   std::atomic<int64_t> done_{0};        // indices of the current loop that have run
   std::atomic<uint32_t> published_{0};  // the newest loop's epoch, what sleeping helpers wait on
   std::atomic<bool> stop_{false};
-  uint32_t epoch_ = 0;  // the owner's count of loops
+  std::atomic<int> started_{0};  // helpers that have finished their start-up
+  uint32_t epoch_ = 0;           // the owner's count of loops
   std::vector<std::thread> threads_;
 };
 

@@ -112,6 +112,11 @@ bool OneDnnHasBF16Matmul() {
   return has;
 }
 
+bool OneDnnHasF32Brgemm() {
+  static const bool has = ProbeMatmul(dnnl::memory::data_type::f32).starts_with("brg");
+  return has;
+}
+
 bool OneDnnHasInt8Brgemm() {
   static const bool has = ProbeMatmul(dnnl::memory::data_type::s8).starts_with("brg");
   return has;
@@ -120,6 +125,7 @@ bool OneDnnHasInt8Brgemm() {
 std::string CpuSummary() {
   return absl::StrCat("cpu=\"", CpuModelName(), "\" isa=", CpuIsaName(),
                       " avx_vnni=", CpuHasAvxVnni() ? "yes" : "no",
+                      " f32_brgemm=", OneDnnHasF32Brgemm() ? "yes" : "no",
                       " bf16_matmul=", OneDnnHasBF16Matmul() ? "yes" : "no",
                       " int8_brgemm=", OneDnnHasInt8Brgemm() ? "yes" : "no");
 }

@@ -24,6 +24,10 @@ bool CpuHasAvx2();
 // AVX-VNNI, the VEX-encoded vpdpbusd of Alder Lake, Sapphire Rapids and Zen 5 (our int8
 // kernel's faster form), allowed by the oneDNN level (avx2_vnni or above).
 bool CpuHasAvxVnni();
+// oneDNN runs f32 matmuls on its brgemm kernels (AVX-512 and above). Elsewhere it runs
+// gemm:jit, which packs the weights again at every call; our own f32 kernel (f32_gemm.h)
+// takes over there.
+bool OneDnnHasF32Brgemm();
 // oneDNN can run a bf16 matmul here (AVX512-BF16 or AMX; oneDNN 2.6 has none on AVX2).
 bool OneDnnHasBF16Matmul();
 // oneDNN runs int8 matmuls on its brgemm kernels over prepacked weights (AVX-512 VNNI, AMX).

@@ -6,8 +6,9 @@
 //         time (symmetric s8), s32 accumulation, f32 output.
 // Each precision has one or more paths (MatmulPath), and the loader takes the fastest this CPU
 // runs (DefaultMatmulPath): oneDNN's brgemm kernels with AVX-512 VNNI/BF16 or AMX; on AVX2-only
-// CPUs our own int8 kernel (int8_gemm.h) and bf16 computed in f32 on bf16-rounded values, since
-// oneDNN 2.6 has no bf16 matmul and only a repacking int8 one there.
+// CPUs our own kernels, weights packed once: int8 (int8_gemm.h), f32 (f32_gemm.h), and bf16
+// computed by the f32 kernel on bf16-rounded values, since oneDNN 2.6 has no bf16 matmul
+// there, and its int8 and f32 ones (gemm:jit) repack the weights at every call.
 // Threads: every path runs on the calling thread's WorkSharingTeam (work_sharing.h), never on
 // oneDNN's OpenMP team, whose barriers stall a whole time slice whenever the OS deschedules one
 // thread (shared cores, a CPU quota). oneDNN weights are packed as column panels, about two per
@@ -35,9 +36,9 @@ namespace taskmoe::kernels {
 // OK when this CPU (as capped by ONEDNN_MAX_CPU_ISA, cpu_features.h) runs `path`; otherwise
 // FailedPrecondition naming the instruction set it lacks.
 absl::Status CheckMatmulPathSupported(MatmulPath path);
-// The fastest path for `precision` on this CPU: onednn_bf16 where oneDNN has a bf16 matmul,
-// else bf16_as_f32; onednn_int8 where oneDNN has int8 brgemm, else avx_vnni_int8 or
-// avx2_int8. Decided once per process.
+// The fastest path for `precision` on this CPU: onednn_f32 where oneDNN has f32 brgemm, else
+// avx2_f32; onednn_bf16 where oneDNN has a bf16 matmul, else bf16_as_f32; onednn_int8 where oneDNN
+// has int8 brgemm, else avx_vnni_int8 or avx2_int8. Decided once per process.
 MatmulPath DefaultMatmulPath(Precision precision);
 
 class PackedLinear {
@@ -80,8 +81,8 @@ class PackedLinear {
   size_t memory_bytes() const;
   // The implementation a batch of `rows` runs: oneDNN's name for it (e.g. "brg:avx512_core";
   // a reference kernel's name if any panel width runs one) with ", <n> column panels" where
-  // there are several, "bf16_as_f32 on <oneDNN's>", or ours ("taskmoe:avx2_int8",
-  // "taskmoe:avx_vnni_int8").
+  // there are several, or ours ("taskmoe:avx2_f32", "taskmoe:bf16_as_f32",
+  // "taskmoe:avx2_int8", "taskmoe:avx_vnni_int8").
   absl::StatusOr<std::string> ImplementationName(int64_t rows) const;
   // Whether oneDNN would run its reference ("ref", orders of magnitude slower) kernel for some
   // decoding batch size (1, 3, 8, 16 or 64 rows).
@@ -104,7 +105,7 @@ class PackedLinear {
   // How the raw products of this thread's last int8 Multiply become outputs.
   Dequantisation Int8Dequantisation() const;
 
-  // Packs W ([n, k] row-major, of `type`) into panels_ for OneDnnPrecision()'s kernels, in
+  // Packs W ([n, k] row-major, of `type`) into panels_ for oneDNN's kernels, in
   // PanelColumns' width or wider where oneDNN would run its reference kernel on that.
   absl::Status PackPanels(const void* weight, dnnl::memory::data_type type);
   // The same in panels of `width` columns (the last one narrower).
@@ -116,10 +117,10 @@ class PackedLinear {
   // Whether oneDNN writes each panel's outputs into y's rows (one panel, or strided outputs
   // oneDNN runs as fast), rather than into a per-thread dense block that is copied out.
   bool PanelsWriteIntoOutput() const;
-  // Whether the path is ours (int8_gemm.h) rather than a oneDNN primitive.
+  // Whether the path is our int8 kernel (int8_gemm.h) / one of our kernels (int8_gemm.h,
+  // f32_gemm.h) rather than a oneDNN primitive.
   bool OwnInt8Kernel() const;
-  // The precision oneDNN's primitives compute in (f32 for bf16_as_f32).
-  Precision OneDnnPrecision() const;
+  bool OwnKernel() const;
 
   // Columns [first_column, first_column + columns) of W, packed for oneDNN. Every panel but
   // the last has the same width, so a thread's primitive cache holds at most two per shape.
@@ -140,7 +141,7 @@ class PackedLinear {
   // Inputs of fewer rows run padded with zero rows to this many, where oneDNN would run its
   // reference kernel on fewer (AMX int8).
   int64_t min_rows_ = 1;
-  Tensor packed_weight_;  // our int8 kernel's weights, in int8_gemm.h's layout
+  Tensor packed_weight_;  // our kernels' weights, in int8_gemm.h's or f32_gemm.h's layout
   Tensor bias_;           // f32 [N], or empty
   Tensor weight_scales_;  // f32 [N], int8 only
 };

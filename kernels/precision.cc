@@ -33,6 +33,8 @@ const char* MatmulPathName(MatmulPath path) {
   switch (path) {
     case MatmulPath::kOneDnnF32:
       return "onednn_f32";
+    case MatmulPath::kAvx2F32:
+      return "avx2_f32";
     case MatmulPath::kOneDnnBF16:
       return "onednn_bf16";
     case MatmulPath::kBF16AsF32:
@@ -61,6 +63,7 @@ absl::StatusOr<MatmulPath> ParseMatmulPath(std::string_view name) {
 Precision MatmulPathPrecision(MatmulPath path) {
   switch (path) {
     case MatmulPath::kOneDnnF32:
+    case MatmulPath::kAvx2F32:
       return Precision::kF32;
     case MatmulPath::kOneDnnBF16:
     case MatmulPath::kBF16AsF32:

@@ -20,20 +20,22 @@ absl::StatusOr<Precision> ParsePrecision(std::string_view name);
 // How a linear layer computes.
 enum class MatmulPath : uint8_t {
   kOneDnnF32,    // "onednn_f32": f32 on oneDNN (brgemm with AVX-512, gemm:jit on AVX2)
+  kAvx2F32,      // "avx2_f32": our f32 kernel (f32_gemm.h), FMA on 256-bit vectors, any AVX2
+                 // CPU: weights packed once, where oneDNN's AVX2 gemm:jit packs them per call
   kOneDnnBF16,   // "onednn_bf16": bf16 on oneDNN; needs AVX512-BF16 or AMX (or oneDNN's
                  // AVX-512 emulation)
   kBF16AsF32,    // "bf16_as_f32": bf16 numerics without bf16 instructions: weights and inputs
-                 // rounded to bf16 values, multiplied on oneDNN in f32 (so f32's memory and
-                 // speed, with bf16's results up to summation order)
+                 // rounded to bf16 values, multiplied by our f32 kernel (so f32's memory and
+                 // speed, with bf16's results up to summation order); any AVX2 CPU
   kOneDnnInt8,   // "onednn_int8": s8 x s8 on oneDNN's brgemm over blocked weights: AVX-512
                  // VNNI or AMX (its gemm:jit elsewhere is slow and saturates on AVX2)
   kAvx2Int8,     // "avx2_int8": our kernel (int8_gemm.h) on vpmaddubsw, any AVX2 CPU
   kAvxVnniInt8,  // "avx_vnni_int8": our kernel on AVX-VNNI's vpdpbusd
 };
 
-inline constexpr MatmulPath kAllMatmulPaths[] = {MatmulPath::kOneDnnF32, MatmulPath::kOneDnnBF16,
-                                                 MatmulPath::kBF16AsF32, MatmulPath::kOneDnnInt8,
-                                                 MatmulPath::kAvx2Int8,  MatmulPath::kAvxVnniInt8};
+inline constexpr MatmulPath kAllMatmulPaths[] = {
+    MatmulPath::kOneDnnF32,  MatmulPath::kAvx2F32,  MatmulPath::kOneDnnBF16, MatmulPath::kBF16AsF32,
+    MatmulPath::kOneDnnInt8, MatmulPath::kAvx2Int8, MatmulPath::kAvxVnniInt8};
 
 const char* MatmulPathName(MatmulPath path);
 absl::StatusOr<MatmulPath> ParseMatmulPath(std::string_view name);

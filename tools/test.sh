@@ -19,7 +19,7 @@ tools/build.sh Release -DTASKMOE_BUILD_TESTS=ON
 # Sanitizer builds leave out the AVX-512 copies of kernels/cpu_dispatch.h, and the ASan suite
 # runs with oneDNN (and so every kernel-path choice, kernels/cpu_features.h) capped at AVX2: the
 # Release suite tests the paths this machine picks, the ASan suite those of an AVX2-only CPU
-# (our int8 kernel, bf16 computed in f32), whatever the machine.
+# (our f32 and int8 kernels, bf16 computed by the f32 one), whatever the machine.
 tools/build.sh Asan -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF
 
 # OMP_NUM_THREADS=2: the kernels' parallel paths run even where the tests' machine has 1 core.

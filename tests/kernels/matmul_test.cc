@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <thread>
 #include <tuple>
@@ -114,7 +115,8 @@ INSTANTIATE_TEST_SUITE_P(
     MatmulTestName);
 
 // The int8 paths multiply the same quantised values with exact integer sums, so they agree to
-// the bit; likewise bf16 on oneDNN and emulated in f32, up to summation order. (oneDNN's int8
+// the bit; f32 on oneDNN and on our kernel, and bf16 on oneDNN and emulated in f32, agree up to
+// summation order. (oneDNN's int8
 // without brgemm, gemm:jit on AVX2, is left out: it shifts the inputs to u8 and vpmaddubsw's
 // 16-bit pair sums then saturate, which made some outputs of this test wrong by 0.2-0.6.)
 TEST(Matmul, PathsOfOnePrecisionAgree) {
@@ -123,7 +125,7 @@ TEST(Matmul, PathsOfOnePrecisionAgree) {
     const Tensor x = RandomTensor(Shape{m, k}, 11);
     const Tensor w = MakeWeight(n, k, 12);
     const Tensor b = RandomTensor(Shape{n}, 13, 0.5f);
-    std::vector<float> int8_first, bf16_first;
+    std::vector<float> int8_first, bf16_first, f32_first;
     for (MatmulPath path : kAllMatmulPaths) {
       if (!CheckMatmulPathSupported(path).ok()) continue;
       if (path == MatmulPath::kOneDnnInt8 && !OneDnnHasInt8Brgemm()) continue;
@@ -138,12 +140,14 @@ TEST(Matmul, PathsOfOnePrecisionAgree) {
         } else {
           EXPECT_EQ(got, int8_first) << MatmulPathName(path) << " M=" << m;
         }
-      } else if (MatmulPathPrecision(path) == Precision::kBF16) {
-        if (bf16_first.empty()) {
-          bf16_first = got;
+      } else {
+        std::vector<float>& first =
+            MatmulPathPrecision(path) == Precision::kBF16 ? bf16_first : f32_first;
+        if (first.empty()) {
+          first = got;
         } else {
-          const std::vector<double> first(bf16_first.begin(), bf16_first.end());
-          EXPECT_LE(WorstToleranceRatio(got, first, 1e-5, 1e-5), 1.0) << MatmulPathName(path);
+          const std::vector<double> reference(first.begin(), first.end());
+          EXPECT_LE(WorstToleranceRatio(got, reference, 1e-5, 1e-5), 1.0) << MatmulPathName(path);
         }
       }
     }
@@ -164,6 +168,8 @@ TEST(Matmul, ChoosesPathsThisCpuRuns) {
     // Not oneDNN's gemm:jit, which repacks the weights at every call.
     EXPECT_NE(DefaultMatmulPath(Precision::kInt8), MatmulPath::kOneDnnInt8);
   }
+  EXPECT_EQ(DefaultMatmulPath(Precision::kF32),
+            !OneDnnHasF32Brgemm() && CpuHasAvx2() ? MatmulPath::kAvx2F32 : MatmulPath::kOneDnnF32);
   if (!OneDnnHasBF16Matmul()) {
     absl::StatusOr<PackedLinear> refused =
         PackedLinear::Create(MakeWeight(8, 16, 1), Tensor(), MatmulPath::kOneDnnBF16);
@@ -303,7 +309,10 @@ TEST(Matmul, ColumnPanelsGiveTheSameOutputsOnAnyThreadCount) {
   const Tensor b = RandomTensor(Shape{n}, 22, 0.5f);
   for (MatmulPath path : kAllMatmulPaths) {
     if (!CheckMatmulPathSupported(path).ok()) continue;
-    if (path == MatmulPath::kAvx2Int8 || path == MatmulPath::kAvxVnniInt8) continue;
+    if (absl::StatusOr<PackedLinear> probe = PackedLinear::Create(w, b, path);
+        !probe.ok() || probe->ImplementationName(1)->starts_with("taskmoe:")) {
+      continue;  // our own kernels: OwnKernelsComputeEachRowAloneOnAnyThreadCount
+    }
     std::vector<std::vector<float>> one_thread;
     // Panel widths: all of W; 1000 / 4 -> 256 (256 x 3 + 232); 1000 / 6 -> 192 (192 x 5 + 40).
     for (const auto& [threads, panels] : {std::pair{1, 1}, std::pair{2, 4}, std::pair{3, 6}}) {
@@ -340,6 +349,45 @@ TEST(Matmul, ColumnPanelsGiveTheSameOutputsOnAnyThreadCount) {
   }
 }
 
+// Our own kernels (f32_gemm.h, int8_gemm.h) compute each output as one chain over the inputs
+// whatever the tile, so a row's outputs are bitwise those it gets alone, at every batch size
+// (tiles of 1-6 rows, several strips at one to three rows, 120-row blocks) and thread count:
+// what keeps a sentence's translation the same alone and in any batch.
+TEST(Matmul, OwnKernelsComputeEachRowAloneOnAnyThreadCount) {
+  constexpr int64_t k = 67, n = 1000, most_rows = 300;  // n: 62.5 strips of 16 columns
+  constexpr int64_t kBatchRows[] = {2, 3, 4, 5, 7, 13, 32, 121, most_rows};
+  const Tensor w = MakeWeight(n, k, 31);
+  const Tensor b = RandomTensor(Shape{n}, 32, 0.5f);
+  const Tensor x = RandomTensor(Shape{most_rows, k}, 33);
+  for (MatmulPath path : {MatmulPath::kAvx2F32, MatmulPath::kBF16AsF32, MatmulPath::kAvx2Int8,
+                          MatmulPath::kAvxVnniInt8}) {
+    if (!CheckMatmulPathSupported(path).ok()) continue;
+    absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, b, path);
+    ASSERT_TRUE(linear.ok()) << linear.status();
+    ASSERT_TRUE(linear->ImplementationName(1)->starts_with("taskmoe:")) << MatmulPathName(path);
+    std::vector<std::vector<float>> alone(most_rows);
+    for (int64_t r = 0; r < most_rows; ++r) {
+      Tensor row = Tensor::Allocate(DType::kF32, Shape{1, k}), y;
+      std::copy_n(x.data<float>() + r * k, k, row.data<float>());
+      ASSERT_TRUE(linear->Forward(row, Activation::kGelu, y).ok());
+      alone[r] = ToVector(y);
+    }
+    for (int threads : {1, 2, 3}) {
+      ThreadSettingScope setting(threads);
+      for (int64_t m : kBatchRows) {
+        Tensor batch = Tensor::Allocate(DType::kF32, Shape{m, k}), y;
+        std::copy_n(x.data<float>(), m * k, batch.data<float>());
+        ASSERT_TRUE(linear->Forward(batch, Activation::kGelu, y).ok());
+        const std::vector<float> got = ToVector(y);
+        for (int64_t r = 0; r < m; ++r) {
+          ASSERT_TRUE(std::equal(alone[r].begin(), alone[r].end(), got.begin() + r * n))
+              << MatmulPathName(path) << " threads=" << threads << " M=" << m << " row " << r;
+        }
+      }
+    }
+  }
+}
+
 // The packed layout must let oneDNN pick an optimised kernel at every batch size; its
 // reference ("ref") implementation would be correct but orders of magnitude slower.
 TEST(Matmul, UsesOptimisedImplementations) {
@@ -360,11 +408,11 @@ TEST(Matmul, UsesOptimisedImplementations) {
           << PrecisionName(p) << " M=" << m << " " << *impl;
       // With AVX-512 (VNNI, BF16) every precision must run oneDNN's brgemm kernels on
       // prepacked weights: int8 once fell back to gemm:jit, which repacks them per call.
-      // Without them, int8 runs our own kernel on weights packed once.
+      // Without them (AVX2), every precision runs our own kernels on weights packed once.
       if (std::string(CpuIsaName()).starts_with("avx512_core_")) {
         EXPECT_EQ(impl->rfind("brg", 0), 0u) << PrecisionName(p) << " M=" << m << " " << *impl;
-      } else if (p == Precision::kInt8 && CpuHasAvx2()) {
-        EXPECT_EQ(impl->rfind("taskmoe:", 0), 0u) << " M=" << m << " " << *impl;
+      } else if (!std::string(CpuIsaName()).starts_with("avx512") && CpuHasAvx2()) {
+        EXPECT_EQ(impl->rfind("taskmoe:", 0), 0u) << PrecisionName(p) << " M=" << m << " " << *impl;
       }
     }
   }

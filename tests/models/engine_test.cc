@@ -566,7 +566,9 @@ TEST(Engine, DecoderStepCostCountsTheLayersOneStepRuns) {
   };
   EXPECT_EQ(int8_linears(costs[ModelKind::kDense]), 13);
   EXPECT_EQ(int8_linears(costs[ModelKind::kTaskMoe]), 15);
-  EXPECT_EQ(costs[ModelKind::kTokenMoe].linears_per_path.at(kernels::MatmulPath::kOneDnnF32), 1);
+  EXPECT_EQ(costs[ModelKind::kTokenMoe].linears_per_path.at(
+                kernels::DefaultMatmulPath(kernels::Precision::kF32)),
+            1);
 }
 
 TEST(Loader, RefusesTensorsThatDisagreeWithTheConfig) {

@@ -1,0 +1,183 @@
+// Weight packing, the register tiles and the threaded driver of our f32 GEMM (f32_gemm.h).
+#include "kernels/f32_gemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/runtime.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+constexpr int64_t kVectorFloats = 8;
+
+// Strip groups are handed to threads in this many contiguous runs at most: enough to balance
+// two to a few dozen threads, few enough that the per-run call costs nothing.
+constexpr int64_t kMaxRuns = 64;
+
+// Below this many multiply-adds a product runs on the calling thread: waking the others costs
+// a few microseconds, as much as ~100k multiply-adds take on one core.
+constexpr int64_t kParallelMacs = int64_t{1} << 17;
+
+// Rows per tile at most: six rows x two vectors keep twelve accumulators, the strip's two
+// weight vectors and one broadcast input in the sixteen vector registers.
+constexpr int64_t kMaxTileRows = 6;
+
+// Rows taken through a run's strips before the next rows, at most: 120 rows of up to 1,024
+// inputs stay in L2 while every strip passes over them (encoder batches have hundreds of rows).
+constexpr int64_t kRowBlock = 120;
+
+// Adds the bias to, and applies the activation on, `count` outputs at `out` (columns starting
+// at the bias' first).
+inline void FinishOutputs(float* out, const float* bias, Activation activation, int64_t count) {
+  if (bias != nullptr) {
+    for (int64_t c = 0; c < count; ++c) out[c] += bias[c];
+  }
+  if (activation != Activation::kNone) ApplyActivationInPlace(activation, out, count);
+}
+
+// kRows rows from `row` x kStrips strips from `strip`: y = act(a w^T + bias) for the tile's
+// columns that exist. Each accumulator is one FMA chain over the inputs in order (f32_gemm.h).
+template <int kRows, int kStrips>
+inline void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
+  constexpr int kVectors = 2 * kStrips;
+  const int64_t k = args.k;
+  const int64_t strip_floats = k * kF32GemmStripColumns;
+  const float* a = args.a + row * args.lda;
+  const float* w = args.packed + strip * strip_floats;
+  __m256 acc[kRows][kVectors];
+#pragma GCC unroll 6
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 8
+    for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_ps();
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    __m256 weights[kVectors];
+#pragma GCC unroll 8
+    for (int v = 0; v < kVectors; ++v) {
+      weights[v] = _mm256_loadu_ps(w + (v / 2) * strip_floats + i * kF32GemmStripColumns +
+                                   (v % 2) * kVectorFloats);
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < kRows; ++r) {
+      const __m256 input = _mm256_broadcast_ss(a + r * args.lda + i);
+#pragma GCC unroll 8
+      for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_fmadd_ps(input, weights[v], acc[r][v]);
+    }
+  }
+  const int64_t first_column = strip * kF32GemmStripColumns;
+  const int64_t columns = std::min<int64_t>(kVectors * kVectorFloats, args.n - first_column);
+  const float* bias = args.bias != nullptr ? args.bias + first_column : nullptr;
+#pragma GCC unroll 6
+  for (int r = 0; r < kRows; ++r) {
+    float* out = args.y + (row + r) * args.ldy + first_column;
+    if (columns == kVectors * kVectorFloats) {
+#pragma GCC unroll 8
+      for (int v = 0; v < kVectors; ++v) _mm256_storeu_ps(out + v * kVectorFloats, acc[r][v]);
+    } else {
+      alignas(32) float spill[kVectors * kVectorFloats];
+#pragma GCC unroll 8
+      for (int v = 0; v < kVectors; ++v) _mm256_store_ps(spill + v * kVectorFloats, acc[r][v]);
+      std::memcpy(out, spill, columns * sizeof(float));
+    }
+    FinishOutputs(out, bias, args.activation, columns);
+  }
+}
+
+// Strips per tile for inputs of `m` rows: one or two rows are too few to hide the FMA latency
+// with one strip's two chains each, so they take several strips at once.
+int64_t StripsPerTile(int64_t m) {
+  if (m == 1) return 4;
+  if (m == 2) return 3;
+  if (m == 3) return 2;
+  return 1;
+}
+
+// Rows [row, row + rows) x `strips` strips from `strip`, in tiles as wide as StripsPerTile
+// allows for that many rows.
+void TileAt(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip, int64_t strips) {
+  const int64_t widest = StripsPerTile(rows);
+  for (int64_t s = strip; s < strip + strips; s += widest) {
+    const int64_t width = std::min(widest, strip + strips - s);
+    switch (rows) {
+      case 1:
+        if (width == 4) Tile<1, 4>(args, row, s);
+        if (width == 3) Tile<1, 3>(args, row, s);
+        if (width == 2) Tile<1, 2>(args, row, s);
+        if (width == 1) Tile<1, 1>(args, row, s);
+        break;
+      case 2:
+        if (width == 3) Tile<2, 3>(args, row, s);
+        if (width == 2) Tile<2, 2>(args, row, s);
+        if (width == 1) Tile<2, 1>(args, row, s);
+        break;
+      case 3:
+        if (width == 2) Tile<3, 2>(args, row, s);
+        if (width == 1) Tile<3, 1>(args, row, s);
+        break;
+      case 4:
+        Tile<4, 1>(args, row, s);
+        break;
+      case 5:
+        Tile<5, 1>(args, row, s);
+        break;
+      default:
+        Tile<6, 1>(args, row, s);
+        break;
+    }
+  }
+}
+
+// Strip groups [first_group, last_group) of `group_strips` strips, over every row.
+void StripGroups(const F32GemmArgs& args, int64_t group_strips, int64_t first_group,
+                 int64_t last_group) {
+  const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
+  const int64_t blocks = (args.m + kRowBlock - 1) / kRowBlock;
+  for (int64_t b = 0; b < blocks; ++b) {
+    // Blocks of equal height too (121 rows: 61 and 60, not 120 and 1).
+    const int64_t block = args.m * b / blocks;
+    const int64_t block_rows = args.m * (b + 1) / blocks - block;
+    // Tiles of as equal a height as kMaxTileRows allows (32 rows: 6, 6, 5, 5, 5, 5), so that
+    // no tile of one or two rows is left over to run at the latency of its few chains.
+    const int64_t tiles = (block_rows + kMaxTileRows - 1) / kMaxTileRows;
+    for (int64_t group = first_group; group < last_group; ++group) {
+      const int64_t strip = group * group_strips;
+      const int64_t width = std::min(group_strips, strips - strip);
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t begin = block_rows * t / tiles, end = block_rows * (t + 1) / tiles;
+        TileAt(args, end - begin, block + begin, strip, width);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int64_t F32GemmPackedFloats(int64_t out_features, int64_t in_features) {
+  const int64_t strips = (out_features + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
+  return strips * kF32GemmStripColumns * in_features;
+}
+
+void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed) {
+  std::memset(packed, 0, F32GemmPackedFloats(n, k) * sizeof(float));
+  for (int64_t c = 0; c < n; ++c) {
+    float* strip = packed + (c / kF32GemmStripColumns) * k * kF32GemmStripColumns;
+    const int64_t lane = c % kF32GemmStripColumns;
+    for (int64_t i = 0; i < k; ++i) strip[i * kF32GemmStripColumns + lane] = w[c * k + i];
+  }
+}
+
+void F32Gemm(const F32GemmArgs& args) {
+  if (args.m == 0 || args.n == 0) return;
+  const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
+  const int64_t group_strips = StripsPerTile(args.m);
+  const int64_t groups = (strips + group_strips - 1) / group_strips;
+  const int64_t runs = std::min(groups, kMaxRuns);
+  ParallelFor(runs, args.m * args.n * args.k >= kParallelMacs, [&](int64_t run) {
+    StripGroups(args, group_strips, groups * run / runs, groups * (run + 1) / runs);
+  });
+}
+
+}  // namespace taskmoe::kernels

@@ -1,0 +1,53 @@
+// Our own f32 matrix product (FMA on 256-bit vectors) for CPUs on which oneDNN 2.6 has no
+// brgemm f32 kernel (AVX2 without AVX-512). There oneDNN runs gemm:jit, which packs the weights
+// again at every call: the 128 x 512 x 64,000 vocabulary projection reached half of the f32
+// peak, and each of its column panels was a separate packing pass. Here the weights are packed
+// once, at load, into strips of 16 columns that a register tile streams from L1.
+//
+// Every output is one chain of fused multiply-adds over the inputs in order (then the bias),
+// whatever the tile shape, the row count or the thread that computes it: a row's result never
+// depends on the other rows of its batch, which keeps a sentence's translation the same
+// whether it is decoded alone or in any batch.
+#ifndef TASKMOE_KERNELS_F32_GEMM_H_
+#define TASKMOE_KERNELS_F32_GEMM_H_
+
+#include <cstdint>
+
+#include "kernels/activation.h"
+
+namespace taskmoe::kernels {
+
+// The packed layout: output columns in strips of 16, the strips one after another, each
+// holding its 16 columns' weights for input 0, then input 1, ... (k x 16 floats, row-major),
+// so a tile reads two 8-float vectors per input. The column count is padded to a multiple of
+// 16 with zero weights.
+inline constexpr int64_t kF32GemmStripColumns = 16;
+
+// Floats of packed weights for an [n, k] weight matrix.
+int64_t F32GemmPackedFloats(int64_t out_features, int64_t in_features);
+
+// Packs w, f32 [n, k] row-major (the nn.Linear layout, one row per output column), into
+// `packed`, which holds F32GemmPackedFloats(n, k) floats.
+void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed);
+
+// One product: y[r][c] = act(sum_i a[r][i] * w[c][i] + bias[c]) for r < m, c < n.
+struct F32GemmArgs {
+  const float* a = nullptr;  // [m] rows of k floats, lda apart
+  int64_t lda = 0;
+  int64_t m = 0;
+  const float* packed = nullptr;  // PackF32GemmWeights' output
+  int64_t n = 0;
+  int64_t k = 0;
+  const float* bias = nullptr;  // [n], or null for none
+  Activation activation = Activation::kNone;
+  float* y = nullptr;  // [m] rows of n floats, ldy apart
+  int64_t ldy = 0;
+};
+
+// Runs the product across the kernel threads (runtime.h) when it is large enough to pay for
+// waking them. Needs AVX2 and FMA (every x86-64-v3 CPU).
+void F32Gemm(const F32GemmArgs& args);
+
+}  // namespace taskmoe::kernels
+
+#endif  // TASKMOE_KERNELS_F32_GEMM_H_

@@ -23,10 +23,21 @@ constexpr int64_t kParallelMacs = int64_t{1} << 17;
 
 int64_t Int8GemmPaddedInputs(int64_t in_features) { return (in_features + 3) / 4 * 4; }
 
+int64_t Int8GemmPaddedColumns(int64_t out_features) {
+  return (out_features + kInt8GemmBlockColumns - 1) / kInt8GemmBlockColumns * kInt8GemmBlockColumns;
+}
+
 int64_t Int8GemmPackedBytes(int64_t out_features, int64_t in_features) {
-  const int64_t padded_out =
-      (out_features + kInt8GemmBlockColumns - 1) / kInt8GemmBlockColumns * kInt8GemmBlockColumns;
-  return padded_out * Int8GemmPaddedInputs(in_features);
+  return Int8GemmPaddedColumns(out_features) * Int8GemmPaddedInputs(in_features);
+}
+
+void Int8GemmShiftCorrection(const int8_t* w, int64_t n, int64_t k, int32_t* correction) {
+  std::memset(correction, 0, Int8GemmPaddedColumns(n) * sizeof(int32_t));
+  for (int64_t c = 0; c < n; ++c) {
+    int32_t sum = 0;
+    for (int64_t i = 0; i < k; ++i) sum += w[c * k + i];
+    correction[c] = 128 * sum;
+  }
 }
 
 void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed) {

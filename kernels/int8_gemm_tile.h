@@ -16,17 +16,34 @@
 namespace taskmoe::kernels {
 namespace {
 
-// acc[c] += sum over 4 inputs of |a| * (w * sign(a)) = a * w, per output column c (one int32
-// lane each). The unsigned-by-signed multiply cannot overflow: |a| <= 127 and |w| <= 127, so
-// vpmaddubsw's 16-bit pair sums stay within 2 * 127 * 127 = 32258 < 32767 and never saturate.
-inline __m256i DotAccumulate(__m256i acc, __m256i abs_a, __m256i signed_w) {
 #if defined(__AVXVNNI__)
-  return _mm256_dpbusd_avx_epi32(acc, abs_a, signed_w);
-#else
-  const __m256i pairs = _mm256_maddubs_epi16(abs_a, signed_w);
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-#endif
+// The AVX-VNNI form: the inputs shifted to unsigned, a + 128 (a XOR 0x80), times w, four
+// products summed straight into each int32 lane; the tile's store subtracts 128 * sum w.
+constexpr bool kShiftedInputs = true;
+
+// Four inputs broadcast, as the multiply wants them.
+inline __m256i PrepareInputs(__m256i inputs) {
+  return _mm256_xor_si256(inputs, _mm256_set1_epi8(static_cast<char>(0x80)));
 }
+
+inline __m256i DotAccumulate(__m256i acc, __m256i prepared, __m256i inputs, __m256i w) {
+  (void)inputs;
+  return _mm256_dpbusd_avx_epi32(acc, prepared, w);
+}
+#else
+// The AVX2 form: acc[c] += sum over 4 inputs of |a| * (w * sign(a)) = a * w, per output
+// column c (one int32 lane each). The unsigned-by-signed multiply cannot overflow: |a| <= 127
+// and |w| <= 127, so vpmaddubsw's 16-bit pair sums stay within 2 * 127 * 127 = 32258 < 32767
+// and never saturate.
+constexpr bool kShiftedInputs = false;
+
+inline __m256i PrepareInputs(__m256i inputs) { return _mm256_abs_epi8(inputs); }
+
+inline __m256i DotAccumulate(__m256i acc, __m256i prepared, __m256i inputs, __m256i w) {
+  const __m256i pairs = _mm256_maddubs_epi16(prepared, _mm256_sign_epi8(w, inputs));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+#endif
 
 // kRows rows x kBlocks blocks of 8 columns, over every input: y[r][c] = float(sum a * w) for
 // the first `valid_cols` columns of the tile. `w` points at the tile's first block; blocks
@@ -35,7 +52,7 @@ inline __m256i DotAccumulate(__m256i acc, __m256i abs_a, __m256i signed_w) {
 // its |a|.
 template <int kRows, int kBlocks>
 inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t block_bytes, int64_t groups,
-                 float* y, int64_t ldy, int64_t valid_cols) {
+                 const int32_t* correction, float* y, int64_t ldy, int64_t valid_cols) {
   __m256i acc[kRows][kBlocks];
 #pragma GCC unroll 4
   for (int r = 0; r < kRows; ++r) {
@@ -54,18 +71,25 @@ inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t block_by
       int32_t four;  // inputs 4g .. 4g + 3 of row r
       std::memcpy(&four, a + r * lda + g * 4, sizeof(four));
       const __m256i inputs = _mm256_set1_epi32(four);
-      const __m256i abs_inputs = _mm256_abs_epi8(inputs);
+      const __m256i prepared = PrepareInputs(inputs);
 #pragma GCC unroll 2
       for (int b = 0; b < kBlocks; ++b) {
-        acc[r][b] = DotAccumulate(acc[r][b], abs_inputs, _mm256_sign_epi8(weights[b], inputs));
+        acc[r][b] = DotAccumulate(acc[r][b], prepared, inputs, weights[b]);
       }
     }
+  }
+  __m256i corrections[kBlocks];
+#pragma GCC unroll 2
+  for (int b = 0; b < kBlocks; ++b) {
+    corrections[b] = kShiftedInputs ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                          correction + b * kInt8GemmBlockColumns))
+                                    : _mm256_setzero_si256();
   }
 #pragma GCC unroll 4
   for (int r = 0; r < kRows; ++r) {
 #pragma GCC unroll 2
     for (int b = 0; b < kBlocks; ++b) {
-      const __m256 values = _mm256_cvtepi32_ps(acc[r][b]);
+      const __m256 values = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r][b], corrections[b]));
       float* out = y + r * ldy + b * kInt8GemmBlockColumns;
       const int64_t cols = valid_cols - b * kInt8GemmBlockColumns;
       if (cols >= kInt8GemmBlockColumns) {
@@ -82,20 +106,22 @@ inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t block_by
 // Rows per tile. Three rows x two blocks keep the six accumulators, both weight vectors and
 // the temporaries in the 16 vector registers; four rows made GCC spill accumulators to the
 // stack at every step, and ran the 128 x 512 x 64000 head 20-30 % slower (kernels_bench, AVX2
-// and AVX-VNNI alike).
+// and AVX-VNNI alike). Five rows in the AVX-VNNI form, which needs no temporaries, ran that
+// head 5-10 % slower than three.
 constexpr int kMaxTileRows = 3;
 
 template <int kBlocks>
 inline void TileRows(int64_t rows, const int8_t* a, int64_t lda, const int8_t* w,
-                     int64_t block_bytes, int64_t groups, float* y, int64_t ldy,
-                     int64_t valid_cols) {
+                     int64_t block_bytes, int64_t groups, const int32_t* correction, float* y,
+                     int64_t ldy, int64_t valid_cols) {
   switch (rows) {
     case 1:
-      return Tile<1, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
+      return Tile<1, kBlocks>(a, lda, w, block_bytes, groups, correction, y, ldy, valid_cols);
     case 2:
-      return Tile<2, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
+      return Tile<2, kBlocks>(a, lda, w, block_bytes, groups, correction, y, ldy, valid_cols);
     default:
-      return Tile<kMaxTileRows, kBlocks>(a, lda, w, block_bytes, groups, y, ldy, valid_cols);
+      return Tile<kMaxTileRows, kBlocks>(a, lda, w, block_bytes, groups, correction, y, ldy,
+                                         valid_cols);
   }
 }
 
@@ -109,14 +135,15 @@ inline void GemmColumnTiles(const Int8GemmArgs& args, int64_t first_tile, int64_
     const int64_t col = tile * kTileColumns;
     const int64_t valid_cols = std::min(kTileColumns, args.n - col);
     const int8_t* w = args.packed + (col / kInt8GemmBlockColumns) * block_bytes;
+    const int32_t* correction = kShiftedInputs ? args.shift_correction + col : nullptr;
     for (int64_t r = 0; r < args.m; r += kMaxTileRows) {
       const int64_t rows = std::min<int64_t>(kMaxTileRows, args.m - r);
       const int8_t* a = args.a + r * args.lda;
       float* y = args.y + r * args.ldy + col;
       if (valid_cols > kInt8GemmBlockColumns) {
-        TileRows<2>(rows, a, args.lda, w, block_bytes, groups, y, args.ldy, valid_cols);
+        TileRows<2>(rows, a, args.lda, w, block_bytes, groups, correction, y, args.ldy, valid_cols);
       } else {
-        TileRows<1>(rows, a, args.lda, w, block_bytes, groups, y, args.ldy, valid_cols);
+        TileRows<1>(rows, a, args.lda, w, block_bytes, groups, correction, y, args.ldy, valid_cols);
       }
     }
   }

@@ -389,6 +389,11 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
     if (linear.OwnInt8Kernel()) {
       linear.packed_weight_ = Tensor::Allocate(DType::kS8, Shape{Int8GemmPackedBytes(n, k)});
       PackInt8GemmWeights(plain.data<int8_t>(), n, k, linear.packed_weight_.data<int8_t>());
+      if (path == MatmulPath::kAvxVnniInt8) {
+        linear.shift_correction_ = Tensor::Allocate(DType::kS32, Shape{Int8GemmPaddedColumns(n)});
+        Int8GemmShiftCorrection(plain.data<int8_t>(), n, k,
+                                linear.shift_correction_.data<int32_t>());
+      }
       return linear;
     }
     if (absl::Status s = linear.PackPanels(plain.raw_data(), DataType::s8); !s.ok()) return s;
@@ -605,7 +610,9 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
               .n = out_features_,
               .padded_in = padded_in,
               .y = y.data<float>(),
-              .ldy = out_features_});
+              .ldy = out_features_,
+              .shift_correction =
+                  shift_correction_.valid() ? shift_correction_.data<int32_t>() : nullptr});
     return absl::OkStatus();
   }
   if (path_ == MatmulPath::kAvx2F32 || path_ == MatmulPath::kBF16AsF32) {
@@ -764,6 +771,7 @@ absl::Status PackedLinear::MultiplyOnOneDnn(const void* src, int64_t m, Activati
 
 size_t PackedLinear::memory_bytes() const {
   size_t bytes = (packed_weight_.valid() ? packed_weight_.bytes() : 0) +
+                 (shift_correction_.valid() ? shift_correction_.bytes() : 0) +
                  (bias_.valid() ? bias_.bytes() : 0) +
                  (weight_scales_.valid() ? weight_scales_.bytes() : 0);
   for (const WeightPanel& panel : panels_) bytes += panel.weight.bytes();

@@ -87,7 +87,8 @@ std::vector<float> NaiveInt8Product(const std::vector<int8_t>& a, const std::vec
 }
 
 // Exact agreement (the sums are integers well within float's 24 bits), including the extreme
-// values +-127 that would saturate vpmaddubsw without the sign trick, odd shapes (inputs not a
+// values +-127 that would saturate vpmaddubsw without the sign trick (and give the AVX-VNNI
+// form's shifted inputs their extremes, 1 and 255), odd shapes (inputs not a
 // multiple of 4, columns not a multiple of 8 or 16, rows not a multiple of 4) and a row stride
 // wider than the row.
 TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
@@ -112,6 +113,9 @@ TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
       for (int64_t r = 0; r < m; ++r) std::copy_n(&a[r * k], k, &a_padded[r * lda]);
       std::vector<int8_t> packed(Int8GemmPackedBytes(n, k));
       PackInt8GemmWeights(w.data(), n, k, packed.data());
+      // The AVX-VNNI form multiplies inputs shifted to unsigned and subtracts this.
+      std::vector<int32_t> correction(Int8GemmPaddedColumns(n));
+      Int8GemmShiftCorrection(w.data(), n, k, correction.data());
       const std::vector<float> want = NaiveInt8Product(a, w, m, k, n);
       for (Int8GemmIsa isa : isas) {
         const int64_t ldy = n + 3;
@@ -123,7 +127,8 @@ TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
                        .n = n,
                        .padded_in = padded_in,
                        .y = y.data(),
-                       .ldy = ldy});
+                       .ldy = ldy,
+                       .shift_correction = correction.data()});
         for (int64_t r = 0; r < m; ++r) {
           for (int64_t c = 0; c < n; ++c) {
             ASSERT_EQ(y[r * ldy + c], want[r * n + c])

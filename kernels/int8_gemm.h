@@ -3,15 +3,18 @@
 // and ran a 1 x 256 x 16000 product 5x slower than f32). Weights are packed once, at load;
 // each product then streams them once, which is what bounds a decoding step at small batches.
 //
-// Two forms of one register tile (int8_gemm_tile.h), both exact, so they agree to the bit:
-//   AVX2      vpmaddubsw + vpmaddwd on |a| * (w * sign(a)): the unsigned-by-signed multiply
-//             sees a non-negative input, and its 16-bit pair sums (at most 2 * 127 * 127)
-//             cannot saturate;
-//   AVX-VNNI  vpdpbusd on (a + 128) * w, which sums four products straight into 32 bits (no
-//             saturation), less 128 * sum_i w[c][i] per column (Int8GemmShiftCorrection,
-//             computed once at load): one instruction per 32 multiply-adds instead of two.
-// Inputs and weights must lie in [-127, 127], which symmetric quantisation (quantize.h)
-// guarantees.
+// Both forms of the register tile (int8_gemm_tile.h) multiply the inputs shifted to unsigned,
+// (a + 128) * w, and subtract 128 * sum_i w[c][i] per column (Int8GemmShiftCorrection,
+// computed once at load), exactly:
+//   AVX2      vpmaddubsw + vpmaddwd + vpaddd, three instructions per 32 multiply-adds. The
+//             16-bit pair sums of vpmaddubsw saturate above 32767, so the weights must lie in
+//             [-63, 63] (2 * 255 * 63 = 32130): this path quantises its weights with 63
+//             levels (kInt8GemmAvx2WeightLevels), not 127. (The sign trick |a| * (w * sign a)
+//             kept 8-bit weights at four instructions; 7-bit weights cost the demo model no
+//             BLEU, 47.34 -> 47.35 on its test split, and gain 1.3x.)
+//   AVX-VNNI  vpdpbusd, which sums four products straight into 32 bits: one instruction,
+//             weights in [-127, 127].
+// Inputs must lie in [-127, 127], which symmetric quantisation (quantize.h) guarantees.
 #ifndef TASKMOE_KERNELS_INT8_GEMM_H_
 #define TASKMOE_KERNELS_INT8_GEMM_H_
 
@@ -34,12 +37,16 @@ int64_t Int8GemmPackedBytes(int64_t out_features, int64_t in_features);
 // `packed`, which holds Int8GemmPackedBytes(n, k) bytes.
 void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed);
 
-// The AVX-VNNI form's correction for its inputs shifted to unsigned: correction[c] =
-// 128 * sum_i w[c][i] for the Int8GemmPaddedColumns(n) columns (0 for padding ones).
+// The correction for inputs shifted to unsigned: correction[c] = 128 * sum_i w[c][i] for the
+// Int8GemmPaddedColumns(n) columns (0 for padding ones).
 int64_t Int8GemmPaddedColumns(int64_t out_features);
 void Int8GemmShiftCorrection(const int8_t* w, int64_t n, int64_t k, int32_t* correction);
 
 enum class Int8GemmIsa : uint8_t { kAvx2, kAvxVnni };
+
+// The largest weight magnitude each form multiplies exactly.
+inline constexpr int kInt8GemmAvx2WeightLevels = 63;
+inline constexpr int kInt8GemmVnniWeightLevels = 127;
 
 // One product: y[r][c] = float(sum_i a[r][i] * w[c][i]) for r < m, c < n.
 struct Int8GemmArgs {
@@ -51,7 +58,7 @@ struct Int8GemmArgs {
   int64_t padded_in = 0;  // Int8GemmPaddedInputs(in_features)
   float* y = nullptr;     // [m] rows of n floats, ldy apart
   int64_t ldy = 0;
-  // Required by the AVX-VNNI form (ignored by the AVX2 one): Int8GemmShiftCorrection's output.
+  // Int8GemmShiftCorrection's output for these weights.
   const int32_t* shift_correction = nullptr;
 };
 

@@ -16,40 +16,30 @@
 namespace taskmoe::kernels {
 namespace {
 
-#if defined(__AVXVNNI__)
-// The AVX-VNNI form: the inputs shifted to unsigned, a + 128 (a XOR 0x80), times w, four
-// products summed straight into each int32 lane; the tile's store subtracts 128 * sum w.
-constexpr bool kShiftedInputs = true;
-
-// Four inputs broadcast, as the multiply wants them.
-inline __m256i PrepareInputs(__m256i inputs) {
+// Both forms multiply the inputs shifted to unsigned, a + 128 (a XOR 0x80), by the signed
+// weights, and the tile's store subtracts 128 * sum w per column (int8_gemm.h).
+inline __m256i ShiftInputs(__m256i inputs) {
   return _mm256_xor_si256(inputs, _mm256_set1_epi8(static_cast<char>(0x80)));
 }
 
-inline __m256i DotAccumulate(__m256i acc, __m256i prepared, __m256i inputs, __m256i w) {
-  (void)inputs;
-  return _mm256_dpbusd_avx_epi32(acc, prepared, w);
-}
+// acc[c] += sum over 4 shifted inputs u of u * w, per output column c (one int32 lane each).
+inline __m256i DotAccumulate(__m256i acc, __m256i shifted_inputs, __m256i w) {
+#if defined(__AVXVNNI__)
+  // Four products summed straight into 32 bits: no saturation, any s8 weights.
+  return _mm256_dpbusd_avx_epi32(acc, shifted_inputs, w);
 #else
-// The AVX2 form: acc[c] += sum over 4 inputs of |a| * (w * sign(a)) = a * w, per output
-// column c (one int32 lane each). The unsigned-by-signed multiply cannot overflow: |a| <= 127
-// and |w| <= 127, so vpmaddubsw's 16-bit pair sums stay within 2 * 127 * 127 = 32258 < 32767
-// and never saturate.
-constexpr bool kShiftedInputs = false;
-
-inline __m256i PrepareInputs(__m256i inputs) { return _mm256_abs_epi8(inputs); }
-
-inline __m256i DotAccumulate(__m256i acc, __m256i prepared, __m256i inputs, __m256i w) {
-  const __m256i pairs = _mm256_maddubs_epi16(prepared, _mm256_sign_epi8(w, inputs));
+  // vpmaddubsw's 16-bit pair sums stay within 2 * 255 * 63 = 32130 < 32767 because this form's
+  // weights lie in [-63, 63]; 8-bit weights would saturate them.
+  const __m256i pairs = _mm256_maddubs_epi16(shifted_inputs, w);
   return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-}
 #endif
+}
 
 // kRows rows x kBlocks blocks of 8 columns, over every input: y[r][c] = float(sum a * w) for
 // the first `valid_cols` columns of the tile. `w` points at the tile's first block; blocks
-// follow each other `block_bytes` apart (int8_gemm.h has the layout). The accumulators stay
-// in registers: at most kMaxTileRows x 2 of them, plus the weights, one broadcast input and
-// its |a|.
+// follow each other `block_bytes` apart (int8_gemm.h has the layout), `correction` at the
+// tile's first column's shift correction. The accumulators stay in registers: at most
+// kMaxTileRows x 2 of them, plus the weights, one broadcast input and AVX2's pair sums.
 template <int kRows, int kBlocks>
 inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t block_bytes, int64_t groups,
                  const int32_t* correction, float* y, int64_t ldy, int64_t valid_cols) {
@@ -70,20 +60,16 @@ inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t block_by
     for (int r = 0; r < kRows; ++r) {
       int32_t four;  // inputs 4g .. 4g + 3 of row r
       std::memcpy(&four, a + r * lda + g * 4, sizeof(four));
-      const __m256i inputs = _mm256_set1_epi32(four);
-      const __m256i prepared = PrepareInputs(inputs);
+      const __m256i shifted = ShiftInputs(_mm256_set1_epi32(four));
 #pragma GCC unroll 2
-      for (int b = 0; b < kBlocks; ++b) {
-        acc[r][b] = DotAccumulate(acc[r][b], prepared, inputs, weights[b]);
-      }
+      for (int b = 0; b < kBlocks; ++b) acc[r][b] = DotAccumulate(acc[r][b], shifted, weights[b]);
     }
   }
   __m256i corrections[kBlocks];
 #pragma GCC unroll 2
   for (int b = 0; b < kBlocks; ++b) {
-    corrections[b] = kShiftedInputs ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-                                          correction + b * kInt8GemmBlockColumns))
-                                    : _mm256_setzero_si256();
+    corrections[b] = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(correction + b * kInt8GemmBlockColumns));
   }
 #pragma GCC unroll 4
   for (int r = 0; r < kRows; ++r) {
@@ -104,10 +90,10 @@ inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t block_by
 }
 
 // Rows per tile. Three rows x two blocks keep the six accumulators, both weight vectors and
-// the temporaries in the 16 vector registers; four rows made GCC spill accumulators to the
-// stack at every step, and ran the 128 x 512 x 64000 head 20-30 % slower (kernels_bench, AVX2
-// and AVX-VNNI alike). Five rows in the AVX-VNNI form, which needs no temporaries, ran that
-// head 5-10 % slower than three.
+// the temporaries in the 16 vector registers; four rows (with the sign trick the AVX2 form
+// used before its inputs were shifted) made GCC spill accumulators to the stack at every step
+// and ran the 128 x 512 x 64000 head 20-30 % slower; five rows in the AVX-VNNI form ran it
+// 5-10 % slower than three.
 constexpr int kMaxTileRows = 3;
 
 template <int kBlocks>
@@ -135,7 +121,7 @@ inline void GemmColumnTiles(const Int8GemmArgs& args, int64_t first_tile, int64_
     const int64_t col = tile * kTileColumns;
     const int64_t valid_cols = std::min(kTileColumns, args.n - col);
     const int8_t* w = args.packed + (col / kInt8GemmBlockColumns) * block_bytes;
-    const int32_t* correction = kShiftedInputs ? args.shift_correction + col : nullptr;
+    const int32_t* correction = args.shift_correction + col;
     for (int64_t r = 0; r < args.m; r += kMaxTileRows) {
       const int64_t rows = std::min<int64_t>(kMaxTileRows, args.m - r);
       const int8_t* a = args.a + r * args.lda;

@@ -382,18 +382,17 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
     // Quantise per output channel (per row of W, which is the K x N matrix in "ba"), then
     // pack: for our kernel into int8_gemm.h's layout, for oneDNN by a reorder into the blocked
     // layout its brgemm kernels read, which also appends the s8 x s8 compensation they need.
+    // Our AVX2 kernel multiplies weights of at most 63 levels exactly (int8_gemm.h).
     Tensor plain = Tensor::Allocate(DType::kS8, Shape{n, k});
     linear.weight_scales_ = Tensor::Allocate(DType::kF32, Shape{n});
-    QuantizeRowsSymmetric(weight32->data<float>(), n, k, plain.data<int8_t>(),
-                          linear.weight_scales_.data<float>());
+    QuantizeRowsSymmetric(
+        weight32->data<float>(), n, k, plain.data<int8_t>(), linear.weight_scales_.data<float>(),
+        path == MatmulPath::kAvx2Int8 ? kInt8GemmAvx2WeightLevels : kInt8GemmVnniWeightLevels);
     if (linear.OwnInt8Kernel()) {
       linear.packed_weight_ = Tensor::Allocate(DType::kS8, Shape{Int8GemmPackedBytes(n, k)});
       PackInt8GemmWeights(plain.data<int8_t>(), n, k, linear.packed_weight_.data<int8_t>());
-      if (path == MatmulPath::kAvxVnniInt8) {
-        linear.shift_correction_ = Tensor::Allocate(DType::kS32, Shape{Int8GemmPaddedColumns(n)});
-        Int8GemmShiftCorrection(plain.data<int8_t>(), n, k,
-                                linear.shift_correction_.data<int32_t>());
-      }
+      linear.shift_correction_ = Tensor::Allocate(DType::kS32, Shape{Int8GemmPaddedColumns(n)});
+      Int8GemmShiftCorrection(plain.data<int8_t>(), n, k, linear.shift_correction_.data<int32_t>());
       return linear;
     }
     if (absl::Status s = linear.PackPanels(plain.raw_data(), DataType::s8); !s.ok()) return s;
@@ -611,8 +610,7 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
               .padded_in = padded_in,
               .y = y.data<float>(),
               .ldy = out_features_,
-              .shift_correction =
-                  shift_correction_.valid() ? shift_correction_.data<int32_t>() : nullptr});
+              .shift_correction = shift_correction_.data<int32_t>()});
     return absl::OkStatus();
   }
   if (path_ == MatmulPath::kAvx2F32 || path_ == MatmulPath::kBF16AsF32) {

@@ -142,7 +142,7 @@ class PackedLinear {
   // reference kernel on fewer (AMX int8).
   int64_t min_rows_ = 1;
   Tensor packed_weight_;     // our kernels' weights, in int8_gemm.h's or f32_gemm.h's layout
-  Tensor shift_correction_;  // avx_vnni_int8: s32 [padded n], Int8GemmShiftCorrection
+  Tensor shift_correction_;  // our int8 kernel: s32 [padded n], Int8GemmShiftCorrection
   Tensor bias_;              // f32 [N], or empty
   Tensor weight_scales_;     // f32 [N], int8 only
 };

@@ -29,7 +29,9 @@ enum class MatmulPath : uint8_t {
                  // speed, with bf16's results up to summation order); any AVX2 CPU
   kOneDnnInt8,   // "onednn_int8": s8 x s8 on oneDNN's brgemm over blocked weights: AVX-512
                  // VNNI or AMX (its gemm:jit elsewhere is slow and saturates on AVX2)
-  kAvx2Int8,     // "avx2_int8": our kernel (int8_gemm.h) on vpmaddubsw, any AVX2 CPU
+  kAvx2Int8,     // "avx2_int8": our kernel (int8_gemm.h) on vpmaddubsw, any AVX2 CPU; its
+                 // weights have 63 levels (7 bits), so its results differ slightly from the
+                 // other int8 paths'
   kAvxVnniInt8,  // "avx_vnni_int8": our kernel on AVX-VNNI's vpdpbusd
 };
 

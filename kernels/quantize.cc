@@ -21,11 +21,12 @@ namespace {
 
 // One row of QuantizeRowsSymmetric; compiled for AVX-512 too (cpu_dispatch.h), whose
 // 16-lane compares and direct int32 -> int8 narrowing halve its time.
-TASKMOE_AVX512_CLONE float QuantizeRowSymmetric(const float* row, int64_t cols, int8_t* out) {
+TASKMOE_AVX512_CLONE float QuantizeRowSymmetric(const float* row, int64_t cols, int8_t* out,
+                                                float level) {
   float max_abs = 0.0f;
 #pragma omp simd reduction(max : max_abs)
   for (int64_t c = 0; c < cols; ++c) max_abs = std::max(max_abs, std::fabs(row[c]));
-  const float scale = max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+  const float scale = max_abs > 0.0f ? max_abs / level : 1.0f;
   const float inverse = 1.0f / scale;
   // Written so that it vectorises (std::nearbyint does not): NaN (a NaN input, or an
   // infinite one times a zero inverse) has no int8 value and becomes 0; the clamp only
@@ -36,8 +37,8 @@ TASKMOE_AVX512_CLONE float QuantizeRowSymmetric(const float* row, int64_t cols, 
   for (int64_t c = 0; c < cols; ++c) {
     float v = row[c] * inverse;
     v = v == v ? v : 0.0f;
-    v = v > 127.0f ? 127.0f : v;
-    v = v < -127.0f ? -127.0f : v;
+    v = v > level ? level : v;
+    v = v < -level ? -level : v;
     v = (v + kRoundingShift) - kRoundingShift;
     out[c] = static_cast<int8_t>(static_cast<int32_t>(v));
   }
@@ -46,11 +47,13 @@ TASKMOE_AVX512_CLONE float QuantizeRowSymmetric(const float* row, int64_t cols, 
 
 }  // namespace
 
-void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales) {
+void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales,
+                           int max_level) {
+  const float level = static_cast<float>(max_level);
   // Rows in parallel: the int8 linear layers quantise every input this way, and a serial loop
   // left the second core idle for a tenth of an int8 decoding step.
   ParallelFor(rows, rows * cols > (1 << 15), [&](int64_t r) {
-    scales[r] = QuantizeRowSymmetric(x + r * cols, cols, q + r * cols);
+    scales[r] = QuantizeRowSymmetric(x + r * cols, cols, q + r * cols, level);
   });
 }
 

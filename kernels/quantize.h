@@ -16,9 +16,12 @@ void ConvertToBFloat16(const float* src, int64_t count, BFloat16* dst);
 void RoundToBFloat16Values(const float* src, int64_t count, float* dst);
 
 // Quantises each row of a [rows, cols] matrix to s8 with its own scale:
-// scale[r] = max|x[r, :]| / 127 (1 for an all-zero row), q[r, c] = round(x[r, c] / scale[r]).
-// The row's values are recovered as q * scale with error at most scale / 2.
-void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales);
+// scale[r] = max|x[r, :]| / max_level (1 for an all-zero row), q[r, c] = round(x[r, c] /
+// scale[r]), within [-max_level, max_level] (1 <= max_level <= 127; the AVX2 int8 kernel's
+// weights use 63, int8_gemm.h). The row's values are recovered as q * scale with error at most
+// scale / 2.
+void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales,
+                           int max_level = 127);
 
 // How an int8 linear layer's raw products become its output:
 // y[r][c] = raw[r][c] * row_scales[r] * column_scales[c] + bias[c] (no bias when null).

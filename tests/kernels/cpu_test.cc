@@ -87,10 +87,10 @@ std::vector<float> NaiveInt8Product(const std::vector<int8_t>& a, const std::vec
 }
 
 // Exact agreement (the sums are integers well within float's 24 bits), including the extreme
-// values +-127 that would saturate vpmaddubsw without the sign trick (and give the AVX-VNNI
-// form's shifted inputs their extremes, 1 and 255), odd shapes (inputs not a
-// multiple of 4, columns not a multiple of 8 or 16, rows not a multiple of 4) and a row stride
-// wider than the row.
+// values: inputs +-127 (shifted to unsigned: 1 and 255) and weights +-127 (+-63 in the AVX2
+// form, whose vpmaddubsw pair sums then reach 2 * 255 * 63 without saturating), odd shapes (inputs
+// not a multiple of 4, columns not a multiple of 8 or 16, rows not a multiple of 4) and a row
+// stride wider than the row.
 TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
   std::vector<Int8GemmIsa> isas;
   if (CpuHasAvx2()) isas.push_back(Int8GemmIsa::kAvx2);
@@ -107,17 +107,21 @@ TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
         v = static_cast<int8_t>(extremes ? (value(rng) > 0 ? 127 : -127) : value(rng));
       for (int8_t& v : w)
         v = static_cast<int8_t>(extremes ? (value(rng) > 0 ? 127 : -127) : value(rng));
+      // The AVX2 form's weights have 63 levels (int8_gemm.h): the same weights halved.
+      std::vector<int8_t> w63(w.size());
+      for (size_t i = 0; i < w.size(); ++i) w63[i] = static_cast<int8_t>(w[i] / 2);
       const int64_t padded_in = Int8GemmPaddedInputs(k);
       const int64_t lda = padded_in + 4;
       std::vector<int8_t> a_padded(m * lda, 0);
       for (int64_t r = 0; r < m; ++r) std::copy_n(&a[r * k], k, &a_padded[r * lda]);
-      std::vector<int8_t> packed(Int8GemmPackedBytes(n, k));
-      PackInt8GemmWeights(w.data(), n, k, packed.data());
-      // The AVX-VNNI form multiplies inputs shifted to unsigned and subtracts this.
-      std::vector<int32_t> correction(Int8GemmPaddedColumns(n));
-      Int8GemmShiftCorrection(w.data(), n, k, correction.data());
-      const std::vector<float> want = NaiveInt8Product(a, w, m, k, n);
       for (Int8GemmIsa isa : isas) {
+        const std::vector<int8_t>& weights = isa == Int8GemmIsa::kAvx2 ? w63 : w;
+        std::vector<int8_t> packed(Int8GemmPackedBytes(n, k));
+        PackInt8GemmWeights(weights.data(), n, k, packed.data());
+        // Both forms multiply inputs shifted to unsigned and subtract this.
+        std::vector<int32_t> correction(Int8GemmPaddedColumns(n));
+        Int8GemmShiftCorrection(weights.data(), n, k, correction.data());
+        const std::vector<float> want = NaiveInt8Product(a, weights, m, k, n);
         const int64_t ldy = n + 3;
         std::vector<float> y(m * ldy, -1.0f);
         Int8Gemm(isa, {.a = a_padded.data(),

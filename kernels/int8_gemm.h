@@ -11,7 +11,7 @@
 //             [-63, 63] (2 * 255 * 63 = 32130): this path quantises its weights with 63
 //             levels (kInt8GemmAvx2WeightLevels), not 127. (The sign trick |a| * (w * sign a)
 //             kept 8-bit weights at four instructions; 7-bit weights cost the demo model no
-//             BLEU, 47.34 -> 47.35 on its test split, and gain 1.3x.)
+//             BLEU, 47.34 -> 47.44 on its test split, and gain 1.3x.)
 //   AVX-VNNI  vpdpbusd, which sums four products straight into 32 bits: one instruction,
 //             weights in [-127, 127].
 // Inputs must lie in [-127, 127], which symmetric quantisation (quantize.h) guarantees.
@@ -37,9 +37,11 @@ int64_t Int8GemmPackedBytes(int64_t out_features, int64_t in_features);
 // `packed`, which holds Int8GemmPackedBytes(n, k) bytes.
 void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed);
 
-// The correction for inputs shifted to unsigned: correction[c] = 128 * sum_i w[c][i] for the
-// Int8GemmPaddedColumns(n) columns (0 for padding ones).
+// Output columns rounded up to whole blocks, as packed.
 int64_t Int8GemmPaddedColumns(int64_t out_features);
+// The correction for inputs shifted to unsigned: correction[c] = 128 * sum_i w[c][i] for the
+// Int8GemmPaddedColumns(n) columns (0 for padding ones). With the shift, sums reach
+// 255 * 127 * k, so k must stay below 66,000 inputs (int32).
 void Int8GemmShiftCorrection(const int8_t* w, int64_t n, int64_t k, int32_t* correction);
 
 enum class Int8GemmIsa : uint8_t { kAvx2, kAvxVnni };

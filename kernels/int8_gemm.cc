@@ -9,8 +9,6 @@
 namespace taskmoe::kernels {
 namespace {
 
-constexpr int64_t kTileColumns = 2 * kInt8GemmBlockColumns;
-
 // Column tiles are handed to threads in this many contiguous runs at most: enough to balance
 // two to a few dozen threads, few enough that the per-run call costs nothing.
 constexpr int64_t kMaxRuns = 64;
@@ -24,7 +22,7 @@ constexpr int64_t kParallelMacs = int64_t{1} << 17;
 int64_t Int8GemmPaddedInputs(int64_t in_features) { return (in_features + 3) / 4 * 4; }
 
 int64_t Int8GemmPaddedColumns(int64_t out_features) {
-  return (out_features + kInt8GemmBlockColumns - 1) / kInt8GemmBlockColumns * kInt8GemmBlockColumns;
+  return (out_features + kInt8GemmTileColumns - 1) / kInt8GemmTileColumns * kInt8GemmTileColumns;
 }
 
 int64_t Int8GemmPackedBytes(int64_t out_features, int64_t in_features) {
@@ -44,17 +42,17 @@ void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed) 
   const int64_t padded_in = Int8GemmPaddedInputs(k);
   std::memset(packed, 0, Int8GemmPackedBytes(n, k));
   for (int64_t c = 0; c < n; ++c) {
-    const int64_t block = c / kInt8GemmBlockColumns, lane = c % kInt8GemmBlockColumns;
-    int8_t* block_start = packed + block * padded_in * kInt8GemmBlockColumns;
+    const int64_t tile = c / kInt8GemmTileColumns, lane = c % kInt8GemmTileColumns;
+    int8_t* tile_start = packed + tile * padded_in * kInt8GemmTileColumns;
     for (int64_t i = 0; i < k; ++i) {
-      block_start[(i / 4) * kInt8GemmBlockBytes + lane * 4 + i % 4] = w[c * k + i];
+      tile_start[(i / 4) * kInt8GemmUnitBytes + lane * 4 + i % 4] = w[c * k + i];
     }
   }
 }
 
 void Int8Gemm(Int8GemmIsa isa, const Int8GemmArgs& args) {
   if (args.m == 0 || args.n == 0) return;
-  const int64_t tiles = (args.n + kTileColumns - 1) / kTileColumns;
+  const int64_t tiles = (args.n + kInt8GemmTileColumns - 1) / kInt8GemmTileColumns;
   const int64_t runs = std::min(tiles, kMaxRuns);
   const auto body =
       isa == Int8GemmIsa::kAvxVnni ? Int8GemmColumnTilesAvxVnni : Int8GemmColumnTilesAvx2;

@@ -22,13 +22,19 @@
 
 namespace taskmoe::kernels {
 
-// The packed layout: output columns in blocks of 8 and inputs in groups of 4; one 32-byte
-// unit holds block j's 8 columns x group g's 4 inputs (column-major within: column c's 4
-// inputs are bytes 4c .. 4c + 3), and a block's units follow each other over all groups, so a
-// block is padded_in * 8 contiguous bytes. The input count is padded to a multiple of 4 and the
-// column count to a multiple of 8, with zero weights.
+// The packed layout: output columns in tiles of 16 (two blocks of 8, one AVX2 vector of int32
+// sums each) and inputs in groups of 4. One 64-byte unit, one cache line, holds a tile's 16
+// columns x group g's 4 inputs: column c's 4 inputs are bytes 4c .. 4c + 3 (block 0 in the
+// first 32 bytes, block 1 in the second). A tile's units follow each other over all groups, so
+// a tile is padded_in * 16 contiguous bytes and a product reads its weights as one sequential
+// stream. (Blocks of 8 columns stored one after the other made each tile read two streams a
+// block apart, 4 KiB = one page at 512 inputs; the hardware prefetcher restarts at every page,
+// and a single row read weights from memory at half the bandwidth.) The input count is padded
+// to a multiple of 4 and the column count to a multiple of 16, with zero weights.
 inline constexpr int64_t kInt8GemmBlockColumns = 8;
-inline constexpr int64_t kInt8GemmBlockBytes = 32;
+inline constexpr int64_t kInt8GemmTileColumns = 2 * kInt8GemmBlockColumns;
+inline constexpr int64_t kInt8GemmBlockBytes = 32;  // one block's 8 columns x 4 inputs
+inline constexpr int64_t kInt8GemmUnitBytes = 2 * kInt8GemmBlockBytes;
 
 int64_t Int8GemmPaddedInputs(int64_t in_features);
 int64_t Int8GemmPackedBytes(int64_t out_features, int64_t in_features);
@@ -37,7 +43,7 @@ int64_t Int8GemmPackedBytes(int64_t out_features, int64_t in_features);
 // `packed`, which holds Int8GemmPackedBytes(n, k) bytes.
 void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed);
 
-// Output columns rounded up to whole blocks, as packed.
+// Output columns rounded up to whole tiles, as packed.
 int64_t Int8GemmPaddedColumns(int64_t out_features);
 // The correction for inputs shifted to unsigned: correction[c] = 128 * sum_i w[c][i] for the
 // Int8GemmPaddedColumns(n) columns (0 for padding ones). With the shift, sums reach
@@ -69,7 +75,7 @@ struct Int8GemmArgs {
 void Int8Gemm(Int8GemmIsa isa, const Int8GemmArgs& args);
 
 // The single-threaded bodies, one per instruction set (int8_gemm_avx2.cc, int8_gemm_vnni.cc):
-// column tiles [first_tile, first_tile + tile_count) of 16 columns.
+// column tiles [first_tile, first_tile + tile_count) of kInt8GemmTileColumns columns.
 void Int8GemmColumnTilesAvx2(const Int8GemmArgs& args, int64_t first_tile, int64_t tile_count);
 void Int8GemmColumnTilesAvxVnni(const Int8GemmArgs& args, int64_t first_tile, int64_t tile_count);
 

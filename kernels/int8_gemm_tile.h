@@ -17,7 +17,7 @@ namespace taskmoe::kernels {
 namespace {
 
 // How far ahead of the unit being multiplied its tile's weights are prefetched: 64 units.
-// A 1 x 512 x 64000 product from memory (one thread, Zen 5 in AVX2 form) read 36-37 GB/s with
+// A 1 x 512 x 64000 product from memory (one thread, Zen 5 in AVX2 form) read 35-37 GB/s with
 // the hardware prefetcher alone, 41 GB/s (the core's plain read bandwidth) with 4 KiB; 1-2 KiB
 // gained nothing.
 constexpr int64_t kPrefetchBytes = 4096;

@@ -40,7 +40,7 @@ inline void FinishOutputs(float* out, const float* bias, Activation activation, 
 
 // kRows rows from `row` x kStrips strips from `strip`: y = act(a w^T + bias) for the tile's
 // columns that exist. Each accumulator is one FMA chain over the inputs in order (f32_gemm.h).
-template <int kRows, int kStrips>
+template <int kRows, int kStrips, bool kPrefetchNextStrip = false>
 inline void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
   constexpr int kVectors = 2 * kStrips;
   const int64_t k = args.k;
@@ -53,7 +53,12 @@ inline void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
 #pragma GCC unroll 8
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_ps();
   }
+  const float* next_strip = w + strip_floats;
   for (int64_t i = 0; i < k; ++i) {
+    if constexpr (kPrefetchNextStrip) {
+      _mm_prefetch(reinterpret_cast<const char*>(next_strip + i * kF32GemmStripColumns),
+                   _MM_HINT_T1);
+    }
     __m256 weights[kVectors];
 #pragma GCC unroll 8
     for (int v = 0; v < kVectors; ++v) {
@@ -96,8 +101,11 @@ int64_t StripsPerTile(int64_t m) {
 }
 
 // Rows [row, row + rows) x `strips` strips from `strip`, in tiles as wide as StripsPerTile
-// allows for that many rows.
-void TileAt(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip, int64_t strips) {
+// allows for that many rows. Tall tiles are compute-bound once their strip is in cache, but
+// the first of a strip's row tiles waits for it to come from memory: that one
+// (`first_row_tile`) asks, a line per step of its loop, for the next strip, into L2.
+void TileAt(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip, int64_t strips,
+            bool first_row_tile) {
   const int64_t widest = StripsPerTile(rows);
   for (int64_t s = strip; s < strip + strips; s += widest) {
     const int64_t width = std::min(widest, strip + strips - s);
@@ -118,13 +126,13 @@ void TileAt(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip, i
         if (width == 1) Tile<3, 1>(args, row, s);
         break;
       case 4:
-        Tile<4, 1>(args, row, s);
+        first_row_tile ? Tile<4, 1, true>(args, row, s) : Tile<4, 1>(args, row, s);
         break;
       case 5:
-        Tile<5, 1>(args, row, s);
+        first_row_tile ? Tile<5, 1, true>(args, row, s) : Tile<5, 1>(args, row, s);
         break;
       default:
-        Tile<6, 1>(args, row, s);
+        first_row_tile ? Tile<6, 1, true>(args, row, s) : Tile<6, 1>(args, row, s);
         break;
     }
   }
@@ -147,7 +155,7 @@ void StripGroups(const F32GemmArgs& args, int64_t group_strips, int64_t first_gr
       const int64_t width = std::min(group_strips, strips - strip);
       for (int64_t t = 0; t < tiles; ++t) {
         const int64_t begin = block_rows * t / tiles, end = block_rows * (t + 1) / tiles;
-        TileAt(args, end - begin, block + begin, strip, width);
+        TileAt(args, end - begin, block + begin, strip, width, t == 0);
       }
     }
   }

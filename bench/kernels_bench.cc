@@ -57,11 +57,14 @@ void SetMatmulRates(benchmark::State& state, double flops, Precision precision) 
                                                    benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_Matmul(benchmark::State& state, MatmulPath path) {
+// `bf16_values`: weights rounded to bf16 values first, as a bf16-stored model's are, which our
+// f32 kernel packs in bf16 (f32_gemm.h).
+void BM_Matmul(benchmark::State& state, MatmulPath path, bool bf16_values) {
   const Precision precision = MatmulPathPrecision(path);
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
-  absl::StatusOr<PackedLinear> linear =
-      PackedLinear::Create(PseudoRandomMatrix(n, k), Tensor(), path);
+  Tensor weight = PseudoRandomMatrix(n, k);
+  if (bf16_values) RoundToBFloat16Values(weight.data<float>(), n * k, weight.data<float>());
+  absl::StatusOr<PackedLinear> linear = PackedLinear::Create(weight, Tensor(), path);
   if (!linear.ok()) {
     state.SkipWithError(std::string(linear.status().message()).c_str());
     return;
@@ -164,20 +167,29 @@ void RegisterBenchmarks() {
   for (MatmulPath p : kAllMatmulPaths) {
     if (!CheckMatmulPathSupported(p).ok()) continue;
     auto* b = benchmark::RegisterBenchmark((std::string("matmul/") + MatmulPathName(p)).c_str(),
-                                           [p](benchmark::State& s) { BM_Matmul(s, p); });
-    for (int64_t m : {1, 8, 32, 128, 256, 512}) {
-      for (int64_t kn : {512, 1024, 2048, 4096}) b->Args({m, kn, kn});
+                                           [p](benchmark::State& s) { BM_Matmul(s, p, false); });
+    // f32 on a bf16-stored model's weights: our kernel reads them in bf16.
+    auto* bf16_values = p == MatmulPath::kAvx2F32
+                            ? benchmark::RegisterBenchmark(
+                                  (std::string("matmul_bf16_values/") + MatmulPathName(p)).c_str(),
+                                  [p](benchmark::State& s) { BM_Matmul(s, p, true); })
+                            : nullptr;
+    for (benchmark::internal::Benchmark* bench : {b, bf16_values}) {
+      if (bench == nullptr) continue;
+      for (int64_t m : {1, 8, 32, 128, 256, 512}) {
+        for (int64_t kn : {512, 1024, 2048, 4096}) bench->Args({m, kn, kn});
+      }
+      // The Transformer-Base FFN shapes: 512 -> 2048 and 2048 -> 512.
+      for (int64_t m : {1, 32, 256}) {
+        bench->Args({m, 512, 2048});
+        bench->Args({m, 2048, 512});
+      }
+      // The output projection onto the 64k vocabulary: over half of a decoder step's work.
+      for (int64_t m : {1, 32, 128}) bench->Args({m, 512, 64000});
+      // Fused self-attention queries, keys and values.
+      for (int64_t m : {1, 32, 128}) bench->Args({m, 512, 1536});
+      bench->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
     }
-    // The Transformer-Base FFN shapes: 512 -> 2048 and 2048 -> 512.
-    for (int64_t m : {1, 32, 256}) {
-      b->Args({m, 512, 2048});
-      b->Args({m, 2048, 512});
-    }
-    // The output projection onto the 64k vocabulary: over half of a decoder step's work.
-    for (int64_t m : {1, 32, 128}) b->Args({m, 512, 64000});
-    // Fused self-attention queries, keys and values.
-    for (int64_t m : {1, 32, 128}) b->Args({m, 512, 1536});
-    b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
     auto* head =
         benchmark::RegisterBenchmark((std::string("greedy_head/") + MatmulPathName(p)).c_str(),
                                      [p](benchmark::State& s) { BM_GreedyHead(s, p); });

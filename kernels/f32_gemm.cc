@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/runtime.h"
 
@@ -38,32 +39,59 @@ inline void FinishOutputs(float* out, const float* bias, Activation activation, 
   if (activation != Activation::kNone) ApplyActivationInPlace(activation, out, count);
 }
 
+// The packed weights of `Weight`'s packing (f32_gemm.h).
+template <typename Weight>
+const Weight* PackedWeights(const F32GemmArgs& args) {
+  if constexpr (std::is_same_v<Weight, BFloat16>) {
+    return args.packed_bf16;
+  } else {
+    return args.packed;
+  }
+}
+
+// Input i's weights of the strip at w as two 8-column f32 vectors (columns 0-7, 8-15).
+template <typename Weight>
+inline void LoadStripWeights(const Weight* w, int64_t i, __m256& low, __m256& high) {
+  if constexpr (std::is_same_v<Weight, BFloat16>) {
+    // Lane j: column j in the low half, column 8 + j in the high half (f32_gemm.h). A bf16
+    // value is the upper half of its float, so both widen exactly.
+    const __m256i pair =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i * kF32GemmStripColumns));
+    low = _mm256_castsi256_ps(_mm256_slli_epi32(pair, 16));
+    high = _mm256_castsi256_ps(_mm256_and_si256(pair, _mm256_set1_epi32(-65536)));
+  } else {
+    low = _mm256_loadu_ps(w + i * kF32GemmStripColumns);
+    high = _mm256_loadu_ps(w + i * kF32GemmStripColumns + kVectorFloats);
+  }
+}
+
 // kRows rows from `row` x kStrips strips from `strip`: y = act(a w^T + bias) for the tile's
 // columns that exist. Each accumulator is one FMA chain over the inputs in order (f32_gemm.h).
-template <int kRows, int kStrips, bool kPrefetchNextStrip = false>
+template <typename Weight, int kRows, int kStrips, bool kPrefetchNextStrip = false>
 inline void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
   constexpr int kVectors = 2 * kStrips;
   const int64_t k = args.k;
-  const int64_t strip_floats = k * kF32GemmStripColumns;
+  const int64_t strip_weights = k * kF32GemmStripColumns;
   const float* a = args.a + row * args.lda;
-  const float* w = args.packed + strip * strip_floats;
+  const Weight* w = PackedWeights<Weight>(args) + strip * strip_weights;
   __m256 acc[kRows][kVectors];
 #pragma GCC unroll 6
   for (int r = 0; r < kRows; ++r) {
 #pragma GCC unroll 8
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_ps();
   }
-  const float* next_strip = w + strip_floats;
+  const Weight* next_strip = w + strip_weights;
   for (int64_t i = 0; i < k; ++i) {
     if constexpr (kPrefetchNextStrip) {
+      // At the pace this strip is read: a line per step in f32, half of one in bf16 (each
+      // line asked for twice, the second time at no cost).
       _mm_prefetch(reinterpret_cast<const char*>(next_strip + i * kF32GemmStripColumns),
                    _MM_HINT_T1);
     }
     __m256 weights[kVectors];
-#pragma GCC unroll 8
-    for (int v = 0; v < kVectors; ++v) {
-      weights[v] = _mm256_loadu_ps(w + (v / 2) * strip_floats + i * kF32GemmStripColumns +
-                                   (v % 2) * kVectorFloats);
+#pragma GCC unroll 4
+    for (int s = 0; s < kStrips; ++s) {
+      LoadStripWeights(w + s * strip_weights, i, weights[2 * s], weights[2 * s + 1]);
     }
 #pragma GCC unroll 6
     for (int r = 0; r < kRows; ++r) {
@@ -104,6 +132,7 @@ int64_t StripsPerTile(int64_t m) {
 // allows for that many rows. Tall tiles are compute-bound once their strip is in cache, but
 // the first of a strip's row tiles waits for it to come from memory: that one
 // (`first_row_tile`) asks, a line per step of its loop, for the next strip, into L2.
+template <typename Weight>
 void TileAt(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip, int64_t strips,
             bool first_row_tile) {
   const int64_t widest = StripsPerTile(rows);
@@ -111,34 +140,35 @@ void TileAt(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip, i
     const int64_t width = std::min(widest, strip + strips - s);
     switch (rows) {
       case 1:
-        if (width == 4) Tile<1, 4>(args, row, s);
-        if (width == 3) Tile<1, 3>(args, row, s);
-        if (width == 2) Tile<1, 2>(args, row, s);
-        if (width == 1) Tile<1, 1>(args, row, s);
+        if (width == 4) Tile<Weight, 1, 4>(args, row, s);
+        if (width == 3) Tile<Weight, 1, 3>(args, row, s);
+        if (width == 2) Tile<Weight, 1, 2>(args, row, s);
+        if (width == 1) Tile<Weight, 1, 1>(args, row, s);
         break;
       case 2:
-        if (width == 3) Tile<2, 3>(args, row, s);
-        if (width == 2) Tile<2, 2>(args, row, s);
-        if (width == 1) Tile<2, 1>(args, row, s);
+        if (width == 3) Tile<Weight, 2, 3>(args, row, s);
+        if (width == 2) Tile<Weight, 2, 2>(args, row, s);
+        if (width == 1) Tile<Weight, 2, 1>(args, row, s);
         break;
       case 3:
-        if (width == 2) Tile<3, 2>(args, row, s);
-        if (width == 1) Tile<3, 1>(args, row, s);
+        if (width == 2) Tile<Weight, 3, 2>(args, row, s);
+        if (width == 1) Tile<Weight, 3, 1>(args, row, s);
         break;
       case 4:
-        first_row_tile ? Tile<4, 1, true>(args, row, s) : Tile<4, 1>(args, row, s);
+        first_row_tile ? Tile<Weight, 4, 1, true>(args, row, s) : Tile<Weight, 4, 1>(args, row, s);
         break;
       case 5:
-        first_row_tile ? Tile<5, 1, true>(args, row, s) : Tile<5, 1>(args, row, s);
+        first_row_tile ? Tile<Weight, 5, 1, true>(args, row, s) : Tile<Weight, 5, 1>(args, row, s);
         break;
       default:
-        first_row_tile ? Tile<6, 1, true>(args, row, s) : Tile<6, 1>(args, row, s);
+        first_row_tile ? Tile<Weight, 6, 1, true>(args, row, s) : Tile<Weight, 6, 1>(args, row, s);
         break;
     }
   }
 }
 
 // Strip groups [first_group, last_group) of `group_strips` strips, over every row.
+template <typename Weight>
 void StripGroups(const F32GemmArgs& args, int64_t group_strips, int64_t first_group,
                  int64_t last_group) {
   const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
@@ -155,7 +185,7 @@ void StripGroups(const F32GemmArgs& args, int64_t group_strips, int64_t first_gr
       const int64_t width = std::min(group_strips, strips - strip);
       for (int64_t t = 0; t < tiles; ++t) {
         const int64_t begin = block_rows * t / tiles, end = block_rows * (t + 1) / tiles;
-        TileAt(args, end - begin, block + begin, strip, width, t == 0);
+        TileAt<Weight>(args, end - begin, block + begin, strip, width, t == 0);
       }
     }
   }
@@ -177,14 +207,41 @@ void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed) {
   }
 }
 
+bool AllBFloat16Values(const float* w, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, w + i, sizeof(bits));
+    if ((bits & 0xffffu) != 0) return false;
+  }
+  return true;
+}
+
+void PackF32GemmWeightsAsBFloat16(const float* w, int64_t n, int64_t k, BFloat16* packed) {
+  std::fill_n(packed, F32GemmPackedFloats(n, k), BFloat16{});
+  for (int64_t c = 0; c < n; ++c) {
+    BFloat16* strip = packed + (c / kF32GemmStripColumns) * k * kF32GemmStripColumns;
+    const int64_t column = c % kF32GemmStripColumns;
+    // Columns 0-7 in the even places, 8-15 in the odd ones (f32_gemm.h).
+    const int64_t place = column < kVectorFloats ? 2 * column : 2 * (column - kVectorFloats) + 1;
+    for (int64_t i = 0; i < k; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, w + c * k + i, sizeof(bits));
+      strip[i * kF32GemmStripColumns + place] = BFloat16{static_cast<uint16_t>(bits >> 16)};
+    }
+  }
+}
+
 void F32Gemm(const F32GemmArgs& args) {
   if (args.m == 0 || args.n == 0) return;
   const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
   const int64_t group_strips = StripsPerTile(args.m);
   const int64_t groups = (strips + group_strips - 1) / group_strips;
   const int64_t runs = std::min(groups, kMaxRuns);
+  const bool bf16 = args.packed_bf16 != nullptr;
   ParallelFor(runs, args.m * args.n * args.k >= kParallelMacs, [&](int64_t run) {
-    StripGroups(args, group_strips, groups * run / runs, groups * (run + 1) / runs);
+    const int64_t first = groups * run / runs, last = groups * (run + 1) / runs;
+    bf16 ? StripGroups<BFloat16>(args, group_strips, first, last)
+         : StripGroups<float>(args, group_strips, first, last);
   });
 }
 

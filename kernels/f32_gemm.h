@@ -8,12 +8,18 @@
 // whatever the tile shape, the row count or the thread that computes it: a row's result never
 // depends on the other rows of its batch, which keeps a sentence's translation the same
 // whether it is decoded alone or in any batch.
+//
+// Weights whose every value is a bf16 value (a model stored in bf16, as the demo is, or the
+// bf16_as_f32 path's rounded ones) may be packed in bf16: half the memory and half the bytes
+// each product reads, which is what a product of few rows waits for. The tile widens them to
+// f32 exactly (a shift or a mask), so the products are bit for bit those of the f32 packing.
 #ifndef TASKMOE_KERNELS_F32_GEMM_H_
 #define TASKMOE_KERNELS_F32_GEMM_H_
 
 #include <cstdint>
 
 #include "kernels/activation.h"
+#include "kernels/dtype.h"
 
 namespace taskmoe::kernels {
 
@@ -23,19 +29,33 @@ namespace taskmoe::kernels {
 // 16 with zero weights.
 inline constexpr int64_t kF32GemmStripColumns = 16;
 
-// Floats of packed weights for an [n, k] weight matrix.
+// Weights (floats, or bf16 values in the bf16 packing) of packed weights for an [n, k] weight
+// matrix.
 int64_t F32GemmPackedFloats(int64_t out_features, int64_t in_features);
 
 // Packs w, f32 [n, k] row-major (the nn.Linear layout, one row per output column), into
 // `packed`, which holds F32GemmPackedFloats(n, k) floats.
 void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed);
 
+// Whether each of the `count` floats at w is a bf16 value (its low 16 bits zero), so that
+// PackF32GemmWeightsAsBFloat16 loses nothing.
+bool AllBFloat16Values(const float* w, int64_t count);
+
+// The bf16 packing: the same strips, each input's 16 weights as one 32-byte vector whose
+// 32-bit lane j holds column j in its low half and column 8 + j in its high half (so that a
+// shift and a mask give the two 8-column f32 vectors). Every value of w must be a bf16 value
+// (AllBFloat16Values); `packed` holds F32GemmPackedFloats(n, k) bf16 values.
+void PackF32GemmWeightsAsBFloat16(const float* w, int64_t n, int64_t k, BFloat16* packed);
+
 // One product: y[r][c] = act(sum_i a[r][i] * w[c][i] + bias[c]) for r < m, c < n.
 struct F32GemmArgs {
   const float* a = nullptr;  // [m] rows of k floats, lda apart
   int64_t lda = 0;
   int64_t m = 0;
-  const float* packed = nullptr;  // PackF32GemmWeights' output
+  // PackF32GemmWeights' output, or PackF32GemmWeightsAsBFloat16's in `packed_bf16` (exactly
+  // one of the two is set).
+  const float* packed = nullptr;
+  const BFloat16* packed_bf16 = nullptr;
   int64_t n = 0;
   int64_t k = 0;
   const float* bias = nullptr;  // [n], or null for none

@@ -403,8 +403,17 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
     RoundToBFloat16Values(weight32->data<float>(), n * k, weight32->data<float>());
   }
   if (path == MatmulPath::kAvx2F32 || path == MatmulPath::kBF16AsF32) {
-    linear.packed_weight_ = Tensor::Allocate(DType::kF32, Shape{F32GemmPackedFloats(n, k)});
-    PackF32GemmWeights(weight32->data<float>(), n, k, linear.packed_weight_.data<float>());
+    // Weights that are all bf16 values (a bf16-stored model, or rounded just above) are packed
+    // in bf16: the same products from half the bytes (f32_gemm.h).
+    const float* w = weight32->data<float>();
+    const int64_t packed = F32GemmPackedFloats(n, k);
+    if (AllBFloat16Values(w, n * k)) {
+      linear.packed_weight_ = Tensor::Allocate(DType::kBF16, Shape{packed});
+      PackF32GemmWeightsAsBFloat16(w, n, k, linear.packed_weight_.data<BFloat16>());
+    } else {
+      linear.packed_weight_ = Tensor::Allocate(DType::kF32, Shape{packed});
+      PackF32GemmWeights(w, n, k, linear.packed_weight_.data<float>());
+    }
     return linear;
   }
   if (absl::Status s = linear.PackPanels(weight32->raw_data(), DataType::f32); !s.ok()) return s;
@@ -620,10 +629,12 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
       RoundToBFloat16Values(a, m * in_features_, scratch.converted.data<float>());
       a = scratch.converted.data<float>();
     }
+    const bool bf16 = bf16_weights();
     F32Gemm({.a = a,
              .lda = in_features_,
              .m = m,
-             .packed = packed_weight_.data<float>(),
+             .packed = bf16 ? nullptr : packed_weight_.data<float>(),
+             .packed_bf16 = bf16 ? packed_weight_.data<BFloat16>() : nullptr,
              .n = out_features_,
              .k = in_features_,
              .bias = has_bias() ? bias_.data<float>() : nullptr,
@@ -776,6 +787,11 @@ size_t PackedLinear::memory_bytes() const {
   return bytes;
 }
 
+bool PackedLinear::bf16_weights() const {
+  return (path_ == MatmulPath::kAvx2F32 || path_ == MatmulPath::kBF16AsF32) &&
+         packed_weight_.dtype() == DType::kBF16;
+}
+
 bool PackedLinear::PanelsWriteIntoOutput() const {
   return panels_write_strided_ || panels_.size() == 1;
 }
@@ -789,7 +805,9 @@ bool PackedLinear::OwnKernel() const {
 }
 
 absl::StatusOr<std::string> PackedLinear::ImplementationName(int64_t rows) const {
-  if (OwnKernel()) return absl::StrCat("taskmoe:", MatmulPathName(path_));
+  if (OwnKernel()) {
+    return absl::StrCat("taskmoe:", MatmulPathName(path_), bf16_weights() ? ", bf16 weights" : "");
+  }
   if (panels_.empty()) return absl::FailedPreconditionError("the linear layer is empty");
   // The first panel and the last (the only other width); a reference kernel wins the report.
   std::string name;

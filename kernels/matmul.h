@@ -8,7 +8,9 @@
 // runs (DefaultMatmulPath): oneDNN's brgemm kernels with AVX-512 VNNI/BF16 or AMX; on AVX2-only
 // CPUs our own kernels, weights packed once: int8 (int8_gemm.h), f32 (f32_gemm.h), and bf16
 // computed by the f32 kernel on bf16-rounded values, since oneDNN 2.6 has no bf16 matmul
-// there, and its int8 and f32 ones (gemm:jit) repack the weights at every call.
+// there, and its int8 and f32 ones (gemm:jit) repack the weights at every call. The f32
+// kernel keeps weights that are all bf16 values (a bf16-stored model's) in bf16: exactly the
+// same products from half the memory.
 // Threads: every path runs on the calling thread's WorkSharingTeam (work_sharing.h), never on
 // oneDNN's OpenMP team, whose barriers stall a whole time slice whenever the OS deschedules one
 // thread (shared cores, a CPU quota). oneDNN weights are packed as column panels, about two per
@@ -77,6 +79,9 @@ class PackedLinear {
   Precision precision() const { return MatmulPathPrecision(path_); }
   MatmulPath path() const { return path_; }
   bool has_bias() const { return bias_.valid(); }
+  // Whether our f32 kernel reads the weights in bf16 (they are all bf16 values: a bf16-stored
+  // model's, or bf16_as_f32's rounded ones), for the same products from half the bytes.
+  bool bf16_weights() const;
   // Bytes of packed weights, scales and bias.
   size_t memory_bytes() const;
   // The implementation a batch of `rows` runs: oneDNN's name for it (e.g. "brg:avx512_core";

@@ -21,12 +21,14 @@ absl::StatusOr<Precision> ParsePrecision(std::string_view name);
 enum class MatmulPath : uint8_t {
   kOneDnnF32,    // "onednn_f32": f32 on oneDNN (brgemm with AVX-512, gemm:jit on AVX2)
   kAvx2F32,      // "avx2_f32": our f32 kernel (f32_gemm.h), FMA on 256-bit vectors, any AVX2
-                 // CPU: weights packed once, where oneDNN's AVX2 gemm:jit packs them per call
+                 // CPU: weights packed once, where oneDNN's AVX2 gemm:jit packs them per call;
+                 // weights that are all bf16 values packed in bf16 (same results, half the bytes)
   kOneDnnBF16,   // "onednn_bf16": bf16 on oneDNN; needs AVX512-BF16 or AMX (or oneDNN's
                  // AVX-512 emulation)
   kBF16AsF32,    // "bf16_as_f32": bf16 numerics without bf16 instructions: weights and inputs
-                 // rounded to bf16 values, multiplied by our f32 kernel (so f32's memory and
-                 // speed, with bf16's results up to summation order); any AVX2 CPU
+                 // rounded to bf16 values, multiplied by our f32 kernel on weights packed in
+                 // bf16 (so bf16's memory and results up to summation order, f32's speed);
+                 // any AVX2 CPU
   kOneDnnInt8,   // "onednn_int8": s8 x s8 on oneDNN's brgemm over blocked weights: AVX-512
                  // VNNI or AMX (its gemm:jit elsewhere is slow and saturates on AVX2)
   kAvx2Int8,     // "avx2_int8": our kernel (int8_gemm.h) on vpmaddubsw, any AVX2 CPU; its

@@ -311,6 +311,7 @@ StepCost TransformerModel::DecoderStepCost(const TaskRoute& route) const {
     if (runs_for_every_row) cost.macs_per_row += linear->in_features() * linear->out_features();
     cost.weight_bytes += linear->memory_bytes();
     ++cost.linears_per_path[linear->path()];
+    if (linear->bf16_weights()) ++cost.linears_on_bf16_weights;
   };
   auto add_ffn = [&](const DenseFfnWeights& ffn, bool runs_for_every_row) {
     add(ffn.fc1, runs_for_every_row);

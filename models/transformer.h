@@ -163,6 +163,8 @@ struct StepCost {
   size_t weight_bytes = 0;
   // Those linear layers per kernel path (kernels/matmul.h), e.g. {avx2_int8: 37}.
   std::map<kernels::MatmulPath, int> linears_per_path;
+  // How many of them our f32 kernel runs on bf16 weights (kernels::PackedLinear::bf16_weights).
+  int linears_on_bf16_weights = 0;
 };
 
 class TransformerModel {

@@ -53,8 +53,10 @@ absl::Status TaskRegistry::LoadAll(bool require_all) {
                    " linear layers run ", models::MatmulPathName(path),
                    path == models::MatmulPath::kBF16AsF32
                        ? " (this CPU has no bf16 matmul: bf16-rounded weights and inputs are "
-                         "multiplied in f32, at f32's memory and speed; --precision=int8 is "
-                         "faster here)"
+                         "multiplied in f32, at f32's speed; --precision=int8 is faster here)"
+                   : path == models::MatmulPath::kAvx2F32
+                       ? " (weights stored as bf16 values are read in bf16: the same results "
+                         "from half the memory)"
                        : ""));
   for (const std::string& name : *names) {
     const absl::Time start = absl::Now();

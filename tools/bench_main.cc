@@ -43,6 +43,9 @@ ABSL_FLAG(std::string, batches, "1,8,32,128,512", "comma-separated batch sizes (
 ABSL_FLAG(int, source_tokens, 24, "source length of every sentence");
 ABSL_FLAG(int, output_tokens, 24, "forced output length (EOS ignored)");
 ABSL_FLAG(std::string, precision, "f32", "f32, bf16 or int8");
+ABSL_FLAG(std::string, stored_dtype, "f32",
+          "how the random weights are stored: f32, or bf16 (rounded, as a model trained and "
+          "shipped in bf16 is, like the demo; our f32 kernel then reads them in bf16)");
 ABSL_FLAG(int, threads, 0, "compute threads (0: OMP_NUM_THREADS or all cores)");
 ABSL_FLAG(int, workers, 1,
           "batches decoded at the same time, each on threads / workers compute threads (every "
@@ -77,14 +80,15 @@ struct ModelUnderTest {
 };
 
 absl::StatusOr<std::shared_ptr<const models::TransformerModel>> Build(
-    const std::string& name, const models::ModelShape& shape, kernels::Precision precision) {
+    const std::string& name, const models::ModelShape& shape, kernels::Precision precision,
+    models::StoredDType stored) {
   using models::ModelKind;
   const ModelKind kind = name == "dense"      ? ModelKind::kDense
                          : name == "tokenmoe" ? ModelKind::kTokenMoe
                                               : ModelKind::kTaskMoe;
   models::ModelConfig config = models::MakeRandomModelConfig(shape, kind);
   absl::StatusOr<std::shared_ptr<const models::SafetensorsFile>> weights =
-      models::MakeRandomWeights(config, 1);
+      models::MakeRandomWeights(config, 1, stored);
   if (!weights.ok()) return weights.status();
   if (name != "taskmoe-extracted") {
     return models::TransformerModel::Create(config, **weights, {.precision = precision});
@@ -96,8 +100,7 @@ absl::StatusOr<std::shared_ptr<const models::TransformerModel>> Build(
   std::vector<models::TensorToWrite> tensors;
   for (const models::OwnedTensor& t : sub->tensors)
     tensors.push_back({t.name, t.shape, t.values.data()});
-  absl::StatusOr<std::string> bytes =
-      models::SerializeSafetensors(tensors, models::StoredDType::kF32);
+  absl::StatusOr<std::string> bytes = models::SerializeSafetensors(tensors, stored);
   if (!bytes.ok()) return bytes.status();
   absl::StatusOr<std::shared_ptr<const models::SafetensorsFile>> sub_weights =
       models::SafetensorsFile::FromBytes(*std::move(bytes));
@@ -166,6 +169,13 @@ int main(int argc, char** argv) {
     std::cerr << "taskmoe-bench: " << precision.status().message() << "\n";
     return 2;
   }
+  models::StoredDType stored = models::StoredDType::kF32;
+  if (absl::GetFlag(FLAGS_stored_dtype) == "bf16") {
+    stored = models::StoredDType::kBF16;
+  } else if (absl::GetFlag(FLAGS_stored_dtype) != "f32") {
+    std::cerr << "taskmoe-bench: --stored_dtype must be f32 or bf16\n";
+    return 2;
+  }
   const int workers = absl::GetFlag(FLAGS_workers);
   if (workers < 1 || workers > kernels::NumThreads()) {
     std::cerr << "taskmoe-bench: --workers must be between 1 and the thread count ("
@@ -199,9 +209,10 @@ int main(int argc, char** argv) {
   const int source_tokens = absl::GetFlag(FLAGS_source_tokens);
   const int output_tokens = absl::GetFlag(FLAGS_output_tokens);
   std::printf(
-      "taskmoe-bench: shape=%s precision=%s matmul_path=%s threads=%d workers=%d source=%d "
-      "output=%d tokens\n%s\n",
-      absl::GetFlag(FLAGS_shape).c_str(), kernels::PrecisionName(*precision),
+      "taskmoe-bench: shape=%s stored=%s precision=%s matmul_path=%s threads=%d workers=%d "
+      "source=%d output=%d tokens\n%s\n",
+      absl::GetFlag(FLAGS_shape).c_str(), models::StoredDTypeName(stored),
+      kernels::PrecisionName(*precision),
       kernels::MatmulPathName(kernels::DefaultMatmulPath(*precision)), total_threads, workers,
       source_tokens, output_tokens, kernels::CpuSummary().c_str());
 
@@ -223,7 +234,7 @@ int main(int argc, char** argv) {
     const int64_t rss_before = ReadStatusKb("VmRSS");
     ResetPeakRss();
     absl::StatusOr<std::shared_ptr<const models::TransformerModel>> model =
-        Build(name, shape, *precision);
+        Build(name, shape, *precision, stored);
     if (!model.ok()) {
       std::cerr << "taskmoe-bench: " << name << ": " << model.status().message() << "\n";
       return 1;
@@ -242,6 +253,9 @@ int main(int argc, char** argv) {
     std::string paths;
     for (const auto& [path, count] : cost.linears_per_path) {
       absl::StrAppend(&paths, paths.empty() ? "" : ", ", count, " ", kernels::MatmulPathName(path));
+    }
+    if (cost.linears_on_bf16_weights > 0) {
+      absl::StrAppend(&paths, " (", cost.linears_on_bf16_weights, " of them on bf16 weights)");
     }
     std::printf("  decoder step's linear layers by kernel path: %s\n", paths.c_str());
     for (int batch : batches) {

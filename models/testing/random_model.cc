@@ -155,15 +155,16 @@ std::vector<OwnedTensor> MakeRandomTensors(const ModelConfig& config, uint64_t s
 }
 
 absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MakeRandomWeights(const ModelConfig& config,
-                                                                         uint64_t seed) {
-  return SerializeTensors(MakeRandomTensors(config, seed));
+                                                                         uint64_t seed,
+                                                                         StoredDType dtype) {
+  return SerializeTensors(MakeRandomTensors(config, seed), dtype);
 }
 
 absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SerializeTensors(
-    const std::vector<OwnedTensor>& tensors) {
+    const std::vector<OwnedTensor>& tensors, StoredDType dtype) {
   std::vector<TensorToWrite> to_write;
   for (const OwnedTensor& t : tensors) to_write.push_back({t.name, t.shape, t.values.data()});
-  absl::StatusOr<std::string> bytes = SerializeSafetensors(to_write, StoredDType::kF32);
+  absl::StatusOr<std::string> bytes = SerializeSafetensors(to_write, dtype);
   if (!bytes.ok()) return bytes.status();
   return SafetensorsFile::FromBytes(*std::move(bytes));
 }

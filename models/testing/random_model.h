@@ -50,13 +50,14 @@ ModelConfig MakeRandomModelConfig(const ModelShape& shape, ModelKind kind);
 // tensor so activations stay of unit size; norms near 1), deterministic in `seed`.
 std::vector<OwnedTensor> MakeRandomTensors(const ModelConfig& config, uint64_t seed);
 
-// The tensors serialised into an in-memory safetensors file.
-absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MakeRandomWeights(const ModelConfig& config,
-                                                                         uint64_t seed);
+// The tensors serialised into an in-memory safetensors file, stored as `dtype` (bf16: rounded,
+// as a model trained and shipped in bf16 is).
+absl::StatusOr<std::shared_ptr<const SafetensorsFile>> MakeRandomWeights(
+    const ModelConfig& config, uint64_t seed, StoredDType dtype = StoredDType::kF32);
 
-// Any tensors (an extracted subnetwork's, say) as an in-memory safetensors file, f32.
+// Any tensors (an extracted subnetwork's, say) as an in-memory safetensors file.
 absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SerializeTensors(
-    const std::vector<OwnedTensor>& tensors);
+    const std::vector<OwnedTensor>& tensors, StoredDType dtype = StoredDType::kF32);
 
 }  // namespace taskmoe::models
 

@@ -1,0 +1,117 @@
+// Our f32 GEMM's two weight packings (f32_gemm.h): weights that are all bf16 values, packed in
+// bf16, must give bit for bit the outputs of the f32 packing (every tile shape, tails, row
+// blocks, thread counts, bias and activation), and PackedLinear must choose the bf16 packing
+// exactly when it loses nothing. Against a naive reference: matmul_test.cc.
+#include "kernels/f32_gemm.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/matmul.h"
+#include "kernels/runtime.h"
+#include "tests/kernels/reference.h"
+
+namespace taskmoe::kernels {
+namespace {
+
+using testing::RandomVector;
+using testing::RoundToBFloat16;
+
+#define SKIP_WITHOUT_AVX2_FMA()                                                                 \
+  if (absl::Status supported = CheckMatmulPathSupported(MatmulPath::kAvx2F32); !supported.ok()) \
+  GTEST_SKIP() << supported.message()
+
+TEST(F32Gemm, TellsWhetherEveryValueIsABFloat16Value) {
+  std::vector<float> values = RoundToBFloat16(RandomVector(1000, 1));
+  values.push_back(0.0f);
+  values.push_back(-0.0f);
+  values.push_back(std::numeric_limits<float>::infinity());
+  EXPECT_TRUE(AllBFloat16Values(values.data(), static_cast<int64_t>(values.size())));
+  EXPECT_TRUE(AllBFloat16Values(values.data(), 0));
+  // One low bit set anywhere is enough to keep the f32 packing.
+  uint32_t bits;
+  std::memcpy(&bits, &values[517], sizeof(bits));
+  bits |= 1u;
+  std::memcpy(&values[517], &bits, sizeof(bits));
+  EXPECT_FALSE(AllBFloat16Values(values.data(), static_cast<int64_t>(values.size())));
+  EXPECT_TRUE(AllBFloat16Values(values.data(), 517));
+  const float third = 1.0f / 3.0f;
+  EXPECT_FALSE(AllBFloat16Values(&third, 1));
+}
+
+// Rows: every tile height (1-6), several strips per tile (1-3 rows), several tiles and row
+// blocks (13, 121, 250). Columns: inside one strip, a strip and a bit, many strips (62.5).
+TEST(F32Gemm, BFloat16PackingGivesTheF32PackingsBits) {
+  SKIP_WITHOUT_AVX2_FMA();
+  const int saved_threads = NumThreads();
+  for (const int64_t k : {1, 67, 256}) {
+    for (const int64_t n : {5, 17, 1000}) {
+      const std::vector<float> w = RoundToBFloat16(RandomVector(n * k, 7, 0.2f));
+      ASSERT_TRUE(AllBFloat16Values(w.data(), n * k));
+      std::vector<float> packed(F32GemmPackedFloats(n, k));
+      std::vector<BFloat16> packed_bf16(F32GemmPackedFloats(n, k));
+      PackF32GemmWeights(w.data(), n, k, packed.data());
+      PackF32GemmWeightsAsBFloat16(w.data(), n, k, packed_bf16.data());
+      const std::vector<float> bias = RandomVector(n, 8, 0.5f);
+      for (const int64_t m : {1, 2, 3, 4, 5, 6, 7, 13, 121, 250}) {
+        const std::vector<float> a = RandomVector(m * k, 9);
+        for (const int threads : {1, 2}) {
+          ASSERT_TRUE(SetNumThreads(threads).ok());
+          for (const Activation activation : {Activation::kNone, Activation::kGelu}) {
+            F32GemmArgs args{.a = a.data(),
+                             .lda = k,
+                             .m = m,
+                             .packed = packed.data(),
+                             .n = n,
+                             .k = k,
+                             .bias = activation == Activation::kGelu ? bias.data() : nullptr,
+                             .activation = activation,
+                             .ldy = n};
+            std::vector<float> from_f32(m * n), from_bf16(m * n);
+            args.y = from_f32.data();
+            F32Gemm(args);
+            args.packed = nullptr;
+            args.packed_bf16 = packed_bf16.data();
+            args.y = from_bf16.data();
+            F32Gemm(args);
+            ASSERT_EQ(std::memcmp(from_f32.data(), from_bf16.data(), m * n * sizeof(float)), 0)
+                << absl::StrCat("m=", m, " k=", k, " n=", n, " threads=", threads, " ",
+                                ActivationName(activation));
+          }
+        }
+      }
+    }
+  }
+  ASSERT_TRUE(SetNumThreads(saved_threads).ok());
+}
+
+// A bf16-stored model's weights (and bf16_as_f32's rounded ones) take half the memory on our
+// f32 kernel; weights with any value that is not a bf16 value keep f32.
+TEST(F32Gemm, PackedLinearPacksBFloat16ValuesInHalfTheBytes) {
+  SKIP_WITHOUT_AVX2_FMA();
+  constexpr int64_t n = 96, k = 128;
+  const std::vector<float> values = RandomVector(n * k, 11, 0.1f);
+  Tensor f32 = Tensor::Allocate(DType::kF32, Shape{n, k});
+  std::memcpy(f32.data<float>(), values.data(), values.size() * sizeof(float));
+  absl::StatusOr<Tensor> bf16 = f32.ConvertTo(DType::kBF16);
+  ASSERT_TRUE(bf16.ok());
+  absl::StatusOr<PackedLinear> from_f32 = PackedLinear::Create(f32, Tensor(), MatmulPath::kAvx2F32);
+  absl::StatusOr<PackedLinear> from_bf16 =
+      PackedLinear::Create(*bf16, Tensor(), MatmulPath::kAvx2F32);
+  absl::StatusOr<PackedLinear> rounded =
+      PackedLinear::Create(f32, Tensor(), MatmulPath::kBF16AsF32);
+  ASSERT_TRUE(from_f32.ok() && from_bf16.ok() && rounded.ok());
+  EXPECT_EQ(from_f32->memory_bytes(), static_cast<size_t>(n * k * 4));
+  EXPECT_EQ(from_bf16->memory_bytes(), static_cast<size_t>(n * k * 2));
+  EXPECT_EQ(rounded->memory_bytes(), static_cast<size_t>(n * k * 2));
+  EXPECT_EQ(*from_f32->ImplementationName(1), "taskmoe:avx2_f32");
+  EXPECT_EQ(*from_bf16->ImplementationName(1), "taskmoe:avx2_f32, bf16 weights");
+  EXPECT_EQ(*rounded->ImplementationName(1), "taskmoe:bf16_as_f32, bf16 weights");
+}
+
+}  // namespace
+}  // namespace taskmoe::kernels

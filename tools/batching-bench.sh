@@ -120,7 +120,8 @@ done
 # The vector instruction sets the kernels choose between (figures differ per ISA).
 isa=$(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512_bf16|avx_vnni|amx_tile' /proc/cpuinfo | sort -u |
   paste -sd ' ' -)
-echo "CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores, ISA: ${isa:-unknown};" \
+# ONEDNN_MAX_CPU_ISA caps what the server chooses as well (kernels/cpu_features.h): say so.
+echo "CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores, ISA: ${isa:-unknown}${ONEDNN_MAX_CPU_ISA:+ (capped by ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA)};" \
   "texts: $texts_name;" \
   "concurrency $concurrency, beam size $beam_size, ${seconds} s per run, median of $rounds rounds"
 /usr/bin/python3 - "$out" "$rounds" "${modes[@]}" <<'EOF'

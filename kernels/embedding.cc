@@ -28,11 +28,37 @@ absl::StatusOr<Tensor> SinusoidalPositions(int64_t max_positions, int64_t d_mode
   return table;
 }
 
+namespace {
+
+inline float Widen(float value) { return value; }
+inline float Widen(BFloat16 value) { return BFloat16ToFloat(value); }
+
+// The gather, on checked arguments; `positions` null for none.
+template <typename Element>
+void LookUp(const Element* table, int64_t d, absl::Span<const int32_t> ids, float scale,
+            const Tensor* positions, absl::Span<const int32_t> position_ids, float* out) {
+  for (size_t r = 0; r < ids.size(); ++r) {
+    const Element* src = table + static_cast<int64_t>(ids[r]) * d;
+    float* dst = out + static_cast<int64_t>(r) * d;
+    if (positions != nullptr) {
+      const float* pos = positions->data<float>() + static_cast<int64_t>(position_ids[r]) * d;
+      for (int64_t i = 0; i < d; ++i) dst[i] = Widen(src[i]) * scale + pos[i];
+    } else {
+      for (int64_t i = 0; i < d; ++i) dst[i] = Widen(src[i]) * scale;
+    }
+  }
+}
+
+}  // namespace
+
 absl::Status EmbeddingLookup(const Tensor& table, absl::Span<const int32_t> ids, float scale,
                              const Tensor& positions, absl::Span<const int32_t> position_ids,
                              Tensor& out) {
   constexpr const char* kOp = "EmbeddingLookup";
-  if (absl::Status s = CheckDType(table, DType::kF32, kOp, "table"); !s.ok()) return s;
+  if (table.valid() && table.dtype() != DType::kF32 && table.dtype() != DType::kBF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": table dtype ", DTypeName(table.dtype()), " (need f32 or bf16)"));
+  }
   if (absl::Status s = CheckRank(table, 2, kOp, "table"); !s.ok()) return s;
   const int64_t vocab = table.dim(0), d = table.dim(1);
   const bool with_positions = positions.valid();
@@ -60,17 +86,12 @@ absl::Status EmbeddingLookup(const Tensor& table, absl::Span<const int32_t> ids,
     }
   }
   out.Resize(DType::kF32, Shape{rows, d});
-  const float* t = table.data<float>();
-  float* o = out.data<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = t + static_cast<int64_t>(ids[r]) * d;
-    float* dst = o + r * d;
-    if (with_positions) {
-      const float* pos = positions.data<float>() + static_cast<int64_t>(position_ids[r]) * d;
-      for (int64_t i = 0; i < d; ++i) dst[i] = src[i] * scale + pos[i];
-    } else {
-      for (int64_t i = 0; i < d; ++i) dst[i] = src[i] * scale;
-    }
+  if (table.dtype() == DType::kBF16) {
+    LookUp(table.data<BFloat16>(), d, ids, scale, with_positions ? &positions : nullptr,
+           position_ids, out.data<float>());
+  } else {
+    LookUp(table.data<float>(), d, ids, scale, with_positions ? &positions : nullptr, position_ids,
+           out.data<float>());
   }
   return absl::OkStatus();
 }

@@ -15,7 +15,8 @@ namespace taskmoe::kernels {
 absl::StatusOr<Tensor> SinusoidalPositions(int64_t max_positions, int64_t d_model);
 
 // out[r, :] = table[ids[r], :] * scale + positions[position_ids[r], :].
-// table: f32 [V, D]; positions: f32 [P, D], or an empty Tensor() for none (position_ids is
+// table: f32 or bf16 [V, D] (a bf16-stored model's table is kept in bf16, widened exactly
+// here); positions: f32 [P, D], or an empty Tensor() for none (position_ids is
 // then ignored). out is resized to [ids.size(), D]. An id outside [0, V) or a position
 // outside [0, P) is an error naming the offending row.
 absl::Status EmbeddingLookup(const Tensor& table, absl::Span<const int32_t> ids, float scale,

@@ -207,15 +207,6 @@ void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed) {
   }
 }
 
-bool AllBFloat16Values(const float* w, int64_t count) {
-  for (int64_t i = 0; i < count; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, w + i, sizeof(bits));
-    if ((bits & 0xffffu) != 0) return false;
-  }
-  return true;
-}
-
 void PackF32GemmWeightsAsBFloat16(const float* w, int64_t n, int64_t k, BFloat16* packed) {
   std::fill_n(packed, F32GemmPackedFloats(n, k), BFloat16{});
   for (int64_t c = 0; c < n; ++c) {

@@ -37,14 +37,10 @@ int64_t F32GemmPackedFloats(int64_t out_features, int64_t in_features);
 // `packed`, which holds F32GemmPackedFloats(n, k) floats.
 void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed);
 
-// Whether each of the `count` floats at w is a bf16 value (its low 16 bits zero), so that
-// PackF32GemmWeightsAsBFloat16 loses nothing.
-bool AllBFloat16Values(const float* w, int64_t count);
-
 // The bf16 packing: the same strips, each input's 16 weights as one 32-byte vector whose
 // 32-bit lane j holds column j in its low half and column 8 + j in its high half (so that a
 // shift and a mask give the two 8-column f32 vectors). Every value of w must be a bf16 value
-// (AllBFloat16Values); `packed` holds F32GemmPackedFloats(n, k) bf16 values.
+// (AllBFloat16Values, quantize.h); `packed` holds F32GemmPackedFloats(n, k) bf16 values.
 void PackF32GemmWeightsAsBFloat16(const float* w, int64_t n, int64_t k, BFloat16* packed);
 
 // One product: y[r][c] = act(sum_i a[r][i] * w[c][i] + bias[c]) for r < m, c < n.

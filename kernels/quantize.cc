@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/cpu_dispatch.h"
 #include "kernels/runtime.h"
@@ -15,6 +16,15 @@ void ConvertToBFloat16(const float* src, int64_t count, BFloat16* dst) {
 
 void RoundToBFloat16Values(const float* src, int64_t count, float* dst) {
   for (int64_t i = 0; i < count; ++i) dst[i] = BFloat16ToFloat(FloatToBFloat16(src[i]));
+}
+
+bool AllBFloat16Values(const float* src, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, src + i, sizeof(bits));
+    if ((bits & 0xffffu) != 0) return false;
+  }
+  return true;
 }
 
 namespace {

@@ -14,6 +14,10 @@ void ConvertToBFloat16(const float* src, int64_t count, BFloat16* dst);
 // dst[i] = float(bf16(src[i])): the value bf16 would hold, kept in f32 (the bf16_as_f32 matmul
 // path of CPUs without bf16 instructions). dst may be src.
 void RoundToBFloat16Values(const float* src, int64_t count, float* dst);
+// Whether each of the `count` floats at src is a bf16 value (its low 16 bits zero): such
+// weights lose nothing held in bf16 (the f32 kernel's bf16 packing, f32_gemm.h; embedding
+// tables).
+bool AllBFloat16Values(const float* src, int64_t count);
 
 // Quantises each row of a [rows, cols] matrix to s8 with its own scale:
 // scale[r] = max|x[r, :]| / max_level (1 for an all-zero row), q[r, c] = round(x[r, c] /

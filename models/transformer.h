@@ -262,7 +262,8 @@ class TransformerModel {
   ModelConfig config_;
   kernels::Precision precision_ = kernels::Precision::kF32;
   kernels::MatmulPath matmul_path_ = kernels::MatmulPath::kOneDnnF32;
-  kernels::Tensor encoder_embedding_, decoder_embedding_;  // f32 [vocab, d_model]
+  // f32 [vocab, d_model], or bf16 where every value is a bf16 value (a bf16-stored model).
+  kernels::Tensor encoder_embedding_, decoder_embedding_;
   LinearPtr output_projection_;
   kernels::Tensor positions_;  // f32 [max_positions, d_model]
   std::vector<LayerWeights> encoder_layers_, decoder_layers_;

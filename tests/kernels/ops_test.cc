@@ -259,6 +259,32 @@ TEST(Embedding, GathersScalesAndAddsPositions) {
   EXPECT_EQ(out.shape(), (Shape{0, 6}));
 }
 
+// A bf16 table (a bf16-stored model's, kept in bf16) gives what its exact f32 widening gives;
+// a table of another dtype is refused, naming it.
+TEST(Embedding, LooksUpBFloat16TablesExactly) {
+  absl::StatusOr<Tensor> table16 = RandomTensor(Shape{10, 6}, 3).ConvertTo(DType::kBF16);
+  ASSERT_TRUE(table16.ok());
+  absl::StatusOr<Tensor> table32 = table16->ConvertTo(DType::kF32);
+  ASSERT_TRUE(table32.ok());
+  absl::StatusOr<Tensor> positions = SinusoidalPositions(8, 6);
+  ASSERT_TRUE(positions.ok());
+  const std::vector<int32_t> ids = {3, 0, 9, 3};
+  const std::vector<int32_t> pos = {0, 1, 7, 2};
+  for (const bool with_positions : {false, true}) {
+    const Tensor& p = with_positions ? *positions : Tensor();
+    const std::vector<int32_t> position_ids = with_positions ? pos : std::vector<int32_t>();
+    Tensor from16, from32;
+    ASSERT_TRUE(EmbeddingLookup(*table16, ids, 16.0f, p, position_ids, from16).ok());
+    ASSERT_TRUE(EmbeddingLookup(*table32, ids, 16.0f, p, position_ids, from32).ok());
+    EXPECT_EQ(ToVector(from16), ToVector(from32)) << "positions " << with_positions;
+  }
+  Tensor out;
+  absl::Status bad =
+      EmbeddingLookup(Tensor::Allocate(DType::kS8, Shape{10, 6}), ids, 1.0f, Tensor(), {}, out);
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.message().find("table dtype"), std::string::npos) << bad;
+}
+
 TEST(TopK, SortedWithLowerIndexFirstOnTies) {
   const Tensor x = Tensor::FromVector<float>(
       Shape{2, 6}, {1.0f, 5.0f, 3.0f, 5.0f, -1.0f, 3.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f});

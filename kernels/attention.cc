@@ -50,9 +50,6 @@ inline Float8 Load8(const BFloat16* p) {
   return v;
 }
 
-inline float ToFloat(float v) { return v; }
-inline float ToFloat(BFloat16 v) { return BFloat16ToFloat(v); }
-
 // a . b over n values.
 template <typename T>
 inline float Dot(const float* a, const T* b, int64_t n) {

@@ -60,6 +60,10 @@ inline float BFloat16ToFloat(BFloat16 value) {
   return f;
 }
 
+// An f32 or bf16 element as a float (exact), for loops templated over the element type.
+inline float ToFloat(float value) { return value; }
+inline float ToFloat(BFloat16 value) { return BFloat16ToFloat(value); }
+
 template <typename T>
 constexpr DType DTypeOf();
 template <>

@@ -30,9 +30,6 @@ absl::StatusOr<Tensor> SinusoidalPositions(int64_t max_positions, int64_t d_mode
 
 namespace {
 
-inline float Widen(float value) { return value; }
-inline float Widen(BFloat16 value) { return BFloat16ToFloat(value); }
-
 // The gather, on checked arguments; `positions` null for none.
 template <typename Element>
 void LookUp(const Element* table, int64_t d, absl::Span<const int32_t> ids, float scale,
@@ -42,9 +39,9 @@ void LookUp(const Element* table, int64_t d, absl::Span<const int32_t> ids, floa
     float* dst = out + static_cast<int64_t>(r) * d;
     if (positions != nullptr) {
       const float* pos = positions->data<float>() + static_cast<int64_t>(position_ids[r]) * d;
-      for (int64_t i = 0; i < d; ++i) dst[i] = Widen(src[i]) * scale + pos[i];
+      for (int64_t i = 0; i < d; ++i) dst[i] = ToFloat(src[i]) * scale + pos[i];
     } else {
-      for (int64_t i = 0; i < d; ++i) dst[i] = Widen(src[i]) * scale;
+      for (int64_t i = 0; i < d; ++i) dst[i] = ToFloat(src[i]) * scale;
     }
   }
 }

@@ -45,30 +45,22 @@ class WeightLoader {
   }
 
   // A tensor kept as f32 (norms, embeddings, router tables), shared through the store. It is
-  // always a copy: a view would pin the whole weight file in memory after loading.
-  absl::StatusOr<Tensor> Kept(const std::string& name, const Shape& shape) {
+  // always a copy: a view would pin the whole weight file in memory after loading. With
+  // `bf16_if_exact` (embedding tables, which only the lookup reads) it is kept in bf16 when
+  // every value is a bf16 value (a bf16-stored model's): the same values in half the memory.
+  absl::StatusOr<Tensor> Kept(const std::string& name, const Shape& shape,
+                              bool bf16_if_exact = false) {
     TASKMOE_ASSIGN_OR_RETURN(Tensor t, Fetch(name, shape));
-    if (options_.weight_store == nullptr) return t.Clone();
-    TASKMOE_ASSIGN_OR_RETURN(std::string_view bytes, file_.RawBytes(name));
-    TASKMOE_ASSIGN_OR_RETURN(WeightStore::Use<Tensor> shared,
-                             options_.weight_store->GetTensor(
-                                 bytes, [&]() -> absl::StatusOr<Tensor> { return t.Clone(); }));
-    KeepHandle(shared.handle);  // keeps the entry, and with it the stored tensor, alive
-    return *shared.value;
-  }
-
-  // An embedding table, kept as Kept does, but in bf16 when every value is a bf16 value (a
-  // bf16-stored model's): the lookup widens it exactly, in half the memory.
-  absl::StatusOr<Tensor> KeptEmbedding(const std::string& name, const Shape& shape) {
-    TASKMOE_ASSIGN_OR_RETURN(Tensor t, Fetch(name, shape));
-    auto keep = [&t]() -> absl::StatusOr<Tensor> {
-      if (!kernels::AllBFloat16Values(t.data<float>(), t.numel())) return t.Clone();
-      return t.ConvertTo(kernels::DType::kBF16);
+    auto copy = [&]() -> absl::StatusOr<Tensor> {
+      if (bf16_if_exact && kernels::AllBFloat16Values(t.data<float>(), t.numel())) {
+        return t.ConvertTo(kernels::DType::kBF16);
+      }
+      return t.Clone();
     };
-    if (options_.weight_store == nullptr) return keep();
+    if (options_.weight_store == nullptr) return copy();
     TASKMOE_ASSIGN_OR_RETURN(std::string_view bytes, file_.RawBytes(name));
     TASKMOE_ASSIGN_OR_RETURN(WeightStore::Use<Tensor> shared,
-                             options_.weight_store->GetTensor(bytes, keep));
+                             options_.weight_store->GetTensor(bytes, copy));
     KeepHandle(shared.handle);  // keeps the entry, and with it the stored tensor, alive
     return *shared.value;
   }
@@ -297,7 +289,7 @@ absl::StatusOr<std::shared_ptr<const TransformerModel>> TransformerModel::Create
   const int64_t d = config.d_model, vocab = config.vocab_size;
 
   auto embedding = [&](const std::string& name) {
-    return loader.KeptEmbedding(name, Shape{vocab, d});
+    return loader.Kept(name, Shape{vocab, d}, /*bf16_if_exact=*/true);
   };
   const std::string out_name =
       config.tie_embeddings ? "embedding.weight" : "decoder.output_projection.weight";

@@ -55,7 +55,10 @@ sentences for every language (in the same order), drawn from sentences with at l
 near-duplicates (same letters and digits ignoring case, punctuation and spaces, e.g. "Insert"
 and "Insert..."), is in one split only, for every language, and en->XX and XX->en use the same
 sentences; so no split sees another's sentences, in either direction or through another
-language.
+language. Dev and test are always drawn from the LibreOffice pairs alone: with --gettext or
+--debconf they are the default corpus' dev and test, sentence for sentence, and the broader
+text only adds training pairs (none whose English or translation is a near-duplicate of a dev
+or test sentence), so scores stay comparable across the two corpora.
 
 Output layout (OUT, default build/corpus), as data.py reads it:
   {split}.{src}-{tgt}.{lang}   line-aligned UTF-8 text, split in train/dev/test, for every task
@@ -623,9 +626,34 @@ def assign_splits(pairs_by_lang: Dict[str, Sequence[Pair]], dev_size: int, test_
     return result
 
 
+def add_broader_train(splits_by_lang: Dict[str, Dict[str, List[Pair]]],
+                      pairs_by_lang: Dict[str, Sequence[Pair]], seed: int) -> Dict[str, Dict[str, List[Pair]]]:
+    """The default corpus' dev and test (splits_by_lang, from LibreOffice alone) with a train
+    split of every pair in pairs_by_lang (all sources) whose English sentence, or translation,
+    is no near-duplicate of a dev or test sentence. Keeping dev and test fixed keeps scores on
+    them comparable across corpora: a model trained on the broader text is measured on the
+    same sentences as one trained on the default corpus, and neither has seen them."""
+    held_out_english = {group_key(en) for by_split in splits_by_lang.values()
+                        for split in ("dev", "test") for en, _ in by_split[split]}
+    result = {}
+    for lang, pairs in pairs_by_lang.items():
+        held_out_other = {group_key(xx) for split in ("dev", "test")
+                          for _, xx in splits_by_lang[lang][split]}
+        train = sorted(pair for pair in pairs if group_key(pair[0]) not in held_out_english
+                       and group_key(pair[1]) not in held_out_other)
+        random.Random(f"{seed}-{lang}").shuffle(train)
+        result[lang] = {"train": train, "dev": list(splits_by_lang[lang]["dev"]),
+                        "test": list(splits_by_lang[lang]["test"])}
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # Extraction of one language (runs in a worker process)
 # --------------------------------------------------------------------------------------------
+
+# The sources of the default corpus; dev and test come from these alone (see add_broader_train).
+BASE_SOURCES = ("ui", "help")
+
 
 def clean_pairs(raw: Dict[str, Sequence[Pair]], max_chars: int,
                 max_ratio: float) -> Tuple[List[Pair], collections.Counter, collections.Counter]:
@@ -672,7 +700,11 @@ def extract_language(job) -> dict:
     general, _, _ = clean_pairs(general_raw, max_chars, max_ratio)
     kept, reasons, kept_by_source = clean_pairs(raw, max_chars, max_ratio)
     unique = dedupe(kept)
-    return {"lang": lang, "pairs": unique, "raw_ui": len(raw["ui"]), "raw_help": len(raw["help"]),
+    # The default corpus' pairs (LibreOffice only), from which dev and test are always drawn.
+    base = dedupe(pair for pair in clean_pairs({origin: raw[origin] for origin in BASE_SOURCES},
+                                               max_chars, max_ratio)[0])
+    return {"lang": lang, "pairs": unique, "base_pairs": base, "raw_ui": len(raw["ui"]),
+            "raw_help": len(raw["help"]),
             "raw_gettext": len(raw["gettext"]), "gettext_catalogs": catalogs,
             "raw_debconf": len(raw["debconf"]), "debconf_packages": templates,
             "clean_by_source": dict(kept_by_source), "general_pairs": dedupe(general),
@@ -879,8 +911,12 @@ def main(argv=None) -> int:
               f"dropped: { {k: v for k, v in sorted(r['reasons'].items()) if k != 'kept'} }", flush=True)
         print(f"    clean by source: {r['clean_by_source']}", flush=True)
 
-    pairs_by_lang = {r["lang"]: r["pairs"] for r in results}
-    splits = assign_splits(pairs_by_lang, args.dev_size, args.test_size, args.seed, args.min_eval_words)
+    # Dev and test are drawn from the LibreOffice pairs alone, so that they are the default
+    # corpus' with or without the broader sources.
+    splits = assign_splits({r["lang"]: r["base_pairs"] for r in results}, args.dev_size,
+                           args.test_size, args.seed, args.min_eval_words)
+    if args.gettext or args.debconf:
+        splits = add_broader_train(splits, {r["lang"]: r["pairs"] for r in results}, args.seed)
     for lang, by_split in splits.items():
         for split in ("dev", "test"):
             wanted_size = args.dev_size if split == "dev" else args.test_size

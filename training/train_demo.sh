@@ -4,10 +4,12 @@
 # decoding). This is the one command behind the BLEU table of demo/MODEL_CARD.md.
 #
 #   training/train_demo.sh [--corpus build/corpus] [--runs build/runs] [--minutes 7]
-#                                 [--parallel] [--resume] [-- extra train.py flags]
+#                          [--parallel] [--resume] [--no-evaluate] [-- extra train.py flags]
 #
-# --parallel trains the three at once (right on one GPU, whose small kernels leave it idle most
-# of the time); without it they train one after another. --resume continues runs in --runs.
+# --parallel trains the three at once on one GPU, each with a share of it (on an H200 the three
+# together kept it busy: docs/training.md); without it they train one after another, each with
+# the whole device. --resume continues runs in --runs.
+# --no-evaluate skips the test-set scoring (to score elsewhere, e.g. on CPU with the engine).
 # Needs the corpus and the SentencePiece model (build_corpus.py, train_spm.py).
 set -euo pipefail
 
@@ -19,6 +21,7 @@ runs=build/runs
 minutes=7
 parallel=0
 resume=()
+evaluate=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --corpus) corpus="$2"; shift 2 ;;
@@ -26,6 +29,7 @@ while [[ $# -gt 0 ]]; do
     --minutes) minutes="$2"; shift 2 ;;
     --parallel) parallel=1; shift ;;
     --resume) resume=(--resume); shift ;;
+    --no-evaluate) evaluate=0; shift ;;
     --) shift; break ;;
     *) echo "train_demo.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -73,6 +77,7 @@ for kind in "${kinds[@]}"; do
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 echo "trained ${kinds[*]} in $(( $(date +%s) - started )) s" >&2
+[[ $evaluate == 1 ]] || exit 0
 
 pids=()
 for kind in "${kinds[@]}"; do

@@ -367,6 +367,23 @@ class Split(unittest.TestCase):
         other = bc.assign_splits(self.pairs, dev_size=20, test_size=30, seed=4)
         self.assertNotEqual(other["de"]["test"], self.splits["de"]["test"])
 
+    def test_broader_text_only_adds_training_pairs(self):
+        test_en, test_de = self.splits["de"]["test"][0]
+        broader = {lang: list(pairs) for lang, pairs in self.pairs.items()}
+        broader["de"] += [("Save the file", "Datei speichern"),        # new: train
+                          (test_en.upper() + "!", "ganz anders"),       # English near-duplicate of test
+                          ("Something else entirely", test_de + ".")]   # translation near-duplicate
+        broader["fr"] += [("Save the file", "Enregistrer le fichier")]
+        result = bc.add_broader_train(self.splits, broader, seed=3)
+        for lang in ("de", "fr"):
+            for split in ("dev", "test"):   # the default corpus' evaluation sets, unchanged
+                self.assertEqual(result[lang][split], self.splits[lang][split])
+            self.assertTrue(set(self.splits[lang]["train"]) < set(result[lang]["train"]))
+        self.assertIn(("Save the file", "Datei speichern"), result["de"]["train"])
+        self.assertNotIn((test_en.upper() + "!", "ganz anders"), result["de"]["train"])
+        self.assertNotIn(("Something else entirely", test_de + "."), result["de"]["train"])
+        self.assertEqual(bc.add_broader_train(self.splits, broader, seed=3), result)
+
     def test_written_layout(self):
         with tempfile.TemporaryDirectory() as out:
             counts = bc.write_corpus(out, self.splits)

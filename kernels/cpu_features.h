@@ -21,6 +21,9 @@ const char* CpuIsaName();
 
 // AVX2 (our int8 kernel's vpmaddubsw form), allowed by the oneDNN level.
 bool CpuHasAvx2();
+// AVX-512 F/BW/DQ/VL (our f32 kernel's 512-bit tiles, f32_gemm.h), allowed by the oneDNN level
+// (avx512_core or above).
+bool CpuHasAvx512();
 // AVX-VNNI, the VEX-encoded vpdpbusd of Alder Lake, Sapphire Rapids and Zen 5 (our int8
 // kernel's faster form), allowed by the oneDNN level (avx2_vnni or above).
 bool CpuHasAvxVnni();
@@ -28,7 +31,8 @@ bool CpuHasAvxVnni();
 // gemm:jit, which packs the weights again at every call; our own f32 kernel (f32_gemm.h)
 // takes over there.
 bool OneDnnHasF32Brgemm();
-// oneDNN can run a bf16 matmul here (AVX512-BF16 or AMX; oneDNN 2.6 has none on AVX2).
+// oneDNN can run a bf16 matmul here on the bf16 instructions (AVX512-BF16 or AMX; oneDNN 2.6
+// has none on AVX2, and on plain AVX-512 only a slow emulation, which does not count).
 bool OneDnnHasBF16Matmul();
 // oneDNN runs int8 matmuls on its brgemm kernels over prepacked weights (AVX-512 VNNI, AMX).
 // Elsewhere it falls back to gemm:jit, which repacks the weights at every call.

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/cpu_features.h"
+#include "kernels/f32_gemm_avx512.h"
 #include "kernels/runtime.h"
 
 namespace taskmoe::kernels {
@@ -25,19 +27,6 @@ constexpr int64_t kParallelMacs = int64_t{1} << 17;
 // Rows per tile at most: six rows x two vectors keep twelve accumulators, the strip's two
 // weight vectors and one broadcast input in the sixteen vector registers.
 constexpr int64_t kMaxTileRows = 6;
-
-// Rows taken through a run's strips before the next rows, at most: 120 rows of up to 1,024
-// inputs stay in L2 while every strip passes over them (encoder batches have hundreds of rows).
-constexpr int64_t kRowBlock = 120;
-
-// Adds the bias to, and applies the activation on, `count` outputs at `out` (columns starting
-// at the bias' first).
-inline void FinishOutputs(float* out, const float* bias, Activation activation, int64_t count) {
-  if (bias != nullptr) {
-    for (int64_t c = 0; c < count; ++c) out[c] += bias[c];
-  }
-  if (activation != Activation::kNone) ApplyActivationInPlace(activation, out, count);
-}
 
 // The packed weights of `Weight`'s packing (f32_gemm.h).
 template <typename Weight>
@@ -115,7 +104,7 @@ inline void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
       for (int v = 0; v < kVectors; ++v) _mm256_store_ps(spill + v * kVectorFloats, acc[r][v]);
       std::memcpy(out, spill, columns * sizeof(float));
     }
-    FinishOutputs(out, bias, args.activation, columns);
+    internal::F32GemmFinishOutputs(out, bias, args.activation, columns);
   }
 }
 
@@ -172,7 +161,7 @@ template <typename Weight>
 void StripGroups(const F32GemmArgs& args, int64_t group_strips, int64_t first_group,
                  int64_t last_group) {
   const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
-  const int64_t blocks = (args.m + kRowBlock - 1) / kRowBlock;
+  const int64_t blocks = (args.m + internal::kF32GemmRowBlock - 1) / internal::kF32GemmRowBlock;
   for (int64_t b = 0; b < blocks; ++b) {
     // Blocks of equal height too (121 rows: 61 and 60, not 120 and 1).
     const int64_t block = args.m * b / blocks;
@@ -192,6 +181,17 @@ void StripGroups(const F32GemmArgs& args, int64_t group_strips, int64_t first_gr
 }
 
 }  // namespace
+
+namespace internal {
+
+void F32GemmFinishOutputs(float* out, const float* bias, Activation activation, int64_t count) {
+  if (bias != nullptr) {
+    for (int64_t c = 0; c < count; ++c) out[c] += bias[c];
+  }
+  if (activation != Activation::kNone) ApplyActivationInPlace(activation, out, count);
+}
+
+}  // namespace internal
 
 int64_t F32GemmPackedFloats(int64_t out_features, int64_t in_features) {
   const int64_t strips = (out_features + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
@@ -222,17 +222,32 @@ void PackF32GemmWeightsAsBFloat16(const float* w, int64_t n, int64_t k, BFloat16
   }
 }
 
-void F32Gemm(const F32GemmArgs& args) {
+F32GemmTiles DefaultF32GemmTiles() {
+  // The oneDNN level caps this too, so ONEDNN_MAX_CPU_ISA=AVX2 runs what an AVX2-only CPU runs.
+  static const F32GemmTiles tiles = CpuHasAvx512() ? F32GemmTiles::kAvx512 : F32GemmTiles::kAvx2;
+  return tiles;
+}
+
+void F32Gemm(const F32GemmArgs& args) { F32Gemm(args, DefaultF32GemmTiles()); }
+
+void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles) {
   if (args.m == 0 || args.n == 0) return;
   const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
-  const int64_t group_strips = StripsPerTile(args.m);
+  const bool wide = tiles == F32GemmTiles::kAvx512 && CpuHasAvx512();
+  const int64_t group_strips =
+      wide ? internal::F32GemmStripsPerTileAvx512(args.m) : StripsPerTile(args.m);
   const int64_t groups = (strips + group_strips - 1) / group_strips;
   const int64_t runs = std::min(groups, kMaxRuns);
   const bool bf16 = args.packed_bf16 != nullptr;
   ParallelFor(runs, args.m * args.n * args.k >= kParallelMacs, [&](int64_t run) {
     const int64_t first = groups * run / runs, last = groups * (run + 1) / runs;
-    bf16 ? StripGroups<BFloat16>(args, group_strips, first, last)
-         : StripGroups<float>(args, group_strips, first, last);
+    if (wide) {
+      internal::F32GemmStripGroupsAvx512(args, group_strips, first, last);
+    } else if (bf16) {
+      StripGroups<BFloat16>(args, group_strips, first, last);
+    } else {
+      StripGroups<float>(args, group_strips, first, last);
+    }
   });
 }
 

@@ -1,8 +1,9 @@
-// Our own f32 matrix product (FMA on 256-bit vectors) for CPUs on which oneDNN 2.6 has no
-// brgemm f32 kernel (AVX2 without AVX-512). There oneDNN runs gemm:jit, which packs the weights
-// again at every call: the 128 x 512 x 64,000 vocabulary projection reached half of the f32
-// peak, and each of its column panels was a separate packing pass. Here the weights are packed
-// once, at load, into strips of 16 columns that a register tile streams from L1.
+// Our own f32 matrix product (FMA on 256-bit vectors, or 512-bit ones where the CPU has
+// AVX-512) for CPUs on which oneDNN 2.6 has no brgemm f32 kernel (AVX2 without AVX-512). There
+// oneDNN runs gemm:jit, which packs the weights again at every call: the 128 x 512 x 64,000
+// vocabulary projection reached half of the f32 peak, and each of its column panels was a separate
+// packing pass. Here the weights are packed once, at load, into strips of 16 columns that a
+// register tile streams from L1.
 //
 // Every output is one chain of fused multiply-adds over the inputs in order (then the bias),
 // whatever the tile shape, the row count or the thread that computes it: a row's result never
@@ -60,9 +61,21 @@ struct F32GemmArgs {
   int64_t ldy = 0;
 };
 
+// The register tiles a product runs on: 256-bit (AVX2 and FMA, every x86-64-v3 CPU) or 512-bit
+// (AVX-512 F/BW/DQ/VL). Both compute every output as the same chain of operations, so they
+// give the same bits; the 512-bit ones do twice the work per instruction.
+enum class F32GemmTiles { kAvx2, kAvx512 };
+
+// kAvx512 where the CPU has AVX-512 (CpuHasAvx512, which honours ONEDNN_MAX_CPU_ISA), else kAvx2.
+F32GemmTiles DefaultF32GemmTiles();
+
 // Runs the product across the kernel threads (runtime.h) when it is large enough to pay for
-// waking them. Needs AVX2 and FMA (every x86-64-v3 CPU).
+// waking them, on DefaultF32GemmTiles(). Needs AVX2 and FMA (every x86-64-v3 CPU).
 void F32Gemm(const F32GemmArgs& args);
+
+// The same on the given tiles (tests and benchmarks compare the two); kAvx512 on a CPU without
+// AVX-512 runs the AVX2 tiles.
+void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles);
 
 }  // namespace taskmoe::kernels
 

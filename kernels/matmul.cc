@@ -806,7 +806,9 @@ bool PackedLinear::OwnKernel() const {
 
 absl::StatusOr<std::string> PackedLinear::ImplementationName(int64_t rows) const {
   if (OwnKernel()) {
-    return absl::StrCat("taskmoe:", MatmulPathName(path_), bf16_weights() ? ", bf16 weights" : "");
+    const bool wide = !OwnInt8Kernel() && DefaultF32GemmTiles() == F32GemmTiles::kAvx512;
+    return absl::StrCat("taskmoe:", MatmulPathName(path_), bf16_weights() ? ", bf16 weights" : "",
+                        wide ? ", 512-bit tiles" : "");
   }
   if (panels_.empty()) return absl::FailedPreconditionError("the linear layer is empty");
   // The first panel and the last (the only other width); a reference kernel wins the report.

@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "kernels/cpu_features.h"
+#include "kernels/f32_gemm.h"
 #include "kernels/roofline.h"
 #include "kernels/runtime.h"
 #include "models/decoding.h"
@@ -256,6 +257,13 @@ int main(int argc, char** argv) {
     }
     if (cost.linears_on_bf16_weights > 0) {
       absl::StrAppend(&paths, " (", cost.linears_on_bf16_weights, " of them on bf16 weights)");
+    }
+    if (cost.linears_per_path.contains(kernels::MatmulPath::kAvx2F32) ||
+        cost.linears_per_path.contains(kernels::MatmulPath::kBF16AsF32)) {
+      absl::StrAppend(
+          &paths, "; our f32 kernel on ",
+          kernels::DefaultF32GemmTiles() == kernels::F32GemmTiles::kAvx512 ? "512" : "256",
+          "-bit tiles");
     }
     std::printf("  decoder step's linear layers by kernel path: %s\n", paths.c_str());
     for (int batch : batches) {

@@ -1,16 +1,19 @@
-// Our f32 GEMM's two weight packings (f32_gemm.h): weights that are all bf16 values, packed in
-// bf16, must give bit for bit the outputs of the f32 packing (every tile shape, tails, row
-// blocks, thread counts, bias and activation), and PackedLinear must choose the bf16 packing
-// exactly when it loses nothing. Against a naive reference: matmul_test.cc.
+// Our f32 GEMM's two weight packings and two tile sets (f32_gemm.h): weights that are all bf16
+// values, packed in bf16, must give bit for bit the outputs of the f32 packing (every tile
+// shape, tails, row blocks, thread counts, bias and activation), the 512-bit tiles those of the
+// 256-bit ones, and PackedLinear must choose the bf16 packing exactly when it loses nothing.
+// Against a naive reference: matmul_test.cc.
 #include "kernels/f32_gemm.h"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
 #include "kernels/runtime.h"
 #include "tests/kernels/reference.h"
@@ -89,6 +92,56 @@ TEST(F32Gemm, BFloat16PackingGivesTheF32PackingsBits) {
   ASSERT_TRUE(SetNumThreads(saved_threads).ok());
 }
 
+// The 512-bit tiles give the 256-bit tiles' bits, in both packings: every tile height (1-12),
+// several strips per tile (8 for one row, 4 for two, 3 for three), tails of a strip (masked
+// stores), many tiles and row blocks, one and two threads, with and without bias and
+// activation. A CPU without AVX-512 has only the AVX2 tiles to run.
+TEST(F32Gemm, Avx512TilesGiveTheAvx2TilesBits) {
+  SKIP_WITHOUT_AVX2_FMA();
+  if (!CpuHasAvx512()) {
+    GTEST_SKIP() << "no AVX-512 here (or ONEDNN_MAX_CPU_ISA caps it): " << CpuSummary();
+  }
+  const int saved_threads = NumThreads();
+  for (const int64_t k : {1, 67, 256}) {
+    for (const int64_t n : {5, 16, 17, 200, 1000}) {
+      const std::vector<float> w = RoundToBFloat16(RandomVector(n * k, 17, 0.2f));
+      std::vector<float> packed(F32GemmPackedFloats(n, k));
+      std::vector<BFloat16> packed_bf16(F32GemmPackedFloats(n, k));
+      PackF32GemmWeights(w.data(), n, k, packed.data());
+      PackF32GemmWeightsAsBFloat16(w.data(), n, k, packed_bf16.data());
+      const std::vector<float> bias = RandomVector(n, 18, 0.5f);
+      for (const int64_t m : {1, 2, 3, 4, 7, 11, 12, 13, 25, 121, 250}) {
+        const std::vector<float> a = RandomVector(m * k, 19);
+        for (const int threads : {1, 2}) {
+          ASSERT_TRUE(SetNumThreads(threads).ok());
+          for (const bool bf16 : {false, true}) {
+            const Activation activation = bf16 ? Activation::kRelu : Activation::kNone;
+            F32GemmArgs args{.a = a.data(),
+                             .lda = k,
+                             .m = m,
+                             .packed = bf16 ? nullptr : packed.data(),
+                             .packed_bf16 = bf16 ? packed_bf16.data() : nullptr,
+                             .n = n,
+                             .k = k,
+                             .bias = bf16 ? bias.data() : nullptr,
+                             .activation = activation,
+                             .ldy = n};
+            std::vector<float> narrow(m * n), wide(m * n);
+            args.y = narrow.data();
+            F32Gemm(args, F32GemmTiles::kAvx2);
+            args.y = wide.data();
+            F32Gemm(args, F32GemmTiles::kAvx512);
+            ASSERT_EQ(std::memcmp(narrow.data(), wide.data(), m * n * sizeof(float)), 0)
+                << absl::StrCat("m=", m, " k=", k, " n=", n, " threads=", threads,
+                                bf16 ? " bf16 packing" : " f32 packing");
+          }
+        }
+      }
+    }
+  }
+  ASSERT_TRUE(SetNumThreads(saved_threads).ok());
+}
+
 // A bf16-stored model's weights (and bf16_as_f32's rounded ones) take half the memory on our
 // f32 kernel; weights with any value that is not a bf16 value keep f32.
 TEST(F32Gemm, PackedLinearPacksBFloat16ValuesInHalfTheBytes) {
@@ -108,9 +161,10 @@ TEST(F32Gemm, PackedLinearPacksBFloat16ValuesInHalfTheBytes) {
   EXPECT_EQ(from_f32->memory_bytes(), static_cast<size_t>(n * k * 4));
   EXPECT_EQ(from_bf16->memory_bytes(), static_cast<size_t>(n * k * 2));
   EXPECT_EQ(rounded->memory_bytes(), static_cast<size_t>(n * k * 2));
-  EXPECT_EQ(*from_f32->ImplementationName(1), "taskmoe:avx2_f32");
-  EXPECT_EQ(*from_bf16->ImplementationName(1), "taskmoe:avx2_f32, bf16 weights");
-  EXPECT_EQ(*rounded->ImplementationName(1), "taskmoe:bf16_as_f32, bf16 weights");
+  const std::string tiles = DefaultF32GemmTiles() == F32GemmTiles::kAvx512 ? ", 512-bit tiles" : "";
+  EXPECT_EQ(*from_f32->ImplementationName(1), "taskmoe:avx2_f32" + tiles);
+  EXPECT_EQ(*from_bf16->ImplementationName(1), "taskmoe:avx2_f32, bf16 weights" + tiles);
+  EXPECT_EQ(*rounded->ImplementationName(1), "taskmoe:bf16_as_f32, bf16 weights" + tiles);
 }
 
 }  // namespace

@@ -167,6 +167,12 @@ TEST(Matmul, ChoosesPathsThisCpuRuns) {
   }
   EXPECT_EQ(DefaultMatmulPath(Precision::kBF16),
             OneDnnHasBF16Matmul() ? MatmulPath::kOneDnnBF16 : MatmulPath::kBF16AsF32);
+  const std::string isa = CpuIsaName();
+  if (isa == "avx512_core" || isa == "avx512_core_vnni" || isa.starts_with("avx2")) {
+    // oneDNN 2.6 emulates bf16 on plain AVX-512, at under half f32's speed: not a bf16 matmul.
+    EXPECT_FALSE(OneDnnHasBF16Matmul()) << CpuSummary();
+  }
+  EXPECT_EQ(CpuHasAvx512(), isa.starts_with("avx512")) << CpuSummary();
   if (!OneDnnHasInt8Brgemm() && CpuHasAvx2()) {
     // Not oneDNN's gemm:jit, which repacks the weights at every call.
     EXPECT_NE(DefaultMatmulPath(Precision::kInt8), MatmulPath::kOneDnnInt8);

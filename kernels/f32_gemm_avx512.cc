@@ -1,0 +1,180 @@
+// The 512-bit register tiles of our f32 GEMM (f32_gemm_avx512.h). This file alone is compiled
+// with AVX-512 enabled, and it keeps everything but its two entry points in an anonymous
+// namespace and calls no inline library code, so that no AVX-512 instruction can reach a
+// function that an AVX2-only CPU runs.
+#include "kernels/f32_gemm_avx512.h"
+
+#include <immintrin.h>
+
+#include <type_traits>
+
+namespace taskmoe::kernels::internal {
+namespace {
+
+// Rows per tile at most: six rows x four strips keep 24 accumulators, the four strips' weight
+// vectors and a broadcast input in the 32 vector registers, and the six row pointers in
+// general registers (twelve rows x two strips ran out of those and spilled accumulators).
+constexpr int kMaxTileRows = 6;
+
+// Strips per tile: one row needs eight accumulators in flight to hide the FMA latency.
+constexpr int kStripsFor(int rows) { return rows == 1 ? 8 : 4; }
+
+inline int64_t Smaller(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <typename Weight>
+const Weight* PackedWeights(const F32GemmArgs& args) {
+  if constexpr (std::is_same_v<Weight, BFloat16>) {
+    return args.packed_bf16;
+  } else {
+    return args.packed;
+  }
+}
+
+// Input i's weights of the strip at w as one 16-float vector. In the bf16 packing the 16
+// values are columns 0, 8, 1, 9, ... 7, 15 (f32_gemm.h); widened in that order, so lane 2j
+// holds column j and lane 2j + 1 column 8 + j until UnpermuteBFloat16Lanes puts them back.
+template <typename Weight>
+inline __m512 LoadStripWeights(const Weight* w, int64_t i) {
+  if constexpr (std::is_same_v<Weight, BFloat16>) {
+    const __m256i halves =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i * kF32GemmStripColumns));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+  } else {
+    return _mm512_loadu_ps(w + i * kF32GemmStripColumns);
+  }
+}
+
+// Accumulator lanes in column order: column j < 8 is lane 2j, column 8 + j is lane 2j + 1.
+inline __m512 UnpermuteBFloat16Lanes(__m512 lanes) {
+  const __m512i columns = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  // The masked form, every lane selected: the plain one passes GCC 12's "undefined" vector
+  // through, which -Wuninitialized reports.
+  return _mm512_mask_permutexvar_ps(lanes, static_cast<__mmask16>(0xFFFF), columns, lanes);
+}
+
+// kRows rows from `row` x kStrips strips from `strip`: y = act(a w^T + bias) for the tile's
+// columns that exist. Each accumulator lane is one FMA chain over the inputs in order.
+template <typename Weight, int kRows, int kStrips, bool kPrefetchNextStrip>
+void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
+  const int64_t k = args.k;
+  const int64_t strip_weights = k * kF32GemmStripColumns;
+  const float* a = args.a + row * args.lda;
+  const Weight* w = PackedWeights<Weight>(args) + strip * strip_weights;
+  __m512 acc[kRows][kStrips];
+#pragma GCC unroll 6
+  for (int r = 0; r < kRows; ++r) {
+#pragma GCC unroll 8
+    for (int s = 0; s < kStrips; ++s) acc[r][s] = _mm512_setzero_ps();
+  }
+  const Weight* next_strip = w + strip_weights;
+  for (int64_t i = 0; i < k; ++i) {
+    if constexpr (kPrefetchNextStrip) {
+      _mm_prefetch(reinterpret_cast<const char*>(next_strip + i * kF32GemmStripColumns),
+                   _MM_HINT_T1);
+    }
+    __m512 weights[kStrips];
+#pragma GCC unroll 8
+    for (int s = 0; s < kStrips; ++s) weights[s] = LoadStripWeights(w + s * strip_weights, i);
+#pragma GCC unroll 6
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 input = _mm512_set1_ps(a[r * args.lda + i]);
+#pragma GCC unroll 8
+      for (int s = 0; s < kStrips; ++s) acc[r][s] = _mm512_fmadd_ps(input, weights[s], acc[r][s]);
+    }
+  }
+  const int64_t first_column = strip * kF32GemmStripColumns;
+  const int64_t columns = Smaller(kStrips * kF32GemmStripColumns, args.n - first_column);
+  const float* bias = args.bias != nullptr ? args.bias + first_column : nullptr;
+#pragma GCC unroll 6
+  for (int r = 0; r < kRows; ++r) {
+    float* out = args.y + (row + r) * args.ldy + first_column;
+#pragma GCC unroll 8
+    for (int s = 0; s < kStrips; ++s) {
+      __m512 values = acc[r][s];
+      if constexpr (std::is_same_v<Weight, BFloat16>) values = UnpermuteBFloat16Lanes(values);
+      const int64_t left = columns - s * kF32GemmStripColumns;
+      if (left >= kF32GemmStripColumns) {
+        _mm512_storeu_ps(out + s * kF32GemmStripColumns, values);
+      } else if (left > 0) {
+        _mm512_mask_storeu_ps(out + s * kF32GemmStripColumns,
+                              static_cast<__mmask16>((1u << left) - 1), values);
+      }
+    }
+    F32GemmFinishOutputs(out, bias, args.activation, columns);
+  }
+}
+
+// A tile of `width` <= kStrips strips.
+template <typename Weight, int kRows, int kStrips>
+void TileOfWidth(const F32GemmArgs& args, int64_t row, int64_t strip, int64_t width,
+                 bool prefetch) {
+  if constexpr (kStrips > 1) {
+    if (width < kStrips) {
+      TileOfWidth<Weight, kRows, kStrips - 1>(args, row, strip, width, prefetch);
+      return;
+    }
+  }
+  if (prefetch) {
+    Tile<Weight, kRows, kStrips, true>(args, row, strip);
+  } else {
+    Tile<Weight, kRows, kStrips, false>(args, row, strip);
+  }
+}
+
+// `rows` <= kRows rows from `row` x `strips` strips from `strip`, in tiles as wide as kStripsFor
+// allows for that many rows. As in the AVX2 tiles, only the first row tile of a strip (which
+// waits for the strip to come from memory) of four rows or more asks for the next strip.
+template <typename Weight, int kRows>
+void TileRows(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip, int64_t strips,
+              bool first_row_tile) {
+  if constexpr (kRows > 1) {
+    if (rows < kRows) {
+      TileRows<Weight, kRows - 1>(args, rows, row, strip, strips, first_row_tile);
+      return;
+    }
+  }
+  constexpr int kWidest = kStripsFor(kRows);
+  const bool prefetch = first_row_tile && kRows >= 4;
+  for (int64_t s = strip; s < strip + strips; s += kWidest) {
+    TileOfWidth<Weight, kRows, kWidest>(args, row, s, Smaller(kWidest, strip + strips - s),
+                                        prefetch);
+  }
+}
+
+template <typename Weight>
+void StripGroups(const F32GemmArgs& args, int64_t group_strips, int64_t first_group,
+                 int64_t last_group) {
+  const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
+  const int64_t blocks = (args.m + kF32GemmRowBlock - 1) / kF32GemmRowBlock;
+  for (int64_t b = 0; b < blocks; ++b) {
+    // Blocks, and tiles within them, of as equal a height as the limits allow (f32_gemm.cc).
+    const int64_t block = args.m * b / blocks;
+    const int64_t block_rows = args.m * (b + 1) / blocks - block;
+    const int64_t tiles = (block_rows + kMaxTileRows - 1) / kMaxTileRows;
+    for (int64_t group = first_group; group < last_group; ++group) {
+      const int64_t strip = group * group_strips;
+      const int64_t width = Smaller(group_strips, strips - strip);
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t begin = block_rows * t / tiles, end = block_rows * (t + 1) / tiles;
+        TileRows<Weight, kMaxTileRows>(args, end - begin, block + begin, strip, width, t == 0);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int64_t F32GemmStripsPerTileAvx512(int64_t m) {
+  return kStripsFor(static_cast<int>(Smaller(m, kMaxTileRows)));
+}
+
+void F32GemmStripGroupsAvx512(const F32GemmArgs& args, int64_t group_strips, int64_t first_group,
+                              int64_t last_group) {
+  if (args.packed_bf16 != nullptr) {
+    StripGroups<BFloat16>(args, group_strips, first_group, last_group);
+  } else {
+    StripGroups<float>(args, group_strips, first_group, last_group);
+  }
+}
+
+}  // namespace taskmoe::kernels::internal

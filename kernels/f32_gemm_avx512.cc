@@ -66,11 +66,16 @@ void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
 #pragma GCC unroll 8
     for (int s = 0; s < kStrips; ++s) acc[r][s] = _mm512_setzero_ps();
   }
-  const Weight* next_strip = w + strip_weights;
+  // The strips of the next tile to the right, asked for at the pace these are read.
+  const Weight* next_strips = w + kStrips * strip_weights;
   for (int64_t i = 0; i < k; ++i) {
     if constexpr (kPrefetchNextStrip) {
-      _mm_prefetch(reinterpret_cast<const char*>(next_strip + i * kF32GemmStripColumns),
-                   _MM_HINT_T1);
+#pragma GCC unroll 8
+      for (int s = 0; s < kStrips; ++s) {
+        _mm_prefetch(reinterpret_cast<const char*>(next_strips + s * strip_weights +
+                                                   i * kF32GemmStripColumns),
+                     _MM_HINT_T1);
+      }
     }
     __m512 weights[kStrips];
 #pragma GCC unroll 8
@@ -142,22 +147,29 @@ void TileRows(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip,
 }
 
 template <typename Weight>
-void StripGroups(const F32GemmArgs& args, int64_t group_strips, int64_t first_group,
-                 int64_t last_group) {
+void RunTiles(const F32GemmArgs& args, const F32GemmRun& run) {
   const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
-  const int64_t blocks = (args.m + kF32GemmRowBlock - 1) / kF32GemmRowBlock;
-  for (int64_t b = 0; b < blocks; ++b) {
+  // One block of one strip group, in tiles.
+  const auto block_of_group = [&](int64_t b, int64_t group) {
     // Blocks, and tiles within them, of as equal a height as the limits allow (f32_gemm.cc).
-    const int64_t block = args.m * b / blocks;
-    const int64_t block_rows = args.m * (b + 1) / blocks - block;
+    const int64_t block = args.m * b / run.blocks;
+    const int64_t block_rows = args.m * (b + 1) / run.blocks - block;
     const int64_t tiles = (block_rows + kMaxTileRows - 1) / kMaxTileRows;
-    for (int64_t group = first_group; group < last_group; ++group) {
-      const int64_t strip = group * group_strips;
-      const int64_t width = Smaller(group_strips, strips - strip);
-      for (int64_t t = 0; t < tiles; ++t) {
-        const int64_t begin = block_rows * t / tiles, end = block_rows * (t + 1) / tiles;
-        TileRows<Weight, kMaxTileRows>(args, end - begin, block + begin, strip, width, t == 0);
-      }
+    const int64_t strip = group * run.group_strips;
+    const int64_t width = Smaller(run.group_strips, strips - strip);
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t begin = block_rows * t / tiles, end = block_rows * (t + 1) / tiles;
+      TileRows<Weight, kMaxTileRows>(args, end - begin, block + begin, strip, width, t == 0);
+    }
+  };
+  if (run.groups_outer) {
+    for (int64_t group = run.first_group; group < run.last_group; ++group) {
+      for (int64_t b = run.first_block; b < run.last_block; ++b) block_of_group(b, group);
+    }
+  } else {
+    for (int64_t b = run.first_block; b < run.last_block; ++b) {
+      for (int64_t group = run.first_group; group < run.last_group; ++group)
+        block_of_group(b, group);
     }
   }
 }
@@ -168,12 +180,11 @@ int64_t F32GemmStripsPerTileAvx512(int64_t m) {
   return kStripsFor(static_cast<int>(Smaller(m, kMaxTileRows)));
 }
 
-void F32GemmStripGroupsAvx512(const F32GemmArgs& args, int64_t group_strips, int64_t first_group,
-                              int64_t last_group) {
+void F32GemmRunAvx512(const F32GemmArgs& args, const F32GemmRun& run) {
   if (args.packed_bf16 != nullptr) {
-    StripGroups<BFloat16>(args, group_strips, first_group, last_group);
+    RunTiles<BFloat16>(args, run);
   } else {
-    StripGroups<float>(args, group_strips, first_group, last_group);
+    RunTiles<float>(args, run);
   }
 }
 

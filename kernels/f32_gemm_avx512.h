@@ -28,10 +28,24 @@ void F32GemmFinishOutputs(float* out, const float* bias, Activation activation, 
 // in flight hide the fused multiply-add latency), four for more.
 int64_t F32GemmStripsPerTileAvx512(int64_t m);
 
-// Strip groups [first_group, last_group) of `group_strips` strips
-// (F32GemmStripsPerTileAvx512(args.m)), over every row of args. Only on CPUs with AVX-512.
-void F32GemmStripGroupsAvx512(const F32GemmArgs& args, int64_t group_strips, int64_t first_group,
-                              int64_t last_group);
+// The part of a product one run computes: strip groups [first_group, last_group) of
+// `group_strips` strips, over row blocks [first_block, last_block) of the product's `blocks`
+// equal row blocks (of at most kF32GemmRowBlock rows). Blocks outer, so that a block's inputs
+// stay in L2 while the run's strips pass over them, unless `groups_outer`: when all the rows'
+// inputs fit in L2 anyway, each strip group is read from memory once, not once per block.
+struct F32GemmRun {
+  int64_t group_strips = 0;
+  int64_t first_group = 0;
+  int64_t last_group = 0;
+  int64_t blocks = 0;
+  int64_t first_block = 0;
+  int64_t last_block = 0;
+  bool groups_outer = false;
+};
+
+// One run of a product on the 512-bit tiles (group_strips from F32GemmStripsPerTileAvx512).
+// Only on CPUs with AVX-512.
+void F32GemmRunAvx512(const F32GemmArgs& args, const F32GemmRun& run);
 
 }  // namespace taskmoe::kernels::internal
 

@@ -47,7 +47,7 @@ TEST(F32Gemm, TellsWhetherEveryValueIsABFloat16Value) {
 }
 
 // Rows: every tile height (1-6), several strips per tile (1-3 rows), several tiles and row
-// blocks (13, 121, 250). Columns: inside one strip, a strip and a bit, many strips (62.5).
+// blocks (13, 121, 250; 500 rows split among threads by row blocks). Columns: inside one strip, a strip and a bit, many strips (62.5).
 TEST(F32Gemm, BFloat16PackingGivesTheF32PackingsBits) {
   SKIP_WITHOUT_AVX2_FMA();
   const int saved_threads = NumThreads();
@@ -60,7 +60,7 @@ TEST(F32Gemm, BFloat16PackingGivesTheF32PackingsBits) {
       PackF32GemmWeights(w.data(), n, k, packed.data());
       PackF32GemmWeightsAsBFloat16(w.data(), n, k, packed_bf16.data());
       const std::vector<float> bias = RandomVector(n, 8, 0.5f);
-      for (const int64_t m : {1, 2, 3, 4, 5, 6, 7, 13, 121, 250}) {
+      for (const int64_t m : {1, 2, 3, 4, 5, 6, 7, 13, 121, 250, 500}) {
         const std::vector<float> a = RandomVector(m * k, 9);
         for (const int threads : {1, 2}) {
           ASSERT_TRUE(SetNumThreads(threads).ok());
@@ -110,7 +110,7 @@ TEST(F32Gemm, Avx512TilesGiveTheAvx2TilesBits) {
       PackF32GemmWeights(w.data(), n, k, packed.data());
       PackF32GemmWeightsAsBFloat16(w.data(), n, k, packed_bf16.data());
       const std::vector<float> bias = RandomVector(n, 18, 0.5f);
-      for (const int64_t m : {1, 2, 3, 4, 7, 11, 12, 13, 25, 121, 250}) {
+      for (const int64_t m : {1, 2, 3, 4, 7, 11, 12, 13, 25, 121, 250, 500}) {
         const std::vector<float> a = RandomVector(m * k, 19);
         for (const int threads : {1, 2}) {
           ASSERT_TRUE(SetNumThreads(threads).ok());

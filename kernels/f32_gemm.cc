@@ -20,6 +20,10 @@ constexpr int64_t kVectorFloats = 8;
 // two to a few dozen threads, few enough that the per-run call costs nothing.
 constexpr int64_t kMaxRuns = 64;
 
+// Every tile width in strips (1-4 for the 256-bit tiles, 4 and 8 for the 512-bit ones)
+// divides a chunk's, so strip groups never straddle two chunks.
+static_assert(kF32GemmChunkColumns % (kF32GemmStripColumns * 24) == 0);
+
 // Inputs up to this size stay in L2 (1-2 MB a core on current servers, half of it left for the
 // weights passing through).
 constexpr int64_t kL2InputBytes = int64_t{512} << 10;
@@ -260,6 +264,23 @@ void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles) {
     }
   };
   const bool parallel = args.m * args.n * args.k >= kParallelMacs;
+  const bool inputs_fit_l2 = args.m * args.k * static_cast<int64_t>(sizeof(float)) <= kL2InputBytes;
+  if (args.on_chunk_done != nullptr) {
+    // Runs of whole chunks over every row, each chunk reported once computed.
+    const int64_t chunks = (args.n + kF32GemmChunkColumns - 1) / kF32GemmChunkColumns;
+    const int64_t chunk_groups = kF32GemmChunkColumns / kF32GemmStripColumns / group_strips;
+    ParallelFor(chunks, parallel, [&](int64_t chunk) {
+      compute({.group_strips = group_strips,
+               .first_group = chunk * chunk_groups,
+               .last_group = std::min(groups, (chunk + 1) * chunk_groups),
+               .blocks = blocks,
+               .first_block = 0,
+               .last_block = blocks,
+               .groups_outer = inputs_fit_l2});
+      (*args.on_chunk_done)(chunk, 0, args.m);
+    });
+    return;
+  }
   const int64_t threads = NumThreads();
   if (blocks >= 2 * threads) {
     // Many row blocks (an encoder pass over a batch): runs of one block each (and of a share
@@ -279,7 +300,6 @@ void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles) {
     return;
   }
   const int64_t runs = std::min(groups, kMaxRuns);
-  const bool inputs_fit_l2 = args.m * args.k * static_cast<int64_t>(sizeof(float)) <= kL2InputBytes;
   ParallelFor(runs, parallel, [&](int64_t run) {
     compute({.group_strips = group_strips,
              .first_group = groups * run / runs,

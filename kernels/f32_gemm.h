@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "absl/functional/function_ref.h"
 #include "kernels/activation.h"
 #include "kernels/dtype.h"
 
@@ -44,6 +45,17 @@ void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed);
 // (AllBFloat16Values, quantize.h); `packed` holds F32GemmPackedFloats(n, k) bf16 values.
 void PackF32GemmWeightsAsBFloat16(const float* w, int64_t n, int64_t k, BFloat16* packed);
 
+// Columns per chunk of F32GemmArgs::on_chunk_done: the smallest multiple of every tile's width
+// (1, 2, 3, 4 or 8 strips of 16), so that no tile straddles two chunks and a 16k vocabulary
+// still makes 42 runs to share among the threads; fixed, so that a reduction per chunk rounds
+// the same whatever the row count and the thread count.
+inline constexpr int64_t kF32GemmChunkColumns = 384;
+
+// Told that the outputs of rows [first_row, first_row + rows) in columns
+// [chunk * kF32GemmChunkColumns, (chunk + 1) * kF32GemmChunkColumns) (the last chunk narrower)
+// are final, on the thread that computed them, while they are in its cache.
+using F32GemmChunkSink = absl::FunctionRef<void(int64_t chunk, int64_t first_row, int64_t rows)>;
+
 // One product: y[r][c] = act(sum_i a[r][i] * w[c][i] + bias[c]) for r < m, c < n.
 struct F32GemmArgs {
   const float* a = nullptr;  // [m] rows of k floats, lda apart
@@ -59,6 +71,9 @@ struct F32GemmArgs {
   Activation activation = Activation::kNone;
   float* y = nullptr;  // [m] rows of n floats, ldy apart
   int64_t ldy = 0;
+  // Optional: each chunk of columns is reported as soon as it is final (the greedy head
+  // reduces the 64k-wide products chunk by chunk from cache instead of reading them back).
+  const F32GemmChunkSink* on_chunk_done = nullptr;
 };
 
 // The register tiles a product runs on: 256-bit (AVX2 and FMA, every x86-64-v3 CPU) or 512-bit

@@ -496,13 +496,21 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
                                                      Tensor& argmax, Tensor& max,
                                                      Tensor& log_sum_exp) const {
   const bool int8 = precision() == Precision::kInt8;
-  // Where the products land in y they are reduced there. Otherwise each (row block, panel) is
-  // reduced where it was computed, from the thread's cache, rather than copied into the
-  // [rows, vocabulary] products and read back (at batch 32 over a 64k vocabulary, 8 MB
+  // Where oneDNN's products land in y they are reduced there. Otherwise each (row block,
+  // panel) is reduced where it was computed, from the thread's cache, rather than copied into
+  // the [rows, vocabulary] products and read back (at batch 32 over a 64k vocabulary, 8 MB
   // written and read per decoding step), and the panels' partial results are merged per row.
-  const bool per_panel = !OwnKernel() && !PanelsWriteIntoOutput();
+  // Our f32 kernel writes y, but reports each fixed chunk of columns once computed, which is
+  // reduced from cache the same way (the chunks, like oneDNN's panels, do not depend on the
+  // batch, so neither does a row's rounding).
+  const bool own_f32 = path_ == MatmulPath::kAvx2F32 || path_ == MatmulPath::kBF16AsF32;
+  const bool per_panel = own_f32 || (!OwnKernel() && !PanelsWriteIntoOutput());
   const int64_t rows = x.valid() && in_features_ > 0 ? x.numel() / in_features_ : 0;
-  const int64_t panels = static_cast<int64_t>(panels_.size());
+  const int64_t panels = own_f32 ? (out_features_ + kF32GemmChunkColumns - 1) / kF32GemmChunkColumns
+                                 : static_cast<int64_t>(panels_.size());
+  const auto first_column = [&](int64_t panel) {
+    return own_f32 ? panel * kF32GemmChunkColumns : panels_[panel].first_column;
+  };
   InputScratch& scratch = Scratch();
   if (per_panel) {
     scratch.head_argmax.Resize(DType::kS32, Shape{panels, rows});
@@ -529,7 +537,20 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
                                        panel_max + at, panel_log_sum_exp + at);
   };
   const PanelSink sink(reduce);
-  if (absl::Status s = Multiply(x, Activation::kNone, products, per_panel ? &sink : nullptr);
+  const auto reduce_chunk = [&](int64_t chunk, int64_t first_row, int64_t block_rows) {
+    const int64_t begin = chunk * kF32GemmChunkColumns;
+    const int64_t columns = std::min(kF32GemmChunkColumns, out_features_ - begin);
+    const float* values = products.data<float>() + first_row * out_features_ + begin;
+    for (int64_t r = 0; r < block_rows; ++r) {
+      const int64_t at = chunk * rows + first_row + r;
+      ArgMaxAndLogSumExpRowsOnThisThread(values + r * out_features_, 1, columns, nullptr,
+                                         panel_argmax + at, panel_max + at, panel_log_sum_exp + at);
+    }
+  };
+  const F32GemmChunkSink chunk_sink(reduce_chunk);
+  if (absl::Status s =
+          Multiply(x, Activation::kNone, products, per_panel && !own_f32 ? &sink : nullptr,
+                   own_f32 ? &chunk_sink : nullptr);
       !s.ok()) {
     return s;
   }
@@ -564,8 +585,8 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
     for (int64_t p = 0; p < panels; ++p) {
       sum += std::exp(panel_log_sum_exp[p * rows + r] - largest_log_sum);
     }
-    out_argmax[r] = static_cast<int32_t>(panels_[best_panel].first_column +
-                                         panel_argmax[best_panel * rows + r]);
+    out_argmax[r] =
+        static_cast<int32_t>(first_column(best_panel) + panel_argmax[best_panel * rows + r]);
     out_max[r] = best;
     out_log_sum_exp[r] = largest_log_sum + std::log(sum);
   });
@@ -579,7 +600,8 @@ Dequantisation PackedLinear::Int8Dequantisation() const {
 }
 
 absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tensor& y,
-                                    const PanelSink* sink) const {
+                                    const PanelSink* sink,
+                                    const F32GemmChunkSink* chunk_sink) const {
   constexpr const char* kOp = "PackedLinear::Forward";
   if (in_features_ == 0) {
     return absl::FailedPreconditionError(absl::StrCat(kOp, ": the linear layer is empty"));
@@ -640,7 +662,8 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
              .bias = has_bias() ? bias_.data<float>() : nullptr,
              .activation = activation,
              .y = y.data<float>(),
-             .ldy = out_features_});
+             .ldy = out_features_,
+             .on_chunk_done = chunk_sink});
     return absl::OkStatus();
   }
   if (precision() == Precision::kBF16) {

@@ -29,6 +29,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "kernels/activation.h"
+#include "kernels/f32_gemm.h"
 #include "kernels/precision.h"
 #include "kernels/quantize.h"
 #include "kernels/tensor.h"
@@ -104,9 +105,11 @@ class PackedLinear {
 
   // Forward without the int8 dequantisation: y holds raw products in int8 (the per-row
   // scales stay in this thread's scratch until the next call). With a `sink`, panels that
-  // oneDNN cannot write into y go to it instead of into y.
+  // oneDNN cannot write into y go to it instead of into y; with a `chunk_sink`, our f32
+  // kernel reports each chunk of columns of y once it is final (f32_gemm.h).
   absl::Status Multiply(const Tensor& x, Activation activation, Tensor& y,
-                        const PanelSink* sink = nullptr) const;
+                        const PanelSink* sink = nullptr,
+                        const F32GemmChunkSink* chunk_sink = nullptr) const;
   // How the raw products of this thread's last int8 Multiply become outputs.
   Dequantisation Int8Dequantisation() const;
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <thread>
 #include <tuple>
 
@@ -477,6 +478,46 @@ TEST(Matmul, ArgMaxAndLogSumExpHeadMatchesForward) {
                                               best, max, lse)
                   .ok());
   EXPECT_EQ(best.shape(), Shape{0});
+}
+
+// Our f32 kernel's greedy head reduces fixed chunks of columns from cache and merges them:
+// a row's argmax, maximum and log-sum-exp are bitwise those it gets alone, at every batch
+// size and thread count (beam search ranks hypotheses by them).
+TEST(Matmul, OwnF32HeadReducesEachRowAsAlone) {
+  constexpr int64_t k = 48, n = 2100, most_rows = 500;  // n: two chunks and a part
+  const Tensor w = MakeWeight(n, k, 41);
+  const Tensor b = RandomTensor(Shape{n}, 42, 0.5f);
+  const Tensor x = RandomTensor(Shape{most_rows, k}, 43, 2.0f);
+  for (MatmulPath path : {MatmulPath::kAvx2F32, MatmulPath::kBF16AsF32}) {
+    if (!CheckMatmulPathSupported(path).ok()) continue;
+    absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, b, path);
+    ASSERT_TRUE(linear.ok()) << linear.status();
+    struct Head {
+      int32_t best;
+      float max, lse;
+    };
+    std::vector<Head> alone(most_rows);
+    for (int64_t r = 0; r < most_rows; ++r) {
+      Tensor row = Tensor::Allocate(DType::kF32, Shape{1, k}), products, best, max, lse;
+      std::copy_n(x.data<float>() + r * k, k, row.data<float>());
+      ASSERT_TRUE(linear->ForwardArgMaxAndLogSumExp(row, products, best, max, lse).ok());
+      alone[r] = {best.data<int32_t>()[0], max.data<float>()[0], lse.data<float>()[0]};
+    }
+    for (int threads : {1, 2, 3}) {
+      ThreadSettingScope setting(threads);
+      for (int64_t m : {int64_t{2}, int64_t{7}, int64_t{32}, int64_t{130}, most_rows}) {
+        Tensor batch = Tensor::Allocate(DType::kF32, Shape{m, k}), products, best, max, lse;
+        std::copy_n(x.data<float>(), m * k, batch.data<float>());
+        ASSERT_TRUE(linear->ForwardArgMaxAndLogSumExp(batch, products, best, max, lse).ok());
+        for (int64_t r = 0; r < m; ++r) {
+          ASSERT_EQ(best.data<int32_t>()[r], alone[r].best) << "M=" << m << " row " << r;
+          ASSERT_EQ(std::memcmp(max.data<float>() + r, &alone[r].max, sizeof(float)), 0);
+          ASSERT_EQ(std::memcmp(lse.data<float>() + r, &alone[r].lse, sizeof(float)), 0)
+              << MatmulPathName(path) << " threads=" << threads << " M=" << m << " row " << r;
+        }
+      }
+    }
+  }
 }
 
 TEST(Matmul, ReportsMemory) {

@@ -47,7 +47,8 @@ TEST(F32Gemm, TellsWhetherEveryValueIsABFloat16Value) {
 }
 
 // Rows: every tile height (1-6), several strips per tile (1-3 rows), several tiles and row
-// blocks (13, 121, 250; 500 rows split among threads by row blocks). Columns: inside one strip, a strip and a bit, many strips (62.5).
+// blocks (13, 121, 250; 500 rows split among threads by row blocks). Columns: inside one strip, a
+// strip and a bit, many strips (62.5).
 TEST(F32Gemm, BFloat16PackingGivesTheF32PackingsBits) {
   SKIP_WITHOUT_AVX2_FMA();
   const int saved_threads = NumThreads();

@@ -148,30 +148,10 @@ void TileRows(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip,
 
 template <typename Weight>
 void RunTiles(const F32GemmArgs& args, const F32GemmRun& run) {
-  const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
-  // One block of one strip group, in tiles.
-  const auto block_of_group = [&](int64_t b, int64_t group) {
-    // Blocks, and tiles within them, of as equal a height as the limits allow (f32_gemm.cc).
-    const int64_t block = args.m * b / run.blocks;
-    const int64_t block_rows = args.m * (b + 1) / run.blocks - block;
-    const int64_t tiles = (block_rows + kMaxTileRows - 1) / kMaxTileRows;
-    const int64_t strip = group * run.group_strips;
-    const int64_t width = Smaller(run.group_strips, strips - strip);
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t begin = block_rows * t / tiles, end = block_rows * (t + 1) / tiles;
-      TileRows<Weight, kMaxTileRows>(args, end - begin, block + begin, strip, width, t == 0);
-    }
-  };
-  if (run.groups_outer) {
-    for (int64_t group = run.first_group; group < run.last_group; ++group) {
-      for (int64_t b = run.first_block; b < run.last_block; ++b) block_of_group(b, group);
-    }
-  } else {
-    for (int64_t b = run.first_block; b < run.last_block; ++b) {
-      for (int64_t group = run.first_group; group < run.last_group; ++group)
-        block_of_group(b, group);
-    }
-  }
+  ForEachTileOfRun(args, run, kMaxTileRows,
+                   [&](int64_t rows, int64_t row, int64_t strip, int64_t width, bool first) {
+                     TileRows<Weight, kMaxTileRows>(args, rows, row, strip, width, first);
+                   });
 }
 
 }  // namespace

@@ -43,6 +43,41 @@ struct F32GemmRun {
   bool groups_outer = false;
 };
 
+// Calls tile(rows, row, strip, width, first_row_tile) for every tile of `run`, in the run's
+// order: blocks of equal height, tiles of equal height within a block (at most
+// `max_tile_rows`; 32 rows in tiles of six: 6, 6, 5, 5, 5, 5, so that no tile of one or two
+// rows is left to run at the latency of its few chains), `width` strips of a strip group from
+// `strip`, first_row_tile for the first tile of a block. Each tile set's file instantiates it
+// with its own lambda, a type of that file alone, so no instantiation is shared between files
+// compiled for different instruction sets.
+template <typename TileFn>
+void ForEachTileOfRun(const F32GemmArgs& args, const F32GemmRun& run, int64_t max_tile_rows,
+                      TileFn&& tile) {
+  const int64_t strips = (args.n + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
+  const auto block_of_group = [&](int64_t b, int64_t group) {
+    const int64_t block = args.m * b / run.blocks;
+    const int64_t block_rows = args.m * (b + 1) / run.blocks - block;
+    const int64_t tiles = (block_rows + max_tile_rows - 1) / max_tile_rows;
+    const int64_t strip = group * run.group_strips;
+    const int64_t width = strips - strip < run.group_strips ? strips - strip : run.group_strips;
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t begin = block_rows * t / tiles, end = block_rows * (t + 1) / tiles;
+      tile(end - begin, block + begin, strip, width, t == 0);
+    }
+  };
+  if (run.groups_outer) {
+    for (int64_t group = run.first_group; group < run.last_group; ++group) {
+      for (int64_t b = run.first_block; b < run.last_block; ++b) block_of_group(b, group);
+    }
+  } else {
+    for (int64_t b = run.first_block; b < run.last_block; ++b) {
+      for (int64_t group = run.first_group; group < run.last_group; ++group) {
+        block_of_group(b, group);
+      }
+    }
+  }
+}
+
 // One run of a product on the 512-bit tiles (group_strips from F32GemmStripsPerTileAvx512).
 // Only on CPUs with AVX-512.
 void F32GemmRunAvx512(const F32GemmArgs& args, const F32GemmRun& run);

@@ -21,15 +21,6 @@ constexpr int kStripsFor(int rows) { return rows == 1 ? 8 : 4; }
 
 inline int64_t Smaller(int64_t a, int64_t b) { return a < b ? a : b; }
 
-template <typename Weight>
-const Weight* PackedWeights(const F32GemmArgs& args) {
-  if constexpr (std::is_same_v<Weight, BFloat16>) {
-    return args.packed_bf16;
-  } else {
-    return args.packed;
-  }
-}
-
 // Input i's weights of the strip at w as one 16-float vector. In the bf16 packing the 16
 // values are columns 0, 8, 1, 9, ... 7, 15 (f32_gemm.h); widened in that order, so lane 2j
 // holds column j and lane 2j + 1 column 8 + j until UnpermuteBFloat16Lanes puts them back.
@@ -55,11 +46,11 @@ inline __m512 UnpermuteBFloat16Lanes(__m512 lanes) {
 // kRows rows from `row` x kStrips strips from `strip`: y = act(a w^T + bias) for the tile's
 // columns that exist. Each accumulator lane is one FMA chain over the inputs in order.
 template <typename Weight, int kRows, int kStrips, bool kPrefetchNextStrip>
-void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
+void Tile(const F32GemmArgs& args, const Weight* packed, int64_t row, int64_t strip) {
   const int64_t k = args.k;
   const int64_t strip_weights = k * kF32GemmStripColumns;
   const float* a = args.a + row * args.lda;
-  const Weight* w = PackedWeights<Weight>(args) + strip * strip_weights;
+  const Weight* w = packed + strip * strip_weights;
   __m512 acc[kRows][kStrips];
 #pragma GCC unroll 6
   for (int r = 0; r < kRows; ++r) {
@@ -111,18 +102,18 @@ void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
 
 // A tile of `width` <= kStrips strips.
 template <typename Weight, int kRows, int kStrips>
-void TileOfWidth(const F32GemmArgs& args, int64_t row, int64_t strip, int64_t width,
-                 bool prefetch) {
+void TileOfWidth(const F32GemmArgs& args, const Weight* packed, int64_t row, int64_t strip,
+                 int64_t width, bool prefetch) {
   if constexpr (kStrips > 1) {
     if (width < kStrips) {
-      TileOfWidth<Weight, kRows, kStrips - 1>(args, row, strip, width, prefetch);
+      TileOfWidth<Weight, kRows, kStrips - 1>(args, packed, row, strip, width, prefetch);
       return;
     }
   }
   if (prefetch) {
-    Tile<Weight, kRows, kStrips, true>(args, row, strip);
+    Tile<Weight, kRows, kStrips, true>(args, packed, row, strip);
   } else {
-    Tile<Weight, kRows, kStrips, false>(args, row, strip);
+    Tile<Weight, kRows, kStrips, false>(args, packed, row, strip);
   }
 }
 
@@ -130,27 +121,27 @@ void TileOfWidth(const F32GemmArgs& args, int64_t row, int64_t strip, int64_t wi
 // allows for that many rows. As in the AVX2 tiles, only the first row tile of a strip (which
 // waits for the strip to come from memory) of four rows or more asks for the next strip.
 template <typename Weight, int kRows>
-void TileRows(const F32GemmArgs& args, int64_t rows, int64_t row, int64_t strip, int64_t strips,
-              bool first_row_tile) {
+void TileRows(const F32GemmArgs& args, const Weight* packed, int64_t rows, int64_t row,
+              int64_t strip, int64_t strips, bool first_row_tile) {
   if constexpr (kRows > 1) {
     if (rows < kRows) {
-      TileRows<Weight, kRows - 1>(args, rows, row, strip, strips, first_row_tile);
+      TileRows<Weight, kRows - 1>(args, packed, rows, row, strip, strips, first_row_tile);
       return;
     }
   }
   constexpr int kWidest = kStripsFor(kRows);
   const bool prefetch = first_row_tile && kRows >= 4;
   for (int64_t s = strip; s < strip + strips; s += kWidest) {
-    TileOfWidth<Weight, kRows, kWidest>(args, row, s, Smaller(kWidest, strip + strips - s),
+    TileOfWidth<Weight, kRows, kWidest>(args, packed, row, s, Smaller(kWidest, strip + strips - s),
                                         prefetch);
   }
 }
 
 template <typename Weight>
-void RunTiles(const F32GemmArgs& args, const F32GemmRun& run) {
+void RunTiles(const F32GemmArgs& args, const F32GemmRun& run, const Weight* packed) {
   ForEachTileOfRun(args, run, kMaxTileRows,
                    [&](int64_t rows, int64_t row, int64_t strip, int64_t width, bool first) {
-                     TileRows<Weight, kMaxTileRows>(args, rows, row, strip, width, first);
+                     TileRows<Weight, kMaxTileRows>(args, packed, rows, row, strip, width, first);
                    });
 }
 
@@ -162,9 +153,9 @@ int64_t F32GemmStripsPerTileAvx512(int64_t m) {
 
 void F32GemmRunAvx512(const F32GemmArgs& args, const F32GemmRun& run) {
   if (args.packed_bf16 != nullptr) {
-    RunTiles<BFloat16>(args, run);
+    RunTiles(args, run, args.packed_bf16);
   } else {
-    RunTiles<float>(args, run);
+    RunTiles(args, run, args.packed);
   }
 }
 

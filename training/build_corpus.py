@@ -698,11 +698,16 @@ def extract_language(job) -> dict:
     if roots.get("general_debconf") is not None:
         general_raw["debconf"] = debconf_pairs(roots["general_debconf"], locales)[0]
     general, _, _ = clean_pairs(general_raw, max_chars, max_ratio)
-    kept, reasons, kept_by_source = clean_pairs(raw, max_chars, max_ratio)
-    unique = dedupe(kept)
-    # The default corpus' pairs (LibreOffice only), from which dev and test are always drawn.
-    base = dedupe(pair for pair in clean_pairs({origin: raw[origin] for origin in BASE_SOURCES},
-                                               max_chars, max_ratio)[0])
+    # The default corpus' sources (LibreOffice) apart: dev and test are always drawn from them.
+    base_kept, reasons, kept_by_source = clean_pairs(
+        {origin: raw[origin] for origin in BASE_SOURCES}, max_chars, max_ratio)
+    more_kept, more_reasons, more_by_source = clean_pairs(
+        {origin: pairs for origin, pairs in raw.items() if origin not in BASE_SOURCES},
+        max_chars, max_ratio)
+    reasons.update(more_reasons)
+    kept_by_source.update(more_by_source)
+    unique = dedupe(base_kept + more_kept)
+    base = dedupe(base_kept)
     return {"lang": lang, "pairs": unique, "base_pairs": base, "raw_ui": len(raw["ui"]),
             "raw_help": len(raw["help"]),
             "raw_gettext": len(raw["gettext"]), "gettext_catalogs": catalogs,

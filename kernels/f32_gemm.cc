@@ -100,19 +100,32 @@ inline void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
   const int64_t first_column = strip * kF32GemmStripColumns;
   const int64_t columns = std::min<int64_t>(kVectors * kVectorFloats, args.n - first_column);
   const float* bias = args.bias != nullptr ? args.bias + first_column : nullptr;
+  // A whole tile takes its bias and ReLU in registers (as f32_gemm_avx512.cc explains); a
+  // tile cut by the last column goes through memory and F32GemmFinishOutputs, with the same
+  // results.
+  const bool relu = args.activation == Activation::kRelu;
 #pragma GCC unroll 6
   for (int r = 0; r < kRows; ++r) {
     float* out = args.y + (row + r) * args.ldy + first_column;
     if (columns == kVectors * kVectorFloats) {
 #pragma GCC unroll 8
-      for (int v = 0; v < kVectors; ++v) _mm256_storeu_ps(out + v * kVectorFloats, acc[r][v]);
+      for (int v = 0; v < kVectors; ++v) {
+        __m256 values = acc[r][v];
+        if (bias != nullptr)
+          values = _mm256_add_ps(values, _mm256_loadu_ps(bias + v * kVectorFloats));
+        if (relu) values = _mm256_max_ps(_mm256_setzero_ps(), values);
+        _mm256_storeu_ps(out + v * kVectorFloats, values);
+      }
+      if (args.activation == Activation::kGelu) {
+        internal::F32GemmFinishOutputs(out, nullptr, args.activation, columns);
+      }
     } else {
       alignas(32) float spill[kVectors * kVectorFloats];
 #pragma GCC unroll 8
       for (int v = 0; v < kVectors; ++v) _mm256_store_ps(spill + v * kVectorFloats, acc[r][v]);
       std::memcpy(out, spill, columns * sizeof(float));
+      internal::F32GemmFinishOutputs(out, bias, args.activation, columns);
     }
-    internal::F32GemmFinishOutputs(out, bias, args.activation, columns);
   }
 }
 

@@ -322,9 +322,30 @@ MatmulPath DefaultMatmulPath(Precision precision) {
   return MatmulPath::kOneDnnF32;
 }
 
+namespace {
+
+// True when every value of `weight` (f32 or bf16) is a bf16 value, so that the bf16 packing
+// of our f32 kernel holds it exactly.
+bool HoldsOnlyBFloat16Values(const Tensor& weight) {
+  if (!weight.valid()) return false;
+  if (weight.dtype() == DType::kBF16) return true;
+  return weight.dtype() == DType::kF32 && AllBFloat16Values(weight.data<float>(), weight.numel());
+}
+
+}  // namespace
+
 absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Tensor& bias,
                                                   Precision precision) {
-  const MatmulPath path = DefaultMatmulPath(precision);
+  MatmulPath path = DefaultMatmulPath(precision);
+  // oneDNN's f32 brgemm (AVX-512) reads f32 weights. Weights that are all bf16 values (a
+  // bf16-stored model's) run on our kernel instead, packed in bf16: half the bytes per
+  // product, 1.9-3x at batch 1 and still ahead at 128 (docs/benchmarks.md, stop 40). Weights
+  // with full f32 mantissas stay on brgemm, which is faster on those from 8 rows up. Either
+  // way one layer has one kernel, so a row's results never depend on its batch.
+  if (path == MatmulPath::kOneDnnF32 && HoldsOnlyBFloat16Values(weight) &&
+      CheckMatmulPathSupported(MatmulPath::kAvx2F32).ok()) {
+    path = MatmulPath::kAvx2F32;
+  }
   absl::StatusOr<PackedLinear> linear = Create(weight, bias, path);
   if (!linear.ok() || path != MatmulPath::kOneDnnInt8 || !linear->RunsReferenceKernel()) {
     return linear;

@@ -10,7 +10,8 @@
 // computed by the f32 kernel on bf16-rounded values, since oneDNN 2.6 has no bf16 matmul
 // there, and its int8 and f32 ones (gemm:jit) repack the weights at every call. The f32
 // kernel keeps weights that are all bf16 values (a bf16-stored model's) in bf16: exactly the
-// same products from half the memory.
+// same products from half the memory, which is why such f32 layers run on it (with 512-bit
+// tiles) on AVX-512 CPUs as well, where other f32 layers run oneDNN's brgemm.
 // Threads: every path runs on the calling thread's WorkSharingTeam (work_sharing.h), never on
 // oneDNN's OpenMP team, whose barriers stall a whole time slice whenever the OS deschedules one
 // thread (shared cores, a CPU quota). oneDNN weights are packed as column panels, about two per
@@ -49,8 +50,9 @@ class PackedLinear {
   // `weight` is [out_features, in_features] (the nn.Linear layout), f32 or bf16. `bias` is
   // [out_features] f32/bf16, or an empty Tensor() for none. Both are copied; the caller may
   // release them afterwards.
-  // On DefaultMatmulPath(precision), except where oneDNN would run its reference kernel for
-  // this shape (RunsReferenceKernel): such an int8 layer runs on our own kernel.
+  // On DefaultMatmulPath(precision), except: an f32 layer whose weights are all bf16 values
+  // runs on our kernel (avx2_f32) where the default is onednn_f32; an int8 layer for whose
+  // shape oneDNN would run its reference kernel (RunsReferenceKernel) runs on our own kernel.
   static absl::StatusOr<PackedLinear> Create(const Tensor& weight, const Tensor& bias,
                                              Precision precision);
   // The same on a given path (tests and benchmarks compare paths); a path this CPU cannot run

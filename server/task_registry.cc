@@ -57,6 +57,10 @@ absl::Status TaskRegistry::LoadAll(bool require_all) {
                    : path == models::MatmulPath::kAvx2F32
                        ? " (weights stored as bf16 values are read in bf16: the same results "
                          "from half the memory)"
+                   : path == models::MatmulPath::kOneDnnF32
+                       ? " (layers whose weights are bf16 values, as a bf16-stored model's, run "
+                         "avx2_f32 with 512-bit tiles on bf16-packed weights; ListTasks gives "
+                         "each task's path)"
                        : ""));
   for (const std::string& name : *names) {
     const absl::Time start = absl::Now();

@@ -143,6 +143,59 @@ TEST(F32Gemm, Avx512TilesGiveTheAvx2TilesBits) {
   ASSERT_TRUE(SetNumThreads(saved_threads).ok());
 }
 
+// The tiles add the bias and apply ReLU in registers (GELU after the store); the outputs are
+// bit for bit those of the bare product followed by F32GemmFinishOutputs' order of operations
+// (bias, then ApplyActivationInPlace), on whole tiles and on tiles cut by the last column.
+TEST(F32Gemm, BiasAndActivationGiveTheBitsOfASecondPass) {
+  SKIP_WITHOUT_AVX2_FMA();
+  const std::vector<F32GemmTiles> tile_sets =
+      CpuHasAvx512() ? std::vector<F32GemmTiles>{F32GemmTiles::kAvx2, F32GemmTiles::kAvx512}
+                     : std::vector<F32GemmTiles>{F32GemmTiles::kAvx2};
+  constexpr int64_t k = 67;
+  for (const int64_t n : {16, 40, 64, 130}) {
+    const std::vector<float> w = RoundToBFloat16(RandomVector(n * k, 27, 0.2f));
+    std::vector<BFloat16> packed(F32GemmPackedFloats(n, k));
+    PackF32GemmWeightsAsBFloat16(w.data(), n, k, packed.data());
+    const std::vector<float> bias = RandomVector(n, 28, 0.5f);
+    for (const int64_t m : {1, 2, 3, 6, 7, 13}) {
+      std::vector<float> a = RandomVector(m * k, 29);
+      a[0] = std::numeric_limits<float>::quiet_NaN();  // row 0 all NaN: ReLU keeps NaN
+      for (const F32GemmTiles tiles : tile_sets) {
+        for (const Activation activation :
+             {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
+          for (const bool with_bias : {false, true}) {
+            F32GemmArgs args{.a = a.data(),
+                             .lda = k,
+                             .m = m,
+                             .packed_bf16 = packed.data(),
+                             .n = n,
+                             .k = k,
+                             .ldy = n};
+            std::vector<float> expected(m * n), fused(m * n);
+            args.y = expected.data();
+            F32Gemm(args, tiles);
+            for (int64_t r = 0; r < m; ++r) {
+              float* row = expected.data() + r * n;
+              if (with_bias) {
+                for (int64_t c = 0; c < n; ++c) row[c] += bias[c];
+              }
+              ApplyActivationInPlace(activation, row, n);
+            }
+            args.bias = with_bias ? bias.data() : nullptr;
+            args.activation = activation;
+            args.y = fused.data();
+            F32Gemm(args, tiles);
+            ASSERT_EQ(std::memcmp(expected.data(), fused.data(), m * n * sizeof(float)), 0)
+                << absl::StrCat("m=", m, " n=", n, " ", ActivationName(activation),
+                                with_bias ? " with bias" : "",
+                                tiles == F32GemmTiles::kAvx512 ? " 512-bit" : " 256-bit");
+          }
+        }
+      }
+    }
+  }
+}
+
 // A bf16-stored model's weights (and bf16_as_f32's rounded ones) take half the memory on our
 // f32 kernel; weights with any value that is not a bf16 value keep f32.
 TEST(F32Gemm, PackedLinearPacksBFloat16ValuesInHalfTheBytes) {
@@ -166,6 +219,35 @@ TEST(F32Gemm, PackedLinearPacksBFloat16ValuesInHalfTheBytes) {
   EXPECT_EQ(*from_f32->ImplementationName(1), "taskmoe:avx2_f32" + tiles);
   EXPECT_EQ(*from_bf16->ImplementationName(1), "taskmoe:avx2_f32, bf16 weights" + tiles);
   EXPECT_EQ(*rounded->ImplementationName(1), "taskmoe:bf16_as_f32, bf16 weights" + tiles);
+}
+
+// Where the f32 default is oneDNN's brgemm (AVX-512), a layer whose weights are all bf16
+// values runs on our kernel, packed in bf16; weights with full f32 mantissas stay on the
+// default. Elsewhere every f32 layer runs the default (our kernel on AVX2).
+TEST(F32Gemm, F32LayersOfBFloat16ValuesRunOurKernel) {
+  SKIP_WITHOUT_AVX2_FMA();
+  constexpr int64_t n = 48, k = 32;
+  const std::vector<float> values = RandomVector(n * k, 31, 0.1f);
+  Tensor full = Tensor::Allocate(DType::kF32, Shape{n, k});
+  std::memcpy(full.data<float>(), values.data(), values.size() * sizeof(float));
+  absl::StatusOr<Tensor> bf16 = full.ConvertTo(DType::kBF16);
+  ASSERT_TRUE(bf16.ok());
+  absl::StatusOr<Tensor> rounded = bf16->ConvertTo(DType::kF32);
+  ASSERT_TRUE(rounded.ok());
+  const MatmulPath f32_default = DefaultMatmulPath(Precision::kF32);
+  const MatmulPath expected_for_bf16_values =
+      f32_default == MatmulPath::kOneDnnF32 ? MatmulPath::kAvx2F32 : f32_default;
+  for (const Tensor* weight : {&*bf16, &*rounded}) {
+    absl::StatusOr<PackedLinear> linear = PackedLinear::Create(*weight, Tensor(), Precision::kF32);
+    ASSERT_TRUE(linear.ok()) << linear.status();
+    EXPECT_EQ(linear->path(), expected_for_bf16_values) << DTypeName(weight->dtype());
+    if (linear->path() == MatmulPath::kAvx2F32) {
+      EXPECT_EQ(linear->memory_bytes(), static_cast<size_t>(n * k * 2));
+    }
+  }
+  absl::StatusOr<PackedLinear> linear = PackedLinear::Create(full, Tensor(), Precision::kF32);
+  ASSERT_TRUE(linear.ok()) << linear.status();
+  EXPECT_EQ(linear->path(), f32_default);
 }
 
 }  // namespace

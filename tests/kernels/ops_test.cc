@@ -109,6 +109,11 @@ TEST(Softmax, ArgMaxAndLogSumExpMatchTheReference) {
   wide.data<float>()[1200] = 50.0f;
   ASSERT_TRUE(ArgMaxAndLogSumExp(wide, best, lse).ok());
   EXPECT_EQ(best.data<int32_t>()[0], 1200);
+  // Equal maxima within one vector of eight and in the next: the first wins.
+  Tensor ties = RandomTensor(Shape{1, 40}, 7, 4.0f);
+  ties.data<float>()[13] = ties.data<float>()[9] = ties.data<float>()[20] = 60.0f;
+  ASSERT_TRUE(ArgMaxAndLogSumExp(ties, best, lse).ok());
+  EXPECT_EQ(best.data<int32_t>()[0], 9);
   Tensor empty = Tensor::Allocate(DType::kF32, Shape{2, 0});
   EXPECT_FALSE(ArgMaxAndLogSumExp(empty, best, lse).ok());
   Tensor ints = Tensor::Allocate(DType::kS32, Shape{2, 2});

@@ -227,9 +227,7 @@ TEST(F32Gemm, PackedLinearPacksBFloat16ValuesInHalfTheBytes) {
 TEST(F32Gemm, F32LayersOfBFloat16ValuesRunOurKernel) {
   SKIP_WITHOUT_AVX2_FMA();
   constexpr int64_t n = 48, k = 32;
-  const std::vector<float> values = RandomVector(n * k, 31, 0.1f);
-  Tensor full = Tensor::Allocate(DType::kF32, Shape{n, k});
-  std::memcpy(full.data<float>(), values.data(), values.size() * sizeof(float));
+  const Tensor full = testing::RandomTensor(Shape{n, k}, 31, 0.1f);
   absl::StatusOr<Tensor> bf16 = full.ConvertTo(DType::kBF16);
   ASSERT_TRUE(bf16.ok());
   absl::StatusOr<Tensor> rounded = bf16->ConvertTo(DType::kF32);

@@ -339,9 +339,9 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
   MatmulPath path = DefaultMatmulPath(precision);
   // oneDNN's f32 brgemm (AVX-512) reads f32 weights. Weights that are all bf16 values (a
   // bf16-stored model's) run on our kernel instead, packed in bf16: half the bytes per
-  // product, 1.9-3x at batch 1 and still ahead at 128 (docs/benchmarks.md, stop 40). Weights
-  // with full f32 mantissas stay on brgemm, which is faster on those from 8 rows up. Either
-  // way one layer has one kernel, so a row's results never depend on its batch.
+  // product, 1.5-2.4x the tokens/s at batch 1 and on par at 128 (docs/benchmarks.md, stop
+  // 40). Weights with full f32 mantissas stay on brgemm, which is faster on those from 8 rows
+  // up. Either way one layer has one kernel, so a row's results never depend on its batch.
   if (path == MatmulPath::kOneDnnF32 && HoldsOnlyBFloat16Values(weight) &&
       CheckMatmulPathSupported(MatmulPath::kAvx2F32).ok()) {
     path = MatmulPath::kAvx2F32;

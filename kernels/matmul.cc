@@ -268,6 +268,14 @@ void Int8Epilogue(const Dequantisation& dequantisation, Activation activation, i
   });
 }
 
+// True when every value of `weight` (f32 or bf16) is a bf16 value, so that the bf16 packing
+// of our f32 kernel holds it exactly; a bf16 tensor is not scanned.
+bool HoldsOnlyBFloat16Values(const Tensor& weight) {
+  if (!weight.valid()) return false;
+  if (weight.dtype() == DType::kBF16) return true;
+  return weight.dtype() == DType::kF32 && AllBFloat16Values(weight.data<float>(), weight.numel());
+}
+
 }  // namespace
 
 absl::Status CheckMatmulPathSupported(MatmulPath path) {
@@ -321,18 +329,6 @@ MatmulPath DefaultMatmulPath(Precision precision) {
   }
   return MatmulPath::kOneDnnF32;
 }
-
-namespace {
-
-// True when every value of `weight` (f32 or bf16) is a bf16 value, so that the bf16 packing
-// of our f32 kernel holds it exactly.
-bool HoldsOnlyBFloat16Values(const Tensor& weight) {
-  if (!weight.valid()) return false;
-  if (weight.dtype() == DType::kBF16) return true;
-  return weight.dtype() == DType::kF32 && AllBFloat16Values(weight.data<float>(), weight.numel());
-}
-
-}  // namespace
 
 absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Tensor& bias,
                                                   Precision precision) {
@@ -428,7 +424,7 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
     // in bf16: the same products from half the bytes (f32_gemm.h).
     const float* w = weight32->data<float>();
     const int64_t packed = F32GemmPackedFloats(n, k);
-    if (AllBFloat16Values(w, n * k)) {
+    if (path == MatmulPath::kBF16AsF32 || HoldsOnlyBFloat16Values(weight)) {
       linear.packed_weight_ = Tensor::Allocate(DType::kBF16, Shape{packed});
       PackF32GemmWeightsAsBFloat16(w, n, k, linear.packed_weight_.data<BFloat16>());
     } else {

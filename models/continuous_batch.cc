@@ -180,9 +180,7 @@ absl::Status ContinuousBatch::Admit(std::vector<Sentence> sentences) {
   return absl::OkStatus();
 }
 
-absl::Status ContinuousBatch::AdmitWithFirstStep(
-    std::vector<Sentence> sentences, absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
-    absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished) {
+absl::Status ContinuousBatch::CheckFirstStepApart(const std::vector<Sentence>& sentences) const {
   for (size_t i = 0; i < sentences.size(); ++i) {
     const Sentence& s = sentences[i];
     if (s.settings.beam_size != 1) {
@@ -196,6 +194,13 @@ absl::Status ContinuousBatch::AdmitWithFirstStep(
           " (a different architecture, vocabulary or precision)"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status ContinuousBatch::AdmitWithFirstStep(
+    std::vector<Sentence> sentences, absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+    absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished) {
+  TASKMOE_RETURN_IF_ERROR(CheckFirstStepApart(sentences));
   if (newcomers_ == nullptr) newcomers_ = std::make_unique<ContinuousBatch>();
   ContinuousBatch& newcomers = *newcomers_;
   newcomers.Clear();
@@ -212,18 +217,50 @@ absl::Status ContinuousBatch::AdmitWithFirstStep(
     fail_all(stepped);
     return absl::OkStatus();
   }
-  if (newcomers.empty()) return absl::OkStatus();
+  if (absl::Status joined = JoinRows(newcomers); !joined.ok()) fail_all(joined);
+  return absl::OkStatus();
+}
+
+absl::Status ContinuousBatch::AdmitDuringStep(
+    std::vector<Sentence> sentences, absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+    absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished) {
+  if (!stepping_) {
+    return absl::FailedPreconditionError(
+        "AdmitDuringStep: only between the layers of a step (from Step's after_each_layer)");
+  }
+  // rows_ does not change while the step runs, so this is the check made after it.
+  TASKMOE_RETURN_IF_ERROR(CheckFirstStepApart(sentences));
+  if (pending_ == nullptr) pending_ = std::make_unique<ContinuousBatch>();
+  return pending_->AdmitWithFirstStep(std::move(sentences), on_token, on_finished);
+}
+
+absl::Status ContinuousBatch::JoinRows(ContinuousBatch& from) {
+  if (from.empty()) return absl::OkStatus();
+  for (const Row& row : from.rows_) {
+    if (row.beam >= 0) return absl::InternalError("JoinRows: beam-searched rows cannot move");
+  }
   if (rows_.empty()) {
     // Nothing running: the newcomers become the batch, state and all (buffers swap).
-    std::swap(state_, newcomers.state_);
-  } else if (absl::Status joined = state_.AppendRows(newcomers.state_); !joined.ok()) {
-    fail_all(joined);
-    return absl::OkStatus();
+    std::swap(state_, from.state_);
+  } else {
+    TASKMOE_RETURN_IF_ERROR(state_.AppendRows(from.state_));
   }
-  for (Row& row : newcomers.rows_) rows_.push_back(std::move(row));
-  sentences_ += newcomers.sentences_;
-  newcomers.Clear();
+  for (Row& row : from.rows_) rows_.push_back(std::move(row));
+  sentences_ += from.sentences_;
+  from.Clear();
   return absl::OkStatus();
+}
+
+void ContinuousBatch::JoinPending(
+    absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished) {
+  if (pending_ == nullptr || pending_->empty()) return;
+  if (absl::Status joined = JoinRows(*pending_); !joined.ok()) {
+    for (Row& row : pending_->rows_) {
+      row.hypothesis.status = joined;
+      on_finished(row.key, std::move(row.hypothesis));
+    }
+    pending_->Clear();
+  }
 }
 
 absl::Status ContinuousBatch::KeepRows() {
@@ -315,6 +352,22 @@ bool ContinuousBatch::StepBeam(
 absl::Status ContinuousBatch::Step(
     absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
     absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished) {
+  return Step(on_token, on_finished, [] {});
+}
+
+absl::Status ContinuousBatch::Step(
+    absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+    absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished,
+    absl::FunctionRef<void()> after_each_layer) {
+  const absl::Status stepped = StepRunningRows(on_token, on_finished, after_each_layer);
+  JoinPending(on_finished);  // after a failure, removed by the caller with every other row
+  return stepped;
+}
+
+absl::Status ContinuousBatch::StepRunningRows(
+    absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+    absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished,
+    absl::FunctionRef<void()> after_each_layer) {
   if (rows_.empty()) return absl::OkStatus();
   BuildGroups(rows_, groups_);
   tokens_.resize(rows_.size());
@@ -327,7 +380,11 @@ absl::Status ContinuousBatch::Step(
       largest_beam = std::max(largest_beam, beams_[rows_[r].beam]->size);
     }
   }
-  TASKMOE_RETURN_IF_ERROR(TransformerModel::DecodeStepGreedy(groups_, tokens_, state_, head_));
+  stepping_ = true;
+  const absl::Status stepped =
+      TransformerModel::DecodeStepGreedy(groups_, tokens_, state_, head_, after_each_layer);
+  stepping_ = false;
+  TASKMOE_RETURN_IF_ERROR(stepped);
   // Beam search ranks the best 2 * beam continuations of each row (enough: at most `beam` of
   // the chosen ones end in EOS); one top-k for every beam row, each sentence reading the first
   // 2 * its beam of them (the top-k is sorted, ties by index, so those are its own top-k).
@@ -406,6 +463,7 @@ void ContinuousBatch::Clear() {
   }
   rows_.clear();
   sentences_ = 0;
+  if (pending_ != nullptr) pending_->Clear();
 }
 
 }  // namespace taskmoe::models

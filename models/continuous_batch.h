@@ -55,8 +55,9 @@ class ContinuousBatch {
   // Rows decoding now (a beam-searched sentence counts its hypotheses), and the distinct tasks
   // among them.
   int64_t rows() const { return static_cast<int64_t>(rows_.size()); }
-  // Sentences decoding now (rows() when all are greedy).
-  int64_t sentences() const { return sentences_; }
+  // Sentences decoding now (rows() when all are greedy), and those admitted during the step
+  // under way (AdmitDuringStep), who join its rows when it ends.
+  int64_t sentences() const { return sentences_ + (pending_ ? pending_->sentences_ : 0); }
   int distinct_tasks() const;
   bool empty() const { return rows_.empty(); }
 
@@ -95,6 +96,24 @@ class ContinuousBatch {
   // a failed step is not resumable).
   absl::Status Step(absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
                     absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished);
+  // Step that calls `after_each_layer` once each decoder layer is done, the running rows
+  // waiting meanwhile: there (and only there) the caller may AdmitDuringStep, so that a
+  // newcomer waits for the end of a layer, not of a whole step. Sentences admitted so join
+  // the rows when the step ends (also when it failed, so that the caller removes them with
+  // the rest).
+  absl::Status Step(absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+                    absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished,
+                    absl::FunctionRef<void()> after_each_layer);
+
+  // AdmitWithFirstStep while a Step is between two layers (only from its after_each_layer, on
+  // the stepping thread): the greedy `sentences` are encoded and take their first step now,
+  // by themselves (`on_token` and `on_finished` are for that step), and those that go on join
+  // the rows when the step under way ends; that step does not decode them. Errors as
+  // AdmitWithFirstStep's, and FAILED_PRECONDITION outside a step.
+  absl::Status AdmitDuringStep(
+      std::vector<Sentence> sentences,
+      absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+      absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished);
 
   // Removes every row without a word to anyone (after a failed step, when the caller has
   // already told every row's owner).
@@ -123,6 +142,19 @@ class ContinuousBatch {
     int32_t beam = -1;      // beam search: the sentence's slot in beams_
     float beam_score = 0;   // beam search: the hypothesis's log-probability (-inf: none)
   };
+  // INVALID_ARGUMENT unless every sentence is greedy and of a task that can join these rows.
+  absl::Status CheckFirstStepApart(const std::vector<Sentence>& sentences) const;
+  // Step's work on the rows decoding now (Step then lets the pending ones join).
+  absl::Status StepRunningRows(
+      absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+      absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished,
+      absl::FunctionRef<void()> after_each_layer);
+  // Moves every row of `from` (greedy rows only), state and all, after this batch's rows;
+  // `from` is left empty. On an error nothing moved.
+  absl::Status JoinRows(ContinuousBatch& from);
+  // At the end of a step: the rows admitted during it join; should that fail, each is told
+  // through `on_finished` with the error.
+  void JoinPending(absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished);
   // The row groups of the running rows: maximal stretches of neighbouring rows of one task and
   // one kind of search.
   void BuildGroups(const std::vector<Row>& rows, std::vector<RowGroup>& groups) const;
@@ -144,6 +176,9 @@ class ContinuousBatch {
   int64_t sentences_ = 0;
   // AdmitWithFirstStep's batch of newcomers, kept for its buffers.
   std::unique_ptr<ContinuousBatch> newcomers_;
+  // Sentences admitted during the step under way (AdmitDuringStep), kept for its buffers.
+  std::unique_ptr<ContinuousBatch> pending_;
+  bool stepping_ = false;  // inside Step's decoder layers
   DecoderState state_;
   EncoderOutput encoder_;
   const EncoderOutput empty_encoder_{};  // starts a decode with no rows

@@ -576,7 +576,7 @@ absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const int32_t> tokens
 absl::Status TransformerModel::DecodeStep(absl::Span<const RowGroup> groups,
                                           absl::Span<const int32_t> tokens, DecoderState& state,
                                           Tensor& logits) {
-  TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state));
+  TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state, [] {}));
   const int64_t vocab = groups.front().model->config_.vocab_size;
   TASKMOE_RETURN_IF_ERROR(GroupedLinear(
       groups, state.grouped,
@@ -588,7 +588,14 @@ absl::Status TransformerModel::DecodeStep(absl::Span<const RowGroup> groups,
 absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> groups,
                                                 absl::Span<const int32_t> tokens,
                                                 DecoderState& state, GreedyHead& head) {
-  TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state));
+  return DecodeStepGreedy(groups, tokens, state, head, [] {});
+}
+
+absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> groups,
+                                                absl::Span<const int32_t> tokens,
+                                                DecoderState& state, GreedyHead& head,
+                                                absl::FunctionRef<void()> after_each_layer) {
+  TASKMOE_RETURN_IF_ERROR(DecoderLayers(groups, tokens, state, after_each_layer));
   // Runs share an output projection and a kind of head (greedy or full logits).
   PlanRuns(
       groups,
@@ -652,8 +659,8 @@ absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> group
 }
 
 absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
-                                             absl::Span<const int32_t> tokens,
-                                             DecoderState& state) {
+                                             absl::Span<const int32_t> tokens, DecoderState& state,
+                                             absl::FunctionRef<void()> after_each_layer) {
   const int64_t batch = state.batch;
   TASKMOE_ASSIGN_OR_RETURN(const TransformerModel* first, CheckGroups(groups, batch, "DecodeStep"));
   const ModelConfig& config = first->config_;
@@ -732,6 +739,7 @@ absl::Status TransformerModel::DecoderLayers(absl::Span<const RowGroup> groups,
     TASKMOE_RETURN_IF_ERROR(
         GroupedFfn(groups, Stack::kDecoder, i, state.normed, plan, state.ffn_ws, state.ffn_out));
     TASKMOE_RETURN_IF_ERROR(ResidualAdd(state.ffn_out, state.x));
+    after_each_layer();
   }
   for (int64_t r = 0; r < batch; ++r) ++state.positions[r];
   return norm(

@@ -15,6 +15,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/attention.h"
@@ -243,12 +244,21 @@ class TransformerModel {
   static absl::Status DecodeStepGreedy(absl::Span<const RowGroup> groups,
                                        absl::Span<const int32_t> tokens, DecoderState& state,
                                        GreedyHead& head);
+  // DecodeStepGreedy that calls `after_each_layer` once each decoder layer is done (the last
+  // one's call comes before the output projection). The step's rows wait meanwhile: the
+  // caller may do other work there, on anything but `state` and `head` (the server encodes
+  // newcomers and takes their first step, so that they need not wait for a whole step).
+  static absl::Status DecodeStepGreedy(absl::Span<const RowGroup> groups,
+                                       absl::Span<const int32_t> tokens, DecoderState& state,
+                                       GreedyHead& head,
+                                       absl::FunctionRef<void()> after_each_layer);
 
  private:
   TransformerModel() = default;
   // A step up to the final layer norm: the output projection's input in state.normed.
   static absl::Status DecoderLayers(absl::Span<const RowGroup> groups,
-                                    absl::Span<const int32_t> tokens, DecoderState& state);
+                                    absl::Span<const int32_t> tokens, DecoderState& state,
+                                    absl::FunctionRef<void()> after_each_layer);
   absl::Status RunFfn(const FfnWeights& ffn, const ExpertChoice& choice, const kernels::Tensor& x,
                       FfnWorkspace& ws, kernels::Tensor& y) const;
   // The FFN of layer `layer` of `stack` over a batch of groups (a row of `in` per group row:

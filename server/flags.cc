@@ -53,9 +53,11 @@ ABSL_FLAG(std::string, batching, "continuous",
           "task, each decoded to its end)");
 ABSL_FLAG(bool, prefill_first, kDefaults.batching.prefill_first,
           "Continuous batching: greedy newcomers take their first step by themselves before "
-          "joining the running batch (shorter time to first token, fewer tokens/s)");
+          "joining the running batch, taken between two decoder layers of a running step too "
+          "(shorter time to first token, fewer tokens/s)");
 ABSL_FLAG(int, max_admit_tokens, kDefaults.batching.max_admit_tokens,
-          "Continuous batching: source tokens a running batch admits between two steps");
+          "Continuous batching: source tokens a running batch admits per step (at its start "
+          "and between its layers together)");
 ABSL_FLAG(int, max_batch_sentences, kDefaults.batching.max_batch_sentences,
           "Most sentences in one batch");
 ABSL_FLAG(int, max_batch_tokens, kDefaults.batching.max_batch_tokens,

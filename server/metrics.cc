@@ -134,13 +134,20 @@ Metrics::Metrics()
                 .Register(*registry_)
                 .Add({}, PowersOfTwo(1024));
   };
+  auto& admitted = prometheus::BuildHistogram()
+                       .Name("taskmoe_continuous_admitted_rows")
+                       .Help(
+                           "Sentences encoded and joining a continuous batch, per admission "
+                           "(at=step_boundary: between two steps; at=between_layers: while a "
+                           "step waits between two decoder layers)")
+                       .Register(*registry_);
   continuous_.step_rows = histogram("taskmoe_continuous_step_rows",
                                     "Rows each step of a continuous batch ran, all tasks together");
   continuous_.step_tasks = histogram("taskmoe_continuous_step_tasks",
                                      "Distinct tasks among the rows of each continuous batch step");
-  continuous_.admitted_rows = histogram(
-      "taskmoe_continuous_admitted_rows",
-      "Sentences encoded and joining a continuous batch, per admission (between two steps)");
+  continuous_.admitted_rows = &admitted.Add({{"at", "step_boundary"}}, PowersOfTwo(1024));
+  continuous_.admitted_rows_between_layers =
+      &admitted.Add({{"at", "between_layers"}}, PowersOfTwo(1024));
   // At 0 from the start, so that rate() and alerts see the first connection.
   connections_accepted_.Add({});
   for (const char* reason : {"file_descriptors", "max_connections"}) {

@@ -36,9 +36,12 @@ struct TaskMetrics {
 
 // Metrics of the continuous batches (all tasks together), per decoding step.
 struct ContinuousBatchMetrics {
-  prometheus::Histogram* step_rows = nullptr;      // rows each step ran, all tasks
-  prometheus::Histogram* step_tasks = nullptr;     // distinct tasks among them
-  prometheus::Histogram* admitted_rows = nullptr;  // sentences encoded and joining, per admission
+  prometheus::Histogram* step_rows = nullptr;   // rows each step ran, all tasks
+  prometheus::Histogram* step_tasks = nullptr;  // distinct tasks among them
+  // Sentences encoded and joining, per admission: at a step boundary, and between two decoder
+  // layers of a running step (BatchingOptions::prefill_first).
+  prometheus::Histogram* admitted_rows = nullptr;
+  prometheus::Histogram* admitted_rows_between_layers = nullptr;
 };
 
 class Metrics {

@@ -35,7 +35,9 @@ struct BatchingOptions {
   // Continuous batching: greedy newcomers to a running batch are encoded and take their first
   // decoding step by themselves before they join (ContinuousBatch::AdmitWithFirstStep), so
   // their first token does not wait for a step of the whole batch; the running rows wait for
-  // that extra step.
+  // that extra step. Newcomers are also taken while a step waits between two decoder layers
+  // (ContinuousBatch::AdmitDuringStep), so that they wait for a layer of the running step,
+  // not all of it; the step's admission budget (max_admit_tokens) covers both.
   bool prefill_first = false;
   // Tests and benchmarks only: never stop at EOS (decode max_output_tokens tokens), and sleep
   // this long before each decoding step. Both make decode time independent of the weights.

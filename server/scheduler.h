@@ -6,7 +6,10 @@
 //   of every task whose models can share a batch (models::ContinuousBatch). Between two
 //   decoding steps it admits queued sentences, oldest first with a fair share of the free rows
 //   for every waiting task, at most max_batch_sentences sentences (a beam-searched one is
-//   beam_size rows) and max_admit_tokens of source per step. Finished sentences leave at once,
+//   beam_size rows) and max_admit_tokens of source per step; with prefill_first, greedy ones
+//   take their first step by themselves, also while a step waits between two decoder layers
+//   (joining its rows when it ends), so that a newcomer's first token need not wait for a
+//   whole step. Finished sentences leave at once,
 //   cancelled and expired ones at the next step. When the oldest queued sentence's model cannot
 //   share the running batch (another architecture or precision), the worker admits nothing more,
 //   lets its batch drain, and starts the next one.
@@ -30,6 +33,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "models/continuous_batch.h"
@@ -96,10 +100,19 @@ class Scheduler {
   void RunBatch(std::vector<Item>& batch, TaskMetrics& metrics, models::DecodeWorkspace& workspace);
   // The queue whose head has waited longest; null when all are empty. Called with mu_ held.
   TaskQueue* OldestQueue();
-  // The sentences that join `batch` now (see the file comment); called with mu_ held.
-  std::vector<Item> TakeJoining(const models::ContinuousBatch& batch);
-  // Admits `joining`, lets stopped rows leave and decodes one step of `batch`.
+  // The sentences that join `batch` now (see the file comment), at most `budget` source tokens
+  // (at a step boundary the first always joins); `during_step`: greedy ones only, into a step
+  // between two layers. Called with mu_ held.
+  std::vector<Item> TakeJoining(const models::ContinuousBatch& batch, int64_t budget,
+                                bool during_step);
+  // Admits `joining`, lets stopped rows leave and decodes one step of `batch`, admitting
+  // newcomers between its layers too (prefill_first).
   void RunContinuousStep(std::vector<Item>& joining, models::ContinuousBatch& batch, Slots& slots);
+  // Encodes `joining` into `batch`: at a step boundary, or during its step (between two
+  // layers). Sentences whose request stopped, or that the batch refuses, are finished here.
+  void AdmitJoining(std::vector<Item>& joining, bool during_step, models::ContinuousBatch& batch,
+                    Slots& slots, absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+                    absl::FunctionRef<void(uint64_t key, models::Hypothesis h)> on_finished);
   // Finishes every row of `batch` with `status`.
   void FinishAll(models::ContinuousBatch& batch, Slots& slots, const absl::Status& status);
   // Finishes a sentence that never ran, with `status`.

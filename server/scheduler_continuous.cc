@@ -53,20 +53,18 @@ Scheduler::TaskQueue* Scheduler::OldestQueue() {
   return oldest;
 }
 
-std::vector<Scheduler::Item> Scheduler::TakeJoining(const models::ContinuousBatch& batch) {
+std::vector<Scheduler::Item> Scheduler::TakeJoining(const models::ContinuousBatch& batch,
+                                                    int64_t budget, bool during_step) {
   std::vector<Item> joining;
   // Sentences, as in a per-task batch (a beam-searched one is beam_size rows).
   int64_t free_rows = options_.max_batch_sentences - batch.sentences();
-  if (free_rows <= 0) return joining;
-  // The first sentence always joins; then at most this much source per step, so that
-  // encoding newcomers never stalls the running rows for long (a fresh batch takes a full
-  // batch's worth, as a per-task batch would).
-  const int64_t budget = batch.empty() ? options_.max_batch_tokens : options_.max_admit_tokens;
+  if (free_rows <= 0 || (during_step && budget <= 0)) return joining;
   int64_t tokens = 0;
   const models::TaskModel* family = nullptr;  // of the first newcomer, when the batch is empty
   auto joinable = [&](const Item& item) {
     const models::TaskModel& task = item.request->task();
     if (!batch.CanAdmit(task)) return false;
+    if (during_step && item.request->settings().beam_size > 1) return false;
     return family == nullptr || family->CanShareBatch(task);
   };
   // Queues whose head may join, with what each took so far.
@@ -94,7 +92,8 @@ std::vector<Scheduler::Item> Scheduler::TakeJoining(const models::ContinuousBatc
       if (oldest == nullptr) break;
       TaskQueue& queue = *oldest->first;
       Item& head = queue.items.front();
-      if (!joining.empty() && tokens + head.tokens > budget) {
+      // At a step boundary the first sentence always joins, however long.
+      if ((during_step || !joining.empty()) && tokens + head.tokens > budget) {
         free_rows = 0;  // the step's admission budget is spent
         break;
       }
@@ -136,7 +135,11 @@ void Scheduler::ContinuousWorkerLoop() {
     // the next one.
     if (TaskQueue* oldest = OldestQueue();
         oldest != nullptr && batch.CanAdmit(oldest->items.front().request->task())) {
-      joining = TakeJoining(batch);
+      // The first sentence always joins; then at most max_admit_tokens of source per step,
+      // so that encoding newcomers never stalls the running rows for long (a fresh batch
+      // takes a full batch's worth, as a per-task batch would).
+      joining = TakeJoining(
+          batch, batch.empty() ? options_.max_batch_tokens : options_.max_admit_tokens, false);
     }
     if (batch.empty() && joining.empty()) {
       work_.wait(lock);
@@ -151,9 +154,84 @@ void Scheduler::ContinuousWorkerLoop() {
   FinishAll(batch, slots, absl::UnavailableError("the server shut down before decoding finished"));
 }
 
+void Scheduler::AdmitJoining(
+    std::vector<Item>& joining, bool during_step, models::ContinuousBatch& batch, Slots& slots,
+    absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
+    absl::FunctionRef<void(uint64_t key, models::Hypothesis h)> on_finished) {
+  const absl::Time start = absl::Now();
+  std::vector<models::ContinuousBatch::Sentence> sentences;
+  std::vector<uint64_t> keys;
+  for (Item& item : joining) {
+    if (item.request->ShouldStop()) {
+      FinishUnrun(item, item.request->StopStatus());
+      continue;
+    }
+    models::DecodeSettings settings = item.request->settings();
+    if (options_.ignore_eos && settings.beam_size == 1) {
+      // A forced-length benchmark decodes exactly max_output_tokens.
+      settings.ignore_eos = true;
+      settings.max_output_ratio = 0.0f;
+      settings.max_output_offset = 0;
+    }
+    item.metrics->queue_duration->Observe(absl::ToDoubleSeconds(start - item.enqueued));
+    item.metrics->input_tokens->Increment(static_cast<double>(item.tokens));
+    std::shared_ptr<const models::TaskModel> task = item.request->shared_task();
+    std::vector<int32_t> source = item.request->source(item.sentence);
+    const uint64_t key = slots.Add(std::move(item));
+    sentences.push_back({std::move(task), std::move(source), settings, key});
+    keys.push_back(key);
+  }
+  if (sentences.empty()) return;
+  const ContinuousBatchMetrics& step_metrics = metrics_.continuous();
+  (during_step ? step_metrics.admitted_rows_between_layers : step_metrics.admitted_rows)
+      ->Observe(static_cast<double>(sentences.size()));
+  // Per task: the sentences joining together and their source tokens.
+  slots.counts.clear();
+  slots.token_counts.clear();
+  for (uint64_t key : keys) {
+    CountFor(slots.items[key].metrics, 1, slots.counts);
+    CountFor(slots.items[key].metrics, slots.items[key].tokens, slots.token_counts);
+  }
+  for (const auto& [m, n] : slots.counts) m->batch_size->Observe(static_cast<double>(n));
+  for (const auto& [m, n] : slots.token_counts) m->batch_tokens->Observe(static_cast<double>(n));
+  auto refused = [&](const absl::Status& admitted, const std::vector<uint64_t>& refused_keys) {
+    if (admitted.ok()) return;
+    Log(LogLevel::kError, absl::StrCat("admitting ", refused_keys.size(),
+                                       " sentences to a batch failed: ", admitted.ToString()));
+    for (uint64_t key : refused_keys) {
+      FinishUnrun(slots.Release(key),
+                  absl::InternalError(absl::StrCat("decoding failed: ", admitted.message())));
+    }
+  };
+  if (during_step) {
+    refused(batch.AdmitDuringStep(std::move(sentences), on_token, on_finished), keys);
+    return;
+  }
+  // With --prefill_first, greedy newcomers to a running batch take their first step apart.
+  std::vector<models::ContinuousBatch::Sentence> apart;
+  std::vector<uint64_t> apart_keys;
+  if (options_.prefill_first && !batch.empty()) {
+    size_t kept = 0;
+    for (size_t i = 0; i < sentences.size(); ++i) {
+      if (sentences[i].settings.beam_size == 1) {
+        apart.push_back(std::move(sentences[i]));
+        apart_keys.push_back(keys[i]);
+      } else {
+        if (kept != i) sentences[kept] = std::move(sentences[i]);  // never onto itself
+        keys[kept++] = keys[i];
+      }
+    }
+    sentences.resize(kept);
+    keys.resize(kept);
+  }
+  if (!sentences.empty()) refused(batch.Admit(std::move(sentences)), keys);
+  if (!apart.empty()) {
+    refused(batch.AdmitWithFirstStep(std::move(apart), on_token, on_finished), apart_keys);
+  }
+}
+
 void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::ContinuousBatch& batch,
                                   Slots& slots) {
-  const absl::Time start = absl::Now();
   const ContinuousBatchMetrics& step_metrics = metrics_.continuous();
   auto on_token = [&](uint64_t key, int32_t token) {
     const Item& item = slots.items[key];
@@ -168,75 +246,11 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
     item.metrics->generated_tokens->Increment(static_cast<double>(h.tokens.size()));
     item.request->Finish(item.sentence, std::move(h));
   };
+  // Source tokens admitted in this step so far, against max_admit_tokens.
+  int64_t admitted_tokens = 0;
+  for (const Item& item : joining) admitted_tokens += item.tokens;
   // Admission: newcomers whose request is still wanted, encoded together.
-  if (!joining.empty()) {
-    std::vector<models::ContinuousBatch::Sentence> sentences;
-    std::vector<uint64_t> keys;
-    for (Item& item : joining) {
-      if (item.request->ShouldStop()) {
-        FinishUnrun(item, item.request->StopStatus());
-        continue;
-      }
-      models::DecodeSettings settings = item.request->settings();
-      if (options_.ignore_eos && settings.beam_size == 1) {
-        // A forced-length benchmark decodes exactly max_output_tokens.
-        settings.ignore_eos = true;
-        settings.max_output_ratio = 0.0f;
-        settings.max_output_offset = 0;
-      }
-      item.metrics->queue_duration->Observe(absl::ToDoubleSeconds(start - item.enqueued));
-      item.metrics->input_tokens->Increment(static_cast<double>(item.tokens));
-      std::shared_ptr<const models::TaskModel> task = item.request->shared_task();
-      std::vector<int32_t> source = item.request->source(item.sentence);
-      const uint64_t key = slots.Add(std::move(item));
-      sentences.push_back({std::move(task), std::move(source), settings, key});
-      keys.push_back(key);
-    }
-    if (!sentences.empty()) {
-      step_metrics.admitted_rows->Observe(static_cast<double>(sentences.size()));
-      // Per task: the sentences joining together and their source tokens.
-      slots.counts.clear();
-      slots.token_counts.clear();
-      for (uint64_t key : keys) {
-        CountFor(slots.items[key].metrics, 1, slots.counts);
-        CountFor(slots.items[key].metrics, slots.items[key].tokens, slots.token_counts);
-      }
-      for (const auto& [m, n] : slots.counts) m->batch_size->Observe(static_cast<double>(n));
-      for (const auto& [m, n] : slots.token_counts) {
-        m->batch_tokens->Observe(static_cast<double>(n));
-      }
-      auto refused = [&](const absl::Status& admitted, const std::vector<uint64_t>& refused_keys) {
-        if (admitted.ok()) return;
-        Log(LogLevel::kError, absl::StrCat("admitting ", refused_keys.size(),
-                                           " sentences to a batch failed: ", admitted.ToString()));
-        for (uint64_t key : refused_keys) {
-          FinishUnrun(slots.Release(key),
-                      absl::InternalError(absl::StrCat("decoding failed: ", admitted.message())));
-        }
-      };
-      // With --prefill_first, greedy newcomers to a running batch take their first step apart.
-      std::vector<models::ContinuousBatch::Sentence> apart;
-      std::vector<uint64_t> apart_keys;
-      if (options_.prefill_first && !batch.empty()) {
-        size_t kept = 0;
-        for (size_t i = 0; i < sentences.size(); ++i) {
-          if (sentences[i].settings.beam_size == 1) {
-            apart.push_back(std::move(sentences[i]));
-            apart_keys.push_back(keys[i]);
-          } else {
-            if (kept != i) sentences[kept] = std::move(sentences[i]);  // never onto itself
-            keys[kept++] = keys[i];
-          }
-        }
-        sentences.resize(kept);
-        keys.resize(kept);
-      }
-      if (!sentences.empty()) refused(batch.Admit(std::move(sentences)), keys);
-      if (!apart.empty()) {
-        refused(batch.AdmitWithFirstStep(std::move(apart), on_token, on_finished), apart_keys);
-      }
-    }
-  }
+  if (!joining.empty()) AdmitJoining(joining, false, batch, slots, on_token, on_finished);
   // Cancelled and expired rows leave before the step spends anything on them.
   absl::Status left = batch.RemoveIf(
       [&](uint64_t key) {
@@ -271,7 +285,29 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
   }
   for (const auto& [m, n] : slots.counts) m->step_rows->Observe(static_cast<double>(n));
   if (options_.step_delay > absl::ZeroDuration()) absl::SleepFor(options_.step_delay);
-  absl::Status stepped = batch.Step(on_token, on_finished);
+  // With --prefill_first, between two layers the step waits while newcomers are encoded and
+  // take their first step: they wait for a layer of this step, not all of it. (Encoding them
+  // there without their first step would gain nothing: the first token would still come with
+  // the next whole step, and the worker does the same work in another order.)
+  auto admit_between_layers = [&] {
+    if (!options_.prefill_first) return;
+    std::vector<Item> newcomers;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      TaskQueue* oldest = OldestQueue();
+      // As at a step boundary: nothing joins while the oldest cannot share this batch.
+      if (stopping_ || oldest == nullptr ||
+          !batch.CanAdmit(oldest->items.front().request->task())) {
+        return;
+      }
+      newcomers = TakeJoining(batch, options_.max_admit_tokens - admitted_tokens, true);
+      if (!newcomers.empty()) work_.notify_one();  // more may wait
+    }
+    if (newcomers.empty()) return;
+    for (const Item& item : newcomers) admitted_tokens += item.tokens;
+    AdmitJoining(newcomers, true, batch, slots, on_token, on_finished);
+  };
+  absl::Status stepped = batch.Step(on_token, on_finished, admit_between_layers);
   if (!stepped.ok()) {
     Log(LogLevel::kError,
         absl::StrCat("a decoding step of ", batch.rows(), " rows failed: ", stepped.ToString()));

@@ -152,14 +152,20 @@ class ContinuousBatchTest : public ::testing::Test {
     return per_task;
   }
 
-  // Runs `cases` through one ContinuousBatch, case i joining before step join_step(i) (with
-  // `first_step`, greedy newcomers to a running batch join through AdmitWithFirstStep); also
-  // checks that each greedy case's streamed tokens are its final ones (plus EOS), and that
-  // beam search streams none.
+  // How greedy newcomers to a running batch join: Admit at the step boundary,
+  // AdmitWithFirstStep there, or AdmitDuringStep while the step waits after decoder layer
+  // `case index % layers` (the step they join is the one under way; they take their first step
+  // there and decode with the next).
+  enum class Join { kAdmit, kFirstStep, kBetweenLayers };
+
+  // Runs `cases` through one ContinuousBatch, case i joining before step join_step(i) (greedy
+  // newcomers to a running batch as `join` says); also checks that each greedy case's streamed
+  // tokens are its final ones (plus EOS), and that beam search streams none.
   static std::vector<Hypothesis> DecodeContinuously(const std::vector<Case>& cases,
                                                     const std::function<int(size_t)>& join_step,
                                                     const SettingsOf& settings_of = Greedy,
-                                                    bool first_step = false) {
+                                                    Join join = Join::kAdmit) {
+    const bool first_step = join == Join::kFirstStep;
     ContinuousBatch batch;
     std::vector<Hypothesis> results(cases.size());
     std::vector<std::vector<int32_t>> streamed(cases.size());
@@ -174,11 +180,19 @@ class ContinuousBatchTest : public ::testing::Test {
       ++finished;
     };
     for (int step = 0; finished < cases.size(); ++step) {
-      std::vector<ContinuousBatch::Sentence> joining, greedy;
+      std::vector<ContinuousBatch::Sentence> joining, greedy, during_step;
+      std::vector<int> during_layer;  // after which layer each of during_step joins
       for (size_t i = 0; i < cases.size(); ++i) {
         if (join_step(i) != step) continue;
-        const bool apart = first_step && !batch.empty() && settings_of(i).beam_size == 1;
-        (apart ? greedy : joining).push_back({cases[i].task, cases[i].source, settings_of(i), i});
+        const bool greedy_newcomer = !batch.empty() && settings_of(i).beam_size == 1;
+        ContinuousBatch::Sentence sentence{cases[i].task, cases[i].source, settings_of(i), i};
+        if (greedy_newcomer && join == Join::kBetweenLayers) {
+          during_layer.push_back(
+              static_cast<int>(i % cases[i].task->transformer().config().decoder_layers));
+          during_step.push_back(std::move(sentence));
+        } else {
+          (greedy_newcomer && first_step ? greedy : joining).push_back(std::move(sentence));
+        }
       }
       EXPECT_TRUE(batch.Admit(std::move(joining)).ok());
       const int64_t before = batch.sentences();
@@ -187,7 +201,29 @@ class ContinuousBatchTest : public ::testing::Test {
       EXPECT_EQ(batch.sentences() + static_cast<int64_t>(finished - finished_before),
                 before + static_cast<int64_t>(newcomers));
       EXPECT_LE(batch.distinct_tasks(), static_cast<int>(kTasks.size()));
-      absl::Status s = batch.Step(on_token, on_finished);
+      int layer = 0;
+      const int64_t running = batch.rows();
+      auto after_each_layer = [&] {
+        std::vector<ContinuousBatch::Sentence> now;
+        for (size_t j = 0; j < during_step.size(); ++j) {
+          if (during_layer[j] == layer) now.push_back(std::move(during_step[j]));
+        }
+        ++layer;
+        if (now.empty()) return;
+        const int64_t sentences_before = batch.sentences();
+        const size_t count = now.size(), finished_before_layer = finished;
+        std::vector<uint64_t> keys;
+        for (const ContinuousBatch::Sentence& sentence : now) keys.push_back(sentence.key);
+        absl::Status admitted = batch.AdmitDuringStep(std::move(now), on_token, on_finished);
+        EXPECT_TRUE(admitted.ok()) << admitted;
+        // Their first token comes now, not with the step under way.
+        for (uint64_t key : keys) EXPECT_EQ(streamed[key].size(), 1u) << "case " << key;
+        // Counted at once (the scheduler's free rows), decoded from the next step on.
+        EXPECT_EQ(batch.sentences() + static_cast<int64_t>(finished - finished_before_layer),
+                  sentences_before + static_cast<int64_t>(count));
+        EXPECT_EQ(batch.rows(), running);
+      };
+      absl::Status s = batch.Step(on_token, on_finished, after_each_layer);
       EXPECT_TRUE(s.ok()) << s;
       if (!s.ok() || step > 1000) break;
     }
@@ -247,13 +283,27 @@ TEST_F(ContinuousBatchTest, NewcomersTakingTheirFirstStepApartGetTheTokensOfDeco
   // AdmitWithFirstStep: greedy newcomers step once by themselves, then their rows (caches,
   // lengths, positions) join the running batch; beside beam-searched sentences too.
   const std::vector<Case> cases = Cases(*tasks_);
-  ExpectSameHypotheses(DecodeAlone(cases),
+  ExpectSameHypotheses(DecodeAlone(cases), DecodeContinuously(
+                                               cases, [](size_t i) { return static_cast<int>(i); },
+                                               Greedy, Join::kFirstStep));
+  ExpectSameHypotheses(DecodeAlone(cases, GreedyAndBeams),
                        DecodeContinuously(
-                           cases, [](size_t i) { return static_cast<int>(i); }, Greedy, true));
-  ExpectSameHypotheses(
-      DecodeAlone(cases, GreedyAndBeams),
-      DecodeContinuously(
-          cases, [](size_t i) { return static_cast<int>(i / 4) * 3; }, GreedyAndBeams, true));
+                           cases, [](size_t i) { return static_cast<int>(i / 4) * 3; },
+                           GreedyAndBeams, Join::kFirstStep));
+}
+
+TEST_F(ContinuousBatchTest, NewcomersAdmittedBetweenLayersGetTheTokensOfDecodingAlone) {
+  // AdmitDuringStep: greedy newcomers encoded and stepped once while a step waits after one of
+  // its decoder layers (each layer in turn, several at one layer, beside beam-searched rows),
+  // joining when that step ends.
+  const std::vector<Case> cases = Cases(*tasks_);
+  ExpectSameHypotheses(DecodeAlone(cases), DecodeContinuously(
+                                               cases, [](size_t i) { return static_cast<int>(i); },
+                                               Greedy, Join::kBetweenLayers));
+  ExpectSameHypotheses(DecodeAlone(cases, GreedyAndBeams),
+                       DecodeContinuously(
+                           cases, [](size_t i) { return static_cast<int>(i / 6) * 2; },
+                           GreedyAndBeams, Join::kBetweenLayers));
 }
 
 TEST_F(ContinuousBatchTest, MatchesPerTaskBatches) {
@@ -549,6 +599,29 @@ TEST_F(ContinuousBatchTest, RefusesWhatCannotJoinAndKeepsTheRunningRows) {
       batch.AdmitWithFirstStep({{cases[1].task, {}, TrainerSettings(), 1}}, ignore, tell).ok());
   EXPECT_EQ(told, 0);
   EXPECT_EQ(batch.rows(), 1);
+  // Joining during a step: only between its layers, greedy and compatible; a refusal there
+  // leaves the step and its rows as they were.
+  s = batch.AdmitDuringStep({{cases[1].task, cases[1].source, TrainerSettings(), 1}}, ignore, tell);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  std::vector<absl::Status> during;
+  s = batch.Step(ignore, tell, [&] {
+    during.push_back(
+        batch.AdmitDuringStep({{cases[1].task, cases[1].source, beam_two, 1}}, ignore, tell));
+    during.push_back(
+        batch.AdmitDuringStep({{*int8, cases[1].source, TrainerSettings(), 1}}, ignore, tell));
+    during.push_back(
+        batch.AdmitDuringStep({{cases[1].task, {}, TrainerSettings(), 1}}, ignore, tell));
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  ASSERT_EQ(during.size(),
+            3u * static_cast<size_t>(cases[0].task->transformer().config().decoder_layers));
+  EXPECT_EQ(during[0].code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(during[0].message().find("beam 2"), std::string::npos) << during[0];
+  EXPECT_NE(during[1].message().find("cannot share a batch"), std::string::npos) << during[1];
+  EXPECT_FALSE(during[2].ok());
+  EXPECT_EQ(told, 0);
+  EXPECT_EQ(batch.rows(), 1);
+  EXPECT_EQ(batch.sentences(), 1);
   // Decoder states join only states of as many decoder layers, and never themselves.
   DecoderState running, layerless;
   ASSERT_TRUE(cases[0]

@@ -149,6 +149,41 @@ TEST_F(ServerTest, ConcurrentMixedTrafficEqualsOfflineTranslateInBothBatchingMod
   }
 }
 
+// --prefill_first: a request arriving while a step runs is encoded and takes its first step
+// between two of that step's decoder layers (here nearly always: the debug delay before each
+// step is most of it), then joins; its translation is still offline decoding's.
+TEST_F(ServerTest, PrefillFirstNewcomersJoinBetweenLayersAndEqualOfflineTranslate) {
+  auto server =
+      StartServer({"--prefill_first", "--debug_step_delay_ms=20", "--max_output_tokens=24"});
+  ASSERT_NE(server, nullptr);
+  const std::vector<std::string> expected =
+      TranslateOffline(repository_ + "/fr-en", "fr-en", kTexts, "--max_output_tokens=24");
+  ASSERT_EQ(expected.size(), kTexts.size());
+  // A client keeping the batch busy with another task's sentences meanwhile.
+  std::atomic<bool> done{false};
+  std::thread busy([&] {
+    while (!done.load()) {
+      TranslateResponse response;
+      const grpc::Status status = Translate(*server, Request("en-de", kTexts), &response);
+      EXPECT_TRUE(status.ok()) << status.error_message();
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(100));  // the busy request is decoding
+  for (size_t i = 0; i < kTexts.size(); ++i) {
+    TranslateResponse response;
+    const grpc::Status status = Translate(*server, Request("fr-en", {kTexts[i]}), &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.translations_size(), 1);
+    EXPECT_EQ(response.translations(0).text(), expected[i]) << kTexts[i];
+  }
+  done = true;
+  busy.join();
+  absl::StatusOr<std::string> metrics = ScrapeMetrics(server->metrics_port());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_GT(MetricValue(*metrics, R"(taskmoe_continuous_admitted_rows_count{at="between_layers"})"),
+            0);
+}
+
 TEST_F(ServerTest, ListTasksAndGetTask) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
@@ -1024,7 +1059,8 @@ TEST_F(ServerTest, MetricsPassPromtool) {
         R"(taskmoe_decode_step_rows_count{task="en-de"})",
         R"(taskmoe_batch_size_count{task="en-de"})", R"(taskmoe_batch_tokens_count{task="en-de"})",
         R"(taskmoe_input_tokens_total{task="en-de"})", "taskmoe_continuous_step_rows_count",
-        "taskmoe_continuous_step_tasks_count", "taskmoe_continuous_admitted_rows_count",
+        "taskmoe_continuous_step_tasks_count",
+        R"(taskmoe_continuous_admitted_rows_count{at="step_boundary"})",
         R"(taskmoe_model_memory_bytes{task="fr-en"})",
         R"(taskmoe_weight_store_bytes{kind="shared"})", "process_resident_memory_bytes",
         "process_cpu_seconds_total"}) {

@@ -12,6 +12,7 @@
 #                   --keep_experts (experts apart, shared by tasks: what tools/serve-demo.sh
 #                   serves)
 #   +int8, +bf16    the server's --precision (f32 otherwise)
+#   +rowsN          the server's --max_batch_sentences=N (32 otherwise)
 # The default modes are per_task+folded (the server before issue 20), continuous+folded and
 # continuous. --prefill_first (kept for old command lines) adds continuous+prefill_first.
 # Usage: tools/batching-bench.sh [--rounds=2] [--seconds=15] [--concurrency=32] [--threads=N]
@@ -69,8 +70,9 @@ mode_flags() {
       prefill_first) flags+=(--prefill_first) ;;
       folded) models=$folded_repository ;;
       int8 | bf16 | f32) flags+=(--precision="$part") ;;
+      rows[0-9]*) flags+=(--max_batch_sentences="${part#rows}") ;;
       *)
-        echo "batching-bench: mode $mode: unknown option $part (prefill_first, folded, int8, bf16)" >&2
+        echo "batching-bench: mode $mode: unknown option $part (prefill_first, folded, int8, bf16, rowsN)" >&2
         exit 2
         ;;
     esac

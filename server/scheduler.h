@@ -101,8 +101,9 @@ class Scheduler {
   // The queue whose head has waited longest; null when all are empty. Called with mu_ held.
   TaskQueue* OldestQueue();
   // The sentences that join `batch` now (see the file comment), at most `budget` source tokens
-  // (at a step boundary the first always joins); `during_step`: greedy ones only, into a step
-  // between two layers. Called with mu_ held.
+  // (at a step boundary the first always joins); none while the oldest queued sentence cannot
+  // share the batch; `during_step`: greedy ones only, into a step between two layers. Called
+  // with mu_ held.
   std::vector<Item> TakeJoining(const models::ContinuousBatch& batch, int64_t budget,
                                 bool during_step);
   // Admits `joining`, lets stopped rows leave and decodes one step of `batch`, admitting

@@ -56,6 +56,13 @@ Scheduler::TaskQueue* Scheduler::OldestQueue() {
 std::vector<Scheduler::Item> Scheduler::TakeJoining(const models::ContinuousBatch& batch,
                                                     int64_t budget, bool during_step) {
   std::vector<Item> joining;
+  // When the oldest queued sentence's model cannot share the running batch (another
+  // architecture or precision), nothing joins until the batch has drained; then it starts
+  // the next one.
+  const TaskQueue* oldest_queue = OldestQueue();
+  if (oldest_queue == nullptr || !batch.CanAdmit(oldest_queue->items.front().request->task())) {
+    return joining;
+  }
   // Sentences, as in a per-task batch (a beam-searched one is beam_size rows).
   int64_t free_rows = options_.max_batch_sentences - batch.sentences();
   if (free_rows <= 0 || (during_step && budget <= 0)) return joining;
@@ -129,18 +136,11 @@ void Scheduler::ContinuousWorkerLoop() {
   Slots slots;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    std::vector<Item> joining;
-    // When the oldest queued sentence's model cannot share the running batch (another
-    // architecture or precision), nothing joins until the batch has drained; then it starts
-    // the next one.
-    if (TaskQueue* oldest = OldestQueue();
-        oldest != nullptr && batch.CanAdmit(oldest->items.front().request->task())) {
-      // The first sentence always joins; then at most max_admit_tokens of source per step,
-      // so that encoding newcomers never stalls the running rows for long (a fresh batch
-      // takes a full batch's worth, as a per-task batch would).
-      joining = TakeJoining(
-          batch, batch.empty() ? options_.max_batch_tokens : options_.max_admit_tokens, false);
-    }
+    // The first sentence always joins; then at most max_admit_tokens of source per step, so
+    // that encoding newcomers never stalls the running rows for long (a fresh batch takes a
+    // full batch's worth, as a per-task batch would).
+    std::vector<Item> joining = TakeJoining(
+        batch, batch.empty() ? options_.max_batch_tokens : options_.max_admit_tokens, false);
     if (batch.empty() && joining.empty()) {
       work_.wait(lock);
       continue;
@@ -294,12 +294,7 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
     std::vector<Item> newcomers;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      TaskQueue* oldest = OldestQueue();
-      // As at a step boundary: nothing joins while the oldest cannot share this batch.
-      if (stopping_ || oldest == nullptr ||
-          !batch.CanAdmit(oldest->items.front().request->task())) {
-        return;
-      }
+      if (stopping_) return;
       newcomers = TakeJoining(batch, options_.max_admit_tokens - admitted_tokens, true);
       if (!newcomers.empty()) work_.notify_one();  // more may wait
     }

@@ -50,31 +50,80 @@ inline Float8 Load8(const BFloat16* p) {
   return v;
 }
 
-// a . b over n values.
+// Finishes a . b over n values: `sum` holds the products of the first `i` values (a multiple
+// of 8) in its 8 lanes; lanes are added pairwise, then the remaining products one by one.
 template <typename T>
-inline float Dot(const float* a, const T* b, int64_t n) {
-  float dot = 0.0f;
-  int64_t i = 0;
-  if (n >= 8) {
-    Float8 sum = {};
-    for (; i + 8 <= n; i += 8) sum += Load8(a + i) * Load8(b + i);
-    const Float4 four = __builtin_shufflevector(sum, sum, 0, 1, 2, 3) +
-                        __builtin_shufflevector(sum, sum, 4, 5, 6, 7);
-    dot = (four[0] + four[2]) + (four[1] + four[3]);
-  }
+inline float FinishDot(Float8 sum, const float* a, const T* b, int64_t i, int64_t n) {
+  const Float4 four =
+      __builtin_shufflevector(sum, sum, 0, 1, 2, 3) + __builtin_shufflevector(sum, sum, 4, 5, 6, 7);
+  float dot = i > 0 ? (four[0] + four[2]) + (four[1] + four[3]) : 0.0f;
   for (; i < n; ++i) dot += a[i] * ToFloat(b[i]);
   return dot;
 }
 
-// out[i] += p * v[i] over n values.
+// scores[j] = scale * (query . key j) for one head, keys [0, seen) `stride` values apart.
+// Four keys at a time: a dot product is one chain of dependent multiply-adds, so four
+// independent ones keep the FMA units busy where one would wait on each result (a key at a
+// time ran several times below the arithmetic's speed even from L1). Every dot product is
+// still summed in the same order, whichever group of four it falls in.
 template <typename T>
-inline void AddScaled(float p, const T* v, int64_t n, float* out) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const Float8 sum = Load8(out + i) + p * Load8(v + i);
-    std::memcpy(out + i, &sum, sizeof(sum));
+inline void Scores(const float* query, const T* keys, int64_t stride, int64_t head_dim,
+                   int64_t seen, float scale, float* scores) {
+  int64_t j = 0;
+  for (; j + 4 <= seen; j += 4) {
+    const T* k0 = keys + j * stride;
+    const T* k1 = k0 + stride;
+    const T* k2 = k1 + stride;
+    const T* k3 = k2 + stride;
+    Float8 s0 = {}, s1 = {}, s2 = {}, s3 = {};
+    int64_t i = 0;
+    for (; i + 8 <= head_dim; i += 8) {
+      const Float8 a = Load8(query + i);
+      s0 += a * Load8(k0 + i);
+      s1 += a * Load8(k1 + i);
+      s2 += a * Load8(k2 + i);
+      s3 += a * Load8(k3 + i);
+    }
+    scores[j] = FinishDot(s0, query, k0, i, head_dim) * scale;
+    scores[j + 1] = FinishDot(s1, query, k1, i, head_dim) * scale;
+    scores[j + 2] = FinishDot(s2, query, k2, i, head_dim) * scale;
+    scores[j + 3] = FinishDot(s3, query, k3, i, head_dim) * scale;
   }
-  for (; i < n; ++i) out[i] += p * ToFloat(v[i]);
+  for (; j < seen; ++j) {
+    const T* key = keys + j * stride;
+    Float8 sum = {};
+    int64_t i = 0;
+    for (; i + 8 <= head_dim; i += 8) sum += Load8(query + i) * Load8(key + i);
+    scores[j] = FinishDot(sum, query, key, i, head_dim) * scale;
+  }
+}
+
+// out = sum over j in [0, seen) of p[j] * value j, for one head (values `stride` apart),
+// accumulated in registers 64 columns at a time, keys in order: each column is summed exactly
+// as adding p[j] * value j to a zeroed output key after key would sum it.
+template <typename T>
+inline void WeightedSum(const float* p, const T* values, int64_t stride, int64_t head_dim,
+                        int64_t seen, float* out) {
+  int64_t c = 0;
+  for (; c + 64 <= head_dim; c += 64) {
+    Float8 acc[8] = {};
+    for (int64_t j = 0; j < seen; ++j) {
+      const T* value = values + j * stride + c;
+      const float weight = p[j];
+      for (int u = 0; u < 8; ++u) acc[u] += weight * Load8(value + 8 * u);
+    }
+    std::memcpy(out + c, acc, sizeof(acc));
+  }
+  for (; c + 8 <= head_dim; c += 8) {
+    Float8 acc = {};
+    for (int64_t j = 0; j < seen; ++j) acc += p[j] * Load8(values + j * stride + c);
+    std::memcpy(out + c, &acc, sizeof(acc));
+  }
+  for (; c < head_dim; ++c) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < seen; ++j) acc += p[j] * ToFloat(values[j * stride + c]);
+    out[c] = acc;
+  }
 }
 
 // One attention task's shape: a batch row's tq queries against its tk keys, for a group of
@@ -99,20 +148,15 @@ template <typename T>
     float* result = out + t * d;
     const int64_t seen =
         task.causal ? std::min(visible_keys, t + task.causal_offset + 1) : visible_keys;
-    std::memset(result, 0, sizeof(float) * width);
-    if (seen <= 0) continue;
-    for (int64_t j = 0; j < seen; ++j) {
-      const T* key = keys + j * d;
-      for (int64_t h = 0; h < heads; ++h) {
-        scores[h * tk + j] = Dot(query + h * head_dim, key + h * head_dim, head_dim) * task.scale;
-      }
+    if (seen <= 0) {
+      std::memset(result, 0, sizeof(float) * width);
+      continue;
     }
-    for (int64_t h = 0; h < heads; ++h) SoftmaxRow(scores + h * tk, seen);
-    for (int64_t j = 0; j < seen; ++j) {
-      const T* value = values + j * d;
-      for (int64_t h = 0; h < heads; ++h) {
-        AddScaled(scores[h * tk + j], value + h * head_dim, head_dim, result + h * head_dim);
-      }
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t column = h * head_dim;
+      Scores(query + column, keys + column, d, head_dim, seen, task.scale, scores + h * tk);
+      SoftmaxRow(scores + h * tk, seen);
+      WeightedSum(scores + h * tk, values + column, d, head_dim, seen, result + column);
     }
   }
 }

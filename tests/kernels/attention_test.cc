@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <vector>
+
 #include "kernels/quantize.h"
 #include "tests/kernels/reference.h"
 
@@ -74,7 +77,41 @@ INSTANTIATE_TEST_SUITE_P(
                       // chunks), 42 and 25 (chunks and a scalar remainder).
                       AttentionCase{3, 2, 10, 128, 2, {}, false, 0},
                       AttentionCase{2, 4, 7, 84, 2, {7, 5}, true, 3},
-                      AttentionCase{9, 1, 24, 100, 4, {24, 1, 0, 23, 24, 5, 6, 7, 8}, false, 0}));
+                      AttentionCase{9, 1, 24, 100, 4, {24, 1, 0, 23, 24, 5, 6, 7, 8}, false, 0},
+                      // 76-wide heads: a 64-column block of the weighted sum, an 8-column
+                      // chunk and a scalar remainder; 13 keys: three groups of four and one.
+                      AttentionCase{3, 2, 13, 152, 2, {13, 6, 1}, true, 11}));
+
+// A row's attention is the same, bit for bit, whatever batch it is part of: alone, or in a
+// batch large enough for a task per row covering all its heads (the decoder's layout at batch
+// >= 4 x threads) rather than one per head. Continuous batching relies on it: a sentence's
+// tokens must not depend on the rows that share its steps.
+TEST(Attention, RowsGiveTheSameBitsAloneAndInABatch) {
+  constexpr int64_t kBatch = 40, kKeys = 23, kWidth = 256;
+  const Tensor q = RandomTensor(Shape{kBatch, 1, kWidth}, 11);
+  const Tensor k = RandomTensor(Shape{kBatch, kKeys, kWidth}, 12);
+  const Tensor v = RandomTensor(Shape{kBatch, kKeys, kWidth}, 13);
+  std::vector<int32_t> lengths(kBatch);
+  for (int64_t b = 0; b < kBatch; ++b) lengths[b] = static_cast<int32_t>(1 + (b * 7) % kKeys);
+  Tensor together;
+  ASSERT_TRUE(MultiHeadAttention(q, k, v, lengths, {.num_heads = 4}, together).ok());
+  const auto row_of = [](const Tensor& t, int64_t b) {
+    const int64_t per_row = t.numel() / t.dim(0);
+    Tensor row = Tensor::Allocate(DType::kF32, Shape{1, t.dim(1), t.dim(2)});
+    std::memcpy(row.data<float>(), t.data<float>() + b * per_row, sizeof(float) * per_row);
+    return row;
+  };
+  for (int64_t b = 0; b < kBatch; ++b) {
+    Tensor alone;
+    ASSERT_TRUE(MultiHeadAttention(row_of(q, b), row_of(k, b), row_of(v, b), {lengths[b]},
+                                   {.num_heads = 4}, alone)
+                    .ok());
+    ASSERT_EQ(std::memcmp(alone.data<float>(), together.data<float>() + b * kWidth,
+                          sizeof(float) * kWidth),
+              0)
+        << "row " << b;
+  }
+}
 
 TEST(Attention, EmptyBatch) {
   Tensor out;

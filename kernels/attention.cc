@@ -2,6 +2,8 @@
 // per-thread buffer and only the visible keys are touched, so masks cost nothing.
 #include "kernels/attention.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -31,8 +33,6 @@ absl::Status CheckAttentionInput(const Tensor& t, const char* what, bool bf16_al
 // missing (the default build ran 3x slower than the plain loop).
 using Float8 = float __attribute__((vector_size(32)));
 using Float4 = float __attribute__((vector_size(16)));
-using Bits16x8 = uint16_t __attribute__((vector_size(16)));
-using Bits32x8 = uint32_t __attribute__((vector_size(32)));
 
 inline Float8 Load8(const float* p) {
   Float8 v;
@@ -40,11 +40,13 @@ inline Float8 Load8(const float* p) {
   return v;
 }
 
-// bf16 is the upper half of an f32: widen the bits and shift them into place.
+// bf16 is the upper half of an f32: widen the bits and shift them into place. Written with
+// the AVX2 intrinsic: GCC 12 turns __builtin_convertvector of 8 x u16 into two 128-bit
+// widenings and an insert, which made bf16 keys shuffle-bound once the dot products no longer
+// waited on each other.
 inline Float8 Load8(const BFloat16* p) {
-  Bits16x8 bits;
-  std::memcpy(&bits, p, sizeof(bits));
-  const Bits32x8 wide = __builtin_convertvector(bits, Bits32x8) << 16;
+  const __m256i wide = _mm256_slli_epi32(
+      _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
   Float8 v;
   std::memcpy(&v, &wide, sizeof(v));
   return v;
@@ -61,16 +63,16 @@ inline float FinishDot(Float8 sum, const float* a, const T* b, int64_t i, int64_
   return dot;
 }
 
-// scores[j] = scale * (query . key j) for one head, keys [0, seen) `stride` values apart.
+// scores[j] = scale * (query . key j) for one head, keys [first, last) `stride` values apart.
 // Four keys at a time: a dot product is one chain of dependent multiply-adds, so four
 // independent ones keep the FMA units busy where one would wait on each result (a key at a
 // time ran several times below the arithmetic's speed even from L1). Every dot product is
 // still summed in the same order, whichever group of four it falls in.
 template <typename T>
 inline void Scores(const float* query, const T* keys, int64_t stride, int64_t head_dim,
-                   int64_t seen, float scale, float* scores) {
-  int64_t j = 0;
-  for (; j + 4 <= seen; j += 4) {
+                   int64_t first, int64_t last, float scale, float* scores) {
+  int64_t j = first;
+  for (; j + 4 <= last; j += 4) {
     const T* k0 = keys + j * stride;
     const T* k1 = k0 + stride;
     const T* k2 = k1 + stride;
@@ -89,7 +91,7 @@ inline void Scores(const float* query, const T* keys, int64_t stride, int64_t he
     scores[j + 2] = FinishDot(s2, query, k2, i, head_dim) * scale;
     scores[j + 3] = FinishDot(s3, query, k3, i, head_dim) * scale;
   }
-  for (; j < seen; ++j) {
+  for (; j < last; ++j) {
     const T* key = keys + j * stride;
     Float8 sum = {};
     int64_t i = 0;
@@ -98,16 +100,17 @@ inline void Scores(const float* query, const T* keys, int64_t stride, int64_t he
   }
 }
 
-// out = sum over j in [0, seen) of p[j] * value j, for one head (values `stride` apart),
-// accumulated in registers 64 columns at a time, keys in order: each column is summed exactly
-// as adding p[j] * value j to a zeroed output key after key would sum it.
+// out += sum over j in [first, last) of p[j] * value j, for one head (values `stride` apart),
+// keys in order, the output held in registers 64 columns at a time: each column takes the same
+// chain of multiply-adds as adding p[j] * value j to it key after key.
 template <typename T>
-inline void WeightedSum(const float* p, const T* values, int64_t stride, int64_t head_dim,
-                        int64_t seen, float* out) {
+inline void AddWeighted(const float* p, const T* values, int64_t stride, int64_t head_dim,
+                        int64_t first, int64_t last, float* out) {
   int64_t c = 0;
   for (; c + 64 <= head_dim; c += 64) {
-    Float8 acc[8] = {};
-    for (int64_t j = 0; j < seen; ++j) {
+    Float8 acc[8];
+    std::memcpy(acc, out + c, sizeof(acc));
+    for (int64_t j = first; j < last; ++j) {
       const T* value = values + j * stride + c;
       const float weight = p[j];
       for (int u = 0; u < 8; ++u) acc[u] += weight * Load8(value + 8 * u);
@@ -115,16 +118,21 @@ inline void WeightedSum(const float* p, const T* values, int64_t stride, int64_t
     std::memcpy(out + c, acc, sizeof(acc));
   }
   for (; c + 8 <= head_dim; c += 8) {
-    Float8 acc = {};
-    for (int64_t j = 0; j < seen; ++j) acc += p[j] * Load8(values + j * stride + c);
+    Float8 acc = Load8(out + c);
+    for (int64_t j = first; j < last; ++j) acc += p[j] * Load8(values + j * stride + c);
     std::memcpy(out + c, &acc, sizeof(acc));
   }
   for (; c < head_dim; ++c) {
-    float acc = 0.0f;
-    for (int64_t j = 0; j < seen; ++j) acc += p[j] * ToFloat(values[j * stride + c]);
+    float acc = out[c];
+    for (int64_t j = first; j < last; ++j) acc += p[j] * ToFloat(values[j * stride + c]);
     out[c] = acc;
   }
 }
+
+// Keys taken together by every head of a task (a multiple of Scores' four): each block of key
+// and value rows is read from memory once, front to back, then from L1 by the other heads,
+// where a head at a time would stride through every row once per head.
+constexpr int64_t kKeyBlock = 8;
 
 // One attention task's shape: a batch row's tq queries against its tk keys, for a group of
 // heads_per_task consecutive heads.
@@ -148,15 +156,23 @@ template <typename T>
     float* result = out + t * d;
     const int64_t seen =
         task.causal ? std::min(visible_keys, t + task.causal_offset + 1) : visible_keys;
-    if (seen <= 0) {
-      std::memset(result, 0, sizeof(float) * width);
-      continue;
+    std::memset(result, 0, sizeof(float) * width);
+    if (seen <= 0) continue;
+    for (int64_t first = 0; first < seen; first += kKeyBlock) {
+      const int64_t last = std::min(seen, first + kKeyBlock);
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t column = h * head_dim;
+        Scores(query + column, keys + column, d, head_dim, first, last, task.scale,
+               scores + h * tk);
+      }
     }
-    for (int64_t h = 0; h < heads; ++h) {
-      const int64_t column = h * head_dim;
-      Scores(query + column, keys + column, d, head_dim, seen, task.scale, scores + h * tk);
-      SoftmaxRow(scores + h * tk, seen);
-      WeightedSum(scores + h * tk, values + column, d, head_dim, seen, result + column);
+    for (int64_t h = 0; h < heads; ++h) SoftmaxRow(scores + h * tk, seen);
+    for (int64_t first = 0; first < seen; first += kKeyBlock) {
+      const int64_t last = std::min(seen, first + kKeyBlock);
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t column = h * head_dim;
+        AddWeighted(scores + h * tk, values + column, d, head_dim, first, last, result + column);
+      }
     }
   }
 }

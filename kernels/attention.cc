@@ -53,12 +53,13 @@ inline Float8 Load8(const BFloat16* p) {
 }
 
 // Finishes a . b over n values: `sum` holds the products of the first `i` values (a multiple
-// of 8) in its 8 lanes; lanes are added pairwise, then the remaining products one by one.
+// of 8, zeros when there are none) in its 8 lanes; lanes are added pairwise, then the
+// remaining products one by one.
 template <typename T>
 inline float FinishDot(Float8 sum, const float* a, const T* b, int64_t i, int64_t n) {
   const Float4 four =
       __builtin_shufflevector(sum, sum, 0, 1, 2, 3) + __builtin_shufflevector(sum, sum, 4, 5, 6, 7);
-  float dot = i > 0 ? (four[0] + four[2]) + (four[1] + four[3]) : 0.0f;
+  float dot = (four[0] + four[2]) + (four[1] + four[3]);
   for (; i < n; ++i) dot += a[i] * ToFloat(b[i]);
   return dot;
 }

@@ -29,6 +29,9 @@ uint64_t Pack(uint32_t epoch, uint64_t index) { return (uint64_t{epoch} << 32) |
 uint32_t EpochOf(uint64_t claim) { return static_cast<uint32_t>(claim >> 32); }
 uint64_t IndexOf(uint64_t claim) { return claim & kIndexMask; }
 
+// Where home range `range` of `ranges` starts in a loop of `n` indices (range `ranges`: n).
+int64_t RangeBegin(int64_t n, int ranges, int range) { return n * range / ranges; }
+
 thread_local bool inside_loop = false;
 thread_local int slot_of_thread = 0;
 
@@ -46,7 +49,9 @@ bool SpinWhile(Predicate keep_waiting, std::chrono::microseconds limit) {
 
 }  // namespace
 
-WorkSharingTeam::WorkSharingTeam(int helpers) {
+WorkSharingTeam::WorkSharingTeam(int helpers)
+    : claims_(std::make_unique<ClaimWord[]>(std::max(helpers, 0) + 1)),
+      threads_in_team_(std::max(helpers, 0) + 1) {
   threads_.reserve(std::max(helpers, 0));
   for (int i = 0; i < helpers; ++i) threads_.emplace_back([this, i] { HelperLoop(i + 1); });
   for (int started = started_.load(std::memory_order_acquire); started < helpers;
@@ -69,46 +74,61 @@ void WorkSharingTeam::Run(int64_t n, absl::FunctionRef<void(int64_t)> body) {
     return;
   }
   const uint32_t epoch = ++epoch_;
-  // Close the claim word first: a helper that read the previous loop's open word and then this
-  // loop's fields fails its compare-exchange, since the word has changed since.
-  claim_.store(Pack(epoch, kClosed), std::memory_order_relaxed);
-  const int64_t threads = static_cast<int64_t>(threads_.size()) + 1;
-  grain_.store(std::max<int64_t>(1, n / (threads * kChunksPerThread)), std::memory_order_release);
+  // Close the claim words first: a helper that read the previous loop's open word and then
+  // this loop's fields fails its compare-exchange, since the word has changed since.
+  const int ranges = threads_in_team_;
+  for (int r = 0; r < ranges; ++r) {
+    claims_[r].word.store(Pack(epoch, kClosed), std::memory_order_relaxed);
+  }
+  grain_.store(std::max<int64_t>(1, n / (ranges * kChunksPerThread)), std::memory_order_release);
   n_.store(n, std::memory_order_release);
   body_.store(&body, std::memory_order_release);
   done_.store(0, std::memory_order_relaxed);
-  claim_.store(Pack(epoch, 0), std::memory_order_release);
+  for (int r = 0; r < ranges; ++r) {
+    claims_[r].word.store(Pack(epoch, RangeBegin(n, ranges, r)), std::memory_order_release);
+  }
   published_.store(epoch, std::memory_order_release);
   published_.notify_all();
 
-  Work(epoch);
+  Work(epoch, 0);
   // Wait only for chunks helpers have claimed and are running.
   if (!SpinWhile([&] { return done_.load(std::memory_order_acquire) < n; }, kOwnerSpin)) {
     while (done_.load(std::memory_order_acquire) < n) sched_yield();
   }
 }
 
-void WorkSharingTeam::Work(uint32_t epoch) {
+void WorkSharingTeam::Work(uint32_t epoch, int slot) {
   inside_loop = true;
-  uint64_t claim = claim_.load(std::memory_order_acquire);
-  while (EpochOf(claim) == epoch && IndexOf(claim) != kClosed) {
+  // The thread's own range, then the others' in turn (a thread the OS has not run leaves
+  // its range to them).
+  for (int i = 0; i < threads_in_team_; ++i) {
+    if (!WorkOnRange(epoch, (slot + i) % threads_in_team_)) break;
+  }
+  inside_loop = false;
+}
+
+bool WorkSharingTeam::WorkOnRange(uint32_t epoch, int range) {
+  std::atomic<uint64_t>& word = claims_[range].word;
+  uint64_t claim = word.load(std::memory_order_acquire);
+  while (true) {
+    if (EpochOf(claim) != epoch || IndexOf(claim) == kClosed) return false;
     const int64_t n = n_.load(std::memory_order_acquire);
     const int64_t grain = grain_.load(std::memory_order_acquire);
     const absl::FunctionRef<void(int64_t)>* body = body_.load(std::memory_order_acquire);
     const int64_t first = static_cast<int64_t>(IndexOf(claim));
-    if (first >= n) break;
-    const int64_t last = std::min(n, first + grain);
+    const int64_t end = RangeBegin(n, threads_in_team_, range + 1);
+    if (first >= end) return true;
+    const int64_t last = std::min(end, first + grain);
     // On success the fields read above are this loop's: publishing a newer loop changes the
     // word before it rewrites them. On failure `claim` holds the word's current value.
-    if (!claim_.compare_exchange_weak(claim, Pack(epoch, static_cast<uint64_t>(last)),
-                                      std::memory_order_acq_rel, std::memory_order_acquire)) {
+    if (!word.compare_exchange_weak(claim, Pack(epoch, static_cast<uint64_t>(last)),
+                                    std::memory_order_acq_rel, std::memory_order_acquire)) {
       continue;
     }
     for (int64_t i = first; i < last; ++i) (*body)(i);
     done_.fetch_add(last - first, std::memory_order_release);
-    claim = claim_.load(std::memory_order_acquire);
+    claim = word.load(std::memory_order_acquire);
   }
-  inside_loop = false;
 }
 
 void WorkSharingTeam::HelperLoop(int slot) {
@@ -130,7 +150,7 @@ void WorkSharingTeam::HelperLoop(int slot) {
     }
     if (stop_.load(std::memory_order_acquire)) return;
     seen = published_.load(std::memory_order_acquire);
-    Work(seen);
+    Work(seen, slot);
   }
 }
 

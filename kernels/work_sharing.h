@@ -4,16 +4,24 @@
 // An OpenMP parallel loop hands each thread its share up front and ends at a barrier: when the
 // OS has descheduled one thread, every other waits for it, a whole time slice per loop, and a
 // decoding step runs dozens of loops (with a busy competitor per core, int8 batch-32 decoding
-// fell to 0.09x of its quiet speed). Here indices are claimed a few at a time from one shared
-// counter, the owner works from the first moment, and it waits only for chunks a helper has
-// already claimed: a helper that is not running has no share to hold back, and one that wakes
-// late finds the loop done and goes back to sleep. Helpers spin briefly between loops (a step's
-// loops come microseconds apart), then sleep on a futex, so an idle team burns no CPU.
+// fell to 0.09x of its quiet speed). Here indices are claimed a few at a time, the owner works
+// from the first moment, and it waits only for chunks a helper has already claimed: a helper
+// that is not running has no share to hold back, and one that wakes late finds the loop done
+// and goes back to sleep. Helpers spin briefly between loops (a step's loops come microseconds
+// apart), then sleep on a futex, so an idle team burns no CPU.
+//
+// Each thread has a home range, a contiguous share of every loop's indices (the owner the
+// first), which it claims from first; only then does it claim from the others' ranges. Loops
+// over a matmul's column blocks thus give each thread the same columns, step after step, while
+// both are running, so each reads its part of the weights from its own caches (on a CPU whose
+// cores sit on different dies, another die's cache is as far as memory); with one shared
+// counter the threads took turns, and each step's split was new.
 #ifndef TASKMOE_KERNELS_WORK_SHARING_H_
 #define TASKMOE_KERNELS_WORK_SHARING_H_
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -40,13 +48,25 @@ class WorkSharingTeam {
   int helpers() const { return static_cast<int>(threads_.size()); }
 
  private:
-  // Claims and runs chunks of loop `epoch` until none is left or a newer loop has started.
-  void Work(uint32_t epoch);
+  // A claim word: the loop's epoch in the high 32 bits, the next unclaimed index of one home
+  // range in the low 32 (kClosed while the owner is publishing a loop's fields). Each on its
+  // own cache line, so that threads claiming from their own ranges do not share one.
+  struct alignas(64) ClaimWord {
+    std::atomic<uint64_t> word{0};
+  };
+
+  // Claims and runs chunks of loop `epoch` until none is left or a newer loop has started: the
+  // home range of thread `slot` first, then the others'.
+  void Work(uint32_t epoch, int slot);
+  // Claims and runs chunks of home range `range` of loop `epoch`; false when a newer loop
+  // has started.
+  bool WorkOnRange(uint32_t epoch, int range);
   void HelperLoop(int slot);
 
-  // The claim word: the loop's epoch in the high 32 bits, the next unclaimed index in the low
-  // 32 (kClosed while the owner is publishing a loop's fields).
-  std::atomic<uint64_t> claim_{0};
+  // One claim word per thread: loop indices are split into one contiguous home range per
+  // thread, which that thread claims first and the others only once their own are done.
+  std::unique_ptr<ClaimWord[]> claims_;
+  int threads_in_team_ = 1;  // helpers + the owner: how many home ranges a loop has
   std::atomic<int64_t> n_{0};
   std::atomic<int64_t> grain_{1};
   std::atomic<const absl::FunctionRef<void(int64_t)>*> body_{nullptr};

@@ -1,11 +1,12 @@
 // WorkSharingTeam: every index runs exactly once, loop after loop, whatever the team size
-// (more helpers than cores included), from several owning threads at once, and nested loops run
-// inline.
+// (more helpers than cores included), from several owning threads at once; each thread starts on
+// its own home range; nested loops run inline.
 #include "kernels/work_sharing.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -39,6 +40,36 @@ TEST(WorkSharing, BackToBackLoopsStayApart) {
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(values[i], i * loop) << "loop " << loop;
     if (loop % 500 == 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(1));  // helpers sleep
+  }
+}
+
+// Each thread claims from its own contiguous share of the indices first (so that a matmul's
+// threads keep the same columns of its weights, in their own caches, step after step). Every
+// body waits until both threads have started one, so neither can finish its share and take
+// over the other's first: the owner's first index is 0, the helper's the first of the second
+// half, loop after loop.
+TEST(WorkSharing, EachThreadStartsWithItsOwnHalf) {
+  WorkSharingTeam team(1);
+  for (int64_t n : {2, 9, 64}) {
+    for (int loop = 0; loop < 20; ++loop) {
+      std::atomic<int> started[2] = {0, 0};
+      std::atomic<int64_t> first_index[2] = {-1, -1};
+      team.Run(n, [&](int64_t i) {
+        const int slot = WorkSharingSlot();
+        ASSERT_TRUE(slot == 0 || slot == 1);
+        int64_t none = -1;
+        first_index[slot].compare_exchange_strong(none, i);
+        started[slot].store(1);
+        // Bounded, so that a helper the OS never runs fails the test instead of hanging it.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while ((started[0].load() == 0 || started[1].load() == 0) &&
+               std::chrono::steady_clock::now() < deadline) {
+          std::this_thread::yield();
+        }
+      });
+      EXPECT_EQ(first_index[0].load(), 0) << "n " << n << ", loop " << loop;
+      EXPECT_EQ(first_index[1].load(), n / 2) << "n " << n << ", loop " << loop;
+    }
   }
 }
 

@@ -832,6 +832,10 @@ bool PackedLinear::bf16_weights() const {
          packed_weight_.dtype() == DType::kBF16;
 }
 
+bool PackedLinear::RunsOwnKernel() const {
+  return path_ == MatmulPath::kAvx2F32 || path_ == MatmulPath::kBF16AsF32 || OwnInt8Kernel();
+}
+
 bool PackedLinear::PanelsWriteIntoOutput() const {
   return panels_write_strided_ || panels_.size() == 1;
 }

@@ -85,6 +85,10 @@ class PackedLinear {
   // Whether our f32 kernel reads the weights in bf16 (they are all bf16 values: a bf16-stored
   // model's, or bf16_as_f32's rounded ones), for the same products from half the bytes.
   bool bf16_weights() const;
+  // Whether Forward runs one of our own kernels rather than a oneDNN primitive. oneDNN's are
+  // created and cached per calling thread (creating one takes far longer than running it),
+  // so a caller that spreads whole layers over threads does so only with our kernels.
+  bool RunsOwnKernel() const;
   // Bytes of packed weights, scales and bias.
   size_t memory_bytes() const;
   // The implementation a batch of `rows` runs: oneDNN's name for it (e.g. "brg:avx512_core";

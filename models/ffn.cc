@@ -4,8 +4,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/runtime.h"
 #include "kernels/topk.h"
 
 namespace taskmoe::models {
@@ -13,6 +16,14 @@ namespace taskmoe::models {
 using kernels::DType;
 using kernels::Shape;
 using kernels::Tensor;
+
+namespace {
+
+// Below this many multiply-adds in all the experts of a grouped layer, one thread runs them
+// (as the kernels' own parallel threshold decides for one matmul).
+constexpr int64_t kParallelExpertMacs = int64_t{1} << 17;
+
+}  // namespace
 
 ExpertChoice ChooseExperts(const float* logits, int num_experts, int top_k) {
   GateScratch scratch;
@@ -109,33 +120,75 @@ absl::Status GroupedTaskMoeForward(const std::vector<TaskMoeBlock>& blocks,
   };
   const auto slot_count = static_cast<int64_t>(slots);
   ws.slot_outputs.Resize(DType::kF32, Shape{rows, slot_count, d});
+  // In the weights' order, which does not change from step to step while the same experts
+  // are chosen: the work team's home ranges then give each thread the same experts, whose
+  // weights stay in its caches (which expert runs first changes no result).
+  std::sort(distinct.begin(), distinct.end(),
+            [](const DenseFfnWeights* a, const DenseFfnWeights* b) {
+              return std::less<const kernels::PackedLinear*>()(a->fc1.get(), b->fc1.get());
+            });
+  const auto experts = static_cast<int64_t>(distinct.size());
+  if (ws.expert_inputs.size() < distinct.size()) {
+    ws.expert_inputs.resize(distinct.size());
+    ws.expert_hidden.resize(distinct.size());
+    ws.expert_outputs.resize(distinct.size());
+  }
   const float* in = x.data<float>();
   float* outputs = ws.slot_outputs.data<float>();
-  for (const DenseFfnWeights* expert : distinct) {
-    // Gather the rows of every block that chose it, run it once, scatter by slot.
+  int64_t macs = 0;
+  bool own_kernels = true;
+  for (int64_t k = 0; k < experts; ++k) {
+    // Gather the rows of every block that chose it.
+    const DenseFfnWeights* expert = distinct[k];
     int64_t count = 0;
     for (const TaskMoeBlock& block : blocks) count += slot_of(block, expert) >= 0 ? block.rows : 0;
-    ws.gathered.Resize(DType::kF32, Shape{count, d});
+    Tensor& gathered = ws.expert_inputs[k];
+    gathered.Resize(DType::kF32, Shape{count, d});
     int64_t first = 0, at = 0;
     for (const TaskMoeBlock& block : blocks) {
       if (slot_of(block, expert) >= 0) {
-        std::memcpy(ws.gathered.data<float>() + at * d, in + first * d,
+        std::memcpy(gathered.data<float>() + at * d, in + first * d,
                     sizeof(float) * block.rows * d);
         at += block.rows;
       }
       first += block.rows;
     }
-    if (absl::Status s = DenseFfnForward(*expert, activation, ws.gathered, ws, ws.expert_out);
-        !s.ok()) {
-      return s;
+    macs += count * d * expert->fc1->out_features() * 2;
+    own_kernels = own_kernels && expert->fc1->RunsOwnKernel() && expert->fc2->RunsOwnKernel();
+  }
+  // Every expert in one parallel loop, each on one thread (its matmuls' own loops then run
+  // inline): one wait for the team per layer instead of two per expert, and each expert's
+  // small matmuls on one core rather than split across cores that would each read their part
+  // of the weights and the other's outputs. Only on our own kernels: oneDNN's primitives are
+  // cached per thread, and a helper meeting a layer for the first time would create them.
+  // (An int8 kernel's input scratch is per thread too: it grows to the largest input each
+  // thread has seen, and then stays.)
+  absl::Status failure;
+  std::mutex failure_mutex;
+  const bool parallel = own_kernels && experts > 1 && macs >= kParallelExpertMacs;
+  kernels::ParallelFor(experts, parallel, [&](int64_t k) {
+    const DenseFfnWeights& expert = *distinct[k];
+    absl::Status s = expert.fc1->Forward(ws.expert_inputs[k], activation, ws.expert_hidden[k]);
+    if (s.ok()) {
+      s = expert.fc2->Forward(ws.expert_hidden[k], kernels::Activation::kNone,
+                              ws.expert_outputs[k]);
     }
-    first = 0;
-    at = 0;
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(failure_mutex);
+      if (failure.ok()) failure = std::move(s);
+    }
+  });
+  if (!failure.ok()) return failure;
+  for (int64_t k = 0; k < experts; ++k) {
+    // Scatter by slot.
+    const DenseFfnWeights* expert = distinct[k];
+    const float* expert_out = ws.expert_outputs[k].data<float>();
+    int64_t first = 0, at = 0;
     for (const TaskMoeBlock& block : blocks) {
       if (const int slot = slot_of(block, expert); slot >= 0) {
         for (int64_t r = 0; r < block.rows; ++r) {
-          std::memcpy(outputs + ((first + r) * slot_count + slot) * d,
-                      ws.expert_out.data<float>() + (at + r) * d, sizeof(float) * d);
+          std::memcpy(outputs + ((first + r) * slot_count + slot) * d, expert_out + (at + r) * d,
+                      sizeof(float) * d);
         }
         at += block.rows;
       }

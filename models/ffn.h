@@ -73,6 +73,9 @@ struct FfnWorkspace {
   std::vector<TaskMoeBlock> blocks;
   std::vector<const DenseFfnWeights*> distinct_experts;
   kernels::Tensor slot_outputs;
+  // Per distinct expert (in distinct_experts' order): its gathered rows, hidden activations
+  // and outputs, apart because the experts run at the same time.
+  std::vector<kernels::Tensor> expert_inputs, expert_hidden, expert_outputs;
 };
 
 // y = fc2(act(fc1(x))). x: f32 [..., d_model]; y resized to x's shape.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "kernels/runtime.h"
@@ -497,6 +498,61 @@ TEST(TaskMoe, GroupedBlocksGetTheirOwnChoicesOutputs) {
   s = GroupedTaskMoeForward(blocks, kernels::Activation::kRelu, x, ws, y);
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("expert 7"), std::string::npos) << s;
+}
+
+// With weights our own kernel runs (bf16 values) and work enough, the grouped layer runs its
+// experts side by side, one per thread; a row's result must not depend on that: the same bits
+// as on one thread, where the experts run one after another.
+TEST(TaskMoe, GroupedExpertsGiveTheSameBitsOnOneThreadAndOnTwo) {
+  const int64_t e = 6, ff = 128, d = 64;
+  auto bf16_valued_linear = [](int64_t out, int64_t in, uint32_t seed) {
+    auto bf16_value = [](float v) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, sizeof(bits));
+      bits &= 0xffff0000u;
+      std::memcpy(&v, &bits, sizeof(v));
+      return v;
+    };
+    std::vector<float> w(out * in), b(out);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_value(std::sin(0.61f * i + seed) / 4);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = std::cos(0.29f * i + seed) / 8;
+    auto linear =
+        kernels::PackedLinear::Create(Tensor::FromVector(Shape{out, in}, w),
+                                      Tensor::FromVector(Shape{out}, b), kernels::Precision::kF32);
+    EXPECT_TRUE(linear.ok()) << linear.status();
+    EXPECT_TRUE(linear->RunsOwnKernel()) << kernels::MatmulPathName(linear->path());
+    return std::make_shared<const kernels::PackedLinear>(*std::move(linear));
+  };
+  MoeFfnWeights moe;
+  moe.routing = Routing::kTask;
+  moe.top_k = 2;
+  for (int64_t i = 0; i < e; ++i) {
+    moe.experts.push_back({bf16_valued_linear(ff, d, 10 + i), bf16_valued_linear(d, ff, 50 + i)});
+  }
+  const std::vector<ExpertChoice> choices = {{{1, 3}, {0.7f, 0.3f}},
+                                             {{3, 0}, {0.55f, 0.45f}},
+                                             {{2, 4}, {0.5f, 0.5f}},
+                                             {{5, 1}, {0.6f, 0.4f}},
+                                             {{0, 2}, {0.8f, 0.2f}}};
+  const std::vector<int64_t> block_rows = {3, 7, 1, 5, 4};
+  std::vector<TaskMoeBlock> blocks;
+  int64_t rows = 0;
+  for (size_t b = 0; b < choices.size(); ++b) {
+    blocks.push_back({&moe, &choices[b], block_rows[b]});
+    rows += block_rows[b];
+  }
+  const Tensor x = Tensor::FromVector(Shape{rows, d}, SineValues(rows * d));
+  const int previous = kernels::NumThreads();
+  Tensor one, two;
+  FfnWorkspace ws;
+  ASSERT_TRUE(kernels::SetNumThreads(1).ok());
+  ASSERT_TRUE(GroupedTaskMoeForward(blocks, kernels::Activation::kRelu, x, ws, one).ok());
+  ASSERT_TRUE(kernels::SetNumThreads(2).ok());
+  for (int pass = 0; pass < 20; ++pass) {  // the experts land on either thread
+    ASSERT_TRUE(GroupedTaskMoeForward(blocks, kernels::Activation::kRelu, x, ws, two).ok());
+    ASSERT_EQ(std::memcmp(one.raw_data(), two.raw_data(), one.bytes()), 0) << "pass " << pass;
+  }
+  ASSERT_TRUE(kernels::SetNumThreads(previous).ok());
 }
 
 TEST(Gating, SoftmaxTopKRenormalise) {

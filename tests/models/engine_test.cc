@@ -37,6 +37,29 @@ std::vector<float> SineValues(int64_t n) {
   return values;
 }
 
+// A linear layer of `out` x `in` sine weights and a cosine bias, packed for f32. With
+// `bf16_values` its weights are bf16 values (the low mantissa bits cut), which our own f32
+// kernel runs on every CPU.
+std::shared_ptr<const kernels::PackedLinear> SineLinear(int64_t out, int64_t in, uint32_t seed,
+                                                        bool bf16_values = false) {
+  std::vector<float> w(out * in), b(out);
+  for (size_t i = 0; i < w.size(); ++i) {
+    w[i] = std::sin(0.61f * i + seed) / 4;
+    if (bf16_values) {
+      uint32_t bits;
+      std::memcpy(&bits, &w[i], sizeof(bits));
+      bits &= 0xffff0000u;
+      std::memcpy(&w[i], &bits, sizeof(bits));
+    }
+  }
+  for (size_t i = 0; i < b.size(); ++i) b[i] = std::cos(0.29f * i + seed) / 8;
+  auto linear =
+      kernels::PackedLinear::Create(Tensor::FromVector(Shape{out, in}, w),
+                                    Tensor::FromVector(Shape{out}, b), kernels::Precision::kF32);
+  EXPECT_TRUE(linear.ok()) << linear.status();
+  return std::make_shared<const kernels::PackedLinear>(*std::move(linear));
+}
+
 std::shared_ptr<const TransformerModel> MustCreate(const ModelConfig& config,
                                                    const SafetensorsFile& weights) {
   absl::StatusOr<std::shared_ptr<const TransformerModel>> model =
@@ -435,21 +458,11 @@ TEST(Ffn, TokenMoeMatchesPerTokenComputation) {
 // through another MoeFfnWeights (as subnetworks sharing experts through a weight store would).
 TEST(TaskMoe, GroupedBlocksGetTheirOwnChoicesOutputs) {
   const int64_t e = 5, ff = 24, d = 16;
-  auto random_linear = [](int64_t out, int64_t in, uint32_t seed) {
-    std::vector<float> w(out * in), b(out);
-    for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(0.61f * i + seed) / 4;
-    for (size_t i = 0; i < b.size(); ++i) b[i] = std::cos(0.29f * i + seed) / 8;
-    auto linear =
-        kernels::PackedLinear::Create(Tensor::FromVector(Shape{out, in}, w),
-                                      Tensor::FromVector(Shape{out}, b), kernels::Precision::kF32);
-    EXPECT_TRUE(linear.ok()) << linear.status();
-    return std::make_shared<const kernels::PackedLinear>(*std::move(linear));
-  };
   MoeFfnWeights moe;
   moe.routing = Routing::kTask;
   moe.top_k = 2;
   for (int64_t i = 0; i < e; ++i) {
-    moe.experts.push_back({random_linear(ff, d, 10 + i), random_linear(d, ff, 50 + i)});
+    moe.experts.push_back({SineLinear(ff, d, 10 + i), SineLinear(d, ff, 50 + i)});
   }
   MoeFfnWeights other = moe;  // experts 3 and 1 only, the same objects
   other.experts = {moe.experts[3], moe.experts[1]};
@@ -505,29 +518,13 @@ TEST(TaskMoe, GroupedBlocksGetTheirOwnChoicesOutputs) {
 // as on one thread, where the experts run one after another.
 TEST(TaskMoe, GroupedExpertsGiveTheSameBitsOnOneThreadAndOnTwo) {
   const int64_t e = 6, ff = 128, d = 64;
-  auto bf16_valued_linear = [](int64_t out, int64_t in, uint32_t seed) {
-    auto bf16_value = [](float v) {
-      uint32_t bits;
-      std::memcpy(&bits, &v, sizeof(bits));
-      bits &= 0xffff0000u;
-      std::memcpy(&v, &bits, sizeof(v));
-      return v;
-    };
-    std::vector<float> w(out * in), b(out);
-    for (size_t i = 0; i < w.size(); ++i) w[i] = bf16_value(std::sin(0.61f * i + seed) / 4);
-    for (size_t i = 0; i < b.size(); ++i) b[i] = std::cos(0.29f * i + seed) / 8;
-    auto linear =
-        kernels::PackedLinear::Create(Tensor::FromVector(Shape{out, in}, w),
-                                      Tensor::FromVector(Shape{out}, b), kernels::Precision::kF32);
-    EXPECT_TRUE(linear.ok()) << linear.status();
-    EXPECT_TRUE(linear->RunsOwnKernel()) << kernels::MatmulPathName(linear->path());
-    return std::make_shared<const kernels::PackedLinear>(*std::move(linear));
-  };
   MoeFfnWeights moe;
   moe.routing = Routing::kTask;
   moe.top_k = 2;
   for (int64_t i = 0; i < e; ++i) {
-    moe.experts.push_back({bf16_valued_linear(ff, d, 10 + i), bf16_valued_linear(d, ff, 50 + i)});
+    moe.experts.push_back({SineLinear(ff, d, 10 + i, true), SineLinear(d, ff, 50 + i, true)});
+    ASSERT_TRUE(moe.experts.back().fc1->RunsOwnKernel())
+        << kernels::MatmulPathName(moe.experts.back().fc1->path());
   }
   const std::vector<ExpertChoice> choices = {{{1, 3}, {0.7f, 0.3f}},
                                              {{3, 0}, {0.55f, 0.45f}},

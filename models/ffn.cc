@@ -22,6 +22,10 @@ namespace {
 // Below this many multiply-adds in all the experts of a grouped layer, one thread runs them
 // (as the kernels' own parallel threshold decides for one matmul).
 constexpr int64_t kParallelExpertMacs = int64_t{1} << 17;
+// The largest share of rows (of all blocks that chose it) an expert may have to run beside the
+// others: a decoding step's shares are far smaller, and the buffers this needs per expert stay
+// as large as the largest share they held.
+constexpr int64_t kMaxSideBySideRows = 64;
 
 }  // namespace
 
@@ -120,30 +124,16 @@ absl::Status GroupedTaskMoeForward(const std::vector<TaskMoeBlock>& blocks,
   };
   const auto slot_count = static_cast<int64_t>(slots);
   ws.slot_outputs.Resize(DType::kF32, Shape{rows, slot_count, d});
-  // In the weights' order, which does not change from step to step while the same experts
-  // are chosen: the work team's home ranges then give each thread the same experts, whose
-  // weights stay in its caches (which expert runs first changes no result).
-  std::sort(distinct.begin(), distinct.end(),
-            [](const DenseFfnWeights* a, const DenseFfnWeights* b) {
-              return std::less<const kernels::PackedLinear*>()(a->fc1.get(), b->fc1.get());
-            });
-  const auto experts = static_cast<int64_t>(distinct.size());
-  if (ws.expert_inputs.size() < distinct.size()) {
-    ws.expert_inputs.resize(distinct.size());
-    ws.expert_hidden.resize(distinct.size());
-    ws.expert_outputs.resize(distinct.size());
-  }
   const float* in = x.data<float>();
   float* outputs = ws.slot_outputs.data<float>();
-  int64_t macs = 0;
-  bool own_kernels = true;
-  for (int64_t k = 0; k < experts; ++k) {
-    // Gather the rows of every block that chose it.
-    const DenseFfnWeights* expert = distinct[k];
+  const auto rows_of = [&](const DenseFfnWeights* expert) {
     int64_t count = 0;
     for (const TaskMoeBlock& block : blocks) count += slot_of(block, expert) >= 0 ? block.rows : 0;
-    Tensor& gathered = ws.expert_inputs[k];
-    gathered.Resize(DType::kF32, Shape{count, d});
+    return count;
+  };
+  // The rows of every block that chose `expert`, into `gathered`; its outputs back by slot.
+  const auto gather = [&](const DenseFfnWeights* expert, Tensor& gathered) {
+    gathered.Resize(DType::kF32, Shape{rows_of(expert), d});
     int64_t first = 0, at = 0;
     for (const TaskMoeBlock& block : blocks) {
       if (slot_of(block, expert) >= 0) {
@@ -153,47 +143,79 @@ absl::Status GroupedTaskMoeForward(const std::vector<TaskMoeBlock>& blocks,
       }
       first += block.rows;
     }
-    macs += count * d * expert->fc1->out_features() * 2;
-    own_kernels = own_kernels && expert->fc1->RunsOwnKernel() && expert->fc2->RunsOwnKernel();
-  }
-  // Every expert in one parallel loop, each on one thread (its matmuls' own loops then run
-  // inline): one wait for the team per layer instead of two per expert, and each expert's
-  // small matmuls on one core rather than split across cores that would each read their part
-  // of the weights and the other's outputs. Only on our own kernels: oneDNN's primitives are
-  // cached per thread, and a helper meeting a layer for the first time would create them.
-  // (An int8 kernel's input scratch is per thread too: it grows to the largest input each
-  // thread has seen, and then stays.)
-  absl::Status failure;
-  std::mutex failure_mutex;
-  const bool parallel = own_kernels && experts > 1 && macs >= kParallelExpertMacs;
-  kernels::ParallelFor(experts, parallel, [&](int64_t k) {
-    const DenseFfnWeights& expert = *distinct[k];
-    absl::Status s = expert.fc1->Forward(ws.expert_inputs[k], activation, ws.expert_hidden[k]);
-    if (s.ok()) {
-      s = expert.fc2->Forward(ws.expert_hidden[k], kernels::Activation::kNone,
-                              ws.expert_outputs[k]);
-    }
-    if (!s.ok()) {
-      std::lock_guard<std::mutex> lock(failure_mutex);
-      if (failure.ok()) failure = std::move(s);
-    }
-  });
-  if (!failure.ok()) return failure;
-  for (int64_t k = 0; k < experts; ++k) {
-    // Scatter by slot.
-    const DenseFfnWeights* expert = distinct[k];
-    const float* expert_out = ws.expert_outputs[k].data<float>();
+  };
+  const auto scatter = [&](const DenseFfnWeights* expert, const Tensor& expert_out) {
     int64_t first = 0, at = 0;
     for (const TaskMoeBlock& block : blocks) {
       if (const int slot = slot_of(block, expert); slot >= 0) {
         for (int64_t r = 0; r < block.rows; ++r) {
-          std::memcpy(outputs + ((first + r) * slot_count + slot) * d, expert_out + (at + r) * d,
-                      sizeof(float) * d);
+          std::memcpy(outputs + ((first + r) * slot_count + slot) * d,
+                      expert_out.data<float>() + (at + r) * d, sizeof(float) * d);
         }
         at += block.rows;
       }
       first += block.rows;
     }
+  };
+
+  // With several threads and small shares (a decoding step's), every expert runs in one
+  // parallel loop, each on one thread (its matmuls' own loops then run inline): one wait for
+  // the team per layer instead of two per expert, and each expert's small matmuls on one core
+  // rather than split across cores that would each read their part of the weights and the
+  // other's outputs. Only on our own kernels: oneDNN's primitives are cached per thread, and a
+  // helper meeting a layer for the first time would create them. (An int8 kernel's input
+  // scratch is per thread too: it grows to the largest input each thread has seen, then
+  // stays.) Such experts need buffers of their own, kept per expert: kMaxSideBySideRows bounds
+  // them; larger shares (an encoder pass over many sentences) run one expert after another on
+  // shared buffers, each matmul split across the threads.
+  const auto experts = static_cast<int64_t>(distinct.size());
+  int64_t macs = 0;
+  bool side_by_side = experts > 1 && kernels::NumThreads() > 1;
+  for (const DenseFfnWeights* expert : distinct) {
+    const int64_t count = rows_of(expert);
+    macs += count * d * expert->fc1->out_features() * 2;
+    side_by_side = side_by_side && count <= kMaxSideBySideRows && expert->fc1->RunsOwnKernel() &&
+                   expert->fc2->RunsOwnKernel();
+  }
+  if (!side_by_side || macs < kParallelExpertMacs) {
+    for (const DenseFfnWeights* expert : distinct) {
+      gather(expert, ws.gathered);
+      if (absl::Status s = DenseFfnForward(*expert, activation, ws.gathered, ws, ws.expert_out);
+          !s.ok()) {
+        return s;
+      }
+      scatter(expert, ws.expert_out);
+    }
+  } else {
+    // In the weights' order, which does not change from step to step while the same experts
+    // are chosen: the work team's home ranges then give each thread the same experts, whose
+    // weights stay in its caches (the order changes no result).
+    std::sort(distinct.begin(), distinct.end(),
+              [](const DenseFfnWeights* a, const DenseFfnWeights* b) {
+                return std::less<const kernels::PackedLinear*>()(a->fc1.get(), b->fc1.get());
+              });
+    if (ws.expert_inputs.size() < distinct.size()) {
+      ws.expert_inputs.resize(distinct.size());
+      ws.expert_hidden.resize(distinct.size());
+      ws.expert_outputs.resize(distinct.size());
+    }
+    for (int64_t k = 0; k < experts; ++k) gather(distinct[k], ws.expert_inputs[k]);
+    absl::Status failure;
+    std::mutex failure_mutex;
+    kernels::ParallelFor(experts, true, [&](int64_t k) {
+      const DenseFfnWeights& expert = *distinct[k];
+      absl::Status s = expert.fc1->Forward(ws.expert_inputs[k], activation, ws.expert_hidden[k]);
+      if (s.ok()) {
+        s = expert.fc2->Forward(ws.expert_hidden[k], kernels::Activation::kNone,
+                                ws.expert_outputs[k]);
+      }
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        if (failure.ok()) failure = std::move(s);
+      }
+    });
+    if (!failure.ok()) return failure;
+    for (int64_t k = 0; k < experts; ++k) scatter(distinct[k], ws.expert_outputs[k]);
   }
   // y = sum over the choice, in its order, of gate * expert output: TaskMoeForward's sums.
   y.Resize(DType::kF32, x.shape());

@@ -73,8 +73,8 @@ struct FfnWorkspace {
   std::vector<TaskMoeBlock> blocks;
   std::vector<const DenseFfnWeights*> distinct_experts;
   kernels::Tensor slot_outputs;
-  // Per distinct expert (in distinct_experts' order): its gathered rows, hidden activations
-  // and outputs, apart because the experts run at the same time.
+  // Per distinct expert (in distinct_experts' order), when they run side by side: its
+  // gathered rows, hidden activations and outputs (gathered, hidden and expert_out otherwise).
   std::vector<kernels::Tensor> expert_inputs, expert_hidden, expert_outputs;
 };
 

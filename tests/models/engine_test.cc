@@ -513,9 +513,9 @@ TEST(TaskMoe, GroupedBlocksGetTheirOwnChoicesOutputs) {
   EXPECT_NE(s.message().find("expert 7"), std::string::npos) << s;
 }
 
-// With weights our own kernel runs (bf16 values) and work enough, the grouped layer runs its
-// experts side by side, one per thread; a row's result must not depend on that: the same bits
-// as on one thread, where the experts run one after another.
+// With weights our own kernel runs (bf16 values), work enough and small shares, the grouped
+// layer runs its experts side by side, one per thread; a row's result must not depend on that:
+// the same bits as on one thread, where the experts run one after another.
 TEST(TaskMoe, GroupedExpertsGiveTheSameBitsOnOneThreadAndOnTwo) {
   const int64_t e = 6, ff = 128, d = 64;
   MoeFfnWeights moe;
@@ -549,6 +549,19 @@ TEST(TaskMoe, GroupedExpertsGiveTheSameBitsOnOneThreadAndOnTwo) {
     ASSERT_TRUE(GroupedTaskMoeForward(blocks, kernels::Activation::kRelu, x, ws, two).ok());
     ASSERT_EQ(std::memcmp(one.raw_data(), two.raw_data(), one.bytes()), 0) << "pass " << pass;
   }
+  EXPECT_GE(ws.expert_inputs.size(), 6u);  // they did run side by side
+  // Shares above 64 rows (an encoder pass over many sentences) run one expert after another,
+  // on shared buffers, whose memory does not grow with the experts: the same bits again.
+  blocks[1].rows = 70;
+  blocks[3].rows = 60;
+  const int64_t big_rows = 3 + 70 + 1 + 60 + 4;
+  const Tensor big_x = Tensor::FromVector(Shape{big_rows, d}, SineValues(big_rows * d));
+  FfnWorkspace big_ws;
+  ASSERT_TRUE(GroupedTaskMoeForward(blocks, kernels::Activation::kRelu, big_x, big_ws, two).ok());
+  EXPECT_TRUE(big_ws.expert_inputs.empty());
+  ASSERT_TRUE(kernels::SetNumThreads(1).ok());
+  ASSERT_TRUE(GroupedTaskMoeForward(blocks, kernels::Activation::kRelu, big_x, big_ws, one).ok());
+  EXPECT_EQ(std::memcmp(one.raw_data(), two.raw_data(), one.bytes()), 0);
   ASSERT_TRUE(kernels::SetNumThreads(previous).ok());
 }
 

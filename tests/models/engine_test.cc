@@ -60,6 +60,18 @@ std::shared_ptr<const kernels::PackedLinear> SineLinear(int64_t out, int64_t in,
   return std::make_shared<const kernels::PackedLinear>(*std::move(linear));
 }
 
+// A task-routed MoE layer (top 2) of `experts` experts d -> ff -> d of SineLinear weights.
+MoeFfnWeights SineTaskMoe(int64_t experts, int64_t ff, int64_t d, bool bf16_values = false) {
+  MoeFfnWeights moe;
+  moe.routing = Routing::kTask;
+  moe.top_k = 2;
+  for (int64_t i = 0; i < experts; ++i) {
+    moe.experts.push_back(
+        {SineLinear(ff, d, 10 + i, bf16_values), SineLinear(d, ff, 50 + i, bf16_values)});
+  }
+  return moe;
+}
+
 std::shared_ptr<const TransformerModel> MustCreate(const ModelConfig& config,
                                                    const SafetensorsFile& weights) {
   absl::StatusOr<std::shared_ptr<const TransformerModel>> model =
@@ -457,13 +469,8 @@ TEST(Ffn, TokenMoeMatchesPerTokenComputation) {
 // three experts (where the order of the sum matters), and one reaches the same expert objects
 // through another MoeFfnWeights (as subnetworks sharing experts through a weight store would).
 TEST(TaskMoe, GroupedBlocksGetTheirOwnChoicesOutputs) {
-  const int64_t e = 5, ff = 24, d = 16;
-  MoeFfnWeights moe;
-  moe.routing = Routing::kTask;
-  moe.top_k = 2;
-  for (int64_t i = 0; i < e; ++i) {
-    moe.experts.push_back({SineLinear(ff, d, 10 + i), SineLinear(d, ff, 50 + i)});
-  }
+  const int64_t ff = 24, d = 16;
+  const MoeFfnWeights moe = SineTaskMoe(5, ff, d);
   MoeFfnWeights other = moe;  // experts 3 and 1 only, the same objects
   other.experts = {moe.experts[3], moe.experts[1]};
   const std::vector<ExpertChoice> choices = {{{1, 3}, {0.7f, 0.3f}},
@@ -517,14 +524,10 @@ TEST(TaskMoe, GroupedBlocksGetTheirOwnChoicesOutputs) {
 // layer runs its experts side by side, one per thread; a row's result must not depend on that:
 // the same bits as on one thread, where the experts run one after another.
 TEST(TaskMoe, GroupedExpertsGiveTheSameBitsOnOneThreadAndOnTwo) {
-  const int64_t e = 6, ff = 128, d = 64;
-  MoeFfnWeights moe;
-  moe.routing = Routing::kTask;
-  moe.top_k = 2;
-  for (int64_t i = 0; i < e; ++i) {
-    moe.experts.push_back({SineLinear(ff, d, 10 + i, true), SineLinear(d, ff, 50 + i, true)});
-    ASSERT_TRUE(moe.experts.back().fc1->RunsOwnKernel())
-        << kernels::MatmulPathName(moe.experts.back().fc1->path());
+  const int64_t d = 64;
+  const MoeFfnWeights moe = SineTaskMoe(6, 128, d, true);
+  for (const DenseFfnWeights& expert : moe.experts) {
+    ASSERT_TRUE(expert.fc1->RunsOwnKernel()) << kernels::MatmulPathName(expert.fc1->path());
   }
   const std::vector<ExpertChoice> choices = {{{1, 3}, {0.7f, 0.3f}},
                                              {{3, 0}, {0.55f, 0.45f}},

@@ -356,7 +356,7 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
 }
 
 bool PackedLinear::RunsReferenceKernel() const {
-  if (OwnKernel()) return false;
+  if (RunsOwnKernel()) return false;
   for (int64_t rows : {int64_t{1}, int64_t{3}, int64_t{8}, int64_t{16}, kPackingReferenceRows}) {
     absl::StatusOr<std::string> name = ImplementationName(rows);
     if (!name.ok() || name->find("ref") != std::string::npos) return true;
@@ -521,7 +521,7 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
   // reduced from cache the same way (the chunks, like oneDNN's panels, do not depend on the
   // batch, so neither does a row's rounding).
   const bool own_f32 = path_ == MatmulPath::kAvx2F32 || path_ == MatmulPath::kBF16AsF32;
-  const bool per_panel = own_f32 || (!OwnKernel() && !PanelsWriteIntoOutput());
+  const bool per_panel = own_f32 || (!RunsOwnKernel() && !PanelsWriteIntoOutput());
   const int64_t rows = x.valid() && in_features_ > 0 ? x.numel() / in_features_ : 0;
   const int64_t panels = own_f32 ? (out_features_ + kF32GemmChunkColumns - 1) / kF32GemmChunkColumns
                                  : static_cast<int64_t>(panels_.size());
@@ -844,12 +844,8 @@ bool PackedLinear::OwnInt8Kernel() const {
   return path_ == MatmulPath::kAvx2Int8 || path_ == MatmulPath::kAvxVnniInt8;
 }
 
-bool PackedLinear::OwnKernel() const {
-  return OwnInt8Kernel() || path_ == MatmulPath::kAvx2F32 || path_ == MatmulPath::kBF16AsF32;
-}
-
 absl::StatusOr<std::string> PackedLinear::ImplementationName(int64_t rows) const {
-  if (OwnKernel()) {
+  if (RunsOwnKernel()) {
     const bool wide = !OwnInt8Kernel() && DefaultF32GemmTiles() == F32GemmTiles::kAvx512;
     return absl::StrCat("taskmoe:", MatmulPathName(path_), bf16_weights() ? ", bf16 weights" : "",
                         wide ? ", 512-bit tiles" : "");

@@ -85,9 +85,10 @@ class PackedLinear {
   // Whether our f32 kernel reads the weights in bf16 (they are all bf16 values: a bf16-stored
   // model's, or bf16_as_f32's rounded ones), for the same products from half the bytes.
   bool bf16_weights() const;
-  // Whether Forward runs one of our own kernels rather than a oneDNN primitive. oneDNN's are
-  // created and cached per calling thread (creating one takes far longer than running it),
-  // so a caller that spreads whole layers over threads does so only with our kernels.
+  // Whether Forward runs one of our own kernels (int8_gemm.h, f32_gemm.h) rather than a
+  // oneDNN primitive. oneDNN's are created and cached per calling thread (creating one takes
+  // far longer than running it), so a caller that spreads whole layers over threads does so
+  // only with our kernels.
   bool RunsOwnKernel() const;
   // Bytes of packed weights, scales and bias.
   size_t memory_bytes() const;
@@ -131,10 +132,8 @@ class PackedLinear {
   // Whether oneDNN writes each panel's outputs into y's rows (one panel, or strided outputs
   // oneDNN runs as fast), rather than into a per-thread dense block that is copied out.
   bool PanelsWriteIntoOutput() const;
-  // Whether the path is our int8 kernel (int8_gemm.h) / one of our kernels (int8_gemm.h,
-  // f32_gemm.h) rather than a oneDNN primitive.
+  // Whether the path is our int8 kernel (int8_gemm.h) rather than a oneDNN primitive.
   bool OwnInt8Kernel() const;
-  bool OwnKernel() const;
 
   // Columns [first_column, first_column + columns) of W, packed for oneDNN. Every panel but
   // the last has the same width, so a thread's primitive cache holds at most two per shape.

@@ -59,9 +59,14 @@ void ChooseExpertsInto(const float* logits, int num_experts, int top_k, GateScra
 }
 
 absl::Status DenseFfnForward(const DenseFfnWeights& ffn, kernels::Activation activation,
+                             const Tensor& x, Tensor& hidden, Tensor& y) {
+  if (absl::Status s = ffn.fc1->Forward(x, activation, hidden); !s.ok()) return s;
+  return ffn.fc2->Forward(hidden, kernels::Activation::kNone, y);
+}
+
+absl::Status DenseFfnForward(const DenseFfnWeights& ffn, kernels::Activation activation,
                              const Tensor& x, FfnWorkspace& ws, Tensor& y) {
-  if (absl::Status s = ffn.fc1->Forward(x, activation, ws.hidden); !s.ok()) return s;
-  return ffn.fc2->Forward(ws.hidden, kernels::Activation::kNone, y);
+  return DenseFfnForward(ffn, activation, x, ws.hidden, y);
 }
 
 absl::Status TaskMoeForward(const MoeFfnWeights& moe, const ExpertChoice& choice,
@@ -126,17 +131,27 @@ absl::Status GroupedTaskMoeForward(const std::vector<TaskMoeBlock>& blocks,
   ws.slot_outputs.Resize(DType::kF32, Shape{rows, slot_count, d});
   const float* in = x.data<float>();
   float* outputs = ws.slot_outputs.data<float>();
-  const auto rows_of = [&](const DenseFfnWeights* expert) {
-    int64_t count = 0;
-    for (const TaskMoeBlock& block : blocks) count += slot_of(block, expert) >= 0 ? block.rows : 0;
-    return count;
-  };
-  // The rows of every block that chose `expert`, into `gathered`; its outputs back by slot.
-  const auto gather = [&](const DenseFfnWeights* expert, Tensor& gathered) {
-    gathered.Resize(DType::kF32, Shape{rows_of(expert), d});
+  // In the weights' order, which does not change from step to step while the same experts
+  // are chosen: when they run side by side (below), the work team's home ranges then give each
+  // thread the same experts, whose weights stay in its caches (the order changes no result).
+  std::sort(distinct.begin(), distinct.end(),
+            [](const DenseFfnWeights* a, const DenseFfnWeights* b) {
+              return std::less<const kernels::PackedLinear*>()(a->fc1.get(), b->fc1.get());
+            });
+  const auto experts = static_cast<int64_t>(distinct.size());
+  std::vector<int64_t>& expert_rows = ws.expert_rows;  // of all blocks that chose each
+  expert_rows.assign(distinct.size(), 0);
+  for (int64_t k = 0; k < experts; ++k) {
+    for (const TaskMoeBlock& block : blocks) {
+      expert_rows[k] += slot_of(block, distinct[k]) >= 0 ? block.rows : 0;
+    }
+  }
+  // Expert k's rows of every block that chose it, into `gathered`; its outputs back by slot.
+  const auto gather = [&](int64_t k, Tensor& gathered) {
+    gathered.Resize(DType::kF32, Shape{expert_rows[k], d});
     int64_t first = 0, at = 0;
     for (const TaskMoeBlock& block : blocks) {
-      if (slot_of(block, expert) >= 0) {
+      if (slot_of(block, distinct[k]) >= 0) {
         std::memcpy(gathered.data<float>() + at * d, in + first * d,
                     sizeof(float) * block.rows * d);
         at += block.rows;
@@ -144,10 +159,10 @@ absl::Status GroupedTaskMoeForward(const std::vector<TaskMoeBlock>& blocks,
       first += block.rows;
     }
   };
-  const auto scatter = [&](const DenseFfnWeights* expert, const Tensor& expert_out) {
+  const auto scatter = [&](int64_t k, const Tensor& expert_out) {
     int64_t first = 0, at = 0;
     for (const TaskMoeBlock& block : blocks) {
-      if (const int slot = slot_of(block, expert); slot >= 0) {
+      if (const int slot = slot_of(block, distinct[k]); slot >= 0) {
         for (int64_t r = 0; r < block.rows; ++r) {
           std::memcpy(outputs + ((first + r) * slot_count + slot) * d,
                       expert_out.data<float>() + (at + r) * d, sizeof(float) * d);
@@ -168,54 +183,43 @@ absl::Status GroupedTaskMoeForward(const std::vector<TaskMoeBlock>& blocks,
   // stays.) Such experts need buffers of their own, kept per expert: kMaxSideBySideRows bounds
   // them; larger shares (an encoder pass over many sentences) run one expert after another on
   // shared buffers, each matmul split across the threads.
-  const auto experts = static_cast<int64_t>(distinct.size());
   int64_t macs = 0;
   bool side_by_side = experts > 1 && kernels::NumThreads() > 1;
-  for (const DenseFfnWeights* expert : distinct) {
-    const int64_t count = rows_of(expert);
-    macs += count * d * expert->fc1->out_features() * 2;
-    side_by_side = side_by_side && count <= kMaxSideBySideRows && expert->fc1->RunsOwnKernel() &&
-                   expert->fc2->RunsOwnKernel();
+  for (int64_t k = 0; k < experts; ++k) {
+    const DenseFfnWeights& expert = *distinct[k];
+    macs += expert_rows[k] * d * expert.fc1->out_features() * 2;
+    side_by_side = side_by_side && expert_rows[k] <= kMaxSideBySideRows &&
+                   expert.fc1->RunsOwnKernel() && expert.fc2->RunsOwnKernel();
   }
   if (!side_by_side || macs < kParallelExpertMacs) {
-    for (const DenseFfnWeights* expert : distinct) {
-      gather(expert, ws.gathered);
-      if (absl::Status s = DenseFfnForward(*expert, activation, ws.gathered, ws, ws.expert_out);
+    for (int64_t k = 0; k < experts; ++k) {
+      gather(k, ws.gathered);
+      if (absl::Status s =
+              DenseFfnForward(*distinct[k], activation, ws.gathered, ws, ws.expert_out);
           !s.ok()) {
         return s;
       }
-      scatter(expert, ws.expert_out);
+      scatter(k, ws.expert_out);
     }
   } else {
-    // In the weights' order, which does not change from step to step while the same experts
-    // are chosen: the work team's home ranges then give each thread the same experts, whose
-    // weights stay in its caches (the order changes no result).
-    std::sort(distinct.begin(), distinct.end(),
-              [](const DenseFfnWeights* a, const DenseFfnWeights* b) {
-                return std::less<const kernels::PackedLinear*>()(a->fc1.get(), b->fc1.get());
-              });
     if (ws.expert_inputs.size() < distinct.size()) {
       ws.expert_inputs.resize(distinct.size());
       ws.expert_hidden.resize(distinct.size());
       ws.expert_outputs.resize(distinct.size());
     }
-    for (int64_t k = 0; k < experts; ++k) gather(distinct[k], ws.expert_inputs[k]);
+    for (int64_t k = 0; k < experts; ++k) gather(k, ws.expert_inputs[k]);
     absl::Status failure;
     std::mutex failure_mutex;
     kernels::ParallelFor(experts, true, [&](int64_t k) {
-      const DenseFfnWeights& expert = *distinct[k];
-      absl::Status s = expert.fc1->Forward(ws.expert_inputs[k], activation, ws.expert_hidden[k]);
-      if (s.ok()) {
-        s = expert.fc2->Forward(ws.expert_hidden[k], kernels::Activation::kNone,
-                                ws.expert_outputs[k]);
-      }
+      absl::Status s = DenseFfnForward(*distinct[k], activation, ws.expert_inputs[k],
+                                       ws.expert_hidden[k], ws.expert_outputs[k]);
       if (!s.ok()) {
         std::lock_guard<std::mutex> lock(failure_mutex);
         if (failure.ok()) failure = std::move(s);
       }
     });
     if (!failure.ok()) return failure;
-    for (int64_t k = 0; k < experts; ++k) scatter(distinct[k], ws.expert_outputs[k]);
+    for (int64_t k = 0; k < experts; ++k) scatter(k, ws.expert_outputs[k]);
   }
   // y = sum over the choice, in its order, of gate * expert output: TaskMoeForward's sums.
   y.Resize(DType::kF32, x.shape());

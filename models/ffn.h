@@ -72,13 +72,17 @@ struct FfnWorkspace {
   // outputs by slot, [rows, top_k, d_model].
   std::vector<TaskMoeBlock> blocks;
   std::vector<const DenseFfnWeights*> distinct_experts;
+  std::vector<int64_t> expert_rows;  // per distinct expert: the rows of the blocks that chose it
   kernels::Tensor slot_outputs;
   // Per distinct expert (in distinct_experts' order), when they run side by side: its
   // gathered rows, hidden activations and outputs (gathered, hidden and expert_out otherwise).
   std::vector<kernels::Tensor> expert_inputs, expert_hidden, expert_outputs;
 };
 
-// y = fc2(act(fc1(x))). x: f32 [..., d_model]; y resized to x's shape.
+// y = fc2(act(fc1(x))). x: f32 [..., d_model]; y resized to x's shape. `hidden` (or
+// ws.hidden) holds act(fc1(x)).
+absl::Status DenseFfnForward(const DenseFfnWeights& ffn, kernels::Activation activation,
+                             const kernels::Tensor& x, kernels::Tensor& hidden, kernels::Tensor& y);
 absl::Status DenseFfnForward(const DenseFfnWeights& ffn, kernels::Activation activation,
                              const kernels::Tensor& x, FfnWorkspace& ws, kernels::Tensor& y);
 

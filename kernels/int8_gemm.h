@@ -6,12 +6,15 @@
 // Both forms of the register tile (int8_gemm_tile.h) multiply the inputs shifted to unsigned,
 // (a + 128) * w, and subtract 128 * sum_i w[c][i] per column (Int8GemmShiftCorrection,
 // computed once at load), exactly:
-//   AVX2      vpmaddubsw + vpmaddwd + vpaddd, three instructions per 32 multiply-adds. The
-//             16-bit pair sums of vpmaddubsw saturate above 32767, so the weights must lie in
-//             [-63, 63] (2 * 255 * 63 = 32130): this path quantises its weights with 63
+//   AVX2      vpmaddubsw on two groups of 4 inputs, their 16-bit pair sums added (vpaddw),
+//             one vpmaddwd to widen them and one vpaddd: five instructions, three of them
+//             multiplications, per 64 multiply-adds. vpmaddubsw's pair sums saturate above
+//             32767, and two of them are added before widening, so the weights must lie in
+//             [-31, 31] (2 * 2 * 255 * 31 = 31620): this path quantises its weights with 31
 //             levels (kInt8GemmAvx2WeightLevels), not 127. (The sign trick |a| * (w * sign a)
-//             kept 8-bit weights at four instructions; 7-bit weights cost the demo model no
-//             BLEU, 47.34 -> 47.44 on its test split, and gain 1.3x.)
+//             kept 8-bit weights at four instructions per 32; 7-bit weights, one group at a
+//             time, three per 32, gained 1.3x and cost the demo model no BLEU on its test
+//             split, 47.34 -> 47.44; two groups at a time gain 1.2x more for 0.1 BLEU, 47.33.)
 //   AVX-VNNI  vpdpbusd, which sums four products straight into 32 bits: one instruction,
 //             weights in [-127, 127].
 // Inputs must lie in [-127, 127], which symmetric quantisation (quantize.h) guarantees.
@@ -53,7 +56,7 @@ void Int8GemmShiftCorrection(const int8_t* w, int64_t n, int64_t k, int32_t* cor
 enum class Int8GemmIsa : uint8_t { kAvx2, kAvxVnni };
 
 // The largest weight magnitude each form multiplies exactly.
-inline constexpr int kInt8GemmAvx2WeightLevels = 63;
+inline constexpr int kInt8GemmAvx2WeightLevels = 31;
 inline constexpr int kInt8GemmVnniWeightLevels = 127;
 
 // One product: y[r][c] = float(sum_i a[r][i] * w[c][i]) for r < m, c < n.

@@ -399,7 +399,7 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
     // Quantise per output channel (per row of W, which is the K x N matrix in "ba"), then
     // pack: for our kernel into int8_gemm.h's layout, for oneDNN by a reorder into the blocked
     // layout its brgemm kernels read, which also appends the s8 x s8 compensation they need.
-    // Our AVX2 kernel multiplies weights of at most 63 levels exactly (int8_gemm.h).
+    // Our AVX2 kernel multiplies weights of at most 31 levels exactly (int8_gemm.h).
     Tensor plain = Tensor::Allocate(DType::kS8, Shape{n, k});
     linear.weight_scales_ = Tensor::Allocate(DType::kF32, Shape{n});
     QuantizeRowsSymmetric(

@@ -32,7 +32,7 @@ enum class MatmulPath : uint8_t {
   kOneDnnInt8,   // "onednn_int8": s8 x s8 on oneDNN's brgemm over blocked weights: AVX-512
                  // VNNI or AMX (its gemm:jit elsewhere is slow and saturates on AVX2)
   kAvx2Int8,     // "avx2_int8": our kernel (int8_gemm.h) on vpmaddubsw, any AVX2 CPU; its
-                 // weights have 63 levels (7 bits), so its results differ slightly from the
+                 // weights have 31 levels (6 bits), so its results differ slightly from the
                  // other int8 paths'
   kAvxVnniInt8,  // "avx_vnni_int8": our kernel on AVX-VNNI's vpdpbusd
 };

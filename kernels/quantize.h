@@ -22,7 +22,7 @@ bool AllBFloat16Values(const float* src, int64_t count);
 // Quantises each row of a [rows, cols] matrix to s8 with its own scale:
 // scale[r] = max|x[r, :]| / max_level (1 for an all-zero row), q[r, c] = round(x[r, c] /
 // scale[r]), within [-max_level, max_level] (1 <= max_level <= 127; the AVX2 int8 kernel's
-// weights use 63, int8_gemm.h). The row's values are recovered as q * scale with error at most
+// weights use 31, int8_gemm.h). The row's values are recovered as q * scale with error at most
 // scale / 2.
 void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales,
                            int max_level = 127);

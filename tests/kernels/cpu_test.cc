@@ -87,10 +87,11 @@ std::vector<float> NaiveInt8Product(const std::vector<int8_t>& a, const std::vec
 }
 
 // Exact agreement (the sums are integers well within float's 24 bits), including the extreme
-// values: inputs +-127 (shifted to unsigned: 1 and 255) and weights +-127 (+-63 in the AVX2
-// form, whose vpmaddubsw pair sums then reach 2 * 255 * 63 without saturating), odd shapes (inputs
-// not a multiple of 4, columns not a multiple of 8 or 16, rows not a multiple of 4) and a row
-// stride wider than the row.
+// values: inputs +-127 (shifted to unsigned: 1 and 255) and weights +-127 (+-31 in the AVX2
+// form, whose two groups' vpmaddubsw pair sums then reach 2 * 2 * 255 * 31 without saturating),
+// odd shapes (inputs not a multiple of 4 or of 8, so that the AVX2 form's last group of 4 goes
+// alone; columns not a multiple of 8 or 16; rows not a multiple of 4) and a row stride wider
+// than the row.
 TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
   std::vector<Int8GemmIsa> isas;
   if (CpuHasAvx2()) isas.push_back(Int8GemmIsa::kAvx2);
@@ -107,15 +108,15 @@ TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
         v = static_cast<int8_t>(extremes ? (value(rng) > 0 ? 127 : -127) : value(rng));
       for (int8_t& v : w)
         v = static_cast<int8_t>(extremes ? (value(rng) > 0 ? 127 : -127) : value(rng));
-      // The AVX2 form's weights have 63 levels (int8_gemm.h): the same weights halved.
-      std::vector<int8_t> w63(w.size());
-      for (size_t i = 0; i < w.size(); ++i) w63[i] = static_cast<int8_t>(w[i] / 2);
+      // The AVX2 form's weights have 31 levels (int8_gemm.h): the same weights quartered.
+      std::vector<int8_t> w31(w.size());
+      for (size_t i = 0; i < w.size(); ++i) w31[i] = static_cast<int8_t>(w[i] / 4);
       const int64_t padded_in = Int8GemmPaddedInputs(k);
       const int64_t lda = padded_in + 4;
       std::vector<int8_t> a_padded(m * lda, 0);
       for (int64_t r = 0; r < m; ++r) std::copy_n(&a[r * k], k, &a_padded[r * lda]);
       for (Int8GemmIsa isa : isas) {
-        const std::vector<int8_t>& weights = isa == Int8GemmIsa::kAvx2 ? w63 : w;
+        const std::vector<int8_t>& weights = isa == Int8GemmIsa::kAvx2 ? w31 : w;
         std::vector<int8_t> packed(Int8GemmPackedBytes(n, k));
         PackInt8GemmWeights(weights.data(), n, k, packed.data());
         // Both forms multiply inputs shifted to unsigned and subtract this.

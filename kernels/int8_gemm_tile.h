@@ -41,18 +41,54 @@ inline __m256i DotAccumulate(__m256i acc, __m256i shifted_inputs, __m256i w) {
 #endif
 }
 
-#if !defined(__AVXVNNI__)
-// DotAccumulate over two groups of inputs at once (8 products per column): the two groups'
-// pair sums are added in 16 bits, at most 2 * 15810 = 31620, before one vpmaddwd widens them,
-// so 64 multiply-adds take three multiplications instead of four (vpmaddubsw and vpmaddwd
-// compete for the same ports: 1.18x the tile's rate on Zen 5 in its AVX2 form).
+// The AVX2 form's DotAccumulate over two groups of inputs at once (8 products per column): the
+// two groups' pair sums are added in 16 bits, at most 2 * 15810 = 31620, before one vpmaddwd
+// widens them, so 64 multiply-adds take three multiplications instead of four (vpmaddubsw and
+// vpmaddwd compete for the same ports: 1.18x the tile's rate on Zen 5 in its AVX2 form).
 inline __m256i DotAccumulateTwo(__m256i acc, __m256i shifted_first, __m256i w_first,
                                 __m256i shifted_second, __m256i w_second) {
   const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(shifted_first, w_first),
                                          _mm256_maddubs_epi16(shifted_second, w_second));
   return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
-#endif
+
+// One step of Tile's loop: groups g .. g + kGroups - 1 of the inputs (one, or two for the
+// AVX2 form's DotAccumulateTwo) of every row, times their units of the tile's weights
+// (`unit` points at group g's), into the accumulators.
+template <int kRows, int kBlocks, int kGroups>
+inline void AccumulateGroups(const int8_t* a, int64_t lda, const int8_t* unit, int64_t g,
+                             __m256i (&acc)[kRows][kBlocks]) {
+  __m256i weights[kGroups][kBlocks];
+#pragma GCC unroll 2
+  for (int j = 0; j < kGroups; ++j) {
+    const int8_t* group_unit = unit + j * kInt8GemmUnitBytes;
+    // The weights stream from memory once per product: ask for them early enough to hide
+    // the latency of a line.
+    _mm_prefetch(reinterpret_cast<const char*>(group_unit) + kPrefetchBytes, _MM_HINT_T0);
+#pragma GCC unroll 2
+    for (int b = 0; b < kBlocks; ++b) {
+      weights[j][b] = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(group_unit + b * kInt8GemmBlockBytes));
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < kRows; ++r) {
+    int32_t four[kGroups];  // inputs 4g .. 4(g + kGroups) - 1 of row r
+    std::memcpy(four, a + r * lda + g * 4, sizeof(four));
+    __m256i shifted[kGroups];
+#pragma GCC unroll 2
+    for (int j = 0; j < kGroups; ++j) shifted[j] = ShiftInputs(_mm256_set1_epi32(four[j]));
+#pragma GCC unroll 2
+    for (int b = 0; b < kBlocks; ++b) {
+      if constexpr (kGroups == 1) {
+        acc[r][b] = DotAccumulate(acc[r][b], shifted[0], weights[0][b]);
+      } else {
+        acc[r][b] =
+            DotAccumulateTwo(acc[r][b], shifted[0], weights[0][b], shifted[1], weights[1][b]);
+      }
+    }
+  }
+}
 
 // kRows rows x kBlocks blocks of 8 columns, over every input: y[r][c] = float(sum a * w) for
 // the first `valid_cols` columns of the tile. `w` points at the tile's packed weights
@@ -71,52 +107,13 @@ inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t groups,
   }
   int64_t g = 0;
 #if !defined(__AVXVNNI__)
+  // Two groups per step, then the last one alone when their count is odd.
   for (; g + 1 < groups; g += 2) {
-    const int8_t* unit = w + g * kInt8GemmUnitBytes;
-    _mm_prefetch(reinterpret_cast<const char*>(unit) + kPrefetchBytes, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(unit) + kPrefetchBytes + kInt8GemmUnitBytes,
-                 _MM_HINT_T0);
-    __m256i first[kBlocks], second[kBlocks];
-#pragma GCC unroll 2
-    for (int b = 0; b < kBlocks; ++b) {
-      first[b] =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit + b * kInt8GemmBlockBytes));
-      second[b] = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i*>(unit + kInt8GemmUnitBytes + b * kInt8GemmBlockBytes));
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < kRows; ++r) {
-      int32_t four[2];  // inputs 4g .. 4g + 7 of row r
-      std::memcpy(four, a + r * lda + g * 4, sizeof(four));
-      const __m256i shifted_first = ShiftInputs(_mm256_set1_epi32(four[0]));
-      const __m256i shifted_second = ShiftInputs(_mm256_set1_epi32(four[1]));
-#pragma GCC unroll 2
-      for (int b = 0; b < kBlocks; ++b) {
-        acc[r][b] = DotAccumulateTwo(acc[r][b], shifted_first, first[b], shifted_second, second[b]);
-      }
-    }
+    AccumulateGroups<kRows, kBlocks, 2>(a, lda, w + g * kInt8GemmUnitBytes, g, acc);
   }
 #endif
-  // The AVX-VNNI form's groups, and the AVX2 form's last one when their count is odd.
   for (; g < groups; ++g) {
-    const int8_t* unit = w + g * kInt8GemmUnitBytes;
-    // The weights stream from memory once per product: ask for them early enough to hide
-    // the latency of a line.
-    _mm_prefetch(reinterpret_cast<const char*>(unit) + kPrefetchBytes, _MM_HINT_T0);
-    __m256i weights[kBlocks];
-#pragma GCC unroll 2
-    for (int b = 0; b < kBlocks; ++b) {
-      weights[b] =
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(unit + b * kInt8GemmBlockBytes));
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < kRows; ++r) {
-      int32_t four;  // inputs 4g .. 4g + 3 of row r
-      std::memcpy(&four, a + r * lda + g * 4, sizeof(four));
-      const __m256i shifted = ShiftInputs(_mm256_set1_epi32(four));
-#pragma GCC unroll 2
-      for (int b = 0; b < kBlocks; ++b) acc[r][b] = DotAccumulate(acc[r][b], shifted, weights[b]);
-    }
+    AccumulateGroups<kRows, kBlocks, 1>(a, lda, w + g * kInt8GemmUnitBytes, g, acc);
   }
   __m256i corrections[kBlocks];
 #pragma GCC unroll 2

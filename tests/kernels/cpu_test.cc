@@ -108,15 +108,18 @@ TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
         v = static_cast<int8_t>(extremes ? (value(rng) > 0 ? 127 : -127) : value(rng));
       for (int8_t& v : w)
         v = static_cast<int8_t>(extremes ? (value(rng) > 0 ? 127 : -127) : value(rng));
-      // The AVX2 form's weights have 31 levels (int8_gemm.h): the same weights quartered.
-      std::vector<int8_t> w31(w.size());
-      for (size_t i = 0; i < w.size(); ++i) w31[i] = static_cast<int8_t>(w[i] / 4);
+      // The AVX2 form's weights have fewer levels (int8_gemm.h): the same weights scaled to
+      // them, extremes to extremes.
+      std::vector<int8_t> w_avx2(w.size());
+      for (size_t i = 0; i < w.size(); ++i) {
+        w_avx2[i] = static_cast<int8_t>(w[i] * kInt8GemmAvx2WeightLevels / 127);
+      }
       const int64_t padded_in = Int8GemmPaddedInputs(k);
       const int64_t lda = padded_in + 4;
       std::vector<int8_t> a_padded(m * lda, 0);
       for (int64_t r = 0; r < m; ++r) std::copy_n(&a[r * k], k, &a_padded[r * lda]);
       for (Int8GemmIsa isa : isas) {
-        const std::vector<int8_t>& weights = isa == Int8GemmIsa::kAvx2 ? w31 : w;
+        const std::vector<int8_t>& weights = isa == Int8GemmIsa::kAvx2 ? w_avx2 : w;
         std::vector<int8_t> packed(Int8GemmPackedBytes(n, k));
         PackInt8GemmWeights(weights.data(), n, k, packed.data());
         // Both forms multiply inputs shifted to unsigned and subtract this.

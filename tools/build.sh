@@ -6,5 +6,8 @@ cd "$(dirname "$0")/.."
 type="${1:-Release}"
 shift || true
 dir="build/$(echo "$type" | tr '[:upper:]' '[:lower:]')"
+# The CPUs this process may use. GNU nproc also obeys OMP_NUM_THREADS, which tools/test.sh
+# sets for the kernels' thread teams, not for the compiler's jobs.
+cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
 cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "$@" >/dev/null
-cmake --build "$dir" -j "$(nproc)"
+cmake --build "$dir" -j "$(cores)"

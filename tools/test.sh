@@ -16,27 +16,44 @@ tools/check-includes.py
 tools/check-deploy.sh
 
 tools/build.sh Release -DTASKMOE_BUILD_TESTS=ON
-# Sanitizer builds leave out the AVX-512 copies of kernels/cpu_dispatch.h, and the ASan suite
-# runs with oneDNN (and so every kernel-path choice, kernels/cpu_features.h) capped at AVX2: the
-# Release suite tests the paths this machine picks, the ASan suite those of an AVX2-only CPU
-# (our f32 and int8 kernels, bf16 computed by the f32 one), whatever the machine.
-tools/build.sh Asan -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF
 
 # OMP_NUM_THREADS=2: the kernels' parallel paths run even where the tests' machine has 1 core.
 export OMP_NUM_THREADS=2
 echo "== ctest (Release)"
 ctest --test-dir build/release --output-on-failure -j 2
+
+# Deployment, for real: the sharded topology behind HAProxy (tools/shard-test.sh, ~20 s).
+echo "== sharded topology behind HAProxy"
+tools/shard-test.sh
+
+# deploy/Dockerfile built and run (tools/docker-test.sh: about 5 min on 2 cores, more where
+# the Debian base images must first be made). It runs in the background beside the sanitizer
+# stages: much of it waits on Debian's archive (debootstrap, the image's apt-get) rather than
+# on the CPU, and its container serves on ports (8500, 8080, 9464) outside the ephemeral range
+# the tests' servers bind. Its log is printed, and its status checked, at the end.
+docker_log=build/docker-test.log
+echo "== container image (in the background; log in $docker_log)"
+tools/docker-test.sh >"$docker_log" 2>&1 &
+docker_pid=$!
+docker_status() {
+  local status=0
+  wait "$docker_pid" || status=$?
+  echo "== container image"
+  cat "$docker_log"
+  return $status
+}
+# If a later stage fails, the image test still finishes (and stops the Docker daemon it
+# started) before the script exits.
+trap 'wait "$docker_pid" 2>/dev/null || true' EXIT
+
+# Sanitizer builds leave out the AVX-512 copies of kernels/cpu_dispatch.h, and the ASan suite
+# runs with oneDNN (and so every kernel-path choice, kernels/cpu_features.h) capped at AVX2: the
+# Release suite tests the paths this machine picks, the ASan suite those of an AVX2-only CPU
+# (our f32 and int8 kernels, bf16 computed by the f32 one), whatever the machine.
+tools/build.sh Asan -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF
 echo "== ctest (ASan+UBSan, kernel paths of an AVX2-only CPU)"
 ONEDNN_MAX_CPU_ISA=AVX2 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/asan --output-on-failure -j 2
-
-# Deployment, for real: the sharded topology behind HAProxy (tools/shard-test.sh, ~10 s), and
-# deploy/Dockerfile built and run (tools/docker-test.sh: about 4 min on 2 cores from nothing,
-# most of it the image's own build of the server; under a minute once its layers are cached).
-echo "== sharded topology behind HAProxy"
-tools/shard-test.sh
-echo "== container image"
-tools/docker-test.sh
 
 # ThreadSanitizer over the server's tests (build/tsan: only the server and its tests, about
 # 2.5 min of build and 2 min of tests on 2 cores; tools/tsan.sh says how uninstrumented
@@ -53,4 +70,5 @@ if [[ -d training/tests ]]; then
   echo "== Python tests (training)"
   /usr/bin/python3 -m unittest discover -s training/tests
 fi
+docker_status
 echo "tests: all passed in $((SECONDS - start)) s"

@@ -46,22 +46,44 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export OMP_NUM_THREADS=1
 
 runs="$PWD/$dir/runs"
-failed=()
-for target in "${targets[@]}"; do
-  work="$runs/$target"
+# Fuzzes one target over a scratch copy of its seed corpus; leaves ok or FAILED in
+# $runs/<target>/status and libFuzzer's output in $runs/<target>/fuzz.log.
+fuzz_one() {
+  local target="$1"
+  local work="$runs/$target"
+  local binary="$PWD/$dir/fuzz/fuzz_$target"
   rm -rf "$work"
   mkdir -p "$work/corpus" "$work/artifacts"
   cp -R "fuzz/corpus/$target/." "$work/corpus/"
-  binary="$PWD/$dir/fuzz/fuzz_$target"
   # -timeout: one input running this long is a hang; -rss_limit_mb: and this much memory, a
   # leak or an allocation the input should not be able to cause.
   if (cd "$work" && "$binary" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="$PWD/artifacts/" corpus >fuzz.log 2>&1); then
-    status=ok
+    -print_final_stats=1 -artifact_prefix="$work/artifacts/" corpus >fuzz.log 2>&1); then
+    echo ok >"$work/status"
   else
-    status=FAILED
-    failed+=("$target")
+    echo FAILED >"$work/status"
   fi
+}
+
+# One target per core at a time (each fuzzes for $seconds whatever runs beside it).
+jobs=$(cores)
+running=0
+for target in "${targets[@]}"; do
+  fuzz_one "$target" &
+  running=$((running + 1))
+  if ((running >= jobs)); then
+    wait -n
+    running=$((running - 1))
+  fi
+done
+wait
+
+failed=()
+for target in "${targets[@]}"; do
+  work="$runs/$target"
+  binary="$PWD/$dir/fuzz/fuzz_$target"
+  status=$(cat "$work/status" 2>/dev/null || echo FAILED)
+  [[ $status == ok ]] || failed+=("$target")
   # The last status line: "#N DONE cov: C ft: F corp: K/S lim: L exec/s: E rss: R".
   line=$(grep -E '^#[0-9]+' "$work/fuzz.log" | tail -n 1 || true)
   execs=$(grep -oE 'stat::number_of_executed_units: +[0-9]+' "$work/fuzz.log" | grep -oE '[0-9]+$' || true)

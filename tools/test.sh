@@ -56,13 +56,13 @@ ONEDNN_MAX_CPU_ISA=AVX2 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/asan --output-on-failure -j 2
 
 # ThreadSanitizer over the server's tests (build/tsan: only the server and its tests, about
-# 2.5 min of build and 2 min of tests on 2 cores; tools/tsan.sh says how uninstrumented
-# libraries are handled).
+# 4 min of build and 3.5 min of tests on 2 cores; tools/tsan.sh says how uninstrumented
+# libraries are handled). docs/reliability.md, "The test command's time": each stage's time.
 echo "== ThreadSanitizer (server tests)"
 tools/tsan.sh
 
 # A short libFuzzer run of every fuzz target (clang, ASan+UBSan, build/fuzz; docs/fuzzing.md):
-# about 2 minutes of build from clean and 1 of fuzzing on 2 cores (longer runs: tools/fuzz.sh).
+# about 4 minutes of build from clean and 1 of fuzzing on 2 cores (longer runs: tools/fuzz.sh).
 echo "== fuzz (10 s per target)"
 tools/fuzz.sh 10
 

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Configures and builds one build type into build/<type> (Release, Asan, Debug, ...).
-# Usage: tools/build.sh [Release|Asan|Debug|RelWithDebInfo] [extra cmake args...]
+# Usage: tools/build.sh [Release|Asan|Debug|RelWithDebInfo] [extra cmake args...] [-- targets...]
+# (without targets it builds everything the configuration enables).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tools/cores.sh
 type="${1:-Release}"
 shift || true
 dir="build/$(echo "$type" | tr '[:upper:]' '[:lower:]')"
-# The CPUs this process may use. GNU nproc also obeys OMP_NUM_THREADS, which tools/test.sh
-# sets for the kernels' thread teams, not for the compiler's jobs.
-cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
-cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "$@" >/dev/null
-cmake --build "$dir" -j "$(cores)"
+cmake_args=()
+while (($# > 0)) && [[ $1 != -- ]]; do
+  cmake_args+=("$1")
+  shift
+done
+build_args=()
+if (($# > 0)); then
+  shift  # the --
+  (($# > 0)) && build_args=(--target "$@")
+fi
+cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "${cmake_args[@]}" >/dev/null
+cmake --build "$dir" -j "$(usable_cores)" "${build_args[@]}"

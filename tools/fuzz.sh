@@ -7,9 +7,7 @@
 # Usage: tools/fuzz.sh [seconds per target (30)] [target...]   (targets: fuzz/*_fuzzer.cc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The CPUs this process may use (GNU nproc also obeys OMP_NUM_THREADS, set below and by
-# tools/test.sh for the kernels' thread teams).
-cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
+source tools/cores.sh
 seconds="${1:-30}"
 shift || true
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || ((seconds < 1)); then
@@ -36,7 +34,7 @@ dir=build/fuzz
 start=$SECONDS
 CC=clang CXX=clang++ cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Asan \
   -DTASKMOE_BUILD_FUZZERS=ON -DTASKMOE_BUILD_TESTS=OFF -DTASKMOE_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build "$dir" -j "$(cores)" --target "${targets[@]/#/fuzz_}"
+cmake --build "$dir" -j "$(usable_cores)" --target "${targets[@]/#/fuzz_}"
 echo "fuzz: built in $((SECONDS - start)) s"
 
 # ASan and UBSan stop at the first report; libFuzzer turns it into a crash with its input.
@@ -66,7 +64,7 @@ fuzz_one() {
 }
 
 # One target per core at a time (each fuzzes for $seconds whatever runs beside it).
-jobs=$(cores)
+jobs=$(usable_cores)
 running=0
 for target in "${targets[@]}"; do
   fuzz_one "$target" &

@@ -10,14 +10,12 @@
 # RPC handlers, batch workers, reloads and shutdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The CPUs this process may use (GNU nproc also obeys OMP_NUM_THREADS, set below and by
-# tools/test.sh for the kernels' thread teams).
-cores() { env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc; }
+source tools/cores.sh
 filter="${1:-*}"
 
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Tsan -DTASKMOE_BUILD_TESTS=ON \
   -DTASKMOE_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build build/tsan -j "$(cores)" --target server_test server_unit_test
+cmake --build build/tsan -j "$(usable_cores)" --target server_test server_unit_test
 
 reports="$PWD/build/tsan/reports"
 rm -rf "$reports"
@@ -31,7 +29,7 @@ build/tsan/tests/server/server_unit_test --gtest_filter="$filter" --gtest_brief=
 # server_test in one shard per core (at most 4), side by side: its cases spend part of their
 # time waiting on the servers they start (2 cores: 3.4 min in two shards, 4.3 in one). Each
 # shard's output is printed whole.
-shards=$(cores)
+shards=$(usable_cores)
 ((shards > 4)) && shards=4
 pids=()
 for ((shard = 0; shard < shards; ++shard)); do

@@ -81,6 +81,10 @@ class ContinuousBatchTest : public ::testing::Test {
     }
   }
   static void TearDownTestSuite() {
+    delete alone_greedy_;
+    alone_greedy_ = nullptr;
+    delete alone_greedy_and_beams_;
+    alone_greedy_and_beams_ = nullptr;
     delete tasks_;
     tasks_ = nullptr;
     delete dir_;
@@ -127,6 +131,23 @@ class ContinuousBatchTest : public ::testing::Test {
       results.push_back(std::move((*h)[0]));
     }
     return results;
+  }
+
+  // The hypotheses of Cases(*tasks_) decoded alone, greedy and GreedyAndBeams: the reference
+  // of most tests here, decoded once for all of them (under ASan each decoding of the cases
+  // takes seconds).
+  static const std::vector<Hypothesis>& AloneGreedy() {
+    if (alone_greedy_ == nullptr) {
+      alone_greedy_ = new std::vector<Hypothesis>(DecodeAlone(Cases(*tasks_)));
+    }
+    return *alone_greedy_;
+  }
+  static const std::vector<Hypothesis>& AloneGreedyAndBeams() {
+    if (alone_greedy_and_beams_ == nullptr) {
+      alone_greedy_and_beams_ =
+          new std::vector<Hypothesis>(DecodeAlone(Cases(*tasks_), GreedyAndBeams));
+    }
+    return *alone_greedy_and_beams_;
   }
 
   // The hypothesis of each case decoded in its task's per-task batch (decoding.h's Decode of
@@ -250,10 +271,14 @@ class ContinuousBatchTest : public ::testing::Test {
 
   static std::map<std::string, std::shared_ptr<const TaskModel>>* tasks_;
   static std::string* dir_;  // the subnetworks' directories
+  static std::vector<Hypothesis>* alone_greedy_;
+  static std::vector<Hypothesis>* alone_greedy_and_beams_;
 };
 
 std::map<std::string, std::shared_ptr<const TaskModel>>* ContinuousBatchTest::tasks_ = nullptr;
 std::string* ContinuousBatchTest::dir_ = nullptr;
+std::vector<Hypothesis>* ContinuousBatchTest::alone_greedy_ = nullptr;
+std::vector<Hypothesis>* ContinuousBatchTest::alone_greedy_and_beams_ = nullptr;
 
 TEST_F(ContinuousBatchTest, SubnetworksShareTheirAttentionButNotTheirExperts) {
   const TransformerModel& en_de = tasks_->at("en-de")->transformer();
@@ -269,7 +294,7 @@ TEST_F(ContinuousBatchTest, SubnetworksShareTheirAttentionButNotTheirExperts) {
 TEST_F(ContinuousBatchTest, JoiningAtAnyStepGivesTheTokensOfDecodingAlone) {
   const std::vector<Case> cases = Cases(*tasks_);
   ASSERT_GT(cases.size(), 20u);
-  const std::vector<Hypothesis> alone = DecodeAlone(cases);
+  const std::vector<Hypothesis>& alone = AloneGreedy();
   // All at once; one by one at every step; in bursts every third step (rows of one task end
   // up apart in the batch, so their own layers run on gathered rows).
   ExpectSameHypotheses(alone, DecodeContinuously(cases, [](size_t) { return 0; }));
@@ -283,10 +308,10 @@ TEST_F(ContinuousBatchTest, NewcomersTakingTheirFirstStepApartGetTheTokensOfDeco
   // AdmitWithFirstStep: greedy newcomers step once by themselves, then their rows (caches,
   // lengths, positions) join the running batch; beside beam-searched sentences too.
   const std::vector<Case> cases = Cases(*tasks_);
-  ExpectSameHypotheses(DecodeAlone(cases), DecodeContinuously(
-                                               cases, [](size_t i) { return static_cast<int>(i); },
-                                               Greedy, Join::kFirstStep));
-  ExpectSameHypotheses(DecodeAlone(cases, GreedyAndBeams),
+  ExpectSameHypotheses(AloneGreedy(), DecodeContinuously(
+                                          cases, [](size_t i) { return static_cast<int>(i); },
+                                          Greedy, Join::kFirstStep));
+  ExpectSameHypotheses(AloneGreedyAndBeams(),
                        DecodeContinuously(
                            cases, [](size_t i) { return static_cast<int>(i / 4) * 3; },
                            GreedyAndBeams, Join::kFirstStep));
@@ -297,10 +322,10 @@ TEST_F(ContinuousBatchTest, NewcomersAdmittedBetweenLayersGetTheTokensOfDecoding
   // its decoder layers (each layer in turn, several at one layer, beside beam-searched rows),
   // joining when that step ends.
   const std::vector<Case> cases = Cases(*tasks_);
-  ExpectSameHypotheses(DecodeAlone(cases), DecodeContinuously(
-                                               cases, [](size_t i) { return static_cast<int>(i); },
-                                               Greedy, Join::kBetweenLayers));
-  ExpectSameHypotheses(DecodeAlone(cases, GreedyAndBeams),
+  ExpectSameHypotheses(AloneGreedy(), DecodeContinuously(
+                                          cases, [](size_t i) { return static_cast<int>(i); },
+                                          Greedy, Join::kBetweenLayers));
+  ExpectSameHypotheses(AloneGreedyAndBeams(),
                        DecodeContinuously(
                            cases, [](size_t i) { return static_cast<int>(i / 6) * 2; },
                            GreedyAndBeams, Join::kBetweenLayers));
@@ -351,6 +376,7 @@ TEST_F(ContinuousBatchTest, UnfoldedSubnetworksShareExpertsAndGiveTheTokensOfThe
   auto weights = SafetensorsFile::Open(kDemoDir + "/model.safetensors");
   ASSERT_TRUE(weights.ok()) << weights.status();
   auto store = std::make_shared<WeightStore>();
+  auto full_store = std::make_shared<WeightStore>();  // the full checkpoint's tensors, once
   std::map<std::string, std::shared_ptr<const TaskModel>> unfolded, full;
   for (const std::string& task : kTasks) {
     absl::StatusOr<Subnetwork> sub = ExtractSubnetwork(
@@ -361,7 +387,7 @@ TEST_F(ContinuousBatchTest, UnfoldedSubnetworksShareExpertsAndGiveTheTokensOfThe
     auto loaded = TaskModel::Load(dir, task, {.weight_store = store});
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     unfolded[task] = *std::move(loaded);
-    auto whole = TaskModel::Load(kDemoDir, task, {});
+    auto whole = TaskModel::Load(kDemoDir, task, {.weight_store = full_store});
     ASSERT_TRUE(whole.ok()) << whole.status();
     full[task] = *std::move(whole);
   }
@@ -406,9 +432,9 @@ TEST_F(ContinuousBatchTest, WithoutAWeightStoreEveryLayerRunsPerTaskAndGivesTheS
 
 TEST_F(ContinuousBatchTest, BeamSearchBesideGreedyRowsGivesTheHypothesesOfDecodingAlone) {
   const std::vector<Case> cases = Cases(*tasks_);
-  const std::vector<Hypothesis> alone = DecodeAlone(cases, GreedyAndBeams);
+  const std::vector<Hypothesis>& alone = AloneGreedyAndBeams();
   // Beam search must differ from greedy somewhere, or this would test nothing beyond greedy.
-  const std::vector<Hypothesis> greedy = DecodeAlone(cases);
+  const std::vector<Hypothesis>& greedy = AloneGreedy();
   int differ = 0;
   for (size_t i = 0; i < cases.size(); ++i) differ += alone[i].tokens != greedy[i].tokens;
   EXPECT_GT(differ, 0);
@@ -502,7 +528,7 @@ TEST_F(ContinuousBatchTest, FullLogitsGroupsGetTheLogitsOfDecodeStep) {
 TEST_F(ContinuousBatchTest, RowsLeaveWhenTheCallerSaysAndTheOthersAreUnaffected) {
   // Greedy and beam-searched sentences; a leaving beam takes all its rows.
   const std::vector<Case> cases = Cases(*tasks_);
-  const std::vector<Hypothesis> alone = DecodeAlone(cases, GreedyAndBeams);
+  const std::vector<Hypothesis>& alone = AloneGreedyAndBeams();
   ContinuousBatch batch;
   std::vector<ContinuousBatch::Sentence> joining;
   int64_t rows = 0;

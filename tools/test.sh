@@ -54,6 +54,7 @@ tools/build.sh Asan -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF
 echo "== ctest (ASan+UBSan, kernel paths of an AVX2-only CPU)"
 ONEDNN_MAX_CPU_ISA=AVX2 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/asan --output-on-failure -j 2
+# (One ctest test per GoogleTest suite in the sanitizer builds: cmake/TaskmoeTests.cmake.)
 
 # ThreadSanitizer over the server's tests (build/tsan: only the server and its tests, about
 # 4 min of build and 3.5 min of tests on 2 cores; tools/tsan.sh says how uninstrumented
@@ -62,7 +63,7 @@ echo "== ThreadSanitizer (server tests)"
 tools/tsan.sh
 
 # A short libFuzzer run of every fuzz target (clang, ASan+UBSan, build/fuzz; docs/fuzzing.md):
-# about 4 minutes of build from clean and 1 of fuzzing on 2 cores (longer runs: tools/fuzz.sh).
+# about 3 minutes of build from clean and 1 of fuzzing on 2 cores (longer runs: tools/fuzz.sh).
 echo "== fuzz (10 s per target)"
 tools/fuzz.sh 10
 

@@ -23,21 +23,21 @@ set(TASKMOE_LIST_TEST_SUITES_SCRIPT "${CMAKE_CURRENT_LIST_DIR}/TaskmoeListTestSu
 function(taskmoe_discover_tests target)
   cmake_parse_arguments(PARSE_ARGV 1 arg "" "TIMEOUT" "")
   if(NOT TASKMOE_TESTS_PER_SUITE)
+    set(properties "")
     if(arg_TIMEOUT)
-      gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT ${arg_TIMEOUT})
-    else()
-      gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60)
+      set(properties PROPERTIES TIMEOUT ${arg_TIMEOUT})
     endif()
+    gtest_discover_tests(${target} DISCOVERY_TIMEOUT 60 ${properties})
     return()
+  endif()
+  if(NOT arg_TIMEOUT)
+    set(arg_TIMEOUT 0)  # the listing script then sets none: ctest's default per suite
   endif()
   # Like gtest_discover_tests: the built executable lists its tests, after each link (and
   # after a change to the listing script), into a file of add_test() calls that ctest
   # includes (a placeholder test that fails if the executable was never built).
   set(suites_file "${CMAKE_CURRENT_BINARY_DIR}/${target}_suites.cmake")
   set(include_file "${CMAKE_CURRENT_BINARY_DIR}/${target}_suites_include.cmake")
-  if(NOT arg_TIMEOUT)
-    set(arg_TIMEOUT 0)
-  endif()
   add_custom_command(
     OUTPUT "${suites_file}"
     COMMAND "${CMAKE_COMMAND}" -D "TEST_TARGET=${target}"

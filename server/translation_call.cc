@@ -2,6 +2,7 @@
 #include "server/translation_call.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace taskmoe::server {
 namespace {
@@ -159,13 +160,22 @@ bool TranslationStream::TakeMessages(std::vector<v1::TranslateStreamResponse>& o
   return true;
 }
 
-absl::Status TranslationStream::Finish() {
-  absl::Status status = status_;
-  // A write failed: the caller is gone, whatever decoding made of it (unless the call was
-  // cancelled or expired, which says more).
-  if (write_failed_.load() && (status.ok() || !Cancelled())) {
-    status = absl::CancelledError("the client went away");
+absl::Status StreamEndStatus(absl::Status decoded, bool write_failed, bool cancelled,
+                             bool deadline_passed) {
+  if (!write_failed) return decoded;
+  // gRPC fails the writes of a call whose deadline passed, and whether that failure or
+  // OnCancel comes first is up to it: the clock, not the order, tells an expired call.
+  if (deadline_passed) {
+    return absl::DeadlineExceededError("the deadline passed before the stream was written");
   }
+  // The caller is gone, whatever decoding made of it, unless it cancelled, which says more.
+  if (!decoded.ok() && cancelled) return decoded;
+  return absl::CancelledError("the client went away");
+}
+
+absl::Status TranslationStream::Finish() {
+  const absl::Status status = StreamEndStatus(status_, write_failed_.load(), Cancelled(),
+                                              absl::Now() >= state_->deadline());
   if (!status.ok()) output_tokens_ = 0;
   Record("TranslateStream", status, output_tokens_);
   return status;

@@ -107,6 +107,13 @@ class TranslationStream final : public TranslationCall {
   int64_t output_tokens_ = 0;
 };
 
+// How a stream whose decoding ended with `decoded` ends for its caller: as decoded unless a
+// message could not be written; then DEADLINE_EXCEEDED once the deadline passed, else as
+// decoded if the caller cancelled (`decoded` then says so), else CANCELLED (the caller went
+// away).
+absl::Status StreamEndStatus(absl::Status decoded, bool write_failed, bool cancelled,
+                             bool deadline_passed);
+
 }  // namespace taskmoe::server
 
 #endif  // TASKMOE_SERVER_TRANSLATION_CALL_H_

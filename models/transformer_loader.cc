@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -23,25 +24,31 @@ using kernels::Tensor;
 namespace {
 
 // Reads tensors by name from a model file, checking each against the shape the config
-// implies, and remembers which it used so that leftovers can be reported.
+// implies, and remembers which it used so that leftovers can be reported. A tensor is read
+// (converted to f32) only when the weight store does not hold its bytes already: the
+// subnetworks of one model share most of their weights, so loading the second and later
+// ones checks and hashes those bytes but converts and packs only their own.
 class WeightLoader {
  public:
   WeightLoader(const SafetensorsFile& file, const LoadOptions& options)
       : file_(file), options_(options) {}
 
-  absl::StatusOr<Tensor> Fetch(const std::string& name, const Shape& shape) {
-    if (!file_.Contains(name)) {
+  // `name` is in the file with `shape`: counted as used, not read.
+  absl::Status Check(const std::string& name, const Shape& shape) {
+    auto it = file_.tensors().find(name);
+    if (it == file_.tensors().end()) {
       return absl::InvalidArgumentError(
           absl::StrCat("missing tensor '", name, "' (expected shape ", shape.ToString(), ")"));
     }
-    TASKMOE_ASSIGN_OR_RETURN(Tensor t, file_.GetFloat(name));
-    if (t.shape() != shape) {
+    absl::StatusOr<Shape> stored = Shape::Make(it->second.shape);
+    if (!stored.ok()) return file_.GetFloat(name).status();  // the file's own message
+    if (*stored != shape) {
       return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' has shape ",
-                                                     t.shape().ToString(),
-                                                     " but the config implies ", shape.ToString()));
+                                                     stored->ToString(), " but the config implies ",
+                                                     shape.ToString()));
     }
-    if (used_.insert(name).second) parameters_ += t.numel();
-    return t;
+    if (used_.insert(name).second) parameters_ += shape.numel();
+    return absl::OkStatus();
   }
 
   // A tensor kept as f32 (norms, embeddings, router tables), shared through the store. It is
@@ -50,8 +57,9 @@ class WeightLoader {
   // every value is a bf16 value (a bf16-stored model's): the same values in half the memory.
   absl::StatusOr<Tensor> Kept(const std::string& name, const Shape& shape,
                               bool bf16_if_exact = false) {
-    TASKMOE_ASSIGN_OR_RETURN(Tensor t, Fetch(name, shape));
+    TASKMOE_RETURN_IF_ERROR(Check(name, shape));
     auto copy = [&]() -> absl::StatusOr<Tensor> {
+      TASKMOE_ASSIGN_OR_RETURN(Tensor t, file_.GetFloat(name));
       if (bf16_if_exact && kernels::AllBFloat16Values(t.data<float>(), t.numel())) {
         return t.ConvertTo(kernels::DType::kBF16);
       }
@@ -68,14 +76,22 @@ class WeightLoader {
   // A linear layer `prefix`.weight [out, in] (+ `prefix`.bias [out]), packed.
   absl::StatusOr<LinearPtr> Linear(const std::string& prefix, int64_t out, int64_t in, bool bias,
                                    kernels::Precision precision) {
-    TASKMOE_ASSIGN_OR_RETURN(Tensor w, Fetch(prefix + ".weight", Shape{out, in}));
-    Tensor b;
+    const std::string w_name = prefix + ".weight", b_name = prefix + ".bias";
+    TASKMOE_RETURN_IF_ERROR(Check(w_name, Shape{out, in}));
     std::string_view bias_bytes;
     if (bias) {
-      TASKMOE_ASSIGN_OR_RETURN(b, Fetch(prefix + ".bias", Shape{out}));
-      bias_bytes = *file_.RawBytes(prefix + ".bias");
+      TASKMOE_RETURN_IF_ERROR(Check(b_name, Shape{out}));
+      bias_bytes = *file_.RawBytes(b_name);
     }
-    return Pack(w, b, *file_.RawBytes(prefix + ".weight"), bias_bytes, precision);
+    auto make = [&]() -> absl::StatusOr<kernels::PackedLinear> {
+      TASKMOE_ASSIGN_OR_RETURN(Tensor w, file_.GetFloat(w_name));
+      Tensor b;
+      if (bias) {
+        TASKMOE_ASSIGN_OR_RETURN(b, file_.GetFloat(b_name));
+      }
+      return kernels::PackedLinear::Create(w, b, precision);
+    };
+    return Pack(make, *file_.RawBytes(w_name), bias_bytes, precision);
   }
 
   // Linear layers `prefixes` of [out, in] with biases, fused into one [n * out, in] layer whose
@@ -83,36 +99,54 @@ class WeightLoader {
   absl::StatusOr<LinearPtr> FusedLinear(const std::vector<std::string>& prefixes, int64_t out,
                                         int64_t in, kernels::Precision precision) {
     const int64_t n = static_cast<int64_t>(prefixes.size());
-    Tensor w = Tensor::Allocate(kernels::DType::kF32, Shape{n * out, in});
-    Tensor b = Tensor::Allocate(kernels::DType::kF32, Shape{n * out});
     std::string w_bytes, b_bytes;  // the store's content key: all parts, in order
-    for (int64_t i = 0; i < n; ++i) {
-      TASKMOE_ASSIGN_OR_RETURN(Tensor part_w, Fetch(prefixes[i] + ".weight", Shape{out, in}));
-      TASKMOE_ASSIGN_OR_RETURN(Tensor part_b, Fetch(prefixes[i] + ".bias", Shape{out}));
-      TASKMOE_ASSIGN_OR_RETURN(Tensor w32, part_w.ConvertTo(kernels::DType::kF32));
-      TASKMOE_ASSIGN_OR_RETURN(Tensor b32, part_b.ConvertTo(kernels::DType::kF32));
-      std::copy_n(w32.data<float>(), out * in, w.data<float>() + i * out * in);
-      std::copy_n(b32.data<float>(), out, b.data<float>() + i * out);
-      w_bytes += *file_.RawBytes(prefixes[i] + ".weight");
-      b_bytes += *file_.RawBytes(prefixes[i] + ".bias");
+    for (const std::string& prefix : prefixes) {
+      TASKMOE_RETURN_IF_ERROR(Check(prefix + ".weight", Shape{out, in}));
+      TASKMOE_RETURN_IF_ERROR(Check(prefix + ".bias", Shape{out}));
+      w_bytes += *file_.RawBytes(prefix + ".weight");
+      b_bytes += *file_.RawBytes(prefix + ".bias");
     }
-    return Pack(w, b, w_bytes, b_bytes, precision);
+    auto make = [&]() -> absl::StatusOr<kernels::PackedLinear> {
+      Tensor w = Tensor::Allocate(kernels::DType::kF32, Shape{n * out, in});
+      Tensor b = Tensor::Allocate(kernels::DType::kF32, Shape{n * out});
+      for (int64_t i = 0; i < n; ++i) {
+        TASKMOE_ASSIGN_OR_RETURN(Tensor part_w, file_.GetFloat(prefixes[i] + ".weight"));
+        TASKMOE_ASSIGN_OR_RETURN(Tensor part_b, file_.GetFloat(prefixes[i] + ".bias"));
+        std::copy_n(part_w.data<float>(), out * in, w.data<float>() + i * out * in);
+        std::copy_n(part_b.data<float>(), out, b.data<float>() + i * out);
+      }
+      return kernels::PackedLinear::Create(w, b, precision);
+    };
+    return Pack(make, w_bytes, b_bytes, precision);
   }
 
-  // Expert `e` of a stacked [E, rows, cols] weight and [E, rows] bias.
-  absl::StatusOr<LinearPtr> ExpertLinear(const Tensor& stacked_w, const Tensor& stacked_b,
-                                         const std::string& prefix, int e,
+  // Expert `e` of `count` stacked in `prefix`.weight [count, rows, cols] and `prefix`.bias
+  // [count, rows] (both checked by the caller). `stacked_w` and `stacked_b` hold those as f32
+  // once some expert of the stack needed them, so that a stack is converted at most once.
+  absl::StatusOr<LinearPtr> ExpertLinear(const std::string& prefix, int e, int64_t count,
+                                         int64_t rows, int64_t cols,
+                                         std::optional<Tensor>& stacked_w,
+                                         std::optional<Tensor>& stacked_b,
                                          kernels::Precision precision) {
-    const int64_t rows = stacked_w.dim(1), cols = stacked_w.dim(2);
-    absl::StatusOr<Tensor> w = stacked_w.Rows(e, 1);
-    absl::StatusOr<Tensor> b = stacked_b.Rows(e, 1);
-    if (!w.ok() || !b.ok()) return absl::InternalError("expert slice");
-    absl::StatusOr<Tensor> w2 = w->Reshape(Shape{rows, cols});
-    absl::StatusOr<Tensor> b2 = b->Reshape(Shape{rows});
-    const std::string_view all_w = *file_.RawBytes(prefix + ".weight");
-    const std::string_view all_b = *file_.RawBytes(prefix + ".bias");
-    const size_t w_size = all_w.size() / stacked_w.dim(0), b_size = all_b.size() / stacked_b.dim(0);
-    return Pack(*w2, *b2, all_w.substr(e * w_size, w_size), all_b.substr(e * b_size, b_size),
+    const std::string w_name = prefix + ".weight", b_name = prefix + ".bias";
+    auto make = [&]() -> absl::StatusOr<kernels::PackedLinear> {
+      if (!stacked_w.has_value()) {
+        TASKMOE_ASSIGN_OR_RETURN(stacked_w, file_.GetFloat(w_name));
+      }
+      if (!stacked_b.has_value()) {
+        TASKMOE_ASSIGN_OR_RETURN(stacked_b, file_.GetFloat(b_name));
+      }
+      absl::StatusOr<Tensor> w = stacked_w->Rows(e, 1);
+      absl::StatusOr<Tensor> b = stacked_b->Rows(e, 1);
+      if (!w.ok() || !b.ok()) return absl::InternalError("expert slice");
+      TASKMOE_ASSIGN_OR_RETURN(Tensor w2, w->Reshape(Shape{rows, cols}));
+      TASKMOE_ASSIGN_OR_RETURN(Tensor b2, b->Reshape(Shape{rows}));
+      return kernels::PackedLinear::Create(w2, b2, precision);
+    };
+    const std::string_view all_w = *file_.RawBytes(w_name);
+    const std::string_view all_b = *file_.RawBytes(b_name);
+    const size_t w_size = all_w.size() / count, b_size = all_b.size() / count;
+    return Pack(make, all_w.substr(e * w_size, w_size), all_b.substr(e * b_size, b_size),
                 precision);
   }
 
@@ -130,9 +164,9 @@ class WeightLoader {
   std::vector<std::shared_ptr<const void>> TakeKeepAlive() { return std::move(keep_alive_); }
 
  private:
-  absl::StatusOr<LinearPtr> Pack(const Tensor& w, const Tensor& b, std::string_view w_bytes,
+  // The linear `make` packs, or the one the store holds for these bytes.
+  absl::StatusOr<LinearPtr> Pack(const WeightStore::LinearFactory& make, std::string_view w_bytes,
                                  std::string_view b_bytes, kernels::Precision precision) {
-    auto make = [&]() { return kernels::PackedLinear::Create(w, b, precision); };
     if (options_.weight_store == nullptr) {
       TASKMOE_ASSIGN_OR_RETURN(kernels::PackedLinear packed, make());
       return std::make_shared<const kernels::PackedLinear>(std::move(packed));
@@ -191,15 +225,18 @@ absl::StatusOr<std::vector<DenseFfnWeights>> LoadStackedExperts(WeightLoader& lo
                                                                 kernels::Precision precision) {
   const int64_t d = config.d_model, ff = config.d_ff;
   const std::string fc1 = prefix + ".experts.fc1", fc2 = prefix + ".experts.fc2";
-  TASKMOE_ASSIGN_OR_RETURN(Tensor w1, loader.Fetch(fc1 + ".weight", Shape{count, ff, d}));
-  TASKMOE_ASSIGN_OR_RETURN(Tensor b1, loader.Fetch(fc1 + ".bias", Shape{count, ff}));
-  TASKMOE_ASSIGN_OR_RETURN(Tensor w2, loader.Fetch(fc2 + ".weight", Shape{count, d, ff}));
-  TASKMOE_ASSIGN_OR_RETURN(Tensor b2, loader.Fetch(fc2 + ".bias", Shape{count, d}));
+  TASKMOE_RETURN_IF_ERROR(loader.Check(fc1 + ".weight", Shape{count, ff, d}));
+  TASKMOE_RETURN_IF_ERROR(loader.Check(fc1 + ".bias", Shape{count, ff}));
+  TASKMOE_RETURN_IF_ERROR(loader.Check(fc2 + ".weight", Shape{count, d, ff}));
+  TASKMOE_RETURN_IF_ERROR(loader.Check(fc2 + ".bias", Shape{count, d}));
+  std::optional<Tensor> w1, b1, w2, b2;  // read when an expert is not in the store
   std::vector<DenseFfnWeights> experts;
   for (int e = 0; e < count; ++e) {
     DenseFfnWeights expert;
-    TASKMOE_ASSIGN_OR_RETURN(expert.fc1, loader.ExpertLinear(w1, b1, fc1, e, precision));
-    TASKMOE_ASSIGN_OR_RETURN(expert.fc2, loader.ExpertLinear(w2, b2, fc2, e, precision));
+    TASKMOE_ASSIGN_OR_RETURN(expert.fc1,
+                             loader.ExpertLinear(fc1, e, count, ff, d, w1, b1, precision));
+    TASKMOE_ASSIGN_OR_RETURN(expert.fc2,
+                             loader.ExpertLinear(fc2, e, count, d, ff, w2, b2, precision));
     experts.push_back(std::move(expert));
   }
   return experts;

@@ -12,20 +12,30 @@ namespace {
 // A second hash of `bytes`, of another construction than absl's, so that a silent collision of
 // both (which would hand one model another's weights) is practically impossible. Eight bytes
 // at a time with a multiply and a shift (a byte at a time, FNV-1a, took a third of the
-// server's start); the length goes in last.
-uint64_t WordHash(std::string_view bytes, uint64_t h) {
+// server's start), in four independent lanes: one lane's chain of multiplies ran at a third
+// of the speed memory delivers the bytes. The length goes in last.
+uint64_t WordHash(std::string_view bytes, uint64_t seed) {
   constexpr uint64_t kMultiplier = 0x9e3779b97f4a7c15ull;
+  auto mix = [](uint64_t h, uint64_t word) {
+    h = (h ^ word) * kMultiplier;
+    return h ^ (h >> 29);
+  };
+  uint64_t lanes[4] = {seed, seed + 1, seed + 2, seed + 3};
   size_t i = 0;
+  for (; i + 32 <= bytes.size(); i += 32) {
+    uint64_t words[4];
+    std::memcpy(words, bytes.data() + i, sizeof(words));
+    for (int lane = 0; lane < 4; ++lane) lanes[lane] = mix(lanes[lane], words[lane]);
+  }
+  uint64_t h = mix(mix(mix(lanes[0], lanes[1]), lanes[2]), lanes[3]);
   for (; i + 8 <= bytes.size(); i += 8) {
     uint64_t word;
     std::memcpy(&word, bytes.data() + i, 8);
-    h = (h ^ word) * kMultiplier;
-    h ^= h >> 29;
+    h = mix(h, word);
   }
   uint64_t tail = 0;
   if (i < bytes.size()) std::memcpy(&tail, bytes.data() + i, bytes.size() - i);
-  h = (h ^ tail) * kMultiplier;
-  h ^= h >> 29;
+  h = mix(h, tail);
   h = (h ^ bytes.size()) * kMultiplier;
   return h ^ (h >> 32);
 }

@@ -453,8 +453,8 @@ absl::StatusOr<kernels::Tensor> SafetensorsFile::GetFloat(const std::string& nam
   kernels::Tensor out = kernels::Tensor::Allocate(kernels::DType::kF32, *shape);
   float* dst = out.data<float>();
   if (info.dtype == StoredDType::kBF16) {
-    // bf16 is the upper half of an f32: a shift, in a loop the compiler vectorises (loading
-    // every model stored bf16 converts each of its tensors once).
+    // bf16 is the upper half of an f32: a shift, in a loop the compiler vectorises (a
+    // bf16-stored model's tensors come this way at load).
     for (int64_t i = 0; i < n; ++i) {
       uint16_t bits;  // memcpy: the data may be unaligned
       std::memcpy(&bits, src + 2 * i, sizeof(bits));

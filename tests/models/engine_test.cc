@@ -660,6 +660,38 @@ TEST(Loader, RefusesTensorsThatDisagreeWithTheConfig) {
     ASSERT_FALSE(m.ok());
     EXPECT_NE(m.status().message().find("decoder.layers.9.ffn.fc1.weight"), std::string::npos);
   }
+  // A stored rank the engine has no shape for (the loader checks shapes from the header).
+  {
+    std::vector<OwnedTensor> deep = tensors;
+    for (OwnedTensor& t : deep) {
+      if (t.name == "decoder.layers.0.ffn.fc1.weight") {
+        t.shape = {1, 1, 1, 1, 1, t.shape[0], t.shape[1]};
+      }
+    }
+    absl::StatusOr<std::shared_ptr<const TransformerModel>> m =
+        TransformerModel::Create(config, *Serialize(deep), {});
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(m.status().message().find("decoder.layers.0.ffn.fc1.weight"), std::string::npos)
+        << m.status();
+  }
+  // An expert stack of the wrong shape, through a weight store (its experts are never read).
+  {
+    std::vector<OwnedTensor> wrong = tensors;
+    std::string stack;
+    for (OwnedTensor& t : wrong) {
+      if (stack.empty() && t.name.ends_with(".experts.fc1.weight")) {
+        stack = t.name;
+        t.shape = {t.shape[0], t.shape[2], t.shape[1]};
+      }
+    }
+    ASSERT_FALSE(stack.empty());
+    absl::StatusOr<std::shared_ptr<const TransformerModel>> m = TransformerModel::Create(
+        config, *Serialize(wrong), {.weight_store = std::make_shared<WeightStore>()});
+    ASSERT_FALSE(m.ok());
+    EXPECT_NE(m.status().message().find(stack), std::string::npos) << m.status();
+    EXPECT_NE(m.status().message().find("config implies"), std::string::npos) << m.status();
+  }
   // Wrong shape.
   for (OwnedTensor& t : tensors) {
     if (t.name == "decoder.layers.0.ffn.fc1.weight") {

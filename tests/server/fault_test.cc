@@ -24,6 +24,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "taskmoe/v1/translation.grpc.pb.h"
+#include "tests/common/sanitizer.h"
 #include "tests/server/rpc.h"
 #include "tests/server/server_process.h"
 #include "tests/server/test_repository.h"
@@ -367,14 +368,6 @@ int64_t PeakResidentBytes(pid_t pid) {
   return -1;
 }
 
-bool UnderSanitizer() {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  return true;
-#else
-  return false;
-#endif
-}
-
 TEST(OverloadTest, BurstFarOverCapacityIsRefusedWithBoundedMemoryAndRecovers) {
   const std::string repository = MakeTempDir("repository");
   ASSERT_TRUE(WriteRandomRepository(repository, 1).ok());
@@ -447,7 +440,7 @@ TEST(OverloadTest, BurstFarOverCapacityIsRefusedWithBoundedMemoryAndRecovers) {
   std::cout << "burst of " << kBurst << " calls, by code:\n"
             << summary << "peak RSS " << (peak_before >> 20) << " MiB before, "
             << (peak_after >> 20) << " MiB after\n";
-  const int64_t bound = (UnderSanitizer() ? 512 : 64) << 20;
+  const int64_t bound = (::taskmoe::testing::kUnderSanitizer ? 512 : 64) << 20;
   EXPECT_LT(peak_after - peak_before, bound)
       << "peak RSS " << (peak_before >> 20) << " MiB before the burst, " << (peak_after >> 20)
       << " MiB after";

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "tests/common/sanitizer.h"
 
 namespace taskmoe::server {
 namespace {
@@ -33,9 +34,9 @@ int64_t ResidentBytes() {
 }
 
 TEST(MemoryTrimmer, GivesFreedArenaMemoryBack) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  GTEST_SKIP() << "sanitizers replace malloc; malloc_trim acts on glibc's heap only";
-#endif
+  if (::taskmoe::testing::kUnderSanitizer) {
+    GTEST_SKIP() << "sanitizers replace malloc; malloc_trim acts on glibc's heap only";
+  }
   // 64 MiB of small blocks (below the mmap threshold, so they live in the heap), written so
   // they are resident, then all freed but the last, which pins the top of the heap: malloc
   // keeps the freed pages until trimmed.

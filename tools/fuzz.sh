@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ with clang (ASan+UBSan, coverage-instrumented) into
-# build/fuzz and runs each for a while over a scratch copy of its seed corpus
-# (docs/fuzzing.md). Fails on any crash, sanitizer report, leak, timeout or out-of-memory, and
+# build/fuzz (or the directory below) and runs each for a while over a scratch copy of its seed
+# corpus (docs/fuzzing.md). Fails on any crash, sanitizer report, leak, timeout or out-of-memory, and
 # says where the input that caused it is and how to reproduce it. The repository's corpus is
 # never written to.
 # Usage: tools/fuzz.sh [seconds per target (30)] [target...]   (targets: fuzz/*_fuzzer.cc)
+# TASKMOE_FUZZ_BUILD_DIR names another build directory already configured with
+# TASKMOE_BUILD_FUZZERS (tools/test.sh passes its ASan build, which is also its fuzz build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/cores.sh
@@ -30,10 +32,14 @@ for target in "${targets[@]}"; do
   fi
 done
 
-dir=build/fuzz
+dir=${TASKMOE_FUZZ_BUILD_DIR:-build/fuzz}
 start=$SECONDS
-CC=clang CXX=clang++ cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Asan \
-  -DTASKMOE_BUILD_FUZZERS=ON -DTASKMOE_BUILD_TESTS=OFF -DTASKMOE_BUILD_BENCHMARKS=OFF >/dev/null
+# A directory already configured for the fuzzers keeps its configuration (its other options,
+# such as the tests of tools/test.sh's ASan build); any other is configured for them alone.
+if ! grep -qsx 'TASKMOE_BUILD_FUZZERS:BOOL=ON' "$dir/CMakeCache.txt"; then
+  CC=clang CXX=clang++ cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Asan \
+    -DTASKMOE_BUILD_FUZZERS=ON -DTASKMOE_BUILD_TESTS=OFF -DTASKMOE_BUILD_BENCHMARKS=OFF >/dev/null
+fi
 cmake --build "$dir" -j "$(usable_cores)" --target "${targets[@]/#/fuzz_}"
 echo "fuzz: built in $((SECONDS - start)) s"
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ with clang (ASan+UBSan, coverage-instrumented) into
 # build/fuzz (or the directory below) and runs each for a while over a scratch copy of its seed
-# corpus (docs/fuzzing.md). Fails on any crash, sanitizer report, leak, timeout or out-of-memory, and
-# says where the input that caused it is and how to reproduce it. The repository's corpus is
-# never written to.
+# corpus (docs/fuzzing.md). Fails on any crash, sanitizer report, leak, timeout or
+# out-of-memory, and says where the input that caused it is and how to reproduce it. The
+# repository's corpus is never written to.
 # Usage: tools/fuzz.sh [seconds per target (30)] [target...]   (targets: fuzz/*_fuzzer.cc)
 # TASKMOE_FUZZ_BUILD_DIR names another build directory already configured with
 # TASKMOE_BUILD_FUZZERS (tools/test.sh passes its ASan build, which is also its fuzz build).

@@ -52,7 +52,7 @@ trap 'wait "$docker_pid" 2>/dev/null || true' EXIT
 # (our f32 and int8 kernels, bf16 computed by the f32 one), whatever the machine.
 # The ASan build is clang's, also instrumented for libFuzzer (TASKMOE_BUILD_FUZZERS): one build
 # for the ASan suite and the fuzz targets, which the fuzz stage below then only runs. Measured on
-# 2 cores: this build in 424 s, against 539 s with gcc plus 200 s for a fuzz build of its own
+# 2 cores: this build in 424 s, against 539 s with gcc plus 226 s for a fuzz build of its own
 # (docs/reliability.md, "The test command's time"). A build/asan made by another configuration
 # (gcc, tools/build.sh Asan) is made afresh.
 asan_dir=build/asan

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ThreadSanitizer run of the server's concurrency tests: builds taskmoe-server and the server's
-# test binaries with clang's -fsanitize=thread into build/tsan and runs them; any report from the test
-# process or from a server it starts fails the run (reports are kept in build/tsan/reports).
+# test binaries with clang's -fsanitize=thread into build/tsan and runs them; any report from
+# the test process or from a server it starts fails the run (reports are kept in
+# build/tsan/reports).
 # Usage: tools/tsan.sh [gtest filter]   (default: every server test)
 # Debian's gRPC, Abseil, oneDNN and libgomp are not instrumented: TSan ignores their own
 # accesses (ignore_noninstrumented_modules) and tools/tsan-suppressions.txt says which races on
@@ -13,8 +14,8 @@ cd "$(dirname "$0")/.."
 source tools/cores.sh
 filter="${1:-*}"
 
-# clang's ThreadSanitizer: on 2 cores it builds these targets in about 0.7x of gcc's time and
-# runs the tests in 0.7x (docs/reliability.md, "The test command's time"). A build/tsan that
+# clang's ThreadSanitizer: on 2 cores it builds these targets in about two thirds of gcc's time
+# and runs the tests in 0.7x (docs/reliability.md, "The test command's time"). A build/tsan that
 # another compiler configured is made afresh (CMake keeps a directory's first compiler).
 if [[ -f build/tsan/CMakeCache.txt ]] &&
   ! grep -qx 'CMAKE_CXX_COMPILER:FILEPATH=.*clang++' build/tsan/CMakeCache.txt; then

@@ -8,18 +8,11 @@
 #ifndef TASKMOE_KERNELS_CPU_DISPATCH_H_
 #define TASKMOE_KERNELS_CPU_DISPATCH_H_
 
+#include "util/sanitizer.h"
+
 // Sanitizer builds keep only the default versions: the ifunc resolvers run while the program
 // is being relocated, before a sanitizer's runtime is initialised, and instrumented resolvers
 // crash there (ThreadSanitizer builds segfaulted at start-up).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TASKMOE_SANITIZER_BUILD 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define TASKMOE_SANITIZER_BUILD 1
-#endif
-#endif
-
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(TASKMOE_NO_CPU_DISPATCH) && !defined(TASKMOE_SANITIZER_BUILD)
 #define TASKMOE_AVX512_CLONE __attribute__((target_clones("arch=x86-64-v4", "default")))

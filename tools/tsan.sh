@@ -16,15 +16,9 @@ filter="${1:-*}"
 
 # clang's ThreadSanitizer: on 2 cores it builds these targets in about two thirds of gcc's time
 # and runs the tests in 0.7x (docs/reliability.md, "The test command's time"). A build/tsan that
-# another compiler configured is made afresh (CMake keeps a directory's first compiler).
-if [[ -f build/tsan/CMakeCache.txt ]] &&
-  ! grep -qx 'CMAKE_CXX_COMPILER:FILEPATH=.*clang++' build/tsan/CMakeCache.txt; then
-  echo "tsan: build/tsan was configured with another compiler: building it afresh with clang"
-  rm -rf build/tsan
-fi
-CC=clang CXX=clang++ cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=Tsan \
-  -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build build/tsan -j "$(usable_cores)" --target server_test server_unit_test
+# gcc configured is made afresh (tools/build.sh).
+CC=clang CXX=clang++ tools/build.sh Tsan -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF \
+  -- server_test server_unit_test
 
 reports="$PWD/build/tsan/reports"
 rm -rf "$reports"

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
-#include "tests/common/sanitizer.h"
+#include "util/sanitizer.h"
 
 namespace taskmoe::server {
 namespace {
@@ -34,9 +34,9 @@ int64_t ResidentBytes() {
 }
 
 TEST(MemoryTrimmer, GivesFreedArenaMemoryBack) {
-  if (::taskmoe::testing::kUnderSanitizer) {
-    GTEST_SKIP() << "sanitizers replace malloc; malloc_trim acts on glibc's heap only";
-  }
+#ifdef TASKMOE_SANITIZER_BUILD
+  GTEST_SKIP() << "sanitizers replace malloc; malloc_trim acts on glibc's heap only";
+#endif
   // 64 MiB of small blocks (below the mmap threshold, so they live in the heap), written so
   // they are resident, then all freed but the last, which pins the top of the heap: malloc
   // keeps the freed pages until trimmed.

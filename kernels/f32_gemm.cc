@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 
@@ -301,6 +302,58 @@ void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles) {
              .last_block = blocks,
              .groups_outer = inputs_fit_l2});
   });
+}
+
+namespace {
+
+// Weight i of column `column` in `Weight`'s packing (f32_gemm.h), as a float.
+template <typename Weight>
+inline float PackedWeight(const Weight* packed, int64_t k, int64_t column, int64_t i) {
+  const int64_t strip = column / kF32GemmStripColumns, lane = column % kF32GemmStripColumns;
+  const Weight* at = packed + strip * k * kF32GemmStripColumns + i * kF32GemmStripColumns;
+  if constexpr (std::is_same_v<Weight, BFloat16>) {
+    const int64_t place = lane < kVectorFloats ? 2 * lane : 2 * (lane - kVectorFloats) + 1;
+    const uint32_t bits = static_cast<uint32_t>(at[place].bits) << 16;
+    float value;
+    std::memcpy(&value, &bits, sizeof(value));
+    return value;
+  } else {
+    return at[lane];
+  }
+}
+
+template <typename Weight>
+void SelectedColumns(const F32GemmArgs& args, int64_t row, const int32_t* columns, int64_t count,
+                     float* out) {
+  const Weight* packed = PackedWeights<Weight>(args);
+  const float* a = args.a + row * args.lda;
+  // Eight columns at a time: eight independent chains hide the FMA latency. std::fma rounds
+  // once, as the tiles' vfmadd does, so each chain gives the tiles' bits.
+  constexpr int64_t kGroup = 8;
+  for (int64_t first = 0; first < count; first += kGroup) {
+    const int64_t group = std::min(kGroup, count - first);
+    float acc[kGroup] = {};
+    for (int64_t i = 0; i < args.k; ++i) {
+      const float input = a[i];
+      for (int64_t c = 0; c < group; ++c) {
+        acc[c] = std::fma(input, PackedWeight(packed, args.k, columns[first + c], i), acc[c]);
+      }
+    }
+    for (int64_t c = 0; c < group; ++c) {
+      out[first + c] = args.bias != nullptr ? acc[c] + args.bias[columns[first + c]] : acc[c];
+    }
+  }
+}
+
+}  // namespace
+
+void F32GemmSelectedColumns(const F32GemmArgs& args, int64_t row, const int32_t* columns,
+                            int64_t count, float* out) {
+  if (args.packed_bf16 != nullptr) {
+    SelectedColumns<BFloat16>(args, row, columns, count, out);
+  } else {
+    SelectedColumns<float>(args, row, columns, count, out);
+  }
 }
 
 }  // namespace taskmoe::kernels

@@ -92,6 +92,14 @@ void F32Gemm(const F32GemmArgs& args);
 // AVX-512 runs the AVX2 tiles.
 void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles);
 
+// Row `row`'s outputs in the `count` columns `columns` (each < args.n), into out[0, count):
+// bit for bit what F32Gemm writes there before the activation (the same FMA chain over the
+// inputs in order, then the bias), on the calling thread. The greedy head recomputes its few
+// candidate columns with it (greedy_candidates.h). args.y, activation and on_chunk_done are
+// not used.
+void F32GemmSelectedColumns(const F32GemmArgs& args, int64_t row, const int32_t* columns,
+                            int64_t count, float* out);
+
 }  // namespace taskmoe::kernels
 
 #endif  // TASKMOE_KERNELS_F32_GEMM_H_

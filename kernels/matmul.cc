@@ -16,11 +16,13 @@
 #include "kernels/cpu_features.h"
 #include "kernels/dequantize_row.h"
 #include "kernels/f32_gemm.h"
+#include "kernels/greedy_candidates.h"
 #include "kernels/int8_gemm.h"
 #include "kernels/quantize.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
 #include "kernels/work_sharing.h"
+#include "util/status_macros.h"
 
 namespace taskmoe::kernels {
 namespace {
@@ -244,6 +246,9 @@ struct InputScratch {
   std::vector<Tensor> scratchpads;
   // The greedy head's per-panel partial results, [panels, rows] (ForwardArgMaxAndLogSumExp).
   Tensor head_argmax, head_max, head_log_sum_exp;
+  // The candidate filter's inputs where they must be rounded to bf16 first (bf16_as_f32), and
+  // a row's upper bounds (greedy_candidates.h).
+  Tensor candidate_inputs, candidate_upper_bounds;
 };
 
 InputScratch& Scratch() {
@@ -511,7 +516,11 @@ absl::Status PackedLinear::Forward(const Tensor& x, Activation activation, Tenso
 
 absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& products,
                                                      Tensor& argmax, Tensor& max,
-                                                     Tensor& log_sum_exp) const {
+                                                     Tensor& log_sum_exp,
+                                                     GreedyLogSumExp log_sum_exp_kind) const {
+  if (log_sum_exp_kind == GreedyLogSumExp::kApproximate && candidate_filter_ != nullptr) {
+    return ArgMaxThroughCandidates(x, products, argmax, max, log_sum_exp);
+  }
   const bool int8 = precision() == Precision::kInt8;
   // Where oneDNN's products land in y they are reduced there. Otherwise each (row block,
   // panel) is reduced where it was computed, from the thread's cache, rather than copied into
@@ -606,6 +615,90 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
         static_cast<int32_t>(first_column(best_panel) + panel_argmax[best_panel * rows + r]);
     out_max[r] = best;
     out_log_sum_exp[r] = largest_log_sum + std::log(sum);
+  });
+  return absl::OkStatus();
+}
+
+absl::Status PackedLinear::AddGreedyCandidateFilter(const Tensor& weight) {
+  if (path_ != MatmulPath::kAvx2F32 && path_ != MatmulPath::kBF16AsF32) return absl::OkStatus();
+  if (!weight.valid() || weight.shape() != Shape{out_features_, in_features_}) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PackedLinear::AddGreedyCandidateFilter: weight has shape ",
+                     weight.valid() ? weight.shape().ToString() : "none", ", the layer is [",
+                     out_features_, ", ", in_features_, "]"));
+  }
+  absl::StatusOr<Tensor> weight32 = weight.ConvertTo(DType::kF32);
+  if (!weight32.ok()) return weight32.status();
+  // The filter bounds its distance to the products this layer computes, from the weights it
+  // multiplies: bf16_as_f32's are rounded to bf16 (Create).
+  if (path_ == MatmulPath::kBF16AsF32) {
+    RoundToBFloat16Values(weight32->data<float>(), weight32->numel(), weight32->data<float>());
+  }
+  const MatmulPath int8_path = CpuHasAvxVnni() ? MatmulPath::kAvxVnniInt8 : MatmulPath::kAvx2Int8;
+  absl::StatusOr<PackedLinear> filter = Create(*weight32, bias_, int8_path);
+  if (!filter.ok()) return filter.status();
+  const int64_t n = out_features_;
+  candidate_bounds_ = Tensor::Allocate(DType::kF32, Shape{2, n});
+  ComputeGreedyCandidateBounds(
+      weight32->data<float>(), n, in_features_, filter->weight_scales_.data<float>(),
+      candidate_bounds_.data<float>(), candidate_bounds_.data<float>() + n);
+  candidate_filter_ = std::make_shared<const PackedLinear>(*std::move(filter));
+  return absl::OkStatus();
+}
+
+absl::Status PackedLinear::ArgMaxThroughCandidates(const Tensor& x, Tensor& products,
+                                                   Tensor& argmax, Tensor& max,
+                                                   Tensor& log_sum_exp) const {
+  // The f32 kernel of bf16_as_f32 multiplies the inputs rounded to bf16: the filter, its bound
+  // and the recomputed columns all take those.
+  const Tensor* input = &x;
+  InputScratch& scratch = Scratch();
+  if (path_ == MatmulPath::kBF16AsF32 && x.valid() && x.dtype() == DType::kF32) {
+    scratch.candidate_inputs.Resize(DType::kF32, x.shape());
+    RoundToBFloat16Values(x.data<float>(), x.numel(), scratch.candidate_inputs.data<float>());
+    input = &scratch.candidate_inputs;
+  }
+  // The raw int8 products (checking the input); the input scale of each row stays in this
+  // thread's scratch.
+  TASKMOE_RETURN_IF_ERROR(candidate_filter_->Multiply(*input, Activation::kNone, products));
+  const int64_t rows = products.numel() / out_features_, n = out_features_, k = in_features_;
+  argmax.Resize(DType::kS32, Shape{rows});
+  max.Resize(DType::kF32, Shape{rows});
+  log_sum_exp.Resize(DType::kF32, Shape{rows});
+  if (rows == 0) return absl::OkStatus();
+  const bool bf16 = bf16_weights();
+  const F32GemmArgs exact_args{.a = input->data<float>(),
+                               .lda = k,
+                               .m = rows,
+                               .packed = bf16 ? nullptr : packed_weight_.data<float>(),
+                               .packed_bf16 = bf16 ? packed_weight_.data<BFloat16>() : nullptr,
+                               .n = n,
+                               .k = k,
+                               .bias = has_bias() ? bias_.data<float>() : nullptr};
+  const float* row_scales = scratch.row_scales.data<float>();
+  const float* bounds = candidate_bounds_.data<float>();
+  float* values = products.data<float>();
+  // Each row start to end on one thread, while its products are in that core's cache.
+  ParallelFor(rows, rows > 1, [&](int64_t r) {
+    Tensor& upper_bounds = Scratch().candidate_upper_bounds;  // this thread's
+    upper_bounds.Resize(DType::kF32, Shape{n});
+    const float* row = exact_args.a + r * k;
+    float input_l1 = 0.0f;
+    for (int64_t i = 0; i < k; ++i) input_l1 += std::fabs(row[i]);
+    MakeCandidatesExact({.values = values + r * n,
+                         .n = n,
+                         .input_l1 = input_l1,
+                         .row_scale = row_scales[r],
+                         .column_scales = candidate_filter_->weight_scales_.data<float>(),
+                         .bias = exact_args.bias,
+                         .input_l1_factor = bounds,
+                         .row_scale_factor = bounds + n,
+                         .upper_bounds = upper_bounds.data<float>()},
+                        [&](const int32_t* columns, int64_t count, float* out) {
+                          F32GemmSelectedColumns(exact_args, r, columns, count, out);
+                        });
+    ArgMaxAndLogSumExpRowsOnThisThread(values + r * n, 1, n, nullptr, argmax.data<int32_t>() + r,
+                                       max.data<float>() + r, log_sum_exp.data<float>() + r);
   });
   return absl::OkStatus();
 }
@@ -824,6 +917,9 @@ size_t PackedLinear::memory_bytes() const {
                  (bias_.valid() ? bias_.bytes() : 0) +
                  (weight_scales_.valid() ? weight_scales_.bytes() : 0);
   for (const WeightPanel& panel : panels_) bytes += panel.weight.bytes();
+  if (candidate_filter_ != nullptr) {
+    bytes += candidate_filter_->memory_bytes() + candidate_bounds_.bytes();
+  }
   return bytes;
 }
 

@@ -23,7 +23,9 @@
 #ifndef TASKMOE_KERNELS_MATMUL_H_
 #define TASKMOE_KERNELS_MATMUL_H_
 
+#include <memory>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -44,6 +46,11 @@ absl::Status CheckMatmulPathSupported(MatmulPath path);
 // avx2_f32; onednn_bf16 where oneDNN has a bf16 matmul, else bf16_as_f32; onednn_int8 where oneDNN
 // has int8 brgemm, else avx_vnni_int8 or avx2_int8. Decided once per process.
 MatmulPath DefaultMatmulPath(Precision precision);
+
+// What a greedy head's log(sum exp(y)) must be (PackedLinear::ForwardArgMaxAndLogSumExp):
+// exact, or approximate where that lets the head skip most of the f32 products (a decoder
+// that reports no scores needs only the arg-max, which stays exact).
+enum class GreedyLogSumExp { kExact, kApproximate };
 
 class PackedLinear {
  public:
@@ -74,8 +81,27 @@ class PackedLinear {
   // reduction, so the 64k-wide output rows are never written out in f32. Where oneDNN's
   // weights are column panels it is left unwritten: each (row block, panel) is reduced on the
   // thread that computed it, and the panels' results are merged per row.
-  absl::Status ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& products, Tensor& argmax,
-                                         Tensor& max, Tensor& log_sum_exp) const;
+  // With kApproximate and a candidate filter (AddGreedyCandidateFilter) the arg-max and the
+  // max are still exactly the f32 ones, but log_sum_exp sums exact and int8 terms (the
+  // products of columns that cannot win are int8 approximations); products then holds those.
+  absl::Status ForwardArgMaxAndLogSumExp(
+      const Tensor& x, Tensor& products, Tensor& argmax, Tensor& max, Tensor& log_sum_exp,
+      GreedyLogSumExp log_sum_exp_kind = GreedyLogSumExp::kExact) const;
+
+  // Gives an f32 layer on our kernel (avx2_f32, bf16_as_f32) the greedy head's int8 candidate
+  // filter (greedy_candidates.h), built from `weight`, the tensor Create packed: with it
+  // ForwardArgMaxAndLogSumExp(..., kApproximate) finds the arg-max from an int8 product (on
+  // avx_vnni_int8 where the CPU has AVX-VNNI, else avx2_int8) and recomputes only the
+  // columns that could hold it in f32. Costs the int8 copy of the weights, a quarter of their
+  // f32 packing. Does nothing on other paths, where the f32 products' rounding is oneDNN's and
+  // cannot be reproduced column by column.
+  absl::Status AddGreedyCandidateFilter(const Tensor& weight);
+  bool has_greedy_candidate_filter() const { return candidate_filter_ != nullptr; }
+  // The filter's int8 path, if there is one.
+  std::optional<MatmulPath> greedy_candidate_filter_path() const {
+    if (candidate_filter_ == nullptr) return std::nullopt;
+    return candidate_filter_->path();
+  }
 
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
@@ -119,6 +145,9 @@ class PackedLinear {
                         const F32GemmChunkSink* chunk_sink = nullptr) const;
   // How the raw products of this thread's last int8 Multiply become outputs.
   Dequantisation Int8Dequantisation() const;
+  // ForwardArgMaxAndLogSumExp through the candidate filter.
+  absl::Status ArgMaxThroughCandidates(const Tensor& x, Tensor& products, Tensor& argmax,
+                                       Tensor& max, Tensor& log_sum_exp) const;
 
   // Packs W ([n, k] row-major, of `type`) into panels_ for oneDNN's kernels, in
   // PanelColumns' width or wider where oneDNN would run its reference kernel on that.
@@ -158,6 +187,10 @@ class PackedLinear {
   Tensor shift_correction_;  // our int8 kernel: s32 [padded n], Int8GemmShiftCorrection
   Tensor bias_;              // f32 [N], or empty
   Tensor weight_scales_;     // f32 [N], int8 only
+  // The greedy head's candidate filter: the weights in int8, and per column the two factors
+  // of its error bound (ComputeGreedyCandidateBounds), f32 [2, N]; shared by copies.
+  std::shared_ptr<const PackedLinear> candidate_filter_;
+  Tensor candidate_bounds_;
 };
 
 }  // namespace taskmoe::kernels

@@ -24,6 +24,7 @@ namespace {
 using testing::NaiveLinear;
 using testing::RandomTensor;
 using testing::RoundToBFloat16;
+using testing::ThreadSettingScope;
 using testing::ToVector;
 using testing::WorstToleranceRatio;
 
@@ -299,18 +300,6 @@ TEST(Matmul, ConcurrentCallersAgree) {
     for (int i = 0; i < 4; ++i) EXPECT_EQ(ToVector(actual[i]), ToVector(expected[i]));
   }
 }
-
-// Restores the thread setting when it leaves scope.
-class ThreadSettingScope {
- public:
-  explicit ThreadSettingScope(int threads) : saved_(NumThreads()) {
-    EXPECT_TRUE(SetNumThreads(threads).ok());
-  }
-  ~ThreadSettingScope() { EXPECT_TRUE(SetNumThreads(saved_).ok()); }
-
- private:
-  int saved_;
-};
 
 // oneDNN weights are split into column panels, about two per thread, in multiples of 64
 // columns, that the team's threads run as single-threaded matmuls: whichever thread runs a

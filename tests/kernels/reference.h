@@ -3,11 +3,14 @@
 #ifndef TASKMOE_TESTS_KERNELS_REFERENCE_H_
 #define TASKMOE_TESTS_KERNELS_REFERENCE_H_
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <random>
 #include <vector>
 
 #include "kernels/activation.h"
+#include "kernels/runtime.h"
 #include "kernels/tensor.h"
 
 namespace taskmoe::kernels::testing {
@@ -39,6 +42,21 @@ std::vector<double> NaiveAttention(const std::vector<float>& q, const std::vecto
 // Largest |a - b| / (atol + rtol * |b|) over all elements: <= 1 means within tolerance.
 double WorstToleranceRatio(const std::vector<float>& actual, const std::vector<double>& expected,
                            double atol, double rtol);
+
+// Not a reference, but shared by the kernel tests: sets the kernel thread count (runtime.h)
+// and restores the previous one when it leaves scope.
+class ThreadSettingScope {
+ public:
+  explicit ThreadSettingScope(int threads) : saved_(NumThreads()) {
+    EXPECT_TRUE(SetNumThreads(threads).ok());
+  }
+  ~ThreadSettingScope() { EXPECT_TRUE(SetNumThreads(saved_).ok()); }
+  ThreadSettingScope(const ThreadSettingScope&) = delete;
+  ThreadSettingScope& operator=(const ThreadSettingScope&) = delete;
+
+ private:
+  int saved_;
+};
 
 }  // namespace taskmoe::kernels::testing
 

@@ -117,6 +117,7 @@ absl::Status ContinuousBatch::Admit(std::vector<Sentence> sentences) {
     row.step_limit = limit;
     row.last_token = config.special_tokens.bos;
     row.ignore_eos = s.settings.ignore_eos;
+    row.exact_scores = s.settings.exact_scores;
     beam_sizes[i] = s.settings.beam_size;
     any_beam = any_beam || beam_sizes[i] > 1;
     if (beam_sizes[i] == 1) row.hypothesis.tokens.reserve(limit);
@@ -373,8 +374,13 @@ absl::Status ContinuousBatch::StepRunningRows(
   tokens_.resize(rows_.size());
   int64_t beam_rows = 0;
   int largest_beam = 1;
+  // One greedy row that reports its score makes the whole step's head exact.
+  head_.log_sum_exp_kind = kernels::GreedyLogSumExp::kApproximate;
   for (size_t r = 0; r < rows_.size(); ++r) {
     tokens_[r] = rows_[r].last_token;
+    if (rows_[r].beam < 0 && rows_[r].exact_scores) {
+      head_.log_sum_exp_kind = kernels::GreedyLogSumExp::kExact;
+    }
     if (rows_[r].beam >= 0) {
       ++beam_rows;
       largest_beam = std::max(largest_beam, beams_[rows_[r].beam]->size);

@@ -138,9 +138,10 @@ class ContinuousBatch {
     int64_t step_limit = 0;  // steps this row may take, EOS included
     int32_t last_token = 0;  // fed at the next step
     bool ignore_eos = false;
-    Hypothesis hypothesis;  // greedy
-    int32_t beam = -1;      // beam search: the sentence's slot in beams_
-    float beam_score = 0;   // beam search: the hypothesis's log-probability (-inf: none)
+    bool exact_scores = false;  // greedy: DecodeSettings::exact_scores
+    Hypothesis hypothesis;      // greedy
+    int32_t beam = -1;          // beam search: the sentence's slot in beams_
+    float beam_score = 0;       // beam search: the hypothesis's log-probability (-inf: none)
   };
   // INVALID_ARGUMENT unless every sentence is greedy and of a task that can join these rows.
   absl::Status CheckFirstStepApart(const std::vector<Sentence>& sentences) const;

@@ -114,6 +114,8 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
       if (sentence_of_row.empty()) break;
       keep.clear();
     }
+    w.greedy.log_sum_exp_kind = options.exact_scores ? kernels::GreedyLogSumExp::kExact
+                                                     : kernels::GreedyLogSumExp::kApproximate;
     if (absl::Status s = model.DecodeStepGreedy(tokens, route, state, w.greedy); !s.ok()) {
       return s;
     }

@@ -340,6 +340,7 @@ StepCost TransformerModel::DecoderStepCost(const TaskRoute& route) const {
                                       any.fc2->in_features() * any.fc2->out_features());
   }
   add(output_projection_, true);
+  cost.greedy_head_filter = output_projection_->greedy_candidate_filter_path();
   return cost;
 }
 
@@ -609,7 +610,8 @@ absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> group
   for (const RowGroup& group : groups) logit_rows += group.full_logits ? group.rows : 0;
   if (logit_rows == 0 && plan.runs.size() <= 1) {
     return groups.front().model->output_projection_->ForwardArgMaxAndLogSumExp(
-        state.normed, state.logits, head.best, head.best_logit, head.log_sum_exp);
+        state.normed, state.logits, head.best, head.best_logit, head.log_sum_exp,
+        head.log_sum_exp_kind);
   }
   const int64_t vocab = groups.front().model->config_.vocab_size;
   if (logit_rows == state.batch && plan.runs.size() <= 1) {
@@ -630,8 +632,9 @@ absl::Status TransformerModel::DecodeStepGreedy(absl::Span<const RowGroup> group
     const kernels::PackedLinear& projection = *this_run.group->model->output_projection_;
     CopyRun(groups, plan, run, Direction::kGather, state.normed, plan.in);
     if (!this_run.group->full_logits) {
-      TASKMOE_RETURN_IF_ERROR(projection.ForwardArgMaxAndLogSumExp(
-          plan.in, state.logits, part.best, part.best_logit, part.log_sum_exp));
+      TASKMOE_RETURN_IF_ERROR(
+          projection.ForwardArgMaxAndLogSumExp(plan.in, state.logits, part.best, part.best_logit,
+                                               part.log_sum_exp, head.log_sum_exp_kind));
       CopyRun(groups, plan, run, Direction::kScatter, part.best, head.best);
       CopyRun(groups, plan, run, Direction::kScatter, part.best_logit, head.best_logit);
       CopyRun(groups, plan, run, Direction::kScatter, part.log_sum_exp, head.log_sum_exp);

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -114,6 +115,10 @@ struct EncoderOutput {
 // What DecodeStepGreedy writes: the greedy head of every row, all [batch] (unspecified for rows
 // of groups asking for full logits), and the logits of those rows.
 struct GreedyHead {
+  // Set by the caller: kApproximate lets an output projection with a candidate filter skip
+  // most of its f32 products (same best tokens and logits; log_sum_exp approximate).
+  kernels::GreedyLogSumExp log_sum_exp_kind = kernels::GreedyLogSumExp::kExact;
+
   kernels::Tensor best;         // s32 token ids
   kernels::Tensor best_logit;   // f32
   kernels::Tensor log_sum_exp;  // f32
@@ -166,6 +171,9 @@ struct StepCost {
   std::map<kernels::MatmulPath, int> linears_per_path;
   // How many of them our f32 kernel runs on bf16 weights (kernels::PackedLinear::bf16_weights).
   int linears_on_bf16_weights = 0;
+  // The int8 path of the output projection's greedy candidate filter, if it has one
+  // (kernels::PackedLinear::AddGreedyCandidateFilter).
+  std::optional<kernels::MatmulPath> greedy_head_filter;
 };
 
 class TransformerModel {

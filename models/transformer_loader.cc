@@ -73,9 +73,11 @@ class WeightLoader {
     return *shared.value;
   }
 
-  // A linear layer `prefix`.weight [out, in] (+ `prefix`.bias [out]), packed.
+  // A linear layer `prefix`.weight [out, in] (+ `prefix`.bias [out]), packed; an output
+  // projection (`greedy_head`) with the greedy head's candidate filter where its path has one
+  // (PackedLinear::AddGreedyCandidateFilter).
   absl::StatusOr<LinearPtr> Linear(const std::string& prefix, int64_t out, int64_t in, bool bias,
-                                   kernels::Precision precision) {
+                                   kernels::Precision precision, bool greedy_head = false) {
     const std::string w_name = prefix + ".weight", b_name = prefix + ".bias";
     TASKMOE_RETURN_IF_ERROR(Check(w_name, Shape{out, in}));
     std::string_view bias_bytes;
@@ -89,7 +91,10 @@ class WeightLoader {
       if (bias) {
         TASKMOE_ASSIGN_OR_RETURN(b, file_.GetFloat(b_name));
       }
-      return kernels::PackedLinear::Create(w, b, precision);
+      TASKMOE_ASSIGN_OR_RETURN(kernels::PackedLinear linear,
+                               kernels::PackedLinear::Create(w, b, precision));
+      if (greedy_head) TASKMOE_RETURN_IF_ERROR(linear.AddGreedyCandidateFilter(w));
+      return linear;
     };
     return Pack(make, *file_.RawBytes(w_name), bias_bytes, precision);
   }
@@ -340,7 +345,7 @@ absl::StatusOr<std::shared_ptr<const TransformerModel>> TransformerModel::Create
   TASKMOE_ASSIGN_OR_RETURN(
       model->output_projection_,
       loader.Linear(config.tie_embeddings ? "embedding" : "decoder.output_projection", vocab, d,
-                    false, options.precision));
+                    false, options.precision, /*greedy_head=*/true));
 
   for (Stack stack : {Stack::kEncoder, Stack::kDecoder}) {
     auto& layers = stack == Stack::kEncoder ? model->encoder_layers_ : model->decoder_layers_;

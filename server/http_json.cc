@@ -234,11 +234,12 @@ std::string TranslateResponseJson(const v1::TranslateResponse& response) {
 
 std::string StreamMessageJson(const v1::TranslateStreamResponse& message) {
   if (message.done()) {
-    return Dump({{"done", true},
+    Json done = {{"done", true},
                  {"text", message.text()},
-                 {"score", message.score()},
                  {"finish_reason", FinishReasonName(message.finish_reason())},
-                 {"sentence", message.sentence()}});
+                 {"sentence", message.sentence()}};
+    if (message.score() != 0) done["score"] = message.score();
+    return Dump(done);
   }
   return Dump({{"text_delta", message.text_delta()},
                {"token_id", message.token_id()},

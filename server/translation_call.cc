@@ -154,7 +154,7 @@ bool TranslationStream::TakeMessages(std::vector<v1::TranslateStreamResponse>& o
   v1::TranslateStreamResponse& last = out.emplace_back();
   last.set_done(true);
   last.set_text(std::move(text->text));
-  last.set_score(text->score);
+  if (state_->settings().exact_scores) last.set_score(text->score);
   last.set_finish_reason(ToProto(text->finish_reason));
   last.set_sentence(static_cast<uint32_t>(sentence_count_ - 1));
   return true;

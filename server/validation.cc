@@ -71,6 +71,9 @@ absl::StatusOr<models::DecodeSettings> ResolveDecodeOptions(const v1::DecodeOpti
                                                    " is outside [0, 10] (0 means no penalty)"));
   }
   s.length_penalty = alpha;
+  // Only a score that is reported has to be exact: without one, greedy decoding may take the
+  // output projection's candidate filter (models::DecodeSettings::exact_scores).
+  s.exact_scores = options.return_scores();
   s.max_output_ratio = limits.max_output_ratio;
   s.max_output_offset = limits.max_output_offset;
   return s;

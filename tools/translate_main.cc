@@ -79,12 +79,13 @@ int main(int argc, char** argv) {
   options.decode.max_output_offset = absl::GetFlag(FLAGS_max_output_offset);
   options.decode.length_penalty = static_cast<float>(absl::GetFlag(FLAGS_length_penalty));
   options.max_batch_size = absl::GetFlag(FLAGS_batch_size);
+  const bool scores = absl::GetFlag(FLAGS_scores);
+  options.decode.exact_scores = scores;
   absl::StatusOr<std::vector<models::Translation>> results = translator.Translate(lines, options);
   if (!results.ok()) {
     std::cerr << "taskmoe-translate: " << results.status().message() << "\n";
     return 1;
   }
-  const bool scores = absl::GetFlag(FLAGS_scores);
   for (size_t i = 0; i < results->size(); ++i) {
     const models::Translation& t = (*results)[i];
     if (t.finish_reason == models::FinishReason::kLength) {

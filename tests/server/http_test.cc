@@ -103,13 +103,24 @@ TEST_F(HttpTest, TranslateEqualsGrpc) {
 }
 
 // The stream: one NDJSON line per token, then the whole translation; the deltas add up to it,
-// and it equals gRPC's streamed translation.
+// and it equals gRPC's streamed translation, score included when asked for (and only then).
 TEST_F(HttpTest, StreamSendsTokensThenTheTranslationLikeGrpc) {
   auto server = StartServer({"--max_output_tokens=24"});
   ASSERT_NE(server, nullptr);
   const std::string text = "How are you today? Fine, thanks.";
-  const HttpResponse http =
+  const HttpResponse unscored =
       Post(*server, "/v1/translate:stream", Json{{"task", "en-de"}, {"text", text}}.dump());
+  ASSERT_EQ(unscored.status, 200) << unscored.body;
+  const std::vector<std::string> unscored_lines =
+      absl::StrSplit(unscored.body, '\n', absl::SkipEmpty());
+  ASSERT_FALSE(unscored_lines.empty());
+  const Json unscored_last = Json::parse(unscored_lines.back());
+  EXPECT_TRUE(unscored_last.contains("done")) << unscored.body;
+  EXPECT_FALSE(unscored_last.contains("score")) << unscored.body;
+
+  const HttpResponse http =
+      Post(*server, "/v1/translate:stream",
+           Json{{"task", "en-de"}, {"text", text}, {"options", {{"return_scores", true}}}}.dump());
   ASSERT_EQ(http.status, 200) << http.body;
   EXPECT_NE(http.headers.find("application/x-ndjson"), std::string::npos);
   std::string deltas;
@@ -132,11 +143,14 @@ TEST_F(HttpTest, StreamSendsTokensThenTheTranslationLikeGrpc) {
   v1::TranslateStreamRequest request;
   request.set_task("en-de");
   request.set_text(text);
+  request.mutable_options()->set_return_scores(true);
   auto reader = stub->TranslateStream(&context, request);
   v1::TranslateStreamResponse message, grpc_last;
   while (reader->Read(&message)) grpc_last = message;
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(last["text"], grpc_last.text());
+  EXPECT_EQ(last["text"], unscored_last["text"]);
+  EXPECT_LT(grpc_last.score(), 0.0f);
   EXPECT_FLOAT_EQ(last["score"].get<float>(), grpc_last.score());
 }
 

@@ -20,6 +20,9 @@
 // thread, so a steady decoding loop neither creates primitives nor allocates; inputs of more
 // than 64 rows run in blocks of 256 plus a padded remainder, which bounds how many row counts
 // ever get one.
+// A greedy decoder's output projection on our f32 kernel may also carry an int8 copy of its
+// weights, through which it finds each row's best output exactly at a fraction of the f32
+// product's cost (AddGreedyCandidateFilter, greedy_candidates.h).
 #ifndef TASKMOE_KERNELS_MATMUL_H_
 #define TASKMOE_KERNELS_MATMUL_H_
 
@@ -96,8 +99,7 @@ class PackedLinear {
   // f32 packing. Does nothing on other paths, where the f32 products' rounding is oneDNN's and
   // cannot be reproduced column by column.
   absl::Status AddGreedyCandidateFilter(const Tensor& weight);
-  bool has_greedy_candidate_filter() const { return candidate_filter_ != nullptr; }
-  // The filter's int8 path, if there is one.
+  // The filter's int8 path, if this layer has one.
   std::optional<MatmulPath> greedy_candidate_filter_path() const {
     if (candidate_filter_ == nullptr) return std::nullopt;
     return candidate_filter_->path();

@@ -191,7 +191,7 @@ TEST(GreedyCandidates, HeadGivesTheExactArgMaxAndMaximum) {
       absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, b, path);
       ASSERT_TRUE(linear.ok()) << linear.status();
       ASSERT_TRUE(linear->AddGreedyCandidateFilter(w).ok());
-      ASSERT_TRUE(linear->has_greedy_candidate_filter());
+      ASSERT_TRUE(linear->greedy_candidate_filter_path().has_value());
       Tensor x = HardInputs(w, rows, 13);
       // Rows 4 and 5 along column 5 (so 5, 7 and 9 are the top three, within int8's error).
       for (int64_t r : {4, 5}) {
@@ -253,14 +253,14 @@ TEST(GreedyCandidates, FilterOnlyOnOurF32KernelAndForItsWeights) {
   absl::StatusOr<PackedLinear> int8 = PackedLinear::Create(w, Tensor(), Precision::kInt8);
   ASSERT_TRUE(int8.ok());
   EXPECT_TRUE(int8->AddGreedyCandidateFilter(w).ok());
-  EXPECT_FALSE(int8->has_greedy_candidate_filter());
+  EXPECT_FALSE(int8->greedy_candidate_filter_path().has_value());
   if (!CheckMatmulPathSupported(MatmulPath::kAvx2F32).ok()) return;
   absl::StatusOr<PackedLinear> f32 = PackedLinear::Create(w, Tensor(), MatmulPath::kAvx2F32);
   ASSERT_TRUE(f32.ok());
   const absl::Status wrong = f32->AddGreedyCandidateFilter(HeadWeight(100, 16, 31, false));
   EXPECT_EQ(wrong.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(wrong.message().find("[100, 32]"), std::string::npos) << wrong;
-  EXPECT_FALSE(f32->has_greedy_candidate_filter());
+  EXPECT_FALSE(f32->greedy_candidate_filter_path().has_value());
   // Without a filter, kApproximate is the exact head; a bad input is refused either way.
   Tensor products, best, max, lse;
   EXPECT_FALSE(f32->ForwardArgMaxAndLogSumExp(RandomTensor(Shape{2, 5}, 1), products, best, max,

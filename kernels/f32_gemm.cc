@@ -306,20 +306,24 @@ void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles) {
 
 namespace {
 
-// Weight i of column `column` in `Weight`'s packing (f32_gemm.h), as a float.
+// Where column `column`'s weight for input 0 lies in `Weight`'s packing (f32_gemm.h); its
+// weight for input i lies i * kF32GemmStripColumns further.
 template <typename Weight>
-inline float PackedWeight(const Weight* packed, int64_t k, int64_t column, int64_t i) {
+inline const Weight* ColumnWeights(const Weight* packed, int64_t k, int64_t column) {
   const int64_t strip = column / kF32GemmStripColumns, lane = column % kF32GemmStripColumns;
-  const Weight* at = packed + strip * k * kF32GemmStripColumns + i * kF32GemmStripColumns;
+  int64_t place = lane;
   if constexpr (std::is_same_v<Weight, BFloat16>) {
-    const int64_t place = lane < kVectorFloats ? 2 * lane : 2 * (lane - kVectorFloats) + 1;
-    const uint32_t bits = static_cast<uint32_t>(at[place].bits) << 16;
-    float value;
-    std::memcpy(&value, &bits, sizeof(value));
-    return value;
-  } else {
-    return at[lane];
+    place = lane < kVectorFloats ? 2 * lane : 2 * (lane - kVectorFloats) + 1;
   }
+  return packed + strip * k * kF32GemmStripColumns + place;
+}
+
+inline float WeightAsFloat(float w) { return w; }
+inline float WeightAsFloat(BFloat16 w) {
+  const uint32_t bits = static_cast<uint32_t>(w.bits) << 16;
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
 }
 
 template <typename Weight>
@@ -332,11 +336,15 @@ void SelectedColumns(const F32GemmArgs& args, int64_t row, const int32_t* column
   constexpr int64_t kGroup = 8;
   for (int64_t first = 0; first < count; first += kGroup) {
     const int64_t group = std::min(kGroup, count - first);
+    const Weight* weights[kGroup];
+    for (int64_t c = 0; c < group; ++c)
+      weights[c] = ColumnWeights(packed, args.k, columns[first + c]);
     float acc[kGroup] = {};
     for (int64_t i = 0; i < args.k; ++i) {
       const float input = a[i];
+      const int64_t at = i * kF32GemmStripColumns;
       for (int64_t c = 0; c < group; ++c) {
-        acc[c] = std::fma(input, PackedWeight(packed, args.k, columns[first + c], i), acc[c]);
+        acc[c] = std::fma(input, WeightAsFloat(weights[c][at]), acc[c]);
       }
     }
     for (int64_t c = 0; c < group; ++c) {

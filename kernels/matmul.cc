@@ -635,7 +635,9 @@ absl::Status PackedLinear::AddGreedyCandidateFilter(const Tensor& weight) {
     RoundToBFloat16Values(weight32->data<float>(), weight32->numel(), weight32->data<float>());
   }
   const MatmulPath int8_path = CpuHasAvxVnni() ? MatmulPath::kAvxVnniInt8 : MatmulPath::kAvx2Int8;
-  absl::StatusOr<PackedLinear> filter = Create(*weight32, bias_, int8_path);
+  // No bias of its own: the filter's raw products are dequantised with this layer's
+  // (MakeCandidatesExact).
+  absl::StatusOr<PackedLinear> filter = Create(*weight32, Tensor(), int8_path);
   if (!filter.ok()) return filter.status();
   const int64_t n = out_features_;
   candidate_bounds_ = Tensor::Allocate(DType::kF32, Shape{2, n});
@@ -666,15 +668,7 @@ absl::Status PackedLinear::ArgMaxThroughCandidates(const Tensor& x, Tensor& prod
   max.Resize(DType::kF32, Shape{rows});
   log_sum_exp.Resize(DType::kF32, Shape{rows});
   if (rows == 0) return absl::OkStatus();
-  const bool bf16 = bf16_weights();
-  const F32GemmArgs exact_args{.a = input->data<float>(),
-                               .lda = k,
-                               .m = rows,
-                               .packed = bf16 ? nullptr : packed_weight_.data<float>(),
-                               .packed_bf16 = bf16 ? packed_weight_.data<BFloat16>() : nullptr,
-                               .n = n,
-                               .k = k,
-                               .bias = has_bias() ? bias_.data<float>() : nullptr};
+  const F32GemmArgs exact_args = OwnF32GemmArgs(input->data<float>(), rows);
   const float* row_scales = scratch.row_scales.data<float>();
   const float* bounds = candidate_bounds_.data<float>();
   float* values = products.data<float>();
@@ -701,6 +695,18 @@ absl::Status PackedLinear::ArgMaxThroughCandidates(const Tensor& x, Tensor& prod
                                        max.data<float>() + r, log_sum_exp.data<float>() + r);
   });
   return absl::OkStatus();
+}
+
+F32GemmArgs PackedLinear::OwnF32GemmArgs(const float* a, int64_t m) const {
+  const bool bf16 = bf16_weights();
+  return {.a = a,
+          .lda = in_features_,
+          .m = m,
+          .packed = bf16 ? nullptr : packed_weight_.data<float>(),
+          .packed_bf16 = bf16 ? packed_weight_.data<BFloat16>() : nullptr,
+          .n = out_features_,
+          .k = in_features_,
+          .bias = has_bias() ? bias_.data<float>() : nullptr};
 }
 
 Dequantisation PackedLinear::Int8Dequantisation() const {
@@ -761,19 +767,12 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
       RoundToBFloat16Values(a, m * in_features_, scratch.converted.data<float>());
       a = scratch.converted.data<float>();
     }
-    const bool bf16 = bf16_weights();
-    F32Gemm({.a = a,
-             .lda = in_features_,
-             .m = m,
-             .packed = bf16 ? nullptr : packed_weight_.data<float>(),
-             .packed_bf16 = bf16 ? packed_weight_.data<BFloat16>() : nullptr,
-             .n = out_features_,
-             .k = in_features_,
-             .bias = has_bias() ? bias_.data<float>() : nullptr,
-             .activation = activation,
-             .y = y.data<float>(),
-             .ldy = out_features_,
-             .on_chunk_done = chunk_sink});
+    F32GemmArgs args = OwnF32GemmArgs(a, m);
+    args.activation = activation;
+    args.y = y.data<float>();
+    args.ldy = out_features_;
+    args.on_chunk_done = chunk_sink;
+    F32Gemm(args);
     return absl::OkStatus();
   }
   if (precision() == Precision::kBF16) {

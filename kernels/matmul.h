@@ -147,6 +147,9 @@ class PackedLinear {
                         const F32GemmChunkSink* chunk_sink = nullptr) const;
   // How the raw products of this thread's last int8 Multiply become outputs.
   Dequantisation Int8Dequantisation() const;
+  // Our f32 kernel's arguments for `m` rows of inputs at `a` (avx2_f32, bf16_as_f32): these
+  // weights, in whichever packing they have, and the bias; no outputs.
+  F32GemmArgs OwnF32GemmArgs(const float* a, int64_t m) const;
   // ForwardArgMaxAndLogSumExp through the candidate filter.
   absl::Status ArgMaxThroughCandidates(const Tensor& x, Tensor& products, Tensor& argmax,
                                        Tensor& max, Tensor& log_sum_exp) const;

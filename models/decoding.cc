@@ -99,6 +99,8 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
   std::vector<int32_t>& tokens = w.tokens;
   tokens.assign(batch, model.config().special_tokens.bos);
   std::vector<int32_t>& keep = w.keep;
+  w.greedy.log_sum_exp_kind = options.exact_scores ? kernels::GreedyLogSumExp::kExact
+                                                   : kernels::GreedyLogSumExp::kApproximate;
   for (int64_t step = 0; step < max_steps && !sentence_of_row.empty(); ++step) {
     if (options.on_step) options.on_step(step, static_cast<int>(sentence_of_row.size()));
     keep.clear();
@@ -114,8 +116,6 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
       if (sentence_of_row.empty()) break;
       keep.clear();
     }
-    w.greedy.log_sum_exp_kind = options.exact_scores ? kernels::GreedyLogSumExp::kExact
-                                                     : kernels::GreedyLogSumExp::kApproximate;
     if (absl::Status s = model.DecodeStepGreedy(tokens, route, state, w.greedy); !s.ok()) {
       return s;
     }

@@ -117,6 +117,7 @@ TranslationStream::TranslationStream(TranslationCore& core,
                       std::move(task_label), start, std::move(state)),
       eos_(state_->task().eos_id()),
       sentence_count_(static_cast<int>(state_->TextSentences(0).size())),
+      return_scores_(request.options().return_scores()),
       text_stream_(state_->task().StartStream(state_->TextSentences(0),
                                               state_->text_options().unknown_pieces)) {}
 
@@ -154,7 +155,7 @@ bool TranslationStream::TakeMessages(std::vector<v1::TranslateStreamResponse>& o
   v1::TranslateStreamResponse& last = out.emplace_back();
   last.set_done(true);
   last.set_text(std::move(text->text));
-  if (state_->settings().exact_scores) last.set_score(text->score);
+  if (return_scores_) last.set_score(text->score);
   last.set_finish_reason(ToProto(text->finish_reason));
   last.set_sentence(static_cast<uint32_t>(sentence_count_ - 1));
   return true;

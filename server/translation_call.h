@@ -99,6 +99,7 @@ class TranslationStream final : public TranslationCall {
 
   const int32_t eos_;
   const int sentence_count_;
+  const bool return_scores_;
   // Text deltas token by token, in time linear in the tokens.
   models::TextStream text_stream_;
   std::atomic<bool> write_failed_{false};

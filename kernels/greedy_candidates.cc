@@ -85,8 +85,8 @@ int64_t MakeCandidatesExact(const CandidateRow& row, ExactColumnOutputs exact) {
   const bool all = !std::isfinite(threshold) || !std::isfinite(l1) || !std::isfinite(scale);
   // Best first: the column of the largest approximation is most likely the winner, and its
   // exact value, a lower bound of the row's maximum too, raises the threshold from about
-  // max y~ - 2E to max y~ (for the trained demo model that leaves a third of the candidates).
-  // Later exact values raise it further.
+  // max y~ - 2E to max y~ (on the trained demo model, 1.7 columns per row recomputed instead
+  // of 4.4). Later exact values raise it further.
   int64_t first_exact = -1;
   if (!all) {
     for (int64_t c = 0; c < n; ++c) {

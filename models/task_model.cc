@@ -127,6 +127,9 @@ absl::StatusOr<std::shared_ptr<const TaskModel>> TaskModel::Load(const std::stri
   d.memory_bytes = transformer->memory_bytes();
   d.precision = PrecisionName(transformer->precision());
   d.matmul_path = MatmulPathName(transformer->matmul_path());
+  if (const auto filter = transformer->greedy_head_filter_path(); filter.has_value()) {
+    d.greedy_head_filter = MatmulPathName(*filter);
+  }
   if (config.extracted.has_value()) d.parent_digest = config.extracted->parent_digest;
   loaded->transformer_ = std::move(transformer);
   loaded->tokenizer_ = std::move(tokenizer);

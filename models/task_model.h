@@ -51,6 +51,9 @@ struct TaskDescription {
   uint64_t memory_bytes = 0;  // of its weights in memory, shared ones included
   std::string precision;      // "f32", "bf16", "int8"
   std::string matmul_path;    // how this CPU computes its linear layers (kernels/precision.h)
+  // The int8 path greedy steps filter the output projection's candidates through
+  // (docs/api.md, "Scores and the greedy head"); empty where they compute the full product.
+  std::string greedy_head_filter;
   std::string parent_digest;  // of the model it was extracted from; empty for a full model
 };
 

@@ -340,8 +340,12 @@ StepCost TransformerModel::DecoderStepCost(const TaskRoute& route) const {
                                       any.fc2->in_features() * any.fc2->out_features());
   }
   add(output_projection_, true);
-  cost.greedy_head_filter = output_projection_->greedy_candidate_filter_path();
+  cost.greedy_head_filter = greedy_head_filter_path();
   return cost;
+}
+
+std::optional<kernels::MatmulPath> TransformerModel::greedy_head_filter_path() const {
+  return output_projection_->greedy_candidate_filter_path();
 }
 
 absl::Status TransformerModel::RunFfn(const FfnWeights& ffn, const ExpertChoice& choice,

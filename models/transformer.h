@@ -192,6 +192,9 @@ class TransformerModel {
   // The kernel path most of its linear layers run on this CPU (kernels/matmul.h); the step's
   // layers per path are in DecoderStepCost.
   kernels::MatmulPath matmul_path() const { return matmul_path_; }
+  // The int8 path through which greedy steps filter the output projection's candidates
+  // (kernels::PackedLinear::AddGreedyCandidateFilter); none where they compute the full product.
+  std::optional<kernels::MatmulPath> greedy_head_filter_path() const;
   // Parameters and bytes of packed weights (shared ones included).
   int64_t parameter_count() const { return parameter_count_; }
   size_t memory_bytes() const { return memory_bytes_; }

@@ -262,6 +262,7 @@ Json TaskInfoObject(const v1::TaskInfo& info) {
           {"shared_memory_bytes", info.shared_memory_bytes()},
           {"precision", info.precision()},
           {"matmul_path", info.matmul_path()},
+          {"greedy_head_filter", info.greedy_head_filter()},
           {"parent_digest", info.parent_digest()},
           {"ready", info.ready()}};
 }

@@ -204,14 +204,16 @@ void Metrics::CountConnection(const std::string& refused_because) {
 }
 
 void Metrics::SetModelInfo(const std::string& task, const std::string& version,
-                           const std::string& precision, const std::string& matmul_path) {
+                           const std::string& precision, const std::string& matmul_path,
+                           const std::string& greedy_head_filter) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = model_info_by_task_.find(task);
   if (it != model_info_by_task_.end()) model_info_.Remove(it->second);
   model_info_by_task_[task] = &model_info_.Add({{"task", task},
                                                 {"version", version},
                                                 {"precision", precision},
-                                                {"matmul_path", matmul_path}});
+                                                {"matmul_path", matmul_path},
+                                                {"greedy_head_filter", greedy_head_filter}});
   model_info_by_task_[task]->Set(1);
 }
 

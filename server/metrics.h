@@ -64,10 +64,13 @@ class Metrics {
   // A connection to the gRPC port: accepted when `refused_because` is empty, else
   // taskmoe_connections_refused_total{reason=refused_because} (server/listener.h).
   void CountConnection(const std::string& refused_because);
-  // taskmoe_model_info{task,version,precision,matmul_path} = 1, replacing the task's previous
-  // version. matmul_path is the kernel path its linear layers run (kernels/matmul.h).
+  // taskmoe_model_info{task,version,precision,matmul_path,greedy_head_filter} = 1, replacing
+  // the task's previous version. matmul_path is the kernel path its linear layers run
+  // (kernels/matmul.h); greedy_head_filter the int8 path of its greedy head's candidate filter,
+  // empty without one (models::TaskDescription).
   void SetModelInfo(const std::string& task, const std::string& version,
-                    const std::string& precision, const std::string& matmul_path);
+                    const std::string& precision, const std::string& matmul_path,
+                    const std::string& greedy_head_filter);
   void CountLoadFailure(const std::string& task);
   // taskmoe_task_ready{task}: 1 while the task is loaded and served, 0 while it failed to load.
   void SetTaskReady(const std::string& task, bool ready);

@@ -204,7 +204,7 @@ TaskmoeServer::~TaskmoeServer() {
 
 void TaskmoeServer::OnTaskLoaded(const models::TaskModel& task) {
   const models::TaskDescription& d = task.description();
-  metrics_.SetModelInfo(d.id, d.version, d.precision, d.matmul_path);
+  metrics_.SetModelInfo(d.id, d.version, d.precision, d.matmul_path, d.greedy_head_filter);
   metrics_.ForTask(d.id).memory_bytes->Set(static_cast<double>(d.memory_bytes));
   metrics_.SetWeightStoreBytes(static_cast<double>(registry_.total_weight_bytes()),
                                static_cast<double>(registry_.shared_weight_bytes()));

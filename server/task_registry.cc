@@ -77,9 +77,14 @@ absl::Status TaskRegistry::LoadAll(bool require_all) {
       continue;
     }
     const models::TaskDescription& d = (*task)->description();
-    Log(LogLevel::kInfo, absl::StrCat("loaded task ", name, " version ", d.version, " (",
-                                      d.parameters, " parameters, ", d.memory_bytes >> 20, " MiB, ",
-                                      absl::FormatDuration(absl::Now() - start), ")"));
+    Log(LogLevel::kInfo,
+        absl::StrCat("loaded task ", name, " version ", d.version, " (", d.parameters,
+                     " parameters, ", d.memory_bytes >> 20, " MiB, ",
+                     absl::FormatDuration(absl::Now() - start),
+                     d.greedy_head_filter.empty()
+                         ? std::string()
+                         : absl::StrCat("; greedy head filtered through ", d.greedy_head_filter),
+                     ")"));
     std::lock_guard<std::mutex> lock(mu_);
     tasks_[name] = *std::move(task);
   }

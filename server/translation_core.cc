@@ -203,6 +203,7 @@ void TranslationCore::FillTaskInfo(const models::TaskModel& task, v1::TaskInfo& 
   info.set_shared_memory_bytes(registry_.shared_weight_bytes());
   info.set_precision(d.precision);
   info.set_matmul_path(d.matmul_path);
+  info.set_greedy_head_filter(d.greedy_head_filter);
   info.set_parent_digest(d.parent_digest);
   info.set_ready(serving());
 }

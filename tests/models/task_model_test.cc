@@ -48,12 +48,23 @@ TEST_F(TaskModelTest, DescribesItself) {
   EXPECT_GT(d.parameters, 0);
   EXPECT_GT(d.memory_bytes, 0u);
   EXPECT_TRUE(d.parent_digest.empty());  // the full checkpoint, not an extracted subnetwork
+  // The demo is bf16-stored: its f32 layers run our kernel on every CPU, and greedy steps
+  // filter the head's candidates through an int8 copy (docs/api.md, "Scores and the greedy
+  // head").
+  EXPECT_EQ(d.matmul_path, "avx2_f32");
+  EXPECT_TRUE(d.greedy_head_filter == "avx2_int8" || d.greedy_head_filter == "avx_vnni_int8")
+      << d.greedy_head_filter;
   EXPECT_GT(task().max_source_tokens(), 0);
   EXPECT_EQ(task().Piece(task().eos_id()), "</s>");
   // The same files give the same version.
   auto again = TaskModel::Load(kDemoDir, "de-en", {});
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ((*again)->version(), d.version);
+  // An int8 model's head is int8 already: no filter.
+  auto int8 = TaskModel::Load(kDemoDir, "en-de", {.precision = Precision::kInt8});
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  EXPECT_EQ((*int8)->description().precision, "int8");
+  EXPECT_EQ((*int8)->description().greedy_head_filter, "");
 }
 
 TEST_F(TaskModelTest, PrepareDecodeFinishMatchesTheTranslator) {

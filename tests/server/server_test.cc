@@ -199,6 +199,14 @@ TEST_F(ServerTest, ListTasksAndGetTask) {
     // oneDNN's brgemm where the CPU has AVX-512, our own kernel on AVX2 (kernels/matmul.h).
     EXPECT_TRUE(t.matmul_path() == "onednn_f32" || t.matmul_path() == "avx2_f32")
         << t.matmul_path();
+    // The greedy head's int8 candidate filter comes with our f32 kernel, not with oneDNN's.
+    if (t.matmul_path() == "avx2_f32") {
+      EXPECT_TRUE(t.greedy_head_filter() == "avx2_int8" ||
+                  t.greedy_head_filter() == "avx_vnni_int8")
+          << t.greedy_head_filter();
+    } else {
+      EXPECT_EQ(t.greedy_head_filter(), "");
+    }
     EXPECT_GT(t.parameters(), 0u);
     EXPECT_GT(t.memory_bytes(), 0u);
     // The embeddings and attention layers of the subnetworks are the same bytes: kept once.
@@ -1066,12 +1074,15 @@ TEST_F(ServerTest, MetricsPassPromtool) {
         "process_cpu_seconds_total"}) {
     EXPECT_GT(MetricValue(*metrics, series), 0) << series;
   }
-  bool found_model_info = false;  // f32 on oneDNN (AVX-512) or on our kernel (AVX2)
-  for (const char* f32_path : {"onednn_f32", "avx2_f32"}) {
+  // f32 on oneDNN (AVX-512, no greedy filter) or on our kernel (AVX2, with one).
+  bool found_model_info = false;
+  for (const char* paths : {R"(greedy_head_filter="",matmul_path="onednn_f32")",
+                            R"(greedy_head_filter="avx2_int8",matmul_path="avx2_f32")",
+                            R"(greedy_head_filter="avx_vnni_int8",matmul_path="avx2_f32")"}) {
     found_model_info =
         found_model_info ||
-        metrics->find(absl::StrCat("taskmoe_model_info{matmul_path=\"", f32_path,
-                                   "\",precision=\"f32\",task=\"en-de\",version=\"sha256:")) !=
+        metrics->find(absl::StrCat("taskmoe_model_info{", paths,
+                                   R"(,precision="f32",task="en-de",version="sha256:)")) !=
             std::string::npos;
   }
   EXPECT_TRUE(found_model_info);

@@ -10,6 +10,14 @@
 // and goes back to sleep. Helpers spin briefly between loops (a step's loops come microseconds
 // apart), then sleep on a futex, so an idle team burns no CPU.
 //
+// An owner left waiting for a helper's chunk spins on as long as that helper cannot be on the
+// owner's own core (each helper says where it runs when it claims a chunk), up to about the
+// time slice the OS gives a competitor: a helper on another core is either running or will run
+// once that core's competitor has had its slice, and yielding would only hand the owner's core
+// to its own competitor for a whole slice, the loop's end waiting on the owner to come back.
+// Where the helper last ran on the owner's core, the owner yields at once: spinning there
+// would keep the helper off it.
+//
 // Each thread has a home range, a contiguous share of every loop's indices (the owner the
 // first), which it claims from first; only then does it claim from the others' ranges. Loops
 // over a matmul's column blocks thus give each thread the same columns, step after step, while
@@ -47,6 +55,10 @@ class WorkSharingTeam {
 
   int helpers() const { return static_cast<int>(threads_.size()); }
 
+  // Whether a helper last claimed a chunk on the CPU the calling thread now runs on (or where
+  // that is unknown). The owner's wait asks it; public for tests.
+  bool HelperLastRanOnThisCpu() const;
+
  private:
   // A claim word: the loop's epoch in the high 32 bits, the next unclaimed index of one home
   // range in the low 32 (kClosed while the owner is publishing a loop's fields). Each on its
@@ -60,12 +72,17 @@ class WorkSharingTeam {
   void Work(uint32_t epoch, int slot);
   // Claims and runs chunks of home range `range` of loop `epoch`; false when a newer loop
   // has started.
-  bool WorkOnRange(uint32_t epoch, int range);
+  bool WorkOnRange(uint32_t epoch, int range, int slot);
   void HelperLoop(int slot);
 
   // One claim word per thread: loop indices are split into one contiguous home range per
   // thread, which that thread claims first and the others only once their own are done.
   std::unique_ptr<ClaimWord[]> claims_;
+  // The CPU each helper last claimed a chunk on (sched_getcpu; slot 0, the owner, unused).
+  struct alignas(64) HelperCpu {
+    std::atomic<int> cpu{-1};
+  };
+  std::unique_ptr<HelperCpu[]> helper_cpus_;
   int threads_in_team_ = 1;  // helpers + the owner: how many home ranges a loop has
   std::atomic<int64_t> n_{0};
   std::atomic<int64_t> grain_{1};

@@ -1,9 +1,10 @@
 // WorkSharingTeam: every index runs exactly once, loop after loop, whatever the team size
 // (more helpers than cores included), from several owning threads at once; each thread starts on
-// its own home range; nested loops run inline.
+// its own home range; nested loops run inline; the owner knows whether a helper runs on its CPU.
 #include "kernels/work_sharing.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -71,6 +72,50 @@ TEST(WorkSharing, EachThreadStartsWithItsOwnHalf) {
       EXPECT_EQ(first_index[1].load(), n / 2) << "n " << n << ", loop " << loop;
     }
   }
+}
+
+// Runs a loop in which both threads of a one-helper team run a body (each body waits until
+// both have started one).
+void RunWithBothThreads(WorkSharingTeam& team) {
+  std::atomic<int> started[2] = {0, 0};
+  team.Run(8, [&](int64_t) {
+    started[WorkSharingSlot()].store(1);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while ((started[0].load() == 0 || started[1].load() == 0) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+  });
+  ASSERT_EQ(started[1].load(), 1) << "the helper never ran";
+}
+
+// An owner waiting for a helper's chunk spins on only while the helper cannot be on its own
+// core: it must know where the helper last ran. Helpers inherit the owner's CPU affinity.
+TEST(WorkSharing, KnowsWhetherAHelperRunsOnTheOwnersCpu) {
+  cpu_set_t original;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(original), &original), 0);
+  std::vector<int> cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE && cpus.size() < 2; ++cpu) {
+    if (CPU_ISSET(cpu, &original)) cpus.push_back(cpu);
+  }
+  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs in the affinity mask to part the threads";
+  const auto pin = [](int cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    return sched_setaffinity(0, sizeof(one), &one) == 0;
+  };
+  ASSERT_TRUE(pin(cpus[0]));
+  {
+    WorkSharingTeam team(1);  // its helper may run on cpus[0] only
+    RunWithBothThreads(team);
+    EXPECT_TRUE(team.HelperLastRanOnThisCpu());
+    ASSERT_TRUE(pin(cpus[1]));  // the owner moves; the helper stays
+    EXPECT_FALSE(team.HelperLastRanOnThisCpu());
+    RunWithBothThreads(team);
+    EXPECT_FALSE(team.HelperLastRanOnThisCpu());
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(original), &original), 0);
 }
 
 TEST(WorkSharing, NestedLoopsRunInline) {

@@ -121,12 +121,12 @@ void WorkSharingTeam::Work(uint32_t epoch, int slot) {
   // The thread's own range, then the others' in turn (a thread the OS has not run leaves
   // its range to them).
   for (int i = 0; i < threads_in_team_; ++i) {
-    if (!WorkOnRange(epoch, (slot + i) % threads_in_team_, slot)) break;
+    if (!WorkOnRange(epoch, (slot + i) % threads_in_team_)) break;
   }
   inside_loop = false;
 }
 
-bool WorkSharingTeam::WorkOnRange(uint32_t epoch, int range, int slot) {
+bool WorkSharingTeam::WorkOnRange(uint32_t epoch, int range) {
   std::atomic<uint64_t>& word = claims_[range].word;
   uint64_t claim = word.load(std::memory_order_acquire);
   while (true) {
@@ -144,7 +144,6 @@ bool WorkSharingTeam::WorkOnRange(uint32_t epoch, int range, int slot) {
                                     std::memory_order_acq_rel, std::memory_order_acquire)) {
       continue;
     }
-    if (slot > 0) helper_cpus_[slot].cpu.store(sched_getcpu(), std::memory_order_relaxed);
     for (int64_t i = first; i < last; ++i) (*body)(i);
     done_.fetch_add(last - first, std::memory_order_release);
     claim = word.load(std::memory_order_acquire);
@@ -170,6 +169,7 @@ void WorkSharingTeam::HelperLoop(int slot) {
     }
     if (stop_.load(std::memory_order_acquire)) return;
     seen = published_.load(std::memory_order_acquire);
+    helper_cpus_[slot].cpu.store(sched_getcpu(), std::memory_order_relaxed);
     Work(seen, slot);
   }
 }

@@ -11,7 +11,7 @@
 // apart), then sleep on a futex, so an idle team burns no CPU.
 //
 // An owner left waiting for a helper's chunk spins on as long as that helper cannot be on the
-// owner's own core (each helper says where it runs when it claims a chunk), up to about the
+// owner's own core (each helper says where it runs when it takes up a loop), up to about the
 // time slice the OS gives a competitor: a helper on another core is either running or will run
 // once that core's competitor has had its slice, and yielding would only hand the owner's core
 // to its own competitor for a whole slice, the loop's end waiting on the owner to come back.
@@ -55,7 +55,7 @@ class WorkSharingTeam {
 
   int helpers() const { return static_cast<int>(threads_.size()); }
 
-  // Whether a helper last claimed a chunk on the CPU the calling thread now runs on (or where
+  // Whether a helper took up its last loop on the CPU the calling thread now runs on (or where
   // that is unknown). The owner's wait asks it; public for tests.
   bool HelperLastRanOnThisCpu() const;
 
@@ -72,13 +72,13 @@ class WorkSharingTeam {
   void Work(uint32_t epoch, int slot);
   // Claims and runs chunks of home range `range` of loop `epoch`; false when a newer loop
   // has started.
-  bool WorkOnRange(uint32_t epoch, int range, int slot);
+  bool WorkOnRange(uint32_t epoch, int range);
   void HelperLoop(int slot);
 
   // One claim word per thread: loop indices are split into one contiguous home range per
   // thread, which that thread claims first and the others only once their own are done.
   std::unique_ptr<ClaimWord[]> claims_;
-  // The CPU each helper last claimed a chunk on (sched_getcpu; slot 0, the owner, unused).
+  // The CPU each helper took up its last loop on (sched_getcpu; slot 0, the owner, unused).
   struct alignas(64) HelperCpu {
     std::atomic<int> cpu{-1};
   };

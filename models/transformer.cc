@@ -340,7 +340,6 @@ StepCost TransformerModel::DecoderStepCost(const TaskRoute& route) const {
                                       any.fc2->in_features() * any.fc2->out_features());
   }
   add(output_projection_, true);
-  cost.greedy_head_filter = greedy_head_filter_path();
   return cost;
 }
 

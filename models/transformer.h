@@ -171,9 +171,6 @@ struct StepCost {
   std::map<kernels::MatmulPath, int> linears_per_path;
   // How many of them our f32 kernel runs on bf16 weights (kernels::PackedLinear::bf16_weights).
   int linears_on_bf16_weights = 0;
-  // The int8 path of the output projection's greedy candidate filter, if it has one
-  // (kernels::PackedLinear::AddGreedyCandidateFilter).
-  std::optional<kernels::MatmulPath> greedy_head_filter;
 };
 
 class TransformerModel {

@@ -265,9 +265,9 @@ int main(int argc, char** argv) {
           kernels::DefaultF32GemmTiles() == kernels::F32GemmTiles::kAvx512 ? "512" : "256",
           "-bit tiles");
     }
-    if (cost.greedy_head_filter.has_value()) {
+    if (const auto filter = (*model)->greedy_head_filter_path(); filter.has_value()) {
       absl::StrAppend(&paths, "; greedy head through an int8 candidate filter on ",
-                      kernels::MatmulPathName(*cost.greedy_head_filter));
+                      kernels::MatmulPathName(*filter));
     }
     std::printf("  decoder step's linear layers by kernel path: %s\n", paths.c_str());
     for (int batch : batches) {

@@ -117,6 +117,12 @@ bool CpuHasAvxVnni() {
   return has;
 }
 
+bool CpuHasAvx512Vnni() {
+  static const bool has = EffectiveLevel().avx512 && EffectiveLevel().vnni && CpuHasAvx512() &&
+                          __builtin_cpu_supports("avx512vnni");
+  return has;
+}
+
 bool OneDnnHasBF16Matmul() {
   // Only with the bf16 instructions themselves: on plain avx512_core (Skylake-SP, Cascade
   // Lake, Ice Lake) oneDNN 2.6 emulates them, and the paper-shape subnetwork then decoded
@@ -143,6 +149,7 @@ std::string CpuSummary() {
   return absl::StrCat("cpu=\"", CpuModelName(), "\" isa=", CpuIsaName(),
                       " avx512=", CpuHasAvx512() ? "yes" : "no",
                       " avx_vnni=", CpuHasAvxVnni() ? "yes" : "no",
+                      " avx512_vnni=", CpuHasAvx512Vnni() ? "yes" : "no",
                       " f32_brgemm=", OneDnnHasF32Brgemm() ? "yes" : "no",
                       " bf16_matmul=", OneDnnHasBF16Matmul() ? "yes" : "no",
                       " int8_brgemm=", OneDnnHasInt8Brgemm() ? "yes" : "no");

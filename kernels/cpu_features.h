@@ -27,6 +27,9 @@ bool CpuHasAvx512();
 // AVX-VNNI, the VEX-encoded vpdpbusd of Alder Lake, Sapphire Rapids and Zen 5 (our int8
 // kernel's faster form), allowed by the oneDNN level (avx2_vnni or above).
 bool CpuHasAvxVnni();
+// AVX-512 VNNI (Cascade Lake, Ice Lake, Sapphire Rapids, Zen 4 and 5) with AVX-512 F/BW/VL: our
+// int8 kernel's 512-bit form. Allowed by the oneDNN level (avx512_core_vnni or above).
+bool CpuHasAvx512Vnni();
 // oneDNN runs f32 matmuls on its brgemm kernels (AVX-512 and above). Elsewhere it runs
 // gemm:jit, which packs the weights again at every call; our own f32 kernel (f32_gemm.h)
 // takes over there.

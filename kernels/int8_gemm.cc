@@ -50,14 +50,24 @@ void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed) 
   }
 }
 
+int64_t Int8GemmTilesPerStep(Int8GemmIsa isa, int64_t m) {
+  return isa == Int8GemmIsa::kAvx512Vnni && m > 1 ? 4 : 1;
+}
+
 void Int8Gemm(Int8GemmIsa isa, const Int8GemmArgs& args) {
   if (args.m == 0 || args.n == 0) return;
   const int64_t tiles = (args.n + kInt8GemmTileColumns - 1) / kInt8GemmTileColumns;
-  const int64_t runs = std::min(tiles, kMaxRuns);
-  const auto body =
-      isa == Int8GemmIsa::kAvxVnni ? Int8GemmColumnTilesAvxVnni : Int8GemmColumnTilesAvx2;
+  // Runs start at multiples of the tiles a form multiplies side by side, so that no run is
+  // left with a narrower remainder than it must.
+  const int64_t step = Int8GemmTilesPerStep(isa, args.m);
+  const int64_t units = (tiles + step - 1) / step;
+  const int64_t runs = std::min(units, kMaxRuns);
+  const auto body = isa == Int8GemmIsa::kAvx512Vnni ? Int8GemmColumnTilesAvx512Vnni
+                    : isa == Int8GemmIsa::kAvxVnni  ? Int8GemmColumnTilesAvxVnni
+                                                    : Int8GemmColumnTilesAvx2;
   ParallelFor(runs, args.m * args.n * args.padded_in >= kParallelMacs, [&](int64_t run) {
-    const int64_t first = tiles * run / runs, last = tiles * (run + 1) / runs;
+    const int64_t first = units * run / runs * step;
+    const int64_t last = std::min(tiles, units * (run + 1) / runs * step);
     body(args, first, last - first);
   });
 }

@@ -1,11 +1,14 @@
-// Our own s8 x s8 matrix product for CPUs on which oneDNN 2.6 has no fast int8 matmul (AVX2
-// without AVX-512 VNNI: there oneDNN runs gemm:jit, which repacks the weights at every call
-// and ran a 1 x 256 x 16000 product 5x slower than f32). Weights are packed once, at load;
-// each product then streams them once, which is what bounds a decoding step at small batches.
+// Our own s8 x s8 matrix product. Written for CPUs on which oneDNN 2.6 has no fast int8 matmul
+// (AVX2 without AVX-512 VNNI: there oneDNN runs gemm:jit, which repacks the weights at every
+// call and ran a 1 x 256 x 16000 product 5x slower than f32); its 512-bit form also replaces
+// oneDNN's brgemm on AVX-512 VNNI CPUs without AMX, faster at one row (docs/benchmarks.md,
+// stop 52). Weights are packed once, at load; each product then streams them once, which is
+// what bounds a decoding step at small batches.
 //
-// Both forms of the register tile (int8_gemm_tile.h) multiply the inputs shifted to unsigned,
-// (a + 128) * w, and subtract 128 * sum_i w[c][i] per column (Int8GemmShiftCorrection,
-// computed once at load), exactly:
+// Every form of the register tile (int8_gemm_tile.h, int8_gemm_avx512.cc) multiplies the
+// inputs shifted to unsigned, (a + 128) * w, which the caller's quantisation writes
+// (QuantizeRowsSymmetricShifted, quantize.h), and subtracts 128 * sum_i w[c][i] per column
+// (Int8GemmShiftCorrection, computed once at load), exactly:
 //   AVX2      vpmaddubsw on two groups of 4 inputs, their 16-bit pair sums added (vpaddw),
 //             one vpmaddwd to widen them and one vpaddd: five instructions, three of them
 //             multiplications, per 64 multiply-adds. vpmaddubsw's pair sums saturate above
@@ -17,7 +20,10 @@
 //             split, 47.34 -> 47.44; two groups at a time gain 1.2x more for 0.1 BLEU, 47.33.)
 //   AVX-VNNI  vpdpbusd, which sums four products straight into 32 bits: one instruction,
 //             weights in [-127, 127].
-// Inputs must lie in [-127, 127], which symmetric quantisation (quantize.h) guarantees.
+//   AVX-512 VNNI  the same on 512-bit vectors: one packed unit (below) is one register, 64
+//             multiply-adds per instruction, and a tile of 6 rows x 4 units keeps 24 sums in
+//             registers (int8_gemm_avx512.cc).
+// Inputs must lie in [-127, 127] (shifted: [1, 255]), which symmetric quantisation guarantees.
 #ifndef TASKMOE_KERNELS_INT8_GEMM_H_
 #define TASKMOE_KERNELS_INT8_GEMM_H_
 
@@ -53,7 +59,11 @@ int64_t Int8GemmPaddedColumns(int64_t out_features);
 // 255 * 127 * k, so k must stay below 66,000 inputs (int32).
 void Int8GemmShiftCorrection(const int8_t* w, int64_t n, int64_t k, int32_t* correction);
 
-enum class Int8GemmIsa : uint8_t { kAvx2, kAvxVnni };
+enum class Int8GemmIsa : uint8_t { kAvx2, kAvxVnni, kAvx512Vnni };
+
+// The column tiles one step of a form's loop multiplies side by side (the threads' shares of
+// a product start at multiples of it): 4 for the AVX-512 form on several rows, else 1.
+int64_t Int8GemmTilesPerStep(Int8GemmIsa isa, int64_t m);
 
 // The largest weight magnitude each form multiplies exactly.
 inline constexpr int kInt8GemmAvx2WeightLevels = 31;
@@ -61,7 +71,8 @@ inline constexpr int kInt8GemmVnniWeightLevels = 127;
 
 // One product: y[r][c] = float(sum_i a[r][i] * w[c][i]) for r < m, c < n.
 struct Int8GemmArgs {
-  const int8_t* a = nullptr;  // [m] rows of padded_in s8 values (zero past in_features), lda apart
+  // [m] rows of padded_in inputs shifted to unsigned, a + 128 (128 past in_features), lda apart.
+  const uint8_t* a = nullptr;
   int64_t lda = 0;
   int64_t m = 0;
   const int8_t* packed = nullptr;  // PackInt8GemmWeights' output
@@ -81,6 +92,8 @@ void Int8Gemm(Int8GemmIsa isa, const Int8GemmArgs& args);
 // column tiles [first_tile, first_tile + tile_count) of kInt8GemmTileColumns columns.
 void Int8GemmColumnTilesAvx2(const Int8GemmArgs& args, int64_t first_tile, int64_t tile_count);
 void Int8GemmColumnTilesAvxVnni(const Int8GemmArgs& args, int64_t first_tile, int64_t tile_count);
+void Int8GemmColumnTilesAvx512Vnni(const Int8GemmArgs& args, int64_t first_tile,
+                                   int64_t tile_count);
 
 }  // namespace taskmoe::kernels
 

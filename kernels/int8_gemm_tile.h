@@ -22,11 +22,9 @@ namespace {
 // gained nothing.
 constexpr int64_t kPrefetchBytes = 4096;
 
-// Both forms multiply the inputs shifted to unsigned, a + 128 (a XOR 0x80), by the signed
-// weights, and the tile's store subtracts 128 * sum w per column (int8_gemm.h).
-inline __m256i ShiftInputs(__m256i inputs) {
-  return _mm256_xor_si256(inputs, _mm256_set1_epi8(static_cast<char>(0x80)));
-}
+// Both forms multiply the inputs shifted to unsigned, a + 128, which the caller's
+// quantisation wrote, by the signed weights, and the tile's store subtracts 128 * sum w per
+// column (int8_gemm.h).
 
 // acc[c] += sum over 4 shifted inputs u of u * w, per output column c (one int32 lane each).
 inline __m256i DotAccumulate(__m256i acc, __m256i shifted_inputs, __m256i w) {
@@ -56,7 +54,7 @@ inline __m256i DotAccumulateTwo(__m256i acc, __m256i shifted_first, __m256i w_fi
 // AVX2 form's DotAccumulateTwo) of every row, times their units of the tile's weights
 // (`unit` points at group g's), into the accumulators.
 template <int kRows, int kBlocks, int kGroups>
-inline void AccumulateGroups(const int8_t* a, int64_t lda, const int8_t* unit, int64_t g,
+inline void AccumulateGroups(const uint8_t* a, int64_t lda, const int8_t* unit, int64_t g,
                              __m256i (&acc)[kRows][kBlocks]) {
   __m256i weights[kGroups][kBlocks];
 #pragma GCC unroll 2
@@ -77,7 +75,7 @@ inline void AccumulateGroups(const int8_t* a, int64_t lda, const int8_t* unit, i
     std::memcpy(four, a + r * lda + g * 4, sizeof(four));
     __m256i shifted[kGroups];
 #pragma GCC unroll 2
-    for (int j = 0; j < kGroups; ++j) shifted[j] = ShiftInputs(_mm256_set1_epi32(four[j]));
+    for (int j = 0; j < kGroups; ++j) shifted[j] = _mm256_set1_epi32(four[j]);
 #pragma GCC unroll 2
     for (int b = 0; b < kBlocks; ++b) {
       if constexpr (kGroups == 1) {
@@ -97,7 +95,7 @@ inline void AccumulateGroups(const int8_t* a, int64_t lda, const int8_t* unit, i
 // inputs (two groups' worth in the AVX2 form, whose second group's weights GCC reads as memory
 // operands) and AVX2's pair sums.
 template <int kRows, int kBlocks>
-inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t groups,
+inline void Tile(const uint8_t* a, int64_t lda, const int8_t* w, int64_t groups,
                  const int32_t* correction, float* y, int64_t ldy, int64_t valid_cols) {
   __m256i acc[kRows][kBlocks];
 #pragma GCC unroll 4
@@ -147,7 +145,7 @@ inline void Tile(const int8_t* a, int64_t lda, const int8_t* w, int64_t groups,
 constexpr int kMaxTileRows = 3;
 
 template <int kBlocks>
-inline void TileRows(int64_t rows, const int8_t* a, int64_t lda, const int8_t* w, int64_t groups,
+inline void TileRows(int64_t rows, const uint8_t* a, int64_t lda, const int8_t* w, int64_t groups,
                      const int32_t* correction, float* y, int64_t ldy, int64_t valid_cols) {
   switch (rows) {
     case 1:
@@ -171,7 +169,7 @@ inline void GemmColumnTiles(const Int8GemmArgs& args, int64_t first_tile, int64_
     const int32_t* correction = args.shift_correction + col;
     for (int64_t r = 0; r < args.m; r += kMaxTileRows) {
       const int64_t rows = std::min<int64_t>(kMaxTileRows, args.m - r);
-      const int8_t* a = args.a + r * args.lda;
+      const uint8_t* a = args.a + r * args.lda;
       float* y = args.y + r * args.ldy + col;
       if (valid_cols > kInt8GemmBlockColumns) {
         TileRows<2>(rows, a, args.lda, w, groups, correction, y, args.ldy, valid_cols);

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <list>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -281,6 +283,18 @@ bool HoldsOnlyBFloat16Values(const Tensor& weight) {
   return weight.dtype() == DType::kF32 && AllBFloat16Values(weight.data<float>(), weight.numel());
 }
 
+// The form of our int8 kernel (int8_gemm.h) one of its paths runs.
+Int8GemmIsa OwnInt8KernelIsa(MatmulPath path) {
+  switch (path) {
+    case MatmulPath::kAvx512VnniInt8:
+      return Int8GemmIsa::kAvx512Vnni;
+    case MatmulPath::kAvxVnniInt8:
+      return Int8GemmIsa::kAvxVnni;
+    default:
+      return Int8GemmIsa::kAvx2;
+  }
+}
+
 }  // namespace
 
 absl::Status CheckMatmulPathSupported(MatmulPath path) {
@@ -311,8 +325,19 @@ absl::Status CheckMatmulPathSupported(MatmulPath path) {
     case MatmulPath::kAvxVnniInt8:
       if (!CpuHasAvxVnni()) return refuse("AVX-VNNI");
       return absl::OkStatus();
+    case MatmulPath::kAvx512VnniInt8:
+      if (!CpuHasAvx512Vnni()) return refuse("AVX-512 VNNI");
+      return absl::OkStatus();
   }
   return refuse("a known path");
+}
+
+std::optional<MatmulPath> OwnInt8Path() {
+  for (MatmulPath path :
+       {MatmulPath::kAvx512VnniInt8, MatmulPath::kAvxVnniInt8, MatmulPath::kAvx2Int8}) {
+    if (CheckMatmulPathSupported(path).ok()) return path;
+  }
+  return std::nullopt;
 }
 
 MatmulPath DefaultMatmulPath(Precision precision) {
@@ -325,11 +350,15 @@ MatmulPath DefaultMatmulPath(Precision precision) {
     case Precision::kBF16:
       return OneDnnHasBF16Matmul() ? MatmulPath::kOneDnnBF16 : MatmulPath::kBF16AsF32;
     case Precision::kInt8:
+      // AMX multiplies tiles of 16 rows at once: oneDNN's brgemm there (not measured here) is
+      // left to it. With AVX-512 VNNI alone our 512-bit form read the weights faster at one
+      // row and kept up from 8 rows (docs/benchmarks.md, stop 52).
+      if (CpuIsaName() == std::string_view("avx512_core_amx") && OneDnnHasInt8Brgemm()) {
+        return MatmulPath::kOneDnnInt8;
+      }
       // Every binary targets x86-64-v3, so AVX2 is always there; ONEDNN_MAX_CPU_ISA below AVX2
       // leaves oneDNN's own int8, whatever it then runs.
-      if (OneDnnHasInt8Brgemm()) return MatmulPath::kOneDnnInt8;
-      if (CpuHasAvxVnni()) return MatmulPath::kAvxVnniInt8;
-      if (CpuHasAvx2()) return MatmulPath::kAvx2Int8;
+      if (std::optional<MatmulPath> own = OwnInt8Path()) return *own;
       return MatmulPath::kOneDnnInt8;
   }
   return MatmulPath::kOneDnnF32;
@@ -354,9 +383,7 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
   // oneDNN 2.6's AMX int8 brgemm does not cover every shape: the demo model's 1 x 256 x 16000
   // head ran its reference kernel, 290 ms a call (decoding 2 tokens/s). Such a layer runs on
   // our own kernel instead, which every x86-64-v3 CPU has.
-  for (MatmulPath own : {MatmulPath::kAvxVnniInt8, MatmulPath::kAvx2Int8}) {
-    if (CheckMatmulPathSupported(own).ok()) return Create(weight, bias, own);
-  }
+  if (std::optional<MatmulPath> own = OwnInt8Path()) return Create(weight, bias, *own);
   return linear;
 }
 
@@ -634,7 +661,7 @@ absl::Status PackedLinear::AddGreedyCandidateFilter(const Tensor& weight) {
   if (path_ == MatmulPath::kBF16AsF32) {
     RoundToBFloat16Values(weight32->data<float>(), weight32->numel(), weight32->data<float>());
   }
-  const MatmulPath int8_path = CpuHasAvxVnni() ? MatmulPath::kAvxVnniInt8 : MatmulPath::kAvx2Int8;
+  const MatmulPath int8_path = OwnInt8Path().value_or(MatmulPath::kAvx2Int8);
   // No bias of its own: the filter's raw products are dequantised with this layer's
   // (MakeCandidatesExact).
   absl::StatusOr<PackedLinear> filter = Create(*weight32, Tensor(), int8_path);
@@ -734,30 +761,23 @@ absl::Status PackedLinear::Multiply(const Tensor& x, Activation activation, Tens
   const void* src = x.raw_data();
   InputScratch& scratch = Scratch();
   if (OwnInt8Kernel()) {
-    // Rows padded to a multiple of 4 inputs with zeros, as the kernel reads 4 at a time.
+    // Rows padded to a multiple of 4 inputs with zeros, as the kernel reads 4 at a time, and
+    // shifted to unsigned, as it multiplies them (int8_gemm.h).
     const int64_t padded_in = Int8GemmPaddedInputs(in_features_);
-    scratch.converted.Resize(DType::kS8, Shape{m, padded_in});
+    scratch.converted.Resize(DType::kS8, Shape{m, padded_in});  // holding bytes a + 128
     scratch.row_scales.Resize(DType::kF32, Shape{m});
-    int8_t* q = scratch.converted.data<int8_t>();
-    if (padded_in == in_features_) {
-      QuantizeRowsSymmetric(x.data<float>(), m, in_features_, q, scratch.row_scales.data<float>());
-    } else {
-      for (int64_t r = 0; r < m; ++r) {
-        QuantizeRowsSymmetric(x.data<float>() + r * in_features_, 1, in_features_,
-                              q + r * padded_in, scratch.row_scales.data<float>() + r);
-        std::memset(q + r * padded_in + in_features_, 0, padded_in - in_features_);
-      }
-    }
-    Int8Gemm(path_ == MatmulPath::kAvxVnniInt8 ? Int8GemmIsa::kAvxVnni : Int8GemmIsa::kAvx2,
-             {.a = q,
-              .lda = padded_in,
-              .m = m,
-              .packed = packed_weight_.data<int8_t>(),
-              .n = out_features_,
-              .padded_in = padded_in,
-              .y = y.data<float>(),
-              .ldy = out_features_,
-              .shift_correction = shift_correction_.data<int32_t>()});
+    uint8_t* q = reinterpret_cast<uint8_t*>(scratch.converted.data<int8_t>());
+    QuantizeRowsSymmetricShifted(x.data<float>(), m, in_features_, q, padded_in,
+                                 scratch.row_scales.data<float>());
+    Int8Gemm(OwnInt8KernelIsa(path_), {.a = q,
+                                       .lda = padded_in,
+                                       .m = m,
+                                       .packed = packed_weight_.data<int8_t>(),
+                                       .n = out_features_,
+                                       .padded_in = padded_in,
+                                       .y = y.data<float>(),
+                                       .ldy = out_features_,
+                                       .shift_correction = shift_correction_.data<int32_t>()});
     return absl::OkStatus();
   }
   if (path_ == MatmulPath::kAvx2F32 || path_ == MatmulPath::kBF16AsF32) {
@@ -936,7 +956,8 @@ bool PackedLinear::PanelsWriteIntoOutput() const {
 }
 
 bool PackedLinear::OwnInt8Kernel() const {
-  return path_ == MatmulPath::kAvx2Int8 || path_ == MatmulPath::kAvxVnniInt8;
+  return path_ == MatmulPath::kAvx2Int8 || path_ == MatmulPath::kAvxVnniInt8 ||
+         path_ == MatmulPath::kAvx512VnniInt8;
 }
 
 absl::StatusOr<std::string> PackedLinear::ImplementationName(int64_t rows) const {

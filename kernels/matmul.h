@@ -5,8 +5,10 @@
 //   int8  s8 weights with one scale per output channel, activations quantised per row at run
 //         time (symmetric s8), s32 accumulation, f32 output.
 // Each precision has one or more paths (MatmulPath), and the loader takes the fastest this CPU
-// runs (DefaultMatmulPath): oneDNN's brgemm kernels with AVX-512 VNNI/BF16 or AMX; on AVX2-only
-// CPUs our own kernels, weights packed once: int8 (int8_gemm.h), f32 (f32_gemm.h), and bf16
+// runs (DefaultMatmulPath): oneDNN's brgemm kernels for f32 and bf16 with AVX-512 (BF16) or
+// AMX, and for int8 with AMX; our own int8 kernel (int8_gemm.h) on every other CPU, in its
+// 512-bit form with AVX-512 VNNI; on AVX2-only CPUs our own kernels throughout, weights
+// packed once: int8, f32 (f32_gemm.h), and bf16
 // computed by the f32 kernel on bf16-rounded values, since oneDNN 2.6 has no bf16 matmul
 // there, and its int8 and f32 ones (gemm:jit) repack the weights at every call. The f32
 // kernel keeps weights that are all bf16 values (a bf16-stored model's) in bf16: exactly the
@@ -46,9 +48,12 @@ namespace taskmoe::kernels {
 // FailedPrecondition naming the instruction set it lacks.
 absl::Status CheckMatmulPathSupported(MatmulPath path);
 // The fastest path for `precision` on this CPU: onednn_f32 where oneDNN has f32 brgemm, else
-// avx2_f32; onednn_bf16 where oneDNN has a bf16 matmul, else bf16_as_f32; onednn_int8 where oneDNN
-// has int8 brgemm, else avx_vnni_int8 or avx2_int8. Decided once per process.
+// avx2_f32; onednn_bf16 where oneDNN has a bf16 matmul, else bf16_as_f32; onednn_int8 with AMX,
+// else our own int8 kernel's fastest form (OwnInt8Path). Decided once per process.
 MatmulPath DefaultMatmulPath(Precision precision);
+// The fastest form of our own int8 kernel this CPU runs: avx512_vnni_int8, avx_vnni_int8 or
+// avx2_int8 (none below AVX2, as ONEDNN_MAX_CPU_ISA may cap it).
+std::optional<MatmulPath> OwnInt8Path();
 
 // What a greedy head's log(sum exp(y)) must be (PackedLinear::ForwardArgMaxAndLogSumExp):
 // exact, or approximate where that lets the head skip most of the f32 products (a decoder

@@ -45,6 +45,8 @@ const char* MatmulPathName(MatmulPath path) {
       return "avx2_int8";
     case MatmulPath::kAvxVnniInt8:
       return "avx_vnni_int8";
+    case MatmulPath::kAvx512VnniInt8:
+      return "avx512_vnni_int8";
   }
   return "?";
 }
@@ -71,6 +73,7 @@ Precision MatmulPathPrecision(MatmulPath path) {
     case MatmulPath::kOneDnnInt8:
     case MatmulPath::kAvx2Int8:
     case MatmulPath::kAvxVnniInt8:
+    case MatmulPath::kAvx512VnniInt8:
       return Precision::kInt8;
   }
   return Precision::kF32;

@@ -29,17 +29,20 @@ enum class MatmulPath : uint8_t {
                  // rounded to bf16 values, multiplied by our f32 kernel on weights packed in
                  // bf16 (so bf16's memory and results up to summation order, f32's speed);
                  // any AVX2 CPU
-  kOneDnnInt8,   // "onednn_int8": s8 x s8 on oneDNN's brgemm over blocked weights: AVX-512
+  kOneDnnInt8,   // "onednn_int8": s8 x s8 on oneDNN's brgemm over blocked weights (the default
+                 // with AMX only): AVX-512
                  // VNNI or AMX (its gemm:jit elsewhere is slow and saturates on AVX2)
   kAvx2Int8,     // "avx2_int8": our kernel (int8_gemm.h) on vpmaddubsw, any AVX2 CPU; its
                  // weights have 31 levels (6 bits), so its results differ slightly from the
                  // other int8 paths'
   kAvxVnniInt8,  // "avx_vnni_int8": our kernel on AVX-VNNI's vpdpbusd
+  kAvx512VnniInt8,  // "avx512_vnni_int8": our kernel on AVX-512 VNNI's vpdpbusd (512-bit)
 };
 
 inline constexpr MatmulPath kAllMatmulPaths[] = {
-    MatmulPath::kOneDnnF32,  MatmulPath::kAvx2F32,  MatmulPath::kOneDnnBF16, MatmulPath::kBF16AsF32,
-    MatmulPath::kOneDnnInt8, MatmulPath::kAvx2Int8, MatmulPath::kAvxVnniInt8};
+    MatmulPath::kOneDnnF32,   MatmulPath::kAvx2F32,       MatmulPath::kOneDnnBF16,
+    MatmulPath::kBF16AsF32,   MatmulPath::kOneDnnInt8,    MatmulPath::kAvx2Int8,
+    MatmulPath::kAvxVnniInt8, MatmulPath::kAvx512VnniInt8};
 
 const char* MatmulPathName(MatmulPath path);
 absl::StatusOr<MatmulPath> ParseMatmulPath(std::string_view name);

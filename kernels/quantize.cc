@@ -29,9 +29,11 @@ bool AllBFloat16Values(const float* src, int64_t count) {
 
 namespace {
 
-// One row of QuantizeRowsSymmetric; compiled for AVX-512 too (cpu_dispatch.h), whose
-// 16-lane compares and direct int32 -> int8 narrowing halve its time.
-TASKMOE_AVX512_CLONE float QuantizeRowSymmetric(const float* row, int64_t cols, int8_t* out,
+// One row of QuantizeRowsSymmetric (kOffset 0, int8_t) or of QuantizeRowsSymmetricShifted
+// (kOffset 128, uint8_t); compiled for AVX-512 too (cpu_dispatch.h), whose 16-lane compares and
+// direct int32 -> int8 narrowing halve its time.
+template <typename Out, int kOffset>
+TASKMOE_AVX512_CLONE float QuantizeRowSymmetric(const float* row, int64_t cols, Out* out,
                                                 float level) {
   float max_abs = 0.0f;
 #pragma omp simd reduction(max : max_abs)
@@ -50,7 +52,7 @@ TASKMOE_AVX512_CLONE float QuantizeRowSymmetric(const float* row, int64_t cols, 
     v = v > level ? level : v;
     v = v < -level ? -level : v;
     v = (v + kRoundingShift) - kRoundingShift;
-    out[c] = static_cast<int8_t>(static_cast<int32_t>(v));
+    out[c] = static_cast<Out>(static_cast<int32_t>(v) + kOffset);
   }
   return scale;
 }
@@ -63,7 +65,16 @@ void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q
   // Rows in parallel: the int8 linear layers quantise every input this way, and a serial loop
   // left the second core idle for a tenth of an int8 decoding step.
   ParallelFor(rows, rows * cols > (1 << 15), [&](int64_t r) {
-    scales[r] = QuantizeRowSymmetric(x + r * cols, cols, q + r * cols, level);
+    scales[r] = QuantizeRowSymmetric<int8_t, 0>(x + r * cols, cols, q + r * cols, level);
+  });
+}
+
+void QuantizeRowsSymmetricShifted(const float* x, int64_t rows, int64_t cols, uint8_t* q,
+                                  int64_t ldq, float* scales) {
+  ParallelFor(rows, rows * cols > (1 << 15), [&](int64_t r) {
+    uint8_t* out = q + r * ldq;
+    scales[r] = QuantizeRowSymmetric<uint8_t, 128>(x + r * cols, cols, out, 127.0f);
+    std::memset(out + cols, 128, ldq - cols);
   });
 }
 

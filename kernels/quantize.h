@@ -26,6 +26,11 @@ bool AllBFloat16Values(const float* src, int64_t count);
 // scale / 2.
 void QuantizeRowsSymmetric(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales,
                            int max_level = 127);
+// The same with 127 levels, written as q + 128 in unsigned bytes, rows ldq >= cols apart, each
+// row's last ldq - cols bytes set to 128 (zeros): the inputs of our int8 kernel (int8_gemm.h),
+// which multiplies them unsigned.
+void QuantizeRowsSymmetricShifted(const float* x, int64_t rows, int64_t cols, uint8_t* q,
+                                  int64_t ldq, float* scales);
 
 // How an int8 linear layer's raw products become its output:
 // y[r][c] = raw[r][c] * row_scales[r] * column_scales[c] + bias[c] (no bias when null).

@@ -96,11 +96,16 @@ TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
   std::vector<Int8GemmIsa> isas;
   if (CpuHasAvx2()) isas.push_back(Int8GemmIsa::kAvx2);
   if (CpuHasAvxVnni()) isas.push_back(Int8GemmIsa::kAvxVnni);
+  if (CpuHasAvx512Vnni()) isas.push_back(Int8GemmIsa::kAvx512Vnni);
   if (isas.empty()) GTEST_SKIP() << "this CPU has no AVX2 (" << CpuSummary() << ")";
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> value(-127, 127);
-  for (const GemmShape shape : {GemmShape{1, 512, 1000}, GemmShape{3, 33, 17}, GemmShape{5, 7, 9},
-                                GemmShape{9, 64, 24}, GemmShape{130, 100, 40}}) {
+  // (1 x 22 and 2 x 10: input groups left over from the 512-bit form's alternating
+  // accumulators of one and two rows; 7 x 109: its 4, 2 and 1 column tiles side by side, the
+  // last one partial; 130 rows: its 6-row tiles and a remainder.)
+  for (const GemmShape shape :
+       {GemmShape{1, 512, 1000}, GemmShape{1, 22, 33}, GemmShape{2, 10, 70}, GemmShape{3, 33, 17},
+        GemmShape{5, 7, 9}, GemmShape{7, 20, 109}, GemmShape{9, 64, 24}, GemmShape{130, 100, 40}}) {
     for (bool extremes : {false, true}) {
       const auto [m, k, n] = shape;
       std::vector<int8_t> a(m * k), w(n * k);
@@ -114,21 +119,27 @@ TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
       for (size_t i = 0; i < w.size(); ++i) {
         w_avx2[i] = static_cast<int8_t>(w[i] * kInt8GemmAvx2WeightLevels / 127);
       }
+      // The kernel's input: a + 128 (128, a zero, up to padded_in), with bytes past padded_in
+      // in each row's stride that it must not read into any sum.
       const int64_t padded_in = Int8GemmPaddedInputs(k);
       const int64_t lda = padded_in + 4;
-      std::vector<int8_t> a_padded(m * lda, 0);
-      for (int64_t r = 0; r < m; ++r) std::copy_n(&a[r * k], k, &a_padded[r * lda]);
+      std::vector<uint8_t> a_shifted(m * lda, 77);
+      for (int64_t r = 0; r < m; ++r) {
+        for (int64_t i = 0; i < padded_in; ++i) {
+          a_shifted[r * lda + i] = static_cast<uint8_t>(i < k ? a[r * k + i] + 128 : 128);
+        }
+      }
       for (Int8GemmIsa isa : isas) {
         const std::vector<int8_t>& weights = isa == Int8GemmIsa::kAvx2 ? w_avx2 : w;
         std::vector<int8_t> packed(Int8GemmPackedBytes(n, k));
         PackInt8GemmWeights(weights.data(), n, k, packed.data());
-        // Both forms multiply inputs shifted to unsigned and subtract this.
+        // Every form multiplies inputs shifted to unsigned and subtract this.
         std::vector<int32_t> correction(Int8GemmPaddedColumns(n));
         Int8GemmShiftCorrection(weights.data(), n, k, correction.data());
         const std::vector<float> want = NaiveInt8Product(a, weights, m, k, n);
         const int64_t ldy = n + 3;
         std::vector<float> y(m * ldy, -1.0f);
-        Int8Gemm(isa, {.a = a_padded.data(),
+        Int8Gemm(isa, {.a = a_shifted.data(),
                        .lda = lda,
                        .m = m,
                        .packed = packed.data(),

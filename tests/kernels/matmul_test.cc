@@ -364,7 +364,7 @@ TEST(Matmul, OwnKernelsComputeEachRowAloneOnAnyThreadCount) {
   const Tensor b = RandomTensor(Shape{n}, 32, 0.5f);
   const Tensor x = RandomTensor(Shape{most_rows, k}, 33);
   for (MatmulPath path : {MatmulPath::kAvx2F32, MatmulPath::kBF16AsF32, MatmulPath::kAvx2Int8,
-                          MatmulPath::kAvxVnniInt8}) {
+                          MatmulPath::kAvxVnniInt8, MatmulPath::kAvx512VnniInt8}) {
     if (!CheckMatmulPathSupported(path).ok()) continue;
     absl::StatusOr<PackedLinear> linear = PackedLinear::Create(w, b, path);
     ASSERT_TRUE(linear.ok()) << linear.status();
@@ -410,10 +410,16 @@ TEST(Matmul, UsesOptimisedImplementations) {
       ASSERT_TRUE(impl.ok());
       EXPECT_EQ(impl->find("ref"), std::string::npos)
           << PrecisionName(p) << " M=" << m << " " << *impl;
-      // With AVX-512 (VNNI, BF16) every precision must run oneDNN's brgemm kernels on
-      // prepacked weights: int8 once fell back to gemm:jit, which repacks them per call.
-      // Without them (AVX2), every precision runs our own kernels on weights packed once.
-      if (std::string(CpuIsaName()).starts_with("avx512_core_")) {
+      // With AVX-512 (VNNI, BF16) f32 and bf16 must run oneDNN's brgemm kernels on prepacked
+      // weights, and int8 our kernel's 512-bit form, or brgemm with AMX (int8 once fell back
+      // to oneDNN's gemm:jit, which repacks the weights per call). Without them (AVX2), every
+      // precision runs our own kernels on weights packed once.
+      if (p == Precision::kInt8 && DefaultMatmulPath(p) != MatmulPath::kOneDnnInt8) {
+        EXPECT_EQ(*impl, absl::StrCat("taskmoe:", MatmulPathName(DefaultMatmulPath(p))));
+        if (CpuHasAvx512Vnni()) {
+          EXPECT_EQ(DefaultMatmulPath(p), MatmulPath::kAvx512VnniInt8);
+        }
+      } else if (std::string(CpuIsaName()).starts_with("avx512_core_")) {
         EXPECT_EQ(impl->rfind("brg", 0), 0u) << PrecisionName(p) << " M=" << m << " " << *impl;
       } else if (!std::string(CpuIsaName()).starts_with("avx512") && CpuHasAvx2()) {
         EXPECT_EQ(impl->rfind("taskmoe:", 0), 0u) << PrecisionName(p) << " M=" << m << " " << *impl;

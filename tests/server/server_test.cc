@@ -202,7 +202,8 @@ TEST_F(ServerTest, ListTasksAndGetTask) {
     // The greedy head's int8 candidate filter comes with our f32 kernel, not with oneDNN's.
     if (t.matmul_path() == "avx2_f32") {
       EXPECT_TRUE(t.greedy_head_filter() == "avx2_int8" ||
-                  t.greedy_head_filter() == "avx_vnni_int8")
+                  t.greedy_head_filter() == "avx_vnni_int8" ||
+                  t.greedy_head_filter() == "avx512_vnni_int8")
           << t.greedy_head_filter();
     } else {
       EXPECT_EQ(t.greedy_head_filter(), "");
@@ -1078,7 +1079,8 @@ TEST_F(ServerTest, MetricsPassPromtool) {
   bool found_model_info = false;
   for (const char* paths : {R"(greedy_head_filter="",matmul_path="onednn_f32")",
                             R"(greedy_head_filter="avx2_int8",matmul_path="avx2_f32")",
-                            R"(greedy_head_filter="avx_vnni_int8",matmul_path="avx2_f32")"}) {
+                            R"(greedy_head_filter="avx_vnni_int8",matmul_path="avx2_f32")",
+                            R"(greedy_head_filter="avx512_vnni_int8",matmul_path="avx2_f32")"}) {
     found_model_info =
         found_model_info ||
         metrics->find(absl::StrCat("taskmoe_model_info{", paths,

@@ -336,6 +336,18 @@ TEST(Quantize, RowsSymmetricWithinHalfAStep) {
       EXPECT_GE(q[r * cols + c], -127);
     }
   }
+  // The form our int8 kernel reads: the same values plus 128, in rows of a wider stride whose
+  // padding holds 128 (zero); the same scales. (cols > 32: the vectorised loop and its tail.)
+  const int64_t ldq = cols + 3;
+  std::vector<uint8_t> shifted(rows * ldq, 0);
+  std::vector<float> shifted_scales(rows);
+  QuantizeRowsSymmetricShifted(x.data(), rows, cols, shifted.data(), ldq, shifted_scales.data());
+  EXPECT_EQ(shifted_scales, scales);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < ldq; ++c) {
+      EXPECT_EQ(shifted[r * ldq + c], c < cols ? q[r * cols + c] + 128 : 128) << r << "," << c;
+    }
+  }
   std::vector<BFloat16> bf(3);
   const float src[3] = {1.0f, -0.1f, 65504.0f};
   ConvertToBFloat16(src, 3, bf.data());
@@ -385,6 +397,9 @@ TEST(QuantizeRowsSymmetric, NonFiniteValuesHaveADefinedResult) {
   EXPECT_EQ(q[3], 0);  // inf * (1 / inf)
   EXPECT_EQ(q[4], 0);
   EXPECT_EQ(q[5], 0);
+  uint8_t shifted[6];
+  QuantizeRowsSymmetricShifted(x, 2, 3, shifted, 3, scales);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(shifted[i], q[i] + 128) << i;
 }
 
 }  // namespace

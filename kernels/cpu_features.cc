@@ -118,8 +118,8 @@ bool CpuHasAvxVnni() {
 }
 
 bool CpuHasAvx512Vnni() {
-  static const bool has = EffectiveLevel().avx512 && EffectiveLevel().vnni && CpuHasAvx512() &&
-                          __builtin_cpu_supports("avx512vnni");
+  static const bool has =
+      CpuHasAvx512() && EffectiveLevel().vnni && __builtin_cpu_supports("avx512vnni");
   return has;
 }
 

@@ -2,9 +2,9 @@
 // 16 columns x 4 inputs, int8_gemm.h) is one zmm register, and one vpdpbusd multiplies it by
 // 4 inputs of a row broadcast to every column: 64 multiply-adds per instruction, twice the
 // AVX-VNNI form's. This file alone is compiled with AVX-512 (kernels/CMakeLists.txt) and runs
-// only where cpu_features.h finds AVX-512 VNNI. The layout, the shift of the inputs to
-// unsigned and its correction are the other forms' (int8_gemm_tile.h), so the three forms'
-// sums are the same integers.
+// only where cpu_features.h finds AVX-512 VNNI. The layout, the inputs (shifted to unsigned by
+// the caller's quantisation) and the correction of that shift are the other forms'
+// (int8_gemm.h), so the three forms' sums are the same integers.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -19,10 +19,6 @@
 
 namespace taskmoe::kernels {
 namespace {
-
-// As in int8_gemm_tile.h: each tile's weights stream from memory once per product, asked for
-// this far ahead of the unit being multiplied.
-constexpr int64_t kPrefetchBytes = 4096;
 
 // Group g's 4 inputs of a row (shifted to unsigned by the caller) in every column's lane.
 inline __m512i BroadcastGroup(const uint8_t* row, int64_t g) {
@@ -60,7 +56,7 @@ inline void Tile(const uint8_t* a, int64_t lda, const int8_t* w, int64_t tile_by
       for (int t = 0; t < kTiles; ++t) {
         const int8_t* unit = w + t * tile_bytes + (g + j) * kInt8GemmUnitBytes;
         if constexpr (kPrefetch) {
-          _mm_prefetch(reinterpret_cast<const char*>(unit) + kPrefetchBytes, _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(unit) + kInt8GemmPrefetchBytes, _MM_HINT_T0);
         }
         weights[t] = _mm512_loadu_si512(unit);
       }

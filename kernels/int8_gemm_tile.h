@@ -16,12 +16,6 @@
 namespace taskmoe::kernels {
 namespace {
 
-// How far ahead of the unit being multiplied its tile's weights are prefetched: 64 units.
-// A 1 x 512 x 64000 product from memory (one thread, Zen 5 in AVX2 form) read 35-37 GB/s with
-// the hardware prefetcher alone, 41 GB/s (the core's plain read bandwidth) with 4 KiB; 1-2 KiB
-// gained nothing.
-constexpr int64_t kPrefetchBytes = 4096;
-
 // Both forms multiply the inputs shifted to unsigned, a + 128, which the caller's
 // quantisation wrote, by the signed weights, and the tile's store subtracts 128 * sum w per
 // column (int8_gemm.h).
@@ -62,7 +56,7 @@ inline void AccumulateGroups(const uint8_t* a, int64_t lda, const int8_t* unit, 
     const int8_t* group_unit = unit + j * kInt8GemmUnitBytes;
     // The weights stream from memory once per product: ask for them early enough to hide
     // the latency of a line.
-    _mm_prefetch(reinterpret_cast<const char*>(group_unit) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(group_unit) + kInt8GemmPrefetchBytes, _MM_HINT_T0);
 #pragma GCC unroll 2
     for (int b = 0; b < kBlocks; ++b) {
       weights[j][b] = _mm256_loadu_si256(

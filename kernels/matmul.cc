@@ -333,11 +333,15 @@ absl::Status CheckMatmulPathSupported(MatmulPath path) {
 }
 
 std::optional<MatmulPath> OwnInt8Path() {
-  for (MatmulPath path :
-       {MatmulPath::kAvx512VnniInt8, MatmulPath::kAvxVnniInt8, MatmulPath::kAvx2Int8}) {
-    if (CheckMatmulPathSupported(path).ok()) return path;
-  }
-  return std::nullopt;
+  // Asked for every int8 layer at load: the CPU's answer, worked out (refusals and all) once.
+  static const std::optional<MatmulPath> fastest = []() -> std::optional<MatmulPath> {
+    for (MatmulPath path :
+         {MatmulPath::kAvx512VnniInt8, MatmulPath::kAvxVnniInt8, MatmulPath::kAvx2Int8}) {
+      if (CheckMatmulPathSupported(path).ok()) return path;
+    }
+    return std::nullopt;
+  }();
+  return fastest;
 }
 
 MatmulPath DefaultMatmulPath(Precision precision) {

@@ -200,6 +200,14 @@ TEST(Matmul, ChoosesPathsThisCpuRuns) {
     ASSERT_FALSE(refused.ok());
     EXPECT_NE(refused.status().message().find("AVX-VNNI"), std::string::npos) << refused.status();
   }
+  if (!CpuHasAvx512Vnni()) {
+    absl::StatusOr<PackedLinear> refused =
+        PackedLinear::Create(MakeWeight(8, 16, 1), Tensor(), MatmulPath::kAvx512VnniInt8);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(refused.status().message().find("AVX-512 VNNI"), std::string::npos)
+        << refused.status();
+  }
   for (MatmulPath path : kAllMatmulPaths) {
     EXPECT_EQ(*ParseMatmulPath(MatmulPathName(path)), path);
   }

@@ -1,6 +1,7 @@
 // RequestState: the handler/worker hand-over of one request.
 #include "server/request_state.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/time/clock.h"
@@ -43,10 +44,17 @@ bool RequestState::ShouldStop() const {
   return cancelled_.load(std::memory_order_relaxed) || absl::Now() >= deadline_;
 }
 
+bool RequestState::DeadlineExpired() const {
+  const absl::Time now = absl::Now();
+  if (now >= deadline_) return true;
+  if (deadline_ == absl::InfiniteFuture()) return false;
+  const absl::Duration rounding = std::max(absl::Milliseconds(5), (deadline_ - received_) / 50);
+  return now >= deadline_ - rounding;
+}
+
 absl::Status RequestState::StopStatus() const {
-  // The deadline first: when it passes, gRPC also cancels the call, and the caller should
-  // learn that its deadline was too short, not that someone cancelled.
-  if (absl::Now() >= deadline_) {
+  // The deadline first: when it passes, gRPC also cancels the call.
+  if (DeadlineExpired()) {
     return absl::DeadlineExceededError("the deadline passed before decoding finished");
   }
   if (cancelled_.load()) return absl::CancelledError("the request was cancelled by the client");

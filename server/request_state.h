@@ -49,6 +49,13 @@ class RequestState {
   absl::Span<const models::SourceSentence> TextSentences(int text) const;
   absl::Time received() const { return received_; }
   absl::Time deadline() const { return deadline_; }
+  // Whether the deadline explains a call that stopped or was cancelled now: it passed, or it
+  // is within the rounding of the timeout the client sent (2% of the timeout, at least 5 ms).
+  // The client's gRPC cancels the call when its deadline passes, a moment before ours does,
+  // since the timeout travels rounded up to three digits of a unit (1,000 ms as "1S", 1,234 ms
+  // as 1,240 ms); its caller should learn that the deadline was too short, not that someone
+  // cancelled.
+  bool DeadlineExpired() const;
 
   // --- Worker side.
   // True once the request was cancelled or its deadline passed: its sentences leave their

@@ -175,8 +175,8 @@ absl::Status StreamEndStatus(absl::Status decoded, bool write_failed, bool cance
 }
 
 absl::Status TranslationStream::Finish() {
-  const absl::Status status = StreamEndStatus(status_, write_failed_.load(), Cancelled(),
-                                              absl::Now() >= state_->deadline());
+  const absl::Status status =
+      StreamEndStatus(status_, write_failed_.load(), Cancelled(), state_->DeadlineExpired());
   if (!status.ok()) output_tokens_ = 0;
   Record("TranslateStream", status, output_tokens_);
   return status;

@@ -87,7 +87,7 @@ absl::Status TranslationCore::FinalStatus(const CallContext& call,
     if (h.status.ok()) continue;
     if (Cancelled(call)) {
       // gRPC cancels a call whose deadline passed; report that as the deadline.
-      if (absl::Now() >= state.deadline()) {
+      if (state.DeadlineExpired()) {
         return absl::DeadlineExceededError("the deadline passed before decoding finished");
       }
       return absl::CancelledError("the client cancelled the request");

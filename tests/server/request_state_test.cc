@@ -89,6 +89,24 @@ TEST(RequestState, StopsOnCancelAndReportsWhy) {
   EXPECT_EQ(state.StopStatus().code(), absl::StatusCode::kCancelled);
 }
 
+TEST(RequestState, ACancellationWithinTheTimeoutsRoundingIsTheDeadlines) {
+  // A client's gRPC cancels when its deadline passes, before ours (the timeout it sends is
+  // rounded up): 2% of the timeout, at least 5 ms, before the deadline counts as the deadline.
+  RequestState due = MakeState(/*streams_tokens=*/false, 1, absl::Now() + absl::Milliseconds(4));
+  due.Cancel();
+  EXPECT_EQ(due.StopStatus().code(), absl::StatusCode::kDeadlineExceeded);
+  // 500 ms: the window is 10 ms.
+  RequestState proportional =
+      MakeState(/*streams_tokens=*/false, 1, absl::Now() + absl::Milliseconds(500));
+  absl::SleepFor(absl::Milliseconds(492));
+  proportional.Cancel();
+  EXPECT_EQ(proportional.StopStatus().code(), absl::StatusCode::kDeadlineExceeded);
+  // A cancellation well before a short deadline is a cancellation.
+  RequestState early = MakeState(/*streams_tokens=*/false, 1, absl::Now() + absl::Seconds(1));
+  early.Cancel();
+  EXPECT_EQ(early.StopStatus().code(), absl::StatusCode::kCancelled);
+}
+
 TEST(RequestState, DeadlineWinsOverCancellation) {
   RequestState state = MakeState(/*streams_tokens=*/false, 1, absl::Now() - absl::Seconds(1));
   state.Cancel();

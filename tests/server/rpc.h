@@ -4,6 +4,7 @@
 #define TASKMOE_TESTS_SERVER_RPC_H_
 
 #include <grpcpp/client_context.h>
+#include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
@@ -29,10 +30,14 @@ v1::TranslateRequest Request(const std::string& task, const std::vector<std::str
 grpc::Status Translate(const ServerProcess& server, const v1::TranslateRequest& request,
                        v1::TranslateResponse* response, absl::Duration timeout = kLongDeadline);
 
-// Polls the metrics endpoint until `series` reaches at least `value` (true) or 30 s pass.
-bool WaitForMetric(const ServerProcess& server, const std::string& series, double value);
+// Polls the metrics endpoint until `series` reaches at least `value` (success) or 30 s pass
+// (a failure that prints the last scrape of the series' family: its value, or which of its
+// siblings moved instead).
+::testing::AssertionResult WaitForMetric(const ServerProcess& server, const std::string& series,
+                                         double value);
 // The same until `series` is at most `value`.
-bool WaitForMetricAtMost(const ServerProcess& server, const std::string& series, double value);
+::testing::AssertionResult WaitForMetricAtMost(const ServerProcess& server,
+                                               const std::string& series, double value);
 
 }  // namespace taskmoe::server::testing
 

@@ -104,8 +104,9 @@ TEST_F(StreamTest, DeadlineAndCancellationStopDecoding) {
   auto server = StartServer(kSlowFlags);  // 400 steps of 10 ms: 4 s a sentence
   ASSERT_NE(server, nullptr);
   absl::Time start = absl::Now();
-  const StreamResult expired =
-      Stream(*server, StreamRequest("en-de", "Hello"), absl::Milliseconds(300));
+  // 1 s: on a loaded machine under TSan a shorter deadline could pass before the server has the
+  // call at all, and gRPC would refuse it unseen and uncounted.
+  const StreamResult expired = Stream(*server, StreamRequest("en-de", "Hello"), absl::Seconds(1));
   EXPECT_EQ(expired.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(expired.done, 0);
   EXPECT_TRUE(WaitForMetric(

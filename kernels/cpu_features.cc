@@ -5,11 +5,14 @@
 
 #include <fstream>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "kernels/bf16_dot_rate.h"
 #include "kernels/runtime.h"
 
 namespace taskmoe::kernels {
@@ -140,19 +143,48 @@ bool OneDnnHasF32Brgemm() {
   return has;
 }
 
+namespace {
+
+// BF16DotToFmaRatio() once per process, where the CPU has the bf16 instructions (oneDNN's
+// avx512_core_bf16 or above); nullopt elsewhere.
+std::optional<double> BF16DotRatio() {
+  static const std::optional<double> ratio = []() -> std::optional<double> {
+    const cpu_isa isa = dnnl::get_effective_cpu_isa();
+    if (isa != cpu_isa::avx512_core_bf16 && isa != cpu_isa::avx512_core_amx) return std::nullopt;
+    return BF16DotToFmaRatio();
+  }();
+  return ratio;
+}
+
+}  // namespace
+
+bool CpuBF16OutrunsF32() {
+  static const bool outruns = [] {
+    if (!OneDnnHasBF16Matmul()) return false;
+    if (dnnl::get_effective_cpu_isa() == cpu_isa::avx512_core_amx) return true;
+    // Between the full-rate bf16 dot product (2x) and an FMA's rate (1x), well above what
+    // Emerald Rapids measured (0.6x), so that noise cannot flip it.
+    const std::optional<double> ratio = BF16DotRatio();
+    return ratio.has_value() && *ratio >= 1.5;
+  }();
+  return outruns;
+}
+
 bool OneDnnHasInt8Brgemm() {
   static const bool has = ProbeMatmul(dnnl::memory::data_type::s8).starts_with("brg");
   return has;
 }
 
 std::string CpuSummary() {
-  return absl::StrCat("cpu=\"", CpuModelName(), "\" isa=", CpuIsaName(),
-                      " avx512=", CpuHasAvx512() ? "yes" : "no",
-                      " avx_vnni=", CpuHasAvxVnni() ? "yes" : "no",
-                      " avx512_vnni=", CpuHasAvx512Vnni() ? "yes" : "no",
-                      " f32_brgemm=", OneDnnHasF32Brgemm() ? "yes" : "no",
-                      " bf16_matmul=", OneDnnHasBF16Matmul() ? "yes" : "no",
-                      " int8_brgemm=", OneDnnHasInt8Brgemm() ? "yes" : "no");
+  return absl::StrCat(
+      "cpu=\"", CpuModelName(), "\" isa=", CpuIsaName(), " avx512=", CpuHasAvx512() ? "yes" : "no",
+      " avx_vnni=", CpuHasAvxVnni() ? "yes" : "no",
+      " avx512_vnni=", CpuHasAvx512Vnni() ? "yes" : "no",
+      " f32_brgemm=", OneDnnHasF32Brgemm() ? "yes" : "no",
+      " bf16_matmul=", OneDnnHasBF16Matmul() ? "yes" : "no",
+      BF16DotRatio().has_value() ? absl::StrFormat(" bf16_dot_rate=%.1fx", *BF16DotRatio())
+                                 : std::string(),
+      " int8_brgemm=", OneDnnHasInt8Brgemm() ? "yes" : "no");
 }
 
 }  // namespace taskmoe::kernels

@@ -37,11 +37,17 @@ bool OneDnnHasF32Brgemm();
 // oneDNN can run a bf16 matmul here on the bf16 instructions (AVX512-BF16 or AMX; oneDNN 2.6
 // has none on AVX2, and on plain AVX-512 only a slow emulation, which does not count).
 bool OneDnnHasBF16Matmul();
+// Whether bf16 arithmetic outruns f32 here, so that oneDNN's bf16 matmul is worth running:
+// with AMX, or where AVX512-BF16's vdpbf16ps does at least 1.5x the multiply-adds per second of
+// an f32 FMA (bf16_dot_rate.h; measured once: 0.6 on Intel Emerald Rapids without AMX).
+// False wherever OneDnnHasBF16Matmul() is.
+bool CpuBF16OutrunsF32();
 // oneDNN runs int8 matmuls on its brgemm kernels over prepacked weights (AVX-512 VNNI, AMX).
 // Elsewhere it falls back to gemm:jit, which repacks the weights at every call.
 bool OneDnnHasInt8Brgemm();
 
-// One line for logs and benchmarks: "cpu=<model> isa=<level> avx_vnni=<yes|no> bf16=<...>".
+// One line for logs and benchmarks: "cpu=<model> isa=<level> avx_vnni=<yes|no> ...", with the
+// measured bf16/f32 multiply-add ratio where the CPU has AVX512-BF16 ("bf16_dot_rate=0.6x").
 std::string CpuSummary();
 
 }  // namespace taskmoe::kernels

@@ -352,7 +352,10 @@ MatmulPath DefaultMatmulPath(Precision precision) {
       if (OneDnnHasF32Brgemm() || !CpuHasAvx2()) return MatmulPath::kOneDnnF32;
       return MatmulPath::kAvx2F32;
     case Precision::kBF16:
-      return OneDnnHasBF16Matmul() ? MatmulPath::kOneDnnBF16 : MatmulPath::kBF16AsF32;
+      // oneDNN's bf16 matmul only where bf16 arithmetic outruns f32: elsewhere our f32 kernel
+      // on the same bf16 weights (the same bytes read, the same rounded inputs) was 1.5-2.4x
+      // faster (Intel Emerald Rapids without AMX, docs/benchmarks.md, stop 53).
+      return CpuBF16OutrunsF32() ? MatmulPath::kOneDnnBF16 : MatmulPath::kBF16AsF32;
     case Precision::kInt8:
       // AMX multiplies tiles of 16 rows at once: oneDNN's brgemm there (not measured here) is
       // left to it. With AVX-512 VNNI alone our 512-bit form read the weights faster at one

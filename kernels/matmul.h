@@ -48,7 +48,8 @@ namespace taskmoe::kernels {
 // FailedPrecondition naming the instruction set it lacks.
 absl::Status CheckMatmulPathSupported(MatmulPath path);
 // The fastest path for `precision` on this CPU: onednn_f32 where oneDNN has f32 brgemm, else
-// avx2_f32; onednn_bf16 where oneDNN has a bf16 matmul, else bf16_as_f32; onednn_int8 with AMX,
+// avx2_f32; onednn_bf16 where bf16 arithmetic outruns f32 (CpuBF16OutrunsF32: AMX, or AMD's
+// full-rate AVX512-BF16), else bf16_as_f32; onednn_int8 with AMX,
 // else our own int8 kernel's fastest form (OwnInt8Path). Decided once per process.
 MatmulPath DefaultMatmulPath(Precision precision);
 // The fastest form of our own int8 kernel this CPU runs: avx512_vnni_int8, avx_vnni_int8 or

@@ -52,8 +52,9 @@ absl::Status TaskRegistry::LoadAll(bool require_all) {
       absl::StrCat("compute: ", models::CpuSummary(), "; ", models::PrecisionName(precision_),
                    " linear layers run ", models::MatmulPathName(path),
                    path == models::MatmulPath::kBF16AsF32
-                       ? " (this CPU has no bf16 matmul: bf16-rounded weights and inputs are "
-                         "multiplied in f32, at f32's speed; --precision=int8 is faster here)"
+                       ? " (bf16 arithmetic is no faster than f32 on this CPU, or it has none: "
+                         "bf16-rounded weights and inputs are multiplied in f32, at f32's "
+                         "speed; --precision=int8 is faster here)"
                    : path == models::MatmulPath::kAvx2F32
                        ? " (weights stored as bf16 values are read in bf16: the same results "
                          "from half the memory)"

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/bf16_dot_rate.h"
 #include "kernels/cpu_budget.h"
 #include "kernels/cpu_features.h"
 #include "kernels/int8_gemm.h"
@@ -66,6 +67,25 @@ TEST(CpuBudget, DefaultThreadsWithinAffinity) {
   EXPECT_GE(DefaultComputeThreads(), 1);
   EXPECT_LE(DefaultComputeThreads(), AffinityCpuCount());
   EXPECT_NE(DescribeComputeThreadBudget().find("affinity"), std::string::npos);
+}
+
+// The vdpbf16ps / FMA probe behind the bf16 path's choice: where the CPU has AVX512-BF16 it
+// reports a plausible ratio (0.6 on Intel Emerald Rapids, about 2 expected on AMD Zen 4/5) and the
+// summary names it; elsewhere the probe never runs and bf16 arithmetic never counts as faster.
+TEST(CpuFeatures, MeasuresBF16DotRateWhereTheCpuHasIt) {
+  const std::string isa = CpuIsaName();
+  if (isa != "avx512_core_bf16" && isa != "avx512_core_amx") {
+    EXPECT_EQ(CpuSummary().find("bf16_dot_rate"), std::string::npos) << CpuSummary();
+    EXPECT_FALSE(CpuBF16OutrunsF32());
+    GTEST_SKIP() << "no AVX512-BF16 here (or ONEDNN_MAX_CPU_ISA caps it): " << CpuSummary();
+  }
+  const double ratio = BF16DotToFmaRatio();
+  EXPECT_GT(ratio, 0.2);
+  EXPECT_LT(ratio, 4.0);
+  EXPECT_NE(CpuSummary().find("bf16_dot_rate="), std::string::npos) << CpuSummary();
+  if (isa == "avx512_core_bf16") {
+    EXPECT_EQ(CpuBF16OutrunsF32(), ratio >= 1.5) << ratio;
+  }
 }
 
 struct GemmShape {

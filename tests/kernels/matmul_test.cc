@@ -172,7 +172,10 @@ TEST(Matmul, ChoosesPathsThisCpuRuns) {
     EXPECT_TRUE(CheckMatmulPathSupported(path).ok()) << MatmulPathName(path);
   }
   EXPECT_EQ(DefaultMatmulPath(Precision::kBF16),
-            OneDnnHasBF16Matmul() ? MatmulPath::kOneDnnBF16 : MatmulPath::kBF16AsF32);
+            CpuBF16OutrunsF32() ? MatmulPath::kOneDnnBF16 : MatmulPath::kBF16AsF32);
+  if (!OneDnnHasBF16Matmul()) {
+    EXPECT_FALSE(CpuBF16OutrunsF32());
+  }
   const std::string isa = CpuIsaName();
   if (isa == "avx512_core" || isa == "avx512_core_vnni" || isa.starts_with("avx2")) {
     // oneDNN 2.6 emulates bf16 on plain AVX-512, at under half f32's speed: not a bf16 matmul.
@@ -420,9 +423,12 @@ TEST(Matmul, UsesOptimisedImplementations) {
           << PrecisionName(p) << " M=" << m << " " << *impl;
       // With AVX-512 (VNNI, BF16) f32 and bf16 must run oneDNN's brgemm kernels on prepacked
       // weights, and int8 our kernel's 512-bit form, or brgemm with AMX (int8 once fell back
-      // to oneDNN's gemm:jit, which repacks the weights per call). Without them (AVX2), every
-      // precision runs our own kernels on weights packed once.
-      if (p == Precision::kInt8 && DefaultMatmulPath(p) != MatmulPath::kOneDnnInt8) {
+      // to oneDNN's gemm:jit, which repacks the weights per call); bf16 runs our f32 kernel
+      // where bf16 arithmetic is slower than f32 (CpuBF16OutrunsF32). Without them (AVX2),
+      // every precision runs our own kernels on weights packed once.
+      if (p == Precision::kBF16 && DefaultMatmulPath(p) == MatmulPath::kBF16AsF32) {
+        EXPECT_EQ(impl->rfind("taskmoe:bf16_as_f32", 0), 0u) << " M=" << m << " " << *impl;
+      } else if (p == Precision::kInt8 && DefaultMatmulPath(p) != MatmulPath::kOneDnnInt8) {
         EXPECT_EQ(*impl, absl::StrCat("taskmoe:", MatmulPathName(DefaultMatmulPath(p))));
         if (CpuHasAvx512Vnni()) {
           EXPECT_EQ(DefaultMatmulPath(p), MatmulPath::kAvx512VnniInt8);

@@ -394,6 +394,19 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
   return linear;
 }
 
+absl::StatusOr<PackedLinear> PackedLinear::CreateGreedyHead(const Tensor& weight,
+                                                            const Tensor& bias,
+                                                            Precision precision) {
+  absl::StatusOr<PackedLinear> linear =
+      precision == Precision::kF32 && DefaultMatmulPath(precision) == MatmulPath::kOneDnnF32 &&
+              CheckMatmulPathSupported(MatmulPath::kAvx2F32).ok()
+          ? Create(weight, bias, MatmulPath::kAvx2F32)
+          : Create(weight, bias, precision);
+  if (!linear.ok()) return linear;
+  TASKMOE_RETURN_IF_ERROR(linear->AddGreedyCandidateFilter(weight));
+  return linear;
+}
+
 bool PackedLinear::RunsReferenceKernel() const {
   if (RunsOwnKernel()) return false;
   for (int64_t rows : {int64_t{1}, int64_t{3}, int64_t{8}, int64_t{16}, kPackingReferenceRows}) {

@@ -75,6 +75,13 @@ class PackedLinear {
   // is refused (CheckMatmulPathSupported).
   static absl::StatusOr<PackedLinear> Create(const Tensor& weight, const Tensor& bias,
                                              MatmulPath path);
+  // A decoder's output projection: as Create(weight, bias, precision), with the greedy head's
+  // int8 candidate filter (AddGreedyCandidateFilter) wherever the layer runs our f32 kernel.
+  // f32 weights with full mantissas run our kernel here too where the default would be
+  // oneDNN's brgemm (AVX-512): the filter reads a quarter of the bytes at one row, and the
+  // head is the largest layer of a step (a 64k vocabulary: half the paper shape's weights).
+  static absl::StatusOr<PackedLinear> CreateGreedyHead(const Tensor& weight, const Tensor& bias,
+                                                       Precision precision);
 
   // An empty linear (0 x 0) that refuses every input; a placeholder until assigned.
   PackedLinear() = default;

@@ -91,10 +91,8 @@ class WeightLoader {
       if (bias) {
         TASKMOE_ASSIGN_OR_RETURN(b, file_.GetFloat(b_name));
       }
-      TASKMOE_ASSIGN_OR_RETURN(kernels::PackedLinear linear,
-                               kernels::PackedLinear::Create(w, b, precision));
-      if (greedy_head) TASKMOE_RETURN_IF_ERROR(linear.AddGreedyCandidateFilter(w));
-      return linear;
+      return greedy_head ? kernels::PackedLinear::CreateGreedyHead(w, b, precision)
+                         : kernels::PackedLinear::Create(w, b, precision);
     };
     return Pack(make, *file_.RawBytes(w_name), bias_bytes, precision);
   }

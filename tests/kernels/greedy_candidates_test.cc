@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -246,6 +247,41 @@ TEST(GreedyCandidates, HeadRowsDoNotDependOnTheBatch) {
     EXPECT_EQ(std::memcmp(&alone.max[0], &batch.max[r], sizeof(float)), 0);
     EXPECT_EQ(std::memcmp(&alone.log_sum_exp[0], &batch.log_sum_exp[r], sizeof(float)), 0);
   }
+}
+
+// A decoder's head gets the filter in f32 on every CPU with AVX2, full-mantissa f32 weights
+// included (where other f32 layers run oneDNN's brgemm), and picks the best token of a full
+// f32 product; bf16 gets it on bf16_as_f32, int8 never.
+TEST(GreedyCandidates, GreedyHeadCarriesTheFilterInF32) {
+  if (!CheckMatmulPathSupported(MatmulPath::kAvx2F32).ok()) GTEST_SKIP() << "no AVX2";
+  constexpr int64_t k = 64, n = 2000, rows = 9;
+  const Tensor w = HeadWeight(n, k, 41, /*bf16_values=*/false);
+  const Tensor b = RandomTensor(Shape{n}, 42, 0.5f);
+  absl::StatusOr<PackedLinear> head = PackedLinear::CreateGreedyHead(w, b, Precision::kF32);
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(head->path(), MatmulPath::kAvx2F32);
+  EXPECT_EQ(head->greedy_candidate_filter_path(), OwnInt8Path());
+  // The best token of every row is that of the plain f32 layer (oneDNN's where it is the
+  // default), up to a tie within f32 rounding.
+  absl::StatusOr<PackedLinear> plain = PackedLinear::Create(w, b, Precision::kF32);
+  ASSERT_TRUE(plain.ok());
+  const Tensor x = RandomTensor(Shape{rows, k}, 43, 1.5f);
+  const HeadResult filtered = RunHead(*head, x, GreedyLogSumExp::kApproximate);
+  Tensor y;
+  ASSERT_TRUE(plain->Forward(x, Activation::kNone, y).ok());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = y.data<float>() + r * n;
+    const float best = *std::max_element(row, row + n);
+    EXPECT_NEAR(row[filtered.best[r]], best, 1e-4f * std::max(1.0f, std::abs(best))) << r;
+    EXPECT_NEAR(filtered.max[r], best, 1e-4f * std::max(1.0f, std::abs(best))) << r;
+  }
+  absl::StatusOr<PackedLinear> int8 = PackedLinear::CreateGreedyHead(w, b, Precision::kInt8);
+  ASSERT_TRUE(int8.ok());
+  EXPECT_FALSE(int8->greedy_candidate_filter_path().has_value());
+  absl::StatusOr<PackedLinear> bf16 = PackedLinear::CreateGreedyHead(w, b, Precision::kBF16);
+  ASSERT_TRUE(bf16.ok());
+  EXPECT_EQ(bf16->greedy_candidate_filter_path().has_value(),
+            bf16->path() == MatmulPath::kBF16AsF32);
 }
 
 TEST(GreedyCandidates, FilterOnlyOnOurF32KernelAndForItsWeights) {

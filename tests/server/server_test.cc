@@ -199,15 +199,12 @@ TEST_F(ServerTest, ListTasksAndGetTask) {
     // oneDNN's brgemm where the CPU has AVX-512, our own kernel on AVX2 (kernels/matmul.h).
     EXPECT_TRUE(t.matmul_path() == "onednn_f32" || t.matmul_path() == "avx2_f32")
         << t.matmul_path();
-    // The greedy head's int8 candidate filter comes with our f32 kernel, not with oneDNN's.
-    if (t.matmul_path() == "avx2_f32") {
-      EXPECT_TRUE(t.greedy_head_filter() == "avx2_int8" ||
-                  t.greedy_head_filter() == "avx_vnni_int8" ||
-                  t.greedy_head_filter() == "avx512_vnni_int8")
-          << t.greedy_head_filter();
-    } else {
-      EXPECT_EQ(t.greedy_head_filter(), "");
-    }
+    // The greedy head's int8 candidate filter: an f32 head runs our kernel, which carries it,
+    // whichever path the other layers take (PackedLinear::CreateGreedyHead).
+    EXPECT_TRUE(t.greedy_head_filter() == "avx2_int8" ||
+                t.greedy_head_filter() == "avx_vnni_int8" ||
+                t.greedy_head_filter() == "avx512_vnni_int8")
+        << t.greedy_head_filter();
     EXPECT_GT(t.parameters(), 0u);
     EXPECT_GT(t.memory_bytes(), 0u);
     // The embeddings and attention layers of the subnetworks are the same bytes: kept once.
@@ -1075,9 +1072,10 @@ TEST_F(ServerTest, MetricsPassPromtool) {
         "process_cpu_seconds_total"}) {
     EXPECT_GT(MetricValue(*metrics, series), 0) << series;
   }
-  // f32 on oneDNN (AVX-512, no greedy filter) or on our kernel (AVX2, with one).
+  // f32 on oneDNN (AVX-512; the head on our kernel with the greedy filter) or on our kernel
+  // (AVX2, with the filter).
   bool found_model_info = false;
-  for (const char* paths : {R"(greedy_head_filter="",matmul_path="onednn_f32")",
+  for (const char* paths : {R"(greedy_head_filter="avx512_vnni_int8",matmul_path="onednn_f32")",
                             R"(greedy_head_filter="avx2_int8",matmul_path="avx2_f32")",
                             R"(greedy_head_filter="avx_vnni_int8",matmul_path="avx2_f32")",
                             R"(greedy_head_filter="avx512_vnni_int8",matmul_path="avx2_f32")"}) {

@@ -14,7 +14,7 @@ namespace {
 // Independent accumulators: more than any core's latency x ports of either instruction, so
 // that the loop measures issue rate, not a dependency chain.
 constexpr int kChains = 16;
-constexpr int kIterations = 400;  // 4,800 instructions a run: a few microseconds
+constexpr int kIterations = 400;  // 6,400 instructions a run: a few microseconds
 constexpr int kRuns = 15;
 
 using Clock = std::chrono::steady_clock;
@@ -28,28 +28,24 @@ float Sum(__m512 v) {
   return sum;
 }
 
-// The seconds of one run of each; `sink` keeps the results alive.
-double TimeFma(__m512 a, __m512 b, float& sink) {
+// The seconds of one run of kChains independent chains of `step` (acc -> acc'), started
+// from `start_value` times the chain's number; `sink` keeps the results alive.
+template <typename Step>
+double TimeChains(Step step, float start_value, float& sink) {
+  // Every loop over the chains unrolled, so that the accumulators live in registers (a loop
+  // over an array in memory would time store-to-load forwarding instead). The chains start
+  // from different values the compiler cannot know, or it would compute one and copy it: a
+  // first form did, and timed the instructions' latency.
   __m512 acc[kChains];
-  for (__m512& v : acc) v = _mm512_setzero_ps();
+#pragma GCC unroll 16
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(start_value * static_cast<float>(c));
   const Clock::time_point start = Clock::now();
   for (int i = 0; i < kIterations; ++i) {
-    for (__m512& v : acc) v = _mm512_fmadd_ps(a, b, v);
+#pragma GCC unroll 16
+    for (int c = 0; c < kChains; ++c) acc[c] = step(acc[c]);
   }
   __m512 total = acc[0];
-  for (int c = 1; c < kChains; ++c) total = _mm512_add_ps(total, acc[c]);
-  sink += Sum(total);
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double TimeBF16Dot(__m512bh a, __m512bh b, float& sink) {
-  __m512 acc[kChains];
-  for (__m512& v : acc) v = _mm512_setzero_ps();
-  const Clock::time_point start = Clock::now();
-  for (int i = 0; i < kIterations; ++i) {
-    for (__m512& v : acc) v = _mm512_dpbf16_ps(v, a, b);
-  }
-  __m512 total = acc[0];
+#pragma GCC unroll 16
   for (int c = 1; c < kChains; ++c) total = _mm512_add_ps(total, acc[c]);
   sink += Sum(total);
   return std::chrono::duration<double>(Clock::now() - start).count();
@@ -68,8 +64,11 @@ double BF16DotToFmaRatio() {
   double fma_best = std::numeric_limits<double>::infinity();
   double dot_best = std::numeric_limits<double>::infinity();
   for (int run = 0; run < kRuns; ++run) {
-    fma_best = std::min(fma_best, TimeFma(a, b, sink));
-    dot_best = std::min(dot_best, TimeBF16Dot(a_bf16, b_bf16, sink));
+    fma_best = std::min(
+        fma_best, TimeChains([&](__m512 acc) { return _mm512_fmadd_ps(a, b, acc); }, seed, sink));
+    dot_best = std::min(
+        dot_best,
+        TimeChains([&](__m512 acc) { return _mm512_dpbf16_ps(acc, a_bf16, b_bf16); }, seed, sink));
   }
   volatile float keep = sink;
   (void)keep;

@@ -176,14 +176,15 @@ bool OneDnnHasInt8Brgemm() {
 }
 
 std::string CpuSummary() {
+  const std::optional<double> bf16_dot_rate = BF16DotRatio();
   return absl::StrCat(
       "cpu=\"", CpuModelName(), "\" isa=", CpuIsaName(), " avx512=", CpuHasAvx512() ? "yes" : "no",
       " avx_vnni=", CpuHasAvxVnni() ? "yes" : "no",
       " avx512_vnni=", CpuHasAvx512Vnni() ? "yes" : "no",
       " f32_brgemm=", OneDnnHasF32Brgemm() ? "yes" : "no",
       " bf16_matmul=", OneDnnHasBF16Matmul() ? "yes" : "no",
-      BF16DotRatio().has_value() ? absl::StrFormat(" bf16_dot_rate=%.1fx", *BF16DotRatio())
-                                 : std::string(),
+      bf16_dot_rate.has_value() ? absl::StrFormat(" bf16_dot_rate=%.1fx", *bf16_dot_rate)
+                                : std::string(),
       " int8_brgemm=", OneDnnHasInt8Brgemm() ? "yes" : "no");
 }
 

@@ -373,13 +373,33 @@ MatmulPath DefaultMatmulPath(Precision precision) {
 
 absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Tensor& bias,
                                                   Precision precision) {
+  return CreateOnDefaultPath(weight, bias, precision, /*greedy_head=*/false);
+}
+
+absl::StatusOr<PackedLinear> PackedLinear::CreateGreedyHead(const Tensor& weight,
+                                                            const Tensor& bias,
+                                                            Precision precision) {
+  absl::StatusOr<PackedLinear> linear =
+      CreateOnDefaultPath(weight, bias, precision, /*greedy_head=*/true);
+  if (!linear.ok()) return linear;
+  TASKMOE_RETURN_IF_ERROR(linear->AddGreedyCandidateFilter(weight));
+  return linear;
+}
+
+absl::StatusOr<PackedLinear> PackedLinear::CreateOnDefaultPath(const Tensor& weight,
+                                                               const Tensor& bias,
+                                                               Precision precision,
+                                                               bool greedy_head) {
   MatmulPath path = DefaultMatmulPath(precision);
   // oneDNN's f32 brgemm (AVX-512) reads f32 weights. Weights that are all bf16 values (a
   // bf16-stored model's) run on our kernel instead, packed in bf16: half the bytes per
   // product, 1.5-2.4x the tokens/s at batch 1 and on par at 128 (docs/benchmarks.md, stop
-  // 40). Weights with full f32 mantissas stay on brgemm, which is faster on those from 8 rows
-  // up. Either way one layer has one kernel, so a row's results never depend on its batch.
-  if (path == MatmulPath::kOneDnnF32 && HoldsOnlyBFloat16Values(weight) &&
+  // 40). So does a greedy head, whatever its weights, for the int8 candidate filter only our
+  // kernel carries (2.07x at batch 1, 1.5-1.6x at 8-128 on the paper shape stored in f32;
+  // stop 53). Other weights with full f32 mantissas stay on brgemm, which is faster on those
+  // from 8 rows up. Either way one layer has one kernel, so a row's results never depend on
+  // its batch.
+  if (path == MatmulPath::kOneDnnF32 && (greedy_head || HoldsOnlyBFloat16Values(weight)) &&
       CheckMatmulPathSupported(MatmulPath::kAvx2F32).ok()) {
     path = MatmulPath::kAvx2F32;
   }
@@ -391,19 +411,6 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
   // head ran its reference kernel, 290 ms a call (decoding 2 tokens/s). Such a layer runs on
   // our own kernel instead, which every x86-64-v3 CPU has.
   if (std::optional<MatmulPath> own = OwnInt8Path()) return Create(weight, bias, *own);
-  return linear;
-}
-
-absl::StatusOr<PackedLinear> PackedLinear::CreateGreedyHead(const Tensor& weight,
-                                                            const Tensor& bias,
-                                                            Precision precision) {
-  absl::StatusOr<PackedLinear> linear =
-      precision == Precision::kF32 && DefaultMatmulPath(precision) == MatmulPath::kOneDnnF32 &&
-              CheckMatmulPathSupported(MatmulPath::kAvx2F32).ok()
-          ? Create(weight, bias, MatmulPath::kAvx2F32)
-          : Create(weight, bias, precision);
-  if (!linear.ok()) return linear;
-  TASKMOE_RETURN_IF_ERROR(linear->AddGreedyCandidateFilter(weight));
   return linear;
 }
 

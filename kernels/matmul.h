@@ -143,6 +143,11 @@ class PackedLinear {
   bool RunsReferenceKernel() const;
 
  private:
+  // Create(weight, bias, precision)'s choice of path and its fallbacks; a `greedy_head` takes
+  // our f32 kernel wherever Create would take oneDNN's f32 brgemm (CreateGreedyHead).
+  static absl::StatusOr<PackedLinear> CreateOnDefaultPath(const Tensor& weight, const Tensor& bias,
+                                                          Precision precision, bool greedy_head);
+
   // What becomes of one (row block, column panel) of outputs that oneDNN wrote to a dense
   // per-thread block (PanelsWriteIntoOutput() false): rows [first_row, first_row + rows) of
   // panel `panel`, `block` holding rows x that panel's columns. Runs on the team thread that

@@ -188,29 +188,20 @@ TEST(Matmul, ChoosesPathsThisCpuRuns) {
   }
   EXPECT_EQ(DefaultMatmulPath(Precision::kF32),
             !OneDnnHasF32Brgemm() && CpuHasAvx2() ? MatmulPath::kAvx2F32 : MatmulPath::kOneDnnF32);
+  // A path this CPU lacks is refused with FailedPrecondition naming the instruction set.
+  auto expect_refused = [](MatmulPath path, const std::string& naming) {
+    absl::StatusOr<PackedLinear> refused =
+        PackedLinear::Create(MakeWeight(8, 16, 1), Tensor(), path);
+    ASSERT_FALSE(refused.ok()) << MatmulPathName(path);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+    EXPECT_NE(refused.status().message().find(naming), std::string::npos) << refused.status();
+  };
   if (!OneDnnHasBF16Matmul()) {
-    absl::StatusOr<PackedLinear> refused =
-        PackedLinear::Create(MakeWeight(8, 16, 1), Tensor(), MatmulPath::kOneDnnBF16);
-    ASSERT_FALSE(refused.ok());
-    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_NE(refused.status().message().find("AVX512-BF16"), std::string::npos)
-        << refused.status();
-    EXPECT_NE(refused.status().message().find(CpuIsaName()), std::string::npos) << refused.status();
+    expect_refused(MatmulPath::kOneDnnBF16, "AVX512-BF16");
+    expect_refused(MatmulPath::kOneDnnBF16, CpuIsaName());
   }
-  if (!CpuHasAvxVnni()) {
-    absl::StatusOr<PackedLinear> refused =
-        PackedLinear::Create(MakeWeight(8, 16, 1), Tensor(), MatmulPath::kAvxVnniInt8);
-    ASSERT_FALSE(refused.ok());
-    EXPECT_NE(refused.status().message().find("AVX-VNNI"), std::string::npos) << refused.status();
-  }
-  if (!CpuHasAvx512Vnni()) {
-    absl::StatusOr<PackedLinear> refused =
-        PackedLinear::Create(MakeWeight(8, 16, 1), Tensor(), MatmulPath::kAvx512VnniInt8);
-    ASSERT_FALSE(refused.ok());
-    EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_NE(refused.status().message().find("AVX-512 VNNI"), std::string::npos)
-        << refused.status();
-  }
+  if (!CpuHasAvxVnni()) expect_refused(MatmulPath::kAvxVnniInt8, "AVX-VNNI");
+  if (!CpuHasAvx512Vnni()) expect_refused(MatmulPath::kAvx512VnniInt8, "AVX-512 VNNI");
   for (MatmulPath path : kAllMatmulPaths) {
     EXPECT_EQ(*ParseMatmulPath(MatmulPathName(path)), path);
   }

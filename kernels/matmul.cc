@@ -249,7 +249,7 @@ struct InputScratch {
   // The greedy head's per-panel partial results, [panels, rows] (ForwardArgMaxAndLogSumExp).
   Tensor head_argmax, head_max, head_log_sum_exp;
   // The candidate filter's inputs where they must be rounded to bf16 first (bf16_as_f32), and
-  // a row's upper bounds (greedy_candidates.h).
+  // a row of upper bounds per team slot (greedy_candidates.h).
   Tensor candidate_inputs, candidate_upper_bounds;
 };
 
@@ -726,10 +726,15 @@ absl::Status PackedLinear::ArgMaxThroughCandidates(const Tensor& x, Tensor& prod
   const float* row_scales = scratch.row_scales.data<float>();
   const float* bounds = candidate_bounds_.data<float>();
   float* values = products.data<float>();
+  // A row of upper bounds per team slot, sized here by the calling thread: a buffer of the
+  // running thread's own grew when a helper first took a row, an allocation in a warm
+  // decoding loop whenever the warm-up had left every row to the owner (allocation_test,
+  // under load).
+  scratch.candidate_upper_bounds.Resize(DType::kF32, Shape{NumThreads(), n});
+  float* const upper_bounds_of_slots = scratch.candidate_upper_bounds.data<float>();
   // Each row start to end on one thread, while its products are in that core's cache.
   ParallelFor(rows, rows > 1, [&](int64_t r) {
-    Tensor& upper_bounds = Scratch().candidate_upper_bounds;  // this thread's
-    upper_bounds.Resize(DType::kF32, Shape{n});
+    float* const upper_bounds = upper_bounds_of_slots + WorkSharingSlot() * n;
     const float* row = exact_args.a + r * k;
     float input_l1 = 0.0f;
     for (int64_t i = 0; i < k; ++i) input_l1 += std::fabs(row[i]);
@@ -741,7 +746,7 @@ absl::Status PackedLinear::ArgMaxThroughCandidates(const Tensor& x, Tensor& prod
                          .bias = exact_args.bias,
                          .input_l1_factor = bounds,
                          .row_scale_factor = bounds + n,
-                         .upper_bounds = upper_bounds.data<float>()},
+                         .upper_bounds = upper_bounds},
                         [&](const int32_t* columns, int64_t count, float* out) {
                           F32GemmSelectedColumns(exact_args, r, columns, count, out);
                         });

@@ -41,25 +41,38 @@ constexpr int64_t kMaxTileRows = 6;
 template <typename Weight>
 const Weight* PackedWeights(const F32GemmArgs& args) {
   if constexpr (std::is_same_v<Weight, BFloat16>) {
-    return args.packed_bf16;
+    return args.packed_bf16 + internal::kF32GemmBFloat16LeadValues;
   } else {
     return args.packed;
   }
 }
 
-// Input i's weights of the strip at w as two 8-column f32 vectors (columns 0-7, 8-15).
-template <typename Weight>
-inline void LoadStripWeights(const Weight* w, int64_t i, __m256& low, __m256& high) {
-  if constexpr (std::is_same_v<Weight, BFloat16>) {
-    // Lane j: column j in the low half, column 8 + j in the high half (f32_gemm.h). A bf16
-    // value is the upper half of its float, so both widen exactly.
-    const __m256i pair =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i * kF32GemmStripColumns));
-    low = _mm256_castsi256_ps(_mm256_slli_epi32(pair, 16));
-    high = _mm256_castsi256_ps(_mm256_and_si256(pair, _mm256_set1_epi32(-65536)));
-  } else {
-    low = _mm256_loadu_ps(w + i * kF32GemmStripColumns);
-    high = _mm256_loadu_ps(w + i * kF32GemmStripColumns + kVectorFloats);
+// Input i's weights of an f32 strip at w as two 8-column vectors (columns 0-7, 8-15).
+inline void LoadStripWeights(const float* w, int64_t i, __m256& low, __m256& high) {
+  low = _mm256_loadu_ps(w + i * kF32GemmStripColumns);
+  high = _mm256_loadu_ps(w + i * kF32GemmStripColumns + kVectorFloats);
+}
+
+// One input's weights of a bf16 strip (f32_gemm.h) as two 8-column vectors, from `at`: the
+// input's pair for its second input, two bytes lower for its first. A bf16 value is the upper
+// half of its float, so a mask widens either exactly (a shift, the other way to reach the low
+// halves, would take one of the two ports that the fused multiply-adds need on Intel).
+inline void LoadBFloat16StripWeights(const char* at, __m256& low, __m256& high) {
+  const __m256i upper_halves = _mm256_set1_epi32(-65536);
+  const auto* columns = reinterpret_cast<const __m256i*>(at);
+  low = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256(columns), upper_halves));
+  high = _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256(columns + 1), upper_halves));
+}
+
+// acc[r][v] += input i of row r x weights[v], for every row and vector of a tile.
+template <int kRows, int kVectors>
+inline void MultiplyAddInput(const float* const* a_rows, int64_t i,
+                             const __m256 (&weights)[kVectors], __m256 (&acc)[kRows][kVectors]) {
+#pragma GCC unroll 6
+  for (int r = 0; r < kRows; ++r) {
+    const __m256 input = _mm256_broadcast_ss(a_rows[r] + i);
+#pragma GCC unroll 8
+    for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_fmadd_ps(input, weights[v], acc[r][v]);
   }
 }
 
@@ -67,35 +80,62 @@ inline void LoadStripWeights(const Weight* w, int64_t i, __m256& low, __m256& hi
 // columns that exist. Each accumulator is one FMA chain over the inputs in order (f32_gemm.h).
 template <typename Weight, int kRows, int kStrips, bool kPrefetchNextStrip = false>
 inline void Tile(const F32GemmArgs& args, int64_t row, int64_t strip) {
+  constexpr bool kBFloat16 = std::is_same_v<Weight, BFloat16>;
   constexpr int kVectors = 2 * kStrips;
   const int64_t k = args.k;
-  const int64_t strip_weights = k * kF32GemmStripColumns;
-  const float* a = args.a + row * args.lda;
-  const Weight* w = PackedWeights<Weight>(args) + strip * strip_weights;
+  const int64_t strip_values = internal::F32GemmStripValues(k, kBFloat16);
+  // One pointer per row: the loop's broadcasts then address base + index alone, where an
+  // offset recomputed per row and step costs an integer instruction each, on the ports the
+  // fused multiply-adds use (Intel).
+  const float* a_rows[kRows];
+#pragma GCC unroll 6
+  for (int r = 0; r < kRows; ++r) a_rows[r] = args.a + (row + r) * args.lda;
+  const Weight* w = PackedWeights<Weight>(args) + strip * strip_values;
   __m256 acc[kRows][kVectors];
 #pragma GCC unroll 6
   for (int r = 0; r < kRows; ++r) {
 #pragma GCC unroll 8
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_setzero_ps();
   }
-  const Weight* next_strip = w + strip_weights;
-  for (int64_t i = 0; i < k; ++i) {
-    if constexpr (kPrefetchNextStrip) {
-      // At the pace this strip is read: a line per step in f32, half of one in bf16 (each
-      // line asked for twice, the second time at no cost).
-      _mm_prefetch(reinterpret_cast<const char*>(next_strip + i * kF32GemmStripColumns),
-                   _MM_HINT_T1);
-    }
-    __m256 weights[kVectors];
+  // The next strip is asked for at the pace this one is read: a line per input in f32, per
+  // pair of inputs in bf16.
+  const Weight* next_strip = w + strip_values;
+  __m256 weights[kVectors];
+  if constexpr (kBFloat16) {
+    // One input per step, as in f32 (a step that took both inputs of a pair ran GCC out of
+    // registers: it spilled two accumulators). A pair's first input is read two bytes lower
+    // than its second (LoadBFloat16StripWeights), so the steps from one input to the next
+    // alternate between 2 bytes and 62.
+    constexpr int64_t kPairBytes = 2 * kF32GemmStripColumns * sizeof(BFloat16);
+    const char* at = reinterpret_cast<const char*>(w) - sizeof(BFloat16);
+    int64_t step = sizeof(BFloat16);
+    for (int64_t i = 0; i < k; ++i) {
+      if constexpr (kPrefetchNextStrip) {
+        if (i % 2 == 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(next_strip + i * kF32GemmStripColumns),
+                       _MM_HINT_T1);
+        }
+      }
 #pragma GCC unroll 4
-    for (int s = 0; s < kStrips; ++s) {
-      LoadStripWeights(w + s * strip_weights, i, weights[2 * s], weights[2 * s + 1]);
+      for (int s = 0; s < kStrips; ++s) {
+        LoadBFloat16StripWeights(at + s * strip_values * sizeof(BFloat16), weights[2 * s],
+                                 weights[2 * s + 1]);
+      }
+      at += step;
+      step ^= sizeof(BFloat16) ^ (kPairBytes - sizeof(BFloat16));
+      MultiplyAddInput(a_rows, i, weights, acc);
     }
-#pragma GCC unroll 6
-    for (int r = 0; r < kRows; ++r) {
-      const __m256 input = _mm256_broadcast_ss(a + r * args.lda + i);
-#pragma GCC unroll 8
-      for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm256_fmadd_ps(input, weights[v], acc[r][v]);
+  } else {
+    for (int64_t i = 0; i < k; ++i) {
+      if constexpr (kPrefetchNextStrip) {
+        _mm_prefetch(reinterpret_cast<const char*>(next_strip + i * kF32GemmStripColumns),
+                     _MM_HINT_T1);
+      }
+#pragma GCC unroll 4
+      for (int s = 0; s < kStrips; ++s) {
+        LoadStripWeights(w + s * strip_values, i, weights[2 * s], weights[2 * s + 1]);
+      }
+      MultiplyAddInput(a_rows, i, weights, acc);
     }
   }
   const int64_t first_column = strip * kF32GemmStripColumns;
@@ -215,17 +255,26 @@ void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed) {
   }
 }
 
+int64_t F32GemmPackedBFloat16Values(int64_t out_features, int64_t in_features) {
+  const int64_t strips = (out_features + kF32GemmStripColumns - 1) / kF32GemmStripColumns;
+  return internal::kF32GemmBFloat16LeadValues +
+         strips * internal::F32GemmStripValues(in_features, /*bf16=*/true);
+}
+
 void PackF32GemmWeightsAsBFloat16(const float* w, int64_t n, int64_t k, BFloat16* packed) {
-  std::fill_n(packed, F32GemmPackedFloats(n, k), BFloat16{});
+  const int64_t strip_values = internal::F32GemmStripValues(k, /*bf16=*/true);
+  std::fill_n(packed, F32GemmPackedBFloat16Values(n, k), BFloat16{});
+  packed += internal::kF32GemmBFloat16LeadValues;
   for (int64_t c = 0; c < n; ++c) {
-    BFloat16* strip = packed + (c / kF32GemmStripColumns) * k * kF32GemmStripColumns;
-    const int64_t column = c % kF32GemmStripColumns;
-    // Columns 0-7 in the even places, 8-15 in the odd ones (f32_gemm.h).
-    const int64_t place = column < kVectorFloats ? 2 * column : 2 * (column - kVectorFloats) + 1;
+    BFloat16* strip = packed + (c / kF32GemmStripColumns) * strip_values;
+    const int64_t lane = c % kF32GemmStripColumns;
     for (int64_t i = 0; i < k; ++i) {
       uint32_t bits;
       std::memcpy(&bits, w + c * k + i, sizeof(bits));
-      strip[i * kF32GemmStripColumns + place] = BFloat16{static_cast<uint16_t>(bits >> 16)};
+      // Pair i / 2's 32 values, then the lane's two halves: the pair's first input in the low
+      // one (f32_gemm.h).
+      strip[(i - i % 2) * kF32GemmStripColumns + 2 * lane + i % 2] =
+          BFloat16{static_cast<uint16_t>(bits >> 16)};
     }
   }
 }
@@ -306,16 +355,18 @@ void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles) {
 
 namespace {
 
-// Where column `column`'s weight for input 0 lies in `Weight`'s packing (f32_gemm.h); its
-// weight for input i lies i * kF32GemmStripColumns further.
+// Where column `column`'s weight for input 0 lies in `Weight`'s packing (f32_gemm.h).
 template <typename Weight>
 inline const Weight* ColumnWeights(const Weight* packed, int64_t k, int64_t column) {
+  constexpr bool kBFloat16 = std::is_same_v<Weight, BFloat16>;
   const int64_t strip = column / kF32GemmStripColumns, lane = column % kF32GemmStripColumns;
-  int64_t place = lane;
-  if constexpr (std::is_same_v<Weight, BFloat16>) {
-    place = lane < kVectorFloats ? 2 * lane : 2 * (lane - kVectorFloats) + 1;
-  }
-  return packed + strip * k * kF32GemmStripColumns + place;
+  return packed + strip * internal::F32GemmStripValues(k, kBFloat16) + (kBFloat16 ? 2 : 1) * lane;
+}
+
+// How much further than input 0's a column's weight for input i lies.
+inline int64_t InputOffset(const float*, int64_t i) { return i * kF32GemmStripColumns; }
+inline int64_t InputOffset(const BFloat16*, int64_t i) {
+  return (i - i % 2) * kF32GemmStripColumns + i % 2;
 }
 
 inline float WeightAsFloat(float w) { return w; }
@@ -342,7 +393,7 @@ void SelectedColumns(const F32GemmArgs& args, int64_t row, const int32_t* column
     float acc[kGroup] = {};
     for (int64_t i = 0; i < args.k; ++i) {
       const float input = a[i];
-      const int64_t at = i * kF32GemmStripColumns;
+      const int64_t at = InputOffset(packed, i);
       for (int64_t c = 0; c < group; ++c) {
         acc[c] = std::fma(input, WeightAsFloat(weights[c][at]), acc[c]);
       }

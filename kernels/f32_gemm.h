@@ -27,8 +27,8 @@ namespace taskmoe::kernels {
 
 // The packed layout: output columns in strips of 16, the strips one after another, each
 // holding its 16 columns' weights for input 0, then input 1, ... (k x 16 floats, row-major),
-// so a tile reads two 8-float vectors per input. The column count is padded to a multiple of
-// 16 with zero weights.
+// so a tile reads two 8-float vectors (or one 16-float one) per input. The column count is
+// padded to a multiple of 16 with zero weights.
 inline constexpr int64_t kF32GemmStripColumns = 16;
 
 // Weights (floats, or bf16 values in the bf16 packing) of packed weights for an [n, k] weight
@@ -39,10 +39,20 @@ int64_t F32GemmPackedFloats(int64_t out_features, int64_t in_features);
 // `packed`, which holds F32GemmPackedFloats(n, k) floats.
 void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed);
 
-// The bf16 packing: the same strips, each input's 16 weights as one 32-byte vector whose
-// 32-bit lane j holds column j in its low half and column 8 + j in its high half (so that a
-// shift and a mask give the two 8-column f32 vectors). Every value of w must be a bf16 value
-// (AllBFloat16Values, quantize.h); `packed` holds F32GemmPackedFloats(n, k) bf16 values.
+// The bf16 packing: the same strips of 16 columns, each holding its columns' weights for
+// inputs 0 and 1, then 2 and 3, ...: a pair of inputs is 32 values (64 bytes) whose 32-bit
+// lane j holds column j's weight for the pair's first input in its low half and for its second
+// in its high half. A shift gives the first input's f32 weights and a mask the second's, one
+// instruction per input and 16 columns on 512-bit vectors (the 16 bf16 values of one input
+// would need a widening shuffle and a shift, and on Intel the shuffle competes with the fused
+// multiply-adds for their port). An odd input count ends with a pair whose second half is
+// zero and never multiplied. The strips follow a lead of one cache line of zeros (the AVX2
+// tiles read a pair's first input two bytes before it: a mask then widens it, as it does the
+// second input, without a shift).
+//
+// Every value of w must be a bf16 value (AllBFloat16Values, quantize.h); `packed` holds
+// F32GemmPackedBFloat16Values(n, k) values.
+int64_t F32GemmPackedBFloat16Values(int64_t out_features, int64_t in_features);
 void PackF32GemmWeightsAsBFloat16(const float* w, int64_t n, int64_t k, BFloat16* packed);
 
 // Columns per chunk of F32GemmArgs::on_chunk_done: the smallest multiple of every tile's width

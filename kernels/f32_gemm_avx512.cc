@@ -21,61 +21,89 @@ constexpr int kStripsFor(int rows) { return rows == 1 ? 8 : 4; }
 
 inline int64_t Smaller(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Input i's weights of the strip at w as one 16-float vector. In the bf16 packing the 16
-// values are columns 0, 8, 1, 9, ... 7, 15 (f32_gemm.h); widened in that order, so lane 2j
-// holds column j and lane 2j + 1 column 8 + j until UnpermuteBFloat16Lanes puts them back.
-template <typename Weight>
-inline __m512 LoadStripWeights(const Weight* w, int64_t i) {
-  if constexpr (std::is_same_v<Weight, BFloat16>) {
-    const __m256i halves =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + i * kF32GemmStripColumns));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+// Input i's weights of an f32 strip at w as one 16-column vector.
+inline __m512 LoadStripWeights(const float* w, int64_t i) {
+  return _mm512_loadu_ps(w + i * kF32GemmStripColumns);
+}
+
+// The weights of input pair p of a bf16 strip at w (f32_gemm.h) for the pair's first input
+// (kSecond false) or its second, as one 16-column vector: one shift or one mask.
+template <bool kSecond>
+inline __m512 LoadStripWeightsOfPair(const BFloat16* w, int64_t p) {
+  const __m512i pair = _mm512_loadu_si512(w + p * 2 * kF32GemmStripColumns);
+  if constexpr (kSecond) {
+    return _mm512_castsi512_ps(_mm512_and_si512(pair, _mm512_set1_epi32(-65536)));
   } else {
-    return _mm512_loadu_ps(w + i * kF32GemmStripColumns);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(pair, 16));
   }
 }
 
-// Accumulator lanes in column order: column j < 8 is lane 2j, column 8 + j is lane 2j + 1.
-inline __m512 UnpermuteBFloat16Lanes(__m512 lanes) {
-  const __m512i columns = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-  // The masked form, every lane selected: the plain one passes GCC 12's "undefined" vector
-  // through, which -Wuninitialized reports.
-  return _mm512_mask_permutexvar_ps(lanes, static_cast<__mmask16>(0xFFFF), columns, lanes);
+// acc[r][s] += input i of row r x weights[s], for every row and strip of a tile.
+template <int kRows, int kStrips>
+inline void MultiplyAddInput(const float* a, int64_t lda, int64_t i,
+                             const __m512 (&weights)[kStrips], __m512 (&acc)[kRows][kStrips]) {
+#pragma GCC unroll 6
+  for (int r = 0; r < kRows; ++r) {
+    const __m512 input = _mm512_set1_ps(a[r * lda + i]);
+#pragma GCC unroll 8
+    for (int s = 0; s < kStrips; ++s) acc[r][s] = _mm512_fmadd_ps(input, weights[s], acc[r][s]);
+  }
 }
 
 // kRows rows from `row` x kStrips strips from `strip`: y = act(a w^T + bias) for the tile's
 // columns that exist. Each accumulator lane is one FMA chain over the inputs in order.
 template <typename Weight, int kRows, int kStrips, bool kPrefetchNextStrip>
 void Tile(const F32GemmArgs& args, const Weight* packed, int64_t row, int64_t strip) {
+  constexpr bool kBFloat16 = std::is_same_v<Weight, BFloat16>;
   const int64_t k = args.k;
-  const int64_t strip_weights = k * kF32GemmStripColumns;
+  const int64_t strip_values = F32GemmStripValues(k, kBFloat16);
   const float* a = args.a + row * args.lda;
-  const Weight* w = packed + strip * strip_weights;
+  const Weight* w = packed + strip * strip_values;
   __m512 acc[kRows][kStrips];
 #pragma GCC unroll 6
   for (int r = 0; r < kRows; ++r) {
 #pragma GCC unroll 8
     for (int s = 0; s < kStrips; ++s) acc[r][s] = _mm512_setzero_ps();
   }
-  // The strips of the next tile to the right, asked for at the pace these are read.
-  const Weight* next_strips = w + kStrips * strip_weights;
-  for (int64_t i = 0; i < k; ++i) {
-    if constexpr (kPrefetchNextStrip) {
+  // The strips of the next tile to the right, asked for at the pace these are read (a line
+  // per input in f32, per pair of inputs in bf16).
+  const Weight* next_strips = w + kStrips * strip_values;
+  const auto prefetch_line = [&](int64_t line) {
+#pragma GCC unroll 8
+    for (int s = 0; s < kStrips; ++s) {
+      _mm_prefetch(reinterpret_cast<const char*>(next_strips + s * strip_values) + 64 * line,
+                   _MM_HINT_T1);
+    }
+  };
+  __m512 weights[kStrips];
+  if constexpr (kBFloat16) {
+    const int64_t pairs = k / 2;
+    for (int64_t p = 0; p < pairs; ++p) {
+      if constexpr (kPrefetchNextStrip) prefetch_line(p);
 #pragma GCC unroll 8
       for (int s = 0; s < kStrips; ++s) {
-        _mm_prefetch(reinterpret_cast<const char*>(next_strips + s * strip_weights +
-                                                   i * kF32GemmStripColumns),
-                     _MM_HINT_T1);
+        weights[s] = LoadStripWeightsOfPair<false>(w + s * strip_values, p);
       }
+      MultiplyAddInput<kRows, kStrips>(a, args.lda, 2 * p, weights, acc);
+#pragma GCC unroll 8
+      for (int s = 0; s < kStrips; ++s) {
+        weights[s] = LoadStripWeightsOfPair<true>(w + s * strip_values, p);
+      }
+      MultiplyAddInput<kRows, kStrips>(a, args.lda, 2 * p + 1, weights, acc);
     }
-    __m512 weights[kStrips];
+    if (k % 2 != 0) {
 #pragma GCC unroll 8
-    for (int s = 0; s < kStrips; ++s) weights[s] = LoadStripWeights(w + s * strip_weights, i);
-#pragma GCC unroll 6
-    for (int r = 0; r < kRows; ++r) {
-      const __m512 input = _mm512_set1_ps(a[r * args.lda + i]);
+      for (int s = 0; s < kStrips; ++s) {
+        weights[s] = LoadStripWeightsOfPair<false>(w + s * strip_values, pairs);
+      }
+      MultiplyAddInput<kRows, kStrips>(a, args.lda, k - 1, weights, acc);
+    }
+  } else {
+    for (int64_t i = 0; i < k; ++i) {
+      if constexpr (kPrefetchNextStrip) prefetch_line(i);
 #pragma GCC unroll 8
-      for (int s = 0; s < kStrips; ++s) acc[r][s] = _mm512_fmadd_ps(input, weights[s], acc[r][s]);
+      for (int s = 0; s < kStrips; ++s) weights[s] = LoadStripWeights(w + s * strip_values, i);
+      MultiplyAddInput<kRows, kStrips>(a, args.lda, i, weights, acc);
     }
   }
   const int64_t first_column = strip * kF32GemmStripColumns;
@@ -92,7 +120,6 @@ void Tile(const F32GemmArgs& args, const Weight* packed, int64_t row, int64_t st
 #pragma GCC unroll 8
     for (int s = 0; s < kStrips; ++s) {
       __m512 values = acc[r][s];
-      if constexpr (std::is_same_v<Weight, BFloat16>) values = UnpermuteBFloat16Lanes(values);
       const int64_t left = columns - s * kF32GemmStripColumns;
       if (left <= 0) continue;
       const __mmask16 mask = left >= kF32GemmStripColumns
@@ -164,7 +191,7 @@ int64_t F32GemmStripsPerTileAvx512(int64_t m) {
 
 void F32GemmRunAvx512(const F32GemmArgs& args, const F32GemmRun& run) {
   if (args.packed_bf16 != nullptr) {
-    RunTiles(args, run, args.packed_bf16);
+    RunTiles(args, run, args.packed_bf16 + kF32GemmBFloat16LeadValues);
   } else {
     RunTiles(args, run, args.packed);
   }

@@ -19,6 +19,16 @@ namespace taskmoe::kernels::internal {
 // hundreds of rows).
 inline constexpr int64_t kF32GemmRowBlock = 120;
 
+// Values before the first strip of the bf16 packing: zeros, one cache line, so that the AVX2
+// tiles may read two bytes before any pair and the pairs stay line-aligned (f32_gemm.h).
+inline constexpr int64_t kF32GemmBFloat16LeadValues = 32;
+
+// Values from one strip to the next: k x 16 in the f32 packing, k rounded up to even x 16 in
+// the bf16 one (f32_gemm.h).
+inline int64_t F32GemmStripValues(int64_t k, bool bf16) {
+  return (bf16 ? k + k % 2 : k) * kF32GemmStripColumns;
+}
+
 // Adds the bias to, and applies the activation on, `count` outputs at `out` (columns starting
 // at the bias' first). Compiled for the baseline ISA in f32_gemm.cc: an inline copy compiled
 // with AVX-512 could be the one the linker keeps for every caller.

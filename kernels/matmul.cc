@@ -482,12 +482,12 @@ absl::StatusOr<PackedLinear> PackedLinear::Create(const Tensor& weight, const Te
     // Weights that are all bf16 values (a bf16-stored model, or rounded just above) are packed
     // in bf16: the same products from half the bytes (f32_gemm.h).
     const float* w = weight32->data<float>();
-    const int64_t packed = F32GemmPackedFloats(n, k);
     if (path == MatmulPath::kBF16AsF32 || HoldsOnlyBFloat16Values(weight)) {
-      linear.packed_weight_ = Tensor::Allocate(DType::kBF16, Shape{packed});
+      linear.packed_weight_ =
+          Tensor::Allocate(DType::kBF16, Shape{F32GemmPackedBFloat16Values(n, k)});
       PackF32GemmWeightsAsBFloat16(w, n, k, linear.packed_weight_.data<BFloat16>());
     } else {
-      linear.packed_weight_ = Tensor::Allocate(DType::kF32, Shape{packed});
+      linear.packed_weight_ = Tensor::Allocate(DType::kF32, Shape{F32GemmPackedFloats(n, k)});
       PackF32GemmWeights(w, n, k, linear.packed_weight_.data<float>());
     }
     return linear;

@@ -44,7 +44,7 @@ TEST(GreedyCandidates, SelectedColumnsAreTheKernelsBits) {
     const std::vector<float> w =
         bf16 ? RoundToBFloat16(RandomVector(n * k, 3)) : RandomVector(n * k, 3);
     std::vector<float> packed(F32GemmPackedFloats(n, k));
-    std::vector<BFloat16> packed_bf16(F32GemmPackedFloats(n, k));
+    std::vector<BFloat16> packed_bf16(F32GemmPackedBFloat16Values(n, k));
     if (bf16) {
       PackF32GemmWeightsAsBFloat16(w.data(), n, k, packed_bf16.data());
     } else {

@@ -41,7 +41,7 @@ constexpr int64_t kMaxTileRows = 6;
 template <typename Weight>
 const Weight* PackedWeights(const F32GemmArgs& args) {
   if constexpr (std::is_same_v<Weight, BFloat16>) {
-    return args.packed_bf16 + internal::kF32GemmBFloat16LeadValues;
+    return internal::F32GemmBFloat16Strips(args);
   } else {
     return args.packed;
   }

@@ -31,8 +31,8 @@ namespace taskmoe::kernels {
 // padded to a multiple of 16 with zero weights.
 inline constexpr int64_t kF32GemmStripColumns = 16;
 
-// Weights (floats, or bf16 values in the bf16 packing) of packed weights for an [n, k] weight
-// matrix.
+// Floats of the f32 packing for an [n, k] weight matrix (the bf16 packing's size is
+// F32GemmPackedBFloat16Values, below).
 int64_t F32GemmPackedFloats(int64_t out_features, int64_t in_features);
 
 // Packs w, f32 [n, k] row-major (the nn.Linear layout, one row per output column), into

@@ -191,7 +191,7 @@ int64_t F32GemmStripsPerTileAvx512(int64_t m) {
 
 void F32GemmRunAvx512(const F32GemmArgs& args, const F32GemmRun& run) {
   if (args.packed_bf16 != nullptr) {
-    RunTiles(args, run, args.packed_bf16 + kF32GemmBFloat16LeadValues);
+    RunTiles(args, run, F32GemmBFloat16Strips(args));
   } else {
     RunTiles(args, run, args.packed);
   }

@@ -23,6 +23,11 @@ inline constexpr int64_t kF32GemmRowBlock = 120;
 // tiles may read two bytes before any pair and the pairs stay line-aligned (f32_gemm.h).
 inline constexpr int64_t kF32GemmBFloat16LeadValues = 32;
 
+// The first strip of args' bf16 packing (after its lead).
+inline const BFloat16* F32GemmBFloat16Strips(const F32GemmArgs& args) {
+  return args.packed_bf16 + kF32GemmBFloat16LeadValues;
+}
+
 // Values from one strip to the next: k x 16 in the f32 packing, k rounded up to even x 16 in
 // the bf16 one (f32_gemm.h).
 inline int64_t F32GemmStripValues(int64_t k, bool bf16) {

@@ -75,47 +75,30 @@ inline void LoadBFloat16StripWeights(const char* at, __m256& low, __m256& high) 
 template <int kStrips>
 inline void OneRowOfBFloat16Pairs(const float* a, const BFloat16* w, int64_t k,
                                   int64_t strip_values, __m256 (&acc)[2 * kStrips]) {
-  const __m256i upper_halves = _mm256_set1_epi32(-65536);
+  // acc[2s + v] += input x the pair's first (kSecond false) or second inputs' weights, for
+  // every strip s and vector v, the pair `pair_values` values into each strip.
+  const auto multiply_add = [&]<bool kSecond>(__m256 input, int64_t pair_values) {
+    const __m256i upper_halves = _mm256_set1_epi32(-65536);
+#pragma GCC unroll 4
+    for (int s = 0; s < kStrips; ++s) {
+      const auto* pair = reinterpret_cast<const __m256i*>(w + s * strip_values + pair_values);
+#pragma GCC unroll 2
+      for (int v = 0; v < 2; ++v) {
+        const __m256i columns = _mm256_loadu_si256(pair + v);
+        const __m256i widened =
+            kSecond ? _mm256_and_si256(columns, upper_halves) : _mm256_slli_epi32(columns, 16);
+        acc[2 * s + v] = _mm256_fmadd_ps(input, _mm256_castsi256_ps(widened), acc[2 * s + v]);
+      }
+    }
+  };
   for (int64_t p = 0; p < k / 2; ++p) {
-    const __m256 first_input = _mm256_broadcast_ss(a + 2 * p);
-    const __m256 second_input = _mm256_broadcast_ss(a + 2 * p + 1);
-#pragma GCC unroll 4
-    for (int s = 0; s < kStrips; ++s) {
-      const auto* pair =
-          reinterpret_cast<const __m256i*>(w + s * strip_values + p * 2 * kF32GemmStripColumns);
-#pragma GCC unroll 2
-      for (int v = 0; v < 2; ++v) {
-        acc[2 * s + v] = _mm256_fmadd_ps(
-            first_input, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(pair + v), 16)),
-            acc[2 * s + v]);
-      }
-    }
-#pragma GCC unroll 4
-    for (int s = 0; s < kStrips; ++s) {
-      const auto* pair =
-          reinterpret_cast<const __m256i*>(w + s * strip_values + p * 2 * kF32GemmStripColumns);
-#pragma GCC unroll 2
-      for (int v = 0; v < 2; ++v) {
-        acc[2 * s + v] = _mm256_fmadd_ps(
-            second_input,
-            _mm256_castsi256_ps(_mm256_and_si256(_mm256_loadu_si256(pair + v), upper_halves)),
-            acc[2 * s + v]);
-      }
-    }
+    const int64_t pair_values = p * 2 * kF32GemmStripColumns;
+    multiply_add.template operator()<false>(_mm256_broadcast_ss(a + 2 * p), pair_values);
+    multiply_add.template operator()<true>(_mm256_broadcast_ss(a + 2 * p + 1), pair_values);
   }
   if (k % 2 != 0) {
-    const __m256 last_input = _mm256_broadcast_ss(a + k - 1);
-#pragma GCC unroll 4
-    for (int s = 0; s < kStrips; ++s) {
-      const auto* pair =
-          reinterpret_cast<const __m256i*>(w + s * strip_values + (k - 1) * kF32GemmStripColumns);
-#pragma GCC unroll 2
-      for (int v = 0; v < 2; ++v) {
-        acc[2 * s + v] = _mm256_fmadd_ps(
-            last_input, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256(pair + v), 16)),
-            acc[2 * s + v]);
-      }
-    }
+    multiply_add.template operator()<false>(_mm256_broadcast_ss(a + k - 1),
+                                            (k - 1) * kF32GemmStripColumns);
   }
 }
 

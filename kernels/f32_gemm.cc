@@ -66,12 +66,12 @@ inline void LoadBFloat16StripWeights(const char* at, __m256& low, __m256& high) 
 
 // One row's product with a bf16 strip group, a pair of inputs per step (kStrips strips): the
 // pair's first input of every strip, widened by a shift, then its second, by a mask (which GCC
-// reads from the same cache line again). The masked reads of taller tiles read half the
-// weights across two cache lines, which a single row cannot hide behind its few multiply-adds
-// (0.75x at one row from L2, 0.92x from memory). Each accumulator's two multiply-adds of a
-// pair back to back (one widening of each vector after the other) measured 0.84-0.88x of
-// stop 53's one-row tile from L2 (1 x 1024 x 1024 with the AVX2 caps); apart, as here,
-// 0.96-1.00x.
+// reads from the same cache line again). The taller tiles' masked reads (every weight read
+// twice, half of the reads across two cache lines) cost a single row, which cannot hide them
+// behind its few multiply-adds (0.75x at one row from L2, 0.92x from memory). Each accumulator's
+// two multiply-adds of a pair back to back (one widening of each vector after the other) measured
+// 0.84-0.88x of stop 53's one-row tile from L2 (1 x 1024 x 1024 with the AVX2 caps); apart, as
+// here, 0.96-1.00x.
 template <int kStrips>
 inline void OneRowOfBFloat16Pairs(const float* a, const BFloat16* w, int64_t k,
                                   int64_t strip_values, __m256 (&acc)[2 * kStrips]) {

@@ -47,6 +47,17 @@ const Weight* PackedWeights(const F32GemmArgs& args) {
   }
 }
 
+// Where column c's weight for input i lies in the f32 or the bf16 packing (f32_gemm.h), in
+// values from the first strip: ColumnPlace(c) + InputPlace(i), for the packers and the exact
+// columns of the greedy filter alike.
+inline int64_t ColumnPlace(int64_t k, int64_t column, bool bf16) {
+  const int64_t strip = column / kF32GemmStripColumns, lane = column % kF32GemmStripColumns;
+  return strip * internal::F32GemmStripValues(k, bf16) + (bf16 ? 2 : 1) * lane;
+}
+inline int64_t InputPlace(int64_t i, bool bf16) {
+  return bf16 ? (i - i % 2) * kF32GemmStripColumns + i % 2 : i * kF32GemmStripColumns;
+}
+
 // Input i's weights of an f32 strip at w as two 8-column vectors (columns 0-7, 8-15).
 inline void LoadStripWeights(const float* w, int64_t i, __m256& low, __m256& high) {
   low = _mm256_loadu_ps(w + i * kF32GemmStripColumns);
@@ -289,9 +300,8 @@ int64_t F32GemmPackedFloats(int64_t out_features, int64_t in_features) {
 void PackF32GemmWeights(const float* w, int64_t n, int64_t k, float* packed) {
   std::memset(packed, 0, F32GemmPackedFloats(n, k) * sizeof(float));
   for (int64_t c = 0; c < n; ++c) {
-    float* strip = packed + (c / kF32GemmStripColumns) * k * kF32GemmStripColumns;
-    const int64_t lane = c % kF32GemmStripColumns;
-    for (int64_t i = 0; i < k; ++i) strip[i * kF32GemmStripColumns + lane] = w[c * k + i];
+    float* column = packed + ColumnPlace(k, c, /*bf16=*/false);
+    for (int64_t i = 0; i < k; ++i) column[InputPlace(i, /*bf16=*/false)] = w[c * k + i];
   }
 }
 
@@ -302,19 +312,14 @@ int64_t F32GemmPackedBFloat16Values(int64_t out_features, int64_t in_features) {
 }
 
 void PackF32GemmWeightsAsBFloat16(const float* w, int64_t n, int64_t k, BFloat16* packed) {
-  const int64_t strip_values = internal::F32GemmStripValues(k, /*bf16=*/true);
   std::fill_n(packed, F32GemmPackedBFloat16Values(n, k), BFloat16{});
   packed += internal::kF32GemmBFloat16LeadValues;
   for (int64_t c = 0; c < n; ++c) {
-    BFloat16* strip = packed + (c / kF32GemmStripColumns) * strip_values;
-    const int64_t lane = c % kF32GemmStripColumns;
+    BFloat16* column = packed + ColumnPlace(k, c, /*bf16=*/true);
     for (int64_t i = 0; i < k; ++i) {
       uint32_t bits;
       std::memcpy(&bits, w + c * k + i, sizeof(bits));
-      // Pair i / 2's 32 values, then the lane's two halves: the pair's first input in the low
-      // one (f32_gemm.h).
-      strip[(i - i % 2) * kF32GemmStripColumns + 2 * lane + i % 2] =
-          BFloat16{static_cast<uint16_t>(bits >> 16)};
+      column[InputPlace(i, /*bf16=*/true)] = BFloat16{static_cast<uint16_t>(bits >> 16)};
     }
   }
 }
@@ -395,20 +400,6 @@ void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles) {
 
 namespace {
 
-// Where column `column`'s weight for input 0 lies in `Weight`'s packing (f32_gemm.h).
-template <typename Weight>
-inline const Weight* ColumnWeights(const Weight* packed, int64_t k, int64_t column) {
-  constexpr bool kBFloat16 = std::is_same_v<Weight, BFloat16>;
-  const int64_t strip = column / kF32GemmStripColumns, lane = column % kF32GemmStripColumns;
-  return packed + strip * internal::F32GemmStripValues(k, kBFloat16) + (kBFloat16 ? 2 : 1) * lane;
-}
-
-// How much further than input 0's a column's weight for input i lies.
-inline int64_t InputOffset(const float*, int64_t i) { return i * kF32GemmStripColumns; }
-inline int64_t InputOffset(const BFloat16*, int64_t i) {
-  return (i - i % 2) * kF32GemmStripColumns + i % 2;
-}
-
 inline float WeightAsFloat(float w) { return w; }
 inline float WeightAsFloat(BFloat16 w) {
   const uint32_t bits = static_cast<uint32_t>(w.bits) << 16;
@@ -420,6 +411,7 @@ inline float WeightAsFloat(BFloat16 w) {
 template <typename Weight>
 void SelectedColumns(const F32GemmArgs& args, int64_t row, const int32_t* columns, int64_t count,
                      float* out) {
+  constexpr bool kBFloat16 = std::is_same_v<Weight, BFloat16>;
   const Weight* packed = PackedWeights<Weight>(args);
   const float* a = args.a + row * args.lda;
   // Eight columns at a time: eight independent chains hide the FMA latency. std::fma rounds
@@ -429,11 +421,11 @@ void SelectedColumns(const F32GemmArgs& args, int64_t row, const int32_t* column
     const int64_t group = std::min(kGroup, count - first);
     const Weight* weights[kGroup];
     for (int64_t c = 0; c < group; ++c)
-      weights[c] = ColumnWeights(packed, args.k, columns[first + c]);
+      weights[c] = packed + ColumnPlace(args.k, columns[first + c], kBFloat16);
     float acc[kGroup] = {};
     for (int64_t i = 0; i < args.k; ++i) {
       const float input = a[i];
-      const int64_t at = InputOffset(packed, i);
+      const int64_t at = InputPlace(i, kBFloat16);
       for (int64_t c = 0; c < group; ++c) {
         acc[c] = std::fma(input, WeightAsFloat(weights[c][at]), acc[c]);
       }

@@ -11,13 +11,17 @@
 namespace taskmoe::kernels::internal {
 namespace {
 
-// Rows per tile at most: six rows x four strips keep 24 accumulators, the four strips' weight
-// vectors and a broadcast input in the 32 vector registers, and the six row pointers in
-// general registers (twelve rows x two strips ran out of those and spilled accumulators).
-constexpr int kMaxTileRows = 6;
+// Rows per tile at most: eight rows x three strips keep 24 accumulators, the three strips'
+// weight vectors and a broadcast input in the 32 vector registers, and the eight row pointers
+// in general registers (twelve rows x two strips ran out of those and spilled accumulators).
+// Eight rows, not six, so that a decoding step of eight rows reads each weight once: in two
+// tiles of four, the second read the strips again from L2 (8 x 2,048 x 2,048, one thread: the
+// single tile took 0.74x the time, docs/benchmarks.md, stop 56).
+constexpr int kMaxTileRows = 8;
 
-// Strips per tile: one row needs eight accumulators in flight to hide the FMA latency.
-constexpr int kStripsFor(int rows) { return rows == 1 ? 8 : 4; }
+// Strips per tile: one row needs eight accumulators in flight to hide the FMA latency; seven
+// or eight rows take three strips, fewer rows four (24 accumulators at most).
+constexpr int kStripsFor(int rows) { return rows == 1 ? 8 : rows >= 7 ? 3 : 4; }
 
 inline int64_t Smaller(int64_t a, int64_t b) { return a < b ? a : b; }
 
@@ -42,7 +46,7 @@ inline __m512 LoadStripWeightsOfPair(const BFloat16* w, int64_t p) {
 template <int kRows, int kStrips>
 inline void MultiplyAddInput(const float* a, int64_t lda, int64_t i,
                              const __m512 (&weights)[kStrips], __m512 (&acc)[kRows][kStrips]) {
-#pragma GCC unroll 6
+#pragma GCC unroll 8
   for (int r = 0; r < kRows; ++r) {
     const __m512 input = _mm512_set1_ps(a[r * lda + i]);
 #pragma GCC unroll 8
@@ -60,7 +64,7 @@ void Tile(const F32GemmArgs& args, const Weight* packed, int64_t row, int64_t st
   const float* a = args.a + row * args.lda;
   const Weight* w = packed + strip * strip_values;
   __m512 acc[kRows][kStrips];
-#pragma GCC unroll 6
+#pragma GCC unroll 8
   for (int r = 0; r < kRows; ++r) {
 #pragma GCC unroll 8
     for (int s = 0; s < kStrips; ++s) acc[r][s] = _mm512_setzero_ps();
@@ -114,7 +118,7 @@ void Tile(const F32GemmArgs& args, const Weight* packed, int64_t row, int64_t st
   // stored row read it back through narrower loads that the store could not forward: a
   // 512-deep product with bias and ReLU took 1.26x as long (docs/benchmarks.md, stop 40).
   const bool relu = args.activation == Activation::kRelu;
-#pragma GCC unroll 6
+#pragma GCC unroll 8
   for (int r = 0; r < kRows; ++r) {
     float* out = args.y + (row + r) * args.ldy + first_column;
 #pragma GCC unroll 8
@@ -186,7 +190,12 @@ void RunTiles(const F32GemmArgs& args, const F32GemmRun& run, const Weight* pack
 }  // namespace
 
 int64_t F32GemmStripsPerTileAvx512(int64_t m) {
-  return kStripsFor(static_cast<int>(Smaller(m, kMaxTileRows)));
+  // The tiles of the tallest row block (ForEachTileOfRun's split): blocks of a product differ
+  // by a row at most, and from two blocks on every tile has seven or eight rows.
+  const int64_t blocks = (m + kF32GemmRowBlock - 1) / kF32GemmRowBlock;
+  const int64_t block_rows = (m + blocks - 1) / blocks;
+  const int64_t tiles = (block_rows + kMaxTileRows - 1) / kMaxTileRows;
+  return kStripsFor(static_cast<int>((block_rows + tiles - 1) / tiles));
 }
 
 void F32GemmRunAvx512(const F32GemmArgs& args, const F32GemmRun& run) {

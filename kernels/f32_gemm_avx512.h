@@ -40,7 +40,8 @@ inline int64_t F32GemmStripValues(int64_t k, bool bf16) {
 void F32GemmFinishOutputs(float* out, const float* bias, Activation activation, int64_t count);
 
 // Strips a tile takes at once for a product of `m` rows: eight for one row (its accumulators
-// in flight hide the fused multiply-add latency), four for more.
+// in flight hide the fused multiply-add latency), three where the tiles have seven or eight
+// rows, four for two to six.
 int64_t F32GemmStripsPerTileAvx512(int64_t m);
 
 // The part of a product one run computes: strip groups [first_group, last_group) of
@@ -60,7 +61,7 @@ struct F32GemmRun {
 
 // Calls tile(rows, row, strip, width, first_row_tile) for every tile of `run`, in the run's
 // order: blocks of equal height, tiles of equal height within a block (at most
-// `max_tile_rows`; 32 rows in tiles of six: 6, 6, 5, 5, 5, 5, so that no tile of one or two
+// `max_tile_rows`; 32 rows in tiles of at most six: 6, 6, 5, 5, 5, 5, so that no tile of one or two
 // rows is left to run at the latency of its few chains), `width` strips of a strip group from
 // `strip`, first_row_tile for the first tile of a block. Each tile set's file instantiates it
 // with its own lambda, a type of that file alone, so no instantiation is shared between files

@@ -93,8 +93,9 @@ TEST(F32Gemm, BFloat16PackingGivesTheF32PackingsBits) {
   ASSERT_TRUE(SetNumThreads(saved_threads).ok());
 }
 
-// The 512-bit tiles give the 256-bit tiles' bits, in both packings: every tile height (1-12),
-// several strips per tile (8 for one row, 4 for two, 3 for three), tails of a strip (masked
+// The 512-bit tiles give the 256-bit tiles' bits, in both packings: every tile height (1-8),
+// several strips per tile (8 for one row, 4 for two to six, 3 for seven or eight, and a group
+// of 3 run by a shorter tile: 13 rows are tiles of 7 and 6), tails of a strip (masked
 // stores), many tiles and row blocks, one and two threads, with and without bias and
 // activation. A CPU without AVX-512 has only the AVX2 tiles to run.
 TEST(F32Gemm, Avx512TilesGiveTheAvx2TilesBits) {
@@ -111,7 +112,7 @@ TEST(F32Gemm, Avx512TilesGiveTheAvx2TilesBits) {
       PackF32GemmWeights(w.data(), n, k, packed.data());
       PackF32GemmWeightsAsBFloat16(w.data(), n, k, packed_bf16.data());
       const std::vector<float> bias = RandomVector(n, 18, 0.5f);
-      for (const int64_t m : {1, 2, 3, 4, 7, 11, 12, 13, 25, 121, 250, 500}) {
+      for (const int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 16, 25, 121, 250, 500}) {
         const std::vector<float> a = RandomVector(m * k, 19);
         for (const int threads : {1, 2}) {
           ASSERT_TRUE(SetNumThreads(threads).ok());

@@ -51,7 +51,9 @@ void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed) 
 }
 
 int64_t Int8GemmTilesPerStep(Int8GemmIsa isa, int64_t m) {
-  return isa == Int8GemmIsa::kAvx512Vnni && m > 1 ? 4 : 1;
+  if (isa != Int8GemmIsa::kAvx512Vnni || m <= 1) return 1;
+  const int64_t row_tiles = Int8GemmAvx512RowTiles(m);
+  return (m + row_tiles - 1) / row_tiles >= 7 ? 3 : 4;
 }
 
 void Int8Gemm(Int8GemmIsa isa, const Int8GemmArgs& args) {

@@ -68,7 +68,8 @@ void Int8GemmShiftCorrection(const int8_t* w, int64_t n, int64_t k, int32_t* cor
 enum class Int8GemmIsa : uint8_t { kAvx2, kAvxVnni, kAvx512Vnni };
 
 // The column tiles one step of a form's loop multiplies side by side (the threads' shares of
-// a product start at multiples of it): 4 for the AVX-512 form on several rows, else 1.
+// a product start at multiples of it): for the AVX-512 form on several rows 4, or 3 where its
+// row tiles have seven or eight rows; else 1.
 int64_t Int8GemmTilesPerStep(Int8GemmIsa isa, int64_t m);
 
 // The largest weight magnitude each form multiplies exactly.
@@ -100,6 +101,11 @@ void Int8GemmColumnTilesAvx2(const Int8GemmArgs& args, int64_t first_tile, int64
 void Int8GemmColumnTilesAvxVnni(const Int8GemmArgs& args, int64_t first_tile, int64_t tile_count);
 void Int8GemmColumnTilesAvx512Vnni(const Int8GemmArgs& args, int64_t first_tile,
                                    int64_t tile_count);
+
+// Register tiles the AVX-512 form splits m rows into: equal heights of at most 8 rows (a tile
+// of seven or eight rows takes three column tiles at once, Int8GemmTilesPerStep). Defined with
+// that form (int8_gemm_avx512.cc): call it only where it runs.
+int64_t Int8GemmAvx512RowTiles(int64_t m);
 
 }  // namespace taskmoe::kernels
 

@@ -121,11 +121,16 @@ TEST(Int8Gemm, MatchesNaiveIntegerProduct) {
   std::mt19937 rng(7);
   std::uniform_int_distribution<int> value(-127, 127);
   // (1 x 22 and 2 x 10: input groups left over from the 512-bit form's alternating
-  // accumulators of one and two rows; 7 x 109: its 4, 2 and 1 column tiles side by side, the
-  // last one partial; 130 rows: its 6-row tiles and a remainder.)
+  // accumulators of one and two rows; 2 x 70, 3 x 17 and 5 x 109: its 4, 3, 2 and 1 column
+  // tiles side by side, the last one partial; 7, 8, 13 and 16 rows: its tiles of seven and
+  // eight rows, three column tiles at a time (13 rows: a tile of six among them), 200 columns
+  // ending in half a tile alone; 63 and 64 rows: the last product in tiles of up to eight rows
+  // and the first in tiles of up to six; 130 rows: tiles of six and five.)
   for (const GemmShape shape :
        {GemmShape{1, 512, 1000}, GemmShape{1, 22, 33}, GemmShape{2, 10, 70}, GemmShape{3, 33, 17},
-        GemmShape{5, 7, 9}, GemmShape{7, 20, 109}, GemmShape{9, 64, 24}, GemmShape{130, 100, 40}}) {
+        GemmShape{5, 7, 9}, GemmShape{5, 20, 109}, GemmShape{7, 20, 109}, GemmShape{8, 36, 200},
+        GemmShape{9, 64, 24}, GemmShape{13, 12, 200}, GemmShape{16, 40, 100}, GemmShape{63, 24, 90},
+        GemmShape{64, 24, 90}, GemmShape{130, 100, 40}}) {
     for (bool extremes : {false, true}) {
       const auto [m, k, n] = shape;
       std::vector<int8_t> a(m * k), w(n * k);

@@ -356,12 +356,12 @@ TEST(Matmul, ColumnPanelsGiveTheSameOutputsOnAnyThreadCount) {
 
 // Our own kernels (f32_gemm.h, int8_gemm.h) compute each output as one chain over the inputs
 // whatever the tile, so a row's outputs are bitwise those it gets alone, at every batch size
-// (tiles of 1-6 rows, several strips at one to three rows, 120-row blocks, products of many
+// (tiles of 1-8 rows, several strips or column tiles side by side, 120-row blocks, products of many
 // blocks split among the threads by rows) and thread count, on either tile set: what keeps a
 // sentence's translation the same alone and in any batch.
 TEST(Matmul, OwnKernelsComputeEachRowAloneOnAnyThreadCount) {
   constexpr int64_t k = 67, n = 1000, most_rows = 500;  // n: 62.5 strips of 16 columns
-  constexpr int64_t kBatchRows[] = {2, 3, 4, 5, 7, 13, 32, 121, most_rows};
+  constexpr int64_t kBatchRows[] = {2, 3, 4, 5, 7, 8, 13, 16, 32, 64, 121, most_rows};
   const Tensor w = MakeWeight(n, k, 31);
   const Tensor b = RandomTensor(Shape{n}, 32, 0.5f);
   const Tensor x = RandomTensor(Shape{most_rows, k}, 33);

@@ -21,8 +21,8 @@
 //   AVX-VNNI  vpdpbusd, which sums four products straight into 32 bits: one instruction,
 //             weights in [-127, 127].
 //   AVX-512 VNNI  the same on 512-bit vectors: one packed unit (below) is one register, 64
-//             multiply-adds per instruction, and a tile of 6 rows x 4 units keeps 24 sums in
-//             registers (int8_gemm_avx512.cc).
+//             multiply-adds per instruction, and a tile of 6 rows x 4 units (8 x 3 below 64
+//             rows) keeps 24 sums in registers (int8_gemm_avx512.cc).
 // Inputs must lie in [-127, 127] (shifted: [1, 255]), which symmetric quantisation guarantees.
 #ifndef TASKMOE_KERNELS_INT8_GEMM_H_
 #define TASKMOE_KERNELS_INT8_GEMM_H_

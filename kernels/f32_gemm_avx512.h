@@ -61,11 +61,11 @@ struct F32GemmRun {
 
 // Calls tile(rows, row, strip, width, first_row_tile) for every tile of `run`, in the run's
 // order: blocks of equal height, tiles of equal height within a block (at most
-// `max_tile_rows`; 32 rows in tiles of at most six: 6, 6, 5, 5, 5, 5, so that no tile of one or two
-// rows is left to run at the latency of its few chains), `width` strips of a strip group from
-// `strip`, first_row_tile for the first tile of a block. Each tile set's file instantiates it
-// with its own lambda, a type of that file alone, so no instantiation is shared between files
-// compiled for different instruction sets.
+// `max_tile_rows`; 32 rows in the AVX2 tiles of at most six: 6, 6, 5, 5, 5, 5, so that no
+// tile of one or two rows is left to run at the latency of its few chains), `width` strips of
+// a strip group from `strip`, first_row_tile for the first tile of a block. Each tile set's
+// file instantiates it with its own lambda, a type of that file alone, so no instantiation is
+// shared between files compiled for different instruction sets.
 template <typename TileFn>
 void ForEachTileOfRun(const F32GemmArgs& args, const F32GemmRun& run, int64_t max_tile_rows,
                       TileFn&& tile) {

@@ -13,6 +13,7 @@
 #                   serves)
 #   +int8, +bf16    the server's --precision (f32 otherwise)
 #   +rowsN          the server's --max_batch_sentences=N (32 otherwise)
+#   +notrim         the server's --malloc_trim_interval_ms=0 (no periodic malloc_trim)
 # The default modes are per_task+folded (the server before issue 20), continuous+folded and
 # continuous. --prefill_first (kept for old command lines) adds continuous+prefill_first.
 # Usage: tools/batching-bench.sh [--rounds=2] [--seconds=15] [--concurrency=32] [--threads=N]
@@ -71,8 +72,9 @@ mode_flags() {
       folded) models=$folded_repository ;;
       int8 | bf16 | f32) flags+=(--precision="$part") ;;
       rows[0-9]*) flags+=(--max_batch_sentences="${part#rows}") ;;
+      notrim) flags+=(--malloc_trim_interval_ms=0) ;;
       *)
-        echo "batching-bench: mode $mode: unknown option $part (prefill_first, folded, int8, bf16, rowsN)" >&2
+        echo "batching-bench: mode $mode: unknown option $part (prefill_first, folded, int8, bf16, rowsN, notrim)" >&2
         exit 2
         ;;
     esac

@@ -51,9 +51,7 @@ void PackInt8GemmWeights(const int8_t* w, int64_t n, int64_t k, int8_t* packed) 
 }
 
 int64_t Int8GemmTilesPerStep(Int8GemmIsa isa, int64_t m) {
-  if (isa != Int8GemmIsa::kAvx512Vnni || m <= 1) return 1;
-  const int64_t row_tiles = Int8GemmAvx512RowTiles(m);
-  return (m + row_tiles - 1) / row_tiles >= 7 ? 3 : 4;
+  return isa == Int8GemmIsa::kAvx512Vnni ? Int8GemmAvx512TilesPerStep(m) : 1;
 }
 
 void Int8Gemm(Int8GemmIsa isa, const Int8GemmArgs& args) {

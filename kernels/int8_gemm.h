@@ -102,11 +102,11 @@ void Int8GemmColumnTilesAvxVnni(const Int8GemmArgs& args, int64_t first_tile, in
 void Int8GemmColumnTilesAvx512Vnni(const Int8GemmArgs& args, int64_t first_tile,
                                    int64_t tile_count);
 
-// Register tiles the AVX-512 form splits m rows into, of equal heights: at most 8 rows below
-// 64 rows (a tile of seven or eight takes three column tiles at once, Int8GemmTilesPerStep),
-// at most 6 from there. Defined with that form (int8_gemm_avx512.cc): call it only where it
-// runs.
-int64_t Int8GemmAvx512RowTiles(int64_t m);
+// Int8GemmTilesPerStep for the AVX-512 form, which splits the rows into register tiles of
+// equal heights (at most 8 rows below 64 rows, 6 from there) and takes three column tiles at
+// once where a tile has seven or eight rows. Defined with that form (int8_gemm_avx512.cc):
+// call it only where it runs.
+int64_t Int8GemmAvx512TilesPerStep(int64_t m);
 
 }  // namespace taskmoe::kernels
 

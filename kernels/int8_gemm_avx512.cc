@@ -104,8 +104,17 @@ inline void Tile(const uint8_t* a, int64_t lda, const int8_t* w, int64_t tile_by
 // 8 rows x 3 tiles, which let a step of eight rows read each weight once.
 constexpr int MaxTileRows(int tiles) { return tiles <= 3 ? 8 : 6; }
 
-// Products of fewer rows than this take tiles of up to eight rows (Int8GemmAvx512RowTiles).
+// Products of fewer rows than this take tiles of up to eight rows (RowTiles).
 constexpr int64_t kEightRowTilesBelow = 64;
+
+// The register tiles m rows are split into, of equal heights. Eight-row tiles read a decoding
+// step's weights once (8 x 2,048 x 2,048, one thread: 0.78x the time of tiles of six and two);
+// from 64 rows, where most tiles find the weights in cache anyway, they took up to 1.18x the
+// time of tiles of six (256 x 512 x 2,048, two threads).
+int64_t RowTiles(int64_t m) {
+  const int64_t tallest = m < kEightRowTilesBelow ? 8 : 6;
+  return (m + tallest - 1) / tallest;
+}
 
 template <int kTiles, bool kPrefetch>
 inline void TileRows(int64_t rows, const uint8_t* a, int64_t lda, const int8_t* w,
@@ -129,7 +138,8 @@ inline void TileRows(int64_t rows, const uint8_t* a, int64_t lda, const int8_t* 
     case 6:
       return tile.template operator()<6, 1>();
   }
-  // Seven or eight rows come only with three column tiles or fewer (Int8GemmTilesPerStep).
+  // Seven or eight rows come only with three column tiles or fewer
+  // (Int8GemmAvx512TilesPerStep).
   if constexpr (MaxTileRows(kTiles) == 8) {
     if (rows == 7) return tile.template operator()<7, 1>();
     return tile.template operator()<8, 1>();
@@ -146,7 +156,7 @@ void Int8GemmColumnTilesAvx512Vnni(const Int8GemmArgs& args, int64_t first_tile,
   // (one sequential stream); three or four at a time when rows reuse them from cache (a run's
   // remainder in fewer).
   const int64_t step = Int8GemmTilesPerStep(Int8GemmIsa::kAvx512Vnni, args.m);
-  const int64_t row_tiles = Int8GemmAvx512RowTiles(args.m);
+  const int64_t row_tiles = RowTiles(args.m);
   for (int64_t tile = first_tile; tile < first_tile + tile_count;) {
     const int64_t tiles = std::min(step, first_tile + tile_count - tile);
     const int64_t col = tile * kInt8GemmTileColumns;
@@ -181,13 +191,11 @@ void Int8GemmColumnTilesAvx512Vnni(const Int8GemmArgs& args, int64_t first_tile,
   }
 }
 
-int64_t Int8GemmAvx512RowTiles(int64_t m) {
-  // Eight-row tiles read a decoding step's weights once (8 x 2,048 x 2,048, one thread: 0.78x
-  // the time of tiles of six and two); from 64 rows, where most tiles find the weights in
-  // cache anyway, they took up to 1.18x the time of tiles of six (256 x 512 x 2,048, two
-  // threads).
-  const int64_t tallest = m < kEightRowTilesBelow ? 8 : 6;
-  return (m + tallest - 1) / tallest;
+int64_t Int8GemmAvx512TilesPerStep(int64_t m) {
+  if (m <= 1) return 1;
+  const int64_t tiles = RowTiles(m);
+  const int64_t tallest = (m + tiles - 1) / tiles;
+  return tallest > MaxTileRows(4) ? 3 : 4;
 }
 
 }  // namespace taskmoe::kernels

@@ -1,5 +1,5 @@
-// Attention: one (batch row, head) pair per parallel task; per query the scores live in a
-// per-thread buffer and only the visible keys are touched, so masks cost nothing.
+// Attention: one (batch row, head) pair per parallel task; per query the scores live in a buffer
+// its caller keeps and only the visible keys are touched, so masks cost nothing.
 #include "kernels/attention.h"
 
 #include <immintrin.h>
@@ -14,9 +14,15 @@
 #include "kernels/quantize.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
+#include "kernels/work_sharing.h"
 
 namespace taskmoe::kernels {
 namespace {
+
+// MultiHeadAttention's score rows, kept by the calling control flow (ControlFlowLocal).
+struct AttentionScores {
+  std::vector<float> values;
+};
 
 absl::Status CheckAttentionInput(const Tensor& t, const char* what, bool bf16_allowed) {
   constexpr const char* kOp = "MultiHeadAttention";
@@ -248,10 +254,11 @@ absl::Status MultiHeadAttention(const Tensor& q, const Tensor& keys, const Tenso
                             .scale = scale,
                             .causal = options.causal,
                             .causal_offset = options.causal_offset};
-  // One row of scores per task, held by the calling thread: tasks run on whichever thread of
-  // its team claims them (runtime.h), so a per-thread buffer would grow whenever a thread first
-  // met a longer task, an allocation in the middle of a warm decoding loop.
-  thread_local std::vector<float> scores;
+  // One row of scores per task, held by the calling control flow (ControlFlowLocal): tasks run
+  // on whichever thread of its team claims them (runtime.h), so a per-thread buffer would grow
+  // whenever a thread first met a longer task, an allocation in the middle of a warm decoding
+  // loop.
+  std::vector<float>& scores = ControlFlowLocal<AttentionScores>().values;
   const int64_t scores_per_task = heads_per_task * tk;
   if (static_cast<int64_t>(scores.size()) < batch * tasks_per_row * scores_per_task) {
     scores.resize(batch * tasks_per_row * scores_per_task);

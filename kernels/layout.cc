@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/runtime.h"
+#include "kernels/work_sharing.h"
 
 namespace taskmoe::kernels {
 
@@ -48,13 +49,13 @@ absl::Status SequenceStarts(absl::Span<const int32_t> lengths, int64_t max_len, 
   return absl::OkStatus();
 }
 
-// The calling thread's buffer for SequenceStarts: kept, so that encoding batch after batch
-// allocates nothing once it has seen the most sequences (loop bodies on other threads read it
-// through the reference their caller took).
-std::vector<int64_t>& StartsBuffer() {
-  thread_local std::vector<int64_t> starts;
-  return starts;
-}
+// The calling control flow's buffer for SequenceStarts (work_sharing.h's ControlFlowLocal):
+// kept, so that encoding batch after batch allocates nothing once it has seen the most
+// sequences (loop bodies on other threads read it through the reference their caller took).
+struct SequenceStartsBuffer {
+  std::vector<int64_t> starts;
+};
+std::vector<int64_t>& StartsBuffer() { return ControlFlowLocal<SequenceStartsBuffer>().starts; }
 
 }  // namespace
 

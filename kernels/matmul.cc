@@ -169,8 +169,8 @@ struct CachedMatmul {
   std::vector<MatmulArguments> slots;
 };
 
-// Least-recently-used cache of primitives, one per calling thread: no locks, and oneDNN's own
-// global cache still shares the generated kernels between threads.
+// Least-recently-used cache of primitives, one per calling control flow (ControlFlowLocal): no
+// locks, and oneDNN's own global cache still shares the generated kernels between threads.
 class ThreadMatmulCache {
  public:
   // The primitive for `key` with arguments for at least `slots` slots.
@@ -231,13 +231,10 @@ class ThreadMatmulCache {
   absl::flat_hash_map<PrimitiveKey, std::list<Entry>::iterator> index_;
 };
 
-ThreadMatmulCache& MatmulCache() {
-  thread_local ThreadMatmulCache cache;
-  return cache;
-}
+ThreadMatmulCache& MatmulCache() { return ControlFlowLocal<ThreadMatmulCache>(); }
 
-// Per-thread buffers for the low-precision copy of the input (and its row scales), grown to
-// the largest batch seen and then reused.
+// The calling control flow's buffers (ControlFlowLocal) for the low-precision copy of the
+// input (and its row scales), grown to the largest batch seen and then reused.
 struct InputScratch {
   Tensor converted;
   Tensor row_scales;
@@ -253,10 +250,7 @@ struct InputScratch {
   Tensor candidate_inputs, candidate_upper_bounds;
 };
 
-InputScratch& Scratch() {
-  thread_local InputScratch scratch;
-  return scratch;
-}
+InputScratch& Scratch() { return ControlFlowLocal<InputScratch>(); }
 
 // One row of Int8Epilogue's dequantisation, compiled for AVX-512 too (cpu_dispatch.h).
 TASKMOE_AVX512_CLONE void DequantizeRowInPlace(const Dequantisation& dequantisation, int64_t row,

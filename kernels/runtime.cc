@@ -62,4 +62,12 @@ void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body
   }
 }
 
+void RunCarried(absl::FunctionRef<void()> control) {
+  if (NumThreads() <= 1 || InsideWorkSharingLoop() || InsideCarriedControlFlow()) {
+    control();
+    return;
+  }
+  ThreadTeam().RunCarried(control);
+}
+
 }  // namespace taskmoe::kernels

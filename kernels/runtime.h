@@ -40,6 +40,13 @@ void UseOneDnnOnCallingThread();
 // step must not.
 void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body);
 
+// Runs control() -- a stretch of work made of ParallelFor loops and the steps between them, a
+// decoding step -- so that each loop's continuation runs on whichever kernel thread finds the
+// loop done (WorkSharingTeam::RunCarried): a thread the OS has descheduled then holds up
+// nothing but the chunk it is in. Runs control() directly with one thread, inside a loop body
+// or inside another RunCarried.
+void RunCarried(absl::FunctionRef<void()> control);
+
 }  // namespace taskmoe::kernels
 
 #endif  // TASKMOE_KERNELS_RUNTIME_H_

@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <memory>
 
 #include "kernels/runtime.h"
+#include "kernels/time_slice.h"
 
 namespace taskmoe::kernels {
 namespace {
@@ -40,6 +42,12 @@ int64_t RangeBegin(int64_t n, int ranges, int range) { return n * range / ranges
 
 thread_local bool inside_loop = false;
 thread_local int slot_of_thread = 0;
+// The team whose carried control flow the calling thread runs now (RunCarried), if any.
+thread_local WorkSharingTeam* hosting_team = nullptr;
+
+// A carried control flow's stack: reserved, not committed; a decoding step's deepest calls
+// (oneDNN creating a primitive) use a small part of it.
+constexpr size_t kFiberStackBytes = size_t{8} << 20;
 
 // Spins (with pause) while `keep_waiting()` holds, for at most `limit`; true when it stopped
 // holding.
@@ -53,12 +61,33 @@ bool SpinWhile(Predicate keep_waiting, std::chrono::microseconds limit) {
   return true;
 }
 
+int64_t WallNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t ThreadCpuNs() {
+  timespec now;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+}
+
+// When this thread should give its core up between two chunks (time_slice.h).
+thread_local TimeSliceWatch slice_watch;
+
 }  // namespace
 
 WorkSharingTeam::WorkSharingTeam(int helpers)
     : claims_(std::make_unique<ClaimWord[]>(std::max(helpers, 0) + 1)),
       helper_cpus_(std::make_unique<HelperCpu[]>(std::max(helpers, 0) + 1)),
-      threads_in_team_(std::max(helpers, 0) + 1) {
+      threads_in_team_(std::max(helpers, 0) + 1),
+      thread_contexts_(std::make_unique<FiberContext[]>(std::max(helpers, 0) + 1)) {
+  if (kFibersSupported && helpers > 0) {
+    // Without a stack RunCarried runs its control flow on the owner, as Run alone would.
+    absl::StatusOr<FiberStack> stack = FiberStack::Create(kFiberStackBytes);
+    if (stack.ok()) fiber_stack_.emplace(*std::move(stack));
+  }
   threads_.reserve(std::max(helpers, 0));
   for (int i = 0; i < helpers; ++i) threads_.emplace_back([this, i] { HelperLoop(i + 1); });
   for (int started = started_.load(std::memory_order_acquire); started < helpers;
@@ -69,9 +98,13 @@ WorkSharingTeam::WorkSharingTeam(int helpers)
 
 WorkSharingTeam::~WorkSharingTeam() {
   stop_.store(true, std::memory_order_release);
-  published_.fetch_add(1, std::memory_order_release);
-  published_.notify_all();
+  Notify();
   for (std::thread& t : threads_) t.join();
+}
+
+void WorkSharingTeam::Notify() {
+  events_.fetch_add(1, std::memory_order_acq_rel);
+  events_.notify_all();
 }
 
 void WorkSharingTeam::Run(int64_t n, absl::FunctionRef<void(int64_t)> body) {
@@ -95,8 +128,12 @@ void WorkSharingTeam::Run(int64_t n, absl::FunctionRef<void(int64_t)> body) {
     claims_[r].word.store(Pack(epoch, RangeBegin(n, ranges, r)), std::memory_order_release);
   }
   published_.store(epoch, std::memory_order_release);
-  published_.notify_all();
+  Notify();
 
+  if (hosting_team == this) {
+    Park();  // resumed once every index has run
+    return;
+  }
   Work(epoch, 0);
   // Wait only for chunks helpers have claimed and are running.
   const auto unfinished = [&] { return done_.load(std::memory_order_acquire) < n; };
@@ -105,6 +142,66 @@ void WorkSharingTeam::Run(int64_t n, absl::FunctionRef<void(int64_t)> body) {
     return;
   }
   while (unfinished()) sched_yield();
+}
+
+void WorkSharingTeam::RunCarried(absl::FunctionRef<void()> control) {
+  if (!fiber_stack_.has_value() || hosting_team != nullptr || inside_loop) {
+    control();
+    return;
+  }
+  control_ = &control;
+  control_finished_ = false;
+  fiber_ = PrepareFiber(*fiber_stack_, &WorkSharingTeam::FiberMain, this);
+  carrier_.store(kRunning, std::memory_order_release);
+  SwitchIn(0);
+  Serve(0, /*owner=*/true);
+  carrier_.store(kIdle, std::memory_order_release);
+  control_ = nullptr;
+}
+
+void WorkSharingTeam::FiberMain(void* team_pointer) {
+  auto* team = static_cast<WorkSharingTeam*>(team_pointer);
+  (*team->control_)();
+  team->control_finished_ = true;
+  // Back to the thread that ran the end of control(), for good: RunCarried prepares the
+  // fiber afresh.
+  SwitchContext(&team->fiber_, team->thread_contexts_[team->host_slot_]);
+  __builtin_trap();
+}
+
+void WorkSharingTeam::Park() { SwitchContext(&fiber_, thread_contexts_[host_slot_]); }
+
+void WorkSharingTeam::SwitchIn(int slot) {
+  host_slot_ = slot;
+  hosting_team = this;
+  SwitchContext(&thread_contexts_[slot], fiber_);
+  hosting_team = nullptr;
+  // The fiber has parked or finished; only now, its registers saved, may another thread
+  // resume it (or the owner return).
+  if (control_finished_) {
+    carrier_.store(kFinished, std::memory_order_release);
+    Notify();
+  } else {
+    carrier_.store((uint64_t{epoch_} << 32) | kParked, std::memory_order_release);
+  }
+}
+
+bool WorkSharingTeam::Resumable() const {
+  const uint64_t state = carrier_.load(std::memory_order_acquire);
+  // Parked: the loop it waits for is the newest, and stays so until it is resumed.
+  return (state & 3) == kParked &&
+         done_.load(std::memory_order_acquire) >= n_.load(std::memory_order_acquire);
+}
+
+bool WorkSharingTeam::TryResume(int slot) {
+  uint64_t state = carrier_.load(std::memory_order_acquire);
+  if ((state & 3) != kParked) return false;
+  if (done_.load(std::memory_order_acquire) < n_.load(std::memory_order_acquire)) return false;
+  // The epoch in the state word makes the exchange fail if another thread resumed the
+  // control flow and it parked again, at a newer loop, since `state` was read.
+  if (!carrier_.compare_exchange_strong(state, kRunning, std::memory_order_acq_rel)) return false;
+  SwitchIn(slot);
+  return true;
 }
 
 bool WorkSharingTeam::HelperLastRanOnThisCpu() const {
@@ -118,6 +215,7 @@ bool WorkSharingTeam::HelperLastRanOnThisCpu() const {
 
 void WorkSharingTeam::Work(uint32_t epoch, int slot) {
   inside_loop = true;
+  slice_watch.BeginWork(WallNs(), ThreadCpuNs);
   // The thread's own range, then the others' in turn (a thread the OS has not run leaves
   // its range to them).
   for (int i = 0; i < threads_in_team_; ++i) {
@@ -146,6 +244,12 @@ bool WorkSharingTeam::WorkOnRange(uint32_t epoch, int range) {
     }
     for (int64_t i = first; i < last; ++i) (*body)(i);
     done_.fetch_add(last - first, std::memory_order_release);
+    // Chunks hold the loop up until they are done: yield here, holding none, rather than be
+    // preempted inside the next one.
+    if (slice_watch.ShouldYield(WallNs(), ThreadCpuNs)) {
+      sched_yield();
+      slice_watch.Yielded(WallNs(), ThreadCpuNs());
+    }
     claim = word.load(std::memory_order_acquire);
   }
 }
@@ -158,23 +262,40 @@ void WorkSharingTeam::HelperLoop(int slot) {
   (void)ThreadStream();
   started_.fetch_add(1, std::memory_order_release);
   started_.notify_all();
-  uint32_t seen = 0;
+  Serve(slot, /*owner=*/false);
+}
+
+void WorkSharingTeam::Serve(int slot, bool owner) {
+  const auto done_serving = [&] {
+    return owner ? carrier_.load(std::memory_order_acquire) == kFinished
+                 : stop_.load(std::memory_order_acquire);
+  };
+  // Working on a loop already done costs a look at its claim words: start from none.
+  uint32_t worked = 0;
   while (true) {
-    const auto nothing_new = [&] {
-      return published_.load(std::memory_order_acquire) == seen &&
-             !stop_.load(std::memory_order_acquire);
-    };
-    if (!SpinWhile(nothing_new, kHelperSpin)) {
-      while (nothing_new()) published_.wait(seen, std::memory_order_acquire);
+    // Read before looking for work, so that whatever is published after it wakes the wait.
+    const uint32_t seen = events_.load(std::memory_order_acquire);
+    if (done_serving()) return;
+    const uint32_t newest = published_.load(std::memory_order_acquire);
+    if (newest != worked) {
+      worked = newest;
+      if (slot > 0) helper_cpus_[slot].cpu.store(sched_getcpu(), std::memory_order_relaxed);
+      Work(newest, slot);
     }
-    if (stop_.load(std::memory_order_acquire)) return;
-    seen = published_.load(std::memory_order_acquire);
-    helper_cpus_[slot].cpu.store(sched_getcpu(), std::memory_order_relaxed);
-    Work(seen, slot);
+    if (TryResume(slot)) continue;
+    const auto nothing_to_do = [&] {
+      return events_.load(std::memory_order_acquire) == seen && !Resumable() && !done_serving();
+    };
+    if (!SpinWhile(nothing_to_do, kHelperSpin)) {
+      // A control flow whose loop is done is resumed by the thread that finished it: a
+      // sleeping thread need not wake for that.
+      events_.wait(seen, std::memory_order_acquire);
+    }
   }
 }
 
 WorkSharingTeam& ThreadTeam() {
+  if (hosting_team != nullptr) return *hosting_team;
   thread_local std::unique_ptr<WorkSharingTeam> team;
   const int helpers = NumThreads() - 1;
   if (team == nullptr || team->helpers() != helpers) {
@@ -185,6 +306,15 @@ WorkSharingTeam& ThreadTeam() {
 }
 
 bool InsideWorkSharingLoop() { return inside_loop; }
+
+bool InsideCarriedControlFlow() { return hosting_team != nullptr; }
+
+WorkSharingTeam* CarryingTeam() { return hosting_team; }
+
+size_t WorkSharingTeam::NextCarriedLocalIndex() {
+  static std::atomic<size_t> next{0};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
 
 int WorkSharingSlot() { return slot_of_thread; }
 

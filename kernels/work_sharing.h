@@ -24,16 +24,30 @@
 // both are running, so each reads its part of the weights from its own caches (on a CPU whose
 // cores sit on different dies, another die's cache is as far as memory); with one shared
 // counter the threads took turns, and each step's split was new.
+//
+// Under contention, what still held a step up was a thread preempted in the middle of a chunk:
+// the loop cannot end until that thread runs again, a competitor's slice later (with a busy
+// competitor per core, the threads spent about a quarter of their time waiting so). Two things
+// together let the others go on meanwhile (docs/benchmarks.md, stop 57: 1.1-1.35x the tokens/s
+// under such contention, neither alone gaining anything):
+// - Between two chunks a thread yields its core when it has run about as long as the OS's
+//   time slice lets it (time_slice.h learns that slice from the preemptions it sees): it holds
+//   no chunk while it is away, and the others finish the loop.
+// - RunCarried runs the control flow between the loops (a decoding step's) on a fiber
+//   (fiber.h) that whichever team thread finds a loop done resumes, the owner or a helper, so
+//   a step goes on while its owner is away too.
 #ifndef TASKMOE_KERNELS_WORK_SHARING_H_
 #define TASKMOE_KERNELS_WORK_SHARING_H_
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
+#include "kernels/fiber.h"
 
 namespace taskmoe::kernels {
 
@@ -53,7 +67,26 @@ class WorkSharingTeam {
   // call Run again (nested loops run on the thread that meets them).
   void Run(int64_t n, absl::FunctionRef<void(int64_t)> body);
 
+  // Runs control(), whose Run loops the team shares, on the team's fiber: each loop's control
+  // flow after it goes on on whichever team thread finds the loop done (the last to finish a
+  // chunk, or one that was waiting), so that a descheduled owner no longer stops it. Returns
+  // when control() has returned. Only the team's creator may call it, not from a loop body;
+  // inside a carried control flow, or where fibers are unsupported (fiber.h), runs control()
+  // directly. Code in control() runs on varying OS threads: thread-local state it keeps across
+  // a loop must not be one a loop body uses too (kernels keep none such).
+  void RunCarried(absl::FunctionRef<void()> control);
+
   int helpers() const { return static_cast<int>(threads_.size()); }
+
+  // The carried control flow's instance of state T (ControlFlowLocal): made on first use,
+  // kept with the team. Only from the carried control flow.
+  template <typename T>
+  T& CarriedLocal() {
+    static const size_t index = NextCarriedLocalIndex();
+    if (carried_locals_.size() <= index) carried_locals_.resize(index + 1);
+    if (carried_locals_[index] == nullptr) carried_locals_[index] = std::make_shared<T>();
+    return *static_cast<T*>(carried_locals_[index].get());
+  }
 
   // Whether a helper took up its last loop on the CPU the calling thread now runs on (or where
   // that is unknown). The owner's wait asks it; public for tests.
@@ -74,6 +107,32 @@ class WorkSharingTeam {
   // has started.
   bool WorkOnRange(uint32_t epoch, int range);
   void HelperLoop(int slot);
+  // The scheduling loop of a team thread with nothing of its own to run: works on each new
+  // loop, resumes the carried control flow once its loop is done, spins and then sleeps.
+  // Returns when the carried control flow has finished (the owner) or the team stops.
+  void Serve(int slot, bool owner);
+
+  // Called by the carried control flow once it has published a loop: saves it and hands the
+  // thread running it back to that thread's own context; returns when some thread resumes it,
+  // the loop done.
+  void Park();
+  // Resumes the parked control flow if its loop is done and no other thread resumed it first;
+  // returns once it has parked again or finished.
+  bool TryResume(int slot);
+  bool Resumable() const;
+  void SwitchIn(int slot);
+  static void FiberMain(void* team);
+
+  // The carried control flow's state: kIdle outside RunCarried; kRunning on some thread;
+  // kParked, in the low bits, with the epoch of the loop it waits for in the high 32;
+  // kFinished once control() has returned.
+  enum Carrier : uint64_t { kIdle = 0, kRunning = 1, kParked = 2, kFinished = 3 };
+  std::atomic<uint64_t> carrier_{kIdle};
+  static size_t NextCarriedLocalIndex();
+
+  // A bump of `events_` wakes every sleeping team thread: a loop was published, the carried
+  // control flow finished, or the team stops.
+  void Notify();
 
   // One claim word per thread: loop indices are split into one contiguous home range per
   // thread, which that thread claims first and the others only once their own are done.
@@ -88,19 +147,51 @@ class WorkSharingTeam {
   std::atomic<int64_t> grain_{1};
   std::atomic<const absl::FunctionRef<void(int64_t)>*> body_{nullptr};
   std::atomic<int64_t> done_{0};        // indices of the current loop that have run
-  std::atomic<uint32_t> published_{0};  // the newest loop's epoch, what sleeping helpers wait on
+  std::atomic<uint32_t> published_{0};  // the newest loop's epoch
+  std::atomic<uint32_t> events_{0};     // what sleeping team threads wait on (Notify)
   std::atomic<bool> stop_{false};
   std::atomic<int> started_{0};  // helpers that have finished their start-up
-  uint32_t epoch_ = 0;           // the owner's count of loops
+  uint32_t epoch_ = 0;           // the count of loops, kept by the control flow publishing them
+  // The carried control flow: its stack (made with the team, none where fibers are
+  // unsupported or there are no helpers), its saved context while parked, what it runs, the
+  // slot of the thread running it, whether it has finished, and each thread's own context
+  // while it runs the fiber.
+  std::optional<FiberStack> fiber_stack_;
+  FiberContext fiber_ = nullptr;
+  const absl::FunctionRef<void()>* control_ = nullptr;
+  int host_slot_ = 0;
+  bool control_finished_ = false;
+  std::unique_ptr<FiberContext[]> thread_contexts_;
+  // CarriedLocal's instances, by type (only the carried control flow touches them).
+  std::vector<std::shared_ptr<void>> carried_locals_;
   std::vector<std::thread> threads_;
 };
 
 // The calling thread's team for the current thread setting (NumThreads() - 1 helpers), created
-// on first use and rebuilt when the setting changes. runtime.h's ParallelFor runs on it.
+// on first use and rebuilt when the setting changes; inside a carried control flow, the team
+// carrying it, whichever thread runs it now. runtime.h's ParallelFor runs on it.
 WorkSharingTeam& ThreadTeam();
 
 // Whether the calling thread is running a WorkSharingTeam loop body (as owner or helper).
 bool InsideWorkSharingLoop();
+
+// Whether the calling code runs in a team's carried control flow (WorkSharingTeam::RunCarried).
+bool InsideCarriedControlFlow();
+// The team carrying the calling code (RunCarried), or null outside a carried control flow.
+WorkSharingTeam* CarryingTeam();
+
+// State that a control flow keeps for itself across calls (a matmul's scratch buffers, its
+// cache of oneDNN primitives): one instance per OS thread outside carried control flows, as a
+// thread_local would be, and one per team inside them, whichever thread carries the control
+// flow at the moment. A thread_local would give a carried control flow the state of each
+// thread it passes through: buffers grown again (an allocation in a warm decoding step) and
+// state shared with the loop bodies that thread runs. T names the state: one type per use.
+template <typename T>
+T& ControlFlowLocal() {
+  if (WorkSharingTeam* team = CarryingTeam()) return team->CarriedLocal<T>();
+  thread_local T own;
+  return own;
+}
 
 // The calling thread's slot in its team: 1 to helpers() for a team's helpers, 0 for every other
 // thread (owners among them). A loop body indexes per-thread state that its caller prepared

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/runtime.h"
 #include "kernels/softmax.h"
 #include "kernels/topk.h"
 #include "models/beam_search.h"
@@ -62,6 +63,12 @@ void ContinuousBatch::BuildGroups(const std::vector<Row>& rows,
 }
 
 absl::Status ContinuousBatch::Admit(std::vector<Sentence> sentences) {
+  absl::Status admitted;
+  kernels::RunCarried([&] { admitted = AdmitCarried(std::move(sentences)); });
+  return admitted;
+}
+
+absl::Status ContinuousBatch::AdmitCarried(std::vector<Sentence> sentences) {
   if (sentences.empty()) return absl::OkStatus();
   // Checked first, so that a refused admission leaves the batch as it was.
   const TaskModel* reference =
@@ -360,8 +367,11 @@ absl::Status ContinuousBatch::Step(
     absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
     absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished,
     absl::FunctionRef<void()> after_each_layer) {
-  const absl::Status stepped = StepRunningRows(on_token, on_finished, after_each_layer);
-  JoinPending(on_finished);  // after a failure, removed by the caller with every other row
+  absl::Status stepped;
+  kernels::RunCarried([&] {
+    stepped = StepRunningRows(on_token, on_finished, after_each_layer);
+    JoinPending(on_finished);  // after a failure, removed by the caller with every other row
+  });
   return stepped;
 }
 

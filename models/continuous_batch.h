@@ -145,6 +145,8 @@ class ContinuousBatch {
   };
   // INVALID_ARGUMENT unless every sentence is greedy and of a task that can join these rows.
   absl::Status CheckFirstStepApart(const std::vector<Sentence>& sentences) const;
+  // Admit's work, in a control flow the kernel threads carry (kernels::RunCarried).
+  absl::Status AdmitCarried(std::vector<Sentence> sentences);
   // Step's work on the rows decoding now (Step then lets the pending ones join).
   absl::Status StepRunningRows(
       absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/runtime.h"
 #include "kernels/softmax.h"
 #include "kernels/topk.h"
 #include "models/beam_search.h"
@@ -257,9 +258,16 @@ absl::StatusOr<std::vector<Hypothesis>> Decode(const TransformerModel& model,
   std::optional<DecodeWorkspace> temporary;
   if (workspace == nullptr) workspace = &temporary.emplace();
   Buffers& buffers = workspace->buffers();
-  if (absl::Status s = model.Encode(sources, route, buffers.encoder); !s.ok()) return s;
-  if (options.beam_size == 1) return GreedyDecode(model, route, options, buffers);
-  return BeamDecode(model, route, options, buffers);
+  absl::StatusOr<std::vector<Hypothesis>> result;
+  kernels::RunCarried([&] {
+    if (absl::Status s = model.Encode(sources, route, buffers.encoder); !s.ok()) {
+      result = s;
+      return;
+    }
+    result = options.beam_size == 1 ? GreedyDecode(model, route, options, buffers)
+                                    : BeamDecode(model, route, options, buffers);
+  });
+  return result;
 }
 
 }  // namespace taskmoe::models

@@ -1,6 +1,7 @@
 // WorkSharingTeam: every index runs exactly once, loop after loop, whatever the team size
 // (more helpers than cores included), from several owning threads at once; each thread starts on
-// its own home range; nested loops run inline; the owner knows whether a helper runs on its CPU.
+// its own home range; nested loops run inline; the owner knows whether a helper runs on its CPU;
+// a carried control flow (RunCarried) sees every loop done, on whichever thread it goes on.
 #include "kernels/work_sharing.h"
 
 #include <gtest/gtest.h>
@@ -129,27 +130,121 @@ TEST(WorkSharing, NestedLoopsRunInline) {
   EXPECT_EQ(sum.load(), 160 * 159 / 2);
 }
 
-// Server workers each own a team; ParallelFor from several threads at once.
-TEST(WorkSharing, ConcurrentOwnersEachUseTheirTeam) {
+// Indices run other than once when `owners` threads run `loops` ParallelFor loops at once
+// with `threads` kernel threads, each owner's loops inside RunCarried when `carried`.
+int MisrunIndicesFromConcurrentOwners(int threads, int owners, int loops, bool carried) {
   const int previous = NumThreads();
-  ASSERT_TRUE(SetNumThreads(3).ok());
-  std::vector<std::thread> owners;
+  EXPECT_TRUE(SetNumThreads(threads).ok());
+  std::vector<std::thread> running;
   std::atomic<int> failures{0};
-  for (int t = 0; t < 4; ++t) {
-    owners.emplace_back([&, t] {
-      for (int loop = 0; loop < 200; ++loop) {
-        const int64_t n = 50 + t;
-        std::vector<std::atomic<int>> hits(n);
-        ParallelFor(n, true, [&](int64_t i) { hits[i].fetch_add(1); });
-        for (int64_t i = 0; i < n; ++i) {
-          if (hits[i].load() != 1) failures.fetch_add(1);
+  for (int t = 0; t < owners; ++t) {
+    running.emplace_back([&, t] {
+      const auto run_loops = [&] {
+        for (int loop = 0; loop < loops; ++loop) {
+          const int64_t n = 40 + t;
+          std::vector<std::atomic<int>> hits(n);
+          ParallelFor(n, true, [&](int64_t i) { hits[i].fetch_add(1); });
+          for (int64_t i = 0; i < n; ++i) {
+            if (hits[i].load() != 1) failures.fetch_add(1);
+          }
         }
+      };
+      if (carried) {
+        RunCarried(run_loops);
+      } else {
+        run_loops();
       }
     });
   }
-  for (std::thread& owner : owners) owner.join();
-  EXPECT_EQ(failures.load(), 0);
-  ASSERT_TRUE(SetNumThreads(previous).ok());
+  for (std::thread& owner : running) owner.join();
+  EXPECT_TRUE(SetNumThreads(previous).ok());
+  return failures.load();
+}
+
+// Server workers each own a team; ParallelFor from several threads at once.
+TEST(WorkSharing, ConcurrentOwnersEachUseTheirTeam) {
+  EXPECT_EQ(MisrunIndicesFromConcurrentOwners(3, 4, 200, /*carried=*/false), 0);
+}
+
+// A carried control flow: loop after loop, each index runs once, what the loops wrote is seen by
+// the control flow after them and what it wrote before them by the loops, whatever thread it
+// continues on; ParallelFor inside it uses the carrying team; RunCarried inside it runs
+// directly; it returns on the thread that called it.
+TEST(WorkSharing, CarriedControlFlowSeesEachLoopDone) {
+  for (int helpers : {0, 1, 3}) {
+    WorkSharingTeam team(helpers);
+    const std::thread::id caller = std::this_thread::get_id();
+    int64_t total = 0;
+    int nested_runs = 0;
+    team.RunCarried([&] {
+      EXPECT_EQ(InsideCarriedControlFlow(), kFibersSupported && helpers > 0);
+      for (int loop = 0; loop < 2000; ++loop) {
+        const int64_t n = 1 + loop % 61;
+        std::vector<int64_t> values(n, -1);
+        const int64_t factor = loop + 1;  // written by the control flow, read by the bodies
+        team.Run(n, [&](int64_t i) { values[i] = i * factor; });
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(values[i], i * factor) << "loop " << loop;
+          total += values[i];
+        }
+        if (kFibersSupported && helpers > 0) {
+          ASSERT_EQ(&ThreadTeam(), &team);
+        }
+        if (loop % 400 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      team.RunCarried([&] { ++nested_runs; });
+    });
+    EXPECT_EQ(std::this_thread::get_id(), caller);
+    EXPECT_FALSE(InsideCarriedControlFlow());
+    int64_t expected = 0;
+    for (int loop = 0; loop < 2000; ++loop) {
+      const int64_t n = 1 + loop % 61;
+      expected += (loop + 1) * n * (n - 1) / 2;
+    }
+    EXPECT_EQ(total, expected) << helpers << " helpers";
+    EXPECT_EQ(nested_runs, 1);
+    // The team still runs plain loops afterwards.
+    ExpectEachIndexOnce(team, 1000);
+  }
+}
+
+// The control flow after a loop goes on on a thread that finds the loop done: with the owner's
+// share done first and a helper's late, often the helper (the owner, spinning meanwhile, may
+// see it first), and later loops and the end of RunCarried work from there.
+TEST(WorkSharing, CarriedControlFlowMovesToTheThreadThatFinishesALoop) {
+  if (!kFibersSupported) GTEST_SKIP() << "fibers are unsupported in this build (fiber.h)";
+  WorkSharingTeam team(1);
+  const std::thread::id caller = std::this_thread::get_id();
+  int moved = 0;
+  team.RunCarried([&] {
+    for (int attempt = 0; attempt < 1000 && moved < 3; ++attempt) {
+      // The owner's index waits (a little) for the helper to take the other, which then
+      // finishes last.
+      std::atomic<bool> helper_started{false};
+      team.Run(2, [&](int64_t) {
+        if (WorkSharingSlot() == 1) {
+          helper_started.store(true);
+          std::this_thread::sleep_for(std::chrono::microseconds(300));
+          return;
+        }
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(5);
+        while (!helper_started.load() && std::chrono::steady_clock::now() < give_up) {
+        }
+      });
+      if (std::this_thread::get_id() != caller) {
+        EXPECT_EQ(WorkSharingSlot(), 1);
+        ++moved;
+        ExpectEachIndexOnce(team, 500);
+      }
+    }
+  });
+  EXPECT_EQ(std::this_thread::get_id(), caller);
+  EXPECT_GE(moved, 3);
+}
+
+// RunCarried from several threads at once, each on its own team (server workers).
+TEST(WorkSharing, ConcurrentOwnersEachCarryTheirControlFlow) {
+  EXPECT_EQ(MisrunIndicesFromConcurrentOwners(2, 3, 300, /*carried=*/true), 0);
 }
 
 }  // namespace

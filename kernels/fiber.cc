@@ -1,0 +1,137 @@
+// FiberStack's mapping, the first frame PrepareFiber lays out, and the switch itself.
+#include "kernels/fiber.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+#if defined(__x86_64__) && defined(__linux__) && !defined(TASKMOE_SANITIZER_BUILD)
+// taskmoe_switch_context(save, resume): pushes the callee-saved registers and the floating-point
+// control words, stores %rsp in *save, loads `resume` and pops the same set from there.
+// taskmoe_fiber_start: where a prepared fiber's first switch returns to; calls r13(r12).
+asm(R"(
+  .text
+  .p2align 4
+  .globl taskmoe_switch_context
+  .hidden taskmoe_switch_context
+  .type taskmoe_switch_context, @function
+taskmoe_switch_context:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $16, %rsp
+  stmxcsr 8(%rsp)
+  fnstcw (%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr 8(%rsp)
+  fldcw (%rsp)
+  addq $16, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size taskmoe_switch_context, .-taskmoe_switch_context
+
+  .p2align 4
+  .globl taskmoe_fiber_start
+  .hidden taskmoe_fiber_start
+  .type taskmoe_fiber_start, @function
+taskmoe_fiber_start:
+  movq %r12, %rdi
+  callq *%r13
+  ud2
+  .size taskmoe_fiber_start, .-taskmoe_fiber_start
+)");
+
+extern "C" void taskmoe_switch_context(void** save, void* resume);
+extern "C" void taskmoe_fiber_start();
+#endif
+
+namespace taskmoe::kernels {
+
+absl::StatusOr<FiberStack> FiberStack::Create(size_t bytes) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t usable = (bytes + page - 1) / page * page;
+  const size_t mapped = usable + page;  // the guard page below the stack
+  void* mapping = mmap(nullptr, mapped, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (mapping == MAP_FAILED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("fiber stack of ", mapped, " bytes: mmap failed: ", std::strerror(errno)));
+  }
+  if (mprotect(mapping, page, PROT_NONE) != 0) {
+    const int error = errno;
+    munmap(mapping, mapped);
+    return absl::InternalError(
+        absl::StrCat("fiber stack guard page: mprotect failed: ", std::strerror(error)));
+  }
+  char* top = static_cast<char*>(mapping) + mapped;
+  top -= reinterpret_cast<uintptr_t>(top) % 64;
+  return FiberStack(mapping, mapped, top);
+}
+
+FiberStack::FiberStack(FiberStack&& other) noexcept
+    : mapping_(std::exchange(other.mapping_, nullptr)),
+      mapped_bytes_(std::exchange(other.mapped_bytes_, 0)),
+      top_(std::exchange(other.top_, nullptr)) {}
+
+FiberStack& FiberStack::operator=(FiberStack&& other) noexcept {
+  if (this != &other) {
+    if (mapping_ != nullptr) munmap(mapping_, mapped_bytes_);
+    mapping_ = std::exchange(other.mapping_, nullptr);
+    mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
+    top_ = std::exchange(other.top_, nullptr);
+  }
+  return *this;
+}
+
+FiberStack::~FiberStack() {
+  if (mapping_ != nullptr) munmap(mapping_, mapped_bytes_);
+}
+
+#if defined(__x86_64__) && defined(__linux__) && !defined(TASKMOE_SANITIZER_BUILD)
+
+FiberContext PrepareFiber(const FiberStack& stack, void (*entry)(void*), void* argument) {
+  // The frame taskmoe_switch_context pops, from the lowest address: the x87 control word and
+  // MXCSR (16 bytes), r15, r14, r13 (entry), r12 (argument), rbx, rbp, then the address it
+  // returns to, taskmoe_fiber_start. Above that the stack is 16-byte aligned, so that the call
+  // there enters `entry` as the ABI requires.
+  auto* frame = reinterpret_cast<uint64_t*>(stack.top() - 16) - 9;
+  uint32_t mxcsr = 0;
+  uint16_t x87_control = 0;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(x87_control));
+  std::memset(frame, 0, 9 * sizeof(uint64_t));
+  std::memcpy(&frame[0], &x87_control, sizeof(x87_control));
+  std::memcpy(reinterpret_cast<char*>(&frame[1]), &mxcsr, sizeof(mxcsr));
+  frame[4] = reinterpret_cast<uint64_t>(entry);     // r13
+  frame[5] = reinterpret_cast<uint64_t>(argument);  // r12
+  frame[8] = reinterpret_cast<uint64_t>(&taskmoe_fiber_start);
+  return frame;
+}
+
+void SwitchContext(FiberContext* save, FiberContext resume) {
+  taskmoe_switch_context(save, resume);
+}
+
+#else
+
+FiberContext PrepareFiber(const FiberStack&, void (*)(void*), void*) { return nullptr; }
+void SwitchContext(FiberContext*, FiberContext) { __builtin_trap(); }
+
+#endif
+
+}  // namespace taskmoe::kernels

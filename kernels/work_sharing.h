@@ -28,11 +28,11 @@
 // Under contention, what still held a step up was a thread preempted in the middle of a chunk:
 // the loop cannot end until that thread runs again, a competitor's slice later (with a busy
 // competitor per core, the threads spent about a quarter of their time waiting so). Two things
-// together let the others go on meanwhile (docs/benchmarks.md, stop 57: 1.1-1.35x the tokens/s
-// under such contention, neither alone gaining anything):
-// - Between two chunks a thread yields its core when it has run about as long as the OS's
-//   time slice lets it (time_slice.h learns that slice from the preemptions it sees): it holds
-//   no chunk while it is away, and the others finish the loop.
+// together let the others go on meanwhile (docs/benchmarks.md, stop 57: 1.15-1.24x the
+// tokens/s at batch 1 and 8 under such contention, medians; neither alone gained anything):
+// - Between two chunks a thread yields its core once its run has lasted twice the run the OS
+//   typically gives it (time_slice.h learns that from the preemptions it sees): it holds no
+//   chunk while it is away, and the others finish the loop.
 // - RunCarried runs the control flow between the loops (a decoding step's) on a fiber
 //   (fiber.h) that whichever team thread finds a loop done resumes, the owner or a helper, so
 //   a step goes on while its owner is away too.
@@ -72,8 +72,9 @@ class WorkSharingTeam {
   // chunk, or one that was waiting), so that a descheduled owner no longer stops it. Returns
   // when control() has returned. Only the team's creator may call it, not from a loop body;
   // inside a carried control flow, or where fibers are unsupported (fiber.h), runs control()
-  // directly. Code in control() runs on varying OS threads: thread-local state it keeps across
-  // a loop must not be one a loop body uses too (kernels keep none such).
+  // directly. Code in control() runs on varying OS threads: state it keeps across calls is
+  // ControlFlowLocal (below), and it holds nothing tied to a thread (a thread_local's address,
+  // a lock that checks its owner) across a loop.
   void RunCarried(absl::FunctionRef<void()> control);
 
   int helpers() const { return static_cast<int>(threads_.size()); }

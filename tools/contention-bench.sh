@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The engine under CPU contention (issue 18): taskmoe-bench's decoding throughput on a quiet
-# machine, then with one busy competitor process per core, then (where this process may make
-# cgroups) under a CPU quota of half the cores, each as a ratio to the quiet run. Production
-# cores are shared: a noisy neighbour or a Kubernetes CPU limit is this situation. The quota
+# machine, then with one busy competitor process pinned to each CPU it may use, then (where this
+# process may make cgroups) under a CPU quota of half the cores, each as a ratio to the quiet
+# run. Production cores are shared: a noisy neighbour or a Kubernetes CPU limit is this
+# situation. Competitors left unpinned wander between CPUs, and the same binary's busy figure
+# moved up to 1.7x between runs; pinned, about 10 % (docs/benchmarks.md, stop 57). The quota
 # run leaves --threads out, so that the engine's default (kernels/cpu_budget.h) follows the
 # quota, as a server's would.
 # Usage: tools/contention-bench.sh [--precision=P] [--threads=N] [--batches=1,8,32]
@@ -36,9 +38,18 @@ run_bench() {
 echo "== quiet" >&2
 quiet=$(run_bench "$bench" "${args[@]}")
 
-echo "== one busy competitor per core ($cores)" >&2
-for ((i = 0; i < cores; ++i)); do
-  bash -c 'while :; do :; done' &
+# The CPUs this process may run on, one per line (Cpus_allowed_list reads like "0-3,6").
+allowed_cpus() {
+  local list part
+  list=$(awk '/^Cpus_allowed_list/ { print $2 }' /proc/self/status)
+  for part in ${list//,/ }; do
+    if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+  done
+}
+
+echo "== one busy competitor pinned to each CPU ($cores)" >&2
+for cpu in $(allowed_cpus); do
+  taskset -c "$cpu" bash -c 'while :; do :; done' &
   competitors+=($!)
 done
 contended=$(run_bench "$bench" "${args[@]}")

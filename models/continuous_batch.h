@@ -93,7 +93,10 @@ class ContinuousBatch {
   // sentence that ended (EOS, its length limit, or for beam search `beam_size` finished
   // hypotheses) with its hypothesis; those sentences have left when Step returns. On an engine
   // error every row is still in the batch, and the caller should remove them all (the state of
-  // a failed step is not resumable).
+  // a failed step is not resumable). The callbacks are called one at a time, but not always on
+  // the calling thread: a step's control flow goes on on whichever kernel thread is running
+  // (kernels::RunCarried), so a callback holds no lock or thread-local state from one call to
+  // the next.
   absl::Status Step(absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,
                     absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished);
   // Step that calls `after_each_layer` once each decoder layer is done, the running rows
@@ -105,11 +108,11 @@ class ContinuousBatch {
                     absl::FunctionRef<void(uint64_t key, Hypothesis hypothesis)> on_finished,
                     absl::FunctionRef<void()> after_each_layer);
 
-  // AdmitWithFirstStep while a Step is between two layers (only from its after_each_layer, on
-  // the stepping thread): the greedy `sentences` are encoded and take their first step now,
-  // by themselves (`on_token` and `on_finished` are for that step), and those that go on join
-  // the rows when the step under way ends; that step does not decode them. Errors as
-  // AdmitWithFirstStep's, and FAILED_PRECONDITION outside a step.
+  // AdmitWithFirstStep while a Step is between two layers (only from its after_each_layer): the
+  // greedy `sentences` are encoded and take their first step now, by themselves (`on_token` and
+  // `on_finished` are for that step), and those that go on join the rows when the step under way
+  // ends; that step does not decode them. Errors as AdmitWithFirstStep's, and FAILED_PRECONDITION
+  // outside a step.
   absl::Status AdmitDuringStep(
       std::vector<Sentence> sentences,
       absl::FunctionRef<void(uint64_t key, int32_t token)> on_token,

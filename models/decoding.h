@@ -44,7 +44,10 @@ struct DecodeSettings {
   friend bool operator==(const DecodeSettings&, const DecodeSettings&) = default;
 };
 
-// The settings and the caller's hooks into a running decode.
+// The settings and the caller's hooks into a running decode. The hooks are called one at a
+// time, but not always on the thread that called Decode: the decode's control flow goes on on
+// whichever kernel thread is running (kernels::RunCarried), so a hook holds no lock or
+// thread-local state from one call to the next.
 struct DecodeOptions : DecodeSettings {
   DecodeOptions() = default;
   explicit DecodeOptions(const DecodeSettings& settings) : DecodeSettings(settings) {}

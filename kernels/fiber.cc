@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 
-#if defined(__x86_64__) && defined(__linux__) && !defined(TASKMOE_SANITIZER_BUILD)
+#ifdef TASKMOE_FIBERS
 // taskmoe_switch_context(save, resume): pushes the callee-saved registers and the floating-point
 // control words, stores %rsp in *save, loads `resume` and pops the same set from there.
 // taskmoe_fiber_start: where a prepared fiber's first switch returns to; calls r13(r12).
@@ -102,7 +102,7 @@ FiberStack::~FiberStack() {
   if (mapping_ != nullptr) munmap(mapping_, mapped_bytes_);
 }
 
-#if defined(__x86_64__) && defined(__linux__) && !defined(TASKMOE_SANITIZER_BUILD)
+#ifdef TASKMOE_FIBERS
 
 FiberContext PrepareFiber(const FiberStack& stack, void (*entry)(void*), void* argument) {
   // The frame taskmoe_switch_context pops, from the lowest address: the x87 control word and

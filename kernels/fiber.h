@@ -18,7 +18,9 @@
 
 namespace taskmoe::kernels {
 
+// TASKMOE_FIBERS: defined (to 1) where fibers work; fiber.cc compiles its switch only then.
 #if defined(__x86_64__) && defined(__linux__) && !defined(TASKMOE_SANITIZER_BUILD)
+#define TASKMOE_FIBERS 1
 inline constexpr bool kFibersSupported = true;
 #else
 inline constexpr bool kFibersSupported = false;

@@ -63,7 +63,8 @@ void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body
 }
 
 void RunCarried(absl::FunctionRef<void()> control) {
-  if (NumThreads() <= 1 || InsideWorkSharingLoop() || InsideCarriedControlFlow()) {
+  // Inside a carried control flow ThreadTeam() is the carrying team, which runs it directly.
+  if (NumThreads() <= 1 || InsideWorkSharingLoop()) {
     control();
     return;
   }

@@ -307,8 +307,6 @@ WorkSharingTeam& ThreadTeam() {
 
 bool InsideWorkSharingLoop() { return inside_loop; }
 
-bool InsideCarriedControlFlow() { return hosting_team != nullptr; }
-
 WorkSharingTeam* CarryingTeam() { return hosting_team; }
 
 size_t WorkSharingTeam::NextCarriedLocalIndex() {

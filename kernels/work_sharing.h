@@ -176,8 +176,6 @@ WorkSharingTeam& ThreadTeam();
 // Whether the calling thread is running a WorkSharingTeam loop body (as owner or helper).
 bool InsideWorkSharingLoop();
 
-// Whether the calling code runs in a team's carried control flow (WorkSharingTeam::RunCarried).
-bool InsideCarriedControlFlow();
 // The team carrying the calling code (RunCarried), or null outside a carried control flow.
 WorkSharingTeam* CarryingTeam();
 

@@ -177,7 +177,7 @@ TEST(WorkSharing, CarriedControlFlowSeesEachLoopDone) {
     int64_t total = 0;
     int nested_runs = 0;
     team.RunCarried([&] {
-      EXPECT_EQ(InsideCarriedControlFlow(), kFibersSupported && helpers > 0);
+      EXPECT_EQ(CarryingTeam() != nullptr, kFibersSupported && helpers > 0);
       for (int loop = 0; loop < 2000; ++loop) {
         const int64_t n = 1 + loop % 61;
         std::vector<int64_t> values(n, -1);
@@ -195,7 +195,7 @@ TEST(WorkSharing, CarriedControlFlowSeesEachLoopDone) {
       team.RunCarried([&] { ++nested_runs; });
     });
     EXPECT_EQ(std::this_thread::get_id(), caller);
-    EXPECT_FALSE(InsideCarriedControlFlow());
+    EXPECT_EQ(CarryingTeam(), nullptr);
     int64_t expected = 0;
     for (int loop = 0; loop < 2000; ++loop) {
       const int64_t n = 1 + loop % 61;

@@ -18,14 +18,23 @@ namespace {
 constexpr uint64_t kIndexMask = 0xffffffffu;
 constexpr uint64_t kClosed = kIndexMask;
 
-// How long a helper spins for the next loop before it sleeps. How long the owner spins on
-// claimed chunks before it yields its core: briefly where a helper may share its core, else
-// about a competitor's time slice (EEVDF's default base slice is 0.75 ms times 1 + log2 of the
-// CPUs, 1.5 ms on 2). With a busy competitor per core (f32, two threads, AVX2, medians of 10
-// alternations), spinning on for helpers elsewhere instead of yielding after 20 us gave 1.17x
-// and 1.20x the tokens/s at batch 1 on two models, 0.98-1.16x at batch 8 and 32; the quiet
-// machine's figures did not move.
-constexpr auto kHelperSpin = std::chrono::microseconds(50);
+// How long a helper spins for the next loop before it sleeps. A thread that sleeps on a futex
+// and is woken while a competitor runs on its core gets that core back only once the
+// competitor's slice is over, and inside a decoding step a helper meets gaps longer than a few
+// microseconds whenever the thread running the step's control flow is preempted between two
+// loops. With a busy competitor per core, batch 1, a helper that slept after 50 us slept about
+// 440 times in a 5 s run, after 1 ms 38 times, after 3 ms 22 times; 1 ms gave medians of
+// 1.06-1.15x the tokens/s at batch 1 and 1.09-1.26x at batch 8 on every path (3 ms no more;
+// docs/benchmarks.md, stop 58), and nothing on a quiet machine. An idle team sleeps 1 ms after
+// its last loop.
+//
+// How long the owner spins on claimed chunks before it yields its core: briefly where a helper
+// may share its core, else about a competitor's time slice (EEVDF's default base slice is 0.75
+// ms times 1 + log2 of the CPUs, 1.5 ms on 2). With a busy competitor per core (f32, two
+// threads, AVX2, medians of 10 alternations), spinning on for helpers elsewhere instead of
+// yielding after 20 us gave 1.17x and 1.20x the tokens/s at batch 1 on two models, 0.98-1.16x
+// at batch 8 and 32; the quiet machine's figures did not move.
+constexpr auto kHelperSpin = std::chrono::microseconds(1000);
 constexpr auto kOwnerSpin = std::chrono::microseconds(20);
 constexpr auto kOwnerSpinHelpersElsewhere = std::chrono::microseconds(1000);
 

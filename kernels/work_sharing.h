@@ -7,8 +7,10 @@
 // fell to 0.09x of its quiet speed). Here indices are claimed a few at a time, the owner works
 // from the first moment, and it waits only for chunks a helper has already claimed: a helper
 // that is not running has no share to hold back, and one that wakes late finds the loop done
-// and goes back to sleep. Helpers spin briefly between loops (a step's loops come microseconds
-// apart), then sleep on a futex, so an idle team burns no CPU.
+// and goes back to sleep. Helpers spin for the next loop for up to 1 ms, then sleep on a futex,
+// so an idle team burns no CPU: a step's loops come microseconds apart, but under contention
+// the thread between them may be preempted, and a helper that slept meanwhile is woken only
+// when the competitor on its core has had its slice.
 //
 // An owner left waiting for a helper's chunk spins on as long as that helper cannot be on the
 // owner's own core (each helper says where it runs when it takes up a loop), up to about the

@@ -40,8 +40,9 @@ TEST(WorkSharing, BackToBackLoopsStayApart) {
     std::vector<int64_t> values(n, -1);
     team.Run(n, [&](int64_t i) { values[i] = i * loop; });
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(values[i], i * loop) << "loop " << loop;
-    if (loop % 500 == 0)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // helpers sleep
+    if (loop % 500 == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // helpers sleep (after 1 ms)
+    }
   }
 }
 
@@ -190,7 +191,8 @@ TEST(WorkSharing, CarriedControlFlowSeesEachLoopDone) {
         if (kFibersSupported && helpers > 0) {
           ASSERT_EQ(&ThreadTeam(), &team);
         }
-        if (loop % 400 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        // Helpers sleep (after 1 ms), and a loop wakes them.
+        if (loop % 400 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
       team.RunCarried([&] { ++nested_runs; });
     });

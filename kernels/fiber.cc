@@ -11,6 +11,10 @@
 
 #include "absl/strings/str_cat.h"
 
+#ifdef TASKMOE_TSAN_BUILD
+#include <sanitizer/tsan_interface.h>
+#endif
+
 #ifdef TASKMOE_FIBERS
 // taskmoe_switch_context(save, resume): pushes the callee-saved registers and the floating-point
 // control words, stores %rsp in *save, loads `resume` and pops the same set from there.
@@ -83,23 +87,54 @@ absl::StatusOr<FiberStack> FiberStack::Create(size_t bytes) {
   return FiberStack(mapping, mapped, top);
 }
 
+namespace {
+
+void DestroySanitizerFiber(void* fiber) {
+#ifdef TASKMOE_TSAN_BUILD
+  if (fiber != nullptr) __tsan_destroy_fiber(fiber);
+#else
+  (void)fiber;
+#endif
+}
+
+}  // namespace
+
+FiberStack::FiberStack(void* mapping, size_t mapped_bytes, char* top)
+    : mapping_(mapping), mapped_bytes_(mapped_bytes), top_(top) {
+#ifdef TASKMOE_TSAN_BUILD
+  sanitizer_fiber_ = __tsan_create_fiber(0);
+#endif
+}
+
 FiberStack::FiberStack(FiberStack&& other) noexcept
     : mapping_(std::exchange(other.mapping_, nullptr)),
       mapped_bytes_(std::exchange(other.mapped_bytes_, 0)),
-      top_(std::exchange(other.top_, nullptr)) {}
+      top_(std::exchange(other.top_, nullptr)),
+      sanitizer_fiber_(std::exchange(other.sanitizer_fiber_, nullptr)) {}
 
 FiberStack& FiberStack::operator=(FiberStack&& other) noexcept {
   if (this != &other) {
     if (mapping_ != nullptr) munmap(mapping_, mapped_bytes_);
+    DestroySanitizerFiber(sanitizer_fiber_);
     mapping_ = std::exchange(other.mapping_, nullptr);
     mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
     top_ = std::exchange(other.top_, nullptr);
+    sanitizer_fiber_ = std::exchange(other.sanitizer_fiber_, nullptr);
   }
   return *this;
 }
 
 FiberStack::~FiberStack() {
   if (mapping_ != nullptr) munmap(mapping_, mapped_bytes_);
+  DestroySanitizerFiber(sanitizer_fiber_);
+}
+
+void* CallingThreadSanitizerFiber() {
+#ifdef TASKMOE_TSAN_BUILD
+  return __tsan_get_current_fiber();
+#else
+  return nullptr;
+#endif
 }
 
 #ifdef TASKMOE_FIBERS
@@ -123,14 +158,21 @@ FiberContext PrepareFiber(const FiberStack& stack, void (*entry)(void*), void* a
   return frame;
 }
 
-void SwitchContext(FiberContext* save, FiberContext resume) {
+void SwitchContext(FiberContext* save, FiberContext resume, void* resume_sanitizer_fiber) {
+#ifdef TASKMOE_TSAN_BUILD
+  // Flags 0: the switch orders what the context left did before it with what the one resumed
+  // does after it, as the switch itself does.
+  __tsan_switch_to_fiber(resume_sanitizer_fiber, 0);
+#else
+  (void)resume_sanitizer_fiber;
+#endif
   taskmoe_switch_context(save, resume);
 }
 
 #else
 
 FiberContext PrepareFiber(const FiberStack&, void (*)(void*), void*) { return nullptr; }
-void SwitchContext(FiberContext*, FiberContext) { __builtin_trap(); }
+void SwitchContext(FiberContext*, FiberContext, void*) { __builtin_trap(); }
 
 #endif
 

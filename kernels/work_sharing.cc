@@ -91,7 +91,7 @@ WorkSharingTeam::WorkSharingTeam(int helpers)
     : claims_(std::make_unique<ClaimWord[]>(std::max(helpers, 0) + 1)),
       helper_cpus_(std::make_unique<HelperCpu[]>(std::max(helpers, 0) + 1)),
       threads_in_team_(std::max(helpers, 0) + 1),
-      thread_contexts_(std::make_unique<FiberContext[]>(std::max(helpers, 0) + 1)) {
+      thread_contexts_(std::make_unique<ThreadContext[]>(std::max(helpers, 0) + 1)) {
   if (kFibersSupported && helpers > 0) {
     // Without a stack RunCarried runs its control flow on the owner, as Run alone would.
     absl::StatusOr<FiberStack> stack = FiberStack::Create(kFiberStackBytes);
@@ -174,16 +174,22 @@ void WorkSharingTeam::FiberMain(void* team_pointer) {
   team->control_finished_ = true;
   // Back to the thread that ran the end of control(), for good: RunCarried prepares the
   // fiber afresh.
-  SwitchContext(&team->fiber_, team->thread_contexts_[team->host_slot_]);
+  const ThreadContext& host = team->thread_contexts_[team->host_slot_];
+  SwitchContext(&team->fiber_, host.saved, host.sanitizer_fiber);
   __builtin_trap();
 }
 
-void WorkSharingTeam::Park() { SwitchContext(&fiber_, thread_contexts_[host_slot_]); }
+void WorkSharingTeam::Park() {
+  const ThreadContext& host = thread_contexts_[host_slot_];
+  SwitchContext(&fiber_, host.saved, host.sanitizer_fiber);
+}
 
 void WorkSharingTeam::SwitchIn(int slot) {
   host_slot_ = slot;
   hosting_team = this;
-  SwitchContext(&thread_contexts_[slot], fiber_);
+  ThreadContext& own = thread_contexts_[slot];
+  own.sanitizer_fiber = CallingThreadSanitizerFiber();
+  SwitchContext(&own.saved, fiber_, fiber_stack_->sanitizer_fiber());
   hosting_team = nullptr;
   // The fiber has parked or finished; only now, its registers saved, may another thread
   // resume it (or the owner return).

@@ -164,7 +164,11 @@ class WorkSharingTeam {
   const absl::FunctionRef<void()>* control_ = nullptr;
   int host_slot_ = 0;
   bool control_finished_ = false;
-  std::unique_ptr<FiberContext[]> thread_contexts_;
+  struct ThreadContext {
+    FiberContext saved = nullptr;
+    void* sanitizer_fiber = nullptr;  // the thread's own (fiber.h), for the switch back
+  };
+  std::unique_ptr<ThreadContext[]> thread_contexts_;
   // CarriedLocal's instances, by type (only the carried control flow touches them).
   std::vector<std::shared_ptr<void>> carried_locals_;
   std::vector<std::thread> threads_;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# ThreadSanitizer run of the server's concurrency tests: builds taskmoe-server and the server's
-# test binaries with clang's -fsanitize=thread into build/tsan and runs them; any report from
-# the test process or from a server it starts fails the run (reports are kept in
+# ThreadSanitizer run of the server's concurrency tests and of the kernel threads' work sharing:
+# builds taskmoe-server, the server's test binaries and kernels_test with clang's
+# -fsanitize=thread into build/tsan and runs the server tests and kernels_test's WorkSharing and
+# TimeSliceWatch suites (the work-sharing team, its carried control flow on fibers included);
+# any report from a test process or from a server it starts fails the run (reports are kept in
 # build/tsan/reports).
 # Usage: tools/tsan.sh [gtest filter]   (default: every server test)
 # Debian's gRPC, Abseil, oneDNN and libgomp are not instrumented: TSan ignores their own
@@ -18,7 +20,7 @@ filter="${1:-*}"
 # and runs the tests in 0.7x (docs/reliability.md, "The test command's time"). A build/tsan that
 # gcc configured is made afresh (tools/build.sh).
 CC=clang CXX=clang++ tools/build.sh Tsan -DTASKMOE_BUILD_TESTS=ON -DTASKMOE_BUILD_BENCHMARKS=OFF \
-  -- server_test server_unit_test
+  -- server_test server_unit_test kernels_test
 
 reports="$PWD/build/tsan/reports"
 rm -rf "$reports"
@@ -27,6 +29,11 @@ export TSAN_OPTIONS="log_path=$reports/tsan ignore_noninstrumented_modules=1 \
 suppressions=$PWD/tools/tsan-suppressions.txt second_deadlock_stack=1"
 export OMP_NUM_THREADS=1
 status=0
+# The team's own threads, with two to nine per team, fibers carrying control flows between them
+# (fiber.h tells the sanitizer of every switch).
+echo "== kernels_test (work sharing) under ThreadSanitizer"
+build/tsan/tests/kernels/kernels_test --gtest_filter='WorkSharing.*:TimeSliceWatch.*' \
+  --gtest_brief=1 || status=1
 echo "== server_unit_test under ThreadSanitizer"
 build/tsan/tests/server/server_unit_test --gtest_filter="$filter" --gtest_brief=1 || status=1
 # server_test in one shard per core (at most 4), side by side: its cases spend part of their

@@ -16,4 +16,14 @@
 #endif
 #endif
 
+// TASKMOE_TSAN_BUILD: defined (to 1) under ThreadSanitizer alone, which can follow fibers when
+// told of each switch (kernels/fiber.cc), where AddressSanitizer's fake stacks cannot.
+#if defined(__SANITIZE_THREAD__)
+#define TASKMOE_TSAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TASKMOE_TSAN_BUILD 1
+#endif
+#endif
+
 #endif  // TASKMOE_UTIL_SANITIZER_H_

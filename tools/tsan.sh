@@ -29,7 +29,7 @@ export TSAN_OPTIONS="log_path=$reports/tsan ignore_noninstrumented_modules=1 \
 suppressions=$PWD/tools/tsan-suppressions.txt second_deadlock_stack=1"
 export OMP_NUM_THREADS=1
 status=0
-# The team's own threads, with two to nine per team, fibers carrying control flows between them
+# The team's own threads, one to nine per team, fibers carrying control flows between them
 # (fiber.h tells the sanitizer of every switch).
 echo "== kernels_test (work sharing) under ThreadSanitizer"
 build/tsan/tests/kernels/kernels_test --gtest_filter='WorkSharing.*:TimeSliceWatch.*' \

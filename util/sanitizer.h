@@ -16,8 +16,8 @@
 #endif
 #endif
 
-// TASKMOE_TSAN_BUILD: defined (to 1) under ThreadSanitizer alone, which can follow fibers when
-// told of each switch (kernels/fiber.cc), where AddressSanitizer's fake stacks cannot.
+// TASKMOE_TSAN_BUILD: defined (to 1) under ThreadSanitizer alone, which follows fibers when told
+// of each switch (kernels/fiber.cc does; AddressSanitizer would need annotations of its own).
 #if defined(__SANITIZE_THREAD__)
 #define TASKMOE_TSAN_BUILD 1
 #elif defined(__has_feature)

@@ -14,6 +14,9 @@
 #ifdef TASKMOE_TSAN_BUILD
 #include <sanitizer/tsan_interface.h>
 #endif
+#ifdef TASKMOE_ASAN_BUILD
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #ifdef TASKMOE_FIBERS
 // taskmoe_switch_context(save, resume): pushes the callee-saved registers and the floating-point
@@ -89,7 +92,7 @@ absl::StatusOr<FiberStack> FiberStack::Create(size_t bytes) {
 
 namespace {
 
-void DestroySanitizerFiber(void* fiber) {
+void DestroyTsanFiber(void* fiber) {
 #ifdef TASKMOE_TSAN_BUILD
   if (fiber != nullptr) __tsan_destroy_fiber(fiber);
 #else
@@ -102,7 +105,7 @@ void DestroySanitizerFiber(void* fiber) {
 FiberStack::FiberStack(void* mapping, size_t mapped_bytes, char* top)
     : mapping_(mapping), mapped_bytes_(mapped_bytes), top_(top) {
 #ifdef TASKMOE_TSAN_BUILD
-  sanitizer_fiber_ = __tsan_create_fiber(0);
+  tsan_fiber_ = __tsan_create_fiber(0);
 #endif
 }
 
@@ -110,30 +113,41 @@ FiberStack::FiberStack(FiberStack&& other) noexcept
     : mapping_(std::exchange(other.mapping_, nullptr)),
       mapped_bytes_(std::exchange(other.mapped_bytes_, 0)),
       top_(std::exchange(other.top_, nullptr)),
-      sanitizer_fiber_(std::exchange(other.sanitizer_fiber_, nullptr)) {}
+      tsan_fiber_(std::exchange(other.tsan_fiber_, nullptr)) {}
 
 FiberStack& FiberStack::operator=(FiberStack&& other) noexcept {
   if (this != &other) {
     if (mapping_ != nullptr) munmap(mapping_, mapped_bytes_);
-    DestroySanitizerFiber(sanitizer_fiber_);
+    DestroyTsanFiber(tsan_fiber_);
     mapping_ = std::exchange(other.mapping_, nullptr);
     mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
     top_ = std::exchange(other.top_, nullptr);
-    sanitizer_fiber_ = std::exchange(other.sanitizer_fiber_, nullptr);
+    tsan_fiber_ = std::exchange(other.tsan_fiber_, nullptr);
   }
   return *this;
 }
 
 FiberStack::~FiberStack() {
   if (mapping_ != nullptr) munmap(mapping_, mapped_bytes_);
-  DestroySanitizerFiber(sanitizer_fiber_);
+  DestroyTsanFiber(tsan_fiber_);
 }
 
-void* CallingThreadSanitizerFiber() {
+SanitizerContext FiberStack::sanitizer_context() const {
+  SanitizerContext context{.tsan_fiber = tsan_fiber_};
+#ifdef TASKMOE_ASAN_BUILD
+  // The usable stack: above the guard page, up to the top.
+  const char* bottom = static_cast<const char*>(mapping_) + sysconf(_SC_PAGESIZE);
+  context.stack_bottom = bottom;
+  context.stack_size = static_cast<size_t>(top_ - bottom);
+#endif
+  return context;
+}
+
+SanitizerContext CallingThreadSanitizerContext() {
 #ifdef TASKMOE_TSAN_BUILD
-  return __tsan_get_current_fiber();
+  return {.tsan_fiber = __tsan_get_current_fiber()};
 #else
-  return nullptr;
+  return {};
 #endif
 }
 
@@ -158,21 +172,72 @@ FiberContext PrepareFiber(const FiberStack& stack, void (*entry)(void*), void* a
   return frame;
 }
 
-void SwitchContext(FiberContext* save, FiberContext resume, void* resume_sanitizer_fiber) {
+namespace {
+
+// Tells the sanitizers, just before a switch, of the context about to run; AddressSanitizer
+// keeps the leaving context's fake stack in *fake_stack (null: the context ends). Always
+// inlined: ThreadSanitizer keeps each fiber's calls on its own shadow stack, and a function
+// that returned after announcing the switch would pop a frame of the context switched to.
+[[gnu::always_inline]] inline void StartSwitch(const SanitizerContext& target, void** fake_stack) {
+#ifdef TASKMOE_ASAN_BUILD
+  __sanitizer_start_switch_fiber(fake_stack, target.stack_bottom, target.stack_size);
+#else
+  (void)fake_stack;
+#endif
 #ifdef TASKMOE_TSAN_BUILD
   // Flags 0: the switch orders what the context left did before it with what the one resumed
   // does after it, as the switch itself does.
-  __tsan_switch_to_fiber(resume_sanitizer_fiber, 0);
+  __tsan_switch_to_fiber(target.tsan_fiber, 0);
 #else
-  (void)resume_sanitizer_fiber;
+  (void)target;
 #endif
+}
+
+// Completes a switch, on the context resumed: its fake stack back, and the stack bounds of the
+// context that switched.
+void FinishSwitch(void* fake_stack, SanitizerContext* came_from) {
+#ifdef TASKMOE_ASAN_BUILD
+  const void* bottom = nullptr;
+  size_t size = 0;
+  __sanitizer_finish_switch_fiber(fake_stack, &bottom, &size);
+  if (came_from != nullptr) {
+    came_from->stack_bottom = bottom;
+    came_from->stack_size = size;
+  }
+#else
+  (void)fake_stack;
+  (void)came_from;
+#endif
+}
+
+}  // namespace
+
+void SwitchContext(FiberContext* save, FiberContext resume, const SanitizerContext& target,
+                   SanitizerContext* came_from) {
+  void* fake_stack = nullptr;
+  StartSwitch(target, &fake_stack);
   taskmoe_switch_context(save, resume);
+  FinishSwitch(fake_stack, came_from);
+}
+
+void BeginFiber(SanitizerContext* came_from) { FinishSwitch(nullptr, came_from); }
+
+void ExitFiber(FiberContext* save, FiberContext resume, const SanitizerContext& target) {
+  // No local from here on: AddressSanitizer may keep the fiber's locals on a fake stack, which
+  // the call below drops.
+  StartSwitch(target, nullptr);
+  taskmoe_switch_context(save, resume);
+  __builtin_trap();
 }
 
 #else
 
 FiberContext PrepareFiber(const FiberStack&, void (*)(void*), void*) { return nullptr; }
-void SwitchContext(FiberContext*, FiberContext, void*) { __builtin_trap(); }
+void SwitchContext(FiberContext*, FiberContext, const SanitizerContext&, SanitizerContext*) {
+  __builtin_trap();
+}
+void BeginFiber(SanitizerContext*) { __builtin_trap(); }
+void ExitFiber(FiberContext*, FiberContext, const SanitizerContext&) { __builtin_trap(); }
 
 #endif
 

@@ -1,10 +1,10 @@
 // A minimal fiber: a stack of its own and a switch between two saved register sets, so that a
 // stretch of control flow can leave the OS thread it runs on and be resumed by another one
 // (WorkSharingTeam::RunCarried hands a decoding step's control flow to whichever of its
-// threads the OS is running). x86-64 System V only. ThreadSanitizer is told of every switch,
-// so that it checks the code on both sides of one as it checks threads; in the other
-// sanitizer builds (AddressSanitizer's fake stacks would need annotating too) and elsewhere
-// kFibersSupported is false and nothing here may be used.
+// threads the OS is running). x86-64 System V only. ThreadSanitizer and AddressSanitizer are
+// told of every switch (the context resumed: its ThreadSanitizer fiber, its stack's bounds),
+// so that they check the code on both sides of one as they check threads; under other
+// sanitizers and elsewhere kFibersSupported is false and nothing here may be used.
 //
 // A switch saves the callee-saved registers, MXCSR and the x87 control word on the current
 // stack, stores the stack pointer and loads another: about as cheap as a function call, with
@@ -20,13 +20,23 @@
 namespace taskmoe::kernels {
 
 // TASKMOE_FIBERS: defined (to 1) where fibers work; fiber.cc compiles its switch only then.
-#if defined(__x86_64__) && defined(__linux__) && \
-    (!defined(TASKMOE_SANITIZER_BUILD) || defined(TASKMOE_TSAN_BUILD))
+#if defined(__x86_64__) && defined(__linux__) &&                         \
+    (!defined(TASKMOE_SANITIZER_BUILD) || defined(TASKMOE_TSAN_BUILD) || \
+     defined(TASKMOE_ASAN_BUILD))
 #define TASKMOE_FIBERS 1
 inline constexpr bool kFibersSupported = true;
 #else
 inline constexpr bool kFibersSupported = false;
 #endif
+
+// What the sanitizers must be told of an execution context to follow a switch into it:
+// ThreadSanitizer's fiber, and the bounds of its stack for AddressSanitizer. Empty in other
+// builds.
+struct SanitizerContext {
+  void* tsan_fiber = nullptr;
+  const void* stack_bottom = nullptr;
+  size_t stack_size = 0;
+};
 
 // A fiber's stack: reserved with mmap (pages are committed only as they are touched), with an
 // inaccessible guard page below it so that an overflow faults instead of corrupting memory.
@@ -41,9 +51,9 @@ class FiberStack {
 
   // The stack's highest address (it grows down), 64-byte aligned.
   char* top() const { return top_; }
-  // ThreadSanitizer's fiber for the context that runs on this stack (made and destroyed with
-  // it), to pass to SwitchContext; null in other builds.
-  void* sanitizer_fiber() const { return sanitizer_fiber_; }
+  // The context that runs on this stack as the sanitizers know it (its ThreadSanitizer fiber
+  // is made and destroyed with the stack), for a switch into it.
+  SanitizerContext sanitizer_context() const;
 
  private:
   FiberStack(void* mapping, size_t mapped_bytes, char* top);
@@ -51,7 +61,7 @@ class FiberStack {
   void* mapping_ = nullptr;
   size_t mapped_bytes_ = 0;
   char* top_ = nullptr;
-  void* sanitizer_fiber_ = nullptr;
+  void* tsan_fiber_ = nullptr;
 };
 
 // A saved execution context: the stack pointer of a stack whose top holds the registers
@@ -62,14 +72,26 @@ using FiberContext = void*;
 // entry(argument) on it. `entry` must never return: it ends by switching away for good.
 FiberContext PrepareFiber(const FiberStack& stack, void (*entry)(void*), void* argument);
 
-// ThreadSanitizer's fiber for the calling thread's own context (null in other builds): what a
-// switch back to that thread's context passes to SwitchContext.
-void* CallingThreadSanitizerFiber();
+// The calling thread's own context as far as the sanitizers know it before any switch: its
+// ThreadSanitizer fiber (the bounds of its stack come from the switch away from it: BeginFiber's
+// and SwitchContext's `came_from`).
+SanitizerContext CallingThreadSanitizerContext();
 
-// Saves the calling context into *save and resumes `resume`, whose ThreadSanitizer fiber is
-// `resume_sanitizer_fiber` (FiberStack::sanitizer_fiber or CallingThreadSanitizerFiber; unused
-// in other builds); returns when some thread switches back to *save.
-void SwitchContext(FiberContext* save, FiberContext resume, void* resume_sanitizer_fiber);
+// Saves the calling context into *save and resumes `resume`, which the sanitizers know as
+// `target`; returns when some thread switches back to *save, and then sets the stack bounds in
+// *came_from (unless null) to those of the context that switched back.
+void SwitchContext(FiberContext* save, FiberContext resume, const SanitizerContext& target,
+                   SanitizerContext* came_from);
+
+// The first call of a fiber's entry, on its own stack: completes the switch into it for the
+// sanitizers and sets the stack bounds in *came_from to those of the context that switched in.
+void BeginFiber(SanitizerContext* came_from);
+
+// How a fiber that has finished leaves for good: resumes `resume`, known to the sanitizers as
+// `target`, and lets them drop the fiber's state. The switch stores the finished context in
+// *save, which must not be a local of the fiber.
+[[noreturn]] void ExitFiber(FiberContext* save, FiberContext resume,
+                            const SanitizerContext& target);
 
 }  // namespace taskmoe::kernels
 

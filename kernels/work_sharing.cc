@@ -170,26 +170,36 @@ void WorkSharingTeam::RunCarried(absl::FunctionRef<void()> control) {
 
 void WorkSharingTeam::FiberMain(void* team_pointer) {
   auto* team = static_cast<WorkSharingTeam*>(team_pointer);
+  SanitizerContext came_from;
+  BeginFiber(&came_from);
+  team->NoteHostStack(came_from);
   (*team->control_)();
   team->control_finished_ = true;
   // Back to the thread that ran the end of control(), for good: RunCarried prepares the
   // fiber afresh.
   const ThreadContext& host = team->thread_contexts_[team->host_slot_];
-  SwitchContext(&team->fiber_, host.saved, host.sanitizer_fiber);
-  __builtin_trap();
+  ExitFiber(&team->fiber_, host.saved, host.sanitizer);
 }
 
 void WorkSharingTeam::Park() {
   const ThreadContext& host = thread_contexts_[host_slot_];
-  SwitchContext(&fiber_, host.saved, host.sanitizer_fiber);
+  SanitizerContext came_from;
+  SwitchContext(&fiber_, host.saved, host.sanitizer, &came_from);
+  NoteHostStack(came_from);
+}
+
+void WorkSharingTeam::NoteHostStack(const SanitizerContext& host_stack) {
+  SanitizerContext& host = thread_contexts_[host_slot_].sanitizer;
+  host.stack_bottom = host_stack.stack_bottom;
+  host.stack_size = host_stack.stack_size;
 }
 
 void WorkSharingTeam::SwitchIn(int slot) {
   host_slot_ = slot;
   hosting_team = this;
   ThreadContext& own = thread_contexts_[slot];
-  own.sanitizer_fiber = CallingThreadSanitizerFiber();
-  SwitchContext(&own.saved, fiber_, fiber_stack_->sanitizer_fiber());
+  own.sanitizer.tsan_fiber = CallingThreadSanitizerContext().tsan_fiber;
+  SwitchContext(&own.saved, fiber_, fiber_stack_->sanitizer_context(), nullptr);
   hosting_team = nullptr;
   // The fiber has parked or finished; only now, its registers saved, may another thread
   // resume it (or the owner return).

@@ -124,6 +124,8 @@ class WorkSharingTeam {
   bool TryResume(int slot);
   bool Resumable() const;
   void SwitchIn(int slot);
+  // Notes, on the fiber just switched into, the stack bounds of the thread that switched.
+  void NoteHostStack(const SanitizerContext& host_stack);
   static void FiberMain(void* team);
 
   // The carried control flow's state: kIdle outside RunCarried; kRunning on some thread;
@@ -166,7 +168,10 @@ class WorkSharingTeam {
   bool control_finished_ = false;
   struct ThreadContext {
     FiberContext saved = nullptr;
-    void* sanitizer_fiber = nullptr;  // the thread's own (fiber.h), for the switch back
+    // The thread's own context as the sanitizers know it (fiber.h), for the switch back: its
+    // ThreadSanitizer fiber, which the thread notes before it switches in, and its stack's
+    // bounds, which the fiber notes once in (NoteHostStack).
+    SanitizerContext sanitizer;
   };
   std::unique_ptr<ThreadContext[]> thread_contexts_;
   // CarriedLocal's instances, by type (only the carried control flow touches them).

@@ -16,13 +16,20 @@
 #endif
 #endif
 
-// TASKMOE_TSAN_BUILD: defined (to 1) under ThreadSanitizer alone, which follows fibers when told
-// of each switch (kernels/fiber.cc does; AddressSanitizer would need annotations of its own).
+// TASKMOE_TSAN_BUILD and TASKMOE_ASAN_BUILD: defined (to 1) under ThreadSanitizer or
+// AddressSanitizer, which follow fibers when told of each switch (kernels/fiber.cc does).
 #if defined(__SANITIZE_THREAD__)
 #define TASKMOE_TSAN_BUILD 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define TASKMOE_TSAN_BUILD 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TASKMOE_ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TASKMOE_ASAN_BUILD 1
 #endif
 #endif
 

@@ -87,7 +87,7 @@ absl::StatusOr<FiberStack> FiberStack::Create(size_t bytes) {
   }
   char* top = static_cast<char*>(mapping) + mapped;
   top -= reinterpret_cast<uintptr_t>(top) % 64;
-  return FiberStack(mapping, mapped, top);
+  return FiberStack(mapping, mapped, static_cast<char*>(mapping) + page, top);
 }
 
 namespace {
@@ -102,8 +102,8 @@ void DestroyTsanFiber(void* fiber) {
 
 }  // namespace
 
-FiberStack::FiberStack(void* mapping, size_t mapped_bytes, char* top)
-    : mapping_(mapping), mapped_bytes_(mapped_bytes), top_(top) {
+FiberStack::FiberStack(void* mapping, size_t mapped_bytes, char* bottom, char* top)
+    : mapping_(mapping), mapped_bytes_(mapped_bytes), bottom_(bottom), top_(top) {
 #ifdef TASKMOE_TSAN_BUILD
   tsan_fiber_ = __tsan_create_fiber(0);
 #endif
@@ -112,6 +112,7 @@ FiberStack::FiberStack(void* mapping, size_t mapped_bytes, char* top)
 FiberStack::FiberStack(FiberStack&& other) noexcept
     : mapping_(std::exchange(other.mapping_, nullptr)),
       mapped_bytes_(std::exchange(other.mapped_bytes_, 0)),
+      bottom_(std::exchange(other.bottom_, nullptr)),
       top_(std::exchange(other.top_, nullptr)),
       tsan_fiber_(std::exchange(other.tsan_fiber_, nullptr)) {}
 
@@ -121,6 +122,7 @@ FiberStack& FiberStack::operator=(FiberStack&& other) noexcept {
     DestroyTsanFiber(tsan_fiber_);
     mapping_ = std::exchange(other.mapping_, nullptr);
     mapped_bytes_ = std::exchange(other.mapped_bytes_, 0);
+    bottom_ = std::exchange(other.bottom_, nullptr);
     top_ = std::exchange(other.top_, nullptr);
     tsan_fiber_ = std::exchange(other.tsan_fiber_, nullptr);
   }
@@ -133,14 +135,9 @@ FiberStack::~FiberStack() {
 }
 
 SanitizerContext FiberStack::sanitizer_context() const {
-  SanitizerContext context{.tsan_fiber = tsan_fiber_};
-#ifdef TASKMOE_ASAN_BUILD
-  // The usable stack: above the guard page, up to the top.
-  const char* bottom = static_cast<const char*>(mapping_) + sysconf(_SC_PAGESIZE);
-  context.stack_bottom = bottom;
-  context.stack_size = static_cast<size_t>(top_ - bottom);
-#endif
-  return context;
+  return {.tsan_fiber = tsan_fiber_,
+          .stack_bottom = bottom_,
+          .stack_size = static_cast<size_t>(top_ - bottom_)};
 }
 
 SanitizerContext CallingThreadSanitizerContext() {

@@ -30,8 +30,8 @@ inline constexpr bool kFibersSupported = false;
 #endif
 
 // What the sanitizers must be told of an execution context to follow a switch into it:
-// ThreadSanitizer's fiber, and the bounds of its stack for AddressSanitizer. Empty in other
-// builds.
+// ThreadSanitizer's fiber, and the bounds of its stack for AddressSanitizer. Unused outside
+// those builds.
 struct SanitizerContext {
   void* tsan_fiber = nullptr;
   const void* stack_bottom = nullptr;
@@ -56,10 +56,11 @@ class FiberStack {
   SanitizerContext sanitizer_context() const;
 
  private:
-  FiberStack(void* mapping, size_t mapped_bytes, char* top);
+  FiberStack(void* mapping, size_t mapped_bytes, char* bottom, char* top);
 
   void* mapping_ = nullptr;
   size_t mapped_bytes_ = 0;
+  char* bottom_ = nullptr;  // the usable stack's lowest address, above the guard page
   char* top_ = nullptr;
   void* tsan_fiber_ = nullptr;
 };

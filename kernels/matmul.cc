@@ -171,7 +171,7 @@ struct CachedMatmul {
 
 // Least-recently-used cache of primitives, one per calling control flow (ControlFlowLocal): no
 // locks, and oneDNN's own global cache still shares the generated kernels between threads.
-class ThreadMatmulCache {
+class ControlFlowMatmulCache {
  public:
   // The primitive for `key` with arguments for at least `slots` slots.
   absl::StatusOr<CachedMatmul*> Get(const PrimitiveKey& key, const memory::desc& weights_md,
@@ -231,7 +231,7 @@ class ThreadMatmulCache {
   absl::flat_hash_map<PrimitiveKey, std::list<Entry>::iterator> index_;
 };
 
-ThreadMatmulCache& MatmulCache() { return ControlFlowLocal<ThreadMatmulCache>(); }
+ControlFlowMatmulCache& MatmulCache() { return ControlFlowLocal<ControlFlowMatmulCache>(); }
 
 // The calling control flow's buffers (ControlFlowLocal) for the low-precision copy of the
 // input (and its row scales), grown to the largest batch seen and then reused.

@@ -12,18 +12,21 @@ void TimeSliceWatch::StartRun(int64_t wall_ns) {
   ++runs_;
 }
 
-void TimeSliceWatch::Begin(int64_t wall_ns, int64_t cpu_ns) {
-  // Away since the last check: asleep between loops, or preempted outside a loop's chunks
-  // (spinning, the steps between loops); a new run either way, but no sample of the slice.
-  if (WasAway(wall_ns, cpu_ns)) StartRun(wall_ns);
+void TimeSliceWatch::NoteCheck(int64_t wall_ns, int64_t cpu_ns) {
   last_wall_ns_ = wall_ns;
   last_cpu_ns_ = cpu_ns;
 }
 
+void TimeSliceWatch::Begin(int64_t wall_ns, int64_t cpu_ns) {
+  // Away since the last check: asleep between loops, or preempted outside a loop's chunks
+  // (spinning, the steps between loops); a new run either way, but no sample of the slice.
+  if (WasAway(wall_ns, cpu_ns)) StartRun(wall_ns);
+  NoteCheck(wall_ns, cpu_ns);
+}
+
 void TimeSliceWatch::Yielded(int64_t wall_ns, int64_t cpu_ns) {
   StartRun(wall_ns);
-  last_wall_ns_ = wall_ns;
-  last_cpu_ns_ = cpu_ns;
+  NoteCheck(wall_ns, cpu_ns);
 }
 
 bool TimeSliceWatch::Check(int64_t wall_ns, int64_t cpu_ns) {
@@ -38,8 +41,7 @@ bool TimeSliceWatch::Check(int64_t wall_ns, int64_t cpu_ns) {
     ++preempted_runs_;
     StartRun(wall_ns);
   }
-  last_wall_ns_ = wall_ns;
-  last_cpu_ns_ = cpu_ns;
+  NoteCheck(wall_ns, cpu_ns);
   if (preempted_runs_ < kRunsToLearn || runs_ % kProbeEvery == 0 ||
       typical_run_ns_ < kShortestSliceNs) {
     return false;

@@ -70,6 +70,8 @@ class TimeSliceWatch {
   void Begin(int64_t wall_ns, int64_t cpu_ns);
   bool Check(int64_t wall_ns, int64_t cpu_ns);
   void StartRun(int64_t wall_ns);
+  // The clocks as read at this check, against which the next one tells time away.
+  void NoteCheck(int64_t wall_ns, int64_t cpu_ns);
   // Whether the thread was off its CPU since the last check.
   bool WasAway(int64_t wall_ns, int64_t cpu_ns) const;
 

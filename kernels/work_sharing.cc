@@ -211,17 +211,19 @@ void WorkSharingTeam::SwitchIn(int slot) {
   }
 }
 
-bool WorkSharingTeam::Resumable() const {
-  const uint64_t state = carrier_.load(std::memory_order_acquire);
+bool WorkSharingTeam::ParkedOnADoneLoop(uint64_t state) const {
   // Parked: the loop it waits for is the newest, and stays so until it is resumed.
-  return (state & 3) == kParked &&
+  return (state & kCarrierStateMask) == kParked &&
          done_.load(std::memory_order_acquire) >= n_.load(std::memory_order_acquire);
+}
+
+bool WorkSharingTeam::Resumable() const {
+  return ParkedOnADoneLoop(carrier_.load(std::memory_order_acquire));
 }
 
 bool WorkSharingTeam::TryResume(int slot) {
   uint64_t state = carrier_.load(std::memory_order_acquire);
-  if ((state & 3) != kParked) return false;
-  if (done_.load(std::memory_order_acquire) < n_.load(std::memory_order_acquire)) return false;
+  if (!ParkedOnADoneLoop(state)) return false;
   // The epoch in the state word makes the exchange fail if another thread resumed the
   // control flow and it parked again, at a newer loop, since `state` was read.
   if (!carrier_.compare_exchange_strong(state, kRunning, std::memory_order_acq_rel)) return false;

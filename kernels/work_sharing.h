@@ -122,6 +122,8 @@ class WorkSharingTeam {
   // Resumes the parked control flow if its loop is done and no other thread resumed it first;
   // returns once it has parked again or finished.
   bool TryResume(int slot);
+  // Whether the carried control flow, in carrier state `state`, is parked and its loop done.
+  bool ParkedOnADoneLoop(uint64_t state) const;
   bool Resumable() const;
   void SwitchIn(int slot);
   // Notes, on the fiber just switched into, the stack bounds of the thread that switched.
@@ -132,6 +134,7 @@ class WorkSharingTeam {
   // kParked, in the low bits, with the epoch of the loop it waits for in the high 32;
   // kFinished once control() has returned.
   enum Carrier : uint64_t { kIdle = 0, kRunning = 1, kParked = 2, kFinished = 3 };
+  static constexpr uint64_t kCarrierStateMask = 3;
   std::atomic<uint64_t> carrier_{kIdle};
   static size_t NextCarriedLocalIndex();
 

@@ -19,7 +19,8 @@ if [[ ! -x $bench ]]; then
   exit 2
 fi
 args=(--models=taskmoe-extracted --batches=1,8,32 --min_seconds=2 --roofline=false "$@")
-cores=$(nproc)
+source tools/cores.sh
+cores=$(usable_cores)
 
 competitors=()
 cgroup_dir=""

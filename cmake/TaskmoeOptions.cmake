@@ -2,7 +2,7 @@
 # and the instruction set of the machine we build for (oneDNN dispatches its own kernels at
 # run time; our own loops rely on the compiler's auto-vectorisation).
 set(TASKMOE_MARCH "x86-64-v3" CACHE STRING
-    "-march for first-party code (x86-64-v3 = AVX2/FMA; 'native' for the build machine)")
+    "-march for first-party code (x86-64-v3 = AVX2/FMA, the lowest that builds; x86-64-v4; 'native')")
 
 # kernels/cpu_dispatch.h: AVX-512 copies of a few hot loops, chosen at run time. OFF compiles
 # only the TASKMOE_MARCH versions (sanitizer builds always do).
@@ -20,4 +20,24 @@ function(taskmoe_set_target_options target)
     target_compile_definitions(${target} PRIVATE TASKMOE_NO_CPU_DISPATCH)
   endif()
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
+  # Every program checks at start that the CPU has TASKMOE_MARCH's features, and says which it
+  # lacks instead of dying of SIGILL (kernels/isa_requirement.h).
+  get_target_property(type ${target} TYPE)
+  if(type STREQUAL "EXECUTABLE")
+    target_link_libraries(${target} PRIVATE taskmoe_isa_requirement)
+  endif()
 endfunction()
+
+# The x86-64 level (3 or 4) of TASKMOE_MARCH, for that check. x86-64-v3 is the lowest that
+# builds: our kernels (f32_gemm.cc, softmax.cc, attention.cc, ...) use AVX2 and FMA intrinsics
+# directly. Another -march (e.g. 'native') is checked as x86-64-v3, the kernels' own level.
+if(TASKMOE_MARCH MATCHES "^x86-64(-v2)?$")
+  message(FATAL_ERROR "TASKMOE_MARCH=${TASKMOE_MARCH}: the kernels use AVX2 and FMA "
+                      "intrinsics; x86-64-v3 is the lowest level taskmoe-serve builds for")
+elseif(TASKMOE_MARCH MATCHES "^x86-64-v([34])$")
+  set(TASKMOE_BUILD_ISA_LEVEL ${CMAKE_MATCH_1})
+else()
+  set(TASKMOE_BUILD_ISA_LEVEL 3)
+  message(STATUS "TASKMOE_MARCH=${TASKMOE_MARCH}: programs check at start for x86-64-v3's "
+                 "features only (kernels/isa_requirement.h)")
+endif()

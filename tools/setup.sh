@@ -35,6 +35,8 @@ test_packages+=(clang libclang-rt-dev libomp-dev llvm)
 # kubectl renders deploy/k8s. Debian's is in kubernetes-client; a kubectl that is already
 # installed (another package, or a newer release) is used as it is, since installing
 # kubernetes-client beside it would clash over /usr/bin/kubectl.
+# tools/emulated-cpu-test.sh: QEMU's user mode, to run the build on CPUs without AVX-512 or AVX2.
+test_packages+=(qemu-user)
 if ! command -v kubectl >/dev/null 2>&1; then test_packages+=(kubernetes-client); fi
 
 profile="${1:-serve}"

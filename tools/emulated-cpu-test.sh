@@ -14,8 +14,8 @@
 #    runs them and the decoding-batch tests too), then translates with the demo model in f32,
 #    int8 and bf16 and compares the output with this machine's under the AVX2 cap.
 #
-# Emulation is slow (100-300x; the full kernels_test alone takes about 30 min on 2 cores), so
-# no timing here means anything. Usage: tools/emulated-cpu-test.sh [--full] [BUILD_DIR]
+# Emulation is slow (50-300x; with --full, kernels_test alone takes about 30 min on 2 cores and
+# continuous_batch_test more than 45), so no timing here means anything. Usage: tools/emulated-cpu-test.sh [--full] [BUILD_DIR]
 # (default build/release, built with -DTASKMOE_BUILD_TESTS=ON). tools/test.sh runs it without
 # --full (about 4 min on 2 cores).
 set -euo pipefail

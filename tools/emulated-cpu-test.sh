@@ -12,7 +12,8 @@
 #    itself, and where an AVX-512 instruction reached by mistake still runs. Under TCG it is an
 #    illegal instruction. Runs models_test and kernels_test (without its slowest cases; --full
 #    runs them and the decoding-batch tests too), then translates with the demo model in f32,
-#    int8 and bf16 and compares the output with this machine's under the AVX2 cap.
+#    int8 and bf16 and compares the output with this machine's under the AVX2 cap, and serves
+#    two of its subnetworks with --precision=bf16 (ListTasks must say bf16_as_f32).
 #
 # Emulation is slow (50-300x; with --full, kernels_test alone takes about 30 min on 2 cores and
 # continuous_batch_test more than 45), so no timing here means anything. Usage: tools/emulated-cpu-test.sh [--full] [BUILD_DIR]
@@ -119,6 +120,49 @@ for precision in f32 int8 bf16; do
       "cap's, in $((SECONDS - start)) s: $(head -1 "$work/emulated.txt")"
   fi
 done
+
+echo "== the server on an AVX2-only AMD EPYC, --precision=bf16"
+# Two subnetworks (en-de, de-en) extracted here; served under emulation, each must report
+# bf16_as_f32 in ListTasks (the CPU has no bf16 arithmetic) and en-de translate as above.
+"$build_dir/tools/taskmoe-extract" --checkpoint=demo/taskmoe --out="$work/repository" \
+  --tasks=en-de,de-en >/dev/null
+start=$SECONDS
+on_epyc "$build_dir/server/taskmoe-server" --model_repository="$work/repository" \
+  --precision=bf16 --threads=2 --host=127.0.0.1 --port=0 --metrics_port=-1 \
+  --http_host=127.0.0.1 --http_port=0 --port_file="$work/ports" >"$work/server.log" 2>&1 &
+server_pid=$!
+client=("$build_dir/server/taskmoe-client")
+served=0
+for _ in $(seq 600); do  # up to 2 min: the server loads in about 10 s emulated
+  kill -0 "$server_pid" 2>/dev/null || break
+  if [[ -s "$work/ports" ]]; then
+    client+=(--target="127.0.0.1:$(sed -n 's/^grpc_port=//p' "$work/ports")")
+    if "${client[@]}" --health >/dev/null 2>&1; then
+      served=1
+      break
+    fi
+    client=("$build_dir/server/taskmoe-client")
+  fi
+  sleep 0.2
+done
+if ((!served)); then
+  fail "taskmoe-server under EPYC-Rome did not become ready: $(tail -5 "$work/server.log")"
+else
+  http_port=$(sed -n 's/^http_port=//p' "$work/ports")
+  paths=$(curl -s "http://127.0.0.1:$http_port/v1/tasks" | grep -o '"matmul_path":"[^"]*"' |
+    sort | uniq -c | awk '{print $2 " (" $1 " tasks)"}')
+  translation=$("${client[@]}" --task=en-de "Open the file." 2>&1)
+  expected=$(head -1 "$work/capped.txt")  # the bf16 translations of the loop above
+  if [[ "$paths" != *"bf16_as_f32"* || "$paths" == *$'\n'* ]]; then
+    fail "ListTasks under EPYC-Rome, --precision=bf16: expected bf16_as_f32 only: $paths"
+  elif [[ "$translation" != *"$expected"* ]]; then
+    fail "the server under EPYC-Rome translated 'Open the file.' as '$translation'"
+  else
+    echo "ready and serving in $((SECONDS - start)) s: $paths, en-de: $expected"
+  fi
+fi
+kill -TERM "$server_pid" 2>/dev/null || true
+wait "$server_pid" 2>/dev/null || true
 
 if ((failures > 0)); then
   echo "emulated-cpu-test: $failures failure(s)" >&2

@@ -25,8 +25,8 @@ ctest --test-dir build/release --output-on-failure -j 2
 
 # The same build on CPUs this one is not, emulated by QEMU (tools/emulated-cpu-test.sh, about
 # 3 min): without AVX2 every program stops at start naming what it lacks; on an AVX2-only AMD
-# EPYC, whose CPUID has no AVX-512 at all, the models' and kernels' tests pass and the demo
-# model translates as this machine capped at AVX2 does.
+# EPYC, whose CPUID has no AVX-512 at all, the models' and kernels' tests pass, the demo model
+# translates as this machine capped at AVX2 does, and the server serves it in bf16.
 echo "== CPUs without AVX-512 or AVX2 (QEMU)"
 tools/emulated-cpu-test.sh build/release
 

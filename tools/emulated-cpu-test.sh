@@ -127,42 +127,29 @@ echo "== the server on an AVX2-only AMD EPYC, --precision=bf16"
 "$build_dir/tools/taskmoe-extract" --checkpoint=demo/taskmoe --out="$work/repository" \
   --tasks=en-de,de-en >/dev/null
 start=$SECONDS
-on_epyc "$build_dir/server/taskmoe-server" --model_repository="$work/repository" \
-  --precision=bf16 --threads=2 --host=127.0.0.1 --port=0 --metrics_port=-1 \
-  --http_host=127.0.0.1 --http_port=0 --port_file="$work/ports" >"$work/server.log" 2>&1 &
-server_pid=$!
-client=("$build_dir/server/taskmoe-client")
-served=0
-for _ in $(seq 600); do  # up to 2 min: the server loads in about 10 s emulated
-  kill -0 "$server_pid" 2>/dev/null || break
-  if [[ -s "$work/ports" ]]; then
-    client+=(--target="127.0.0.1:$(sed -n 's/^grpc_port=//p' "$work/ports")")
-    if "${client[@]}" --health >/dev/null 2>&1; then
-      served=1
-      break
-    fi
-    client=("$build_dir/server/taskmoe-client")
-  fi
-  sleep 0.2
-done
-if ((!served)); then
-  fail "taskmoe-server under EPYC-Rome did not become ready: $(tail -5 "$work/server.log")"
+bin=$build_dir
+# shellcheck source=tools/server-process.sh
+source tools/server-process.sh
+server_launcher=(qemu-x86_64 -cpu "$epyc")
+# (start_server ends the script if the server dies while starting; its log is then printed.)
+trap 'stop_server; cat "$work/server.log" >&2 2>/dev/null; rm -rf "$work"' EXIT
+start_server "EPYC-Rome" "$work/ports" --model_repository="$work/repository" \
+  --precision=bf16 --threads=2 --http_host=127.0.0.1 --http_port=0 >"$work/server.log" 2>&1
+trap 'stop_server; rm -rf "$work"' EXIT
+client=("$build_dir/server/taskmoe-client" --target="$target")
+http_port=$(sed -n 's/^http_port=//p' "$work/ports")
+paths=$(curl -s "http://127.0.0.1:$http_port/v1/tasks" | grep -o '"matmul_path":"[^"]*"' |
+  sort | uniq -c | awk '{print $2 " (" $1 " tasks)"}')
+translation=$("${client[@]}" --task=en-de "Open the file." 2>&1)
+expected=$(head -1 "$work/capped.txt")  # the bf16 translations of the loop above
+if [[ "$paths" != *"bf16_as_f32"* || "$paths" == *$'\n'* ]]; then
+  fail "ListTasks under EPYC-Rome, --precision=bf16: expected bf16_as_f32 only: $paths"
+elif [[ "$translation" != *"$expected"* ]]; then
+  fail "the server under EPYC-Rome translated 'Open the file.' as '$translation'"
 else
-  http_port=$(sed -n 's/^http_port=//p' "$work/ports")
-  paths=$(curl -s "http://127.0.0.1:$http_port/v1/tasks" | grep -o '"matmul_path":"[^"]*"' |
-    sort | uniq -c | awk '{print $2 " (" $1 " tasks)"}')
-  translation=$("${client[@]}" --task=en-de "Open the file." 2>&1)
-  expected=$(head -1 "$work/capped.txt")  # the bf16 translations of the loop above
-  if [[ "$paths" != *"bf16_as_f32"* || "$paths" == *$'\n'* ]]; then
-    fail "ListTasks under EPYC-Rome, --precision=bf16: expected bf16_as_f32 only: $paths"
-  elif [[ "$translation" != *"$expected"* ]]; then
-    fail "the server under EPYC-Rome translated 'Open the file.' as '$translation'"
-  else
-    echo "ready and serving in $((SECONDS - start)) s: $paths, en-de: $expected"
-  fi
+  echo "ready and serving in $((SECONDS - start)) s: $paths, en-de: $expected"
 fi
-kill -TERM "$server_pid" 2>/dev/null || true
-wait "$server_pid" 2>/dev/null || true
+stop_server
 
 if ((failures > 0)); then
   echo "emulated-cpu-test: $failures failure(s)" >&2

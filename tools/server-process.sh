@@ -3,8 +3,10 @@
 #   start_server NAME PORT_FILE [server flags...]  sets server_pid and target (host:port)
 #   stop_server                                     SIGTERM, then waits (safe to call twice)
 # Needs $bin (the build directory). Exits the script when the server dies while starting.
+# server_launcher: words put before the server's path (tools/emulated-cpu-test.sh: qemu-x86_64).
 server_pid=
 target=
+server_launcher=()
 
 stop_server() {
   if [[ -n "$server_pid" ]]; then
@@ -18,7 +20,7 @@ start_server() {
   local name=$1 port_file=$2
   shift 2
   rm -f "$port_file"
-  "$bin/server/taskmoe-server" --host=127.0.0.1 --port=0 --metrics_port=-1 \
+  "${server_launcher[@]}" "$bin/server/taskmoe-server" --host=127.0.0.1 --port=0 --metrics_port=-1 \
     --port_file="$port_file" "$@" &
   server_pid=$!
   local exited="$(basename "$0"): the server for $name exited"

@@ -16,9 +16,9 @@
 #    two of its subnetworks with --precision=bf16 (ListTasks must say bf16_as_f32).
 #
 # Emulation is slow (50-300x; with --full, kernels_test alone takes about 30 min on 2 cores and
-# continuous_batch_test more than 45), so no timing here means anything. Usage: tools/emulated-cpu-test.sh [--full] [BUILD_DIR]
-# (default build/release, built with -DTASKMOE_BUILD_TESTS=ON). tools/test.sh runs it without
-# --full (about 4 min on 2 cores).
+# continuous_batch_test more than 45), so no timing here means anything.
+# Usage: tools/emulated-cpu-test.sh [--full] [BUILD_DIR] (default build/release, built with
+# -DTASKMOE_BUILD_TESTS=ON). tools/test.sh runs it without --full (about 3 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -130,6 +130,8 @@ start=$SECONDS
 bin=$build_dir
 # shellcheck source=tools/server-process.sh
 source tools/server-process.sh
+# QEMU itself, not on_epyc: a function would run in a background subshell, whose PID
+# stop_server would signal instead of the emulated server's.
 server_launcher=(qemu-x86_64 -cpu "$epyc")
 # (start_server ends the script if the server dies while starting; its log is then printed.)
 trap 'stop_server; cat "$work/server.log" >&2 2>/dev/null; rm -rf "$work"' EXIT

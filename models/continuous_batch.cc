@@ -42,6 +42,11 @@ int ContinuousBatch::distinct_tasks() const {
   return distinct;
 }
 
+bool ContinuousBatch::AllRowsOf(const TaskModel& task) const {
+  return std::all_of(rows_.begin(), rows_.end(),
+                     [&](const Row& row) { return row.task.get() == &task; });
+}
+
 bool ContinuousBatch::CanAdmit(const TaskModel& task) const {
   return rows_.empty() ||
          TransformerModel::CanShareBatch(rows_.front().task->transformer(), task.transformer());

@@ -60,6 +60,8 @@ class ContinuousBatch {
   int64_t sentences() const { return sentences_ + (pending_ ? pending_->sentences_ : 0); }
   int distinct_tasks() const;
   bool empty() const { return rows_.empty(); }
+  // Whether every row decoding now is of `task` (true when none is).
+  bool AllRowsOf(const TaskModel& task) const;
 
   // Whether a sentence of `task` can join the rows decoding now (any task when none is).
   bool CanAdmit(const TaskModel& task) const;

@@ -55,6 +55,10 @@ ABSL_FLAG(bool, prefill_first, kDefaults.batching.prefill_first,
           "Continuous batching: greedy newcomers take their first step by themselves before "
           "joining the running batch, taken between two decoder layers of a running step too "
           "(shorter time to first token, fewer tokens/s)");
+ABSL_FLAG(bool, prefill_first_when_mixed, kDefaults.batching.prefill_first_when_mixed,
+          "Continuous batching: as --prefill_first, but only for newcomers whose task is not the "
+          "only one of the running rows, and between the layers of steps over several tasks "
+          "(where a first step apart costs little; --prefill_first does it always)");
 ABSL_FLAG(int, max_admit_tokens, kDefaults.batching.max_admit_tokens,
           "Continuous batching: source tokens a running batch admits per step (at its start "
           "and between its layers together)");
@@ -195,6 +199,7 @@ absl::StatusOr<ServerOptions> ServerOptionsFromFlags() {
   }
   o.batching.max_admit_tokens = absl::GetFlag(FLAGS_max_admit_tokens);
   o.batching.prefill_first = absl::GetFlag(FLAGS_prefill_first);
+  o.batching.prefill_first_when_mixed = absl::GetFlag(FLAGS_prefill_first_when_mixed);
   o.batching.max_batch_sentences = absl::GetFlag(FLAGS_max_batch_sentences);
   o.batching.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   o.batching.max_queue_delay = absl::Milliseconds(absl::GetFlag(FLAGS_max_queue_delay_ms));

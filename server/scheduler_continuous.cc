@@ -207,13 +207,15 @@ void Scheduler::AdmitJoining(
     refused(batch.AdmitDuringStep(std::move(sentences), on_token, on_finished), keys);
     return;
   }
-  // With --prefill_first, greedy newcomers to a running batch take their first step apart.
+  // With --prefill_first, greedy newcomers to a running batch take their first step apart;
+  // with --prefill_first_when_mixed, those whose task is not the only one of the running rows.
   std::vector<models::ContinuousBatch::Sentence> apart;
   std::vector<uint64_t> apart_keys;
-  if (options_.prefill_first && !batch.empty()) {
+  if ((options_.prefill_first || options_.prefill_first_when_mixed) && !batch.empty()) {
     size_t kept = 0;
     for (size_t i = 0; i < sentences.size(); ++i) {
-      if (sentences[i].settings.beam_size == 1) {
+      if (sentences[i].settings.beam_size == 1 &&
+          (options_.prefill_first || !batch.AllRowsOf(*sentences[i].task))) {
         apart.push_back(std::move(sentences[i]));
         apart_keys.push_back(keys[i]);
       } else {
@@ -274,7 +276,8 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
   if (batch.empty()) return;
 
   step_metrics.step_rows->Observe(static_cast<double>(batch.rows()));
-  step_metrics.step_tasks->Observe(static_cast<double>(batch.distinct_tasks()));
+  const int step_tasks = batch.distinct_tasks();
+  step_metrics.step_tasks->Observe(static_cast<double>(step_tasks));
   // Per task: its rows in this step (a beam-searched sentence's hypotheses).
   slots.counts.clear();
   for (const Item& item : slots.items) {
@@ -288,9 +291,12 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
   // With --prefill_first, between two layers the step waits while newcomers are encoded and
   // take their first step: they wait for a layer of this step, not all of it. (Encoding them
   // there without their first step would gain nothing: the first token would still come with
-  // the next whole step, and the worker does the same work in another order.)
+  // the next whole step, and the worker does the same work in another order.) With
+  // --prefill_first_when_mixed, only in a step over more than one task.
+  const bool between_layers =
+      options_.prefill_first || (options_.prefill_first_when_mixed && step_tasks > 1);
   auto admit_between_layers = [&] {
-    if (!options_.prefill_first) return;
+    if (!between_layers) return;
     std::vector<Item> newcomers;
     {
       std::lock_guard<std::mutex> lock(mu_);

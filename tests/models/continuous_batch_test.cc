@@ -578,6 +578,26 @@ TEST_F(ContinuousBatchTest, RowsLeaveWhenTheCallerSaysAndTheOthersAreUnaffected)
   EXPECT_TRUE(beam_left);
 }
 
+// AllRowsOf (the server's test for a first step apart, --prefill_first_when_mixed): true for
+// an empty batch and for one whose rows are all of the task, false once another task's runs.
+TEST_F(ContinuousBatchTest, KnowsWhetherEveryRowIsOfOneTask) {
+  const std::vector<Case> cases = Cases(*tasks_);
+  size_t other = 1;
+  while (other < cases.size() && cases[other].task == cases[0].task) ++other;
+  ASSERT_LT(other, cases.size()) << "the cases need two tasks";
+  const TaskModel& first = *cases[0].task;
+  const TaskModel& second = *cases[other].task;
+  ContinuousBatch batch;
+  EXPECT_TRUE(batch.AllRowsOf(first));
+  ASSERT_TRUE(batch.Admit({{cases[0].task, cases[0].source, TrainerSettings(), 0}}).ok());
+  EXPECT_TRUE(batch.AllRowsOf(first));
+  EXPECT_FALSE(batch.AllRowsOf(second));
+  ASSERT_TRUE(batch.Admit({{cases[other].task, cases[other].source, TrainerSettings(), 1}}).ok());
+  EXPECT_FALSE(batch.AllRowsOf(first));
+  EXPECT_FALSE(batch.AllRowsOf(second));
+  EXPECT_EQ(batch.distinct_tasks(), 2);
+}
+
 TEST_F(ContinuousBatchTest, RefusesWhatCannotJoinAndKeepsTheRunningRows) {
   const std::vector<Case> cases = Cases(*tasks_);
   ContinuousBatch batch;

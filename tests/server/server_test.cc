@@ -107,7 +107,8 @@ TEST_F(ServerTest, ConcurrentMixedTrafficEqualsOfflineTranslateInBothBatchingMod
     }
   }
   for (const char* mode :
-       {"--batching=continuous", "--batching=continuous --prefill_first", "--batching=per_task"}) {
+       {"--batching=continuous", "--batching=continuous --noprefill_first_when_mixed",
+        "--batching=continuous --prefill_first", "--batching=per_task"}) {
     std::vector<std::string> flags = {"--max_output_tokens=24", "--max_batch_sentences=6"};
     for (absl::string_view flag : absl::StrSplit(mode, ' ')) flags.emplace_back(flag);
     auto server = StartServer(flags);
@@ -182,6 +183,56 @@ TEST_F(ServerTest, PrefillFirstNewcomersJoinBetweenLayersAndEqualOfflineTranslat
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_GT(MetricValue(*metrics, R"(taskmoe_continuous_admitted_rows_count{at="between_layers"})"),
             0);
+}
+
+// By default (--prefill_first_when_mixed) a newcomer takes its first step apart only where
+// that costs little: under one task alone it joins with the running rows at a step boundary,
+// none between layers; while a step runs over two tasks, newcomers of a third are taken between
+// its layers. Translations are offline decoding's either way.
+TEST_F(ServerTest, NewcomersTakeTheirFirstStepApartOnlyInMixedBatchesByDefault) {
+  auto server = StartServer({"--debug_step_delay_ms=20", "--max_output_tokens=24"});
+  ASSERT_NE(server, nullptr);
+  const auto admitted_between_layers = [&] {
+    absl::StatusOr<std::string> metrics = ScrapeMetrics(server->metrics_port());
+    EXPECT_TRUE(metrics.ok()) << metrics.status();
+    return metrics.ok()
+               ? MetricValue(*metrics,
+                             R"(taskmoe_continuous_admitted_rows_count{at="between_layers"})")
+               : -1.0;
+  };
+  // Clients keeping the batch busy with `busy_tasks` while `task`'s texts are translated one
+  // request at a time; each must equal offline decoding.
+  const auto translate_beside = [&](const std::vector<std::string>& busy_tasks,
+                                    const std::string& task) {
+    const std::vector<std::string> expected =
+        TranslateOffline(repository_ + "/" + task, task, kTexts, "--max_output_tokens=24");
+    ASSERT_EQ(expected.size(), kTexts.size());
+    std::atomic<bool> done{false};
+    std::vector<std::thread> busy;
+    for (const std::string& busy_task : busy_tasks) {
+      busy.emplace_back([&, busy_task] {
+        while (!done.load()) {
+          TranslateResponse response;
+          const grpc::Status status = Translate(*server, Request(busy_task, kTexts), &response);
+          EXPECT_TRUE(status.ok()) << status.error_message();
+        }
+      });
+    }
+    absl::SleepFor(absl::Milliseconds(100));  // the busy requests are decoding
+    for (size_t i = 0; i < kTexts.size(); ++i) {
+      TranslateResponse response;
+      const grpc::Status status = Translate(*server, Request(task, {kTexts[i]}), &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      ASSERT_EQ(response.translations_size(), 1);
+      EXPECT_EQ(response.translations(0).text(), expected[i]) << task << ": " << kTexts[i];
+    }
+    done = true;
+    for (std::thread& t : busy) t.join();
+  };
+  translate_beside({"en-de"}, "en-de");
+  EXPECT_EQ(admitted_between_layers(), 0);
+  translate_beside({"en-de", "en-fr"}, "de-en");
+  EXPECT_GT(admitted_between_layers(), 0);
 }
 
 TEST_F(ServerTest, ListTasksAndGetTask) {

@@ -39,15 +39,16 @@ struct BatchingOptions {
   // (ContinuousBatch::AdmitDuringStep), so that they wait for a layer of the running step,
   // not all of it; the step's admission budget (max_admit_tokens) covers both.
   bool prefill_first = false;
-  // The same, but only where a first step apart costs little: for a greedy newcomer joining a
-  // running batch with rows of another task than its own, and between the layers of a step
-  // over more than one task. A first step apart reads the newcomer's weights once more; in a
-  // batch of its own task alone those are every weight the next step reads anyway (an extra
-  // step's worth for a token that the step would have given), while in a batch of many tasks
-  // they are a small part of what a step reads. Measured on the demo repository at concurrency
-  // 32 (docs/benchmarks.md, stop 61): under 16 tasks mixed, a time to first token about a
-  // third of plain continuous batching's, at 0.93-0.99x its tokens/s; under one task, prefill
-  // first for every newcomer cost 0.88-0.98x the tokens/s, which this leaves out.
+  // The same, but only in mixed batches: for a greedy newcomer joining a running batch with
+  // rows of another task than its own, and between the layers of a step over more than one
+  // task. A first step apart reads the newcomer's weights (the shared ones and its own) once
+  // more: in a batch of its own task alone that is a whole step's weight reading for a token
+  // the next step would have given, in a mixed batch, whose steps also read every running
+  // task's own weights, a smaller part of a step. Measured on the demo repository at
+  // concurrency 32 (docs/benchmarks.md, stop 61): under 16 tasks mixed, a time to first token
+  // about a third of plain continuous batching's (1.5-1.6x the idle one), at 0.81-0.99x its
+  // tokens/s (three runs; the rounds' own spread is about +-10 %); under one task, prefill first
+  // for every newcomer cost 0.88-0.98x the tokens/s, which this leaves out.
   bool prefill_first_when_mixed = true;
   // Tests and benchmarks only: never stop at EOS (decode max_output_tokens tokens), and sleep
   // this long before each decoding step. Both make decode time independent of the weights.

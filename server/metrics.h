@@ -39,7 +39,8 @@ struct ContinuousBatchMetrics {
   prometheus::Histogram* step_rows = nullptr;   // rows each step ran, all tasks
   prometheus::Histogram* step_tasks = nullptr;  // distinct tasks among them
   // Sentences encoded and joining, per admission: at a step boundary, and between two decoder
-  // layers of a running step (BatchingOptions::prefill_first).
+  // layers of a running step (BatchingOptions::prefill_first, or prefill_first_when_mixed in a
+  // step over several tasks).
   prometheus::Histogram* admitted_rows = nullptr;
   prometheus::Histogram* admitted_rows_between_layers = nullptr;
 };

@@ -109,7 +109,8 @@ class Scheduler {
   std::vector<Item> TakeJoining(const models::ContinuousBatch& batch, int64_t budget,
                                 bool during_step);
   // Admits `joining`, lets stopped rows leave and decodes one step of `batch`, admitting
-  // newcomers between its layers too (prefill_first).
+  // newcomers between its layers too (prefill_first, or prefill_first_when_mixed when the step
+  // runs more than one task).
   void RunContinuousStep(std::vector<Item>& joining, models::ContinuousBatch& batch, Slots& slots);
   // Encodes `joining` into `batch`: at a step boundary, or during its step (between two
   // layers). Sentences whose request stopped, or that the batch refuses, are finished here.

@@ -19,7 +19,7 @@ constexpr int64_t kVectorFloats = 8;
 
 // Strip groups are handed to threads in this many contiguous runs at most: enough to balance
 // two to a few dozen threads, few enough that the per-run call costs nothing.
-constexpr int64_t kMaxRuns = 64;
+constexpr int64_t kMaxStripRuns = 64;
 
 // Every tile width in strips (1-4 for the 256-bit tiles, 4 and 8 for the 512-bit ones)
 // divides a chunk's, so strip groups never straddle two chunks.
@@ -28,10 +28,6 @@ static_assert(kF32GemmChunkColumns % (kF32GemmStripColumns * 24) == 0);
 // Inputs up to this size stay in L2 (1-2 MB a core on current servers, half of it left for the
 // weights passing through).
 constexpr int64_t kL2InputBytes = int64_t{512} << 10;
-
-// Below this many multiply-adds a product runs on the calling thread: waking the others costs
-// a few microseconds, as much as ~100k multiply-adds take on one core.
-constexpr int64_t kParallelMacs = int64_t{1} << 17;
 
 // Rows per tile at most: six rows x two vectors keep twelve accumulators, the strip's two
 // weight vectors and one broadcast input in the sixteen vector registers.
@@ -386,7 +382,7 @@ void F32Gemm(const F32GemmArgs& args, F32GemmTiles tiles) {
     });
     return;
   }
-  const int64_t runs = std::min(groups, kMaxRuns);
+  const int64_t runs = std::min(groups, kMaxStripRuns);
   ParallelFor(runs, parallel, [&](int64_t run) {
     compute({.group_strips = group_strips,
              .first_group = groups * run / runs,

@@ -11,11 +11,7 @@ namespace {
 
 // Column tiles are handed to threads in this many contiguous runs at most: enough to balance
 // two to a few dozen threads, few enough that the per-run call costs nothing.
-constexpr int64_t kMaxRuns = 64;
-
-// Below this many multiply-adds a product runs on the calling thread: waking the others costs
-// a few microseconds, as much as ~100k multiply-adds take on one core.
-constexpr int64_t kParallelMacs = int64_t{1} << 17;
+constexpr int64_t kMaxTileRuns = 64;
 
 }  // namespace
 
@@ -61,7 +57,7 @@ void Int8Gemm(Int8GemmIsa isa, const Int8GemmArgs& args) {
   // left with a narrower remainder than it must.
   const int64_t step = Int8GemmTilesPerStep(isa, args.m);
   const int64_t units = (tiles + step - 1) / step;
-  const int64_t runs = std::min(units, kMaxRuns);
+  const int64_t runs = std::min(units, kMaxTileRuns);
   const auto body = isa == Int8GemmIsa::kAvx512Vnni ? Int8GemmColumnTilesAvx512Vnni
                     : isa == Int8GemmIsa::kAvxVnni  ? Int8GemmColumnTilesAvxVnni
                                                     : Int8GemmColumnTilesAvx2;

@@ -62,9 +62,6 @@ constexpr int64_t kPanelGranule = 64;
 // columns keep it at 2 MB (and give the team more items to even out).
 constexpr int64_t kMaxPanelColumns = 2048;
 
-// Matmuls smaller than this many multiply-adds run on the calling thread alone.
-constexpr int64_t kParallelMacs = int64_t{1} << 17;
-
 // The width of W's column panels for `n` output columns under the current thread setting: all
 // of W for one thread, else about kPanelsPerThread panels per thread in whole granules, at
 // most kMaxPanelColumns.

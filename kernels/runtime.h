@@ -40,6 +40,11 @@ void UseOneDnnOnCallingThread();
 // step must not.
 void ParallelFor(int64_t n, bool worth_it, absl::FunctionRef<void(int64_t)> body);
 
+// The products' `worth_it` threshold: below this many multiply-adds a product runs on the
+// calling thread, since waking the others costs a few microseconds, as much as ~100k
+// multiply-adds take on one core.
+inline constexpr int64_t kParallelMacs = int64_t{1} << 17;
+
 // Runs control() -- a stretch of work made of ParallelFor loops and the steps between them, a
 // decoding step -- so that each loop's continuation runs on whichever kernel thread finds the
 // loop done (WorkSharingTeam::RunCarried): a thread the OS has descheduled then holds up

@@ -45,16 +45,15 @@ ProgressReporter::~ProgressReporter() {
 }
 
 void ProgressReporter::Loop(std::stop_token stop) {
-  using Clock = std::chrono::steady_clock;
-  const Clock::time_point start = Clock::now();
+  const std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
   ProgressSnapshot previous;
   std::unique_lock lock(mu_);
   while (true) {
     // Nothing but the stop request wakes it early (the predicate is never true).
     wake_.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; });
     if (stop.stop_requested()) break;
-    const ProgressSnapshot now =
-        TakeSnapshot(counters_, std::chrono::duration<double>(Clock::now() - start).count());
+    const ProgressSnapshot now = TakeSnapshot(
+        counters_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     std::fprintf(stderr, "%s\n", FormatProgress(label_, now, previous).c_str());
     previous = now;
   }

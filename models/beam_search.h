@@ -6,11 +6,16 @@
 #define TASKMOE_MODELS_BEAM_SEARCH_H_
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "models/decoding.h"
 
 namespace taskmoe::models {
+
+// The score of a beam rank that holds no live hypothesis (a sentence's first step has only
+// rank 0; a sentence with fewer live hypotheses than its beam pads with it): never chosen.
+inline constexpr float kDeadHypothesisScore = -std::numeric_limits<float>::infinity();
 
 // A continuation of a live hypothesis: its score, its parent's rank in the sentence's block,
 // its token, and its position among the sentence's candidates (ties keep this order).

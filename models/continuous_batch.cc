@@ -2,7 +2,6 @@
 #include "models/continuous_batch.h"
 
 #include <algorithm>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/runtime.h"
@@ -12,11 +11,6 @@
 #include "util/status_macros.h"
 
 namespace taskmoe::models {
-namespace {
-
-constexpr float kNegativeInfinity = -std::numeric_limits<float>::infinity();
-
-}  // namespace
 
 int32_t ContinuousBatch::TakeBeamSlot() {
   if (free_beams_.empty()) {
@@ -187,7 +181,7 @@ absl::Status ContinuousBatch::AdmitCarried(std::vector<Sentence> sentences) {
     search.finished.reserve(2 * beam);
     for (int k = 0; k < beam; ++k) {
       rows_.push_back(row);
-      rows_.back().beam_score = k == 0 ? 0.0f : kNegativeInfinity;
+      rows_.back().beam_score = k == 0 ? 0.0f : kDeadHypothesisScore;
     }
   }
   return absl::OkStatus();
@@ -356,7 +350,7 @@ bool ContinuousBatch::StepBeam(
     keep_.push_back(static_cast<int32_t>(first + parent));
     next_rows_.push_back(rows_[first + parent]);
     next_rows_.back().last_token = token;
-    next_rows_.back().beam_score = has_live ? search.live[k].score : kNegativeInfinity;
+    next_rows_.back().beam_score = has_live ? search.live[k].score : kDeadHypothesisScore;
   }
   search.steps = step + 1;
   return false;

@@ -2,7 +2,6 @@
 #include "models/decoding.h"
 
 #include <algorithm>
-#include <limits>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -15,8 +14,6 @@ namespace taskmoe::models {
 namespace {
 
 using kernels::Tensor;
-
-constexpr float kNegativeInfinity = -std::numeric_limits<float>::infinity();
 
 int64_t StepLimit(const TransformerModel& model, const DecodeOptions& options) {
   return std::min<int64_t>(options.max_output_tokens, model.config().max_positions);
@@ -162,7 +159,7 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
   const int64_t stride = batch * beam;  // rows never exceed the first step's
   w.active.resize(batch);               // sentence of each block of `beam` rows
   for (int64_t b = 0; b < batch; ++b) w.active[b] = static_cast<int32_t>(b);
-  w.row_scores.assign(stride, kNegativeInfinity);
+  w.row_scores.assign(stride, kDeadHypothesisScore);
   for (int64_t b = 0; b < batch; ++b) w.row_scores[b * beam] = 0.0f;
   w.tokens.assign(stride, model.config().special_tokens.bos);
   w.back.resize(max_steps * stride);
@@ -221,7 +218,7 @@ absl::StatusOr<std::vector<Hypothesis>> BeamDecode(const TransformerModel& model
         const int32_t token = has_live ? w.live[k].token : eos;
         back[w.next_rows.size()] = {parent_row, token};
         w.next_rows.push_back(parent_row);
-        w.next_scores.push_back(has_live ? w.live[k].score : kNegativeInfinity);
+        w.next_scores.push_back(has_live ? w.live[k].score : kDeadHypothesisScore);
         w.next_tokens.push_back(token);
       }
     }

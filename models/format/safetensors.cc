@@ -31,7 +31,7 @@ namespace {
 // The file stores little-endian data and we copy it as is.
 static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian");
 
-using Json = nlohmann::json;
+using HeaderJson = nlohmann::json;
 
 constexpr size_t kLengthPrefixBytes = 8;
 // Real headers are a few hundred kilobytes even for thousands of tensors; the reference
@@ -57,9 +57,9 @@ absl::Status ErrnoError(int error_number, const std::string& what) {
   return absl::ErrnoToStatus(error_number, what);
 }
 
-std::string Describe(const Json& v) {
+std::string DescribeHeaderValue(const HeaderJson& v) {
   if (v.is_structured()) return v.type_name();
-  std::string text = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  std::string text = v.dump(-1, ' ', false, HeaderJson::error_handler_t::replace);
   if (text.size() > 40) text = absl::StrCat(text.substr(0, 40), "...");
   return text;
 }
@@ -71,7 +71,7 @@ uint64_t ReadLittleEndian64(const uint8_t* p) {
 }
 
 // A non-negative JSON integer, or nullopt.
-std::optional<uint64_t> AsUnsigned(const Json& v) {
+std::optional<uint64_t> AsUnsigned(const HeaderJson& v) {
   if (v.is_number_unsigned()) return v.get<uint64_t>();
   if (v.is_number_integer() && v.get<int64_t>() >= 0)
     return static_cast<uint64_t>(v.get<int64_t>());
@@ -87,7 +87,7 @@ absl::StatusOr<StoredDType> ParseDType(const std::string& name) {
 }
 
 // Validates one header entry against a data section of `data_size` bytes.
-absl::StatusOr<StoredTensorInfo> ParseEntry(const std::string& name, const Json& entry,
+absl::StatusOr<StoredTensorInfo> ParseEntry(const std::string& name, const HeaderJson& entry,
                                             uint64_t data_size) {
   if (!entry.is_object()) {
     return TensorError(name, absl::StrCat("entry is a ", entry.type_name(), ", not an object"));
@@ -96,7 +96,8 @@ absl::StatusOr<StoredTensorInfo> ParseEntry(const std::string& name, const Json&
   auto dtype_it = entry.find("dtype");
   if (dtype_it == entry.end()) return TensorError(name, "entry has no dtype");
   if (!dtype_it->is_string()) {
-    return TensorError(name, absl::StrCat("dtype is ", Describe(*dtype_it), ", not a string"));
+    return TensorError(name,
+                       absl::StrCat("dtype is ", DescribeHeaderValue(*dtype_it), ", not a string"));
   }
   absl::StatusOr<StoredDType> dtype = ParseDType(dtype_it->get<std::string>());
   if (!dtype.ok()) return TensorError(name, std::string(dtype.status().message()));
@@ -105,17 +106,18 @@ absl::StatusOr<StoredTensorInfo> ParseEntry(const std::string& name, const Json&
   auto shape_it = entry.find("shape");
   if (shape_it == entry.end()) return TensorError(name, "entry has no shape");
   if (!shape_it->is_array()) {
-    return TensorError(name, absl::StrCat("shape is ", Describe(*shape_it), ", not an array"));
+    return TensorError(name,
+                       absl::StrCat("shape is ", DescribeHeaderValue(*shape_it), ", not an array"));
   }
   // numel is 0 when any dimension is; otherwise the product of the dimensions must fit in
   // int64 (checked over the non-zero ones, so that every partial product downstream fits).
   uint64_t nonzero_product = 1;
   bool has_zero = false;
-  for (const Json& dim : *shape_it) {
+  for (const HeaderJson& dim : *shape_it) {
     const std::optional<uint64_t> d = AsUnsigned(dim);
     if (!d.has_value() || *d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return TensorError(
-          name, absl::StrCat("shape entry ", Describe(dim), " is not a non-negative integer"));
+      return TensorError(name, absl::StrCat("shape entry ", DescribeHeaderValue(dim),
+                                            " is not a non-negative integer"));
     }
     info.shape.push_back(static_cast<int64_t>(*d));
     if (*d == 0) {
@@ -134,8 +136,8 @@ absl::StatusOr<StoredTensorInfo> ParseEntry(const std::string& name, const Json&
   auto offsets_it = entry.find("data_offsets");
   if (offsets_it == entry.end()) return TensorError(name, "entry has no data_offsets");
   if (!offsets_it->is_array() || offsets_it->size() != 2) {
-    return TensorError(
-        name, absl::StrCat("data_offsets is ", Describe(*offsets_it), ", not [begin, end]"));
+    return TensorError(name, absl::StrCat("data_offsets is ", DescribeHeaderValue(*offsets_it),
+                                          ", not [begin, end]"));
   }
   const std::optional<uint64_t> begin = AsUnsigned((*offsets_it)[0]);
   const std::optional<uint64_t> end = AsUnsigned((*offsets_it)[1]);
@@ -366,19 +368,19 @@ absl::Status SafetensorsFile::Parse() {
   std::set<std::string> names;
   std::string duplicate;
   bool too_deep = false;
-  Json header;
+  HeaderJson header;
   try {
-    header =
-        Json::parse(header_begin, header_begin + header_bytes,
-                    [&](int depth, Json::parse_event_t event, Json& parsed) {
-                      if (depth > kMaxHeaderDepth) too_deep = true;
-                      if (depth == 1 && event == Json::parse_event_t::key &&
-                          !names.insert(parsed.get<std::string>()).second && duplicate.empty()) {
-                        duplicate = parsed.get<std::string>();
-                      }
-                      return true;
-                    });
-  } catch (const Json::exception& e) {
+    header = HeaderJson::parse(header_begin, header_begin + header_bytes,
+                               [&](int depth, HeaderJson::parse_event_t event, HeaderJson& parsed) {
+                                 if (depth > kMaxHeaderDepth) too_deep = true;
+                                 if (depth == 1 && event == HeaderJson::parse_event_t::key &&
+                                     !names.insert(parsed.get<std::string>()).second &&
+                                     duplicate.empty()) {
+                                   duplicate = parsed.get<std::string>();
+                                 }
+                                 return true;
+                               });
+  } catch (const HeaderJson::exception& e) {
     return FormatError(absl::StrCat("header is not valid JSON: ", e.what()));
   }
   if (too_deep) return FormatError("header JSON nests too deeply");
@@ -395,8 +397,8 @@ absl::Status SafetensorsFile::Parse() {
       }
       for (const auto& [key, value] : entry.items()) {
         if (!value.is_string()) {
-          return FormatError(absl::StrCat("__metadata__ value of '", key, "' is ", Describe(value),
-                                          ", not a string"));
+          return FormatError(absl::StrCat("__metadata__ value of '", key, "' is ",
+                                          DescribeHeaderValue(value), ", not a string"));
         }
         metadata_[key] = value.get<std::string>();
       }

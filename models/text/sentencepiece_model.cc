@@ -15,7 +15,6 @@
 namespace taskmoe::models {
 namespace {
 
-constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";
 // An unknown character costs this much below the least likely piece, as in SentencePiece.
 constexpr float kUnknownPenalty = 10.0f;
 

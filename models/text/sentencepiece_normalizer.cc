@@ -8,7 +8,6 @@
 namespace taskmoe::models {
 namespace {
 
-constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";  // U+2581, how pieces show a space
 constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";
 
 // darts-clone's 32-bit unit layout: a label byte (bit 31 marks a leaf unit), a has-leaf bit,

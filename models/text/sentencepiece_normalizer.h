@@ -18,6 +18,9 @@
 
 namespace taskmoe::models {
 
+// U+2581 LOWER ONE EIGHTH BLOCK: how SentencePiece's pieces and normalised text show a space.
+inline constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";
+
 class SentencePieceNormalizer {
  public:
   // `user_defined` are the pieces matched before normalisation and copied unchanged.

@@ -337,7 +337,7 @@ struct CorruptFile {
 
 class RefusesCorruptFile : public ::testing::TestWithParam<CorruptFile> {};
 
-std::string CaseName(const ::testing::TestParamInfo<CorruptFile>& param) {
+std::string CorruptFileName(const ::testing::TestParamInfo<CorruptFile>& param) {
   return param.param.name;
 }
 
@@ -456,7 +456,7 @@ INSTANTIATE_TEST_SUITE_P(
         CorruptFile{"MetadataNotStrings",
                     Container(R"({"__metadata__":{"step":5}})"),
                     {"__metadata__", "'step'", "not a string"}}),
-    CaseName);
+    CorruptFileName);
 
 TEST(Safetensors, AcceptsEmptyHeaderAndZeroSizedTensorsAnywhere) {
   // Zero-sized tensors occupy no bytes and so overlap nothing.

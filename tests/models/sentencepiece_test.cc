@@ -25,7 +25,7 @@ namespace {
 
 using ::taskmoe::testing::ReadFile;
 
-const std::string kFixtures = TASKMOE_TEST_FIXTURES_DIR;
+const std::string kSentencePieceFixtures = TASKMOE_TEST_FIXTURES_DIR;
 const std::string kSpmModel = std::string(TASKMOE_SOURCE_DIR) + "/demo/taskmoe/spm.model";
 
 std::string FromHex(const std::string& hex) {
@@ -38,7 +38,8 @@ class SentencePieceTest : public ::testing::Test {
     auto model = SentencePieceModel::Load(kSpmModel);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model).release();
-    cases_ = new nlohmann::json(nlohmann::json::parse(ReadFile(kFixtures + "/spm/cases.json")));
+    cases_ = new nlohmann::json(
+        nlohmann::json::parse(ReadFile(kSentencePieceFixtures + "/spm/cases.json")));
   }
   static void TearDownTestSuite() {
     delete model_;
@@ -115,10 +116,11 @@ TEST_F(SentencePieceTest, RoundTripOfCleanText) {
 class ByteFallbackTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto model = SentencePieceModel::Load(kFixtures + "/spm/byte_fallback.model");
+    auto model = SentencePieceModel::Load(kSentencePieceFixtures + "/spm/byte_fallback.model");
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = *std::move(model);
-    cases_ = nlohmann::json::parse(ReadFile(kFixtures + "/spm/byte_fallback_cases.json"));
+    cases_ =
+        nlohmann::json::parse(ReadFile(kSentencePieceFixtures + "/spm/byte_fallback_cases.json"));
   }
   std::unique_ptr<SentencePieceModel> model_;
   nlohmann::json cases_;

@@ -16,7 +16,7 @@
 namespace taskmoe::models {
 namespace {
 
-const std::string kDemoDir = std::string(TASKMOE_SOURCE_DIR) + "/demo/taskmoe";
+const std::string kDemoCheckpointDir = std::string(TASKMOE_SOURCE_DIR) + "/demo/taskmoe";
 
 std::vector<std::string> Split(std::string_view text) {
   std::vector<std::string> out;
@@ -81,7 +81,7 @@ TEST(SentenceSplitter, SentencesAreViewsIntoTheText) {
 }
 
 // A vocabulary of "▁a", "a", "▁" and "b": everything else is unknown.
-std::string Piece(const std::string& piece, int type) {
+std::string PipelinePiece(const std::string& piece, int type) {
   // SentencePiece's ModelProto.pieces (field 1): piece (1), score (2, float), type (3).
   std::string body;
   body += static_cast<char>(0x0A);
@@ -97,12 +97,13 @@ std::string Piece(const std::string& piece, int type) {
 }
 
 std::unique_ptr<SentencePieceModel> SmallModel() {
-  const std::string bytes = Piece("<unk>", 2) + Piece("<s>", 3) + Piece("</s>", 3) +
-                            Piece(
-                                "\xE2\x96\x81"
-                                "a",
-                                1) +
-                            Piece("a", 1) + Piece("\xE2\x96\x81", 1) + Piece("b", 1);
+  const std::string bytes =
+      PipelinePiece("<unk>", 2) + PipelinePiece("<s>", 3) + PipelinePiece("</s>", 3) +
+      PipelinePiece(
+          "\xE2\x96\x81"
+          "a",
+          1) +
+      PipelinePiece("a", 1) + PipelinePiece("\xE2\x96\x81", 1) + PipelinePiece("b", 1);
   auto model = SentencePieceModel::FromBytes(bytes);
   EXPECT_TRUE(model.ok()) << model.status();
   return model.ok() ? *std::move(model) : nullptr;
@@ -138,10 +139,10 @@ TEST(UnknownPieces, DecodeCopiesReplacementsInOrderOrDropsThem) {
 class TextPipelineTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto config = LoadModelConfig(kDemoDir);
+    auto config = LoadModelConfig(kDemoCheckpointDir);
     ASSERT_TRUE(config.ok()) << config.status();
     config_ = *std::move(config);
-    auto tokenizer = Tokenizer::Load(kDemoDir + "/spm.model", config_);
+    auto tokenizer = Tokenizer::Load(kDemoCheckpointDir + "/spm.model", config_);
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     tokenizer_ = *std::move(tokenizer);
     task_ = config_.FindTask("en-de");

@@ -58,27 +58,28 @@ class ClientTest : public RandomRepositoryTest {
   std::unique_ptr<ServerProcess> server_;
 };
 
-const std::vector<std::string> kTexts = {"Hello world.", "How are you today?", "Yes"};
+const std::vector<std::string> kClientTexts = {"Hello world.", "How are you today?", "Yes"};
 
 TEST_F(ClientTest, CliTranslatesStreamsAndDescribes) {
   StartServer({"--max_output_tokens=16", "--enable_admin"});
-  const std::string expected = Expected(kTexts, 16);
+  const std::string expected = Expected(kClientTexts, 16);
 
-  CommandResult args = RunCommandWithInput(Cli({"--task=en-de", kTexts[0], kTexts[1], kTexts[2]}));
+  CommandResult args =
+      RunCommandWithInput(Cli({"--task=en-de", kClientTexts[0], kClientTexts[1], kClientTexts[2]}));
   EXPECT_EQ(args.exit_code, 0) << args.err;
   EXPECT_EQ(args.out, expected);
 
   // Stdin lines, one text per request, concurrently: order kept, blank lines kept.
   CommandResult lines = RunCommandWithInput(
       Cli({"--task=en-de", "--texts_per_request=1", "--concurrency=3", "--stats"}),
-      absl::StrCat(kTexts[0], "\n\n", kTexts[1], "\n", kTexts[2], "\n"));
+      absl::StrCat(kClientTexts[0], "\n\n", kClientTexts[1], "\n", kClientTexts[2], "\n"));
   EXPECT_EQ(lines.exit_code, 0) << lines.err;
   const std::vector<std::string> want = absl::StrSplit(expected, '\n');
   EXPECT_EQ(lines.out, absl::StrCat(want[0], "\n\n", want[1], "\n", want[2], "\n"));
   EXPECT_NE(lines.err.find("stats: 3 texts in 3 requests"), std::string::npos) << lines.err;
 
   CommandResult stream =
-      RunCommandWithInput(Cli({"--task=en-de", "--stream", kTexts[0], kTexts[2]}));
+      RunCommandWithInput(Cli({"--task=en-de", "--stream", kClientTexts[0], kClientTexts[2]}));
   EXPECT_EQ(stream.exit_code, 0) << stream.err;
   EXPECT_EQ(stream.out, absl::StrCat(want[0], "\n", want[2], "\n"));
 
@@ -150,13 +151,14 @@ TEST_F(ClientTest, PythonExample) {
     args.insert(args.begin(), python.begin(), python.end());
     return args;
   };
-  CommandResult translate =
-      RunCommandWithInput(with({"--task=en-de", kTexts[0], kTexts[1], kTexts[2]}));
+  CommandResult translate = RunCommandWithInput(
+      with({"--task=en-de", kClientTexts[0], kClientTexts[1], kClientTexts[2]}));
   EXPECT_EQ(translate.exit_code, 0) << translate.err;
-  const std::string expected = Expected(kTexts, 16);
+  const std::string expected = Expected(kClientTexts, 16);
   EXPECT_EQ(translate.out, expected);
 
-  CommandResult stream = RunCommandWithInput(with({"--task=en-de", "--stream"}), kTexts[0] + "\n");
+  CommandResult stream =
+      RunCommandWithInput(with({"--task=en-de", "--stream"}), kClientTexts[0] + "\n");
   EXPECT_EQ(stream.exit_code, 0) << stream.err;
   EXPECT_EQ(stream.out, expected.substr(0, expected.find('\n') + 1));
 

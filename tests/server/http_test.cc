@@ -25,7 +25,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-const std::vector<std::string> kTexts = {"Hello world.", "How are you today? Fine.", "Yes"};
+const std::vector<std::string> kHttpTexts = {"Hello world.", "How are you today? Fine.", "Yes"};
 
 class HttpTest : public RandomRepositoryTest {
  protected:
@@ -65,7 +65,7 @@ TEST_F(HttpTest, TranslateEqualsGrpc) {
   ASSERT_NE(server, nullptr);
   for (const std::string task : {"en-de", "fr-en"}) {
     for (int beam : {1, 3}) {
-      v1::TranslateRequest request = Request(task, kTexts);
+      v1::TranslateRequest request = Request(task, kHttpTexts);
       request.mutable_options()->set_beam_size(beam);
       request.mutable_options()->set_return_scores(true);
       request.mutable_options()->set_return_tokens(true);
@@ -75,14 +75,14 @@ TEST_F(HttpTest, TranslateEqualsGrpc) {
 
       const HttpResponse http = Post(
           *server, "/v1/translate",
-          TranslateBody(task, kTexts,
+          TranslateBody(task, kHttpTexts,
                         {{"beam_size", beam}, {"return_scores", true}, {"return_tokens", true}})
               .dump());
       ASSERT_EQ(http.status, 200) << http.body;
       EXPECT_NE(http.headers.find("Content-Type: application/json"), std::string::npos);
       const Json json = Parse(http);
-      ASSERT_EQ(json["translations"].size(), kTexts.size());
-      for (size_t i = 0; i < kTexts.size(); ++i) {
+      ASSERT_EQ(json["translations"].size(), kHttpTexts.size());
+      for (size_t i = 0; i < kHttpTexts.size(); ++i) {
         const v1::Translation& want = grpc_response.translations(static_cast<int>(i));
         const Json& got = json["translations"][i];
         EXPECT_EQ(got["text"], want.text()) << task << " beam " << beam;
@@ -439,8 +439,8 @@ TEST_F(HttpTest, ConcurrentCallsAllSucceed) {
       const std::string task = RandomRepositoryTasks()[c % RandomRepositoryTasks().size()];
       for (int round = 0; round < 3; ++round) {
         const HttpResponse http =
-            Post(*server, "/v1/translate", TranslateBody(task, kTexts).dump());
-        if (http.status == 200 && Parse(http)["translations"].size() == kTexts.size()) ++ok;
+            Post(*server, "/v1/translate", TranslateBody(task, kHttpTexts).dump());
+        if (http.status == 200 && Parse(http)["translations"].size() == kHttpTexts.size()) ++ok;
       }
     });
   }

@@ -12,8 +12,10 @@ option(TASKMOE_CPU_DISPATCH "compile AVX-512 clones of hot loops, picked at run 
 # eight sources a unit): the test command builds ASan and TSan on two cores, and most of a
 # source's compile is the same gRPC, Abseil and GoogleTest headers (docs/reliability.md, "The
 # test command's time"). Release keeps one object per source: its -O3 code is what ships,
-# and its build is the one that catches a source's missing includes. So that units can form,
-# names at namespace scope (anonymous namespaces included) differ between a target's sources.
+# and its build is the one that catches a library source's missing includes. The test
+# executables compile in unity batches in every build (TASKMOE_UNITY_BUILD_TESTS). So that
+# units can form, names at namespace scope (anonymous namespaces included) differ between a
+# target's sources.
 if(CMAKE_BUILD_TYPE MATCHES "^(Asan|Tsan)$")
   set(taskmoe_unity_build_default ON)
 else()
@@ -23,6 +25,7 @@ option(TASKMOE_UNITY_BUILD "compile each target's sources in unity batches"
        ${taskmoe_unity_build_default})
 set(CMAKE_UNITY_BUILD ${TASKMOE_UNITY_BUILD})
 set(CMAKE_UNITY_BUILD_BATCH_SIZE 8)
+option(TASKMOE_UNITY_BUILD_TESTS "compile the test executables' sources in unity batches" ON)
 
 function(taskmoe_set_target_options target)
   target_compile_options(${target} PRIVATE

@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "util/status_macros.h"
 
 namespace taskmoe::models {
 namespace {
@@ -99,11 +100,6 @@ class WireReader {
   const char* message_;
   size_t position_ = 0;
 };
-
-#define TASKMOE_RETURN_IF_ERROR(expr)                                 \
-  do {                                                                \
-    if (absl::Status _status = (expr); !_status.ok()) return _status; \
-  } while (false)
 
 absl::Status ParsePiece(std::string_view bytes, SentencePieceEntry* entry) {
   WireReader reader(bytes, "SentencePiece");

@@ -13,9 +13,10 @@ option(TASKMOE_CPU_DISPATCH "compile AVX-512 clones of hot loops, picked at run 
 # source's compile is the same gRPC, Abseil and GoogleTest headers (docs/reliability.md, "The
 # test command's time"). Release keeps one object per source: its -O3 code is what ships,
 # and its build is the one that catches a library source's missing includes. The test
-# executables compile in unity batches in every build (TASKMOE_UNITY_BUILD_TESTS). So that
-# units can form, names at namespace scope (anonymous namespaces included) differ between a
-# target's sources.
+# executables compile in unity batches in every build (TASKMOE_UNITY_BUILD_TESTS). Sources
+# with compile options of their own (the AVX-512 and VNNI kernels, tests/kernels/reference.cc)
+# stay out of units: CMake compiles them alone. So that units can form, names at namespace
+# scope (anonymous namespaces included) differ between a target's sources.
 if(CMAKE_BUILD_TYPE MATCHES "^(Asan|Tsan)$")
   set(taskmoe_unity_build_default ON)
 else()

@@ -4,6 +4,14 @@
 set(TASKMOE_MARCH "x86-64-v3" CACHE STRING
     "-march for first-party code (x86-64-v3 = AVX2/FMA, the lowest that builds; x86-64-v4; 'native')")
 
+# Asan and Tsan, the sanitizer build types: some defaults differ for them (below, and in
+# TaskmoeTests.cmake and tests/CMakeLists.txt).
+if(CMAKE_BUILD_TYPE MATCHES "^(Asan|Tsan)$")
+  set(TASKMOE_SANITIZER_BUILD ON)
+else()
+  set(TASKMOE_SANITIZER_BUILD OFF)
+endif()
+
 # kernels/cpu_dispatch.h: AVX-512 copies of a few hot loops, chosen at run time. OFF compiles
 # only the TASKMOE_MARCH versions (sanitizer builds always do).
 option(TASKMOE_CPU_DISPATCH "compile AVX-512 clones of hot loops, picked at run time" ON)
@@ -17,13 +25,8 @@ option(TASKMOE_CPU_DISPATCH "compile AVX-512 clones of hot loops, picked at run 
 # with compile options of their own (the AVX-512 and VNNI kernels, tests/kernels/reference.cc)
 # stay out of units: CMake compiles them alone. So that units can form, names at namespace
 # scope (anonymous namespaces included) differ between a target's sources.
-if(CMAKE_BUILD_TYPE MATCHES "^(Asan|Tsan)$")
-  set(taskmoe_unity_build_default ON)
-else()
-  set(taskmoe_unity_build_default OFF)
-endif()
 option(TASKMOE_UNITY_BUILD "compile each target's sources in unity batches"
-       ${taskmoe_unity_build_default})
+       ${TASKMOE_SANITIZER_BUILD})
 set(CMAKE_UNITY_BUILD ${TASKMOE_UNITY_BUILD})
 set(CMAKE_UNITY_BUILD_BATCH_SIZE 8)
 option(TASKMOE_UNITY_BUILD_TESTS "compile the test executables' sources in unity batches" ON)

@@ -10,13 +10,8 @@
 # suite's CPU time. A failing suite's output names its failing cases; a suite whose cases
 # all skip shows as passed there (the Release run lists each skip with its reason).
 # TASKMOE_TESTS_PER_SUITE overrides the choice.
-if(CMAKE_BUILD_TYPE MATCHES "^(Asan|Tsan)$")
-  set(taskmoe_tests_per_suite_default ON)
-else()
-  set(taskmoe_tests_per_suite_default OFF)
-endif()
 option(TASKMOE_TESTS_PER_SUITE "one ctest test per GoogleTest suite instead of per case"
-       ${taskmoe_tests_per_suite_default})
+       ${TASKMOE_SANITIZER_BUILD})
 
 set(TASKMOE_LIST_TEST_SUITES_SCRIPT "${CMAKE_CURRENT_LIST_DIR}/TaskmoeListTestSuites.cmake")
 

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 namespace taskmoe::models {
 
@@ -17,7 +16,7 @@ bool RankBeamCandidates(const BeamStepInput& in, std::vector<BeamCandidate>& can
   for (int k = 0; k < in.beam; ++k) {
     const int64_t row = in.first_row + k;
     const float row_score = in.scores[k];
-    if (row_score == -std::numeric_limits<float>::infinity()) continue;
+    if (row_score == kDeadHypothesisScore) continue;  // a padding rank
     for (int64_t j = 0; j < in.candidates_per_row; ++j) {
       const int64_t at = row * in.top_width + j;
       candidates.push_back({row_score + (in.top_logits[at] - in.log_sum_exp[row]),

@@ -73,7 +73,8 @@ ONEDNN_MAX_CPU_ISA=AVX2 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 # (One ctest test per GoogleTest suite in the sanitizer builds: cmake/TaskmoeTests.cmake.)
 
 # ThreadSanitizer over the server's tests (build/tsan: only the server and its tests; build and
-# tests about 4.5 min on 2 cores; tools/tsan.sh says how uninstrumented libraries are handled). docs/reliability.md, "The test command's time": each stage's time.
+# tests about 4.5 min on 2 cores; tools/tsan.sh says how uninstrumented libraries are
+# handled). docs/reliability.md, "The test command's time": each stage's time.
 echo "== ThreadSanitizer (server tests)"
 tools/tsan.sh
 

@@ -1,7 +1,7 @@
 // What the translation reactors on gRPC's callback API (translate_reactor.h,
 // translate_stream_reactor.h) share: a place of the CallLimit, the call's context, the core's
-// call in flight (translation_call.h) and the listener through which batch workers report
-// progress, and cancellation. The listener holds the reactor weakly, so a worker never touches
+// call in flight (translation_call.h) and the listener through which the scheduler reports
+// progress, and cancellation. The listener holds the reactor weakly, so it never touches
 // a reactor gRPC is done with; each reactor owns itself (a shared_ptr to itself) until OnDone.
 #ifndef TASKMOE_SERVER_CALLBACK_CALL_H_
 #define TASKMOE_SERVER_CALLBACK_CALL_H_

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "absl/time/clock.h"
+#include "server/progress_relay.h"
 
 namespace taskmoe::server {
 
@@ -61,7 +62,7 @@ absl::Status RequestState::StopStatus() const {
   return absl::OkStatus();
 }
 
-void RequestState::AddToken(int sentence, int32_t token) {
+void RequestState::AddToken(int sentence, int32_t token, ProgressBatch* later) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     const absl::Time now = absl::Now();
@@ -73,10 +74,10 @@ void RequestState::AddToken(int sentence, int32_t token) {
     new_tokens_[sentence].push_back(token);
     if (sentence == stream_sentence_) changed_.notify_all();
   }
-  if (listener_) listener_();
+  TellListener(later);
 }
 
-void RequestState::Finish(int sentence, models::Hypothesis result) {
+void RequestState::Finish(int sentence, models::Hypothesis result, ProgressBatch* later) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     results_[sentence] = std::move(result);
@@ -85,7 +86,16 @@ void RequestState::Finish(int sentence, models::Hypothesis result) {
       changed_.notify_all();
     }
   }
-  if (listener_) listener_();
+  TellListener(later);
+}
+
+void RequestState::TellListener(ProgressBatch* later) {
+  if (!listener_) return;
+  if (later != nullptr) {
+    later->Add(*this);
+  } else {
+    listener_();
+  }
 }
 
 void RequestState::Cancel() { cancelled_.store(true); }

@@ -24,7 +24,9 @@
 
 namespace taskmoe::server {
 
-class RequestState {
+class ProgressBatch;  // progress_relay.h
+
+class RequestState : public std::enable_shared_from_this<RequestState> {
  public:
   // `texts` holds each text's sentences (models::PrepareText); workers see the sentences of
   // all texts one after the other. `streams_tokens`: the handler takes tokens as they come
@@ -63,16 +65,19 @@ class RequestState {
   bool ShouldStop() const;
   // Why ShouldStop(): DEADLINE_EXCEEDED or CANCELLED (OK while it is false).
   absl::Status StopStatus() const;
-  // A token of `sentence` was decoded (greedy decoding only; EOS included).
-  void AddToken(int sentence, int32_t token);
-  // The sentence is done: `result.status` OK, or why it stopped.
-  void Finish(int sentence, models::Hypothesis result);
+  // A token of `sentence` was decoded (greedy decoding only; EOS included). The progress
+  // listener runs now, or with `later`, when that batch runs (once for all the progress the
+  // request made before; progress_relay.h). `later` needs a request owned by a shared_ptr.
+  void AddToken(int sentence, int32_t token, ProgressBatch* later = nullptr);
+  // The sentence is done: `result.status` OK, or why it stopped. The listener as AddToken's.
+  void Finish(int sentence, models::Hypothesis result, ProgressBatch* later = nullptr);
 
   // --- Handler side.
-  // Called, from the worker's thread and outside the state's lock, after each token added to
-  // a streamed request and after each sentence finishes: for handlers that do not wait
-  // (gRPC's callback API). Set it before the request is queued; it must be cheap, and it
-  // must not call Finish or AddToken.
+  // Called, outside the state's lock, after each token added to a streamed request and after
+  // each sentence finishes (or once for several of them, through a ProgressBatch): for
+  // handlers that do not wait (gRPC's callback API). It runs on the worker's thread or on a
+  // ProgressRelay's. Set it before the request is queued; it must not call Finish or
+  // AddToken.
   void SetProgressListener(std::function<void()> listener) { listener_ = std::move(listener); }
   void Cancel();
   // Waits until every sentence is done, or (streams_tokens only) the sentence the handler
@@ -96,6 +101,9 @@ class RequestState {
   std::optional<absl::Duration> TimePerOutputToken() const;
 
  private:
+  // Runs the listener now, or queues it in `later`.
+  void TellListener(ProgressBatch* later);
+
   const std::shared_ptr<const models::TaskModel> task_;
   const models::DecodeSettings settings_;
   const models::TextOptions text_options_;
@@ -106,6 +114,8 @@ class RequestState {
   const bool streams_tokens_;
   std::atomic<bool> cancelled_{false};
   std::function<void()> listener_;  // set before workers see the request, then read only
+  friend class ProgressBatch;
+  std::atomic<bool> listener_queued_{false};  // in a ProgressBatch, not yet run
 
   mutable std::mutex mu_;
   std::condition_variable changed_;

@@ -123,6 +123,7 @@ void Scheduler::Stop() {
   }
   for (std::thread& t : workers_) t.join();
   workers_.clear();
+  relay_.Stop();  // after what the workers delivered last
 }
 
 std::vector<Scheduler::Item> Scheduler::TakeBatch(absl::Time now, absl::Time& wake,
@@ -175,6 +176,7 @@ std::vector<Scheduler::Item> Scheduler::TakeCompatible(TaskQueue& queue) {
 void Scheduler::WorkerLoop() {
   // Kept for the worker's life: batch after batch reuses its buffers (DecodeWorkspace says why).
   models::DecodeWorkspace workspace;
+  ProgressBatch progress;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     absl::Time wake;
@@ -191,13 +193,13 @@ void Scheduler::WorkerLoop() {
     // Another worker may serve another ready queue meanwhile.
     work_.notify_one();
     lock.unlock();
-    RunBatch(batch, *metrics, workspace);
+    RunBatch(batch, *metrics, workspace, progress);
     lock.lock();
   }
 }
 
 void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
-                         models::DecodeWorkspace& workspace) {
+                         models::DecodeWorkspace& workspace, ProgressBatch& progress) {
   const absl::Time start = absl::Now();
   // Sentences whose request already stopped leave before any work is spent on them.
   std::vector<Item> live;
@@ -237,15 +239,17 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
   };
   if (settings.beam_size == 1) {
     decode.on_token = [&](int s, int32_t token) {
-      live[s].request->AddToken(live[s].sentence, token);
+      live[s].request->AddToken(live[s].sentence, token, &progress);
     };
   }
   decode.on_step = [&](int64_t, int rows) {
+    relay_.Deliver(progress);  // the previous step's tokens
     metrics.step_rows->Observe(static_cast<double>(rows));
     if (options_.step_delay > absl::ZeroDuration()) absl::SleepFor(options_.step_delay);
   };
   absl::StatusOr<std::vector<models::Hypothesis>> hypotheses =
       task.Decode(sources, decode, &workspace);
+  relay_.Deliver(progress);  // the last step's tokens
   if (!hypotheses.ok()) {
     Log(LogLevel::kError, absl::StrCat("task ", task.id(), ": decoding a batch of ", live.size(),
                                        " failed: ", hypotheses.status().ToString()));
@@ -265,8 +269,9 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
                      : live[i].request->StopStatus();
       if (h.status.ok()) h.status = absl::CancelledError("decoding was cancelled");
     }
-    live[i].request->Finish(live[i].sentence, std::move(h));
+    live[i].request->Finish(live[i].sentence, std::move(h), &progress);
   }
+  relay_.Deliver(progress);
   metrics.generated_tokens->Increment(static_cast<double>(generated));
   Log(LogLevel::kDebug, absl::StrCat("task ", task.id(), ": batch of ", live.size(), " sentences, ",
                                      tokens, " source tokens, ", generated, " generated in ",

@@ -1,5 +1,6 @@
-// Translate on gRPC's callback API: no thread waits for a call. The batch worker that finishes
-// a call's last sentence builds the response and hands it to gRPC (Finish does not block);
+// Translate on gRPC's callback API: no thread waits for a call. Once a call's last sentence is
+// decoded, its progress listener (run by the scheduler's ProgressRelay, progress_relay.h)
+// builds the response and hands it to gRPC (Finish does not block);
 // OnCancel stops decoding at once. A blocking handler instead held one of gRPC's threads per
 // call, woken every 20 ms to look for cancellation. The start, the limit and cancellation are
 // CallbackCall's (callback_call.h).

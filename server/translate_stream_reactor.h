@@ -1,12 +1,13 @@
-// TranslateStream on gRPC's callback API. No thread waits for a stream: the batch worker that
-// decodes a token hands the message to gRPC itself (StartWrite does not block), gRPC's
+// TranslateStream on gRPC's callback API. No thread waits for a stream: the progress listener
+// hands the decoded tokens' messages to gRPC (StartWrite does not block; the scheduler runs
+// listeners on its ProgressRelay's thread once a step has decoded, progress_relay.h), gRPC's
 // OnWriteDone writes whatever came meanwhile, and OnCancel stops decoding at once. A blocking
 // handler instead cost a thread per stream, woken for every token, and a context switch or
 // two per token on the cores the decoder needs (docs/benchmarks.md, issue 20).
 //
 // Writes are one at a time, in order (gRPC allows one outstanding write); whoever finds none
-// in flight (the worker's progress listener, OnWriteDone, or the handler at the start) takes
-// the messages that are ready and starts the next. The start, the limit and cancellation are
+// in flight (the progress listener, OnWriteDone, or the handler at the start) takes the
+// messages that are ready and starts the next. The start, the limit and cancellation are
 // CallbackCall's (callback_call.h).
 #ifndef TASKMOE_SERVER_TRANSLATE_STREAM_REACTOR_H_
 #define TASKMOE_SERVER_TRANSLATE_STREAM_REACTOR_H_

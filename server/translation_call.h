@@ -1,9 +1,10 @@
 // Translation calls in flight, admitted by TranslationCore (StartTranslate, StartStream), for a
 // transport to complete: one that waits (the HTTP gateway, the core's blocking Translate and
 // TranslateStream) polls WaitForProgress; one that listens (gRPC's callback API,
-// translate_reactor.h and translate_stream_reactor.h) is told of progress from the batch
-// worker's thread and never blocks. Each call counts as in flight (for draining at shutdown
-// and the inflight gauge) until it is destroyed, and records its metrics when it finishes.
+// translate_reactor.h and translate_stream_reactor.h) is told of progress from the
+// scheduler's threads (progress_relay.h) and never blocks. Each call counts as in flight (for
+// draining at shutdown and the inflight gauge) until it is destroyed, and records its metrics when
+// it finishes.
 #ifndef TASKMOE_SERVER_TRANSLATION_CALL_H_
 #define TASKMOE_SERVER_TRANSLATION_CALL_H_
 

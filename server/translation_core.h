@@ -57,7 +57,7 @@ class TranslationCore {
   absl::Status Translate(const v1::TranslateRequest& request, const CallContext& call,
                          v1::TranslateResponse& response);
   // Starts translating `request`'s texts for a transport that does not wait (translation_call.h):
-  // `on_progress` is called from a batch worker's thread (RequestState::SetProgressListener)
+  // `on_progress` is called from the scheduler's threads (RequestState::SetProgressListener)
   // after each sentence finishes, possibly before this returns; once the call is done(), its
   // Finish gives the response. A refused call's status comes back, recorded.
   absl::StatusOr<std::unique_ptr<PendingTranslation>> StartTranslate(

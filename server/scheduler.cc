@@ -123,7 +123,6 @@ void Scheduler::Stop() {
   }
   for (std::thread& t : workers_) t.join();
   workers_.clear();
-  relay_.Stop();  // after what the workers delivered last
 }
 
 std::vector<Scheduler::Item> Scheduler::TakeBatch(absl::Time now, absl::Time& wake,
@@ -176,7 +175,7 @@ std::vector<Scheduler::Item> Scheduler::TakeCompatible(TaskQueue& queue) {
 void Scheduler::WorkerLoop() {
   // Kept for the worker's life: batch after batch reuses its buffers (DecodeWorkspace says why).
   models::DecodeWorkspace workspace;
-  ProgressBatch progress;
+  WorkerProgress progress;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     absl::Time wake;
@@ -199,7 +198,7 @@ void Scheduler::WorkerLoop() {
 }
 
 void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
-                         models::DecodeWorkspace& workspace, ProgressBatch& progress) {
+                         models::DecodeWorkspace& workspace, WorkerProgress& progress) {
   const absl::Time start = absl::Now();
   // Sentences whose request already stopped leave before any work is spent on them.
   std::vector<Item> live;
@@ -239,17 +238,17 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
   };
   if (settings.beam_size == 1) {
     decode.on_token = [&](int s, int32_t token) {
-      live[s].request->AddToken(live[s].sentence, token, &progress);
+      live[s].request->AddToken(live[s].sentence, token, &progress.batch);
     };
   }
   decode.on_step = [&](int64_t, int rows) {
-    relay_.Deliver(progress);  // the previous step's tokens
+    progress.Deliver();  // the previous step's tokens
     metrics.step_rows->Observe(static_cast<double>(rows));
     if (options_.step_delay > absl::ZeroDuration()) absl::SleepFor(options_.step_delay);
   };
   absl::StatusOr<std::vector<models::Hypothesis>> hypotheses =
       task.Decode(sources, decode, &workspace);
-  relay_.Deliver(progress);  // the last step's tokens
+  progress.Deliver();  // the last step's tokens
   if (!hypotheses.ok()) {
     Log(LogLevel::kError, absl::StrCat("task ", task.id(), ": decoding a batch of ", live.size(),
                                        " failed: ", hypotheses.status().ToString()));
@@ -269,9 +268,9 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
                      : live[i].request->StopStatus();
       if (h.status.ok()) h.status = absl::CancelledError("decoding was cancelled");
     }
-    live[i].request->Finish(live[i].sentence, std::move(h), &progress);
+    live[i].request->Finish(live[i].sentence, std::move(h), &progress.batch);
   }
-  relay_.Deliver(progress);
+  progress.Deliver();
   metrics.generated_tokens->Increment(static_cast<double>(generated));
   Log(LogLevel::kDebug, absl::StrCat("task ", task.id(), ": batch of ", live.size(), " sentences, ",
                                      tokens, " source tokens, ", generated, " generated in ",

@@ -23,8 +23,8 @@
 // number of requests; a request's sentences may span batches.
 //
 // The workers do not run the requests' progress listeners (a stream's message to gRPC)
-// themselves: a ProgressRelay does, once a step has decoded, and once newcomers took their
-// first step (progress_relay.h).
+// themselves: each worker's own ProgressRelay does, once a step has decoded, and once newcomers
+// took their first step (progress_relay.h).
 #ifndef TASKMOE_SERVER_SCHEDULER_H_
 #define TASKMOE_SERVER_SCHEDULER_H_
 
@@ -104,10 +104,18 @@ class Scheduler {
   // Removes the batch `queue`'s head starts: compatible sentences in queue order while the
   // limits allow. Called with mu_ held.
   std::vector<Item> TakeCompatible(TaskQueue& queue);
-  // Decodes `batch` to its end; its requests' listeners go into `progress`, delivered at each
-  // step and at the end.
+  // A worker's progress listeners: queued in `batch` while it decodes, run by its own relay
+  // thread once delivered (progress_relay.h). Its destructor runs what was delivered.
+  struct WorkerProgress {
+    ProgressBatch batch;
+    ProgressRelay relay;
+    void Deliver() { relay.Deliver(batch); }
+  };
+
+  // Decodes `batch` to its end; its requests' listeners are delivered at each step and at the
+  // end.
   void RunBatch(std::vector<Item>& batch, TaskMetrics& metrics, models::DecodeWorkspace& workspace,
-                ProgressBatch& progress);
+                WorkerProgress& progress);
   // The queue whose head has waited longest; null when all are empty. Called with mu_ held.
   TaskQueue* OldestQueue();
   // The sentences that join `batch` now (see the file comment), at most `budget` source tokens
@@ -118,10 +126,10 @@ class Scheduler {
                                 bool during_step);
   // Admits `joining`, lets stopped rows leave and decodes one step of `batch`, admitting
   // newcomers between its layers too (prefill_first, or prefill_first_when_mixed when the step
-  // runs more than one task). Listeners go into `progress`, delivered after each admission
-  // and at the end.
+  // runs more than one task). Listeners are delivered after each admission; the caller
+  // delivers the step's.
   void RunContinuousStep(std::vector<Item>& joining, models::ContinuousBatch& batch, Slots& slots,
-                         ProgressBatch& progress);
+                         WorkerProgress& progress);
   // Encodes `joining` into `batch`: at a step boundary, or during its step (between two
   // layers). Sentences whose request stopped, or that the batch refuses, are finished here.
   void AdmitJoining(std::vector<Item>& joining, bool during_step, models::ContinuousBatch& batch,
@@ -139,7 +147,6 @@ class Scheduler {
   std::map<std::string, TaskQueue> queues_;
   bool stopping_ = false;
   std::atomic<bool> abort_running_{false};
-  ProgressRelay relay_;  // before the workers: they deliver to it until they are joined
   std::vector<std::thread> workers_;
 };
 

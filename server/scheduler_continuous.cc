@@ -134,7 +134,7 @@ void Scheduler::ContinuousWorkerLoop() {
   // Kept for the worker's life, so that step after step reuses their buffers.
   models::ContinuousBatch batch;
   Slots slots;
-  ProgressBatch progress;
+  WorkerProgress progress;
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     // The first sentence always joins; then at most max_admit_tokens of source per step, so
@@ -149,7 +149,7 @@ void Scheduler::ContinuousWorkerLoop() {
     if (!joining.empty()) work_.notify_one();  // more may wait
     lock.unlock();
     RunContinuousStep(joining, batch, slots, progress);
-    relay_.Deliver(progress);  // the step's tokens and finished sentences
+    progress.Deliver();  // the step's tokens and finished sentences
     lock.lock();
   }
   lock.unlock();
@@ -235,11 +235,11 @@ void Scheduler::AdmitJoining(
 }
 
 void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::ContinuousBatch& batch,
-                                  Slots& slots, ProgressBatch& progress) {
+                                  Slots& slots, WorkerProgress& progress) {
   const ContinuousBatchMetrics& step_metrics = metrics_.continuous();
   auto on_token = [&](uint64_t key, int32_t token) {
     const Item& item = slots.items[key];
-    item.request->AddToken(item.sentence, token, &progress);
+    item.request->AddToken(item.sentence, token, &progress.batch);
   };
   auto on_finished = [&](uint64_t key, models::Hypothesis h) {
     Item item = slots.Release(key);
@@ -248,7 +248,7 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
       h.status = absl::InternalError(absl::StrCat("decoding failed: ", h.status.message()));
     }
     item.metrics->generated_tokens->Increment(static_cast<double>(h.tokens.size()));
-    item.request->Finish(item.sentence, std::move(h), &progress);
+    item.request->Finish(item.sentence, std::move(h), &progress.batch);
   };
   // Source tokens admitted in this step so far, against max_admit_tokens.
   int64_t admitted_tokens = 0;
@@ -256,7 +256,7 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
   // Admission: newcomers whose request is still wanted, encoded together.
   if (!joining.empty()) {
     AdmitJoining(joining, false, batch, slots, on_token, on_finished);
-    relay_.Deliver(progress);  // first tokens of newcomers that took their first step apart
+    progress.Deliver();  // first tokens of newcomers that took their first step apart
   }
   // Cancelled and expired rows leave before the step spends anything on them.
   absl::Status left = batch.RemoveIf(
@@ -271,7 +271,7 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
                        : item.request->StopStatus();
         if (h.status.ok()) h.status = absl::CancelledError("decoding was cancelled");
         item.metrics->generated_tokens->Increment(static_cast<double>(h.tokens.size()));
-        item.request->Finish(item.sentence, std::move(h), &progress);
+        item.request->Finish(item.sentence, std::move(h), &progress.batch);
       });
   if (!left.ok()) {
     Log(LogLevel::kError, absl::StrCat("removing rows from a batch failed: ", left.ToString()));
@@ -312,7 +312,7 @@ void Scheduler::RunContinuousStep(std::vector<Item>& joining, models::Continuous
     if (newcomers.empty()) return;
     for (const Item& item : newcomers) admitted_tokens += item.tokens;
     AdmitJoining(newcomers, true, batch, slots, on_token, on_finished);
-    relay_.Deliver(progress);  // their first tokens, before the step goes on
+    progress.Deliver();  // their first tokens, before the step goes on
   };
   absl::Status stepped = batch.Step(on_token, on_finished, admit_between_layers);
   if (!stepped.ok()) {

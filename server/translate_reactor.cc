@@ -1,4 +1,4 @@
-// TranslateReactor: a Translate call answered by the worker that finishes it.
+// TranslateReactor: a Translate call answered by its progress listener once it is done.
 #include "server/translate_reactor.h"
 
 #include "server/grpc_status.h"
@@ -34,7 +34,7 @@ void TranslateReactor::FinishIfDone() {
 void TranslateReactor::OnCancel() { call_.Cancel(); }
 
 void TranslateReactor::OnDone() {
-  // The last reference may be a worker's, in its listener; it ends there.
+  // The last reference may be the listener's, on the thread running it; it ends there.
   std::shared_ptr<TranslateReactor> self = std::move(self_);
 }
 

@@ -72,7 +72,7 @@ void TranslateStreamReactor::OnWriteDone(bool ok) {
 void TranslateStreamReactor::OnCancel() { call_.Cancel(); }
 
 void TranslateStreamReactor::OnDone() {
-  // The last reference may be a worker's, in its listener; it ends there.
+  // The last reference may be the listener's, on the thread running it; it ends there.
   std::shared_ptr<TranslateStreamReactor> self = std::move(self_);
 }
 

@@ -19,8 +19,12 @@
 #   +notrim         the server's --malloc_trim_interval_ms=0 (no periodic malloc_trim)
 # The default modes are per_task+folded (the server before issue 20), continuous+folded and
 # continuous. --prefill_first (kept for old command lines) adds continuous+prefill_first.
+# --baseline=SERVER (a taskmoe-server binary, e.g. one built from an earlier commit and copied
+# aside) runs every mode with that server too, as MODE@baseline, in the same rounds, and prints
+# each mode's ratios to its baseline: a change measured against the code before it, in one run.
 # Usage: tools/batching-bench.sh [--rounds=2] [--seconds=15] [--concurrency=32] [--threads=N]
 #                                [--beam_size=1] [--modes=MODE,...] [--prefill_first]
+#                                [--baseline=SERVER]
 # Needs build/release (tools/build.sh Release). Texts: the corpus test sets when
 # build/corpus exists (training/build_corpus.py), else synthetic 20-word texts. Takes about
 # 1 minute per mode and round.
@@ -35,6 +39,7 @@ seconds=15
 concurrency=32
 threads=0
 beam_size=1
+baseline=
 modes=(per_task+folded continuous+folded continuous)
 for arg in "$@"; do
   case "$arg" in
@@ -45,6 +50,7 @@ for arg in "$@"; do
     --beam_size=*) beam_size=${arg#*=} ;;
     --modes=*) IFS=, read -r -a modes <<<"${arg#*=}" ;;
     --prefill_first) modes+=(continuous+prefill_first) ;;
+    --baseline=*) baseline=${arg#*=} ;;
     *)
       echo "batching-bench: unknown argument $arg" >&2
       exit 2
@@ -57,10 +63,23 @@ for tool in server/taskmoe-server server/taskmoe-client loadtest/taskmoe-loadtes
     exit 2
   fi
 done
-# The server flags of a mode, into the array `flags`; exits on a mode it does not know.
+if [[ -n "$baseline" ]]; then
+  if [[ ! -x "$baseline" ]]; then
+    echo "batching-bench: --baseline=$baseline is not an executable server" >&2
+    exit 2
+  fi
+  baseline=$(realpath "$baseline")
+  with_baselines=()
+  for mode in "${modes[@]}"; do with_baselines+=("$mode" "$mode@baseline"); done
+  modes=("${with_baselines[@]}")
+fi
+# The server flags of a mode, into the array `flags`, and its binary into `server_binary`
+# (empty: $bin's); exits on a mode it does not know.
 mode_flags() {
-  local mode=$1 part models=$repository
+  local mode=${1%@baseline} part models=$repository
   local -a parts
+  server_binary=
+  [[ $1 == *@baseline ]] && server_binary=$baseline
   IFS=+ read -r -a parts <<<"$mode"
   case "${parts[0]}" in
     per_task | continuous) flags=(--batching="${parts[0]}") ;;
@@ -168,13 +187,27 @@ for mode in modes:
           f"TTFT p50 mixed / idle {ttft:.1f}x")
 PRECISIONS = ("int8", "bf16", "f32")
 def precision(mode):
-    return next((p for p in mode.split("+") if p in PRECISIONS), "f32")
+    return next((p for p in mode.removesuffix("@baseline").split("+") if p in PRECISIONS), "f32")
+for mode in modes:
+    base = mode + "@baseline"
+    if base not in modes:
+        continue
+    def to_base(load, key):
+        return median(mode, load, key) / median(base, load, key)
+    print(f"{mode} / its baseline: mixed throughput {to_base('mixed', 'tokens/s'):.2f}x, "
+          f"p99 {to_base('mixed', 'p99'):.2f}x, TTFT p50 {to_base('mixed', 'ttft p50'):.2f}x; "
+          f"en-de alone throughput {to_base('en-de', 'tokens/s'):.2f}x; "
+          f"idle TTFT p50 {to_base('idle', 'ttft p50'):.2f}x")
 # Each continuous mode is compared with the per-task mode of its precision (the first
-# per-task mode when none has it).
-per_task = [m for m in modes if m.startswith("per_task")]
-if per_task:
+# per-task mode when none has it), run by the same server (its baseline's or this build's).
+def on_baseline(mode):
+    return mode.endswith("@baseline")
+for same in (False, True):
+    per_task = [m for m in modes if m.startswith("per_task") and on_baseline(m) == same]
+    if not per_task:
+        continue
     for mode in modes:
-        if mode in per_task:
+        if mode in per_task or on_baseline(mode) != same or mode.startswith("per_task"):
             continue
         before = next((m for m in per_task if precision(m) == precision(mode)), per_task[0])
         def ratio(load, key):

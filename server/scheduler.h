@@ -105,11 +105,18 @@ class Scheduler {
   // limits allow. Called with mu_ held.
   std::vector<Item> TakeCompatible(TaskQueue& queue);
   // A worker's progress listeners: queued in `batch` while it decodes, run by its own relay
-  // thread once delivered (progress_relay.h). Its destructor runs what was delivered.
+  // thread once delivered (progress_relay.h). Its destructor delivers what is still queued
+  // (a listener never run would leave its call waiting for good) and lets the relay run it.
   struct WorkerProgress {
+    WorkerProgress() = default;
+    WorkerProgress(const WorkerProgress&) = delete;
+    WorkerProgress& operator=(const WorkerProgress&) = delete;
+    ~WorkerProgress() { Deliver(); }  // before `relay`'s destructor, which runs it
+
+    void Deliver() { relay.Deliver(batch); }
+
     ProgressBatch batch;
     ProgressRelay relay;
-    void Deliver() { relay.Deliver(batch); }
   };
 
   // Decodes `batch` to its end; its requests' listeners are delivered at each step and at the

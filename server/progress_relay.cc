@@ -35,14 +35,13 @@ void ProgressRelay::Deliver(ProgressBatch& batch) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
-      const bool was_empty = pending_.empty();
-      if (was_empty) {
+      // The thread checks pending_ before it sleeps: only an empty one can have it asleep.
+      if (pending_.empty()) {
         pending_.Swap(batch);  // `batch` takes the relay's spare buffer
+        wake_.notify_one();
       } else {
         pending_.Append(batch);
       }
-      // The thread checks pending_ before it sleeps: only an empty one can have it asleep.
-      if (was_empty) wake_.notify_one();
       return;
     }
   }

@@ -248,8 +248,8 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
   };
   absl::StatusOr<std::vector<models::Hypothesis>> hypotheses =
       task.Decode(sources, decode, &workspace);
-  progress.Deliver();  // the last step's tokens
   if (!hypotheses.ok()) {
+    progress.Deliver();  // the tokens decoded before the failure
     Log(LogLevel::kError, absl::StrCat("task ", task.id(), ": decoding a batch of ", live.size(),
                                        " failed: ", hypotheses.status().ToString()));
     for (const Item& item : live) {
@@ -270,7 +270,7 @@ void Scheduler::RunBatch(std::vector<Item>& batch, TaskMetrics& metrics,
     }
     live[i].request->Finish(live[i].sentence, std::move(h), &progress.batch);
   }
-  progress.Deliver();
+  progress.Deliver();  // the last step's tokens and the finished sentences, together
   metrics.generated_tokens->Increment(static_cast<double>(generated));
   Log(LogLevel::kDebug, absl::StrCat("task ", task.id(), ": batch of ", live.size(), " sentences, ",
                                      tokens, " source tokens, ", generated, " generated in ",

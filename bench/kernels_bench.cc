@@ -84,10 +84,12 @@ void BM_Matmul(benchmark::State& state, MatmulPath path, bool bf16_values) {
 // The greedy decoding head: the vocabulary projection reduced to each row's argmax and
 // log-sum-exp (PackedLinear::ForwardArgMaxAndLogSumExp), against the same product written out
 // in full (Forward), to show what the reduction costs on top of the matmul.
-// With `filtered`, through the int8 candidate filter of our f32 kernel (greedy_candidates.h);
-// its cost depends on how many columns each row must recompute, which the weights decide: these
-// random ones are harder on it than a trained model's (docs/benchmarks.md).
-void BM_GreedyHead(benchmark::State& state, MatmulPath path, bool filtered) {
+// With `scores` false, the arg-max alone (GreedyLogSumExp::kNone), as a decoder that reports no
+// scores asks for it; with `filtered` too, through the int8 candidate filter of our f32 kernel
+// (greedy_candidates.h), whose cost depends on how many columns each row must recompute, which
+// the weights decide: these random ones are harder on it than a trained model's
+// (docs/benchmarks.md).
+void BM_GreedyHead(benchmark::State& state, MatmulPath path, bool scores, bool filtered) {
   const Precision precision = MatmulPathPrecision(path);
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
   const Tensor weight = PseudoRandomMatrix(n, k);
@@ -102,7 +104,7 @@ void BM_GreedyHead(benchmark::State& state, MatmulPath path, bool filtered) {
       return;
     }
   }
-  const GreedyLogSumExp kind = filtered ? GreedyLogSumExp::kApproximate : GreedyLogSumExp::kExact;
+  const GreedyLogSumExp kind = scores ? GreedyLogSumExp::kExact : GreedyLogSumExp::kNone;
   const Tensor x = PseudoRandomMatrix(m, k);
   Tensor products, argmax, max, log_sum_exp;
   for (auto _ : state) {
@@ -200,12 +202,17 @@ void RegisterBenchmarks() {
       for (int64_t m : {1, 32, 128}) bench->Args({m, 512, 1536});
       bench->ArgNames({"M", "K", "N"})->Unit(benchmark::kMicrosecond)->UseRealTime();
     }
-    for (bool filtered : {false, true}) {
-      if (filtered && p != MatmulPath::kAvx2F32 && p != MatmulPath::kBF16AsF32) continue;
+    struct HeadVariant {
+      const char* name;
+      bool scores, filtered;
+    };
+    for (const HeadVariant& v : {HeadVariant{"greedy_head/", true, false},
+                                 HeadVariant{"greedy_head_no_scores/", false, false},
+                                 HeadVariant{"greedy_head_filtered/", false, true}}) {
+      if (v.filtered && p != MatmulPath::kAvx2F32 && p != MatmulPath::kBF16AsF32) continue;
       auto* head = benchmark::RegisterBenchmark(
-          (std::string(filtered ? "greedy_head_filtered/" : "greedy_head/") + MatmulPathName(p))
-              .c_str(),
-          [p, filtered](benchmark::State& s) { BM_GreedyHead(s, p, filtered); });
+          (std::string(v.name) + MatmulPathName(p)).c_str(),
+          [p, v](benchmark::State& s) { BM_GreedyHead(s, p, v.scores, v.filtered); });
       // The paper shape's head, and the demo model's (d_model 256, 16k vocabulary).
       for (int64_t m : {1, 32, 128}) head->Args({m, 512, 64000});
       for (int64_t m : {1, 32, 128}) head->Args({m, 256, 16000});

@@ -15,10 +15,10 @@
 // every exact output computed; a column whose y~ + E stays below T cannot hold the largest y
 // (nor tie with it), and every other column is recomputed exactly (F32GemmSelectedColumns, the
 // f32 kernel's bits), the largest y~ first. So the arg-max (the first of equal values) and its
-// value are exactly the f32 ones, for every input; only log(sum exp(y)) mixes exact and
-// approximate terms. How many columns a row recomputes depends on how far its best output
-// stands out: about 2 of 16,000 on the trained demo model, 4 of 64,000 on random weights
-// (docs/benchmarks.md).
+// value are exactly the f32 ones, for every input (the head then computes no log(sum exp(y)):
+// a decoder that asks for scores gets the full product). How many columns a row recomputes
+// depends on how far its best output stands out: about 2 of 16,000 on the trained demo model,
+// 4 of 64,000 on random weights (docs/benchmarks.md).
 #ifndef TASKMOE_KERNELS_GREEDY_CANDIDATES_H_
 #define TASKMOE_KERNELS_GREEDY_CANDIDATES_H_
 

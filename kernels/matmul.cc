@@ -563,7 +563,8 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
                                                      Tensor& argmax, Tensor& max,
                                                      Tensor& log_sum_exp,
                                                      GreedyLogSumExp log_sum_exp_kind) const {
-  if (log_sum_exp_kind == GreedyLogSumExp::kApproximate && candidate_filter_ != nullptr) {
+  const bool want_log_sum_exp = log_sum_exp_kind == GreedyLogSumExp::kExact;
+  if (!want_log_sum_exp && candidate_filter_ != nullptr) {
     return ArgMaxThroughCandidates(x, products, argmax, max, log_sum_exp);
   }
   const bool int8 = precision() == Precision::kInt8;
@@ -590,7 +591,12 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
   }
   int32_t* const panel_argmax = per_panel ? scratch.head_argmax.data<int32_t>() : nullptr;
   float* const panel_max = per_panel ? scratch.head_max.data<float>() : nullptr;
-  float* const panel_log_sum_exp = per_panel ? scratch.head_log_sum_exp.data<float>() : nullptr;
+  float* const panel_log_sum_exp =
+      per_panel && want_log_sum_exp ? scratch.head_log_sum_exp.data<float>() : nullptr;
+  // The panels' reductions write a log-sum-exp only where it is wanted.
+  const auto panel_log_sum_exp_at = [&](int64_t at) {
+    return panel_log_sum_exp != nullptr ? panel_log_sum_exp + at : nullptr;
+  };
   // The sink runs on team threads: it uses the calling thread's scratch (the row scales
   // Multiply computes for int8 inputs, written before any panel runs), never its own.
   const auto reduce = [&](int64_t first_row, int64_t block_rows, int64_t panel,
@@ -605,7 +611,7 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
     }
     ArgMaxAndLogSumExpRowsOnThisThread(block, block_rows, p.columns,
                                        int8 ? &dequantisation : nullptr, panel_argmax + at,
-                                       panel_max + at, panel_log_sum_exp + at);
+                                       panel_max + at, panel_log_sum_exp_at(at));
   };
   const PanelSink sink(reduce);
   const auto reduce_chunk = [&](int64_t chunk, int64_t first_row, int64_t block_rows) {
@@ -615,7 +621,8 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
     for (int64_t r = 0; r < block_rows; ++r) {
       const int64_t at = chunk * rows + first_row + r;
       ArgMaxAndLogSumExpRowsOnThisThread(values + r * out_features_, 1, columns, nullptr,
-                                         panel_argmax + at, panel_max + at, panel_log_sum_exp + at);
+                                         panel_argmax + at, panel_max + at,
+                                         panel_log_sum_exp_at(at));
     }
   };
   const F32GemmChunkSink chunk_sink(reduce_chunk);
@@ -635,7 +642,9 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
   if (!per_panel) {
     const Dequantisation dequantisation = Int8Dequantisation();
     ArgMaxAndLogSumExpRows(products.data<float>(), rows, out_features_,
-                           int8 ? &dequantisation : nullptr, out_argmax, out_max, out_log_sum_exp);
+                           int8 ? &dequantisation : nullptr, out_argmax, out_max,
+                           want_log_sum_exp ? out_log_sum_exp : nullptr);
+    if (!want_log_sum_exp) std::copy_n(out_max, rows, out_log_sum_exp);
     return absl::OkStatus();
   }
   ParallelFor(rows, rows * panels > 4096, [&](int64_t r) {
@@ -643,22 +652,28 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
     // one pass), skipping panels whose values are all NaN; log(sum exp) of the panels' ones.
     float best = panel_max[r];
     int64_t best_panel = 0;
-    float largest_log_sum = panel_log_sum_exp[r];
     for (int64_t p = 1; p < panels; ++p) {
       const float v = panel_max[p * rows + r];
       if (!std::isnan(v) && (std::isnan(best) || v > best)) {
         best = v;
         best_panel = p;
       }
+    }
+    out_argmax[r] =
+        static_cast<int32_t>(first_column(best_panel) + panel_argmax[best_panel * rows + r]);
+    out_max[r] = best;
+    if (!want_log_sum_exp) {
+      out_log_sum_exp[r] = best;
+      return;
+    }
+    float largest_log_sum = panel_log_sum_exp[r];
+    for (int64_t p = 1; p < panels; ++p) {
       largest_log_sum = std::max(largest_log_sum, panel_log_sum_exp[p * rows + r]);
     }
     float sum = 0.0f;
     for (int64_t p = 0; p < panels; ++p) {
       sum += std::exp(panel_log_sum_exp[p * rows + r] - largest_log_sum);
     }
-    out_argmax[r] =
-        static_cast<int32_t>(first_column(best_panel) + panel_argmax[best_panel * rows + r]);
-    out_max[r] = best;
     out_log_sum_exp[r] = largest_log_sum + std::log(sum);
   });
   return absl::OkStatus();
@@ -742,7 +757,8 @@ absl::Status PackedLinear::ArgMaxThroughCandidates(const Tensor& x, Tensor& prod
                           F32GemmSelectedColumns(exact_args, r, columns, count, out);
                         });
     ArgMaxAndLogSumExpRowsOnThisThread(values + r * n, 1, n, nullptr, argmax.data<int32_t>() + r,
-                                       max.data<float>() + r, log_sum_exp.data<float>() + r);
+                                       max.data<float>() + r, nullptr);
+    log_sum_exp.data<float>()[r] = max.data<float>()[r];
   });
   return absl::OkStatus();
 }

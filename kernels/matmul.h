@@ -56,10 +56,11 @@ MatmulPath DefaultMatmulPath(Precision precision);
 // avx2_int8 (none below AVX2, as ONEDNN_MAX_CPU_ISA may cap it).
 std::optional<MatmulPath> OwnInt8Path();
 
-// What a greedy head's log(sum exp(y)) must be (PackedLinear::ForwardArgMaxAndLogSumExp):
-// exact, or approximate where that lets the head skip most of the f32 products (a decoder
-// that reports no scores needs only the arg-max, which stays exact).
-enum class GreedyLogSumExp { kExact, kApproximate };
+// Whether a greedy head computes log(sum exp(y)) (PackedLinear::ForwardArgMaxAndLogSumExp):
+// exactly, or not at all. A decoder that reports no scores needs only the arg-max and its
+// value, which are exact either way; without the log-sum-exp the head takes no exponential,
+// and one with a candidate filter skips most of its f32 products too.
+enum class GreedyLogSumExp { kExact, kNone };
 
 class PackedLinear {
  public:
@@ -97,16 +98,17 @@ class PackedLinear {
   // reduction, so the 64k-wide output rows are never written out in f32. Where oneDNN's
   // weights are column panels it is left unwritten: each (row block, panel) is reduced on the
   // thread that computed it, and the panels' results are merged per row.
-  // With kApproximate and a candidate filter (AddGreedyCandidateFilter) the arg-max and the
-  // max are still exactly the f32 ones, but log_sum_exp sums exact and int8 terms (the
-  // products of columns that cannot win are int8 approximations); products then holds those.
+  // With kNone log_sum_exp gets each row's max (a step's log-probability, max - log_sum_exp,
+  // reads 0), and a layer with a candidate filter (AddGreedyCandidateFilter) finds the
+  // arg-max and the max, exactly the f32 ones, through it: products then holds int8
+  // approximations of the columns that cannot win.
   absl::Status ForwardArgMaxAndLogSumExp(
       const Tensor& x, Tensor& products, Tensor& argmax, Tensor& max, Tensor& log_sum_exp,
       GreedyLogSumExp log_sum_exp_kind = GreedyLogSumExp::kExact) const;
 
   // Gives an f32 layer on our kernel (avx2_f32, bf16_as_f32) the greedy head's int8 candidate
   // filter (greedy_candidates.h), built from `weight`, the tensor Create packed: with it
-  // ForwardArgMaxAndLogSumExp(..., kApproximate) finds the arg-max from an int8 product (on
+  // ForwardArgMaxAndLogSumExp(..., kNone) finds the arg-max from an int8 product (on
   // avx_vnni_int8 where the CPU has AVX-VNNI, else avx2_int8) and recomputes only the
   // columns that could hold it in f32. Costs the int8 copy of the weights, a quarter of their
   // f32 packing. Does nothing on other paths, where the f32 products' rounding is oneDNN's and

@@ -91,7 +91,7 @@ void LogSoftmaxRow(float* values, int64_t count) {
 namespace {
 
 // One row of ArgMaxAndLogSumExpRows: arithmetic-bound (an exp per vocabulary entry), hence
-// compiled for AVX-512 too (cpu_dispatch.h).
+// compiled for AVX-512 too (cpu_dispatch.h). Without `log_sum_exp` only the blocks' maxima.
 TASKMOE_AVX512_CLONE void ArgMaxAndLogSumExpRow(const float* row, int64_t r, int64_t n,
                                                 const Dequantisation* dequantisation,
                                                 int32_t* argmax, float* max, float* log_sum_exp) {
@@ -119,7 +119,7 @@ TASKMOE_AVX512_CLONE void ArgMaxAndLogSumExpRow(const float* row, int64_t r, int
       best_block = begin;
     }
     // Blocks before the first number (all NaN maxima so far) cannot be scaled: skipped.
-    if (m == -std::numeric_limits<float>::infinity()) continue;
+    if (log_sum_exp == nullptr || m == -std::numeric_limits<float>::infinity()) continue;
     float block_sum = 0.0f;
 #pragma omp simd reduction(+ : block_sum)
     for (int64_t i = 0; i < count; ++i) block_sum += FastExp(block[i] - m);
@@ -131,7 +131,9 @@ TASKMOE_AVX512_CLONE void ArgMaxAndLogSumExpRow(const float* row, int64_t r, int
   const bool found = index < count;
   argmax[r] = static_cast<int32_t>(found ? best_block + index : 0);
   if (max != nullptr) max[r] = found ? m : std::numeric_limits<float>::quiet_NaN();
-  log_sum_exp[r] = found ? m + std::log(sum) : std::numeric_limits<float>::quiet_NaN();
+  if (log_sum_exp != nullptr) {
+    log_sum_exp[r] = found ? m + std::log(sum) : std::numeric_limits<float>::quiet_NaN();
+  }
 }
 
 }  // namespace

@@ -26,7 +26,9 @@ absl::Status ArgMaxAndLogSumExp(const Tensor& x, Tensor& argmax, Tensor& log_sum
 // dequantisation when one is given (computed block by block in cache and never written), plus
 // each row's maximum (the best value) when `max` is not null. One pass over memory: the
 // exponential sum is rescaled whenever a block raises the maximum. A row whose values are all
-// NaN gets index 0 and NaN maximum and shift.
+// NaN gets index 0 and NaN maximum and shift. A null `log_sum_exp` skips the exponentials
+// (a greedy decoder that reports no scores needs only the arg-max): the same arg-max and
+// maximum from a pass of vectorised maxima.
 void ArgMaxAndLogSumExpRows(const float* values, int64_t rows, int64_t n,
                             const Dequantisation* dequantisation, int32_t* argmax, float* max,
                             float* log_sum_exp);

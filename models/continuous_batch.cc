@@ -384,7 +384,7 @@ absl::Status ContinuousBatch::StepRunningRows(
   int64_t beam_rows = 0;
   int largest_beam = 1;
   // One greedy row that reports its score makes the whole step's head exact.
-  head_.log_sum_exp_kind = kernels::GreedyLogSumExp::kApproximate;
+  head_.log_sum_exp_kind = kernels::GreedyLogSumExp::kNone;
   for (size_t r = 0; r < rows_.size(); ++r) {
     tokens_[r] = rows_[r].last_token;
     if (rows_[r].beam < 0 && rows_[r].exact_scores) {
@@ -424,7 +424,9 @@ absl::Status ContinuousBatch::StepRunningRows(
     }
     const int32_t best = head_.best.data<int32_t>()[r];
     Hypothesis& h = row.hypothesis;
-    h.score += head_.best_logit.data<float>()[r] - head_.log_sum_exp.data<float>()[r];
+    if (row.exact_scores) {
+      h.score += head_.best_logit.data<float>()[r] - head_.log_sum_exp.data<float>()[r];
+    }
     on_token(row.key, best);
     row.last_token = best;
     bool finished = false;

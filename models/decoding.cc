@@ -97,8 +97,8 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
   std::vector<int32_t>& tokens = w.tokens;
   tokens.assign(batch, model.config().special_tokens.bos);
   std::vector<int32_t>& keep = w.keep;
-  w.greedy.log_sum_exp_kind = options.exact_scores ? kernels::GreedyLogSumExp::kExact
-                                                   : kernels::GreedyLogSumExp::kApproximate;
+  w.greedy.log_sum_exp_kind =
+      options.exact_scores ? kernels::GreedyLogSumExp::kExact : kernels::GreedyLogSumExp::kNone;
   for (int64_t step = 0; step < max_steps && !sentence_of_row.empty(); ++step) {
     if (options.on_step) options.on_step(step, static_cast<int>(sentence_of_row.size()));
     keep.clear();
@@ -120,7 +120,9 @@ absl::StatusOr<std::vector<Hypothesis>> GreedyDecode(const TransformerModel& mod
     for (size_t r = 0; r < sentence_of_row.size(); ++r) {
       const int32_t best = w.greedy.best.data<int32_t>()[r];
       Hypothesis& h = results[sentence_of_row[r]];
-      h.score += w.greedy.best_logit.data<float>()[r] - w.greedy.log_sum_exp.data<float>()[r];
+      if (options.exact_scores) {
+        h.score += w.greedy.best_logit.data<float>()[r] - w.greedy.log_sum_exp.data<float>()[r];
+      }
       if (options.on_token) options.on_token(sentence_of_row[r], best);
       if (best == eos && !options.ignore_eos) {
         h.reached_eos = true;

@@ -34,11 +34,11 @@ struct DecodeSettings {
   int max_output_offset = 0;
   // Benchmarks only: never stop at EOS, decode exactly max_output_tokens steps (greedy).
   bool ignore_eos = false;
-  // Greedy: whether Hypothesis::score must be the exact sum of log-probabilities. Without it
-  // an f32 output projection with a candidate filter (kernels/greedy_candidates.h) chooses
-  // each token from an int8 product and recomputes only the columns that could win: the same
-  // tokens, but each step's log-sum-exp, and so the score, mixes in int8 terms. Beam search
-  // is always exact.
+  // Greedy: whether to compute Hypothesis::score, the sum of log-probabilities. Without it
+  // the head computes no log-sum-exp (an exponential per vocabulary entry and row), and an
+  // f32 output projection with a candidate filter (kernels/greedy_candidates.h) chooses each
+  // token from an int8 product, recomputing only the columns that could win: the same
+  // tokens, and the score stays 0. Beam search always scores.
   bool exact_scores = false;
 
   friend bool operator==(const DecodeSettings&, const DecodeSettings&) = default;
@@ -66,8 +66,8 @@ struct DecodeOptions : DecodeSettings {
 
 struct Hypothesis {
   std::vector<int32_t> tokens;  // generated pieces, without BOS and EOS
-  // Sum of log-probabilities (length-penalised for beam search); greedy's is approximate
-  // unless DecodeSettings::exact_scores.
+  // Sum of log-probabilities (length-penalised for beam search); greedy's is 0 unless
+  // DecodeSettings::exact_scores.
   float score = 0.0f;
   bool reached_eos = false;  // false: stopped by the length limit (or cancelled)
   absl::Status status;       // Cancelled when is_cancelled said so

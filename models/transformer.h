@@ -115,8 +115,9 @@ struct EncoderOutput {
 // What DecodeStepGreedy writes: the greedy head of every row, all [batch] (unspecified for rows
 // of groups asking for full logits), and the logits of those rows.
 struct GreedyHead {
-  // Set by the caller: kApproximate lets an output projection with a candidate filter skip
-  // most of its f32 products (same best tokens and logits; log_sum_exp approximate).
+  // Set by the caller: kNone leaves out the log-sum-exp (log_sum_exp gets the best logits),
+  // and lets an output projection with a candidate filter skip most of its f32 products (the
+  // same best tokens and logits).
   kernels::GreedyLogSumExp log_sum_exp_kind = kernels::GreedyLogSumExp::kExact;
 
   kernels::Tensor best;         // s32 token ids

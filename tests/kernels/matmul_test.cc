@@ -468,6 +468,22 @@ TEST(Matmul, ArgMaxAndLogSumExpHeadMatchesForward) {
                     1e-5f * (1 + std::fabs(want_lse.data<float>()[r])))
             << MatmulPathName(path) << " row " << r;
       }
+      // Without the log-sum-exp (a decoder that reports no scores): the same arg-max and max,
+      // bit for bit, and the max in place of the log-sum-exp.
+      Tensor no_lse_best, no_lse_max, no_lse;
+      ASSERT_TRUE(linear
+                      ->ForwardArgMaxAndLogSumExp(x, products, no_lse_best, no_lse_max, no_lse,
+                                                  GreedyLogSumExp::kNone)
+                      .ok());
+      ASSERT_EQ(no_lse_best.shape(), Shape{m});
+      ASSERT_EQ(no_lse.shape(), Shape{m});
+      for (int64_t r = 0; r < m; ++r) {
+        EXPECT_EQ(no_lse_best.data<int32_t>()[r], best.data<int32_t>()[r])
+            << MatmulPathName(path) << " row " << r;
+        EXPECT_EQ(std::memcmp(no_lse_max.data<float>() + r, max.data<float>() + r, sizeof(float)),
+                  0);
+        EXPECT_EQ(std::memcmp(no_lse.data<float>() + r, max.data<float>() + r, sizeof(float)), 0);
+      }
     }
   }
   absl::StatusOr<PackedLinear> linear =

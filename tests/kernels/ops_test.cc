@@ -2,7 +2,9 @@
 // naive references, including odd sizes and bad arguments.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <vector>
@@ -118,6 +120,34 @@ TEST(Softmax, ArgMaxAndLogSumExpMatchTheReference) {
   EXPECT_FALSE(ArgMaxAndLogSumExp(empty, best, lse).ok());
   Tensor ints = Tensor::Allocate(DType::kS32, Shape{2, 2});
   EXPECT_FALSE(ArgMaxAndLogSumExp(ints, best, lse).ok());
+}
+
+// Without a log-sum-exp the rows' arg-max and maximum are those of the full reduction: the
+// first maximum, NaNs never winning, an all-NaN row index 0 and a NaN maximum.
+TEST(Softmax, ArgMaxWithoutLogSumExpMatchesTheFullReduction) {
+  constexpr int64_t rows = 6, n = 1500;
+  Tensor x = RandomTensor(Shape{rows, n}, 8, 8.0f);
+  float* data = x.data<float>();
+  data[0] = NAN;                                   // row 0 opens with a NaN
+  data[1 * n + 700] = data[1 * n + 1400] = 90.0f;  // row 1: a tie two blocks apart
+  data[2 * n + 9] = data[2 * n + 13] = 90.0f;      // row 2: a tie in one vector
+  std::fill_n(data + 3 * n, n, NAN);               // row 3: all NaN
+  data[4 * n + n - 1] = 90.0f;                     // row 4: the last value
+  data[5 * n + 3] = -std::numeric_limits<float>::infinity();
+  std::vector<int32_t> want_best(rows), best(rows);
+  std::vector<float> want_max(rows), want_lse(rows), max(rows);
+  ArgMaxAndLogSumExpRows(data, rows, n, nullptr, want_best.data(), want_max.data(),
+                         want_lse.data());
+  ArgMaxAndLogSumExpRows(data, rows, n, nullptr, best.data(), max.data(), nullptr);
+  for (int64_t r = 0; r < rows; ++r) {
+    EXPECT_EQ(best[r], want_best[r]) << "row " << r;
+    EXPECT_EQ(std::memcmp(&max[r], &want_max[r], sizeof(float)), 0) << "row " << r;
+  }
+  EXPECT_EQ(best[1], 700);
+  EXPECT_EQ(best[2], 9);
+  EXPECT_EQ(best[3], 0);
+  EXPECT_TRUE(std::isnan(max[3]));
+  EXPECT_EQ(best[4], n - 1);
 }
 
 TEST(Layout, SplitLastDimCopiesColumnBlocks) {

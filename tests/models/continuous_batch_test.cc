@@ -331,6 +331,32 @@ TEST_F(ContinuousBatchTest, NewcomersAdmittedBetweenLayersGetTheTokensOfDecoding
                            GreedyAndBeams, Join::kBetweenLayers));
 }
 
+TEST_F(ContinuousBatchTest, ScoresOnlyTheSentencesThatAskForThem) {
+  // Every other greedy sentence asks for its score: those get the exact one of decoding alone
+  // (a step with one of them computes the log-sum-exp for every row), the others none, however
+  // the two kinds share steps.
+  const std::vector<Case> cases = Cases(*tasks_);
+  const SettingsOf every_other = [](size_t i) {
+    DecodeSettings settings = TrainerSettings();
+    settings.exact_scores = i % 2 == 0;
+    return settings;
+  };
+  const std::vector<Hypothesis> alone = DecodeAlone(cases, every_other);
+  for (size_t i = 0; i < alone.size(); ++i) {
+    if (i % 2 == 0) {
+      EXPECT_LT(alone[i].score, 0.0f) << "case " << i;
+    } else {
+      EXPECT_EQ(alone[i].score, 0.0f) << "case " << i;
+    }
+  }
+  ExpectSameHypotheses(alone,
+                       DecodeContinuously(
+                           cases, [](size_t i) { return static_cast<int>(i / 3); }, every_other));
+  ExpectSameHypotheses(alone, DecodeContinuously(
+                                  cases, [](size_t i) { return static_cast<int>(i); }, every_other,
+                                  Join::kBetweenLayers));
+}
+
 TEST_F(ContinuousBatchTest, MatchesPerTaskBatches) {
   const std::vector<Case> cases = Cases(*tasks_);
   ExpectSameHypotheses(DecodePerTask(cases, TrainerSettings()),

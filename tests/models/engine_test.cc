@@ -274,6 +274,7 @@ TEST(Engine, BatchingAndPaddingDoNotChangeResults) {
     const auto sources = Sources(6, 5, 42);
     DecodeOptions options;
     options.max_output_tokens = 10;
+    options.exact_scores = true;  // scores too, which a batch must not change either
     absl::StatusOr<std::vector<Hypothesis>> batched = Decode(*model, route, sources, options);
     ASSERT_TRUE(batched.ok()) << batched.status();
     for (size_t i = 0; i < sources.size(); ++i) {

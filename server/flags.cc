@@ -58,8 +58,8 @@ ABSL_FLAG(bool, prefill_first, kDefaults.batching.prefill_first,
 ABSL_FLAG(bool, prefill_first_when_mixed, kDefaults.batching.prefill_first_when_mixed,
           "Continuous batching: as --prefill_first, but in mixed batches only: for newcomers "
           "whose task is not the only one of the running rows, and between the layers of steps "
-          "over several tasks (an earlier first token under a mix of tasks, some tokens/s; "
-          "--prefill_first does it always)");
+          "over several tasks (an earlier first token under a mix of tasks, for tokens/s and "
+          "tail latency; --prefill_first does it always)");
 ABSL_FLAG(int, max_admit_tokens, kDefaults.batching.max_admit_tokens,
           "Continuous batching: source tokens a running batch admits per step (at its start "
           "and between its layers together)");

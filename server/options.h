@@ -44,12 +44,12 @@ struct BatchingOptions {
   // task. A first step apart reads the newcomer's weights (the shared ones and its own) once
   // more: in a batch of its own task alone that is a whole step's weight reading for a token
   // the next step would have given, in a mixed batch, whose steps also read every running
-  // task's own weights, a smaller part of a step. Measured on the demo repository at
-  // concurrency 32 (docs/benchmarks.md, stop 61): under 16 tasks mixed, a time to first token
-  // about a third of plain continuous batching's (1.5-1.6x the idle one), at 0.81-0.99x its
-  // tokens/s (three runs; the rounds' own spread is about +-10 %); under one task, prefill first
-  // for every newcomer cost 0.88-0.98x the tokens/s, which this leaves out.
-  bool prefill_first_when_mixed = true;
+  // task's own weights, a smaller part of a step. Off by default since stop 65: on the demo
+  // repository's real test sentences (short UI strings, several newcomers a step) under 16
+  // tasks mixed at concurrency 32 it cost 0.82-0.86x plain continuous batching's tokens/s and
+  // 1.25-1.30x its p99, for a first token at 0.65-0.70x its time (docs/benchmarks.md, stop
+  // 65); on longer synthetic texts (stop 61) a third of the time at 0.81-0.99x the tokens/s.
+  bool prefill_first_when_mixed = false;
   // Tests and benchmarks only: never stop at EOS (decode max_output_tokens tokens), and sleep
   // this long before each decoding step. Both make decode time independent of the weights.
   bool ignore_eos = false;

@@ -9,8 +9,8 @@
 //   beam_size rows) and max_admit_tokens of source per step; with prefill_first, greedy ones
 //   take their first step by themselves, also while a step waits between two decoder layers
 //   (joining its rows when it ends), so that a newcomer's first token need not wait for a
-//   whole step (with prefill_first_when_mixed, the default, only where the running rows are
-//   not all of the newcomer's task, and between layers of steps over several tasks). Finished
+//   whole step (with prefill_first_when_mixed only where the running rows are not all of the
+//   newcomer's task, and between layers of steps over several tasks). Finished
 //   sentences leave at once,
 //   cancelled and expired ones at the next step. When the oldest queued sentence's model cannot
 //   share the running batch (another architecture or precision), the worker admits nothing more,

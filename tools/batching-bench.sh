@@ -8,9 +8,10 @@
 # greedy only), so there is no time to first token.
 # A mode is a batching (per_task or continuous) with optional '+'-joined options:
 #   +prefill_first  the server's --prefill_first
-#   +plain          the server's --noprefill_first_when_mixed (continuous batching as before
-#                   stop 61: every newcomer joins at a step boundary and takes its first step
-#                   with the running rows)
+#   +plain          the server's --noprefill_first_when_mixed (every newcomer joins at a step
+#                   boundary and takes its first step with the running rows: the default
+#                   before stop 61 and again since stop 65)
+#   +when_mixed     the server's --prefill_first_when_mixed (the default of stops 61-64)
 #   +folded         subnetworks extracted folded (taskmoe-extract's default) instead of with
 #                   --keep_experts (experts apart, shared by tasks: what tools/serve-demo.sh
 #                   serves)
@@ -92,12 +93,13 @@ mode_flags() {
     case "$part" in
       prefill_first) flags+=(--prefill_first) ;;
       plain) flags+=(--noprefill_first_when_mixed) ;;
+      when_mixed) flags+=(--prefill_first_when_mixed) ;;
       folded) models=$folded_repository ;;
       int8 | bf16 | f32) flags+=(--precision="$part") ;;
       rows[0-9]*) flags+=(--max_batch_sentences="${part#rows}") ;;
       notrim) flags+=(--malloc_trim_interval_ms=0) ;;
       *)
-        echo "batching-bench: mode $mode: unknown option $part (prefill_first, plain, folded, int8, bf16, rowsN, notrim)" >&2
+        echo "batching-bench: mode $mode: unknown option $part (prefill_first, plain, when_mixed, folded, int8, bf16, rowsN, notrim)" >&2
         exit 2
         ;;
     esac

@@ -107,7 +107,7 @@ TEST_F(ServerTest, ConcurrentMixedTrafficEqualsOfflineTranslateInBothBatchingMod
     }
   }
   for (const char* mode :
-       {"--batching=continuous", "--batching=continuous --noprefill_first_when_mixed",
+       {"--batching=continuous", "--batching=continuous --prefill_first_when_mixed",
         "--batching=continuous --prefill_first", "--batching=per_task"}) {
     std::vector<std::string> flags = {"--max_output_tokens=24", "--max_batch_sentences=6"};
     for (absl::string_view flag : absl::StrSplit(mode, ' ')) flags.emplace_back(flag);
@@ -185,12 +185,13 @@ TEST_F(ServerTest, PrefillFirstNewcomersJoinBetweenLayersAndEqualOfflineTranslat
             0);
 }
 
-// By default (--prefill_first_when_mixed) a newcomer takes its first step apart only where
-// that costs little: under one task alone it joins with the running rows at a step boundary,
-// none between layers; while a step runs over two tasks, newcomers of a third are taken between
-// its layers. Translations are offline decoding's either way.
-TEST_F(ServerTest, NewcomersTakeTheirFirstStepApartOnlyInMixedBatchesByDefault) {
-  auto server = StartServer({"--debug_step_delay_ms=20", "--max_output_tokens=24"});
+// With --prefill_first_when_mixed a newcomer takes its first step apart only in mixed
+// batches: under one task alone it joins with the running rows at a step boundary, none between
+// layers; while a step runs over two tasks, newcomers of a third are taken between its layers.
+// By default none is, mixed batches included. Translations are offline decoding's either way.
+TEST_F(ServerTest, NewcomersTakeTheirFirstStepApartOnlyInMixedBatchesAndOnlyWhenAsked) {
+  auto server = StartServer(
+      {"--debug_step_delay_ms=20", "--max_output_tokens=24", "--prefill_first_when_mixed"});
   ASSERT_NE(server, nullptr);
   const auto admitted_between_layers = [&] {
     absl::StatusOr<std::string> metrics = ScrapeMetrics(server->metrics_port());
@@ -233,6 +234,10 @@ TEST_F(ServerTest, NewcomersTakeTheirFirstStepApartOnlyInMixedBatchesByDefault) 
   EXPECT_EQ(admitted_between_layers(), 0);
   translate_beside({"en-de", "en-fr"}, "de-en");
   EXPECT_GT(admitted_between_layers(), 0);
+  server = StartServer({"--debug_step_delay_ms=20", "--max_output_tokens=24"});
+  ASSERT_NE(server, nullptr);
+  translate_beside({"en-de", "en-fr"}, "de-en");
+  EXPECT_EQ(admitted_between_layers(), 0);
 }
 
 TEST_F(ServerTest, ListTasksAndGetTask) {

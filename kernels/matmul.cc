@@ -564,8 +564,15 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
                                                      Tensor& log_sum_exp,
                                                      GreedyLogSumExp log_sum_exp_kind) const {
   const bool want_log_sum_exp = log_sum_exp_kind == GreedyLogSumExp::kExact;
+  // Without a log-sum-exp, each row's max stands in for it (kNone's contract, matmul.h).
+  const auto max_for_log_sum_exp = [&] {
+    log_sum_exp.Resize(DType::kF32, max.shape());
+    std::copy_n(max.data<float>(), max.numel(), log_sum_exp.data<float>());
+  };
   if (!want_log_sum_exp && candidate_filter_ != nullptr) {
-    return ArgMaxThroughCandidates(x, products, argmax, max, log_sum_exp);
+    TASKMOE_RETURN_IF_ERROR(ArgMaxThroughCandidates(x, products, argmax, max));
+    max_for_log_sum_exp();
+    return absl::OkStatus();
   }
   const bool int8 = precision() == Precision::kInt8;
   // Where oneDNN's products land in y they are reduced there. Otherwise each (row block,
@@ -587,7 +594,7 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
   if (per_panel) {
     scratch.head_argmax.Resize(DType::kS32, Shape{panels, rows});
     scratch.head_max.Resize(DType::kF32, Shape{panels, rows});
-    scratch.head_log_sum_exp.Resize(DType::kF32, Shape{panels, rows});
+    if (want_log_sum_exp) scratch.head_log_sum_exp.Resize(DType::kF32, Shape{panels, rows});
   }
   int32_t* const panel_argmax = per_panel ? scratch.head_argmax.data<int32_t>() : nullptr;
   float* const panel_max = per_panel ? scratch.head_max.data<float>() : nullptr;
@@ -644,38 +651,35 @@ absl::Status PackedLinear::ForwardArgMaxAndLogSumExp(const Tensor& x, Tensor& pr
     ArgMaxAndLogSumExpRows(products.data<float>(), rows, out_features_,
                            int8 ? &dequantisation : nullptr, out_argmax, out_max,
                            want_log_sum_exp ? out_log_sum_exp : nullptr);
-    if (!want_log_sum_exp) std::copy_n(out_max, rows, out_log_sum_exp);
-    return absl::OkStatus();
-  }
-  ParallelFor(rows, rows * panels > 4096, [&](int64_t r) {
-    // The first panel holding the largest value (so the first of equal values wins, as in
-    // one pass), skipping panels whose values are all NaN; log(sum exp) of the panels' ones.
-    float best = panel_max[r];
-    int64_t best_panel = 0;
-    for (int64_t p = 1; p < panels; ++p) {
-      const float v = panel_max[p * rows + r];
-      if (!std::isnan(v) && (std::isnan(best) || v > best)) {
-        best = v;
-        best_panel = p;
+  } else {
+    ParallelFor(rows, rows * panels > 4096, [&](int64_t r) {
+      // The first panel holding the largest value (so the first of equal values wins, as in
+      // one pass), skipping panels whose values are all NaN; log(sum exp) of the panels' ones.
+      float best = panel_max[r];
+      int64_t best_panel = 0;
+      for (int64_t p = 1; p < panels; ++p) {
+        const float v = panel_max[p * rows + r];
+        if (!std::isnan(v) && (std::isnan(best) || v > best)) {
+          best = v;
+          best_panel = p;
+        }
       }
-    }
-    out_argmax[r] =
-        static_cast<int32_t>(first_column(best_panel) + panel_argmax[best_panel * rows + r]);
-    out_max[r] = best;
-    if (!want_log_sum_exp) {
-      out_log_sum_exp[r] = best;
-      return;
-    }
-    float largest_log_sum = panel_log_sum_exp[r];
-    for (int64_t p = 1; p < panels; ++p) {
-      largest_log_sum = std::max(largest_log_sum, panel_log_sum_exp[p * rows + r]);
-    }
-    float sum = 0.0f;
-    for (int64_t p = 0; p < panels; ++p) {
-      sum += std::exp(panel_log_sum_exp[p * rows + r] - largest_log_sum);
-    }
-    out_log_sum_exp[r] = largest_log_sum + std::log(sum);
-  });
+      out_argmax[r] =
+          static_cast<int32_t>(first_column(best_panel) + panel_argmax[best_panel * rows + r]);
+      out_max[r] = best;
+      if (!want_log_sum_exp) return;
+      float largest_log_sum = panel_log_sum_exp[r];
+      for (int64_t p = 1; p < panels; ++p) {
+        largest_log_sum = std::max(largest_log_sum, panel_log_sum_exp[p * rows + r]);
+      }
+      float sum = 0.0f;
+      for (int64_t p = 0; p < panels; ++p) {
+        sum += std::exp(panel_log_sum_exp[p * rows + r] - largest_log_sum);
+      }
+      out_log_sum_exp[r] = largest_log_sum + std::log(sum);
+    });
+  }
+  if (!want_log_sum_exp) max_for_log_sum_exp();
   return absl::OkStatus();
 }
 
@@ -709,8 +713,7 @@ absl::Status PackedLinear::AddGreedyCandidateFilter(const Tensor& weight) {
 }
 
 absl::Status PackedLinear::ArgMaxThroughCandidates(const Tensor& x, Tensor& products,
-                                                   Tensor& argmax, Tensor& max,
-                                                   Tensor& log_sum_exp) const {
+                                                   Tensor& argmax, Tensor& max) const {
   // The f32 kernel of bf16_as_f32 multiplies the inputs rounded to bf16: the filter, its bound
   // and the recomputed columns all take those.
   const Tensor* input = &x;
@@ -726,7 +729,6 @@ absl::Status PackedLinear::ArgMaxThroughCandidates(const Tensor& x, Tensor& prod
   const int64_t rows = products.numel() / out_features_, n = out_features_, k = in_features_;
   argmax.Resize(DType::kS32, Shape{rows});
   max.Resize(DType::kF32, Shape{rows});
-  log_sum_exp.Resize(DType::kF32, Shape{rows});
   if (rows == 0) return absl::OkStatus();
   const F32GemmArgs exact_args = OwnF32GemmArgs(input->data<float>(), rows);
   const float* row_scales = scratch.row_scales.data<float>();
@@ -758,7 +760,6 @@ absl::Status PackedLinear::ArgMaxThroughCandidates(const Tensor& x, Tensor& prod
                         });
     ArgMaxAndLogSumExpRowsOnThisThread(values + r * n, 1, n, nullptr, argmax.data<int32_t>() + r,
                                        max.data<float>() + r, nullptr);
-    log_sum_exp.data<float>()[r] = max.data<float>()[r];
   });
   return absl::OkStatus();
 }

@@ -170,9 +170,9 @@ class PackedLinear {
   // Our f32 kernel's arguments for `m` rows of inputs at `a` (avx2_f32, bf16_as_f32): these
   // weights, in whichever packing they have, and the bias; no outputs.
   F32GemmArgs OwnF32GemmArgs(const float* a, int64_t m) const;
-  // ForwardArgMaxAndLogSumExp through the candidate filter.
+  // ForwardArgMaxAndLogSumExp's arg-max and max through the candidate filter (no log-sum-exp).
   absl::Status ArgMaxThroughCandidates(const Tensor& x, Tensor& products, Tensor& argmax,
-                                       Tensor& max, Tensor& log_sum_exp) const;
+                                       Tensor& max) const;
 
   // Packs W ([n, k] row-major, of `type`) into panels_ for oneDNN's kernels, in
   // PanelColumns' width or wider where oneDNN would run its reference kernel on that.

@@ -493,6 +493,9 @@ TEST(Matmul, ArgMaxAndLogSumExpHeadMatchesForward) {
   EXPECT_FALSE(
       linear->ForwardArgMaxAndLogSumExp(RandomTensor(Shape{2, 5}, 1), products, best, max, lse)
           .ok());
+  const absl::Status no_scores = linear->ForwardArgMaxAndLogSumExp(
+      RandomTensor(Shape{2, 5}, 1), products, best, max, lse, GreedyLogSumExp::kNone);
+  EXPECT_EQ(no_scores.code(), absl::StatusCode::kInvalidArgument) << no_scores;
   ASSERT_TRUE(linear
                   ->ForwardArgMaxAndLogSumExp(Tensor::Allocate(DType::kF32, Shape{0, 4}), products,
                                               best, max, lse)

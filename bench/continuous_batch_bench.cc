@@ -15,11 +15,15 @@
 // server's under the same load (tools/batching-bench.sh), is what the server costs on top of
 // the engine; it also prints how the time splits between admitting and stepping.
 //
+// Scenario 6 is scenario 5 with every newcomer to a running batch taking its first step apart
+// (ContinuousBatch::AdmitWithFirstStep, the server's --prefill_first at step boundaries): the
+// engine's price, in tokens/s, for a first token that need not wait for a whole step.
+//
 // --encoder_only times the encoder alone instead: R of scenario 5's sentences of the first task,
 // in their file order (lengths as they come, as a queue delivers them), encoded as one batch.
 //
 //   build/release/bench/continuous_batch_bench [--repository=build/demo-repository[,DIR...]]
-//       [--rows=32] [--steps=32] [--rounds=5] [--precision=f32] [--threads=0] [--only=2,4,5]
+//       [--rows=32] [--steps=32] [--rounds=5] [--precision=f32] [--threads=0] [--only=2,4,5,6]
 //       [--texts='build/corpus/test.{task}.{src}'] [--rolling_sentences=512] [--encoder_only]
 #include <algorithm>
 #include <cstdio>
@@ -53,7 +57,8 @@ ABSL_FLAG(int, rounds, 5, "Interleaved repetitions; medians are printed");
 ABSL_FLAG(std::string, precision, "f32", "f32, bf16 or int8");
 ABSL_FLAG(int, threads, 0, "Compute threads (0: the default budget)");
 ABSL_FLAG(std::string, only, "",
-          "Run only the scenarios with these numbers (1-5, comma-separated; for profiling one)");
+          "Run only the scenarios with these numbers (1-6, comma-separated; for profiling one; "
+          "6 runs only when named)");
 ABSL_FLAG(std::string, texts, "build/corpus/test.{task}.{src}",
           "Scenario 5's sentences: a file per task, one text per line, {task} and {src} "
           "replaced by the task's id and source language (a fixed set of sentences when a "
@@ -177,9 +182,11 @@ struct RollingTimes {
 };
 
 // `rows` sentences in flight, each finished one replaced at the next step boundary, until
-// every sentence is decoded (greedy, EOS and the server's length limits). Returns tokens.
+// every sentence is decoded (greedy, EOS and the server's length limits). With
+// `first_step_apart`, newcomers to a running batch take their first step by themselves before
+// they join it. Returns tokens.
 int64_t RunRolling(const TaskList& tasks, const std::vector<RollingSentence>& sentences, int rows,
-                   ContinuousBatch& batch, RollingTimes& times) {
+                   bool first_step_apart, ContinuousBatch& batch, RollingTimes& times) {
   DecodeSettings settings;
   settings.max_output_ratio = 1.5f;  // the server's default limits (server/options.h)
   settings.max_output_offset = 10;
@@ -196,7 +203,13 @@ int64_t RunRolling(const TaskList& tasks, const std::vector<RollingSentence>& se
     }
     if (!joining.empty()) {
       const absl::Time start = absl::Now();
-      if (!batch.Admit(std::move(joining)).ok()) std::abort();
+      const absl::Status admitted =
+          first_step_apart && !batch.empty()
+              ? batch.AdmitWithFirstStep(
+                    std::move(joining), [](uint64_t, int32_t) {},
+                    [&](uint64_t, Hypothesis h) { tokens += h.tokens.size(); })
+              : batch.Admit(std::move(joining));
+      if (!admitted.ok()) std::abort();
       times.admitting += absl::Now() - start;
       ++times.admissions;
     }
@@ -304,15 +317,15 @@ int Main() {
   for (absl::string_view number :
        absl::StrSplit(absl::GetFlag(FLAGS_only), ',', absl::SkipEmpty())) {
     int index = 0;
-    if (!absl::SimpleAtoi(number, &index) || index < 1 || index > 5) {
-      std::fprintf(stderr, "continuous_batch_bench: --only: expected numbers 1-5, got '%s'\n",
+    if (!absl::SimpleAtoi(number, &index) || index < 1 || index > 6) {
+      std::fprintf(stderr, "continuous_batch_bench: --only: expected numbers 1-6, got '%s'\n",
                    absl::GetFlag(FLAGS_only).c_str());
       return 2;
     }
     only.push_back(index);
   }
   if (only.empty()) only = {1, 2, 3, 4, 5};
-  // Ascending and once each: scenarios then keep their order, and five numbers mean all five.
+  // Ascending and once each: scenarios then keep their order, and 1-4 named mean all four.
   std::sort(only.begin(), only.end());
   only.erase(std::unique(only.begin(), only.end()), only.end());
 
@@ -336,7 +349,7 @@ int Main() {
     return 0;
   }
 
-  enum class Kind { kPerTask, kContinuous, kRolling };
+  enum class Kind { kPerTask, kContinuous, kRolling, kRollingApart };
   struct Scenario {
     std::string name;
     const TaskList* tasks;
@@ -348,17 +361,20 @@ int Main() {
   std::vector<Scenario> scenarios;
   for (const Repository& r : loaded) {
     const std::string in = loaded.size() > 1 ? absl::StrCat(", ", r.name) : "";
-    const std::string names[5] = {
-        "1 task, per-task batch", "1 task, continuous batch",
+    const std::string names[6] = {
+        "1 task, per-task batch",
+        "1 task, continuous batch",
         absl::StrFormat("%zu tasks, per-task batches", r.all.size()),
         absl::StrFormat("%zu tasks, continuous batch", r.all.size()),
-        absl::StrFormat("%zu tasks, rolling admission, real sentences", r.all.size())};
+        absl::StrFormat("%zu tasks, rolling admission, real sentences", r.all.size()),
+        absl::StrFormat("%zu tasks, rolling admission, first step apart", r.all.size())};
     for (int index : only) {
       Scenario s{absl::StrCat(names[index - 1], in), index <= 2 ? &r.one : &r.all,
-                 index == 5       ? Kind::kRolling
+                 index == 6       ? Kind::kRollingApart
+                 : index == 5     ? Kind::kRolling
                  : index % 2 == 0 ? Kind::kContinuous
                                   : Kind::kPerTask};
-      if (index == 5) {
+      if (index >= 5) {
         s.rolling = RollingSentences(r.all, absl::GetFlag(FLAGS_rolling_sentences));
       }
       scenarios.push_back(std::move(s));
@@ -379,7 +395,9 @@ int Main() {
           tokens = RunContinuous(*s.tasks, sources, steps, batch);
           break;
         case Kind::kRolling:
-          tokens = RunRolling(*s.tasks, s.rolling, rows, batch, s.times);
+        case Kind::kRollingApart:
+          tokens =
+              RunRolling(*s.tasks, s.rolling, rows, s.kind == Kind::kRollingApart, batch, s.times);
           break;
       }
       const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
@@ -397,7 +415,9 @@ int Main() {
     std::printf("| %s | %.0f | %.2fx |\n", s.name.c_str(), median, median / base);
   }
   for (const Scenario& s : scenarios) {
-    if (s.kind != Kind::kRolling || s.times.steps == 0) continue;
+    if ((s.kind != Kind::kRolling && s.kind != Kind::kRollingApart) || s.times.steps == 0) {
+      continue;
+    }
     const double admitting = absl::ToDoubleMilliseconds(s.times.admitting);
     const double stepping = absl::ToDoubleMilliseconds(s.times.stepping);
     std::printf(

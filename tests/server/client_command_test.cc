@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "server/client/client.h"
+#include "tests/common/process.h"
 
 namespace taskmoe::client {
 namespace {
@@ -122,7 +123,8 @@ TEST(OpenChannel, RefusesUnreadableOrNonPemTlsFiles) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(missing.status().message(), "--tls_ca_file: cannot read /nonexistent/ca.pem");
 
-  const std::string not_pem = ::testing::TempDir() + "/not-pem.txt";
+  // In a directory of its own, removed when the test exits (tests/common/process.h).
+  const std::string not_pem = taskmoe::testing::MakeTempDir("client-tls") + "/not-pem.txt";
   std::ofstream(not_pem) << "just text\n";
   flags.tls_ca_file = not_pem;
   absl::StatusOr<std::shared_ptr<grpc::Channel>> text = OpenChannel(flags);

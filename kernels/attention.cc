@@ -413,6 +413,67 @@ absl::Status KvCache::AppendToRows(int64_t first_row, const Tensor& keys, const 
   return absl::OkStatus();
 }
 
+absl::Status KvCache::AppendPackedToRows(int64_t first_row, const Tensor& packed,
+                                         absl::Span<const int32_t> lengths, int64_t steps) {
+  constexpr const char* kOp = "KvCache::AppendPackedToRows";
+  if (absl::Status s = CheckDType(packed, DType::kF32, kOp, "packed"); !s.ok()) return s;
+  const auto rows = static_cast<int64_t>(lengths.size());
+  if (packed.rank() != 2 || packed.dim(1) != 2 * d_model_ || first_row < 0 ||
+      first_row + rows > batch_ || steps < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kOp, ": packed of shape ", packed.shape().ToString(), " for ", rows,
+                     " rows from ", first_row, " of ", steps, " steps, expected [tokens, ",
+                     2 * d_model_, "] within ", batch_, " rows"));
+  }
+  int64_t tokens = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t b = first_row + i;
+    if (lengths[i] < 0 || lengths[i] > steps) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kOp, ": sequence ", i, " of length ", lengths[i], " in ", steps, " steps"));
+    }
+    if (lengths_[b] + steps > capacity_) {
+      return absl::OutOfRangeError(absl::StrCat(kOp, ": row ", b, " holds ", lengths_[b], "; ",
+                                                steps, " more positions exceed the capacity of ",
+                                                capacity_));
+    }
+    tokens += lengths[i];
+  }
+  if (tokens != packed.dim(0)) {
+    return absl::InvalidArgumentError(absl::StrCat(kOp, ": lengths add up to ", tokens,
+                                                   " but packed has ", packed.dim(0), " rows"));
+  }
+  std::vector<int64_t>& starts = spare_starts_;
+  starts.resize(rows);
+  for (int64_t i = 0, at = 0; i < rows; ++i) {
+    starts[i] = at;
+    at += lengths[i];
+  }
+  const float* const in = packed.data<float>();
+  const int64_t d = d_model_;
+  ParallelFor(rows, rows * steps * 2 * d > (1 << 16), [&](int64_t i) {
+    const int64_t b = first_row + i;
+    const int64_t dst = (b * capacity_ + lengths_[b]) * d;
+    const int64_t length = lengths[i];
+    for (int64_t t = 0; t < length; ++t) {
+      const float* key_src = in + (starts[i] + t) * 2 * d;
+      if (dtype_ == DType::kBF16) {
+        ConvertToBFloat16(key_src, d, keys_.data<BFloat16>() + dst + t * d);
+        ConvertToBFloat16(key_src + d, d, values_.data<BFloat16>() + dst + t * d);
+      } else {
+        std::memcpy(keys_.data<float>() + dst + t * d, key_src, sizeof(float) * d);
+        std::memcpy(values_.data<float>() + dst + t * d, key_src + d, sizeof(float) * d);
+      }
+    }
+    const size_t pad_bytes = DTypeSize(dtype_) * (steps - length) * d;
+    const size_t pad_at = DTypeSize(dtype_) * (dst + length * d);
+    std::memset(static_cast<char*>(keys_.raw_data()) + pad_at, 0, pad_bytes);
+    std::memset(static_cast<char*>(values_.raw_data()) + pad_at, 0, pad_bytes);
+  });
+  for (int64_t i = 0; i < rows; ++i) lengths_[first_row + i] += static_cast<int32_t>(steps);
+  return absl::OkStatus();
+}
+
 void KvCache::SelectInto(absl::Span<const int32_t> rows, const Tensor& from, Tensor& to) const {
   const int64_t new_batch = static_cast<int64_t>(rows.size());
   // `to` and `from` swap roles after every selection: sizing `to` for the larger batch first

@@ -60,6 +60,13 @@ class KvCache {
   absl::Status Append(const Tensor& keys, const Tensor& values);
   // The same for rows [first_row, first_row + keys.dim(0)) only (rows just added).
   absl::Status AppendToRows(int64_t first_row, const Tensor& keys, const Tensor& values);
+  // The same from a fused key-value product of packed sequences: `packed` is f32
+  // [sum(lengths), 2 * d_model], each token's keys then its values, the sequences one after
+  // another; row first_row + i takes sequence i at positions [length, length + steps), zeros
+  // after its lengths[i] tokens (as Append of the sequences padded to `steps` would), without
+  // the padded copy in between.
+  absl::Status AppendPackedToRows(int64_t first_row, const Tensor& packed,
+                                  absl::Span<const int32_t> lengths, int64_t steps);
 
   // Keeps batch rows `rows` (in that order; a row may repeat, as when two beam hypotheses
   // descend from one). The new batch size is rows.size().
@@ -83,7 +90,8 @@ class KvCache {
   void RelayoutInto(int64_t batch, int64_t capacity, const Tensor& from, Tensor& to) const;
 
   Tensor keys_, values_;
-  Tensor spare_keys_, spare_values_;  // double buffers for SelectRows and growth
+  Tensor spare_keys_, spare_values_;   // double buffers for SelectRows and growth
+  std::vector<int64_t> spare_starts_;  // AppendPackedToRows' first token of each sequence
   std::vector<int32_t> lengths_, spare_lengths_;
   int64_t batch_ = 0, capacity_ = 0, d_model_ = 0;
   DType dtype_ = DType::kF32;

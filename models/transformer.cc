@@ -543,7 +543,6 @@ absl::Status TransformerModel::AddRows(absl::Span<const RowGroup> groups,
   const int64_t source_len = encoder.max_len;
   // The projections run on the packed states (real tokens only); the cache takes them padded.
   TokenGroups(groups, encoder.lengths, state.token_groups);
-  Tensor* const kv_parts[] = {&state.k, &state.v};
   for (size_t i = 0; i < first->decoder_layers_.size(); ++i) {
     TASKMOE_RETURN_IF_ERROR(state.self_cache[i].AddRows(added, max_steps));
     TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AddRows(added, source_len));
@@ -554,8 +553,7 @@ absl::Status TransformerModel::AddRows(absl::Span<const RowGroup> groups,
         },
         encoder.states, state.qkv));
     TASKMOE_RETURN_IF_ERROR(
-        kernels::UnpackSequences(state.qkv, encoder.lengths, source_len, kv_parts));
-    TASKMOE_RETURN_IF_ERROR(state.cross_cache[i].AppendToRows(first_row, state.k, state.v));
+        state.cross_cache[i].AppendPackedToRows(first_row, state.qkv, encoder.lengths, source_len));
   }
   state.source_lengths.insert(state.source_lengths.end(), encoder.lengths.begin(),
                               encoder.lengths.end());

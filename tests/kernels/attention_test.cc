@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "tests/kernels/reference.h"
 
@@ -365,6 +366,67 @@ TEST(KvCache, AddRowsAndAppendToRowsRefuseBadArguments) {
   EXPECT_EQ(cache.AppendToRows(2, one, one).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(cache.AppendToRows(-1, one, one).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(cache.AppendToRows(1, one, one).ok());
+}
+
+// A fused key-value product of packed sequences lands in the cache exactly as the padded
+// route did (UnpackSequences, then AppendToRows): the rows' own tokens, zeros up to `steps`,
+// the running rows untouched, in both storage types.
+TEST(KvCache, AppendPackedToRowsEqualsUnpackingThenAppending) {
+  const int64_t d = 16, capacity = 7, steps = 5;
+  const std::vector<int32_t> lengths = {3, 5, 1};
+  const int64_t tokens = 9;
+  const Tensor packed = RandomTensor(Shape{tokens, 2 * d}, 11);
+  const Tensor running_k = RandomTensor(Shape{2, 2, d}, 12);
+  const Tensor running_v = RandomTensor(Shape{2, 2, d}, 13);
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    KvCache direct, padded;
+    for (KvCache* cache : {&direct, &padded}) {
+      ASSERT_TRUE(cache->Reset(2, capacity, d, dtype).ok());
+      ASSERT_TRUE(cache->Append(running_k, running_v).ok());
+      ASSERT_TRUE(cache->AddRows(3, capacity).ok());
+    }
+    ASSERT_TRUE(direct.AppendPackedToRows(2, packed, lengths, steps).ok());
+    Tensor k, v;
+    Tensor* const parts[] = {&k, &v};
+    ASSERT_TRUE(UnpackSequences(packed, lengths, steps, parts).ok());
+    ASSERT_TRUE(padded.AppendToRows(2, k, v).ok());
+    for (int64_t b = 0; b < 5; ++b) {
+      ASSERT_EQ(direct.length(b), padded.length(b)) << b;
+      const size_t bytes = DTypeSize(dtype) * direct.length(b) * d;
+      const size_t at = DTypeSize(dtype) * b * capacity * d;
+      EXPECT_EQ(std::memcmp(static_cast<const char*>(direct.keys().raw_data()) + at,
+                            static_cast<const char*>(padded.keys().raw_data()) + at, bytes),
+                0)
+          << DTypeName(dtype) << " keys of row " << b;
+      EXPECT_EQ(std::memcmp(static_cast<const char*>(direct.values().raw_data()) + at,
+                            static_cast<const char*>(padded.values().raw_data()) + at, bytes),
+                0)
+          << DTypeName(dtype) << " values of row " << b;
+    }
+  }
+}
+
+TEST(KvCache, AppendPackedToRowsRefusesBadArguments) {
+  const int64_t d = 4;
+  KvCache cache;
+  ASSERT_TRUE(cache.Reset(2, 3, d).ok());
+  const std::vector<int32_t> lengths = {2, 1};
+  const Tensor packed = RandomTensor(Shape{3, 2 * d}, 1);
+  const auto code = [&](int64_t first_row, const Tensor& p, std::vector<int32_t> l, int64_t steps) {
+    return cache.AppendPackedToRows(first_row, p, l, steps).code();
+  };
+  EXPECT_EQ(code(0, RandomTensor(Shape{3, d}, 2), lengths, 2),
+            absl::StatusCode::kInvalidArgument);                               // keys only
+  EXPECT_EQ(code(1, packed, lengths, 2), absl::StatusCode::kInvalidArgument);  // row 2
+  EXPECT_EQ(code(-1, packed, lengths, 2), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(0, packed, {2, 2}, 2), absl::StatusCode::kInvalidArgument);  // 4 != 3
+  EXPECT_EQ(code(0, packed, {3, 0}, 2), absl::StatusCode::kInvalidArgument);  // 3 > 2
+  EXPECT_EQ(code(0, packed, {2, -1}, 2), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(0, packed, lengths, 4), absl::StatusCode::kOutOfRange);  // capacity 3
+  EXPECT_EQ(cache.length(0), 0);  // nothing written by a refused call
+  EXPECT_TRUE(cache.AppendPackedToRows(0, packed, lengths, 2).ok());
+  EXPECT_EQ(cache.length(0), 2);
+  EXPECT_EQ(cache.length(1), 2);
 }
 
 // A bf16 cache stores the rounded keys and values, keeps them through both kinds of row

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu_dispatch.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
@@ -388,29 +389,37 @@ absl::Status KvCache::AppendToRows(int64_t first_row, const Tensor& keys, const 
   if (absl::Status s = CheckShape(values, keys.shape(), kOp, "values"); !s.ok()) return s;
   const int64_t rows = keys.dim(0);
   const int64_t steps = keys.dim(1);
+  if (absl::Status s = CheckRoom(kOp, first_row, rows, steps); !s.ok()) return s;
+  const int64_t count = steps * d_model_;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = first_row + r;
+    StorePositions(keys.data<float>() + r * count, values.data<float>() + r * count, count,
+                   (b * capacity_ + lengths_[b]) * d_model_);
+    lengths_[b] += static_cast<int32_t>(steps);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvCache::CheckRoom(const char* op, int64_t first_row, int64_t rows,
+                                int64_t steps) const {
   for (int64_t b = first_row; b < first_row + rows; ++b) {
     if (lengths_[b] + steps > capacity_) {
-      return absl::OutOfRangeError(absl::StrCat(kOp, ": row ", b, " holds ", lengths_[b], "; ",
+      return absl::OutOfRangeError(absl::StrCat(op, ": row ", b, " holds ", lengths_[b], "; ",
                                                 steps, " more positions exceed the capacity of ",
                                                 capacity_));
     }
   }
-  const int64_t count = steps * d_model_;
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t b = first_row + r;
-    const int64_t dst = (b * capacity_ + lengths_[b]) * d_model_;
-    const float* key_src = keys.data<float>() + r * count;
-    const float* value_src = values.data<float>() + r * count;
-    if (dtype_ == DType::kBF16) {
-      ConvertToBFloat16(key_src, count, keys_.data<BFloat16>() + dst);
-      ConvertToBFloat16(value_src, count, values_.data<BFloat16>() + dst);
-    } else {
-      std::memcpy(keys_.data<float>() + dst, key_src, sizeof(float) * count);
-      std::memcpy(values_.data<float>() + dst, value_src, sizeof(float) * count);
-    }
-    lengths_[b] += static_cast<int32_t>(steps);
-  }
   return absl::OkStatus();
+}
+
+void KvCache::StorePositions(const float* keys, const float* values, int64_t count, int64_t at) {
+  if (dtype_ == DType::kBF16) {
+    ConvertToBFloat16(keys, count, keys_.data<BFloat16>() + at);
+    ConvertToBFloat16(values, count, values_.data<BFloat16>() + at);
+  } else {
+    std::memcpy(keys_.data<float>() + at, keys, sizeof(float) * count);
+    std::memcpy(values_.data<float>() + at, values, sizeof(float) * count);
+  }
 }
 
 absl::Status KvCache::AppendPackedToRows(int64_t first_row, const Tensor& packed,
@@ -425,29 +434,14 @@ absl::Status KvCache::AppendPackedToRows(int64_t first_row, const Tensor& packed
                      " rows from ", first_row, " of ", steps, " steps, expected [tokens, ",
                      2 * d_model_, "] within ", batch_, " rows"));
   }
+  // Each sequence's first token (the lengths checked against `steps`), kept with the cache.
+  std::vector<int64_t>& starts = spare_starts_;
   int64_t tokens = 0;
-  for (int64_t i = 0; i < rows; ++i) {
-    const int64_t b = first_row + i;
-    if (lengths[i] < 0 || lengths[i] > steps) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(kOp, ": sequence ", i, " of length ", lengths[i], " in ", steps, " steps"));
-    }
-    if (lengths_[b] + steps > capacity_) {
-      return absl::OutOfRangeError(absl::StrCat(kOp, ": row ", b, " holds ", lengths_[b], "; ",
-                                                steps, " more positions exceed the capacity of ",
-                                                capacity_));
-    }
-    tokens += lengths[i];
-  }
+  if (absl::Status s = SequenceStarts(lengths, steps, kOp, starts, tokens); !s.ok()) return s;
+  if (absl::Status s = CheckRoom(kOp, first_row, rows, steps); !s.ok()) return s;
   if (tokens != packed.dim(0)) {
     return absl::InvalidArgumentError(absl::StrCat(kOp, ": lengths add up to ", tokens,
                                                    " but packed has ", packed.dim(0), " rows"));
-  }
-  std::vector<int64_t>& starts = spare_starts_;
-  starts.resize(rows);
-  for (int64_t i = 0, at = 0; i < rows; ++i) {
-    starts[i] = at;
-    at += lengths[i];
   }
   const float* const in = packed.data<float>();
   const int64_t d = d_model_;
@@ -456,14 +450,8 @@ absl::Status KvCache::AppendPackedToRows(int64_t first_row, const Tensor& packed
     const int64_t dst = (b * capacity_ + lengths_[b]) * d;
     const int64_t length = lengths[i];
     for (int64_t t = 0; t < length; ++t) {
-      const float* key_src = in + (starts[i] + t) * 2 * d;
-      if (dtype_ == DType::kBF16) {
-        ConvertToBFloat16(key_src, d, keys_.data<BFloat16>() + dst + t * d);
-        ConvertToBFloat16(key_src + d, d, values_.data<BFloat16>() + dst + t * d);
-      } else {
-        std::memcpy(keys_.data<float>() + dst + t * d, key_src, sizeof(float) * d);
-        std::memcpy(values_.data<float>() + dst + t * d, key_src + d, sizeof(float) * d);
-      }
+      const float* token = in + (starts[i] + t) * 2 * d;  // its keys, then its values
+      StorePositions(token, token + d, d, dst + t * d);
     }
     const size_t pad_bytes = DTypeSize(dtype_) * (steps - length) * d;
     const size_t pad_at = DTypeSize(dtype_) * (dst + length * d);

@@ -88,6 +88,11 @@ class KvCache {
   static int64_t MovedRows(absl::Span<const int32_t> rows);
   // Copies every row's filled positions into `to`, laid out as [batch, capacity, d_model].
   void RelayoutInto(int64_t batch, int64_t capacity, const Tensor& from, Tensor& to) const;
+  // OutOfRange unless rows [first_row, first_row + rows) each have room for `steps` more
+  // positions (errors name `op`).
+  absl::Status CheckRoom(const char* op, int64_t first_row, int64_t rows, int64_t steps) const;
+  // Stores `count` f32 keys and values at element `at` of the storage, in its dtype.
+  void StorePositions(const float* keys, const float* values, int64_t count, int64_t at);
 
   Tensor keys_, values_;
   Tensor spare_keys_, spare_values_;   // double buffers for SelectRows and growth

@@ -1,5 +1,5 @@
-// SplitLastDim, UnpackSequences and PackSequences: one pass over the input, rows (or
-// sequences) in parallel when there are enough of them.
+// SequenceStarts, SplitLastDim, UnpackSequences and PackSequences: one pass over the input, rows
+// (or sequences) in parallel when there are enough of them.
 #include "kernels/layout.h"
 
 #include <cstring>
@@ -32,8 +32,16 @@ absl::Status ResizeParts(const char* op, const Tensor& source, const char* sourc
   return absl::OkStatus();
 }
 
-// Checks lengths against max_len (when max_len >= 0) and returns each sequence's first packed
-// row in `starts` and their sum, or an error naming the operation.
+// The calling control flow's buffer for SequenceStarts (work_sharing.h's ControlFlowLocal):
+// kept, so that encoding batch after batch allocates nothing once it has seen the most
+// sequences (loop bodies on other threads read it through the reference their caller took).
+struct SequenceStartsBuffer {
+  std::vector<int64_t> starts;
+};
+std::vector<int64_t>& StartsBuffer() { return ControlFlowLocal<SequenceStartsBuffer>().starts; }
+
+}  // namespace
+
 absl::Status SequenceStarts(absl::Span<const int32_t> lengths, int64_t max_len, const char* op,
                             std::vector<int64_t>& starts, int64_t& total) {
   starts.resize(lengths.size());
@@ -48,16 +56,6 @@ absl::Status SequenceStarts(absl::Span<const int32_t> lengths, int64_t max_len, 
   }
   return absl::OkStatus();
 }
-
-// The calling control flow's buffer for SequenceStarts (work_sharing.h's ControlFlowLocal):
-// kept, so that encoding batch after batch allocates nothing once it has seen the most
-// sequences (loop bodies on other threads read it through the reference their caller took).
-struct SequenceStartsBuffer {
-  std::vector<int64_t> starts;
-};
-std::vector<int64_t>& StartsBuffer() { return ControlFlowLocal<SequenceStartsBuffer>().starts; }
-
-}  // namespace
 
 absl::Status SplitLastDim(const Tensor& x, absl::Span<Tensor* const> parts) {
   constexpr const char* kOp = "SplitLastDim";

@@ -6,11 +6,19 @@
 #ifndef TASKMOE_KERNELS_LAYOUT_H_
 #define TASKMOE_KERNELS_LAYOUT_H_
 
+#include <cstdint>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "kernels/tensor.h"
 
 namespace taskmoe::kernels {
+
+// Checks lengths against max_len (when max_len >= 0) and returns each sequence's first packed
+// row in `starts` and their sum, or an InvalidArgument error naming the operation `op`.
+absl::Status SequenceStarts(absl::Span<const int32_t> lengths, int64_t max_len, const char* op,
+                            std::vector<int64_t>& starts, int64_t& total);
 
 // x: f32 [..., n * w] with n = parts.size() >= 1. Part i becomes f32 [..., w], the columns
 // [i * w, (i + 1) * w) of every row (resized in place, reusing its storage). Parts must be
